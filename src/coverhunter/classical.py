@@ -1,0 +1,365 @@
+"""Classical cover song baselines on chroma from our CQT: a global summary and an alignment.
+
+Chroma
+    The CQT's 96 bins (8 octaves x 12, dB relative to the recording's maximum) are turned
+    back into linear magnitude, folded onto 12 pitch classes, averaged over blocks of
+    ``block`` frames (10 frames = 0.4 s, 2.5 chroma frames per second) and each frame is
+    scaled to a maximum of 1.
+
+Global summary: 2D Fourier transform magnitude (Bertin-Mahieux & Ellis, WASPAA 2012)
+    Every patch of ``patch`` consecutive chroma frames, raised to a power for contrast,
+    goes through a 2D FFT; its magnitude does not change when the patch is shifted
+    circularly in pitch (transposition) or in time (phase). The median over patches is one
+    fixed-length vector per recording (optionally PCA-reduced); distance = Euclidean.
+
+Alignment: cross-recurrence and Qmax (Serra, Serra & Andrzejak, New J. Phys. 2009)
+    1. optimal transposition index (OTI): the circular pitch shift that best matches the
+       two recordings' global chroma profiles; the candidate is shifted by it;
+    2. delay embedding: each frame is stacked with its ``m - 1`` successors (``tau`` apart);
+    3. binary cross-recurrence plot: R[i, j] = 1 when j is among the ``kappa`` fraction
+       of nearest neighbours of i *and* i among those of j (Euclidean distance);
+    4. Qmax: the longest local alignment path through R, allowing tempo deviations
+       (steps (1,1), (2,1), (1,2)) and gaps (penalty ``gap_onset`` to open one,
+       ``gap_extension`` per further step):
+
+           R[i,j] = 1:  Q[i,j] = max(Q[i-1,j-1], Q[i-2,j-1], Q[i-1,j-2]) + 1
+           R[i,j] = 0:  Q[i,j] = max(0, Q[p] - g(R[p]) for p in the same three cells)
+           g(1) = gap_onset, g(0) = gap_extension.
+
+       Row i depends only on rows i-1 and i-2, so the recursion runs row by row with
+       whole rows as vectors, for a stack of K padded pairs at once (padding is R = 0,
+       which can never raise Q).
+    The score ``Qmax / sqrt(N * M)`` (N, M: embedded lengths) lies in [0, 1] and, for a
+    fixed query, ranks candidates as Serra's ``sqrt(M) / Qmax`` does; the distance is
+    ``1 - score``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+N_CHROMA = 12
+BLOCK = 10  # CQT frames per chroma frame: 25 / 10 = 2.5 chroma frames per second
+
+
+# ---------------------------------------------------------------------------
+# chroma
+
+
+def chroma_from_cqt(cqt_db: np.ndarray, *, block: int = BLOCK, bins_per_octave: int = 12,
+                    floor_db: float = -70.0) -> np.ndarray:
+    """Block-averaged, max-normalised chroma of a CQT.
+
+    Parameters
+    ----------
+    cqt_db : np.ndarray, shape (frames, n_bins)
+        Our CQT (dB relative to the recording's maximum, bin 0 near C1).
+    block : int
+        CQT frames averaged into one chroma frame (a trailing partial block is kept).
+    bins_per_octave : int
+        Must be 12 (one bin per semitone).
+    floor_db : float
+        Bins below this level (dB re. maximum) count as silence.
+
+    Returns
+    -------
+    np.ndarray, shape (ceil(frames / block), 12), float32
+        Each frame scaled to a maximum of 1; silent frames are all zero.
+    """
+    if bins_per_octave != N_CHROMA:
+        raise ValueError(f"chroma needs 12 bins per octave, got {bins_per_octave}")
+    x = np.asarray(cqt_db, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"expected a CQT of shape (frames, bins) with frames > 0, got {x.shape}")
+    n_oct = x.shape[1] // N_CHROMA
+    mag = np.where(x > floor_db, 10.0 ** (x[:, :n_oct * N_CHROMA] / 20.0), 0.0)
+    fold = mag.reshape(len(x), n_oct, N_CHROMA).sum(1)  # (frames, 12)
+    n_blocks = -(-len(fold) // block)
+    pad = n_blocks * block - len(fold)
+    summed = np.pad(fold, ((0, pad), (0, 0))).reshape(n_blocks, block, N_CHROMA).sum(1)
+    counts = np.full(n_blocks, block, np.float32)
+    counts[-1] = block - pad
+    return normalise_frames(summed / counts[:, None])
+
+
+def normalise_frames(chroma: np.ndarray) -> np.ndarray:
+    """Frames (T, 12) scaled to a maximum of 1 (all-zero frames stay zero), float32."""
+    peak = chroma.max(axis=1, keepdims=True)
+    return (chroma / np.where(peak > 1e-12, peak, 1.0)).astype(np.float32)
+
+
+def chroma_to_uint8(chroma: np.ndarray) -> np.ndarray:
+    """Compact storage of a normalised chroma (T, 12) in [0, 1]: uint8 (T, 12)."""
+    return np.round(np.clip(chroma, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def chroma_from_uint8(packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`chroma_to_uint8` (within 1/510): float32 (T, 12)."""
+    return np.asarray(packed, dtype=np.float32) / 255.0
+
+
+# ---------------------------------------------------------------------------
+# global summary: 2D Fourier transform magnitude
+
+
+def patch_2dftm(patches: np.ndarray) -> np.ndarray:
+    """Magnitude of the 2D FFT of chroma patches, non-redundant half.
+
+    Parameters
+    ----------
+    patches : np.ndarray, shape (..., 12, L)
+        Pitch by time.
+
+    Returns
+    -------
+    np.ndarray, shape (..., 12, L // 2 + 1)
+        Unchanged by circular shifts of a patch in pitch or in time.
+    """
+    return np.abs(np.fft.rfft2(patches, axes=(-2, -1)))
+
+
+def fourier_summary(chroma: np.ndarray, *, patch: int = 75, power: float = 1.96,
+                    hop: int = 1) -> np.ndarray:
+    """One vector per recording: median 2D Fourier magnitude of its chroma patches.
+
+    Parameters
+    ----------
+    chroma : np.ndarray, shape (T, 12)
+    patch : int
+        Patch length in chroma frames (75 = 30 s at 2.5 frames/s). Shorter recordings
+        are zero-padded to one patch.
+    power : float
+        Power applied to the chroma before the transform (contrast, as in the paper).
+    hop : int
+        Frames between patch starts.
+
+    Returns
+    -------
+    np.ndarray, shape (12 * (patch // 2 + 1),), float32, unit length.
+    """
+    x = np.asarray(chroma, dtype=np.float64) ** power
+    if len(x) < patch:
+        x = np.pad(x, ((0, patch - len(x)), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(x, patch, axis=0)[::hop]  # (P, 12, L)
+    med = np.median(patch_2dftm(windows), axis=0).ravel()
+    return (med / max(np.linalg.norm(med), 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PCA:
+    """Mean and principal axes fitted on summary vectors."""
+
+    mean: np.ndarray  # (D,)
+    components: np.ndarray  # (n, D)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, n_components: int = 50) -> "PCA":
+        """Principal axes of rows ``x`` (n_samples, D); fit on training-type data."""
+        mean = x.mean(0)
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        return cls(mean, vt[:n_components])
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) @ self.components.T
+
+
+def euclidean_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise Euclidean distances (n_a, n_b) between rows of ``a`` and ``b``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+# ---------------------------------------------------------------------------
+# alignment: OTI, delay embedding, cross-recurrence, Qmax
+
+
+@dataclass(frozen=True)
+class QmaxParams:
+    """Serra et al. (2009) settings, on 2.5 chroma frames per second."""
+
+    m: int = 10  # embedding dimension (frames stacked): 4 s of context
+    tau: int = 1  # delay between stacked frames
+    kappa: float = 0.095  # fraction of nearest neighbours that recur
+    gap_onset: float = 5.0
+    gap_extension: float = 0.5
+
+
+def global_profile(chroma: np.ndarray) -> np.ndarray:
+    """Mean chroma (12,) scaled to a maximum of 1."""
+    g = np.asarray(chroma, np.float64).mean(0)
+    return g / max(g.max(), 1e-12)
+
+
+def optimal_transposition(profile_a: np.ndarray, profile_b: np.ndarray) -> int:
+    """The shift k in 0..11 such that ``np.roll(b, k, axis=-1)`` best matches ``a``."""
+    scores = [float(np.dot(profile_a, np.roll(profile_b, k))) for k in range(N_CHROMA)]
+    return int(np.argmax(scores))
+
+
+def delay_embed(chroma: np.ndarray, m: int = 10, tau: int = 1) -> np.ndarray:
+    """Delay coordinates: row i = frames i, i + tau, ..., i + (m-1) tau, concatenated.
+
+    Returns
+    -------
+    np.ndarray, shape (max(1, T - (m-1) tau), 12 m), float32
+        A recording shorter than the embedding window is zero-padded to one row.
+    """
+    x = np.asarray(chroma, np.float32)
+    span = (m - 1) * tau + 1
+    if len(x) < span:
+        x = np.pad(x, ((0, span - len(x)), (0, 0)))
+    n = len(x) - span + 1
+    return np.concatenate([x[k * tau:k * tau + n] for k in range(m)], axis=1)
+
+
+def cross_recurrence(x: np.ndarray, y: np.ndarray, kappa: float = 0.095) -> np.ndarray:
+    """Binary cross-recurrence plot with mutual nearest neighbours.
+
+    Parameters
+    ----------
+    x, y : np.ndarray, shape (N, D), (M, D)
+        Delay-embedded sequences.
+    kappa : float
+        Fraction of each row's (column's) points that count as neighbours.
+
+    Returns
+    -------
+    np.ndarray, shape (N, M), bool
+        True where y[j] is among the ``ceil(kappa M)`` nearest of x[i] and x[i] among
+        the ``ceil(kappa N)`` nearest of y[j].
+    """
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    # squared distances in float32: same neighbours, ten times faster than float64 sqrt
+    d = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * (x @ y.T)
+    n, m = d.shape
+    kr, kc = max(1, math.ceil(kappa * m)), max(1, math.ceil(kappa * n))
+    row_thr = np.partition(d, kr - 1, axis=1)[:, kr - 1]
+    col_thr = np.partition(d, kc - 1, axis=0)[kc - 1, :]
+    return (d <= row_thr[:, None]) & (d <= col_thr[None, :])
+
+
+def qmax_batch(crp: np.ndarray, gap_onset: float = 5.0, gap_extension: float = 0.5) -> np.ndarray:
+    """Qmax of a stack of cross-recurrence plots, row by row for all of them at once.
+
+    Parameters
+    ----------
+    crp : np.ndarray, shape (K, N, M), bool
+        Pairs padded with False to a common size.
+
+    Returns
+    -------
+    np.ndarray, shape (K,), float32
+    """
+    k, n, m = crp.shape
+    # two zero columns on the left so that j-1 and j-2 always exist
+    q1 = np.zeros((k, m + 2), np.float32)  # row i-1
+    q2 = np.zeros((k, m + 2), np.float32)  # row i-2
+    g1 = np.full((k, m + 2), gap_extension, np.float32)  # g(R) of row i-1
+    g2 = np.full((k, m + 2), gap_extension, np.float32)
+    best = np.zeros(k, np.float32)
+    for i in range(n):
+        r = crp[:, i, :]
+        a, b, c = q1[:, 1:-1], q2[:, 1:-1], q1[:, :-2]  # (i-1,j-1), (i-2,j-1), (i-1,j-2)
+        hit = np.maximum(np.maximum(a, b), c) + 1.0
+        miss = np.maximum(np.maximum(a - g1[:, 1:-1], b - g2[:, 1:-1]), c - g1[:, :-2])
+        row = np.where(r, hit, np.maximum(miss, 0.0))
+        np.maximum(best, row.max(axis=1), out=best)
+        q2, q1 = q1, q2
+        q1[:, 2:] = row
+        g2, g1 = g1, g2
+        g1[:, 2:] = np.where(r, gap_onset, gap_extension)
+    return best
+
+
+def qmax_pair(crp: np.ndarray, gap_onset: float = 5.0, gap_extension: float = 0.5) -> float:
+    """Qmax of one cross-recurrence plot (N, M)."""
+    return float(qmax_batch(crp[None], gap_onset, gap_extension)[0])
+
+
+@dataclass
+class AlignmentFeatures:
+    """What the alignment needs per recording: its global profile and chroma."""
+
+    chroma: np.ndarray  # (T, 12)
+    profile: np.ndarray  # (12,)
+
+    @classmethod
+    def from_chroma(cls, chroma: np.ndarray) -> "AlignmentFeatures":
+        return cls(np.asarray(chroma, np.float32), global_profile(chroma))
+
+
+def _embedded_pair(a: AlignmentFeatures, b: AlignmentFeatures, p: QmaxParams):
+    shift = optimal_transposition(a.profile, b.profile)
+    return delay_embed(a.chroma, p.m, p.tau), delay_embed(np.roll(b.chroma, shift, axis=1), p.m, p.tau)
+
+
+def qmax_scores(query: AlignmentFeatures, candidates: list[AlignmentFeatures],
+                params: QmaxParams = QmaxParams(), max_cells: int = 20_000_000) -> np.ndarray:
+    """Normalised Qmax score of one query against many candidates, in padded batches.
+
+    Parameters
+    ----------
+    query : AlignmentFeatures
+    candidates : list of AlignmentFeatures
+    params : QmaxParams
+    max_cells : int
+        Bound on K x N x M cells per batch (memory ~ max_cells bytes).
+
+    Returns
+    -------
+    np.ndarray, shape (len(candidates),), float64
+        ``Qmax / sqrt(N M)`` in [0, 1]; larger is more similar.
+    """
+    if not candidates:
+        return np.zeros(0)
+    qx = delay_embed(query.chroma, params.m, params.tau)
+    emb = [_embedded_pair(query, c, params)[1] for c in candidates]
+    order = np.argsort([len(e) for e in emb], kind="stable")  # similar lengths share a batch
+    out = np.zeros(len(candidates))
+    s = 0
+    while s < len(order):
+        e = s + 1
+        m_max = len(emb[order[s]])
+        while e < len(order) and (e - s + 1) * len(qx) * max(m_max, len(emb[order[e]])) <= max_cells:
+            m_max = max(m_max, len(emb[order[e]]))
+            e += 1
+        idx = order[s:e]
+        crp = np.zeros((len(idx), len(qx), m_max), bool)
+        for b, j in enumerate(idx):
+            crp[b, :, :len(emb[j])] = cross_recurrence(qx, emb[j], params.kappa)
+        q = qmax_batch(crp, params.gap_onset, params.gap_extension)
+        lengths = np.array([len(emb[j]) for j in idx], np.float64)
+        out[idx] = q / np.sqrt(len(qx) * lengths)
+        s = e
+    return out
+
+
+def alignment_distance_matrix(feats: list[AlignmentFeatures], params: QmaxParams = QmaxParams(),
+                              verbose: bool = False) -> np.ndarray:
+    """All-pairs alignment distances ``1 - Qmax / sqrt(N M)`` (n, n); the diagonal is 0.
+
+    The score is symmetric (the recursion and the mutual-neighbour plot are unchanged by
+    swapping the two recordings), so only pairs i < j are computed.
+    """
+    from tqdm import tqdm
+
+    n = len(feats)
+    score = np.eye(n)
+    for i in tqdm(range(n - 1), desc="qmax", unit="query", disable=not verbose):
+        s = qmax_scores(feats[i], feats[i + 1:], params)
+        score[i, i + 1:] = s
+        score[i + 1:, i] = s
+    return 1.0 - score
+
+
+__all__ = ["chroma_from_cqt", "chroma_to_uint8", "chroma_from_uint8", "fourier_summary",
+           "patch_2dftm", "PCA", "euclidean_distances", "QmaxParams", "global_profile",
+           "optimal_transposition", "delay_embed", "cross_recurrence", "qmax_batch", "qmax_pair",
+           "AlignmentFeatures", "qmax_scores", "alignment_distance_matrix"]

@@ -1,0 +1,136 @@
+"""Classical baselines: chroma, OTI, 2D Fourier magnitude, cross-recurrence and Qmax."""
+
+import numpy as np
+import pytest
+
+from coverhunter import classical as C
+
+
+def synthetic_cqt(bins: np.ndarray, frames_per_note: float, rng, n_bins: int = 96) -> np.ndarray:
+    """A CQT in dB re. max: one note per step (fundamental, octave, fifth above), noise floor."""
+    n = int(round(len(bins) * frames_per_note))
+    idx = np.minimum((np.arange(n) / frames_per_note).astype(int), len(bins) - 1)
+    mag = rng.uniform(0, 0.02, (n, n_bins))
+    for h, amp in ((0, 1.0), (12, 0.5), (19, 0.3)):
+        b = np.clip(bins[idx] + h, 0, n_bins - 1)
+        mag[np.arange(n), b] += amp
+    db = 20 * np.log10(mag + 1e-9)
+    return (db - db.max()).astype(np.float32)
+
+
+def melody(rng, n_notes: int = 60) -> np.ndarray:
+    """Random pitch-class walk in bins 36..59 with a few repeats (a tonal-ish melody)."""
+    steps = rng.choice([-5, -3, -2, -1, 0, 1, 2, 3, 4, 5, 7], n_notes)
+    return 36 + (np.cumsum(steps) % 24)
+
+
+def test_chroma_folds_octaves_and_normalises():
+    rng = np.random.default_rng(0)
+    cqt = synthetic_cqt(np.array([40] * 10), 10, rng)  # bin 40 -> pitch class 4
+    ch = C.chroma_from_cqt(cqt, block=10)
+    assert ch.shape == (10, 12) and ch.dtype == np.float32
+    assert np.all(ch.argmax(1) == 4)
+    np.testing.assert_allclose(ch.max(1), 1.0, rtol=1e-6)
+    # a trailing partial block is kept, and silence stays zero
+    silent = np.full((25, 96), -100.0, np.float32)
+    ch2 = C.chroma_from_cqt(silent, block=10)
+    assert ch2.shape == (3, 12) and not ch2.any()
+
+
+def test_uint8_round_trip():
+    ch = np.random.default_rng(1).uniform(0, 1, (30, 12)).astype(np.float32)
+    back = C.chroma_from_uint8(C.chroma_to_uint8(ch))
+    assert np.abs(back - ch).max() <= 1 / 510 + 1e-6
+
+
+@pytest.mark.parametrize("shift", [0, 3, 7, 11])
+def test_oti_recovers_transposition(shift):
+    rng = np.random.default_rng(shift)
+    ch = C.chroma_from_cqt(synthetic_cqt(melody(rng), 10, rng))
+    transposed = np.roll(ch, shift, axis=1)
+    k = C.optimal_transposition(C.global_profile(ch), C.global_profile(transposed))
+    assert k == (-shift) % 12
+    np.testing.assert_allclose(np.roll(transposed, k, axis=1), ch)
+
+
+def test_2dftm_invariant_to_pitch_and_time_shift():
+    rng = np.random.default_rng(2)
+    ch = C.chroma_from_cqt(synthetic_cqt(melody(rng, 80), 12, rng))
+    # one patch: exactly invariant to circular shifts in pitch and time
+    p = ch[:75].T.astype(np.float64)
+    ref = C.patch_2dftm(p)
+    np.testing.assert_allclose(C.patch_2dftm(np.roll(p, 5, axis=0)), ref, atol=1e-9)
+    np.testing.assert_allclose(C.patch_2dftm(np.roll(p, 17, axis=1)), ref, atol=1e-9)
+    # whole recording: exactly invariant to transposition
+    s = C.fourier_summary(ch)
+    np.testing.assert_allclose(C.fourier_summary(np.roll(ch, 4, axis=1)), s, atol=1e-6)
+    # a delayed copy (4 s of silence first) stays far closer than another melody
+    long = C.chroma_from_cqt(synthetic_cqt(melody(rng, 200), 12, rng))
+    s = C.fourier_summary(long)
+    delayed = np.concatenate([np.zeros((10, 12), np.float32), long])
+    other = C.chroma_from_cqt(synthetic_cqt(melody(np.random.default_rng(3), 200), 12, rng))
+    d_delay = np.linalg.norm(C.fourier_summary(delayed) - s)
+    d_other = np.linalg.norm(C.fourier_summary(other) - s)
+    assert d_delay < 0.25 * d_other
+
+
+def test_qmax_known_values():
+    # a clean diagonal of length 5 gives Qmax 5; an empty plot gives 0
+    assert C.qmax_pair(np.eye(5, dtype=bool)) == 5
+    assert C.qmax_pair(np.zeros((4, 6), bool)) == 0
+    # a diagonal broken by one missing cell: the default gap onset (5) costs more than the
+    # 3 cells before it, so the path restarts (Qmax 3); a cheap onset bridges it: 3 - 0.5 + 3
+    r = np.zeros((7, 7), bool)
+    r[[0, 1, 2, 4, 5, 6], [0, 1, 2, 4, 5, 6]] = True
+    assert C.qmax_pair(r) == 3
+    assert C.qmax_pair(r, gap_onset=0.5) == 5.5
+    # a path with a tempo change (steps of (2, 1)) is followed without penalty
+    r = np.zeros((20, 10), bool)
+    r[np.arange(0, 20, 2), np.arange(10)] = True
+    assert C.qmax_pair(r) == 10
+
+
+def test_qmax_batch_matches_single_pairs():
+    rng = np.random.default_rng(4)
+    crps = rng.random((5, 30, 40)) < 0.15
+    batch = C.qmax_batch(crps)
+    single = [C.qmax_pair(c) for c in crps]
+    np.testing.assert_allclose(batch, single)
+    # padding with False never changes the result
+    padded = np.zeros((5, 50, 60), bool)
+    padded[:, :30, :40] = crps
+    np.testing.assert_allclose(C.qmax_batch(padded), batch)
+
+
+def _stretch(ch: np.ndarray, rate: float) -> np.ndarray:
+    pos = np.arange(int(len(ch) / rate)) * rate
+    return ch[np.minimum(pos.astype(int), len(ch) - 1)]
+
+
+def test_qmax_finds_planted_transposed_time_stretched_match():
+    rng = np.random.default_rng(5)
+    source = melody(rng, 80)
+    query = C.chroma_from_cqt(synthetic_cqt(source, 12, rng))
+    # the cover: 5 semitones up, 25 % slower, starts 10 notes later, with noise
+    cover = C.chroma_from_cqt(synthetic_cqt(source[10:] + 5, 15, rng))
+    distractors = [C.chroma_from_cqt(synthetic_cqt(melody(rng, int(rng.integers(50, 90))), 12, rng))
+                   for _ in range(12)]
+    cands = distractors[:6] + [_stretch(cover, 1.0)] + distractors[6:]
+    feats = [C.AlignmentFeatures.from_chroma(c) for c in cands]
+    scores = C.qmax_scores(C.AlignmentFeatures.from_chroma(query), feats)
+    assert scores.shape == (13,)
+    assert int(np.argmax(scores)) == 6
+    assert scores[6] > 1.5 * np.sort(scores)[-2]
+    # the all-pairs matrix agrees with the one-query scores, and is symmetric
+    d = C.alignment_distance_matrix([C.AlignmentFeatures.from_chroma(query)] + feats)
+    np.testing.assert_allclose(1 - d[0, 1:], scores, atol=1e-6)
+    np.testing.assert_allclose(d, d.T, atol=1e-6)
+
+
+def test_small_batches_give_same_scores():
+    rng = np.random.default_rng(6)
+    feats = [C.AlignmentFeatures.from_chroma(C.chroma_from_cqt(
+        synthetic_cqt(melody(rng, int(rng.integers(20, 60))), 10, rng))) for _ in range(6)]
+    a = C.qmax_scores(feats[0], feats[1:])
+    b = C.qmax_scores(feats[0], feats[1:], max_cells=1)  # one pair per batch
+    np.testing.assert_allclose(a, b)
