@@ -302,7 +302,10 @@ def _embedded_pair(a: AlignmentFeatures, b: AlignmentFeatures, p: QmaxParams):
 
 def qmax_scores(query: AlignmentFeatures, candidates: list[AlignmentFeatures],
                 params: QmaxParams = QmaxParams(), max_cells: int = 20_000_000) -> np.ndarray:
-    """Normalised Qmax score of one query against many candidates, in padded batches.
+    """Normalised Qmax score of one query against many candidates (chroma alignment).
+
+    Each candidate is transposed to the query by the OTI of their global profiles, both
+    are delay-embedded, and :func:`qmax_sequences` does the rest.
 
     Parameters
     ----------
@@ -317,26 +320,45 @@ def qmax_scores(query: AlignmentFeatures, candidates: list[AlignmentFeatures],
     np.ndarray, shape (len(candidates),), float64
         ``Qmax / sqrt(N M)`` in [0, 1]; larger is more similar.
     """
-    if not candidates:
-        return np.zeros(0)
     qx = delay_embed(query.chroma, params.m, params.tau)
-    emb = [_embedded_pair(query, c, params)[1] for c in candidates]
-    order = np.argsort([len(e) for e in emb], kind="stable")  # similar lengths share a batch
-    out = np.zeros(len(candidates))
+    ys = [_embedded_pair(query, c, params)[1] for c in candidates]
+    return qmax_sequences(qx, ys, params, max_cells)
+
+
+def qmax_sequences(x: np.ndarray, ys: list[np.ndarray], params: QmaxParams = QmaxParams(),
+                   max_cells: int = 20_000_000) -> np.ndarray:
+    """Normalised Qmax of a sequence against many, in padded batches of similar lengths.
+
+    Parameters
+    ----------
+    x : np.ndarray, shape (N, D)
+        Query sequence (delay-embedded chroma, or L2-normalised chunk embeddings: their
+        Euclidean neighbours are their cosine neighbours).
+    ys : list of np.ndarray, shapes (M_k, D)
+    params : QmaxParams
+        ``kappa`` and the gap penalties are used (``m`` and ``tau`` are not).
+    max_cells : int
+        Bound on K x N x M cells per batch.
+
+    Returns
+    -------
+    np.ndarray, shape (len(ys),), float64: ``Qmax / sqrt(N M_k)``.
+    """
+    out = np.zeros(len(ys))
+    order = np.argsort([len(y) for y in ys], kind="stable")  # similar lengths share a batch
     s = 0
     while s < len(order):
-        e = s + 1
-        m_max = len(emb[order[s]])
-        while e < len(order) and (e - s + 1) * len(qx) * max(m_max, len(emb[order[e]])) <= max_cells:
-            m_max = max(m_max, len(emb[order[e]]))
+        e, m_max = s + 1, len(ys[order[s]])
+        while e < len(order) and (e - s + 1) * len(x) * max(m_max, len(ys[order[e]])) <= max_cells:
+            m_max = max(m_max, len(ys[order[e]]))
             e += 1
         idx = order[s:e]
-        crp = np.zeros((len(idx), len(qx), m_max), bool)
+        crp = np.zeros((len(idx), len(x), m_max), bool)
         for b, j in enumerate(idx):
-            crp[b, :, :len(emb[j])] = cross_recurrence(qx, emb[j], params.kappa)
+            crp[b, :, :len(ys[j])] = cross_recurrence(x, ys[j], params.kappa)
         q = qmax_batch(crp, params.gap_onset, params.gap_extension)
-        lengths = np.array([len(emb[j]) for j in idx], np.float64)
-        out[idx] = q / np.sqrt(len(qx) * lengths)
+        lengths = np.array([len(ys[j]) for j in idx], np.float64)
+        out[idx] = q / np.sqrt(len(x) * lengths)
         s = e
     return out
 
@@ -362,4 +384,4 @@ def alignment_distance_matrix(feats: list[AlignmentFeatures], params: QmaxParams
 __all__ = ["chroma_from_cqt", "chroma_to_uint8", "chroma_from_uint8", "fourier_summary",
            "patch_2dftm", "PCA", "euclidean_distances", "QmaxParams", "global_profile",
            "optimal_transposition", "delay_embed", "cross_recurrence", "qmax_batch", "qmax_pair",
-           "AlignmentFeatures", "qmax_scores", "alignment_distance_matrix"]
+           "AlignmentFeatures", "qmax_scores", "qmax_sequences", "alignment_distance_matrix"]

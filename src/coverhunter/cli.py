@@ -77,7 +77,8 @@ def cmd_evaluate(args) -> int:
     report = run_evaluation(args.model, args.query, args.ref, query_in_ref_path=args.query_in_ref,
                             device=args.device, mode=args.mode, bootstrap=args.bootstrap,
                             output=args.output, plots=args.plots, chunk_s=args.chunk_s,
-                            hop_s=args.hop_s, distance=args.distance)
+                            hop_s=args.hop_s, distance=args.distance, rerank=args.rerank,
+                            rerank_source=args.rerank_source, rerank_weight=args.rerank_weight)
     d = report.to_dict()
     print(f"MAP {d['map']:.4f}  top10 {d['top10']:.4f}  MR1 {d['mr1']:.2f}  "
           f"hit rate {d['hit_rate']:.4f}  ({d['n_queries']} queries, {d['mode']} definitions)")
@@ -269,6 +270,12 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-s", type=float, default=None)
     s.add_argument("--hop-s", type=float, default=None)
     s.add_argument("--distance", choices=["min", "mean"], default=None)
+    s.add_argument("--rerank", type=int, default=0, metavar="K",
+                   help="re-order each query's top K by alignment (two-stage search; 0 = off)")
+    s.add_argument("--rerank-source", choices=["chroma", "embedding", "both"], default="chroma",
+                   help="alignment over chroma, over the model's short-chunk embeddings, or both")
+    s.add_argument("--rerank-weight", type=float, default=None,
+                   help="weight of the alignment score in the fusion (default: coverhunter.rerank's)")
     s.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     s.set_defaults(func=cmd_evaluate)
 

@@ -56,11 +56,13 @@ def read_eval_list(path: str | Path) -> list[Track]:
 def evaluate_tracks(model: torch.nn.Module, queries: list[Track], refs: list[Track] | None,
                     cfg: Config, *, device="cpu", cache: EmbeddingCache | None = None,
                     query_in_ref=None, mode: str = "standard", bootstrap: int = 0,
-                    verbose: bool = False, return_dist: bool = False):
+                    verbose: bool = False, return_dist: bool = False, reranker=None):
     """Metrics of ``queries`` against ``refs`` (None: the queries themselves, self excluded).
 
     Returns the report and, with ``return_dist``, the full distance matrix (else None:
     distances are then computed and ranked in blocks of queries, in bounded memory).
+    ``reranker`` (a :class:`coverhunter.rerank.Reranker`) re-orders each query's
+    shortlist; the returned matrix then holds the re-ordered distances.
     """
     win = windowing(cfg)
     was_training = model.training
@@ -84,9 +86,13 @@ def evaluate_tracks(model: torch.nn.Module, queries: list[Track], refs: list[Tra
     else:
         exclude = None
     full = distance_matrix(q_list, r_list, cfg.eval.distance) if return_dist else None
+    if full is not None and reranker is not None:
+        full = reranker.rerank_block(full, 0, _mask(exclude, 0, len(queries)))
 
     def rows(a: int, b: int) -> np.ndarray:
         d = full[a:b].copy() if full is not None else distance_matrix(q_list[a:b], r_list, cfg.eval.distance)
+        if full is None and reranker is not None:
+            d = reranker.rerank_block(d, a, _mask(exclude, a, b))
         if mode == "original" and exclude is not None:  # the original marks exclusions by -1
             d[exclude(a, b) if callable(exclude) else exclude[a:b]] = -1.0
         return d
@@ -99,11 +105,17 @@ def evaluate_tracks(model: torch.nn.Module, queries: list[Track], refs: list[Tra
     return report, full
 
 
+def _mask(exclude, a: int, b: int):
+    return None if exclude is None else (exclude(a, b) if callable(exclude) else exclude[a:b])
+
+
 def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str | Path | None = None,
                    *, query_in_ref_path=None, device: str | None = None, mode: str = "standard",
                    bootstrap: int = 0, output: str | Path | None = None, plots: Path | None = None,
                    cache_dir: Path | None = None, chunk_s: float | None = None,
-                   hop_s: float | None = None, distance: str | None = None) -> EvalReport:
+                   hop_s: float | None = None, distance: str | None = None,
+                   rerank: int = 0, rerank_source: str = "chroma",
+                   rerank_weight: float | None = None) -> EvalReport:
     """The ``evaluate`` command: load a model (ours or the original's), evaluate, write JSON."""
     dev = resolve_device(device)
     lm: LoadedModel = load_model(model_dir, dev)
@@ -118,13 +130,26 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
     model_dir = Path(model_dir)
     cache_root = cache_dir or ((model_dir if model_dir.is_dir() else model_dir.parent) / "embed_cache")
     cache = EmbeddingCache(cache_root, lm.fingerprint, windowing(cfg))
+    reranker = None
+    if rerank:  # two-stage search: re-order each query's top `rerank` (coverhunter.rerank)
+        from .rerank import DEFAULT_WEIGHT, RerankConfig, build_reranker
+
+        rr = RerankConfig(k=rerank, source=rerank_source,
+                          weight=DEFAULT_WEIGHT if rerank_weight is None else rerank_weight)
+        reranker = build_reranker(lm.model, cfg, queries, refs, rr, device=dev, cache_dir=cache_root,
+                                  fingerprint=lm.fingerprint, verbose=True)
     report, dist = evaluate_tracks(lm.model, queries, refs, cfg, device=dev, cache=cache,
                                    query_in_ref=pairs, mode=mode, bootstrap=bootstrap, verbose=True,
-                                   return_dist=plots is not None)
+                                   return_dist=plots is not None, reranker=reranker)
+    if reranker is not None:
+        log.info("%s", reranker.summary())
     if output is not None:
+        extra = {} if reranker is None else {"rerank": {
+            "k": reranker.cfg.k, "source": reranker.cfg.source, "weight": reranker.cfg.weight,
+            "seconds": reranker.seconds, "seconds_per_query": reranker.seconds / max(1, reranker.n_queries)}}
         atomic_write_text(Path(output), json.dumps(
             {**report.to_dict(per_query=True), "model": str(lm.source), "query": str(query_path),
-             "ref": str(ref_path or query_path)}, indent=2))
+             "ref": str(ref_path or query_path), **extra}, indent=2))
     if plots is not None:
         from .plots import write_plots
 

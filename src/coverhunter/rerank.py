@@ -1,0 +1,274 @@
+"""Two-stage retrieval: the embedding search proposes a shortlist, an alignment re-orders it.
+
+For each query:
+
+1. **Shortlist**: the ``k`` references nearest by the model's embedding distance
+   (excluded pairs, e.g. the query itself, never enter it).
+2. **Alignment score** of each shortlisted reference, over whole tracks (no cut):
+   ``"chroma"``: Qmax over the chroma cross-recurrence plot (transposed by the OTI,
+   :mod:`coverhunter.classical`); ``"embedding"``: Qmax over the cross-recurrence plot of
+   the model's own short-chunk embeddings (windows of a few seconds: the paper's
+   coarse-to-fine idea at search time); ``"both"``: the mean of the two z-scores.
+3. **Fusion**: within the shortlist, both scores become z-scores (mean 0, standard
+   deviation 1 over the ``k`` items; a constant score gives 0), and
+
+       fused = (1 - weight) * z(embedding similarity) + weight * z(alignment score)
+
+   ``weight`` (default :data:`DEFAULT_WEIGHT`) was chosen on validation-type data,
+   never on a test corpus: see ``benchmarks/bench_accuracy.py --tune``.
+4. **Re-ordering**: the shortlist is sorted by the fused score and placed first; every
+   reference outside it keeps its embedding order (and ties) after it. Nothing is
+   dropped: the output is a distance row with the same entries, only re-ordered.
+
+The re-ordered row is returned as distances: ``r / k`` for the shortlisted item at
+position ``r`` (in [0, 1)), ``1 + d - min(d)`` for the others (>= 1), so every metric
+and every tie rule sees the new order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .classical import (AlignmentFeatures, QmaxParams, chroma_from_cqt, qmax_scores,
+                        qmax_sequences)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_K = 50
+# weight of the alignment z-score against the embedding z-score, chosen on validation-type
+# data (bench_accuracy.py --tune), never on the test corpus
+DEFAULT_WEIGHT = 0.5
+SOURCES = ("chroma", "embedding", "both")
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """How the shortlist is re-scored."""
+
+    k: int = DEFAULT_K  # shortlist length per query
+    weight: float = DEFAULT_WEIGHT  # 0 = embedding order, 1 = alignment order
+    source: str = "chroma"  # "chroma", "embedding" or "both"
+    qmax: QmaxParams = QmaxParams()
+    # chunk embeddings for source "embedding": window and hop in seconds, and Qmax settings
+    # (no delay embedding: each chunk already spans several seconds)
+    chunk_s: float = 4.0
+    hop_s: float = 2.0
+    chunk_qmax: QmaxParams = QmaxParams(m=1, kappa=0.1)
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"rerank source must be one of {SOURCES}, got {self.source!r}")
+        if self.k < 1:
+            raise ValueError(f"rerank shortlist k must be >= 1, got {self.k}")
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"rerank weight must be in [0, 1], got {self.weight}")
+
+
+# ---------------------------------------------------------------------------
+# the pure parts: shortlist, fusion, re-ordered distances
+
+
+def shortlist(dist_row: np.ndarray, k: int, exclude_row: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the ``k`` nearest references, nearest first (ties: lower index first).
+
+    Excluded and NaN entries never enter the shortlist.
+    """
+    d = np.asarray(dist_row, np.float64).copy()
+    bad = np.isnan(d) if exclude_row is None else (np.isnan(d) | np.asarray(exclude_row, bool))
+    d[bad] = np.inf
+    n_ok = int((~bad).sum())
+    order = np.argsort(d, kind="stable")
+    return order[:min(k, n_ok)]
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    """(x - mean) / std over the items; all zeros when x is constant."""
+    x = np.asarray(x, np.float64)
+    sd = x.std()
+    return np.zeros_like(x) if sd < 1e-12 else (x - x.mean()) / sd
+
+
+def fuse(embed_dist: np.ndarray, align_score: np.ndarray, weight: float) -> np.ndarray:
+    """Fused score of shortlisted items (larger = better), see the module docstring."""
+    return (1.0 - weight) * zscore(-np.asarray(embed_dist)) + weight * zscore(align_score)
+
+
+def reordered_distances(dist_row: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """A distance row that ranks ``head`` first, in its order, and the rest as before.
+
+    Parameters
+    ----------
+    dist_row : np.ndarray, shape (n_refs,)
+    head : np.ndarray of int, shape (k,)
+        Re-ordered shortlist.
+
+    Returns
+    -------
+    np.ndarray, shape (n_refs,)
+        ``r / k`` at ``head[r]``; ``1 + d - min(d)`` elsewhere (NaN stays NaN).
+    """
+    d = np.asarray(dist_row, np.float64)
+    out = d.copy()
+    finite = np.isfinite(d)
+    lo = d[finite].min() if finite.any() else 0.0
+    out[finite] = 1.0 + d[finite] - lo
+    out[head] = np.arange(len(head)) / max(1, len(head))
+    return out
+
+
+def rerank_row(dist_row: np.ndarray, score_fn, cfg: RerankConfig,
+               exclude_row: np.ndarray | None = None) -> np.ndarray:
+    """Re-rank one query's distance row.
+
+    Parameters
+    ----------
+    dist_row : np.ndarray, shape (n_refs,)
+        Embedding distances.
+    score_fn : callable (np.ndarray of ref indices) -> np.ndarray of scores (larger = closer)
+    cfg : RerankConfig
+    exclude_row : bool array (n_refs,), optional
+
+    Returns
+    -------
+    np.ndarray, shape (n_refs,): see :func:`reordered_distances`.
+    """
+    sl = shortlist(dist_row, cfg.k, exclude_row)
+    if len(sl) == 0:
+        return np.asarray(dist_row, np.float64).copy()
+    fused = fuse(np.asarray(dist_row)[sl], score_fn(sl), cfg.weight)
+    head = sl[np.argsort(-fused, kind="stable")]
+    return reordered_distances(dist_row, head)
+
+
+# ---------------------------------------------------------------------------
+# per-recording data and the re-ranker used by evaluate / identify
+
+
+def alignment_features(feat) -> AlignmentFeatures:
+    """Chroma alignment data of a recording: its CQT file (``.npy``) or array."""
+    cqt = feat if isinstance(feat, np.ndarray) else np.load(feat, mmap_mode="r")
+    return AlignmentFeatures.from_chroma(chroma_from_cqt(np.asarray(cqt)))
+
+
+def chunk_windowing(cfg, rr: RerankConfig):
+    """Short windows for the embedding alignment, from a model config (``Config``)."""
+    from .embed import Windowing
+
+    fps = cfg.features.frames_per_second
+    return Windowing(max(1, round(rr.chunk_s * fps)), max(1, round(rr.hop_s * fps)),
+                     cfg.data.mean_size)
+
+
+def chunk_embeddings(model, feats: list, cfg, rr: RerankConfig, *, device="cpu", cache_dir=None,
+                     fingerprint: str | None = None, verbose: bool = False) -> list[np.ndarray]:
+    """L2-normalised short-chunk embeddings (n_chunks, E) of each recording."""
+    from .embed import EmbeddingCache, embed_tracks, l2_normalise
+
+    win = chunk_windowing(cfg, rr)
+    cache = EmbeddingCache(cache_dir, fingerprint, win) if cache_dir and fingerprint else None
+    was = model.training
+    model.eval()
+    try:
+        out = embed_tracks(model, feats, win, device=device, batch_size=cfg.eval.batch_size,
+                           cache=cache, verbose=verbose, desc="embed short chunks")
+    finally:
+        model.train(was)
+    return [l2_normalise(e).astype(np.float32) for e, _ in out]
+
+
+@dataclass
+class Reranker:
+    """Re-ranks blocks of a query x reference distance matrix.
+
+    ``query_align``/``ref_align`` (chroma data) are needed for sources "chroma" and
+    "both", ``query_chunks``/``ref_chunks`` (short-chunk embeddings) for "embedding" and
+    "both". The time spent re-scoring is accumulated in ``seconds``.
+    """
+
+    cfg: RerankConfig
+    query_align: list | None = None
+    ref_align: list | None = None
+    query_chunks: list | None = None
+    ref_chunks: list | None = None
+    seconds: float = 0.0
+    n_queries: int = 0
+    n_pairs: int = 0
+    _checked: bool = field(default=False, repr=False)
+
+    def _check(self) -> None:
+        need_chroma = self.cfg.source in ("chroma", "both")
+        need_chunks = self.cfg.source in ("embedding", "both")
+        if need_chroma and (self.query_align is None or self.ref_align is None):
+            raise ValueError(f"rerank source {self.cfg.source!r} needs chroma of queries and references")
+        if need_chunks and (self.query_chunks is None or self.ref_chunks is None):
+            raise ValueError(f"rerank source {self.cfg.source!r} needs chunk embeddings")
+        self._checked = True
+
+    def scores(self, qi: int, refs: np.ndarray) -> np.ndarray:
+        """Alignment scores (larger = closer) of query ``qi`` against reference indices."""
+        if not self._checked:
+            self._check()
+        parts = []
+        if self.cfg.source in ("chroma", "both"):
+            parts.append(qmax_scores(self.query_align[qi], [self.ref_align[j] for j in refs],
+                                     self.cfg.qmax))
+        if self.cfg.source in ("embedding", "both"):
+            parts.append(qmax_sequences(self.query_chunks[qi], [self.ref_chunks[j] for j in refs],
+                                        self.cfg.chunk_qmax))
+        return parts[0] if len(parts) == 1 else np.mean([zscore(p) for p in parts], axis=0)
+
+    def rerank_block(self, dist: np.ndarray, start: int, exclude: np.ndarray | None = None) -> np.ndarray:
+        """Re-ranked rows ``start .. start + len(dist)`` of the distance matrix.
+
+        Parameters
+        ----------
+        dist : np.ndarray, shape (b, n_refs)
+            Embedding distances of queries ``start .. start + b``.
+        exclude : bool array (b, n_refs), optional
+        """
+        t0 = time.perf_counter()
+        out = np.empty_like(np.asarray(dist, np.float64))
+        for r in range(len(dist)):
+            ex = None if exclude is None else exclude[r]
+            out[r] = rerank_row(dist[r], lambda refs, qi=start + r: self.scores(qi, refs), self.cfg, ex)
+            self.n_pairs += min(self.cfg.k, dist.shape[1])
+        self.n_queries += len(dist)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def summary(self) -> str:
+        per = self.seconds / max(1, self.n_queries)
+        return (f"re-ranked {self.n_queries} queries (top {self.cfg.k}, {self.cfg.source}, "
+                f"weight {self.cfg.weight}): {self.seconds:.2f} s, {per * 1e3:.1f} ms per query")
+
+
+def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfig, *, device="cpu",
+                   cache_dir=None, fingerprint: str | None = None, verbose: bool = False) -> Reranker:
+    """A :class:`Reranker` for query/reference tracks (``Track`` with ``feat``; refs None = queries).
+
+    Computes each recording's chroma (and, for source "embedding"/"both", its short-chunk
+    embeddings) from its CQT file; the time this takes is logged.
+    """
+    t0 = time.perf_counter()
+    q_feats = [t.feat for t in queries]
+    r_feats = q_feats if refs is None else [t.feat for t in refs]
+    rk = Reranker(rr)
+    if rr.source in ("chroma", "both"):
+        rk.query_align = [alignment_features(f) for f in q_feats]
+        rk.ref_align = rk.query_align if refs is None else [alignment_features(f) for f in r_feats]
+    if rr.source in ("embedding", "both"):
+        kw = dict(device=device, cache_dir=cache_dir, fingerprint=fingerprint, verbose=verbose)
+        rk.query_chunks = chunk_embeddings(model, q_feats, cfg, rr, **kw)
+        rk.ref_chunks = rk.query_chunks if refs is None else chunk_embeddings(model, r_feats, cfg, rr, **kw)
+    log.info("re-ranking data of %d recordings in %.2f s", len(set(map(str, q_feats + r_feats))),
+             time.perf_counter() - t0)
+    return rk
+
+
+__all__ = ["RerankConfig", "Reranker", "shortlist", "zscore", "fuse", "reordered_distances",
+           "rerank_row", "alignment_features", "chunk_embeddings", "chunk_windowing", "build_reranker",
+           "DEFAULT_K", "DEFAULT_WEIGHT"]

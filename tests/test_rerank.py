@@ -1,0 +1,108 @@
+"""Two-stage retrieval: shortlist, fusion, re-ordering, and ``evaluate --rerank``."""
+
+import json
+
+import numpy as np
+import pytest
+
+from coverhunter import classical as C
+from coverhunter import rerank as R
+from coverhunter.cli import main
+from coverhunter.extract import extract_features
+from coverhunter.train import train
+
+from .conftest import make_dataset, make_experiment
+from .test_classical import melody as note_walk
+from .test_classical import synthetic_cqt
+
+
+def _random_scores(seed):
+    rng = np.random.default_rng(seed)
+    return lambda refs: rng.standard_normal(len(refs))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rerank_only_reorders_the_shortlist(seed):
+    rng = np.random.default_rng(seed)
+    n, k = 40, 8
+    d = np.round(rng.uniform(0, 2, n), 1)  # many ties
+    exclude = np.zeros(n, bool)
+    exclude[rng.choice(n, 3, replace=False)] = True
+    cfg = R.RerankConfig(k=k, weight=float(rng.uniform(0.2, 1.0)))
+    out = R.rerank_row(d, _random_scores(seed), cfg, exclude)
+    sl = R.shortlist(d, k, exclude)
+    assert len(sl) == k and not exclude[sl].any()
+    assert np.all(d[sl].max() <= d[~exclude & ~np.isin(np.arange(n), sl)])
+    order = np.argsort(out, kind="stable")
+    # the shortlist comes first, in some order, none dropped ...
+    assert set(order[:k]) == set(sl)
+    # ... and every other item keeps its embedding order and its ties after it
+    rest = order[k:]
+    assert np.all(np.diff(d[rest]) >= 0)
+    others = np.setdiff1d(np.arange(n), sl)
+    np.testing.assert_allclose(out[others] - d[others], out[others[0]] - d[others[0]])
+    assert out[order[k - 1]] < out[order[k]]
+
+
+def test_weight_zero_keeps_embedding_order_and_one_follows_alignment():
+    d = np.array([0.5, 0.1, 0.3, 0.2, 0.9])
+    align = {0: 0.0, 1: 0.1, 2: 0.9, 3: 0.5, 4: 1.0}
+    fn = lambda refs: np.array([align[int(j)] for j in refs])  # noqa: E731
+    keep = R.rerank_row(d, fn, R.RerankConfig(k=4, weight=0.0))
+    assert list(np.argsort(keep)) == [1, 3, 2, 0, 4]
+    follow = R.rerank_row(d, fn, R.RerankConfig(k=4, weight=1.0))
+    assert list(np.argsort(follow)) == [2, 3, 1, 0, 4]  # item 4 is outside the shortlist
+
+
+def test_shortlist_shorter_than_k_and_nan():
+    d = np.array([0.3, np.nan, 0.1])
+    out = R.rerank_row(d, lambda refs: np.zeros(len(refs)), R.RerankConfig(k=10),
+                       np.array([False, False, True]))
+    assert np.isnan(out[1]) and out[0] == 0.0
+
+
+def test_reranker_moves_a_planted_cover_up():
+    rng = np.random.default_rng(0)
+    src = note_walk(rng, 80)
+    feats = [synthetic_cqt(src, 12, rng)]  # query
+    feats += [synthetic_cqt(note_walk(rng, 70), 12, rng) for _ in range(9)]  # distractors
+    feats.append(synthetic_cqt(src[5:] + 3, 14, rng))  # the cover: transposed, slower
+    align = [R.alignment_features(f) for f in feats]
+    rk = R.Reranker(R.RerankConfig(k=8, weight=0.7), query_align=align[:1], ref_align=align[1:])
+    d = np.linspace(0.1, 0.9, 10)[None, :]  # the embedding ranks the cover 8th of 10
+    d[0, [7, 9]] = d[0, [9, 7]]
+    out = rk.rerank_block(d, 0)
+    assert int(np.argmin(out[0])) == 9
+    assert rk.n_queries == 1 and rk.seconds > 0
+    assert "1 queries" in rk.summary()
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError):
+        R.RerankConfig(source="lyrics")
+    with pytest.raises(ValueError):
+        R.RerankConfig(weight=1.5)
+    with pytest.raises(ValueError):
+        R.Reranker(R.RerankConfig(source="embedding")).scores(0, np.arange(2))
+
+
+def test_evaluate_rerank_end_to_end(tmp_path):
+    data = make_dataset(tmp_path / "data", n_works=4, n_versions=3, seconds=8.0,
+                        hparams="split: {train: 0.5, val: 0.25, test: 0.25, seed: 0}\n")
+    assert extract_features(data, num_workers=1, verbose=False).ok
+    exp = make_experiment(tmp_path / "exp", data)
+    train(exp, overrides=["optim.max_epochs=1", "data.chunk_frame=[40]"], verbose=False)
+    full = data / "full.txt"
+    base, rr, both = tmp_path / "base.json", tmp_path / "rr.json", tmp_path / "both.json"
+    assert main(["evaluate", str(exp), str(full), "--output", str(base)], exit=False) == 0
+    assert main(["evaluate", str(exp), str(full), "--rerank", "5", "--output", str(rr)], exit=False) == 0
+    assert main(["evaluate", str(exp), str(full), "--rerank", "4", "--rerank-source", "both",
+                 "--rerank-weight", "0.3", "--output", str(both)], exit=False) == 0
+    b, r, x = (json.loads(p.read_text()) for p in (base, rr, both))
+    assert b["n_queries"] == r["n_queries"] == x["n_queries"] == 12
+    assert "rerank" not in b
+    assert r["rerank"]["k"] == 5 and r["rerank"]["source"] == "chroma"
+    assert x["rerank"]["weight"] == 0.3 and x["rerank"]["seconds_per_query"] > 0
+    # re-ranking changes ranks only within the top 5: a first hit beyond 5 stays where it was
+    for rb, rr_ in zip(b["per_query_rank1"], r["per_query_rank1"]):
+        assert (rr_ <= 5) if rb <= 5 else (rr_ == rb)
