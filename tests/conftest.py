@@ -11,24 +11,30 @@ import pytest
 import soundfile as sf
 
 _REPO = Path(__file__).resolve().parents[1]
-_CANDIDATES = [Path(p) for p in [os.environ.get("COVERHUNTER_REFERENCE", "")] if p] + [
-    _REPO.parent / "shared" / "reference" / "coverhunter",
-    _REPO / "shared" / "reference" / "coverhunter"]
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reference"
 SR = 16000
 
 
 def reference_dir() -> Path:
-    """Parity fixtures of the original (``../shared/reference``, or $COVERHUNTER_REFERENCE).
+    """Parity fixtures computed by the original code (``tests/fixtures/reference``, part of
+    the repository; ``$COVERHUNTER_REFERENCE`` points elsewhere). Missing fixtures fail the
+    test: a parity test never skips."""
+    cand = Path(os.environ["COVERHUNTER_REFERENCE"]) if os.environ.get("COVERHUNTER_REFERENCE") else FIXTURES
+    if not (cand / "manifest.json").is_file():
+        pytest.fail(f"reference fixtures not found in {cand}")
+    return cand
 
-    Missing fixtures skip the parity tests on a developer's machine, but fail them in CI
-    (CI=true), where they must be present."""
-    for cand in _CANDIDATES:
-        if cand.is_dir():
-            return cand
-    msg = f"reference fixtures not found (looked in {', '.join(map(str, _CANDIDATES))})"
-    if os.environ.get("CI"):
-        pytest.fail(msg)
-    pytest.skip(msg)
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_embedding_cache(tmp_path_factory):
+    """Embedding caches of the tests go to a temporary folder, never the user's cache."""
+    old = os.environ.get("COVERHUNTER_CACHE")
+    os.environ["COVERHUNTER_CACHE"] = str(tmp_path_factory.mktemp("embed_cache"))
+    yield
+    if old is None:
+        os.environ.pop("COVERHUNTER_CACHE", None)
+    else:
+        os.environ["COVERHUNTER_CACHE"] = old
 
 
 def melody(work: int, version: int, seconds: float = 6.0, sr: int = SR) -> np.ndarray:

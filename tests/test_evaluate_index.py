@@ -1,6 +1,7 @@
 """Evaluation command, embedding cache, catalogue index, calibration and identify."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,8 +43,10 @@ def test_evaluate_writes_json_and_reuses_cache(trained, tmp_path):
     saved = json.loads(out.read_text())
     assert saved["map"] == rep.map and len(saved["per_query_ap"]) == 18 and "ci" in saved
     assert 0 < rep.map <= 1 and rep.n_queries == 18
-    cache = list((exp / "embed_cache").iterdir())
-    assert len(cache) == 1 and cache[0].name.startswith(load_model(exp).fingerprint)
+    assert not (exp / "embed_cache").exists()  # caches live in the user's cache folder
+    fp = load_model(exp).fingerprint
+    cache = [p for p in Path(os.environ["COVERHUNTER_CACHE"]).iterdir() if p.name.startswith(fp)]
+    assert len(cache) == 1
     again = run_evaluation(exp, data / "full.txt", data / "full.txt")
     assert again.map == rep.map  # identical from the cache
     orig = run_evaluation(exp, data / "full.txt", mode="original")

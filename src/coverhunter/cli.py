@@ -15,10 +15,25 @@ def fatal(msg: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def _error_line(msg: str) -> str:
+    """One line for an error message (a file's problem, not a traceback)."""
+    return " ".join(msg.split()) if msg.count("\n") <= 1 else msg
+
+
 def setup_logging(verbose: int = 0) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO
+    """INFO by default; ``-v`` (once or more) shows DEBUG messages too."""
+    level = logging.DEBUG if verbose >= 1 else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    logging.getLogger().setLevel(level)  # also when logging was configured before
+
+
+def _cache(lm, win=None):
+    """The user's embedding cache (``$COVERHUNTER_CACHE`` / ``$XDG_CACHE_HOME/coverhunter``)."""
+    from .embed import EmbeddingCache
+    from .evaluate import windowing
+
+    return EmbeddingCache(None, lm.fingerprint, win or windowing(lm.config))
 
 
 # ---------------------------------------------------------------------------
@@ -103,7 +118,7 @@ def cmd_index_build(args) -> int:
     lm, device = _load(args)
     idx, failed = build_index(args.index, lm, dataset=args.dataset, folder=args.audio_dir,
                               backend=args.backend, overwrite=args.overwrite, device=device,
-                              calibrate_with=args.calibrate)
+                              calibrate_with=args.calibrate, cache=_cache(lm))
     return _report_index(idx, failed)
 
 
@@ -123,7 +138,7 @@ def cmd_index_add(args) -> int:
     lm, device = _load(args)
     idx = CatalogueIndex.load(args.index)
     tracks = read_dataset(args.dataset) if args.dataset else tracks_from_folder(args.audio_dir)
-    return _report_index(idx, idx.add(lm, tracks, device))
+    return _report_index(idx, idx.add(lm, tracks, device, cache=_cache(lm, idx.windowing)))
 
 
 def cmd_index_calibrate(args) -> int:
@@ -376,8 +391,13 @@ def main(argv: list[str] | None = None, exit: bool = True) -> int:
     try:
         code = args.func(args)
     except (ConfigError, DatasetError, ValueError, OSError, RuntimeError) as e:
-        fatal(str(e))
+        if not exit:
+            print(f"coverhunter: error: {_error_line(str(e))}", file=sys.stderr)
+            return 1
+        fatal(_error_line(str(e)))
     except KeyboardInterrupt:
+        if not exit:
+            return 130
         fatal("interrupted", 130)
     if exit:
         sys.exit(code or 0)

@@ -1,4 +1,7 @@
-"""Whole recordings -> chunk embeddings -> recording distances. One path for eval, index, identify.
+"""Whole recordings -> chunk embeddings -> recording distances.
+
+One batched, cached path (:func:`embed_tracks`) serves evaluation, alignment, the index,
+calibration and identify.
 
 A recording of ``n`` CQT frames is covered by windows of ``chunk`` frames every ``hop``
 frames, the last one aligned to the end so the tail is always embedded::
@@ -17,8 +20,8 @@ distance of their mean chunk embeddings (``distance="mean"``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,30 +91,48 @@ def embed_chunks(model: torch.nn.Module, chunks: np.ndarray, device: torch.devic
     return np.concatenate(out) if out else np.zeros((0, model.cfg.embed_dim), np.float32)
 
 
+CACHE_ENV = "COVERHUNTER_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """Where embedding caches live: ``$COVERHUNTER_CACHE``, else
+    ``$XDG_CACHE_HOME/coverhunter``, else ``~/.cache/coverhunter`` (never a model folder)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "coverhunter"
+
+
 class EmbeddingCache:
     """Chunk embeddings on disk, keyed by model content, windowing and feature file content.
 
-    A different model (even with the same epoch number), other windows or a changed
-    feature file never reuse an old entry.
+    An entry is found again only for the same model weights (their content hash), the
+    same windows and a feature file with the same bytes: a retrained model, other
+    windows or a changed feature file never reuse an old entry, while a moved or copied
+    feature file (same content) does. Entries live in ``FOLDER/<model>-<windows>/``.
     """
 
-    def __init__(self, folder: Path, model_fingerprint: str, win: Windowing):
-        self.dir = Path(folder) / f"{model_fingerprint}-{win.key()}"
+    def __init__(self, folder: Path | None, model_fingerprint: str, win: Windowing):
+        folder = default_cache_dir() if folder is None else Path(folder)
+        self.dir = folder / f"{model_fingerprint}-{win.key()}"
 
     @staticmethod
     def _feature_key(path: Path) -> str:
-        st = Path(path).stat()
-        raw = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        return hashlib.sha1(raw.encode()).hexdigest()
+        from .utils import sha256_file
+
+        return sha256_file(path)[:40]
 
     def get(self, feat_path: Path):
-        p = self.dir / f"{self._feature_key(feat_path)}.npz"
+        try:
+            p = self.dir / f"{self._feature_key(feat_path)}.npz"
+        except OSError:
+            return None  # an unreadable feature file is reported when it is embedded
         if not p.is_file():
             return None
         try:
             with np.load(p) as z:
                 return z["emb"], z["starts"].tolist()
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError):
             return None  # a damaged entry is recomputed
 
     def put(self, feat_path: Path, emb: np.ndarray, starts: list[int]) -> None:
@@ -121,7 +142,10 @@ class EmbeddingCache:
 
         buf = io.BytesIO()
         np.savez(buf, emb=emb, starts=np.asarray(starts))
-        atomic_write_bytes(self.dir / f"{self._feature_key(feat_path)}.npz", buf.getvalue())
+        try:
+            atomic_write_bytes(self.dir / f"{self._feature_key(feat_path)}.npz", buf.getvalue())
+        except OSError as e:  # a read-only or full cache never stops the work
+            log.warning("embedding cache %s: not written (%s)", self.dir, e)
 
 
 def embed_tracks(model: torch.nn.Module, feats: list, win: Windowing, *,

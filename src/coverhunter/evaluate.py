@@ -12,7 +12,7 @@ import torch
 from .checkpoint import LoadedModel, load_model
 from .config import Config, EvalConfig
 from .dataset import Track, read_dataset
-from .embed import EmbeddingCache, Windowing, distance_matrix, embed_tracks
+from .embed import EmbeddingCache, Windowing, default_cache_dir, distance_matrix, embed_tracks
 from .metrics import EvalReport, evaluate_distances, pairs_exclusion, self_exclusion
 from .utils import atomic_write_text, resolve_device
 
@@ -128,7 +128,7 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
     refs = None if same else read_eval_list(ref_path)
     pairs = read_query_in_ref(query_in_ref_path) if query_in_ref_path and not same else None
     model_dir = Path(model_dir)
-    cache_root = cache_dir or ((model_dir if model_dir.is_dir() else model_dir.parent) / "embed_cache")
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     cache = EmbeddingCache(cache_root, lm.fingerprint, windowing(cfg))
     reranker = None
     if rerank:  # two-stage search: re-order each query's top `rerank` (coverhunter.rerank)
@@ -143,13 +143,16 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
                                    return_dist=plots is not None, reranker=reranker)
     if reranker is not None:
         log.info("%s", reranker.summary())
+    if report.n_queries == 0:
+        raise ValueError(f"{query_path}: no query has a relevant reference (a recording of the same "
+                         f"work) in {ref_path or query_path}; nothing to evaluate")
     if output is not None:
         extra = {} if reranker is None else {"rerank": {
             "k": reranker.cfg.k, "source": reranker.cfg.source, "weight": reranker.cfg.weight,
             "seconds": reranker.seconds, "seconds_per_query": reranker.seconds / max(1, reranker.n_queries)}}
         atomic_write_text(Path(output), json.dumps(
             {**report.to_dict(per_query=True), "model": str(lm.source), "query": str(query_path),
-             "ref": str(ref_path or query_path), **extra}, indent=2))
+             "ref": str(ref_path or query_path), **extra}, indent=2, allow_nan=False))
     if plots is not None:
         from .plots import write_plots
 

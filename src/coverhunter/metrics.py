@@ -42,10 +42,12 @@ class EvalReport:
     ci: dict = field(default_factory=dict)
 
     def to_dict(self, per_query: bool = False) -> dict:
+        """Plain dict; an undefined value (NaN, e.g. MR1 without queries) becomes None, so
+        the dict is valid JSON."""
         d = asdict(self)
         if not per_query:
             d.pop("per_query_ap"), d.pop("per_query_rank1")
-        return d
+        return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in d.items()}
 
 
 def _relevant_ranks(d: torch.Tensor, rel: torch.Tensor, keep: torch.Tensor,
@@ -100,7 +102,7 @@ def _block_stats(ranks: torch.Tensor, topk: int | None):
     return ap, first, top10, (ranks[:, 0] == 1).to(torch.float64)
 
 
-def evaluate_distances(dist, query_labels, ref_labels, *, exclude=None, mode: str = "standard",
+def evaluate_distances(dist, query_labels, ref_labels, *, exclude="auto", mode: str = "standard",
                        topk: int | None = None, block: int = 256, bootstrap: int = 0,
                        seed: int = 0) -> EvalReport:
     """Rank every reference for every query and compute the metrics.
@@ -112,9 +114,11 @@ def evaluate_distances(dist, query_labels, ref_labels, *, exclude=None, mode: st
         evaluation never holds the whole matrix (memory ~ block x n_refs).
     query_labels, ref_labels : array, shape (n_queries,), (n_refs,)
         Work labels (any comparable values).
-    exclude : bool array (n_queries, n_refs) or callable (start, stop) -> block, optional
-        Pairs left out of the ranking (standard mode). Use :func:`self_exclusion` when
-        queries and references are the same list.
+    exclude : "auto", bool array (n_queries, n_refs), callable (start, stop) -> block, or None
+        Pairs left out of the ranking (standard mode). ``"auto"`` (default): when the
+        queries are the references (a square matrix and the same label sequence), each
+        query's own entry is left out (:func:`self_exclusion`), else nothing; ``None``:
+        nothing is left out (different recordings that happen to share the label list).
     mode : "standard" or "original"
         See the module docstring.
     topk : int, optional
@@ -131,6 +135,11 @@ def evaluate_distances(dist, query_labels, ref_labels, *, exclude=None, mode: st
         dist = np.asarray(dist, dtype=np.float64)
         if dist.ndim != 2 or dist.shape != shape:
             raise ValueError(f"distance matrix {dist.shape} does not match {shape[0]} queries x {shape[1]} refs")
+    if isinstance(exclude, str):
+        if exclude != "auto":
+            raise ValueError(f"exclude must be 'auto', a mask, a callable or None, got {exclude!r}")
+        same_list = shape[0] == shape[1] and np.array_equal(ql, rl)
+        exclude = self_exclusion(shape[0]) if same_list else None
     if exclude is not None and not callable(exclude) and np.shape(exclude) != shape:
         raise ValueError(f"exclude mask {np.shape(exclude)} does not match {shape}")
     rows = dist if callable(dist) else (lambda a, b: dist[a:b])

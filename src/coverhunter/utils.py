@@ -1,32 +1,103 @@
-"""Small helpers shared by every stage: atomic writes, hashing, device choice."""
+"""Small helpers shared by every stage: atomic writes, file locks, hashing, device choice."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import logging
 import os
-import tempfile
+import secrets
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
+TMP_SUFFIX = ".tmp"
+
+
+def _tmp_name(path: Path) -> Path:
+    """``.NAME.PID.RANDOM.tmp`` beside ``path``: the pid lets a later run tell a leftover
+    of a killed process from a file another live process is writing."""
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    The temporary file is created with mode 0666 minus the umask, like any file
+    ``open()`` creates, so outputs are not private to their owner (``mkstemp`` gives 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _tmp_name(path)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        write(Path(tmp))
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError as e:  # pragma: no cover - other platforms
+        return e.errno != errno.ESRCH
+    return True
+
+
+def remove_stale_tmp(folder: Path) -> int:
+    """Delete leftover temporary files of :func:`_atomic` whose process is gone (a kill).
+
+    Returns the number of files removed. Files of live processes are left alone.
+    """
+    n = 0
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    for p in folder.glob(f".*{TMP_SUFFIX}"):
+        parts = p.name[:-len(TMP_SUFFIX)].rsplit(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or _pid_alive(int(parts[1])):
+            continue
+        try:
+            p.unlink()
+            n += 1
+        except OSError:
+            pass
+    if n:
+        log.info("%s: removed %d leftover temporary file(s) of an interrupted run", folder, n)
+    return n
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive ``fcntl`` lock on ``path`` (created if needed) for the ``with`` block.
+
+    The lock is released when the block ends or the process dies (even by SIGKILL), so
+    a killed writer never leaves it held. Other processes wait for it.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -51,6 +122,15 @@ def atomic_torch_save(obj: object, path: Path) -> None:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    """Content hash of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def resolve_device(device: str | None = "auto") -> "torch.device":  # noqa: F821
