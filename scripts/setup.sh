@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything coverhunter needs on a fresh Debian/Ubuntu machine; safe to re-run.
-#   - Debian packages for the demo corpus (fluidsynth, GM soundfonts) when missing
+#   - Debian packages for the corpora (fluidsynth, timidity, soundfonts) when missing
 #   - .venv with the CPU build of torch 2.13.0 and the package with its extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,13 @@ need=()
 command -v fluidsynth >/dev/null 2>&1 || need+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
 [ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] || need+=(timgm6mb-soundfont)
+# more synthesizers and soundfonts for the arranged-cover corpus (training), and the
+# held-out test soundfont sf_GMbank.sf2 (csound-soundfont) of benchmarks/bench_accuracy.py
+[ -f /usr/share/sounds/sf3/FluidR3Mono_GM.sf3 ] || need+=(fluidr3mono-gm-soundfont)
+[ -f /usr/share/sounds/sf2/OPL-3_FM_128M.sf2 ] || need+=(opl3-soundfont)
+[ -f /usr/share/sounds/sf2/sf_GMbank.sf2 ] || need+=(csound-soundfont)
+command -v timidity >/dev/null 2>&1 || need+=(timidity)
+[ -f /etc/timidity/freepats.cfg ] || need+=(freepats)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else sudo="none"; fi
   if [ "$sudo" = none ] || ! command -v apt-get >/dev/null 2>&1; then

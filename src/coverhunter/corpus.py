@@ -1,12 +1,24 @@
-"""Offline demo cover corpus: music21 scores rendered by fluidsynth, one work per score.
+"""Offline cover corpus: music21 scores arranged, then rendered by fluidsynth or timidity.
 
-Every version of a work re-renders the same score the way real covers differ:
-instruments and soundfont, key, tempo, structure (a later start, an earlier end, a
-repeated or dropped section), expressive timing and dynamics, reverb and chorus,
-equalisation, noise, loudness and lossy re-encoding (MP3 or Ogg Vorbis).
+Each source score is one work. Its versions differ the way real covers do:
 
-Only the folders in :data:`FOLDERS` are used; the ``bach`` chorales and other material
-that ``shared/DATA.md`` reserves for independent evaluation are never touched.
+- **arrangement** (:mod:`coverhunter.arrange`): the melody kept (octave, ornaments,
+  rhythmic displacement, instrument) over a new accompaniment per version: another
+  harmonisation, voicing, bass line, pattern (block chords, pads, arpeggios, Alberti,
+  waltz, strumming, dense), counter-melody and drums; some versions are the melody
+  alone, some bury it; polyphonic sources keep or re-orchestrate their own voices;
+- **performance**: key, tempo with a drifting tempo map and rubato, structure (a later
+  start, an earlier end, a repeated or dropped section, the whole tune played twice),
+  timing and dynamics;
+- **sound**: synthesizer and soundfont, reverb and chorus, equalisation, noise,
+  loudness and lossy re-encoding (MP3 or Ogg Vorbis).
+
+Works are split once and for all by a hash of their name: about one in twenty is a
+*test work* (:func:`is_test_work`), never rendered into a training corpus, and test
+corpora are rendered with a soundfont no training corpus uses (:data:`TEST_SOUNDFONT`).
+Only the folders in :data:`FOLDERS` are read; the ``bach`` chorales, the MuseScore
+General soundfonts and game music, which ``shared/DATA.md`` reserves for independent
+evaluation, are never touched.
 """
 
 from __future__ import annotations
@@ -26,54 +38,92 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from . import arrange as arr
 from .dataset import Track, write_dataset
+from .utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-# music21 corpus folders used for demo works; the chorales ("bach") are reserved for
+# music21 corpus folders used for works; the chorales ("bach") are reserved for
 # independent evaluation and must never be used here.
 FOLDERS = ("essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs", "miscFolk",
            "palestrina", "trecento", "monteverdi", "josquin")
 RESERVED_FOLDERS = ("bach",)
-SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/soundfonts")
-SOUNDFONTS = ("FluidR3_GM.sf2", "TimGM6mb.sf2")
-# General MIDI families a melody part may be re-orchestrated with
-PROGRAM_FAMILIES = {
-    "piano": range(0, 8), "organ": range(16, 21), "guitar": range(24, 31),
-    "strings": range(40, 49), "brass": range(56, 64), "reed": range(64, 72),
-    "pipe": range(72, 80), "lead": range(80, 88), "mallet": range(8, 14),
-}
+RESERVED_SOUNDFONTS = ("MuseScore_General",)  # any file whose name contains these
+SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/sounds/sf3", "/usr/share/soundfonts")
+# soundfonts of training corpora (Debian: fluid-soundfont-gm, fluidr3mono-gm-soundfont,
+# timgm6mb-soundfont, opl3-soundfont), whichever are installed. (fluid-soundfont-gs's
+# FluidR3_GS.sf2 holds only GS variation banks: alone it renders silence.)
+SOUNDFONTS = ("FluidR3_GM.sf2", "FluidR3Mono_GM.sf3", "TimGM6mb.sf2", "OPL-3_FM_128M.sf2")
+# the soundfont of test corpora only (Debian: csound-soundfont); never in training
+TEST_SOUNDFONT = "sf_GMbank.sf2"
+# timidity with the freepats patches (Debian: timidity, freepats): a second synthesizer
+FREEPATS_CFG = "/etc/timidity/freepats.cfg"
+TEST_WORK_MODULUS = 20  # one work in 20 is a test work
 MIN_SECONDS, MAX_SECONDS = 12.0, 150.0  # source pieces outside this range are skipped
+CORPUS_VERSION = 2  # bump when a change to the rendering makes old renders stale
+PLAY_TWICE_BELOW = 30.0  # tunes shorter than this are played twice, as folk players do
 
 
 class CorpusError(RuntimeError):
-    """The demo corpus cannot be made (a tool or soundfont is missing)."""
+    """The corpus cannot be made (a tool or soundfont is missing)."""
 
 
 class SkipPiece(Exception):
     """A source piece is unusable (unloadable, empty, too short or too long)."""
 
 
-def find_soundfonts() -> list[Path]:
-    found = []
-    for d in SOUNDFONT_DIRS:
-        for name in SOUNDFONTS:
-            p = Path(d) / name
-            if p.is_file() and p not in found:
-                found.append(p)
-    try:  # pretty_midi bundles TimGM6mb
-        import pretty_midi
+def is_test_work(name: str) -> bool:
+    """True for the works reserved for test corpora (a fixed hash of the work's name)."""
+    h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    return h % TEST_WORK_MODULUS == 0
 
-        p = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
-        if p.is_file() and not any(f.name == p.name for f in found):
-            found.append(p)
-    except ImportError:
-        pass
+
+def _allowed_font(p: Path) -> bool:
+    return not any(r.lower() in p.name.lower() for r in RESERVED_SOUNDFONTS)
+
+
+def find_soundfonts(split: str = "train") -> list[Path]:
+    """Installed soundfonts of a split: the training ones, or the test one."""
+    names = (TEST_SOUNDFONT,) if split == "test" else SOUNDFONTS
+    found = []
+    for name in names:
+        for d in SOUNDFONT_DIRS:
+            p = Path(d) / name
+            if p.is_file() and _allowed_font(p):
+                found.append(p)
+                break
+    if split != "test" and not any(f.name == "TimGM6mb.sf2" for f in found):
+        try:  # pretty_midi bundles TimGM6mb
+            import pretty_midi
+
+            p = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+            if p.is_file():
+                found.append(p)
+        except ImportError:
+            pass
     return found
 
 
-def check_tools() -> list[Path]:
+def freepats_programs() -> frozenset[int]:
+    """General MIDI programs the freepats set has (empty when timidity or freepats is missing)."""
+    cfg = Path(FREEPATS_CFG)
+    if shutil.which("timidity") is None or not cfg.is_file():
+        return frozenset()
+    progs, in_bank = set(), False
+    for line in cfg.read_text(errors="replace").splitlines():
+        s = line.split("#", 1)[0].strip()
+        if s.startswith("bank"):
+            in_bank = s.split()[1:2] == ["0"]
+        elif s.startswith("drumset"):
+            in_bank = False
+        elif in_bank and s[:1].isdigit():
+            progs.add(int(s.split()[0]))
+    return frozenset(progs)
+
+
+def check_tools(split: str = "train") -> list[Path]:
     """Raise CorpusError unless fluidsynth, music21, pretty_midi and a soundfont exist."""
     if shutil.which("fluidsynth") is None:
         raise CorpusError("fluidsynth not found: install it (Debian: apt-get install fluidsynth)")
@@ -82,14 +132,18 @@ def check_tools() -> list[Path]:
         import pretty_midi  # noqa: F401
     except ImportError as e:
         raise CorpusError(f"{e.name} is missing: pip install 'coverhunter[demo]'") from e
-    fonts = find_soundfonts()
+    fonts = find_soundfonts(split)
     if not fonts:
-        raise CorpusError("no GM soundfont found: apt-get install fluid-soundfont-gm")
+        pkg = "csound-soundfont" if split == "test" else "fluid-soundfont-gm"
+        raise CorpusError(f"no {split} soundfont found: apt-get install {pkg}")
     return fonts
 
 
-def candidate_pieces(seed: int) -> list[tuple[str, int | None]]:
-    """Every usable (corpus path, opus number) in a seeded order; reserved folders excluded."""
+def candidate_pieces(seed: int, split: str = "all") -> list[tuple[str, int | None]]:
+    """Every usable (corpus path, opus number) in a seeded order; reserved folders excluded.
+
+    ``split`` keeps the training works ("train"), the test works ("test") or both ("all").
+    """
     from music21 import corpus
 
     items = set()
@@ -101,6 +155,9 @@ def candidate_pieces(seed: int) -> list[tuple[str, int | None]]:
         folder = path.split("/", 1)[0]
         if folder in FOLDERS and folder not in RESERVED_FOLDERS:
             items.add((path, entry.number))
+    if split != "all":
+        want = split == "test"
+        items = {i for i in items if is_test_work(piece_name(*i)) == want}
     ordered = sorted(items, key=lambda x: (x[0], str(x[1])))
     rng = np.random.default_rng(seed)
     return [ordered[i] for i in rng.permutation(len(ordered))]
@@ -134,12 +191,13 @@ def load_piece(path: str, number: int | None):
 class VersionPlan:
     """Everything that makes one version differ from the others (stored in ``version``)."""
 
-    soundfont: str
-    programs: tuple[int, ...]
+    renderer: str                 # "fluidsynth" or "timidity"
+    soundfont: str                # fluidsynth's soundfont ("" for timidity)
+    arrangement: arr.ArrangementPlan
     transpose: int
     tempo: float
+    tempo_drift: float            # relative tempo change from start to end
     sections: tuple[tuple[float, float], ...]  # source-time spans, in playing order
-    bass: bool
     swing_depth: float
     velocity_scale: float
     reverb: float
@@ -153,11 +211,15 @@ class VersionPlan:
         d = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
         d["soundfont"] = Path(self.soundfont).name
         d["sections"] = [[round(a, 2), round(b, 2)] for a, b in self.sections]
+        d["arrangement"] = self.arrangement.describe()
         return json.dumps(d)
 
 
 def _sections(pm, rng: np.random.Generator, keep_whole: bool) -> tuple[tuple[float, float], ...]:
-    """Cut the piece at downbeats into 4-8 sections, then crop, repeat or drop some."""
+    """Cut the piece at downbeats into 4-8 sections, then crop, repeat or drop some.
+
+    Tunes shorter than :data:`PLAY_TWICE_BELOW` are played twice (before the edit).
+    """
     end = pm.get_end_time()
     beats = [b for b in pm.get_downbeats() if 0 < b < end - 1.0]
     n_sec = int(rng.integers(4, 9))
@@ -167,6 +229,8 @@ def _sections(pm, rng: np.random.Generator, keep_whole: bool) -> tuple[tuple[flo
         cuts = list(np.linspace(0, end, n_sec + 1)[1:-1])
     bounds = [0.0] + sorted(set(float(c) for c in cuts)) + [end]
     secs = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b - a > 0.5]
+    if end < PLAY_TWICE_BELOW:
+        secs = secs + secs
     if keep_whole or len(secs) < 3:
         return tuple(secs)
     op = rng.choice(["crop", "repeat", "drop", "late_start"])
@@ -183,17 +247,40 @@ def _sections(pm, rng: np.random.Generator, keep_whole: bool) -> tuple[tuple[flo
     return tuple(secs)
 
 
-def plan_version(pm, rng: np.random.Generator, fonts: list[Path], first: bool) -> VersionPlan:
-    """Draw the differences of one version (the first stays close to the score)."""
-    fam = list(PROGRAM_FAMILIES.values())
-    programs = tuple(int(rng.choice(fam[int(rng.integers(len(fam)))])) for _ in pm.instruments)
+def plan_version(pm, rng: np.random.Generator, fonts: list[Path], first: bool,
+                 timidity: frozenset[int] = frozenset(), keep_performance: bool = False,
+                 ) -> VersionPlan:
+    """Draw the differences of one version.
+
+    Parameters
+    ----------
+    pm : pretty_midi.PrettyMIDI
+        The source score.
+    fonts : list of Path
+        Soundfonts fluidsynth may use.
+    first : bool
+        The first version keeps the source's key, tempo and whole structure.
+    timidity : frozenset of int
+        Programs of timidity's patch set; when not empty, one version in five is
+        rendered by timidity with those programs only.
+    keep_performance : bool
+        Every version keeps key, tempo and structure: versions differ only in
+        arrangement and sound.
+    """
+    use_timidity = bool(timidity) and rng.random() < 0.2
+    polyphonic = sum(1 for i in pm.instruments if len(i.notes) > 4) > 1
+    meter = arr.beat_grid(pm)[2]
+    arrangement = arr.plan_arrangement(rng, polyphonic=polyphonic, meter=meter,
+                                       programs=timidity if use_timidity else None)
+    same = first or keep_performance
     return VersionPlan(
-        soundfont=str(fonts[int(rng.integers(len(fonts)))]),
-        programs=programs,
-        transpose=0 if first else int(rng.integers(-5, 7)),
-        tempo=1.0 if first else float(rng.uniform(0.8, 1.25)),
-        sections=_sections(pm, rng, keep_whole=first),
-        bass=bool(rng.random() < 0.4),
+        renderer="timidity" if use_timidity else "fluidsynth",
+        soundfont="" if use_timidity else str(fonts[int(rng.integers(len(fonts)))]),
+        arrangement=arrangement,
+        transpose=0 if same else int(rng.integers(-5, 7)),
+        tempo=1.0 if same else float(rng.uniform(0.75, 1.3)),
+        tempo_drift=0.0 if same else float(rng.uniform(-0.15, 0.15)),
+        sections=_sections(pm, rng, keep_whole=same),
         swing_depth=float(rng.uniform(0.0, 0.04)),
         velocity_scale=float(rng.uniform(0.6, 1.2)),
         reverb=float(rng.choice([0.0, 0.3, 0.6, 0.9])),
@@ -205,21 +292,37 @@ def plan_version(pm, rng: np.random.Generator, fonts: list[Path], first: bool) -
     )
 
 
-def arrange(pm, plan: VersionPlan, rng: np.random.Generator):
-    """A new PrettyMIDI: sections re-ordered, transposed, re-timed and re-orchestrated."""
+def perform(parts: list, plan: VersionPlan, length: float, rng: np.random.Generator):
+    """Play arranged parts: sections in order, transposed, re-timed, with expressive timing.
+
+    Parameters
+    ----------
+    parts : list of pretty_midi.Instrument
+        The arrangement, in source time.
+    length : float
+        Source length in seconds (the span of the tempo drift).
+
+    Returns
+    -------
+    pretty_midi.PrettyMIDI
+        Drum parts are not transposed. The tempo follows ``plan.tempo`` with a linear
+        drift over the performance and a slow, monotonic rubato.
+    """
     import pretty_midi
 
     out = pretty_midi.PrettyMIDI(initial_tempo=120.0)
     period = float(rng.uniform(2.0, 6.0))
     phase = float(rng.uniform(0, 2 * np.pi))
+    total = max(sum(b - a for a, b in plan.sections), 1e-3)
+    depth = min(plan.swing_depth, 0.9 * period / (2 * np.pi))
 
-    def warp(t: float) -> float:  # tempo change plus a slow, monotonic rubato
-        depth = min(plan.swing_depth, 0.9 * period / (2 * np.pi))
-        return (t + depth * np.sin(2 * np.pi * t / period + phase)) / plan.tempo
+    def warp(t: float) -> float:
+        # d(warp)/dt = (1 + drift * t / total) / tempo + rubato > 0 for |drift| < 1
+        drift = 0.5 * plan.tempo_drift * t * t / total
+        return (t + drift + depth * np.sin(2 * np.pi * t / period + phase)) / plan.tempo
 
-    for inst, program in zip(pm.instruments, plan.programs):
-        new = pretty_midi.Instrument(program=program)
-        bass = pretty_midi.Instrument(program=int(rng.integers(32, 40))) if plan.bass else None
+    for inst in parts:
+        new = pretty_midi.Instrument(program=inst.program, is_drum=inst.is_drum)
         offset = 0.0
         for a, b in plan.sections:
             for note in inst.notes:
@@ -227,39 +330,51 @@ def arrange(pm, plan: VersionPlan, rng: np.random.Generator):
                     continue
                 s = offset + note.start - a + float(rng.normal(0, 0.008))
                 e = offset + min(note.end, b) - a
-                pitch = int(np.clip(note.pitch + plan.transpose, 12, 115))
+                pitch = note.pitch if inst.is_drum else int(np.clip(note.pitch + plan.transpose,
+                                                                     12, 115))
                 vel = int(np.clip(note.velocity * plan.velocity_scale + rng.normal(0, 6), 20, 127))
                 ws, we = warp(max(0.0, s)), warp(max(e, s + 0.05))
                 new.notes.append(pretty_midi.Note(vel, pitch, ws, we))
-                if bass is not None and pitch - 12 >= 24:
-                    bass.notes.append(pretty_midi.Note(max(20, vel - 15), pitch - 12, ws, we))
             offset += b - a
-        out.instruments.append(new)
-        if bass is not None and bass.notes:
-            out.instruments.append(bass)
+        if new.notes:
+            out.instruments.append(new)
     return out
 
 
-def render(pm, soundfont: str, plan: VersionPlan, workdir: Path) -> np.ndarray:
-    """Render with fluidsynth (under a timeout and a length check), return mono float32."""
+def render(pm, plan: VersionPlan, workdir: Path) -> np.ndarray:
+    """Render with fluidsynth or timidity (under a timeout and a length check), mono float32."""
     mid, wav = workdir / "v.mid", workdir / "v.wav"
     pm.write(str(mid))
     expected = pm.get_end_time()
-    cmd = ["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(SAMPLE_RATE), "-F", str(wav),
-           "-o", f"synth.reverb.active={int(plan.reverb > 0)}",
-           "-o", f"synth.reverb.room-size={plan.reverb}",
-           "-o", f"synth.chorus.active={int(plan.chorus)}", soundfont, str(mid)]
+    if plan.renderer == "timidity":
+        cmd = ["timidity", "-c", FREEPATS_CFG, "-Ow", "-s", str(SAMPLE_RATE), "-A", "70",
+               "-o", str(wav), str(mid)]
+    else:
+        # dynamic sample loading reads only the samples the piece plays: 2-4x faster
+        # start-up with large soundfonts (4x with the compressed .sf3), same audio
+        cmd = ["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(SAMPLE_RATE), "-F", str(wav),
+               "-o", "synth.dynamic-sample-loading=1",
+               "-o", f"synth.reverb.active={int(plan.reverb > 0)}",
+               "-o", f"synth.reverb.room-size={plan.reverb}",
+               "-o", f"synth.chorus.active={int(plan.chorus)}", plan.soundfont, str(mid)]
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=60 + 2 * expected)
     except subprocess.TimeoutExpired as e:
-        raise SkipPiece(f"fluidsynth ran past its {e.timeout:.0f} s timeout") from e
+        raise SkipPiece(f"{cmd[0]} ran past its {e.timeout:.0f} s timeout") from e
     except subprocess.CalledProcessError as e:
-        raise SkipPiece(f"fluidsynth failed: {e.stderr.decode(errors='replace')[-300:]}") from e
+        raise SkipPiece(f"{cmd[0]} failed: {e.stderr.decode(errors='replace')[-300:]}") from e
+    if not wav.is_file():
+        raise SkipPiece(f"{cmd[0]} wrote no audio")
     info = sf.info(str(wav))
     if info.duration > expected + 15:
         raise SkipPiece(f"render is {info.duration:.0f} s for {expected:.0f} s of MIDI")
-    y, _ = sf.read(str(wav), dtype="float32", always_2d=True)
-    return y.mean(axis=1)
+    y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+    y = y.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        import soxr
+
+        y = soxr.resample(y, sr, SAMPLE_RATE).astype(np.float32)
+    return y
 
 
 def degrade(y: np.ndarray, plan: VersionPlan, rng: np.random.Generator) -> np.ndarray:
@@ -294,23 +409,63 @@ def _piece_seed(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, h])
 
 
-def render_work(path: str, number: int | None, n_versions: int, seed: int,
-                out_dir: Path) -> list[dict]:
-    """Render ``n_versions`` versions of one piece into ``out_dir``; raises SkipPiece."""
-    fonts = check_tools()
+@dataclass(frozen=True)
+class CorpusSpec:
+    """What a corpus is made of; a work rendered under another spec is rendered again."""
+
+    seed: int
+    versions: tuple[int, int]     # inclusive range of versions per work
+    split: str                    # "train" (training works and fonts) or "test"
+    arrangement_only: bool        # versions keep key, tempo and structure
+
+    def key(self) -> str:
+        return json.dumps(dict(self.__dict__, corpus_version=CORPUS_VERSION), sort_keys=True)
+
+
+def render_work(path: str, number: int | None, spec: CorpusSpec, out_dir: Path) -> list[dict]:
+    """Render one piece's versions into ``out_dir``; raises SkipPiece.
+
+    ``out_dir/done.json`` is written last (atomically) and holds the dataset rows, so
+    an interrupted corpus resumes at the first piece without one.
+    """
+    fonts = check_tools(spec.split)
+    timidity = freepats_programs() if spec.split == "train" else frozenset()
     name = piece_name(path, number)
+    rng = _piece_seed(spec.seed, name)
+    n_versions = int(rng.integers(spec.versions[0], spec.versions[1] + 1))
     pm = load_piece(path, number)
-    rng = _piece_seed(seed, name)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for v in range(n_versions):
-            plan = plan_version(pm, rng, fonts, first=(v == 0))
-            y = degrade(render(arrange(pm, plan, rng), plan.soundfont, plan, Path(tmp)), plan, rng)
+            plan = plan_version(pm, rng, fonts, first=(v == 0), timidity=timidity,
+                                keep_performance=spec.arrangement_only)
+            parts = arr.arrange_parts(pm, plan.arrangement, rng)
+            midi = perform(parts, plan, pm.get_end_time(), rng)
+            y = degrade(render(midi, plan, Path(tmp)), plan, rng)
             wav = out_dir / f"v{v}.wav"
-            sf.write(str(wav), y, SAMPLE_RATE, subtype="PCM_16")
-            rows.append({"wav": str(wav), "dur_s": round(len(y) / SAMPLE_RATE, 3),
+            _write_wav(wav, y)
+            rows.append({"wav": wav.name, "dur_s": round(len(y) / SAMPLE_RATE, 3),
                          "version": plan.describe()})
+    atomic_write_text(out_dir / "done.json", json.dumps({"spec": spec.key(), "rows": rows}))
+    return [dict(r, wav=str(out_dir / r["wav"])) for r in rows]
+
+
+def _write_wav(path: Path, y: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".part")
+    sf.write(str(tmp), y, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+
+
+def _done_rows(out_dir: Path, spec: CorpusSpec) -> list[dict] | None:
+    """The rows of a piece already rendered under ``spec`` (None when it must be rendered)."""
+    try:
+        done = json.loads((out_dir / "done.json").read_text())
+    except (OSError, ValueError):
+        return None
+    rows = [dict(r, wav=str(out_dir / r["wav"])) for r in done.get("rows", [])]
+    if done.get("spec") != spec.key() or not all(Path(r["wav"]).is_file() for r in rows):
+        return None
     return rows
 
 
@@ -319,13 +474,14 @@ def _safe(name: str) -> str:
 
 
 def _work_task(args):
-    path, number, n_versions, seed, out_dir = args
+    path, number, spec, out_dir = args
+    rows = _done_rows(out_dir, spec)
+    if rows is not None:
+        return rows, None
     try:
-        return render_work(path, number, n_versions, seed, out_dir), None
+        return render_work(path, number, spec, out_dir), None
     except SkipPiece as e:
         return None, str(e)
-
-
 def _run_isolated(tasks: list, workers: int, attempts: int = 3, on_done=None) -> list:
     """Run ``_work_task`` over ``tasks`` in worker processes, surviving worker crashes.
 
@@ -360,56 +516,79 @@ def _run_isolated(tasks: list, workers: int, attempts: int = 3, on_done=None) ->
     return [results[i] for i in range(len(tasks))]
 
 
-def make_demo_corpus(out_dir: str | Path, *, works: int = 60, versions: int = 4, seed: int = 0,
-                     num_workers: int = 0, verbose: bool = True) -> list[Track]:
+def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[int, int] = 4,
+                seed: int = 0, split: str = "train", arrangement_only: bool = False,
+                num_workers: int = 0, verbose: bool = True) -> list[Track]:
     """Render a cover corpus and write ``OUT_DIR/dataset.txt``.
 
     Parameters
     ----------
     out_dir : path
-        Gets ``wav/<piece>/v<k>.wav`` and ``dataset.txt``.
-    works, versions : int
-        Number of works (source pieces) and of versions of each.
+        Gets ``wav/<piece>/v<k>.wav``, ``dataset.txt`` and ``skipped.jsonl`` (the
+        unusable source pieces and why).
+    works : int
+        Number of works (source pieces).
+    versions : int or (int, int)
+        Versions per work, or an inclusive range drawn per work.
     seed : int
         Same seed, same corpus (piece choice and every version's plan).
+    split : {"train", "test"}
+        "train" draws from the training works and renders with the training
+        soundfonts and timidity; "test" draws only from the test works
+        (:func:`is_test_work`) and renders with :data:`TEST_SOUNDFONT`.
+    arrangement_only : bool
+        Versions keep key, tempo and structure: they differ in arrangement and sound.
     num_workers : int
         Processes; 0 = one per core.
 
     Returns
     -------
     list of Track
-        The dataset lines written. Unloadable pieces are skipped with a logged reason.
+        The dataset lines written. The run is resumable: pieces rendered by an
+        interrupted run under the same settings are reused, and known-unusable pieces
+        are not tried again.
     """
     from tqdm import tqdm
 
-    if works < 1 or versions < 2:
+    vmin, vmax = (versions, versions) if isinstance(versions, int) else tuple(versions)
+    if works < 1 or vmin < 2 or vmax < vmin:
         raise ValueError(f"need works >= 1 and versions >= 2, got {works}, {versions}")
-    check_tools()
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    check_tools(split)
+    spec = CorpusSpec(seed, (int(vmin), int(vmax)), split, bool(arrangement_only))
     out_dir = Path(out_dir)
-    cands = candidate_pieces(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    skip_log = out_dir / "skipped.jsonl"
+    known_bad = _read_skips(skip_log, spec)
+    cands = [c for c in candidate_pieces(seed, split) if piece_name(*c) not in known_bad]
     workers = num_workers or os.cpu_count() or 1
     chosen: list[tuple[str, list[dict]]] = []
     skipped: list[str] = []
     pos = 0
-    bar = tqdm(total=works, desc="render", unit="work", disable=not verbose)
+    bar = tqdm(total=works, desc=f"render {split}", unit="work", disable=not verbose,
+               mininterval=1.0 if verbose else 30.0)
     while len(chosen) < works and pos < len(cands):
         need = works - len(chosen)
-        batch = cands[pos:pos + need + max(2, need // 4)]
+        batch = cands[pos:pos + need + max(2, need // 10)]
         pos += len(batch)
-        tasks = [(p, n, versions, seed, out_dir / "wav" / _safe(piece_name(p, n)))
-                 for p, n in batch]
+        tasks = [(p, n, spec, out_dir / "wav" / _safe(piece_name(p, n))) for p, n in batch]
         done = [0]
 
         def progress(result, done=done, need=need):
             if result[0] is not None and done[0] < need:  # a usable work rendered
                 done[0] += 1
                 bar.update()
+            elif result[0] is None:
+                bar.set_postfix(skipped=len(skipped) + 1, refresh=False)
 
         for task, (rows, why) in zip(tasks, _run_isolated(tasks, workers, on_done=progress)):
             name = piece_name(task[0], task[1])
             if rows is None:
                 log.debug("skipped %s: %s", name, why)
                 skipped.append(why.split(":")[0])
+                with open(skip_log, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"piece": name, "why": why, "spec": spec.key()}) + "\n")
             elif len(chosen) < works:
                 chosen.append((name, rows))
             else:  # rendered ahead but not needed
@@ -418,14 +597,36 @@ def make_demo_corpus(out_dir: str | Path, *, works: int = 60, versions: int = 4,
     if skipped:
         from collections import Counter
 
-        log.info("skipped %d unusable source piece(s) (-v lists them): %s", len(skipped),
-                 "; ".join(f"{n}x {r}" for r, n in Counter(skipped).most_common()))
+        log.info("skipped %d unusable source piece(s) (listed in %s): %s", len(skipped),
+                 skip_log, "; ".join(f"{n}x {r}" for r, n in Counter(skipped).most_common()))
     if len(chosen) < works:
         log.warning("only %d usable pieces found for %d works", len(chosen), works)
+    prefix = "test" if split == "test" else "demo"
     tracks = []
     for w, (name, rows) in enumerate(chosen):
         for v, row in enumerate(rows):
-            tracks.append(Track(f"demo_{w:05d}_{v}", row["wav"], row["dur_s"], name,
+            tracks.append(Track(f"{prefix}_{w:05d}_{v}", row["wav"], row["dur_s"], name,
                                 row["version"]))
     write_dataset(tracks, out_dir / "dataset.txt")
     return tracks
+
+
+def _read_skips(path: Path, spec: CorpusSpec) -> set[str]:
+    if not path.is_file():
+        return set()
+    bad = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill
+        if d.get("spec") == spec.key() and not str(d.get("why", "")).startswith("worker"):
+            bad.add(d["piece"])
+    return bad
+
+
+def make_demo_corpus(out_dir: str | Path, *, works: int = 60, versions: int = 4, seed: int = 0,
+                     num_workers: int = 0, verbose: bool = True) -> list[Track]:
+    """The demo's corpus: :func:`make_corpus` on training works, ``versions`` per work."""
+    return make_corpus(out_dir, works=works, versions=versions, seed=seed, split="train",
+                       num_workers=num_workers, verbose=verbose)
