@@ -31,9 +31,10 @@ def demo_config_text() -> str:
 
 
 def _corpus(data_dir: Path, works: int, versions: int, seed: int) -> None:
-    from .corpus import make_demo_corpus
+    from .corpus import CORPUS_VERSION, make_demo_corpus
 
-    params = {"works": works, "versions": versions, "seed": seed}
+    params = {"works": works, "versions": versions, "seed": seed,
+              "corpus_version": CORPUS_VERSION}
     stamp = data_dir / "demo_corpus.json"
     if (data_dir / "dataset.txt").is_file() and stamp.is_file() and \
             json.loads(stamp.read_text()) == params:
