@@ -102,7 +102,8 @@ def recording_features(path_or_track, cfg: Config):
 
 
 def embed_recordings(lm: LoadedModel, items: list, win: Windowing, device="cpu",
-                     cache: EmbeddingCache | None = None, group: int = 64, verbose: bool = False):
+                     cache: EmbeddingCache | None = None, group: int = 64, verbose: bool = False,
+                     on_features=None):
     """Normalised chunk embeddings of many recordings through :func:`embed.embed_tracks`.
 
     Parameters
@@ -111,6 +112,8 @@ def embed_recordings(lm: LoadedModel, items: list, win: Windowing, device="cpu",
         Audio files, or tracks (their ``feat`` file when they have one).
     group : int
         Recordings whose features are held in memory at once.
+    on_features : callable (item index, CQT array), optional
+        Called with each recording's features (re-ranking keeps their chroma).
 
     Returns
     -------
@@ -128,6 +131,8 @@ def embed_recordings(lm: LoadedModel, items: list, win: Windowing, device="cpu",
             try:
                 feats.append(recording_features(items[i], lm.config))
                 where.append(i)
+                if on_features is not None:
+                    on_features(i, feats[-1])
             except (AudioError, OSError, ValueError) as e:
                 out[i] = (None, str(e))
         embs = embed_tracks(lm.model, feats, win, device=device,
@@ -247,7 +252,10 @@ def p_impostor(cal: dict, score: float, n_tracks: int) -> float:
 
     With ``t`` the different-work tail P(S >= score) (empirical, with a half count so it
     is never 0), independence gives 1 - (1 - t) ** n_tracks. A query that performs no
-    catalogue work has every catalogue track as a wrong track.
+    catalogue work has every catalogue track as a wrong track. The empirical tail
+    resolves t down to about 1 / len(cal["different"]): p-values smaller than about
+    n_tracks / len(cal["different"]) are not resolved (they come out larger, i.e.
+    conservative), so calibrate on enough different-work pairs for the catalogue's size.
     """
     diff = np.asarray(cal["different"])
     tail = (len(diff) - np.searchsorted(diff, score, side="left") + 0.5) / (len(diff) + 1)
@@ -438,7 +446,12 @@ class CatalogueIndex:
             else:
                 todo.append(t)
                 seen.add(t.track_id)
-        embs = embed_recordings(lm, todo, self.windowing, device, cache, verbose=verbose)
+        from .rerank import compact_chroma, write_shard_chroma
+
+        chroma = {}  # per-recording uint8 chroma for re-ranking, stored beside the shard
+        embs = embed_recordings(lm, todo, self.windowing, device, cache, verbose=verbose,
+                                on_features=lambda i, f: chroma.__setitem__(todo[i].track_id,
+                                                                            compact_chroma(f)))
         new = []
         for t, (emb, starts) in zip(todo, embs):
             if emb is None:
@@ -465,6 +478,7 @@ class CatalogueIndex:
             name = f"shard_{len(self.meta['shards']):05d}"
             arr = np.concatenate(vecs)
             atomic_save_npy(self.root / f"{name}.npy", arr)
+            write_shard_chroma(self.root, name, [chroma[r["track_id"]] for r in rows])
             atomic_write_text(self.root / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
             self.meta["shards"].append(name)
             self.meta["n_tracks"] += len(rows)
@@ -597,8 +611,12 @@ class CatalogueIndex:
 
 def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 10,
              false_alarm: float = 0.01, device="cpu", approximate: bool | None = None,
-             cache: EmbeddingCache | None = None) -> list[QueryResult]:
+             cache: EmbeddingCache | None = None, rerank: int | None = None) -> list[QueryResult]:
     """Identify the works that each recording performs (paths, or Tracks with features).
+
+    With ``rerank`` > 0 (default :data:`coverhunter.rerank.DEFAULT_K`) and an index that
+    stores chroma, the best ``rerank`` works are re-ordered by chroma alignment
+    (:func:`coverhunter.rerank.rerank_matches`); 0 turns it off.
 
     Raises
     ------
@@ -607,14 +625,25 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
     """
     index.check_model(lm)
     index.check_not_empty()
+    from . import rerank as rr
+
+    k = rr.DEFAULT_K if rerank is None else rerank
+    stored = rr.IndexChroma.of(index) if k > 0 else None
+    q_chroma = {} if stored is not None and stored.available() else None
     out = []
-    embs = embed_recordings(lm, list(audio), index.windowing, device, cache)
-    for a, (emb, starts) in zip(audio, embs):
+    embs = embed_recordings(lm, list(audio), index.windowing, device, cache,
+                            on_features=None if q_chroma is None else
+                            lambda i, f: q_chroma.__setitem__(i, rr.alignment_features(f)))
+    for i, (a, (emb, starts)) in enumerate(zip(audio, embs)):
         name = a.track_id if isinstance(a, Track) else str(a)
         if emb is None:
             out.append(QueryResult(name, [], "error", starts))
             continue
-        matches = index.search(emb, starts, top, approximate)
+        if q_chroma is None:
+            matches = index.search(emb, starts, top, approximate)
+        else:
+            matches = rr.rerank_matches(index.search(emb, starts, max(top, k), approximate),
+                                        q_chroma[i], stored.get, rr.RerankConfig(k=k))[:top]
         verdict = ""
         if matches and matches[0].p_value is not None:
             verdict = "match" if matches[0].p_value <= false_alarm else "no cover in the catalogue"

@@ -1,0 +1,78 @@
+"""Issue 11, item 5: calibration statistics against simulated scores with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from coverhunter.index import fit_calibration, p_impostor, probability_same
+
+
+def _gauss(x, mu, sd):
+    return np.exp(-0.5 * ((x - mu) / sd) ** 2)
+
+
+@pytest.mark.parametrize("prior", [0.01, 0.2])
+def test_probability_follows_bayes_with_the_base_rate(prior):
+    """Same-work scores N(0.7, 0.1), different-work N(0.3, 0.1), a share ``prior`` of
+    same-work pairs: P(same | x) is known in closed form."""
+    rng = np.random.default_rng(0)
+    n = 200_000
+    same = rng.random(n) < prior
+    scores = np.where(same, rng.normal(0.7, 0.1, n), rng.normal(0.3, 0.1, n))
+    cal = fit_calibration(scores, same)
+    assert cal["prior"] == pytest.approx(prior, rel=0.05)
+    for x in (0.3, 0.45, 0.5, 0.55, 0.7):
+        fs, fd = _gauss(x, 0.7, 0.1), _gauss(x, 0.3, 0.1)
+        truth = prior * fs / (prior * fs + (1 - prior) * fd)
+        assert probability_same(cal, x) == pytest.approx(truth, abs=0.02), x
+
+
+def test_uninformative_scores_give_the_base_rate():
+    """Scores that say nothing: P(same | score) is the 1 % base rate, not ~0.5."""
+    rng = np.random.default_rng(1)
+    n = 100_000
+    same = rng.random(n) < 0.01
+    scores = rng.normal(0.4, 0.1, n)
+    cal = fit_calibration(scores, same)
+    for x in (0.3, 0.4, 0.5):
+        assert probability_same(cal, x) == pytest.approx(0.01, abs=0.004)
+
+
+def test_explicit_prior():
+    rng = np.random.default_rng(2)
+    same = np.r_[np.ones(5000, bool), np.zeros(5000, bool)]
+    scores = np.where(same, rng.normal(0.7, 0.1, 10000), rng.normal(0.3, 0.1, 10000))
+    cal = fit_calibration(scores, same, prior=0.001)
+    # at the midpoint the likelihood ratio is 1, so the answer is the prior itself
+    assert probability_same(cal, 0.5) == pytest.approx(0.001, rel=0.25)
+    with pytest.raises(ValueError):
+        fit_calibration(scores, same, prior=1.0)
+
+
+def test_p_values_are_uniform_for_queries_with_no_cover():
+    """A catalogue of 50 works x 4 tracks; a query that covers none of them. A work's score
+    is its best track's, so the best wrong work is the best of 200 wrong tracks. Its
+    p-value must be uniform: P(p <= alpha) = alpha."""
+    rng = np.random.default_rng(3)
+    n_diff = 400_000  # the empirical tail must resolve P(S >= s) ~ alpha / 200
+    cal = fit_calibration(np.r_[rng.normal(0.8, 0.05, 100), rng.normal(0.3, 0.1, n_diff)],
+                          np.r_[np.ones(100, bool), np.zeros(n_diff, bool)], max_keep=n_diff)
+    n_works, per_work, n_queries = 50, 4, 4000
+    track_scores = rng.normal(0.3, 0.1, (n_queries, n_works, per_work))
+    best = track_scores.max(axis=2).max(axis=1)  # best work = best of its tracks
+    p = np.array([p_impostor(cal, s, n_works * per_work) for s in best])
+    for alpha in (0.01, 0.05, 0.2, 0.5):
+        assert np.mean(p <= alpha) == pytest.approx(alpha, abs=max(0.01, 0.25 * alpha)), alpha
+    # counting works instead of tracks (the old rule) declares far too many matches
+    p_works = np.array([p_impostor(cal, s, n_works) for s in best])
+    assert np.mean(p_works <= 0.05) > 0.15
+
+
+def test_p_value_of_a_perfect_score_and_monotone():
+    cal = {"different": sorted(np.random.default_rng(4).normal(0.3, 0.1, 1000).tolist())}
+    assert p_impostor(cal, 2.0, 10) < 0.01
+    ps = [p_impostor(cal, s, 100) for s in np.linspace(0, 1, 11)]
+    assert all(a >= b for a, b in zip(ps, ps[1:])) and math.isclose(ps[0], 1.0)
