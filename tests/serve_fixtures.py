@@ -12,8 +12,10 @@ DEFAULT_MODEL = ROOT / "models" / "default" / "model.pt"
 SR = 16000
 
 
-def tune(work: int, seconds: float = 30.0, sr: int = SR, noise: float = 0.0) -> np.ndarray:
-    """A melody with rhythm and a bass line, distinct per work (float32 mono at ``sr``)."""
+def tune(work: int, seconds: float = 30.0, sr: int = SR, noise: float = 0.003,
+         take: int = 0) -> np.ndarray:
+    """A melody with rhythm and a bass line, distinct per work (float32 mono at ``sr``), over
+    a noise floor that differs per ``take`` (as two recordings of one performance)."""
     rng = np.random.default_rng(work)
     notes = rng.integers(45, 76, size=16)
     durs = rng.choice([0.25, 0.5, 0.5, 1.0], size=16)
@@ -31,7 +33,7 @@ def tune(work: int, seconds: float = 30.0, sr: int = SR, noise: float = 0.0) -> 
         t, i = t + d, i + 1
     out = 0.5 * out / np.abs(out).max()
     if noise:
-        out = out + noise * np.random.default_rng(10_000 + work).standard_normal(len(out))
+        out = out + noise * np.random.default_rng(10_000 + 100 * take + work).standard_normal(len(out))
     return out.astype(np.float32)
 
 
@@ -47,3 +49,18 @@ def make_catalogue(root: Path, n_works: int = 5, seconds: float = 30.0) -> tuple
     lm = load_model(DEFAULT_MODEL)
     build_index(root / "index", lm, folder=audio)
     return audio, root / "index"
+
+
+_BUILT: dict[str, tuple[Path, Path]] = {}
+
+
+def shared_catalogue(tmp_path_factory) -> tuple[Path, Path]:
+    """One catalogue per test session, whichever test module asks first."""
+    if "cat" not in _BUILT:
+        _BUILT["cat"] = make_catalogue(tmp_path_factory.mktemp("serve_catalogue"))
+    return _BUILT["cat"]
+
+
+def medley(works=(1, 4, 2), seconds: float = 45.0) -> np.ndarray:
+    """Other takes of catalogue works, one after the other."""
+    return np.concatenate([tune(w, seconds, take=1) for w in works])

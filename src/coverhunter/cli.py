@@ -163,6 +163,8 @@ def cmd_identify(args) -> int:
         args.model = Path(idx.meta["model"])
     lm, device = _load(args)
     approx = {"auto": None, "exact": False, "approximate": True}[args.search]
+    if args.segments or args.output or args.recursive or any(p.is_dir() for p in args.audio):
+        return _identify_files(args, idx, lm, device, approx)
     results = identify(idx, lm, args.audio, top=args.top, false_alarm=args.false_alarm,
                        device=device, approximate=approx)
     if args.json:
@@ -171,6 +173,50 @@ def cmd_identify(args) -> int:
         for r in results:
             print(format_result(r))
     return 1 if any(r.error for r in results) else 0
+
+
+def _identify_files(args, idx, lm, device, approx) -> int:
+    """Folders, long recordings and segments: decoded in blocks, answers to --output (resumable)."""
+    import functools
+    import json
+
+    from .batch import audio_files, identify_batch
+    from .index import QueryResult, format_result
+    from .segments import format_segments, identify_file
+
+    answer = functools.partial(identify_file, idx, lm, top=args.top, false_alarm=args.false_alarm,
+                               segments=args.segments, device=device, approximate=approx)
+    files = audio_files(args.audio, args.recursive)
+    if args.output:
+        report = identify_batch(files, args.output, answer)
+        log.info("%d answered, %d already answered, %d failed -> %s", report.answered,
+                 report.skipped, len(report.failed), args.output)
+        for path, msg in report.failed:
+            print(f"  failed: {path}: {msg}", file=sys.stderr)
+        return 1 if report.failed else 0
+    results = [answer(f) for f in files]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        from .index import Match
+
+        for r in results:
+            print(format_result(QueryResult(r["query"], [Match(**m) for m in r["matches"]],
+                                            r["verdict"], r["error"])))
+            if r.get("segments"):
+                print(format_segments(r["segments"]))
+    return 1 if any(r["error"] for r in results) else 0
+
+
+def cmd_serve(args) -> int:
+    from .serve.app import ServeConfig, serve
+
+    serve(ServeConfig(index=args.index, model=args.model, device=args.device, token=args.token,
+                      open_reads=not args.protect_reads, max_upload_mb=args.max_upload_mb,
+                      max_duration_s=args.max_duration_s, decode_timeout_s=args.decode_timeout_s,
+                      queue_size=args.queue_size),
+          host=args.host, port=args.port)
+    return 0
 
 
 def cmd_prepare(args) -> int:
@@ -328,7 +374,27 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--search", choices=["auto", "exact", "approximate"], default="auto")
     s.add_argument("--json", action="store_true")
     s.add_argument("--device", default=None)
+    s.add_argument("--segments", action="store_true",
+                   help="also say which works are performed where (medleys, concerts, mixes)")
+    s.add_argument("--recursive", action="store_true", help="folders: also their sub-folders")
+    s.add_argument("--output", type=Path, default=None,
+                   help="append one JSON line per file here; a re-run skips files already answered")
     s.set_defaults(func=cmd_identify)
+
+    s = sub.add_parser("serve", help="HTTP API and web page for identification (FastAPI + uvicorn)")
+    s.add_argument("--index", type=Path, required=True)
+    s.add_argument("--model", type=Path, default=None, help="default: the model the index was built with")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--device", default=None)
+    s.add_argument("--token", default=None,
+                   help="enables POST /tracks, which needs it (default: $COVERHUNTER_TOKEN)")
+    s.add_argument("--protect-reads", action="store_true", help="reads need the token too")
+    s.add_argument("--max-upload-mb", type=float, default=200.0)
+    s.add_argument("--max-duration-s", type=float, default=3 * 3600.0)
+    s.add_argument("--decode-timeout-s", type=float, default=300.0)
+    s.add_argument("--queue-size", type=int, default=16, help="requests admitted at once; more get 503")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("prepare", help="turn a downloaded dataset into dataset files",
                        description="Datasets: covers80, shs100k, datacos (Da-TACOS benchmark).")
