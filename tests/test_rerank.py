@@ -106,3 +106,51 @@ def test_evaluate_rerank_end_to_end(tmp_path):
     # re-ranking changes ranks only within the top 5: a first hit beyond 5 stays where it was
     for rb, rr_ in zip(b["per_query_rank1"], r["per_query_rank1"]):
         assert (rr_ <= 5) if rb <= 5 else (rr_ == rb)
+
+
+def test_rerank_matches_reorders_head_and_keeps_tail():
+    from coverhunter.index import Match
+
+    rng = np.random.default_rng(1)
+    src = note_walk(rng, 60)
+    query = R.alignment_features(synthetic_cqt(src, 12, rng))
+    store = {f"d{i}": R.alignment_features(synthetic_cqt(note_walk(rng, 60), 12, rng)) for i in range(5)}
+    store["cover"] = R.alignment_features(synthetic_cqt(src + 2, 13, rng))
+    ids = ["d0", "d1", "d2", "d3", "cover", "d4", "missing", "tail"]
+    matches = [Match(f"w_{t}", t, 0.9 - 0.01 * i, 0.0, 0.0) for i, t in enumerate(ids)]
+    out = R.rerank_matches(matches, query, store.get, R.RerankConfig(k=7, weight=0.8))
+    assert sorted(m.track_id for m in out) == sorted(ids)  # nothing dropped
+    assert out[0].track_id == "cover" and out[-1].track_id == "tail"
+    # without stored chroma nothing moves
+    assert R.rerank_matches(matches, query, lambda t: None, R.RerankConfig(k=7)) == matches
+
+
+def test_index_stores_chroma_and_identify_reranks(tmp_path):
+    from coverhunter.checkpoint import load_model
+    from coverhunter.dataset import read_dataset
+    from coverhunter.index import CatalogueIndex, build_index, identify
+
+    data = make_dataset(tmp_path / "data", n_works=4, n_versions=2, seconds=8.0,
+                        hparams="split: {train: 0.5, val: 0.25, test: 0.25, seed: 0}\n")
+    assert extract_features(data, num_workers=1, verbose=False).ok
+    exp = make_experiment(tmp_path / "exp", data)
+    train(exp, overrides=["optim.max_epochs=1", "data.chunk_frame=[40]"], verbose=False)
+    lm = load_model(exp)
+    full = read_dataset(data / "full.txt")
+    cat = tmp_path / "cat.txt"
+    cat.write_text("".join(json.dumps(t.to_json()) + "\n" for t in full if t.version == "v0"))
+    idx, failed = build_index(tmp_path / "index", lm, dataset=cat)
+    assert not failed
+    idx = CatalogueIndex.load(tmp_path / "index")
+    stored = R.IndexChroma.of(idx)
+    assert stored.available()
+    one = full[0]
+    got = stored.get(one.track_id)
+    want = R.alignment_features(np.load(one.feat))
+    assert got.chroma.shape == want.chroma.shape
+    assert np.abs(got.chroma - want.chroma).max() <= 1 / 510 + 1e-6
+    queries = [t for t in full if t.version == "v1"]
+    plain = identify(idx, lm, queries, top=4, rerank=0)
+    ranked = identify(idx, lm, queries, top=4)  # re-ranks by default
+    for p, r in zip(plain, ranked):
+        assert sorted(m.work for m in p.matches) == sorted(m.work for m in r.matches)

@@ -166,7 +166,7 @@ def cmd_identify(args) -> int:
     if args.segments or args.output or args.recursive or any(p.is_dir() for p in args.audio):
         return _identify_files(args, idx, lm, device, approx)
     results = identify(idx, lm, args.audio, top=args.top, false_alarm=args.false_alarm,
-                       device=device, approximate=approx)
+                       device=device, approximate=approx, rerank=args.rerank)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -372,6 +372,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--false-alarm", type=float, default=0.01,
                    help="answer 'no cover' when the best match's p-value is above this (calibrated index)")
     s.add_argument("--search", choices=["auto", "exact", "approximate"], default="auto")
+    s.add_argument("--rerank", type=int, default=None, metavar="K",
+                   help="re-order the best K works by chroma alignment when the index stores "
+                        "chroma (default 50; 0 = off)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--device", default=None)
     s.add_argument("--segments", action="store_true",

@@ -55,7 +55,7 @@ class RerankConfig:
     qmax: QmaxParams = QmaxParams()
     # chunk embeddings for source "embedding": window and hop in seconds, and Qmax settings
     # (no delay embedding: each chunk already spans several seconds)
-    chunk_s: float = 4.0
+    chunk_s: float = 8.0
     hop_s: float = 2.0
     chunk_qmax: QmaxParams = QmaxParams(m=1, kappa=0.1)
 
@@ -150,7 +150,7 @@ def rerank_row(dist_row: np.ndarray, score_fn, cfg: RerankConfig,
 
 def alignment_features(feat) -> AlignmentFeatures:
     """Chroma alignment data of a recording: its CQT file (``.npy``) or array."""
-    cqt = feat if isinstance(feat, np.ndarray) else np.load(feat, mmap_mode="r")
+    cqt = feat if isinstance(feat, np.ndarray) else np.load(feat, mmap_mode="r")  # array or path
     return AlignmentFeatures.from_chroma(chroma_from_cqt(np.asarray(cqt)))
 
 
@@ -269,6 +269,127 @@ def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfi
     return rk
 
 
+
+# ---------------------------------------------------------------------------
+# the catalogue index: compact per-recording chroma beside each shard, and identify
+
+CHROMA_SUFFIX = ".chroma.npz"  # shard_00000.chroma.npz beside shard_00000.npy / .jsonl
+
+
+def compact_chroma(feat) -> np.ndarray:
+    """What the index keeps per recording for re-ranking: uint8 chroma (T, 12), 30 bytes/s.
+
+    ``feat``: a CQT array (frames, 96) or the path of its ``.npy`` file.
+    """
+    from .classical import chroma_to_uint8
+
+    return chroma_to_uint8(alignment_features(feat).chroma)
+
+
+def write_shard_chroma(root, shard: str, chromas: list[np.ndarray]) -> None:
+    """Chroma of a shard's recordings (in its ``.jsonl`` order), one file, written atomically.
+
+    ``data``: all recordings' uint8 chroma concatenated (sum T, 12); ``offsets``: (n + 1,).
+    """
+    import io
+    from pathlib import Path
+
+    from .utils import atomic_write_bytes
+
+    offsets = np.cumsum([0] + [len(c) for c in chromas]).astype(np.int64)
+    data = np.concatenate(chromas) if chromas else np.zeros((0, 12), np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, data=data.astype(np.uint8), offsets=offsets)
+    atomic_write_bytes(Path(root) / f"{shard}{CHROMA_SUFFIX}", buf.getvalue())
+
+
+class IndexChroma:
+    """Chroma of an index's recordings, read from the shards' ``.chroma.npz`` files on demand.
+
+    Shards written before re-ranking existed have no such file: their recordings give None.
+    """
+
+    def __init__(self, root, shards: list[str]):
+        from pathlib import Path
+
+        self.root = Path(root)
+        self._shards = list(shards)
+        self._where: dict[str, tuple[str, int]] | None = None
+        self._files: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+
+    @classmethod
+    def of(cls, index) -> "IndexChroma":
+        return cls(index.root, index.meta["shards"])
+
+    def available(self) -> bool:
+        """True when at least one shard stores chroma."""
+        return any((self.root / f"{s}{CHROMA_SUFFIX}").is_file() for s in self._shards)
+
+    def _locate(self) -> dict[str, tuple[str, int]]:
+        """track_id -> (shard, position in the shard's .jsonl)."""
+        import json
+
+        where = {}
+        for s in self._shards:
+            lines = (self.root / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()
+            for k, line in enumerate(x for x in lines if x.strip()):
+                where[json.loads(line)["track_id"]] = (s, k)
+        return where
+
+    def _file(self, shard: str):
+        if shard not in self._files:
+            path = self.root / f"{shard}{CHROMA_SUFFIX}"
+            try:
+                with np.load(path) as z:
+                    self._files[shard] = (z["data"], z["offsets"])
+            except (OSError, ValueError, KeyError):
+                self._files[shard] = None  # missing or damaged: no re-ranking for this shard
+        return self._files[shard]
+
+    def get(self, track_id: str) -> AlignmentFeatures | None:
+        """Alignment data of a catalogue recording, or None if its shard has no chroma."""
+        from .classical import chroma_from_uint8
+
+        if self._where is None:
+            self._where = self._locate()
+        loc = self._where.get(track_id)
+        f = None if loc is None else self._file(loc[0])
+        if f is None or loc[1] + 1 >= len(f[1]):
+            return None
+        data, offsets = f
+        return AlignmentFeatures.from_chroma(chroma_from_uint8(data[offsets[loc[1]]:offsets[loc[1] + 1]]))
+
+
+def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankConfig) -> list:
+    """Re-order the first ``cfg.k`` of a query's matches (best first) by chroma alignment.
+
+    Parameters
+    ----------
+    matches : list of index.Match
+        Sorted by embedding score, best first.
+    query : AlignmentFeatures
+    lookup : callable track_id -> AlignmentFeatures or None
+    cfg : RerankConfig
+
+    Returns
+    -------
+    list of Match: the same matches; the first ``k`` re-ordered by the fused score, the
+    rest unchanged. A match without stored chroma gets the shortlist's mean alignment
+    score (z = 0), so it is ranked by its embedding score alone.
+    """
+    head, tail = list(matches[:cfg.k]), list(matches[cfg.k:])
+    refs = [lookup(m.track_id) for m in head]
+    have = [i for i, r in enumerate(refs) if r is not None]
+    if len(head) < 2 or not have:
+        return list(matches)
+    scores = np.full(len(head), np.nan)
+    scores[have] = qmax_scores(query, [refs[i] for i in have], cfg.qmax)
+    scores[np.isnan(scores)] = scores[have].mean()
+    fused = fuse(np.array([1.0 - m.score for m in head]), scores, cfg.weight)
+    return [head[i] for i in np.argsort(-fused, kind="stable")] + tail
+
+
 __all__ = ["RerankConfig", "Reranker", "shortlist", "zscore", "fuse", "reordered_distances",
            "rerank_row", "alignment_features", "chunk_embeddings", "chunk_windowing", "build_reranker",
-           "DEFAULT_K", "DEFAULT_WEIGHT"]
+           "DEFAULT_K", "DEFAULT_WEIGHT", "compact_chroma", "write_shard_chroma", "IndexChroma",
+           "rerank_matches", "CHROMA_SUFFIX"]

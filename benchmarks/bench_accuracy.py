@@ -1,0 +1,297 @@
+"""Accuracy on held-out music: classical baselines, the shipped model, and the two-stage search.
+
+    .venv/bin/python benchmarks/bench_accuracy.py [--works 60] [--versions 4 8] [--model PATH]
+    .venv/bin/python benchmarks/bench_accuracy.py --tune      # choose the fusion weight (train-type data)
+    .venv/bin/python benchmarks/bench_accuracy.py --standin   # tiny demo corpus (not held out)
+
+One run, one table. The test corpus comes from ``coverhunter.corpus.make_corpus(split="test")``:
+works reserved for testing (never in any training corpus), rendered with the held-out test
+soundfont; a second corpus with ``arrangement_only=True`` (versions share key, tempo and
+structure; only the arrangement and sound differ) shows what each method gets from the
+arrangement alone. Features come from ``coverhunter.extract``; every recording is a query
+against all others (self excluded); metrics are ``coverhunter.metrics`` (MAP, MR1, HR@1 =
+hit rate) with bootstrap 95 % intervals over queries.
+
+Methods (seconds = CPU time on one thread, from CQT features to the distance matrix;
+process time, so other jobs on the machine do not inflate it):
+
+- chance: a random distance matrix;
+- classical global: chroma -> 2D Fourier magnitude (Bertin-Mahieux & Ellis 2012), Euclidean;
+- classical alignment: chroma -> OTI + cross-recurrence + Qmax (Serra et al. 2009), all pairs;
+- model: the shipped model's embeddings (``--model``), the evaluator's distance;
+- model + re-rank: the model's distances, each query's top ``--k`` re-ordered by
+  ``coverhunter.rerank`` (chroma Qmax; and the model's own short-chunk Qmax).
+
+``--tune`` renders a small *training-type* corpus (``split="train"``, another seed), and
+prints the MAP of each fusion weight there; the default weight in ``coverhunter.rerank``
+is chosen from that table, never from the test corpus.
+
+The rendered corpora, their features and the results (``results.json``) live under
+``--out`` (default runs/bench_accuracy, git-ignored) and the corpora are reused.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")  # every method on one thread: comparable seconds
+
+import argparse  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from coverhunter import classical as C  # noqa: E402
+from coverhunter import rerank as R  # noqa: E402
+from coverhunter.checkpoint import load_model  # noqa: E402
+from coverhunter.config import ExtractConfig  # noqa: E402
+from coverhunter.dataset import read_dataset  # noqa: E402
+from coverhunter.embed import distance_matrix, embed_tracks  # noqa: E402
+from coverhunter.evaluate import windowing  # noqa: E402
+from coverhunter.extract import extract_features  # noqa: E402
+from coverhunter.metrics import evaluate_distances, self_exclusion  # noqa: E402
+
+log = logging.getLogger("bench_accuracy")
+TARGET_GAIN, TARGET_COST = 0.10, 0.2  # issue 10: >= +10 % MAP over alignment at <= 1/5 of its compute
+
+
+# ---------------------------------------------------------------------------
+# corpora
+
+
+def has_test_corpus_api() -> bool:
+    try:
+        from coverhunter.corpus import make_corpus
+    except ImportError:
+        return False
+    return "split" in inspect.signature(make_corpus).parameters
+
+
+def render(out: Path, *, works: int, versions, seed: int, split: str, arrangement_only: bool,
+           standin: bool, workers: int) -> list:
+    """Rendered (cached) corpus with features; returns its tracks (no tempo copies)."""
+    if not (out / "dataset.txt").is_file():
+        if standin:
+            from coverhunter.corpus import make_demo_corpus
+
+            make_demo_corpus(out, works=works, versions=int(versions[0]), seed=seed, num_workers=workers)
+        else:
+            from coverhunter.corpus import make_corpus
+
+            make_corpus(out, works=works, versions=tuple(versions), seed=seed, split=split,
+                        arrangement_only=arrangement_only, num_workers=workers)
+    rep = extract_features(out, config=ExtractConfig(), num_workers=workers or None, verbose=True)
+    if rep.failed:
+        log.warning("%s: %d recordings failed extraction (left out)", out, len(rep.failed))
+    return [t for t in read_dataset(out / "full.txt", check_features=True)
+            if "source_utt" not in t.extra]
+
+
+# ---------------------------------------------------------------------------
+# methods: each returns (distance matrix, seconds)
+
+
+def timed(fn, *args, **kw):
+    t0 = time.process_time()
+    out = fn(*args, **kw)
+    return out, time.process_time() - t0
+
+
+def chroma_of(tracks) -> list:
+    return [R.alignment_features(t.feat) for t in tracks]
+
+
+def global_distances(align) -> np.ndarray:
+    s = np.stack([C.fourier_summary(a.chroma) for a in align])
+    return C.euclidean_distances(s, s)
+
+
+def model_distances(lm, tracks, device) -> np.ndarray:
+    cfg = lm.config
+    lm.model.eval()
+    emb = embed_tracks(lm.model, [t.feat for t in tracks], windowing(cfg), device=device,
+                       batch_size=cfg.eval.batch_size)
+    e = [x for x, _ in emb]
+    return distance_matrix(e, e, cfg.eval.distance)
+
+
+def shortlist_scores(dist: np.ndarray, score_fn, k: int) -> list:
+    """Per query: (shortlist indices, alignment scores); self excluded."""
+    out = []
+    for q in range(len(dist)):
+        ex = np.zeros(dist.shape[1], bool)
+        ex[q] = True
+        sl = R.shortlist(dist[q], k, ex)
+        out.append((sl, score_fn(q, sl)))
+    return out
+
+
+def apply_rerank(dist: np.ndarray, lists: list, weight: float) -> np.ndarray:
+    """Re-ordered distance matrix from precomputed shortlist scores (same as rerank_row)."""
+    out = np.empty_like(dist)
+    for q, (sl, sc) in enumerate(lists):
+        head = sl[np.argsort(-R.fuse(dist[q, sl], sc, weight), kind="stable")]
+        out[q] = R.reordered_distances(dist[q], head)
+    return out
+
+
+def chunk_scorer(lm, tracks, device, rr: R.RerankConfig):
+    chunks, secs = timed(R.chunk_embeddings, lm.model, [t.feat for t in tracks], lm.config, rr,
+                         device=device)
+    return (lambda q, sl: C.qmax_sequences(chunks[q], [chunks[j] for j in sl], rr.chunk_qmax)), secs
+
+
+def chroma_scorer(align, rr: R.RerankConfig):
+    return lambda q, sl: C.qmax_scores(align[q], [align[j] for j in sl], rr.qmax)
+
+
+# ---------------------------------------------------------------------------
+# one corpus -> rows of the table
+
+
+def metrics(dist: np.ndarray, works: list, n_boot: int) -> dict:
+    rep = evaluate_distances(dist, works, works, exclude=self_exclusion(len(works)), bootstrap=n_boot)
+    return {"map": rep.map, "mr1": rep.mr1, "hr1": rep.hit_rate, "n_queries": rep.n_queries,
+            "ci": {"map": rep.ci.get("map"), "mr1": rep.ci.get("mr1"), "hr1": rep.ci.get("hit_rate")}}
+
+
+def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int) -> dict:
+    works = [t.work for t in tracks]
+    rows = {}
+    rng = np.random.default_rng(0)
+    rows["chance"] = (rng.random((len(tracks), len(tracks))), 0.0)
+    align, t_chroma = timed(chroma_of, tracks)
+    d, t = timed(global_distances, align)
+    rows["classical global (2DFTM)"] = (d, t_chroma + t)
+    d, t = timed(C.alignment_distance_matrix, align, C.QmaxParams(), verbose=True)
+    rows["classical alignment (Qmax, all pairs)"] = (d, t_chroma + t)
+    t_align = t_chroma + t
+    d_model, t_model = timed(model_distances, lm, tracks, device)
+    rows["model"] = (d_model, t_model)
+    rr = R.RerankConfig(k=k, weight=weight)
+    lists, t = timed(shortlist_scores, d_model, chroma_scorer(align, rr), k)
+    d, t2 = timed(apply_rerank, d_model, lists, weight)
+    rows[f"model + re-rank top {k} (chroma Qmax)"] = (d, t_model + t_chroma + t + t2)
+    t_rerank = t + t2
+    scorer, t_emb = chunk_scorer(lm, tracks, device, rr)
+    lists, t = timed(shortlist_scores, d_model, scorer, k)
+    d, t2 = timed(apply_rerank, d_model, lists, weight)
+    rows[f"model + re-rank top {k} (short-chunk Qmax)"] = (d, t_model + t_emb + t + t2)
+    out = {"n_tracks": len(tracks), "n_works": len(set(works)), "rows": {},
+           "rerank_seconds_per_query": t_rerank / len(tracks),
+           "alignment_seconds_per_query": t_align / len(tracks)}
+    for name, (dist, secs) in rows.items():
+        out["rows"][name] = {**metrics(dist, works, n_boot), "seconds": secs}
+    return out
+
+
+def fmt_ci(v, ci, digits=3) -> str:
+    return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else f"{v:.{digits}f}"
+
+
+def print_table(title: str, res: dict, k: int) -> None:
+    print(f"\n{title}: {res['n_tracks']} recordings of {res['n_works']} works, every recording "
+          "a query against all others\n")
+    print("| method | MAP [95 % CI] | MR1 [95 % CI] | HR@1 [95 % CI] | seconds |")
+    print("|---|---|---|---|---|")
+    for name, r in res["rows"].items():
+        print(f"| {name} | {fmt_ci(r['map'], r['ci']['map'])} | {fmt_ci(r['mr1'], r['ci']['mr1'], 2)} | "
+              f"{fmt_ci(r['hr1'], r['ci']['hr1'])} | {r['seconds']:.1f} |")
+    rows = res["rows"]
+    al = rows["classical alignment (Qmax, all pairs)"]
+    two = rows[f"model + re-rank top {k} (chroma Qmax)"]
+    gain = two["map"] / max(al["map"], 1e-12) - 1
+    cost = two["seconds"] / max(al["seconds"], 1e-12)
+    ok = "met" if gain >= TARGET_GAIN and cost <= TARGET_COST else "NOT met"
+    print(f"\ntwo-stage vs classical alignment: MAP {gain:+.1%} (target >= +{TARGET_GAIN:.0%}), "
+          f"compute x{cost:.2f} (target <= {TARGET_COST}): {ok}. Re-ranking "
+          f"{res['rerank_seconds_per_query'] * 1e3:.1f} ms per query; all-pairs alignment "
+          f"{res['alignment_seconds_per_query'] * 1e3:.1f} ms per query.")
+
+
+# ---------------------------------------------------------------------------
+# --tune: fusion weight on training-type data
+
+
+def tune(lm, tracks, device, k: int) -> dict:
+    works = [t.work for t in tracks]
+    d_model = model_distances(lm, tracks, device)
+    align = chroma_of(tracks)
+    rr = R.RerankConfig(k=k)
+    lists = {"chroma": shortlist_scores(d_model, chroma_scorer(align, rr), k),
+             "short-chunk": shortlist_scores(d_model, chunk_scorer(lm, tracks, device, rr)[0], k)}
+    weights = np.round(np.arange(0, 1.01, 0.1), 2)
+    res = {src: {float(w): metrics(apply_rerank(d_model, ls, w), works, 0)["map"] for w in weights}
+           for src, ls in lists.items()}
+    print(f"\nfusion weight on a training-type corpus ({len(tracks)} recordings, "
+          f"{len(set(works))} works), MAP, top {k}:\n")
+    print("| weight | " + " | ".join(res) + " |")
+    print("|---" * (len(res) + 1) + "|")
+    for w in weights:
+        print(f"| {w:.1f} | " + " | ".join(f"{res[s][float(w)]:.3f}" for s in res) + " |")
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--works", type=int, default=60, help="test works (default 60)")
+    ap.add_argument("--arrangement-works", type=int, default=30, help="works of the arrangement-only set")
+    ap.add_argument("--versions", type=int, nargs=2, default=[4, 8], metavar=("MIN", "MAX"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", type=Path, default=Path("models/default/model.pt"))
+    ap.add_argument("--k", type=int, default=R.DEFAULT_K, help="shortlist length")
+    ap.add_argument("--weight", type=float, default=R.DEFAULT_WEIGHT, help="fusion weight")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=0, help="rendering/extraction processes (0 = all cores)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_accuracy"))
+    ap.add_argument("--tune", action="store_true", help="sweep the fusion weight on training-type data")
+    ap.add_argument("--standin", action="store_true",
+                    help="tiny demo corpus (12 works x 4, seed 7): NOT held-out material, for development")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_grad_enabled(False)
+    torch.set_num_threads(1)
+    lm = load_model(a.model, a.device)
+    standin = a.standin or not has_test_corpus_api()
+    if standin and not a.standin:
+        log.warning("coverhunter.corpus.make_corpus(split=...) is not available: using the stand-in")
+    kw = dict(versions=a.versions, standin=standin, workers=a.workers)
+    if a.tune:
+        tracks = render(a.out / f"tune-train-w{a.works}-s{a.seed + 1000}", works=a.works,
+                        seed=a.seed + 1000, split="train", arrangement_only=False, **kw)
+        res = tune(lm, tracks, a.device, a.k)
+        (a.out / "tune.json").write_text(json.dumps(res, indent=1))
+        return
+    if standin:
+        sets = {"STAND-IN: demo corpus, 12 works x 4 versions, seed 7 (training soundfonts; "
+                "NOT held-out works)": render(a.out / "standin", works=12, seed=7, split="train",
+                                              arrangement_only=False, **{**kw, "versions": [4, 4]})}
+    else:
+        v = f"{a.versions[0]}-{a.versions[1]}"
+        sets = {
+            f"held-out test works, test soundfont ({a.works} works x {v} versions, seed {a.seed})":
+                render(a.out / f"test-w{a.works}-v{v}-s{a.seed}", works=a.works, seed=a.seed,
+                       split="test", arrangement_only=False, **kw),
+            f"arrangement only: same key, tempo and structure ({a.arrangement_works} works, seed {a.seed})":
+                render(a.out / f"test-arr-w{a.arrangement_works}-v{v}-s{a.seed}", works=a.arrangement_works,
+                       seed=a.seed, split="test", arrangement_only=True, **kw)}
+    results = {"model": str(a.model), "k": a.k, "weight": a.weight, "sets": {}}
+    for title, tracks in sets.items():
+        res = run_corpus(tracks, lm, a.device, a.k, a.weight, a.bootstrap)
+        results["sets"][title] = res
+    print(f"\nmodel {a.model}; re-rank: top {a.k}, fusion weight {a.weight} (chosen on training-type data)")
+    for title, res in results["sets"].items():
+        print_table(title, res, a.k)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "results.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
