@@ -25,6 +25,4 @@ if __name__ == "__main__":
         argv += ["--max-epochs", str(a.max_epochs)]
     if a.only_eval:
         sys.exit(main(argv + ["--only-eval"]))
-    if a.first_eval:
-        main(argv + ["--only-eval"], exit=False)
-    sys.exit(main(argv))
+    sys.exit(main(argv + (["--first-eval"] if a.first_eval else [])))

@@ -64,6 +64,9 @@ def find_checkpoint(path: str | Path) -> Path:
         raise FileNotFoundError(f"{path}: no such model file or folder")
     for cand in ("model.pt", "checkpoints/best.pt", "checkpoints/last.pt"):
         if (path / cand).is_file():
+            if cand == "checkpoints/last.pt":
+                log.warning("%s: no checkpoints/best.pt; using checkpoints/last.pt (the latest "
+                            "epoch, not necessarily the best)", path)
             return path / cand
     for sub in ("pt_model", "checkpoints"):
         found = _latest_original(path / sub)

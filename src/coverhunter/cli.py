@@ -77,7 +77,8 @@ def cmd_train(args) -> int:
         print(json.dumps(evaluate_experiment(args.exp_dir, device=args.device), indent=2))
         return 0
     result = train(args.exp_dir, config=config, overrides=None if config else args.set,
-                   device=args.device, init_from=args.init_from, max_epochs=args.max_epochs)
+                   device=args.device, init_from=args.init_from, max_epochs=args.max_epochs,
+                   first_eval=args.first_eval)
     log.info("trained %d epochs (%d steps) in %.0f s; best %s = %s; checkpoint %s",
              result.epochs_run, result.steps, result.seconds, result.monitor, result.best_metric,
              result.best_checkpoint)
@@ -316,6 +317,7 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-epochs", type=int, default=None)
     s.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint's weights")
     s.add_argument("--only-eval", action="store_true", help="evaluate the latest checkpoint and exit")
+    s.add_argument("--first-eval", action="store_true", help="evaluate the starting weights, then train")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="MAP, top10, MR1, hit rate of a model on query/ref lists")
@@ -451,8 +453,19 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse; ``SECTION.KEY=VALUE`` overrides may come before, between or after options."""
+    parser = get_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "set") and all("=" in x and not x.startswith("-") for x in extra):
+        args.set = list(args.set or []) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None, exit: bool = True) -> int:
-    args = get_parser().parse_args(argv)
+    args = _parse(argv)
     setup_logging(args.verbose)
     from .config import ConfigError
     from .dataset import DatasetError

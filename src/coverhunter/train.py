@@ -30,7 +30,8 @@ from .dataset import Track, read_dataset
 from .evaluate import evaluate_tracks, read_query_in_ref
 from .losses import CoverLoss
 from .model import CoverHunter
-from .utils import atomic_write_text, resolve_device, resolve_path
+from .utils import (atomic_write_bytes, atomic_write_text, remove_stale_tmp, resolve_device,
+                    resolve_path, sha256_file)
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,8 @@ class Trainer:
         self.best, self.best_epoch, self.bad_epochs = None, -1, 0
         self.history: list[dict] = []
         self.ckpt_dir = exp_dir / "checkpoints"
+        if self.is_main:  # leftovers of a killed run
+            remove_stale_tmp(self.ckpt_dir), remove_stale_tmp(exp_dir)
         self._resume()
         module = TrainModule(self.model, self.loss)
         if self.world > 1:
@@ -218,9 +221,15 @@ class Trainer:
         last = self.ckpt_dir / "last.pt"
         if not last.is_file():
             return
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        if state.get("format") != FORMAT:
+        try:
+            state = torch.load(last, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"{last}: damaged checkpoint, cannot resume ({first}); restore it or "
+                             "remove it to train from the start") from e
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{last}: not a coverhunter checkpoint")
+        self._check_schedule(last, state.get("config", {}).get("optim", {}))
         if state.get("works") != self.works:
             raise ValueError(f"{last}: trained on other works than {self.cfg.data.train_path}; "
                              "use a new EXP_DIR or remove the checkpoints")
@@ -234,6 +243,35 @@ class Trainer:
         if "rng" in state:
             _set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d, step %d", last, self.epoch, self.step)
+        self._repair_best(state)
+
+    _SCHEDULE = ("max_epochs", "steps_per_epoch", "learning_rate", "min_lr", "warmup_steps")
+
+    def _check_schedule(self, last: Path, saved: dict) -> None:
+        """Refuse to resume under another learning-rate schedule (it would change silently)."""
+        now = to_dict(self.cfg.optim)
+        diff = [f"optim.{k}: {saved[k]} -> {now[k]}" for k in self._SCHEDULE
+                if k in saved and saved[k] != now[k]]
+        if diff:
+            raise ValueError(f"{last}: the run was started with another schedule ({'; '.join(diff)}); "
+                             "resuming would silently change its cosine decay. Use the original "
+                             "values, or a new EXP_DIR with --init-from to continue from these weights")
+
+    def _repair_best(self, state: dict) -> None:
+        """A kill between the two checkpoint writes of an older version left ``last.pt``
+        recording a best epoch whose ``best.pt`` is missing: restore it when ``last.pt``
+        is that epoch, else say so."""
+        best = self.ckpt_dir / "best.pt"
+        if best.is_file() or self.best_epoch < 0:
+            return
+        if state["epoch"] == self.best_epoch + 1:
+            atomic_write_bytes(best, (self.ckpt_dir / "last.pt").read_bytes())
+            log.warning("%s was missing; restored from last.pt (epoch %d, the best)", best,
+                        self.best_epoch)
+        else:
+            log.warning("%s is missing and last.pt is not the best epoch (%d): the next "
+                        "improvement writes it", best, self.best_epoch)
+            self.best = None  # so that the next epoch's result is kept as best.pt
 
     def _writer(self):
         if not self.is_main:
@@ -325,12 +363,23 @@ class Trainer:
                             "bad_epochs": self.bad_epochs, "history": self.history}})
         return path
 
-    def run(self, max_epochs: int | None = None) -> TrainResult:
+    def run(self, max_epochs: int | None = None, first_eval: bool = False) -> TrainResult:
+        """Train until ``max_epochs`` (default: the config's) or early stopping.
+
+        ``first_eval`` validates the current weights (initial or resumed) before training.
+        """
         t0 = time.perf_counter()
         o = self.cfg.optim
         end = max_epochs if max_epochs is not None else o.max_epochs
-        stop = False
         monitor_name = "val_map" if self.val_tracks else "train_loss"
+        stop = o.patience > 0 and self.bad_epochs >= o.patience  # restored by a resume
+        if stop and self.epoch < end:
+            log.info("this run stopped early at epoch %d (%s did not improve for %d epochs); "
+                     "nothing to do (raise optim.patience to train on)", self.epoch - 1,
+                     monitor_name, self.bad_epochs)
+        if first_eval and self.is_main:
+            log.info("first eval (epoch %d, before training): %s", self.epoch,
+                     json.dumps({k: round(v, 4) for k, v in self.validate().items()}))
         while self.epoch < end and not stop:
             train_logs = self.train_epoch()
             row = {"epoch": self.epoch, "step": self.step,
@@ -346,10 +395,12 @@ class Trainer:
                 self.history.append(row)
                 self._log_epoch(row)
                 self.epoch += 1
-                if (self.epoch % o.every_n_epoch_to_save == 0) or improved or self.epoch == end:
-                    self._save("last.pt")
+                # best.pt before last.pt: a kill in between leaves last.pt one epoch behind,
+                # so the resumed run repeats that epoch and writes best.pt again
                 if improved:
                     self._save("best.pt")
+                if (self.epoch % o.every_n_epoch_to_save == 0) or improved or self.epoch == end:
+                    self._save("last.pt")
                 atomic_write_text(self.exp_dir / "history.json", json.dumps(self.history, indent=1))
                 stop = o.patience > 0 and self.bad_epochs >= o.patience
                 if stop:
@@ -393,7 +444,7 @@ def evaluate_experiment(exp_dir: str | Path, device: str | None = None) -> dict:
 
 def train(exp_dir: str | Path, *, config: Config | None = None, overrides: list[str] | None = None,
           device: str | None = None, init_from=None, max_epochs: int | None = None,
-          verbose: bool = True) -> TrainResult:
+          verbose: bool = True, first_eval: bool = False) -> TrainResult:
     """Train (or resume training) the model of an experiment folder.
 
     Parameters
@@ -407,7 +458,10 @@ def train(exp_dir: str | Path, *, config: Config | None = None, overrides: list[
     init_from : path, optional
         A checkpoint whose weights start the run (fine-tuning).
     max_epochs : int, optional
-        Stop after this many epochs in total (default: the config's).
+        Stop after this many epochs in total (default: the config's); the learning-rate
+        schedule still spans ``optim.max_epochs``.
+    first_eval : bool
+        Validate the starting weights before training (the original's ``--first_eval``).
     """
     exp_dir = Path(exp_dir)
     cfg_path = exp_dir / "config" / "hparams.yaml"
@@ -423,7 +477,7 @@ def train(exp_dir: str | Path, *, config: Config | None = None, overrides: list[
     if rank == 0:
         save_yaml(config, exp_dir / "config" / "resolved.yaml")
     try:
-        return trainer.run(max_epochs)
+        return trainer.run(max_epochs, first_eval=first_eval)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -451,7 +505,11 @@ def coarse_to_fine(exp_dir: str | Path, *, coarse_epochs: int, fine_epochs: int,
     coarse = train(coarse_dir, config=coarse_cfg, device=device, verbose=verbose)
     align_file = exp_dir / "alignment.jsonl"
     stamp = exp_dir / "alignment.source"
-    source = str(coarse.best_checkpoint)
+    # what the alignment depends on, by content: a retrained coarse model at the same
+    # path, another training list or other alignment settings all redo it
+    source = json.dumps({"coarse_sha256": sha256_file(coarse.best_checkpoint),
+                         "train_list_sha256": sha256_file(base["data"]["train_path"]),
+                         "align": repr(align_cfg)}, sort_keys=True)
     if not align_file.is_file() or not stamp.is_file() or stamp.read_text() != source:
         run_alignment(coarse.best_checkpoint, base["data"]["train_path"], align_file,
                       cfg=align_cfg, device=device, verbose=verbose)
