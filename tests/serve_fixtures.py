@@ -64,3 +64,57 @@ def shared_catalogue(tmp_path_factory) -> tuple[Path, Path]:
 def medley(works=(1, 4, 2), seconds: float = 45.0) -> np.ndarray:
     """Other takes of catalogue works, one after the other."""
     return np.concatenate([tune(w, seconds, take=1) for w in works])
+
+
+def live_server(app):
+    """A context manager: ``app`` served by uvicorn on a free loopback port, in a thread."""
+    import contextlib
+    import threading
+    import time
+
+    import uvicorn
+
+    @contextlib.contextmanager
+    def run():
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        t0 = time.monotonic()
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() - t0 > 60:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(30)
+
+    return run()
+
+
+def encode(path, y: np.ndarray, sr: int, codec: str, channels: int = 2) -> None:
+    """Write ``y`` (mono float32) with PyAV's encoders (any container), duplicated to ``channels``."""
+    import av
+
+    layout = "stereo" if channels == 2 else "mono"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=sr, layout=layout)
+        fmt = s.codec_context.format.name if s.codec_context.format else "fltp"
+        frame_n = s.codec_context.frame_size or 1024
+        x = np.stack([y] * channels).astype(np.float32)
+        for i in range(0, x.shape[1], frame_n):
+            part = x[:, i:i + frame_n]
+            if fmt == "s16":
+                frame = av.AudioFrame.from_ndarray((part.T.reshape(1, -1) * 32767).astype(np.int16),
+                                                   format="s16", layout=layout)
+            elif fmt == "flt":
+                frame = av.AudioFrame.from_ndarray(part.T.reshape(1, -1).copy(), format="flt", layout=layout)
+            else:
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="fltp", layout=layout)
+            frame.sample_rate = sr
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)

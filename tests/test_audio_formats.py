@@ -13,33 +13,9 @@ from coverhunter.features import cqt
 from coverhunter.audio import peak_normalize
 from coverhunter.stream import recording_cqt, stream_cqt
 
-from .serve_fixtures import SR, tune
+from .serve_fixtures import SR, encode, tune
 
 av = pytest.importorskip("av", reason="PyAV is in the dev extra")
-
-
-def encode(path, y: np.ndarray, sr: int, codec: str, channels: int = 2) -> None:
-    """Write ``y`` (mono float32) with PyAV's encoders, duplicated to ``channels``."""
-    layout = "stereo" if channels == 2 else "mono"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=sr, layout=layout)
-        fmt = s.codec_context.format.name if s.codec_context.format else "fltp"
-        frame_n = s.codec_context.frame_size or 1024
-        x = np.stack([y] * channels).astype(np.float32)
-        for i in range(0, x.shape[1], frame_n):
-            part = x[:, i:i + frame_n]
-            if fmt == "s16":
-                frame = av.AudioFrame.from_ndarray((part.T.reshape(1, -1) * 32767).astype(np.int16),
-                                                   format="s16", layout=layout)
-            elif fmt == "flt":
-                frame = av.AudioFrame.from_ndarray(part.T.reshape(1, -1).copy(), format="flt", layout=layout)
-            else:
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="fltp", layout=layout)
-            frame.sample_rate = sr
-            for pkt in s.encode(frame):
-                c.mux(pkt)
-        for pkt in s.encode(None):
-            c.mux(pkt)
 
 
 FORMATS = [("m4a", "aac", 44100), ("webm", "libopus", 48000), ("mp3", "libmp3lame", 44100),

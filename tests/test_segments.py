@@ -51,8 +51,9 @@ def test_streamed_identify_agrees_with_identify(catalogue, tmp_path):
     idx, lm = CatalogueIndex.load(index_dir), load_model(DEFAULT_MODEL)
     ref = identify(idx, lm, [path])[0]
     got = identify_file(idx, lm, path, block_s=3.0)
-    assert [m["work"] for m in got["matches"]] == [m.work for m in ref.matches]
-    assert np.allclose([m["score"] for m in got["matches"]], [m.score for m in ref.matches], atol=2e-3)
+    scores = {m["work"]: m["score"] for m in got["matches"]}
+    assert scores.keys() == {m.work for m in ref.matches}  # near-ties may swap places
+    assert all(abs(scores[m.work] - m.score) < 2e-3 for m in ref.matches)
     assert got["matches"][0]["work"] == "work3" and got["duration_s"] == pytest.approx(50, abs=0.1)
 
 

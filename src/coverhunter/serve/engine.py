@@ -1,0 +1,285 @@
+"""The service's work: decoding in killable child processes, one model thread, the index.
+
+Uploads are decoded and turned into a CQT in a child process each (forked from a
+``forkserver`` that has the audio and feature modules loaded, so a child starts in
+milliseconds): a file that makes the decoder hang or crash costs that child only, and a
+child running past ``decode_timeout_s`` is killed. At most ``decoders`` children run at
+once. Everything that touches the model or the index (embedding, search, adding
+tracks) runs on one thread in order, so the single model instance is never used by two
+requests at once and an add never races a search.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import multiprocessing
+import re
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import AUDIO_EXTS, AudioError
+from ..checkpoint import load_model
+from ..config import FeatureConfig
+from ..dataset import Track
+from ..index import CatalogueError, CatalogueIndex
+from ..segments import embed_features, identify_embedded
+from ..utils import resolve_device
+
+log = logging.getLogger(__name__)
+
+TRACK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,127}$")  # ids a client may give
+MAX_ALIGN_ROWS = 400  # query chunks drawn in the alignment picture (long queries subsampled)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What ``coverhunter serve`` is started with."""
+
+    index: Path
+    model: Path | None = None  # default: the model the index was built with
+    device: str | None = None  # auto | cpu | cuda | cuda:N | mps
+    # POST /tracks exists only with a token, and needs it; reads need it unless open_reads
+    token: str | None = None
+    open_reads: bool = True
+    max_upload_mb: float = 200.0  # request bodies above this get 413
+    max_duration_s: float = 3 * 3600.0  # longer recordings get 413
+    decode_timeout_s: float = 300.0  # a decode running longer is killed (422)
+    queue_size: int = 16  # requests admitted at once (decoding, waiting or running); more get 503
+    decoders: int = 0  # decoding processes at once, 0 = one per core
+    top: int = 10
+    false_alarm: float = 0.01
+    segments_after_s: float = 600.0  # "auto" segments for recordings longer than this
+    workdir: Path | None = None  # temporary files (default: the system's temporary folder)
+
+
+class InputError(Exception):
+    """A request the service cannot answer because of its input: an HTTP status and why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# ---------------------------------------------------------------------------
+# decoding child
+
+
+def _decode_child(src: str, dst: str, err: str, cfg: FeatureConfig, max_s: float) -> None:
+    """In a child process: audio file -> CQT .npy at ``dst``; a problem -> text at ``err``."""
+    import os
+
+    import torch
+
+    from ..stream import recording_cqt
+
+    torch.set_num_threads(1)
+    try:
+        feat = recording_cqt(src, cfg, max_seconds=max_s)
+        if len(feat) == 0:
+            raise AudioError(f"{src}: too short to analyse (less than one frame)")
+        np.save(dst, feat)
+    except AudioError as e:
+        Path(err).write_text(str(e))
+        os._exit(3)
+    except MemoryError:
+        Path(err).write_text(f"{src}: too large to decode")
+        os._exit(3)
+
+
+def _noop() -> None:
+    pass
+
+
+def upload_suffix(filename: str | None) -> str:
+    """A decoder hint from the client's file name: its extension when it is an audio one."""
+    suffix = Path(filename or "").suffix.lower()
+    return suffix if suffix in AUDIO_EXTS else ".bin"
+
+
+class Engine:
+    """The model, the index and the workers of one service.
+
+    Parameters
+    ----------
+    cfg : ServeConfig
+    """
+
+    def __init__(self, cfg: ServeConfig):
+        self.cfg = cfg
+        self.index = CatalogueIndex.load(cfg.index)
+        self.device = resolve_device(cfg.device)
+        self.lm = load_model(cfg.model or Path(self.index.meta["model"]), self.device)
+        self.index.check_model(self.lm)
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="coverhunter-model")
+        n_dec = cfg.decoders or max(1, multiprocessing.cpu_count())
+        self._decoding = threading.BoundedSemaphore(n_dec)
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["coverhunter.stream", "coverhunter.serve.engine"])
+        self._tmp = tempfile.TemporaryDirectory(prefix="coverhunter-serve-", dir=cfg.workdir)
+        self.tmp = Path(self._tmp.name)
+        self.service_s = 1.0  # moving average of a request's model time (Retry-After)
+        self._by_id: dict[str, dict] | None = None
+        p = self._ctx.Process(target=_noop)  # start the fork server now, not on a request
+        p.start()
+        p.join()
+        log.info("serving %s: %d recordings of %d works, model %s on %s", cfg.index,
+                 self.index.meta["n_tracks"], self.index.n_works, self.lm.source, self.device)
+
+    def close(self) -> None:
+        self._model_thread.shutdown(wait=True)
+        self._tmp.cleanup()
+
+    # -- decoding -----------------------------------------------------------------------
+    def decode(self, src: Path, name: str, max_s: float | None = None,
+               timeout_s: float | None = None) -> np.ndarray:
+        """CQT of an uploaded file, computed in a child process (blocking).
+
+        ``max_s`` and ``timeout_s`` default to the configured duration limit and decode timeout.
+
+        Raises
+        ------
+        InputError
+            413 too long, 422 not decodable, empty, too short or over the decode timeout.
+        """
+        dst, err = src.with_suffix(".npy"), src.with_suffix(".err")
+        max_s = self.cfg.max_duration_s if max_s is None else max_s
+        timeout_s = self.cfg.decode_timeout_s if timeout_s is None else timeout_s
+        with self._decoding:
+            p = self._ctx.Process(target=_decode_child, daemon=True,
+                                  args=(str(src), str(dst), str(err), self.lm.config.features,
+                                        max_s))
+            p.start()
+            p.join(timeout_s)
+            if p.is_alive():
+                p.kill()
+                p.join()
+                raise InputError(422, f"{name}: decoding took longer than {timeout_s:g} s")
+        if p.exitcode == 3:
+            msg = err.read_text().replace(str(src), name)
+            raise InputError(413 if "longer than the limit" in msg else 422, msg)
+        if p.exitcode != 0 or not dst.is_file():
+            raise InputError(422, f"{name}: the decoder failed on this file (exit status {p.exitcode})")
+        try:
+            return np.load(dst)
+        finally:
+            dst.unlink(missing_ok=True)
+
+    # -- model thread -------------------------------------------------------------------
+    async def on_model_thread(self, fn, *args, **kw):
+        """Run ``fn`` on the one model thread and await its result."""
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        try:
+            return await loop.run_in_executor(self._model_thread, lambda: fn(*args, **kw))
+        finally:
+            self.service_s = 0.8 * self.service_s + 0.2 * (time.monotonic() - t0)
+
+    def identify(self, feat: np.ndarray, name: str, *, top: int | None = None,
+                 segments: bool | None = None, alignment: bool = False) -> dict:
+        """The answer for one decoded upload (model thread only).
+
+        Parameters
+        ----------
+        feat : np.ndarray, shape (frames, n_bins)
+        segments : bool or None
+            None: segments for recordings longer than ``cfg.segments_after_s``.
+        alignment : bool
+            Add the chunk similarity matrix of the query and its best match.
+        """
+        if self.index.meta["n_vectors"] == 0:
+            raise InputError(409, "the catalogue is empty: add recordings first")
+        fps = self.lm.config.features.frames_per_second
+        if segments is None:
+            segments = len(feat) / fps > self.cfg.segments_after_s
+        win = self.index.windowing
+        emb, starts = embed_features(self.lm, feat, win, self.device)
+        out = identify_embedded(self.index, emb, starts, round(len(feat) / fps, 3), win.chunk / fps,
+                                name, top=top or self.cfg.top, false_alarm=self.cfg.false_alarm,
+                                segments=segments)
+        out["catalogue_audio"] = {m["track_id"]: f"/tracks/{m['track_id']}/audio"
+                                  for m in out["matches"] if self.audio_path(m["track_id"])}
+        if alignment and out["matches"]:
+            out["alignment"] = self.alignment(emb, starts, out["matches"][0]["track_id"])
+        return out
+
+    def alignment(self, emb: np.ndarray, starts: list[float], track_id: str) -> dict:
+        """Chunk similarities of the query (rows, subsampled past 400) and a catalogue track."""
+        t = self.track(track_id)
+        ref = np.asarray(self.index.vectors()[t["row"]:t["row"] + len(t["starts"])])
+        step = max(1, math.ceil(len(emb) / MAX_ALIGN_ROWS))
+        sim = emb[::step] @ ref.T
+        return {"track_id": track_id, "work": t["work"], "query_starts": list(starts[::step]),
+                "ref_starts": t["starts"], "similarity": np.round(sim, 4).tolist()}
+
+    def add_track(self, feat: np.ndarray, src: Path, track_id: str, work: str, name: str) -> dict:
+        """Keep an uploaded recording and add it to the catalogue (model thread only)."""
+        if not TRACK_ID.match(track_id):
+            raise InputError(422, f"track_id {track_id!r}: use 1-128 letters, digits, '_', '.', '+', '-'")
+        if not work.strip() or len(work) > 256:
+            raise InputError(422, "work: give the work's name (1-256 characters)")
+        if self.track(track_id) is not None:
+            raise InputError(409, f"track {track_id!r} is already in the catalogue")
+        store = Path(self.cfg.index) / "uploads"
+        store.mkdir(exist_ok=True)
+        audio = store / f"{track_id}{src.suffix}"
+        feat_path = store / f"{track_id}.cqt.npy"
+        np.save(feat_path, feat)
+        src.replace(audio)
+        fps = self.lm.config.features.frames_per_second
+        track = Track(track_id, str(audio), round(len(feat) / fps, 3), work.strip()).with_extra(
+            feat=str(feat_path))
+        failed = self.index.add(self.lm, [track], self.device, verbose=False)
+        self._by_id = None
+        if failed:
+            raise InputError(422, f"{name}: not added ({failed[0][1]})")
+        log.info("added %s (%s) from %s", track_id, work, name)
+        return self.track_info(track_id)
+
+    # -- catalogue ----------------------------------------------------------------------
+    def track(self, track_id: str) -> dict | None:
+        if self._by_id is None or len(self._by_id) != self.index.meta["n_tracks"]:
+            self._by_id = {t["track_id"]: t for t in self.index.tracks()}
+        return self._by_id.get(track_id)
+
+    def audio_path(self, track_id: str) -> Path | None:
+        """The catalogue recording's audio file, when the index names one that exists here."""
+        t = self.track(track_id)
+        if not t or not t.get("audio"):
+            return None
+        p = Path(t["audio"])
+        if not p.is_absolute():
+            p = Path(self.cfg.index) / p
+        return p if p.suffix.lower() in AUDIO_EXTS and p.is_file() else None
+
+    def track_info(self, track_id: str) -> dict | None:
+        t = self.track(track_id)
+        if t is None:
+            return None
+        info = {"track_id": t["track_id"], "work": t["work"], "n_chunks": len(t["starts"]),
+                "chunk_starts_s": t["starts"]}
+        if self.audio_path(track_id):
+            info["audio_url"] = f"/tracks/{track_id}/audio"
+        return info
+
+    def works(self) -> list[dict]:
+        by_work: dict[str, list[str]] = {}
+        for t in self.index.tracks():
+            by_work.setdefault(t["work"], []).append(t["track_id"])
+        return [{"work": w, "tracks": ids} for w, ids in sorted(by_work.items())]
+
+    def health(self) -> dict:
+        m = self.index.meta
+        return {"status": "ok", "tracks": m["n_tracks"], "works": self.index.n_works,
+                "vectors": m["n_vectors"], "calibrated": bool(m.get("calibration")),
+                "model": self.lm.fingerprint, "device": str(self.device)}
+
+
+__all__ = ["Engine", "ServeConfig", "InputError", "CatalogueError"]
