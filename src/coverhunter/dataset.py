@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
@@ -102,7 +103,9 @@ def read_dataset(path: str | Path, *, check_audio: bool = False,
     Returns
     -------
     list of Track
-        Paths in ``audio`` and ``extra["feat"]`` are resolved to usable paths.
+        Paths in ``audio`` and ``extra["feat"]`` are made absolute (relative ones: from
+        the list's folder, else from the working folder), so they mean the same thing
+        however the list's folder was spelled and wherever the caller runs.
 
     Raises
     ------
@@ -134,12 +137,12 @@ def read_dataset(path: str | Path, *, check_audio: bool = False,
                                 f"(first on line {seen[track.track_id]})")
                 continue
             seen[track.track_id] = lineno
-            audio = resolve_path(track.audio, base)
+            audio = Path(os.path.abspath(resolve_path(track.audio, base)))
             if check_audio and not audio.is_file():
                 problems.append(f"line {lineno}: audio file not found: {track.audio}")
             extra = dict(track.extra)
             if "feat" in extra:
-                feat = resolve_path(str(extra["feat"]), base)
+                feat = Path(os.path.abspath(resolve_path(str(extra["feat"]), base)))
                 if check_features and not feat.is_file():
                     problems.append(f"line {lineno}: feature file not found: {extra['feat']}")
                 extra["feat"] = str(feat)
@@ -157,7 +160,8 @@ def write_dataset(tracks: Iterable[Track], path: str | Path, *, relative_to: Pat
     """Write tracks as JSON lines, atomically.
 
     Paths under ``relative_to`` (default: the output's folder) are written relative to it,
-    so a data folder can be moved as a whole.
+    so a data folder can be moved as a whole; others are written absolute (a path
+    relative to the working folder would break as soon as the list is read elsewhere).
     """
     path = Path(path)
     base = (relative_to or path.parent).resolve()
@@ -166,7 +170,7 @@ def write_dataset(tracks: Iterable[Track], path: str | Path, *, relative_to: Pat
         try:
             return str(Path(p).resolve().relative_to(base))
         except ValueError:
-            return p
+            return os.path.abspath(p)
 
     lines = []
     for t in tracks:

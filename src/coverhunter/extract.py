@@ -6,6 +6,8 @@ Replaces the original's numbered stages with one resumable, parallel pass:
 2. split the *works* into train/val/test (before any augmentation);
 3. compute each recording's CQT (skipped when its file is up to date) and, for tracks
    of the augmented splits, tempo copies derived from that CQT (no shell, no sox);
+   progress is saved after every recording (a journal appended line by line), so a
+   killed run recomputes at most the recordings that were in flight;
 4. write ``full.txt`` (every line, with ``feat``, ``feat_len``, ``song_id``,
    ``version_id``, ``split``) and ``train.txt`` / ``val.txt`` / ``test.txt``.
 """
@@ -27,12 +29,13 @@ from .audio import load_audio, peak_normalize
 from .config import ExtractConfig, FeatureConfig, load_extract_config
 from .dataset import SPLITS, Track, read_dataset, split_by_work, write_dataset
 from .features import cqt, stretch_frames
-from .utils import atomic_save_npy, atomic_write_text
+from .utils import atomic_save_npy, atomic_write_text, remove_stale_tmp, sha256_file
 
 log = logging.getLogger(__name__)
 
 FEAT_DIR = "cqt_feat"
 STATE_FILE = ".extract_state.json"
+JOURNAL_FILE = ".extract_state.jsonl"  # one line per recording done since the last STATE_FILE
 
 
 @dataclass
@@ -70,9 +73,38 @@ def copy_id(track_id: str, rate: float) -> str:
 
 
 def _fingerprint(track: Track, cfg: FeatureConfig, rates: tuple[float, ...]) -> dict:
-    st = Path(track.audio).stat()
-    return {"audio": track.audio, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+    """What a recording's features depend on: its audio (by resolved path, size and
+    modification time), the CQT settings and the tempo copies."""
+    audio = Path(track.audio).resolve()
+    st = audio.stat()
+    return {"audio": str(audio), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
             "features": asdict(cfg), "rates": list(rates)}
+
+
+def _same_audio(old: dict, new: dict, entry: dict) -> bool:
+    """Same inputs; an audio file only touched (new mtime, same bytes) still counts."""
+    if old == new:
+        return True
+    if {k: v for k, v in old.items() if k != "mtime_ns"} != {k: v for k, v in new.items() if k != "mtime_ns"}:
+        return False
+    return bool(entry.get("audio_sha256")) and entry["audio_sha256"] == sha256_file(new["audio"])
+
+
+def _feature_sizes(out_dir: Path, names: list[str]) -> dict[str, int]:
+    return {n: (out_dir / feature_name(n)).stat().st_size for n in names}
+
+
+def check_copy_names(tracks: list[Track], rates_of, path: Path) -> None:
+    """Refuse a recording whose utt is the name of another's tempo copy (``sp_0.9-x`` beside
+    ``x``): its features and its line in ``full.txt`` would collide."""
+    utts = {t.track_id for t in tracks}
+    problems = [f"utt {copy_id(t.track_id, r)!r} is also the name of the {r:g} tempo copy of "
+                f"{t.track_id!r}; rename it (names 'sp_<rate>-<utt>' are reserved for copies)"
+                for t in tracks for r in rates_of(t) if copy_id(t.track_id, r) in utts]
+    if problems:
+        from .dataset import DatasetError
+
+        raise DatasetError(path, problems)
 
 
 def given_split(tracks: list[Track], path: Path) -> dict[str, str] | None:
@@ -115,10 +147,29 @@ def _extract_one(track: Track, out_dir: Path, cfg: FeatureConfig,
 
 
 def _load_state(path: Path) -> dict:
+    """The saved state plus the journal of recordings done since (a torn last line of a
+    killed run is ignored)."""
     try:
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {}
+        state = {}
+    journal = path.with_name(JOURNAL_FILE)
+    try:
+        lines = journal.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            utt, entry = json.loads(line)
+            state[utt] = entry
+        except (ValueError, TypeError):
+            continue
+    return state
+
+
+def _save_state(path: Path, state: dict) -> None:
+    atomic_write_text(path, json.dumps(state))
+    path.with_name(JOURNAL_FILE).unlink(missing_ok=True)
 
 
 def _plan(tracks, splits, cfg, out_dir, state):
@@ -134,8 +185,13 @@ def _plan(tracks, splits, cfg, out_dir, state):
             continue
         entry = state.get(t.track_id)
         names = [t.track_id] + [copy_id(t.track_id, r) for r in rates]
-        if entry and entry.get("fp") == fp and all(
-                (out_dir / feature_name(n)).is_file() for n in names):
+        try:  # every file there, with the size it was written with (not truncated)
+            complete = bool(entry) and entry.get("feat_bytes") == _feature_sizes(out_dir, names)
+        except OSError:
+            complete = False
+        if complete and _same_audio(entry.get("fp", {}), fp, entry):
+            if entry["fp"] != fp:
+                state[t.track_id] = {**entry, "fp": fp}
             done[t.track_id] = entry["lengths"]
         else:
             todo.append((t, rates, fp))
@@ -172,10 +228,15 @@ def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = Non
     if splits is None:
         s = cfg.split
         splits = split_by_work(tracks, (s.train, s.val, s.test), s.seed)
+    rates_all = tuple(r for r in cfg.aug_speed_mode if abs(r - 1.0) > 1e-6)
+    check_copy_names(tracks, lambda t: rates_all if splits[t.work] in cfg.aug_splits else (),
+                     data_dir / "dataset.txt")
     out_dir = data_dir / FEAT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(data_dir), remove_stale_tmp(out_dir)  # leftovers of a killed run
     state_path = out_dir / STATE_FILE
     state = _load_state(state_path)
+    journal = open(state_path.with_name(JOURNAL_FILE), "a", encoding="utf-8")
     todo, done = _plan(tracks, splits, cfg, out_dir, state)
     report = ExtractReport(n_tracks=len(tracks), skipped=len(done))
     workers = num_workers if num_workers is not None else cfg.num_workers
@@ -185,7 +246,11 @@ def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = Non
     def record(t, rates, fp, lengths):
         done[t.track_id] = lengths
         if fp is not None:
-            state[t.track_id] = {"fp": fp, "lengths": lengths}
+            entry = {"fp": fp, "lengths": lengths, "audio_sha256": sha256_file(fp["audio"]),
+                     "feat_bytes": _feature_sizes(out_dir, list(lengths))}
+            state[t.track_id] = entry
+            journal.write(json.dumps([t.track_id, entry]) + "\n")  # progress, per recording
+            journal.flush()
         report.computed += 1
 
     bar = tqdm(total=len(todo), desc="extract", unit="track", disable=not verbose or not todo)
@@ -207,10 +272,9 @@ def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = Non
                 except Exception as e:  # noqa: BLE001
                     report.failed.append((t.track_id, str(e)))
                 bar.update()
-                if i % 50 == 49:  # keep progress if the run is interrupted
-                    atomic_write_text(state_path, json.dumps(state))
     bar.close()
-    atomic_write_text(state_path, json.dumps(state))
+    journal.close()
+    _save_state(state_path, state)
     for utt, msg in report.failed:
         log.error("failed: %s: %s", utt, msg)
     _write_lists(data_dir, tracks, splits, done, out_dir, report)
