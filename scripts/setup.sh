@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything coverhunter needs on a fresh Debian/Ubuntu machine; safe to re-run.
 #   - Debian packages for the corpora (fluidsynth, timidity, soundfonts) when missing
-#   - .venv with the CPU build of torch 2.13.0 and the package with its extras
+#   - .venv with torch 2.13.0 (COVERHUNTER_TORCH_SPEC / TORCH_INDEX_URL choose the build, see
+#     below) and the package with its extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,10 +30,29 @@ fi
 
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-stamp=".venv/.coverhunter-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+# torch goes first and pinned; the package's own range (torch>=2.3) is then already met, so
+# pip never resolves torch by itself. What the pin installs depends on where pip looks:
+#   - PyPI on Linux x86_64: the CUDA build (torch plus several GB of nvidia-* wheels), with or
+#     without a GPU (it also runs on the CPU);
+#   - PyPI on macOS: the CPU/MPS build; on Windows: the CPU build;
+#   - a wheel house or mirror configured for pip (as on this project's offline build machine):
+#     what it offers (there: the CPU wheel).
+# Choose the build: COVERHUNTER_TORCH_SPEC (default torch==2.13.0; must pin a version) and
+# TORCH_INDEX_URL, e.g. https://download.pytorch.org/whl/cpu for the small CPU-only build or
+# https://download.pytorch.org/whl/cu126 for a given CUDA.
+torch_spec=${COVERHUNTER_TORCH_SPEC:-torch==2.13.0}
+case "$torch_spec" in
+  *==*) ;;
+  *) echo "setup: COVERHUNTER_TORCH_SPEC must pin a version (torch==X.Y.Z[+build]), got '$torch_spec'" >&2
+     exit 1 ;;
+esac
+torch_index=()
+[ -z "${TORCH_INDEX_URL:-}" ] || torch_index=(--index-url "$TORCH_INDEX_URL")
+stamp=".venv/.coverhunter-$( (cat pyproject.toml; echo "$torch_spec ${TORCH_INDEX_URL:-}") | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  # torch first and pinned: a CPU wheel; an unpinned 'torch' would pull a multi-GB CUDA build
-  .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
+  if [ -n "${COVERHUNTER_TORCH_SPEC:-}${TORCH_INDEX_URL:-}" ] || ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    .venv/bin/pip install -q ${torch_index[@]+"${torch_index[@]}"} "$torch_spec"
+  fi
   .venv/bin/pip install -q -e ".[dev]"
   rm -f .venv/.coverhunter-*
   touch "$stamp"
