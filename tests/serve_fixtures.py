@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,17 @@ def make_catalogue(root: Path, n_works: int = 5, seconds: float = 30.0) -> tuple
     audio.mkdir(parents=True, exist_ok=True)
     for w in range(n_works):
         sf.write(audio / f"work{w}.wav", tune(w, seconds), SR, subtype="PCM_16")
+    calib = root / "calibration"
+    calib.mkdir(exist_ok=True)
+    lines = []
+    for w in range(n_works):  # other takes of every work, labelled
+        for take in range(3, 9):
+            sf.write(calib / f"w{w}_{take}.wav", tune(w, 15.0, take=take), SR, subtype="PCM_16")
+            lines.append({"utt": f"w{w}_{take}", "wav": f"w{w}_{take}.wav", "dur_s": 15.0,
+                          "song": f"work{w}", "version": str(take)})
+    (calib / "dataset.txt").write_text("".join(json.dumps(x) + "\n" for x in lines))
     lm = load_model(DEFAULT_MODEL)
-    build_index(root / "index", lm, folder=audio)
+    build_index(root / "index", lm, folder=audio, calibrate_with=calib / "dataset.txt")
     return audio, root / "index"
 
 
