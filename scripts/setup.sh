@@ -17,6 +17,8 @@ command -v fluidsynth >/dev/null 2>&1 || need+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/sf_GMbank.sf2 ] || need+=(csound-soundfont)
 command -v timidity >/dev/null 2>&1 || need+=(timidity)
 [ -f /etc/timidity/freepats.cfg ] || need+=(freepats)
+# headless browser for the web page's test (tests/test_serve_browser.py drives it with Playwright)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else sudo="none"; fi
   if [ "$sudo" = none ] || ! command -v apt-get >/dev/null 2>&1; then
