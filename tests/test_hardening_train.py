@@ -179,3 +179,12 @@ def test_overrides_in_any_order_for_coarse_to_fine_and_unknown_options_still_fai
         cli._parse(["train", "E", "--no-such-option"])
     with pytest.raises(SystemExit):
         cli._parse(["extract", "d", "a.b=1"])
+
+
+def test_damaged_best_checkpoint_is_one_line(tmp_path, capsys):
+    exp = _exp(tmp_path)
+    (exp / "checkpoints").mkdir()
+    (exp / "checkpoints" / "best.pt").write_bytes(b"PK\x03\x04 truncated")
+    assert cli.main(["evaluate", str(exp), str(tmp_path / "data" / "val.txt")], exit=False) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(exp / "checkpoints" / "best.pt") in err

@@ -89,7 +89,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
-        raise ValueError(f"{ckpt}: not a readable checkpoint ({e})") from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{ckpt}: damaged or not a checkpoint ({first})") from e
     if isinstance(state, dict) and state.get("format") == FORMAT:
         cfg = load_config(state["config"])
         model_state, heads, works = state["model"], state.get("loss", {}), state.get("works", [])
