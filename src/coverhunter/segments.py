@@ -253,10 +253,36 @@ def matches_from_segments(segs: list[Segment], top: int) -> list[Match]:
 # one recording, end to end
 
 
+def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], top: int, *,
+                  feat: np.ndarray | None = None, rerank: int | None = None, chroma=None,
+                  approximate: bool | None = None) -> list[Match]:
+    """``identify``'s matches: the catalogue search, re-ranked by chroma alignment as
+    ``index.identify`` does when the CQT ``feat`` is given and the index stores chroma.
+
+    ``rerank``: shortlist size (default ``rerank.DEFAULT_K``, 0 = off); ``chroma``: a
+    ``rerank.IndexChroma`` of the index to reuse across queries.
+    """
+    from . import rerank as rr
+
+    k = 0 if feat is None else (rr.DEFAULT_K if rerank is None else rerank)
+    if k > 0:
+        chroma = chroma or rr.IndexChroma.of(index)
+        if chroma.available():
+            shortlist = index.search(emb, starts, max(top, k), approximate)
+            return rr.rerank_matches(shortlist, rr.alignment_features(feat), chroma.get,
+                                     rr.RerankConfig(k=k))[:top]
+    return index.search(emb, starts, top, approximate)
+
+
 def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float], duration_s: float,
                       chunk_s: float, name: str, *, top: int = 10, false_alarm: float = 0.01,
-                      segments: bool = False, approximate: bool | None = None) -> dict:
+                      segments: bool = False, approximate: bool | None = None,
+                      feat: np.ndarray | None = None, rerank: int | None = None,
+                      chroma=None) -> dict:
     """The answer for one recording's chunk embeddings, as ``identify --json`` gives it.
+
+    With its CQT ``feat``, the whole-recording matches are re-ranked as ``identify`` does
+    (see :func:`whole_matches`); segments are not re-ranked.
 
     Returns
     -------
@@ -271,7 +297,8 @@ def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float
         segs = find_segments(index, emb, starts, duration_s, chunk_s, false_alarm=false_alarm,
                              approximate=approximate)
     if len(emb) <= WHOLE_MAX_CHUNKS:
-        matches = index.search(emb, starts, top, approximate)
+        matches = whole_matches(index, emb, starts, top, feat=feat, rerank=rerank, chroma=chroma,
+                                approximate=approximate)
     else:
         matches = matches_from_segments(segs, top)
     out = {"query": name, "verdict": verdict_of(matches, false_alarm), "error": None,
@@ -291,7 +318,7 @@ def identify_features(index: CatalogueIndex, lm: LoadedModel, feat: np.ndarray, 
     emb, starts = embed_features(lm, feat, win, device)
     return identify_embedded(index, emb, starts, round(len(feat) / fps, 3), win.chunk / fps, name,
                              top=top, false_alarm=false_alarm, segments=segments,
-                             approximate=approximate)
+                             approximate=approximate, feat=feat)
 
 
 def identify_file(index: CatalogueIndex, lm: LoadedModel, path: str | Path, *, top: int = 10,

@@ -203,7 +203,7 @@ class Engine:
         emb, starts = embed_features(self.lm, feat, win, self.device)
         out = identify_embedded(self.index, emb, starts, round(len(feat) / fps, 3), win.chunk / fps,
                                 name, top=top or self.cfg.top, false_alarm=self.cfg.false_alarm,
-                                segments=segments)
+                                segments=segments, feat=feat, chroma=self.chroma())
         out["catalogue_audio"] = {m["track_id"]: f"/tracks/{m['track_id']}/audio"
                                   for m in out["matches"] if self.audio_path(m["track_id"])}
         if alignment and out["matches"]:
@@ -244,6 +244,15 @@ class Engine:
         return self.track_info(track_id)
 
     # -- catalogue ----------------------------------------------------------------------
+    def chroma(self):
+        """The index's stored chroma for re-ranking (re-read after the catalogue grows)."""
+        from .. import rerank as rr
+
+        key = tuple(self.index.meta["shards"])
+        if getattr(self, "_chroma_key", None) != key:
+            self._chroma, self._chroma_key = rr.IndexChroma.of(self.index), key
+        return self._chroma
+
     def track(self, track_id: str) -> dict | None:
         if self._by_id is None or len(self._by_id) != self.index.meta["n_tracks"]:
             self._by_id = {t["track_id"]: t for t in self.index.tracks()}
