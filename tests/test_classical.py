@@ -78,11 +78,13 @@ def test_qmax_known_values():
     # a clean diagonal of length 5 gives Qmax 5; an empty plot gives 0
     assert C.qmax_pair(np.eye(5, dtype=bool)) == 5
     assert C.qmax_pair(np.zeros((4, 6), bool)) == 0
-    # a diagonal broken by one missing cell: the default gap onset (5) costs more than the
-    # 3 cells before it, so the path restarts (Qmax 3); a cheap onset bridges it: 3 - 0.5 + 3
+    # a diagonal broken by one missing cell: a gap onset of 5 costs more than the 3 cells
+    # before it, so the path restarts (Qmax 3); an onset of 2 leaves 1, then 3 more cells;
+    # an onset of 0.5 bridges it: 3 - 0.5 + 3
     r = np.zeros((7, 7), bool)
     r[[0, 1, 2, 4, 5, 6], [0, 1, 2, 4, 5, 6]] = True
-    assert C.qmax_pair(r) == 3
+    assert C.qmax_pair(r, gap_onset=5.0) == 3
+    assert C.qmax_pair(r, gap_onset=2.0) == 4
     assert C.qmax_pair(r, gap_onset=0.5) == 5.5
     # a path with a tempo change (steps of (2, 1)) is followed without penalty
     r = np.zeros((20, 10), bool)
@@ -120,7 +122,7 @@ def test_qmax_finds_planted_transposed_time_stretched_match():
     scores = C.qmax_scores(C.AlignmentFeatures.from_chroma(query), feats)
     assert scores.shape == (13,)
     assert int(np.argmax(scores)) == 6
-    assert scores[6] > 1.5 * np.sort(scores)[-2]
+    assert scores[6] > 1.3 * np.sort(scores)[-2]  # clearly ahead of the best distractor
     # the all-pairs matrix agrees with the one-query scores, and is symmetric
     d = C.alignment_distance_matrix([C.AlignmentFeatures.from_chroma(query)] + feats)
     np.testing.assert_allclose(1 - d[0, 1:], scores, atol=1e-6)

@@ -182,12 +182,18 @@ def euclidean_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class QmaxParams:
-    """Serra et al. (2009) settings, on 2.5 chroma frames per second."""
+    """Alignment settings, on 2.5 chroma frames per second.
+
+    Serra et al. (2009) used kappa 0.095 and gap penalties 5 / 0.5. On a training-type
+    arranged-cover corpus (corpus v2, split "train", seed 1000, 187 recordings; never the
+    test corpus) kappa 0.15 with a gap onset of 2 raised MAP from 0.260 to 0.302 at the
+    same cost, so those are the defaults.
+    """
 
     m: int = 10  # embedding dimension (frames stacked): 4 s of context
     tau: int = 1  # delay between stacked frames
-    kappa: float = 0.095  # fraction of nearest neighbours that recur
-    gap_onset: float = 5.0
+    kappa: float = 0.15  # fraction of nearest neighbours that recur
+    gap_onset: float = 2.0
     gap_extension: float = 0.5
 
 
@@ -219,7 +225,7 @@ def delay_embed(chroma: np.ndarray, m: int = 10, tau: int = 1) -> np.ndarray:
     return np.concatenate([x[k * tau:k * tau + n] for k in range(m)], axis=1)
 
 
-def cross_recurrence(x: np.ndarray, y: np.ndarray, kappa: float = 0.095) -> np.ndarray:
+def cross_recurrence(x: np.ndarray, y: np.ndarray, kappa: float = 0.15) -> np.ndarray:
     """Binary cross-recurrence plot with mutual nearest neighbours.
 
     Parameters
@@ -245,7 +251,7 @@ def cross_recurrence(x: np.ndarray, y: np.ndarray, kappa: float = 0.095) -> np.n
     return (d <= row_thr[:, None]) & (d <= col_thr[None, :])
 
 
-def qmax_batch(crp: np.ndarray, gap_onset: float = 5.0, gap_extension: float = 0.5) -> np.ndarray:
+def qmax_batch(crp: np.ndarray, gap_onset: float = 2.0, gap_extension: float = 0.5) -> np.ndarray:
     """Qmax of a stack of cross-recurrence plots, row by row for all of them at once.
 
     Parameters
@@ -278,7 +284,7 @@ def qmax_batch(crp: np.ndarray, gap_onset: float = 5.0, gap_extension: float = 0
     return best
 
 
-def qmax_pair(crp: np.ndarray, gap_onset: float = 5.0, gap_extension: float = 0.5) -> float:
+def qmax_pair(crp: np.ndarray, gap_onset: float = 2.0, gap_extension: float = 0.5) -> float:
     """Qmax of one cross-recurrence plot (N, M)."""
     return float(qmax_batch(crp[None], gap_onset, gap_extension)[0])
 
