@@ -186,7 +186,8 @@ def _identify_files(args, idx, lm, device, approx) -> int:
     from .segments import format_segments, identify_file
 
     answer = functools.partial(identify_file, idx, lm, top=args.top, false_alarm=args.false_alarm,
-                               segments=args.segments, device=device, approximate=approx)
+                               segments=args.segments, device=device, approximate=approx,
+                               rerank=getattr(args, "rerank", None))
     files = audio_files(args.audio, args.recursive)
     if args.output:
         report = identify_batch(files, args.output, answer)

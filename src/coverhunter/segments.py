@@ -310,7 +310,8 @@ def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float
 
 def identify_features(index: CatalogueIndex, lm: LoadedModel, feat: np.ndarray, name: str, *,
                       top: int = 10, false_alarm: float = 0.01, segments: bool = False,
-                      device="cpu", approximate: bool | None = None) -> dict:
+                      device="cpu", approximate: bool | None = None,
+                      rerank: int | None = None) -> dict:
     """The answer for one recording's CQT (frames, n_bins); see :func:`identify_embedded`."""
     index.check_model(lm)
     win = index.windowing
@@ -318,13 +319,13 @@ def identify_features(index: CatalogueIndex, lm: LoadedModel, feat: np.ndarray, 
     emb, starts = embed_features(lm, feat, win, device)
     return identify_embedded(index, emb, starts, round(len(feat) / fps, 3), win.chunk / fps, name,
                              top=top, false_alarm=false_alarm, segments=segments,
-                             approximate=approximate, feat=feat)
+                             approximate=approximate, feat=feat, rerank=rerank)
 
 
 def identify_file(index: CatalogueIndex, lm: LoadedModel, path: str | Path, *, top: int = 10,
                   false_alarm: float = 0.01, segments: bool = False, device="cpu",
-                  approximate: bool | None = None, block_s: float = BLOCK_S,
-                  max_seconds: float | None = None,
+                  approximate: bool | None = None, rerank: int | None = None,
+                  block_s: float = BLOCK_S, max_seconds: float | None = None,
                   progress: Callable[[float], None] | None = None) -> dict:
     """Identify one audio file of any length in bounded memory; errors become ``error``.
 
@@ -344,7 +345,8 @@ def identify_file(index: CatalogueIndex, lm: LoadedModel, path: str | Path, *, t
         if len(feat) == 0:
             raise AudioError(f"{path}: too short to analyse")
         return identify_features(index, lm, feat, name, top=top, false_alarm=false_alarm,
-                                 segments=segments, device=device, approximate=approximate)
+                                 segments=segments, device=device, approximate=approximate,
+                                 rerank=rerank)
     except (AudioError, OSError) as e:
         return {"query": name, "verdict": "error", "error": str(e), "matches": []}
 
