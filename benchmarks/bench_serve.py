@@ -180,6 +180,21 @@ def same_answer(got: dict, ref, name: str, top: int) -> str | None:
     return None
 
 
+def in_process(idx, lm, queries):
+    """Reference answers and timings: ``coverhunter.identify`` of each query, sequentially."""
+    import coverhunter as ch
+
+    refs, t_in = {}, []
+    ch.identify(idx, lm, [queries[0][0]])  # warm-up
+    for path, _ in queries:
+        t0 = time.perf_counter()
+        refs[path] = ch.identify(idx, lm, [path])[0]
+        t_in.append(time.perf_counter() - t0)
+    acc = float(np.mean([refs[p].matches[0].work == w for p, w in queries]))
+    log(f"in-process: median {np.median(t_in):.2f} s per query")
+    return refs, t_in, acc
+
+
 def load_test(url: str, queries, refs, clients: int, requests: int, server_pid: int, top: int = 10):
     import httpx
 
@@ -256,7 +271,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--requests", type=int, default=25)
     p.add_argument("--query-s", type=float, default=240.0)
-    p.add_argument("--max-queries", type=int, default=32)
+    p.add_argument("--max-queries", type=int, default=16)
     p.add_argument("--long-min", type=float, default=120.0)
     args = p.parse_args()
     if args.quick:
@@ -277,21 +292,10 @@ def main() -> None:
     log(f"catalogue {idx.meta['n_tracks']} recordings ({idx.meta['n_vectors']} chunk vectors), "
         f"{len(queries)} distinct {args.query_s / 60:.0f}-minute queries")
 
-    # in-process reference answers and timings
-    refs, t_in = {}, []
-    ch.identify(idx, lm, [queries[0][0]])  # warm-up
-    for path, _ in queries:
-        t0 = time.perf_counter()
-        refs[path] = ch.identify(idx, lm, [path])[0]
-        t_in.append(time.perf_counter() - t0)
-    acc_in = np.mean([refs[pth].matches[0].work == w for pth, w in queries])
-    log(f"in-process: median {np.median(t_in):.2f} s per query")
-    del lm
-
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "coverhunter", "serve", "--index", str(index),
                                "--port", str(port), "--queue-size", str(2 * args.clients + 2)],
-                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                              stderr=open(args.work_dir / "server.log", "w"), stdout=subprocess.DEVNULL)
     import httpx
 
     url = f"http://127.0.0.1:{port}"
@@ -304,6 +308,10 @@ def main() -> None:
                 time.sleep(0.2)
         else:
             raise RuntimeError("server did not start")
+        # the server imported the code moments ago: the in-process answers now use the same
+        # code even while the working tree changes (the reference, and the in-process timing)
+        refs, t_in, acc_in = in_process(idx, lm, queries)
+        del lm
         log(f"server up (RSS {rss_mb(server.pid):.0f} MB); {args.clients} clients x {args.requests} requests")
         results, wall, mem = load_test(url, queries, refs, args.clients, args.requests, server.pid)
         peak_server = rss_mb(server.pid, "VmHWM")
