@@ -40,11 +40,22 @@ def _cache(lm, win=None):
 # handlers
 
 
-def cmd_make_demo_corpus(args) -> int:
-    from .corpus import make_demo_corpus
+def _versions(text: str) -> tuple[int, int]:
+    """'6' -> (6, 6); '4-8' -> (4, 8)."""
+    try:
+        lo, _, hi = text.partition("-")
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX, got {text!r}") from None
 
-    tracks = make_demo_corpus(args.out_dir, works=args.works, versions=args.versions,
-                              seed=args.seed, num_workers=args.workers)
+
+def cmd_make_demo_corpus(args) -> int:
+    from .corpus import make_corpus
+
+    tracks = make_corpus(args.out_dir, works=args.works, versions=args.versions,
+                         seed=args.seed, num_workers=args.workers,
+                         split=getattr(args, "split", "train"),
+                         arrangement_only=getattr(args, "arrangement_only", False))
     hours = sum(t.duration for t in tracks) / 3600
     log.info("wrote %d recordings of %d works (%.2f h) to %s", len(tracks),
              len({t.work for t in tracks}), hours, Path(args.out_dir) / "dataset.txt")
@@ -298,13 +309,21 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("make-demo-corpus", help="render an offline cover corpus from music21 scores")
-    s.add_argument("out_dir", type=Path)
-    s.add_argument("--works", type=int, default=60, help="number of works (default 60)")
-    s.add_argument("--versions", type=int, default=4, help="versions per work (default 4)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=0, help="processes (0 = one per core)")
-    s.set_defaults(func=cmd_make_demo_corpus)
+    for name in ("make-corpus", "make-demo-corpus"):
+        s = sub.add_parser(name, help="render an offline arranged-cover corpus from music21 scores"
+                           + (" (resumable)" if name == "make-corpus" else " (= make-corpus)"))
+        s.add_argument("out_dir", type=Path)
+        s.add_argument("--works", type=int, default=60, help="number of works (default 60)")
+        s.add_argument("--versions", type=_versions, default=(4, 4),
+                       help="versions per work, N or MIN-MAX drawn per work (default 4)")
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--split", choices=["train", "test"], default="train",
+                       help="train: training works and soundfonts; test: the held-out test works "
+                            "rendered with the test soundfont (default train)")
+        s.add_argument("--arrangement-only", action="store_true",
+                       help="versions keep key, tempo and structure; only the arrangement and sound change")
+        s.add_argument("--workers", type=int, default=0, help="processes (0 = one per core)")
+        s.set_defaults(func=cmd_make_demo_corpus)
 
     s = sub.add_parser("extract", help="CQT features for DATA_DIR/dataset.txt (resumable)")
     s.add_argument("data_dir", type=Path)

@@ -586,7 +586,7 @@ def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[i
             name = piece_name(task[0], task[1])
             if rows is None:
                 log.debug("skipped %s: %s", name, why)
-                skipped.append(why.split(":")[0])
+                skipped.append(_reason_kind(why))
                 with open(skip_log, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"piece": name, "why": why, "spec": spec.key()}) + "\n")
             elif len(chosen) < works:
@@ -609,6 +609,12 @@ def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[i
                                 row["version"]))
     write_dataset(tracks, out_dir / "dataset.txt")
     return tracks
+
+
+def _reason_kind(why: str) -> str:
+    """A skip reason without its numbers ("duration 9.8 s outside ..." -> "duration outside")."""
+    head = why.split(":")[0]
+    return " ".join(w for w in head.split() if not any(c.isdigit() for c in w) and w != "s")
 
 
 def _read_skips(path: Path, spec: CorpusSpec) -> set[str]:
