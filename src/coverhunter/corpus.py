@@ -612,9 +612,11 @@ def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[i
 
 
 def _reason_kind(why: str) -> str:
-    """A skip reason without its numbers ("duration 9.8 s outside ..." -> "duration outside")."""
-    head = why.split(":")[0]
-    return " ".join(w for w in head.split() if not any(c.isdigit() for c in w) and w != "s")
+    """A skip reason with its numbers as N ("duration 9.8 s outside [12.0, 150.0]" ->
+    "duration N s outside [N, N]"), so the summary counts kinds, not values."""
+    import re
+
+    return re.sub(r"\d+(\.\d+)?", "N", why.split(":")[0])
 
 
 def _read_skips(path: Path, spec: CorpusSpec) -> set[str]:
