@@ -20,7 +20,6 @@ Pipeline of one version::
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -569,7 +568,3 @@ def arrange_parts(pm, plan: ArrangementPlan, rng: np.random.Generator) -> list:
         part(counter_prog, counter_melody(chords, melody, plan.register + 7, rng))
     part(0, drum_part(beats, end, meter, plan.drums, rng), drum=True)
     return parts
-
-
-def describe(plan: ArrangementPlan) -> str:
-    return json.dumps(plan.describe())

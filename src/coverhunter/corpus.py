@@ -23,6 +23,7 @@ evaluation, are never touched.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -74,10 +75,14 @@ class SkipPiece(Exception):
     """A source piece is unusable (unloadable, empty, too short or too long)."""
 
 
+def _name_hash(name: str) -> int:
+    """A fixed 64-bit hash of a piece's name (the same on every machine and run)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+
+
 def is_test_work(name: str) -> bool:
     """True for the works reserved for test corpora (a fixed hash of the work's name)."""
-    h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-    return h % TEST_WORK_MODULUS == 0
+    return _name_hash(name) % TEST_WORK_MODULUS == 0
 
 
 def _allowed_font(p: Path) -> bool:
@@ -106,6 +111,7 @@ def find_soundfonts(split: str = "train") -> list[Path]:
     return found
 
 
+@functools.lru_cache(maxsize=1)
 def freepats_programs() -> frozenset[int]:
     """General MIDI programs the freepats set has (empty when timidity or freepats is missing)."""
     cfg = Path(FREEPATS_CFG)
@@ -405,8 +411,7 @@ def degrade(y: np.ndarray, plan: VersionPlan, rng: np.random.Generator) -> np.nd
 
 
 def _piece_seed(seed: int, name: str) -> np.random.Generator:
-    h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-    return np.random.default_rng([seed, h])
+    return np.random.default_rng([seed, _name_hash(name)])
 
 
 @dataclass(frozen=True)
