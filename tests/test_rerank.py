@@ -16,6 +16,16 @@ from .test_classical import melody as note_walk
 from .test_classical import synthetic_cqt
 
 
+def _tiny_trained(tmp_path, n_versions):
+    """A 4-work dataset of 8 s tracks with features, and an experiment trained one epoch."""
+    data = make_dataset(tmp_path / "data", n_works=4, n_versions=n_versions, seconds=8.0,
+                        hparams="split: {train: 0.5, val: 0.25, test: 0.25, seed: 0}\n")
+    assert extract_features(data, num_workers=1, verbose=False).ok
+    exp = make_experiment(tmp_path / "exp", data)
+    train(exp, overrides=["optim.max_epochs=1", "data.chunk_frame=[40]"], verbose=False)
+    return data, exp
+
+
 def _random_scores(seed):
     rng = np.random.default_rng(seed)
     return lambda refs: rng.standard_normal(len(refs))
@@ -87,11 +97,7 @@ def test_config_is_checked():
 
 
 def test_evaluate_rerank_end_to_end(tmp_path):
-    data = make_dataset(tmp_path / "data", n_works=4, n_versions=3, seconds=8.0,
-                        hparams="split: {train: 0.5, val: 0.25, test: 0.25, seed: 0}\n")
-    assert extract_features(data, num_workers=1, verbose=False).ok
-    exp = make_experiment(tmp_path / "exp", data)
-    train(exp, overrides=["optim.max_epochs=1", "data.chunk_frame=[40]"], verbose=False)
+    data, exp = _tiny_trained(tmp_path, n_versions=3)
     full = data / "full.txt"
     base, rr, both = tmp_path / "base.json", tmp_path / "rr.json", tmp_path / "both.json"
     assert main(["evaluate", str(exp), str(full), "--output", str(base)], exit=False) == 0
@@ -130,11 +136,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     from coverhunter.dataset import read_dataset
     from coverhunter.index import CatalogueIndex, build_index, identify
 
-    data = make_dataset(tmp_path / "data", n_works=4, n_versions=2, seconds=8.0,
-                        hparams="split: {train: 0.5, val: 0.25, test: 0.25, seed: 0}\n")
-    assert extract_features(data, num_workers=1, verbose=False).ok
-    exp = make_experiment(tmp_path / "exp", data)
-    train(exp, overrides=["optim.max_epochs=1", "data.chunk_frame=[40]"], verbose=False)
+    data, exp = _tiny_trained(tmp_path, n_versions=2)
     lm = load_model(exp)
     full = read_dataset(data / "full.txt")
     cat = tmp_path / "cat.txt"
