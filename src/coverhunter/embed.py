@@ -203,37 +203,89 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def distance_matrix(query: list[np.ndarray], ref: list[np.ndarray], mode: str = "min",
-                    block: int = 4096) -> np.ndarray:
+def _by_count(lengths: np.ndarray) -> list[tuple[np.ndarray, int, np.ndarray]]:
+    """Recordings grouped by chunk count: (recording indices, count, their chunk rows)."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return [(idx, int(c), (offsets[idx, None] + np.arange(c)).ravel())
+            for c in np.unique(lengths) if c > 0 for idx in [np.flatnonzero(lengths == c)]]
+
+
+def _max_by_count(sim: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
+    """Best row of each recording, (sum(lengths), R) -> (len(lengths), R); -2 for none."""
+    groups = _by_count(lengths)
+    if len(groups) == 1 and len(groups[0][0]) == len(lengths):  # one count: a reshape
+        return sim.view(len(lengths), groups[0][1], -1).amax(1)
+    out = torch.full((len(lengths), sim.shape[1]), -2.0)
+    for idx, c, rows in groups:
+        out[torch.from_numpy(idx)] = sim[torch.from_numpy(rows)].view(len(idx), c, -1).amax(1)
+    return out
+
+
+class MinChunkDistance:
+    """Min over chunk pairs of 1 - cos to a fixed list of references, prepared once.
+
+    The reference chunks are stored grouped by their recording's chunk count, so the best
+    chunk of every reference is a reshape and a max, (rows, n, count) -> (rows, n), instead
+    of a scatter; the queries of a block are reduced the same way. Each similarity is the
+    same float32 product of the same shapes as before (only the reference order differs).
+
+    Parameters
+    ----------
+    ref : list of np.ndarray, each (n_chunks, E)
+    """
+
+    def __init__(self, ref: list[np.ndarray]):
+        lengths = np.array([len(e) for e in ref], dtype=np.int64)
+        chunks = l2_normalise(np.concatenate(ref).astype(np.float32))
+        groups = _by_count(lengths)
+        self.n_ref = len(ref)
+        self.counts = [(len(idx), c) for idx, c, _ in groups]  # (references, chunks each)
+        self.chunks = torch.from_numpy(chunks[np.concatenate([rows for _, _, rows in groups])])
+        order = np.concatenate([idx for idx, _, _ in groups])  # reference of each column
+        self.cols = slice(None) if np.array_equal(order, np.arange(len(ref))) else order
+
+    def __call__(self, query: list[np.ndarray], block: int = 4096) -> np.ndarray:
+        """Distances (len(query), n_ref) float64, about ``block`` query chunks at a time."""
+        lengths = np.array([len(e) for e in query], dtype=np.int64)
+        out = np.full((len(query), self.n_ref), 3.0)  # no chunks: similarity -2
+        if not len(query) or not lengths.sum():
+            return out
+        qc = torch.from_numpy(l2_normalise(np.concatenate(query).astype(np.float32)))
+        q_off = np.concatenate([[0], np.cumsum(lengths)])
+        qi = 0
+        while qi < len(query):
+            qj = qi + 1
+            while qj < len(query) and q_off[qj + 1] - q_off[qi] <= block:
+                qj += 1
+            sim = qc[q_off[qi]:q_off[qj]] @ self.chunks.T  # (query chunks, reference chunks)
+            parts = sim.split([n * c for n, c in self.counts], dim=1)
+            best = [g.view(len(sim), n, c).amax(-1) for g, (n, c) in zip(parts, self.counts)]
+            best = _max_by_count(best[0] if len(best) == 1 else torch.cat(best, dim=1), lengths[qi:qj])
+            out[qi:qj, self.cols] = 1.0 - best.numpy()
+            qi = qj
+        return out
+
+
+def _mean_embeddings(recs: list[np.ndarray]) -> np.ndarray:
+    """(n, E) float32: the L2-normalised mean of each recording's normalised chunks."""
+    return l2_normalise(np.stack([l2_normalise(e).mean(0) for e in recs]).astype(np.float32))
+
+
+def distances_to(ref: list[np.ndarray], mode: str = "min"):
+    """``query -> distance_matrix(query, ref, mode)`` with the references prepared once
+    (for many blocks of queries against the same references)."""
+    if mode not in ("min", "mean"):
+        raise ValueError(f"distance must be 'min' or 'mean', got {mode!r}")
+    if mode == "min":
+        return MinChunkDistance(ref)
+    r = _mean_embeddings(ref)
+    return lambda query: (1.0 - _mean_embeddings(query) @ r.T).astype(np.float64)
+
+
+def distance_matrix(query: list[np.ndarray], ref: list[np.ndarray], mode: str = "min") -> np.ndarray:
     """Recording distances (n_query, n_ref) from per-recording chunk embeddings.
 
     ``mode="min"``: min over chunk pairs of 1 - cos (float32 arithmetic, as the original);
     ``mode="mean"``: 1 - cos of the L2-normalised mean of each recording's normalised chunks.
     """
-    if mode not in ("min", "mean"):
-        raise ValueError(f"distance must be 'min' or 'mean', got {mode!r}")
-    if mode == "mean":
-        q = l2_normalise(np.stack([l2_normalise(e).mean(0) for e in query]).astype(np.float32))
-        r = l2_normalise(np.stack([l2_normalise(e).mean(0) for e in ref]).astype(np.float32))
-        return (1.0 - q @ r.T).astype(np.float64)
-    qc = torch.from_numpy(l2_normalise(np.concatenate(query).astype(np.float32)))
-    rc = torch.from_numpy(l2_normalise(np.concatenate(ref).astype(np.float32)))
-    q_len = torch.tensor([len(e) for e in query])
-    r_owner = torch.repeat_interleave(torch.arange(len(ref)), torch.tensor([len(e) for e in ref]))
-    q_off = np.cumsum([0] + q_len.tolist())
-    out = np.empty((len(query), len(ref)), dtype=np.float64)
-    # process whole query recordings, about `block` chunks at a time
-    qi = 0
-    while qi < len(query):
-        qj = qi + 1
-        while qj < len(query) and q_off[qj + 1] - q_off[qi] <= block:
-            qj += 1
-        sim = qc[q_off[qi]:q_off[qj]] @ rc.T  # (query chunks, ref chunks)
-        best = torch.full((sim.shape[0], len(ref)), -2.0)  # best chunk per ref recording
-        best.scatter_reduce_(1, r_owner.expand_as(sim), sim, reduce="amax")
-        q_owner = torch.repeat_interleave(torch.arange(qj - qi), q_len[qi:qj])
-        rec = torch.full((qj - qi, len(ref)), -2.0)  # best over the query's chunks
-        rec.scatter_reduce_(0, q_owner[:, None].expand_as(best), best, reduce="amax")
-        out[qi:qj] = 1.0 - rec.numpy()
-        qi = qj
-    return out
+    return distances_to(ref, mode)(query)

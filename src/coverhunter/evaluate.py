@@ -12,7 +12,7 @@ import torch
 from .checkpoint import LoadedModel, load_model
 from .config import Config, EvalConfig
 from .dataset import Track, read_dataset
-from .embed import EmbeddingCache, Windowing, default_cache_dir, distance_matrix, embed_tracks
+from .embed import EmbeddingCache, Windowing, default_cache_dir, distances_to, embed_tracks
 from .metrics import EvalReport, evaluate_distances, pairs_exclusion, self_exclusion
 from .utils import atomic_write_text, resolve_device
 
@@ -85,12 +85,13 @@ def evaluate_tracks(model: torch.nn.Module, queries: list[Track], refs: list[Tra
         exclude = pairs_exclusion(shape, query_in_ref)
     else:
         exclude = None
-    full = distance_matrix(q_list, r_list, cfg.eval.distance) if return_dist else None
+    to_refs = distances_to(r_list, cfg.eval.distance)  # references prepared once for all blocks
+    full = to_refs(q_list) if return_dist else None
     if full is not None and reranker is not None:
         full = reranker.rerank_block(full, 0, _mask(exclude, 0, len(queries)))
 
     def rows(a: int, b: int) -> np.ndarray:
-        d = full[a:b].copy() if full is not None else distance_matrix(q_list[a:b], r_list, cfg.eval.distance)
+        d = full[a:b].copy() if full is not None else to_refs(q_list[a:b])
         if full is None and reranker is not None:
             d = reranker.rerank_block(d, a, _mask(exclude, a, b))
         if mode == "original" and exclude is not None:  # the original marks exclusions by -1

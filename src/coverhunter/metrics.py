@@ -50,42 +50,47 @@ class EvalReport:
         return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in d.items()}
 
 
-def _relevant_ranks(d: torch.Tensor, rel: torch.Tensor, keep: torch.Tensor,
-                    stable: bool) -> torch.Tensor:
-    """1-based ranks of each row's relevant items, ascending; +inf pads rows with fewer.
+def _relevant_items(d: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's relevant items in ranking order (distance, then reference index).
 
-    Only the relevant items are located, by counting (no full sort of the row):
-    pessimistic ties (``stable=False``): rank_k = #{kept irrelevant with d <= x_k} + k for
-    the relevant distances x_1 <= x_2 <= ...; stable ties (the original's sort): rank of
-    a relevant item (x, j) = #{kept with d < x} + #{kept with d == x before j} + 1.
+    Returns (x, j), shape (b, r_max): their distances (+inf pads rows with fewer) and
+    reference indices; r_max = most relevant items of a row (at least 1).
     """
-    b, n = d.shape
-    r_max = int(rel.sum(1).max()) if b else 0
-    if r_max == 0:
-        return torch.full((b, 1), float("inf"), dtype=torch.float64)
-    # relevant items of each row, in ranking order (distance, then reference index)
-    key = torch.where(rel, d, torch.full_like(d, float("inf")))
-    _, cand = torch.topk(key, r_max, dim=1, largest=False)  # O(n) per row, unordered ties
-    cand = cand.sort(dim=1).values  # reference order, then a stable sort by distance
-    x = key.gather(1, cand)
-    by_x = torch.argsort(x, dim=1, stable=True)
-    order, x = cand.gather(1, by_x), x.gather(1, by_x)  # (b, r_max), +inf where fewer
-    valid = torch.isfinite(x)
-    ranks = torch.empty((b, r_max), dtype=torch.float64)
-    # one masked copy of the block: the items that can rank before a relevant one
-    others = d.masked_fill(~keep, float("inf")) if stable else d.masked_fill(~keep | rel, float("inf"))
-    step = max(1, int(2e7 // max(1, b * n)))  # bound the (b, step, n) comparison tensor
-    idx = torch.arange(n)[None, None, :]
-    for k0 in range(0, r_max, step):
-        xs = x[:, k0:k0 + step, None]
+    b = d.shape[0]
+    rows, cols = np.nonzero(rel)  # row-major: reference order within each row
+    counts = np.bincount(rows, minlength=b)
+    r_max = max(1, int(counts.max()) if b else 1)
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    x = np.full((b, r_max), np.inf)
+    j = np.zeros((b, r_max), dtype=np.int64)
+    x[rows, slot], j[rows, slot] = d[rows, cols], cols
+    by_x = np.argsort(x, axis=1, kind="stable")  # ties keep reference order
+    return np.take_along_axis(x, by_x, 1), np.take_along_axis(j, by_x, 1)
+
+
+def _relevant_ranks(d: np.ndarray, rel: np.ndarray, keep: np.ndarray, stable: bool) -> np.ndarray:
+    """1-based ranks (b, r_max) of each row's relevant items, ascending; +inf pads rows with fewer.
+
+    Only the relevant items are located, by counting (no full sort of the row), one pass
+    over the block per relevant item: pessimistic ties (``stable=False``):
+    rank_k = #{kept irrelevant with d <= x_k} + k for the relevant distances
+    x_1 <= x_2 <= ...; stable ties (the original's sort): rank of a relevant item (x, j) =
+    #{kept with d < x} + #{kept with d == x before j} + 1. A relevant item at an infinite
+    distance counts as not found.
+    """
+    x, j = _relevant_items(d, rel)
+    others = np.where(keep if stable else keep & ~rel, d, np.inf)  # what can rank before
+    ranks = np.empty(x.shape)
+    for k in range(x.shape[1]):
+        xk = x[:, k, None]
         if stable:
-            js = order[:, k0:k0 + step, None]
-            before = (others[:, None, :] < xs) | ((others[:, None, :] == xs) & (idx < js))
-            ranks[:, k0:k0 + step] = before.sum(-1) + 1
+            ties = np.count_nonzero(others == xk, axis=1)
+            if ties.any():  # ties before the item's own reference index
+                ties = np.count_nonzero((others == xk) & (np.arange(d.shape[1]) < j[:, k, None]), axis=1)
+            ranks[:, k] = np.count_nonzero(others < xk, axis=1) + ties + 1
         else:
-            le = (others[:, None, :] <= xs).sum(-1)
-            ranks[:, k0:k0 + step] = le + torch.arange(k0 + 1, k0 + xs.shape[1] + 1)[None, :]
-    return torch.where(valid, ranks, torch.full_like(ranks, float("inf")))
+            ranks[:, k] = np.count_nonzero(others <= xk, axis=1) + k + 1
+    return np.where(np.isfinite(x), ranks, np.inf)
 
 
 def _block_stats(ranks: torch.Tensor, topk: int | None):
@@ -147,17 +152,16 @@ def evaluate_distances(dist, query_labels, ref_labels, *, exclude="auto", mode: 
     aps, firsts, top10s, hit1s = [], [], [], []
     for s in range(0, len(ql), block):
         e = min(len(ql), s + block)
-        d = torch.from_numpy(np.ascontiguousarray(rows(s, e), dtype=np.float64))
+        d = np.ascontiguousarray(rows(s, e), dtype=np.float64)
         if d.shape != (e - s, shape[1]):
             raise ValueError(f"distance block {tuple(d.shape)} for rows {s}:{e} of {shape}")
-        rel = torch.from_numpy(ql[s:e, None] == rl[None, :])
+        rel = ql[s:e, None] == rl[None, :]
         drop = d < 0 if mode == "original" else (
-            torch.from_numpy(np.asarray(excl(s, e), bool)) if excl is not None
-            else torch.zeros_like(rel))
-        drop |= torch.isnan(d)
+            np.array(excl(s, e), bool) if excl is not None else np.zeros(d.shape, bool))
+        drop |= np.isnan(d)
         rel &= ~drop
         ranks = _relevant_ranks(d, rel, ~drop, stable=mode == "original")
-        ap, first, top10, hit1 = _block_stats(ranks, topk if mode == "original" else None)
+        ap, first, top10, hit1 = _block_stats(torch.from_numpy(ranks), topk if mode == "original" else None)
         aps.append(ap), firsts.append(first), top10s.append(top10), hit1s.append(hit1)
     ap, first = torch.cat(aps).numpy(), torch.cat(firsts).numpy()
     top10, hit1 = torch.cat(top10s).numpy(), torch.cat(hit1s).numpy()
