@@ -130,7 +130,8 @@ def cmd_index_build(args) -> int:
     lm, device = _load(args)
     idx, failed = build_index(args.index, lm, dataset=args.dataset, folder=args.audio_dir,
                               backend=args.backend, overwrite=args.overwrite, device=device,
-                              calibrate_with=args.calibrate, cache=_cache(lm))
+                              calibrate_with=args.calibrate, cache=_cache(lm), uri=args.uri,
+                              rank=args.rank, world_size=args.world_size)
     return _report_index(idx, failed)
 
 
@@ -145,12 +146,34 @@ def _report_index(idx, failed) -> int:
 
 def cmd_index_add(args) -> int:
     from .dataset import read_dataset
-    from .index import CatalogueIndex, tracks_from_folder
+    from .index import CatalogueIndex, rank_slice, resolve_rank, tracks_from_folder
 
     lm, device = _load(args)
     idx = CatalogueIndex.load(args.index)
     tracks = read_dataset(args.dataset) if args.dataset else tracks_from_folder(args.audio_dir)
-    return _report_index(idx, idx.add(lm, tracks, device, cache=_cache(lm, idx.windowing)))
+    tracks = rank_slice(tracks, *resolve_rank(args.rank, args.world_size))
+    failed = idx.add(lm, tracks, device, cache=_cache(lm, idx.windowing), replace=args.replace)
+    return _report_index(idx, failed)
+
+
+def cmd_index_remove(args) -> int:
+    from .index import CatalogueIndex
+
+    idx = CatalogueIndex.load(args.index)
+    missing = idx.remove(args.tracks)
+    for tid in missing:
+        print(f"  not in the index: {tid}", file=sys.stderr)
+    if args.compact:
+        idx.compact()
+    return _report_index(CatalogueIndex.load(args.index), []) or (1 if missing else 0)
+
+
+def cmd_index_compact(args) -> int:
+    from .index import CatalogueIndex
+
+    idx = CatalogueIndex.load(args.index)
+    log.info("%s: %d rows of removed recordings dropped", idx.root, idx.compact())
+    return _report_index(CatalogueIndex.load(args.index), [])
 
 
 def cmd_index_calibrate(args) -> int:
@@ -362,7 +385,7 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("index", help="build, extend or calibrate a catalogue index")
+    s = sub.add_parser("index", help="build, extend, shrink or calibrate a catalogue index")
     isub = s.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     for name, func, text in (("build", cmd_index_build, "embed a catalogue into a new index"),
                              ("add", cmd_index_add, "append recordings to an index")):
@@ -373,12 +396,31 @@ def get_parser() -> argparse.ArgumentParser:
         src.add_argument("--dataset", type=Path, help="dataset.txt / full.txt (work = song)")
         src.add_argument("--audio-dir", type=Path, help="folder of audio files (work = sub-folder or file name)")
         t.add_argument("--device", default=None)
+        t.add_argument("--rank", type=int, default=None,
+                       help="this process's slice of the input (default: $RANK, else 0)")
+        t.add_argument("--world-size", type=int, default=None,
+                       help="processes sharing the input (default: $WORLD_SIZE, else 1)")
         if name == "build":
-            t.add_argument("--backend", choices=["auto", "exact", "hnsw"], default="auto",
-                           help="exact search, faiss HNSW, or auto (HNSW above 200k chunks)")
+            t.add_argument("--backend", choices=["auto", "exact", "hnsw", "ivfpq", "qdrant"],
+                           default="auto", help="faiss exact / HNSW / IVF-PQ in the folder, auto "
+                           "(by size: exact, HNSW from 200k, IVF-PQ from 2M chunks), or a Qdrant "
+                           "collection at --uri")
+            t.add_argument("--uri", default=None,
+                           help="Qdrant server (http://host:6333) or local-mode folder")
             t.add_argument("--calibrate", type=Path, default=None, help="labelled list to calibrate scores on")
             t.add_argument("--overwrite", action="store_true")
+        else:
+            t.add_argument("--replace", action="store_true",
+                           help="a recording whose track id is in the index replaces it")
         t.set_defaults(func=func)
+    t = isub.add_parser("remove", help="remove recordings by track id")
+    t.add_argument("index", type=Path)
+    t.add_argument("tracks", nargs="+", metavar="TRACK")
+    t.add_argument("--compact", action="store_true", help="then rewrite the index without them")
+    t.set_defaults(func=cmd_index_remove)
+    t = isub.add_parser("compact", help="rewrite an index without its removed recordings")
+    t.add_argument("index", type=Path)
+    t.set_defaults(func=cmd_index_compact)
     t = isub.add_parser("calibrate", help="fit score distributions on a labelled list")
     t.add_argument("index", type=Path)
     t.add_argument("--model", type=Path, required=True)

@@ -1,0 +1,158 @@
+"""faiss search over the index folder: exact (flat), HNSW, or IVF-PQ, grown in place.
+
+Which kind ``backend="auto"`` picks, by the number of chunk vectors ``n``:
+
+==================  ==========  =========================================================
+n                   kind        why
+==================  ==========  =========================================================
+< 200,000           exact       a matrix product over the float vectors is fast enough
+200,000 - 2,000,000 hnsw        ~0.6 KB/vector (floats + graph); best recall per ms
+>= 2,000,000        ivfpq       32 B/vector of codes (128-d); the shortlist is re-scored
+==================  ==========  =========================================================
+
+The approximate index is one file (``ann.faiss``; compaction writes a new name), whose vector ids are the index's row
+numbers (faiss numbers vectors in the order they are added). ``add`` appends the new
+rows to it (HNSW inserts into the graph, IVF-PQ encodes against its trained
+quantisers) instead of rebuilding; only compaction or a change of kind rebuilds.
+Removed rows are not deleted from it: the catalogue filters them (tombstones).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..utils import _atomic as atomic_write  # (path, writer of a temporary path)
+from .results import CatalogueError
+
+log = logging.getLogger(__name__)
+
+EXACT_MAX = 200_000  # "auto": exact search below this many chunk vectors
+HNSW_MAX = 2_000_000  # "auto": HNSW below this many, IVF-PQ from here on
+KINDS = ("exact", "hnsw", "ivfpq")
+ANN_FILE = "ann.faiss"
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
+IVF_NPROBE = 32  # inverted lists visited per query vector
+IVF_TRAIN_PER_LIST = 50  # k-means sample: this many vectors per list (faiss wants >= 39)
+RESCORE = 4  # IVF-PQ: the shortlist is this many times k, re-scored with the float vectors
+
+
+def choose_kind(backend: str, n_vectors: int) -> str:
+    """The faiss kind for a backend setting and an index size (see the module table)."""
+    if backend in KINDS:
+        return backend
+    if backend != "auto":
+        raise ValueError(f"not a faiss backend: {backend!r} (use auto, {', '.join(KINDS)})")
+    if n_vectors < EXACT_MAX:
+        return "exact"
+    return "hnsw" if n_vectors < HNSW_MAX else "ivfpq"
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as e:
+        raise CatalogueError("approximate search needs faiss: pip install faiss-cpu") from e
+    return faiss
+
+
+def ivf_lists(n_vectors: int) -> int:
+    """Inverted lists for ``n_vectors``: a power of two near sqrt(n), with >= 39 per list."""
+    n_lists = 2 ** round(math.log2(max(1.0, math.sqrt(n_vectors))))
+    return int(max(1, min(n_lists, n_vectors // 39)))
+
+
+def _pq_shape(dim: int, n_train: int) -> tuple[int, int]:
+    """(sub-quantisers, bits each): 4 dimensions per 8-bit code, fewer bits on tiny samples."""
+    m = max(1, dim // 4)
+    while dim % m:
+        m -= 1
+    return m, int(max(1, min(8, math.floor(math.log2(max(2, n_train))))))
+
+
+def new_hnsw(dim: int):
+    """An empty HNSW graph over inner products (the vectors are unit length)."""
+    faiss = _faiss()
+    ann = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    ann.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    return ann
+
+
+def new_ivfpq(sample: np.ndarray, n_expected: int):
+    """An IVF-PQ index trained once on ``sample`` (n, dim), sized for ``n_expected`` vectors."""
+    faiss = _faiss()
+    dim = sample.shape[1]
+    n_lists = ivf_lists(n_expected)
+    m, bits = _pq_shape(dim, len(sample))
+    quantizer = faiss.IndexFlatIP(dim)
+    ann = faiss.IndexIVFPQ(quantizer, dim, n_lists, m, bits, faiss.METRIC_INNER_PRODUCT)
+    ann.train(np.ascontiguousarray(sample, dtype=np.float32))
+    return ann
+
+
+def training_sample(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Rows to train IVF-PQ on: ``IVF_TRAIN_PER_LIST`` per list, at most all of them."""
+    n = len(vectors)
+    want = min(n, max(256, IVF_TRAIN_PER_LIST * ivf_lists(n)))
+    rows = np.sort(np.random.default_rng(seed).choice(n, want, replace=False))
+    return np.asarray(vectors[rows], dtype=np.float32)
+
+
+def build_ann(kind: str, vectors: np.ndarray):
+    """A new approximate index of ``kind`` holding ``vectors`` (n, dim) as ids 0..n-1."""
+    if kind == "hnsw":
+        ann = new_hnsw(vectors.shape[1])
+    elif kind == "ivfpq":
+        ann = new_ivfpq(training_sample(vectors), len(vectors))
+    else:
+        raise ValueError(f"no approximate index for kind {kind!r}")
+    append(ann, vectors)
+    return ann
+
+
+def append(ann, vectors: np.ndarray, block: int = 100_000) -> None:
+    """Add ``vectors`` (n, dim) after the ones ``ann`` holds (ids continue from ntotal)."""
+    for i in range(0, len(vectors), block):
+        ann.add(np.ascontiguousarray(vectors[i:i + block], dtype=np.float32))
+
+
+def kind_of(ann) -> str:
+    """``ivfpq`` or ``hnsw``, for an index made by :func:`build_ann` or :func:`load_ann`."""
+    return "ivfpq" if isinstance(ann, _faiss().IndexIVFPQ) else "hnsw"
+
+
+def save_ann(ann, path: Path) -> None:
+    """Write the approximate index atomically (readers see the old file or the new one)."""
+    faiss = _faiss()
+    atomic_write(Path(path), lambda tmp: faiss.write_index(ann, str(tmp)))
+
+
+def load_ann(path: Path):
+    """The approximate index stored at ``path``, or None when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    faiss = _faiss()
+    try:
+        ann = faiss.read_index(str(path))
+    except RuntimeError as e:
+        raise CatalogueError(f"{path}: damaged ({str(e).splitlines()[0]})") from e
+    return ann  # typed (IndexHNSWFlat / IndexIVFPQ): downcasting again would free it
+
+
+def search_ann(ann, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw ``(similarities (m, k), ids (m, k))`` of an HNSW or IVF-PQ index; -1 pads."""
+    faiss = _faiss()
+    if isinstance(ann, faiss.IndexIVF):
+        ann.nprobe = min(ann.nlist, IVF_NPROBE)
+        k = min(ann.ntotal, k * RESCORE)
+    else:
+        ann.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
+    return ann.search(np.ascontiguousarray(q, dtype=np.float32), max(1, k))
+
+
+__all__ = ["EXACT_MAX", "HNSW_MAX", "KINDS", "choose_kind", "build_ann", "append", "save_ann",
+           "load_ann", "search_ann", "kind_of", "ivf_lists"]

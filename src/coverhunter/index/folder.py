@@ -1,0 +1,175 @@
+"""The index folder on disk: ``meta.json`` (the commit point), shards, the lock, the swap.
+
+Every file is written atomically and ``meta.json`` last, so a reader sees the index
+before or after a write, never half of it. Shard files are never rewritten in place:
+compaction writes new shards under new names and deletes the old ones after the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..utils import atomic_save_npy, atomic_write_text
+from .results import CatalogueError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "coverhunter-index/1"
+META_KEYS = ("model_fingerprint", "embed_dim", "windowing", "backend", "shards", "n_tracks",
+             "n_vectors")
+BUILD_TAG, OLD_TAG = ".build-", ".old-"
+TRACK_KEYS = ("track_id", "work", "row", "starts")
+
+
+def lock_path(root: Path) -> Path:
+    """The lock file of an index: beside the folder, so it survives a swap of the folder."""
+    return root.parent / f".{root.name}.lock"
+
+
+def read_meta(root: Path) -> dict:
+    """``meta.json`` of an index, checked; every problem names the file."""
+    path = Path(root) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CatalogueError(f"{root}: not an index (no meta.json)") from None
+    except (OSError, ValueError) as e:
+        raise CatalogueError(f"{path}: damaged ({e})") from e
+    if not isinstance(meta, dict):
+        raise CatalogueError(f"{path}: damaged (not a JSON object)")
+    if meta.get("format") != FORMAT:
+        raise CatalogueError(f"{path}: unknown index format {meta.get('format')!r}")
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise CatalogueError(f"{path}: damaged (no {', '.join(missing)})")
+    if not isinstance(meta["shards"], list):
+        raise CatalogueError(f"{path}: damaged ('shards' is not a list)")
+    return meta
+
+
+def write_meta(root: Path, meta: dict) -> None:
+    atomic_write_text(Path(root) / "meta.json", json.dumps(meta, indent=1))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """A shard's track lines; a damaged line is a one-line error naming the file and line."""
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            if not all(k in r for k in TRACK_KEYS):
+                raise ValueError("missing keys")
+        except ValueError as e:
+            raise CatalogueError(f"{path} line {n}: damaged ({e})") from e
+        rows.append(r)
+    return rows
+
+
+def read_shard(root: Path, shard: str, first_row: int, dim: int) -> tuple[np.ndarray, list[dict]]:
+    """``(vectors (n, dim) memory-mapped, track lines)`` of one shard starting at ``first_row``."""
+    npy, jsonl = root / f"{shard}.npy", root / f"{shard}.jsonl"
+    for f in (npy, jsonl):
+        if not f.is_file():
+            raise CatalogueError(f"{f}: missing (shard {shard} of {root / 'meta.json'})")
+    try:
+        arr = np.load(npy, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as e:
+        raise CatalogueError(f"{npy}: damaged ({e})") from e
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise CatalogueError(f"{npy}: damaged (shape {arr.shape}, expected [n, {dim}])")
+    rows = read_jsonl(jsonl)
+    end = first_row + len(arr)
+    for r in rows:
+        if not first_row <= r["row"] < end or r["row"] + len(r["starts"]) > end:
+            raise CatalogueError(f"{jsonl}: damaged (track {r['track_id']!r} points to rows "
+                                 f"outside {npy.name})")
+    return arr, rows
+
+
+def write_shard(root: Path, name: str, vectors: np.ndarray, rows: list[dict],
+                chromas: list[np.ndarray]) -> None:
+    """A shard's vectors, re-ranking chroma and track lines (each file atomically)."""
+    from ..rerank import write_shard_chroma
+
+    atomic_save_npy(root / f"{name}.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+    write_shard_chroma(root, name, chromas)
+    atomic_write_text(root / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def next_shard_name(shards: list[str]) -> str:
+    """``shard_NNNNN`` numbered after every shard listed (compaction leaves gaps)."""
+    used = [int(s.rsplit("_", 1)[1]) for s in shards if s.rsplit("_", 1)[-1].isdigit()]
+    return f"shard_{max(used, default=-1) + 1:05d}"
+
+
+def read_shard_chroma(root: Path, shard: str) -> list[np.ndarray] | None:
+    """Per-recording uint8 chroma of a shard, in its ``.jsonl`` order (None if it has none)."""
+    from ..rerank import CHROMA_SUFFIX
+
+    try:
+        with np.load(root / f"{shard}{CHROMA_SUFFIX}") as z:
+            data, offsets = z["data"], z["offsets"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return [data[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def delete_shards(root: Path, shards: list[str]) -> None:
+    """Remove the files of shards no longer listed in ``meta.json`` (after the commit)."""
+    for s in shards:
+        for f in root.glob(f"{s}.*"):
+            f.unlink(missing_ok=True)
+
+
+def recover(root: Path) -> None:
+    """Undo what a killed build left beside ``root`` (call under the index lock): remove
+    half-built folders, and put back an old index moved aside just before a swap."""
+    for p in root.parent.glob(f".{root.name}{BUILD_TAG}*"):
+        shutil.rmtree(p, ignore_errors=True)
+        log.info("removed %s, left by an interrupted build", p)
+    for p in sorted(root.parent.glob(f".{root.name}{OLD_TAG}*")):
+        if not root.exists():
+            os.replace(p, root)
+            log.warning("%s: restored the index that an interrupted build was replacing", root)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def replaceable(root: Path, overwrite: bool) -> None:
+    """Refuse to replace what must not be replaced (call under the lock)."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise CatalogueError(f"{root}: exists and is not a folder")
+    if (root / "meta.json").exists():
+        if overwrite:
+            return
+        try:
+            empty = read_meta(root)["n_tracks"] == 0
+        except CatalogueError:
+            empty = False
+        if not empty:
+            raise CatalogueError(f"{root}: an index exists already (use 'index add', or --overwrite)")
+        return  # an empty index (e.g. of an interrupted older build) is rebuilt
+    if any(root.iterdir()):
+        raise CatalogueError(f"{root}: a non-empty folder that is not an index; not replacing it")
+
+
+def swap_in(tmp: Path, root: Path) -> None:
+    """Put the built folder at ``root``; an old index is moved aside first and deleted
+    after, so a kill in between leaves it recoverable (:func:`recover`)."""
+    old = None
+    if root.exists():
+        old = root.parent / f".{root.name}{OLD_TAG}{os.getpid()}"
+        os.replace(root, old)
+    os.replace(tmp, root)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,221 @@
+"""Issue 13: an index that grows and shrinks in place, on every backend (faiss exact / HNSW /
+IVF-PQ in the folder, and a real Qdrant in local mode), written by several processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from coverhunter.checkpoint import load_model
+from coverhunter.cli import main
+from coverhunter.dataset import read_dataset
+from coverhunter.index import CatalogueIndex, build_index, embed_recordings, rank_slice, resolve_rank
+from coverhunter.index import faiss_backend as fb
+
+from .test_hardening_index import ROOT, feature_list, tiny_model
+
+BACKENDS = ["exact", "hnsw", "ivfpq", "qdrant"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny model, 16 catalogue recordings (8 works) and their query embeddings."""
+    tmp = tmp_path_factory.mktemp("backends")
+    model = tiny_model(tmp / "model.pt")
+    lm = load_model(model)
+    cat = feature_list(tmp, "cat", 16)
+    tracks = read_dataset(cat)
+    other = read_dataset(feature_list(tmp, "other", 4))  # recordings not in the catalogue
+    win = CatalogueIndex.create(tmp / "probe", lm, _win(lm)).windowing
+    queries = embed_recordings(lm, tracks + other, win)
+    return tmp, model, lm, tracks, other, queries
+
+
+def _win(lm):
+    from coverhunter.evaluate import windowing
+
+    return windowing(lm.config)
+
+
+def _kwargs(backend, where):
+    return {"backend": backend, "uri": str(where / "qdrant") if backend == "qdrant" else None}
+
+
+def answers(idx: CatalogueIndex, queries, top: int = 5) -> list:
+    """(work, track, score to 4 places) of every query's best works."""
+    return [[(m.work, m.track_id, round(m.score, 4)) for m in idx.search(e, s, top)]
+            for e, s in queries]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_add_appends_in_place_and_equals_a_rebuild(setup, backend, tmp_path):
+    _, _, lm, tracks, _, queries = setup
+    whole, _ = build_index(tmp_path / "whole", lm, dataset=_list(tmp_path, "all", tracks),
+                           **_kwargs(backend, tmp_path))
+    grown, _ = build_index(tmp_path / "grown", lm, dataset=_list(tmp_path, "half", tracks[:8]),
+                           **_kwargs(backend, tmp_path))
+    before = _engine_state(grown)
+    assert grown.add(lm, tracks[8:], verbose=False) == []
+    grown = CatalogueIndex.load(tmp_path / "grown")
+    after = _engine_state(grown)
+    assert grown.kind == backend and grown.meta["n_tracks"] == 16
+    assert answers(grown, queries) == answers(whole, queries)
+    if backend == "ivfpq":  # appended with the quantisers trained at build, not retrained
+        np.testing.assert_array_equal(before["centroids"], after["centroids"])
+    if backend in ("hnsw", "ivfpq"):
+        assert after["ntotal"] == grown.meta["n_vectors"] > before["ntotal"]
+    if backend == "qdrant":
+        assert after["collection"] == before["collection"]
+
+
+def _list(where, name, tracks):
+    path = where / f"{name}.txt"
+    path.write_text("".join(json.dumps(t.to_json()) + "\n" for t in tracks))
+    return path
+
+
+def _engine_state(idx: CatalogueIndex) -> dict:
+    if idx.kind == "qdrant":
+        return {"collection": idx.meta["engine"]["collection"]}
+    ann = fb.load_ann(idx.root / idx.meta.get("ann_file", fb.ANN_FILE))
+    if ann is None:
+        return {}
+    import faiss
+
+    out = {"ntotal": ann.ntotal}
+    if fb.kind_of(ann) == "ivfpq":
+        out["centroids"] = faiss.vector_to_array(ann.pq.centroids)
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_remove_replace_and_compact(setup, backend, tmp_path):
+    tmp, _, lm, tracks, other, queries = setup
+    idx, _ = build_index(tmp_path / "idx", lm, dataset=_list(tmp_path, "all", tracks),
+                         **_kwargs(backend, tmp_path))
+    gone = [tracks[0].track_id, tracks[5].track_id]
+    assert idx.remove(gone + ["no_such_track"]) == ["no_such_track"]
+    idx = CatalogueIndex.load(tmp_path / "idx")
+    assert idx.meta["n_tracks"] == 14
+    found = {m[1] for a in answers(idx, queries, top=8) for m in a}
+    assert not found & set(gone) and len(found) > 4
+
+    # a new recording under an old track id replaces it: its own features find it, the
+    # old ones no longer reach a near-identical chunk of that id
+    new = dataclasses.replace(other[0], track_id=tracks[2].track_id, work=tracks[2].work)
+    assert idx.add(lm, [new], verbose=False) == [(new.track_id, "already in the index")]
+    assert idx.add(lm, [new], verbose=False, replace=True) == []
+    idx = CatalogueIndex.load(tmp_path / "idx")
+    assert idx.meta["n_tracks"] == 14 and sum(t["track_id"] == new.track_id for t in idx.tracks()) == 1
+    emb_new, starts_new = queries[16]
+    best = idx.search(emb_new, starts_new, 1)[0]
+    assert best.track_id == new.track_id and best.score > 0.999
+    old_best = [m for m in idx.search(*queries[2], 16) if m.track_id == new.track_id]
+    assert all(m.score < 0.999 for m in old_best)
+
+    before = answers(idx, queries)
+    idx.compact()
+    idx = CatalogueIndex.load(tmp_path / "idx")
+    assert idx.meta["removed_rows"] == [] and len(idx.vectors()) == idx.meta["n_vectors"]
+    assert sum(len(t["starts"]) for t in idx.tracks()) == idx.meta["n_vectors"]
+    assert answers(idx, queries) == before
+    leftovers = {p.name for p in (tmp_path / "idx").iterdir()} - {f"{s}{x}" for s in idx.meta["shards"]
+                                                                  for x in (".npy", ".jsonl", ".chroma.npz")}
+    assert leftovers <= {"meta.json", idx.meta.get("ann_file")}
+
+
+def test_qdrant_build_from_the_command_line(setup, tmp_path):
+    tmp, model, _, tracks, _, queries = setup
+    lst = _list(tmp_path, "all", tracks)
+    args = ["index", "build", str(tmp_path / "idx"), "--model", str(model), "--dataset", str(lst),
+            "--backend", "qdrant", "--uri", str(tmp_path / "q")]
+    assert main(args, exit=False) == 0
+    first = CatalogueIndex.load(tmp_path / "idx").meta["engine"]["collection"]
+    assert main(args + ["--overwrite"], exit=False) == 0  # a new collection; the old one goes
+    idx = CatalogueIndex.load(tmp_path / "idx")
+    store = idx._store()
+    assert idx.meta["engine"]["collection"] != first
+    assert not store.client.collection_exists(first)
+    assert main(["index", "remove", str(tmp_path / "idx"), tracks[0].track_id], exit=False) == 0
+    assert CatalogueIndex.load(tmp_path / "idx").meta["n_tracks"] == 15
+
+
+def test_auto_backend_follows_the_size():
+    assert fb.choose_kind("auto", 1_000) == "exact"
+    assert fb.choose_kind("auto", fb.EXACT_MAX) == "hnsw"
+    assert fb.choose_kind("auto", fb.HNSW_MAX) == "ivfpq"
+    assert fb.choose_kind("hnsw", 10) == "hnsw"
+    with pytest.raises(ValueError, match="qdrant"):
+        fb.choose_kind("qdrant", 10)
+    assert fb.ivf_lists(1_000_000) == 1024 and fb.ivf_lists(100) == 2
+
+
+def test_rank_slices_cover_the_input_once():
+    items = list(range(11))
+    slices = [rank_slice(items, r, 3) for r in range(3)]
+    assert sorted(sum(slices, [])) == items
+    assert resolve_rank(None, None, {"RANK": "1", "WORLD_SIZE": "2"}) == (1, 2)
+    assert resolve_rank(0, 2, {"RANK": "1", "WORLD_SIZE": "2"}) == (0, 2)
+    assert resolve_rank(None, None, {}) == (0, 1)
+    with pytest.raises(ValueError, match="rank 2 of world size 2"):
+        resolve_rank(2, 2, {})
+
+
+def _cli_proc(*args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "coverhunter", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})
+
+
+def test_sharded_build_by_two_processes_equals_one(setup, tmp_path):
+    _, model, lm, tracks, _, queries = setup
+    lst = _list(tmp_path, "all", tracks)
+    one, _ = build_index(tmp_path / "one", lm, dataset=lst)
+    two = tmp_path / "two"
+    procs = [_cli_proc("index", "build", str(two), "--model", str(model), "--dataset", str(lst),
+                       "--rank", "0", "--world-size", "2"),
+             _cli_proc("index", "build", str(two), "--model", str(model), "--dataset", str(lst),
+                       env={"RANK": "1", "WORLD_SIZE": "2"})]  # torchrun's way
+    for p in procs:
+        assert p.communicate(timeout=300) and p.returncode == 0, p.stderr
+    idx = CatalogueIndex.load(two)
+    assert sorted(t["track_id"] for t in idx.tracks()) == sorted(t.track_id for t in tracks)
+    assert answers(idx, queries) == answers(one, queries)
+    # re-running a slice resumes it: nothing is added twice
+    assert main(["index", "build", str(two), "--model", str(model), "--dataset", str(lst),
+                 "--rank", "1", "--world-size", "2"], exit=False) == 0
+    assert CatalogueIndex.load(two).meta["n_vectors"] == idx.meta["n_vectors"]
+
+
+def test_concurrent_add_remove_and_readers(setup, tmp_path):
+    """Two writer processes (an add and a remove) at once, while this process keeps
+    loading and searching: every load is whole, and both writes land."""
+    tmp, model, lm, tracks, _, queries = setup
+    base = _list(tmp_path, "base", tracks[:8])
+    more = _list(tmp_path, "more", tracks[8:])
+    root = tmp_path / "idx"
+    build_index(root, lm, dataset=base, backend="hnsw")
+    gone = [t.track_id for t in tracks[:3]]
+    procs = [_cli_proc("index", "add", str(root), "--model", str(model), "--dataset", str(more)),
+             _cli_proc("index", "remove", str(root), *gone)]
+    loads = 0
+    while any(p.poll() is None for p in procs) or loads == 0:
+        idx = CatalogueIndex.load(root)  # raises on a half-written index
+        assert len(idx.tracks()) == idx.meta["n_tracks"]
+        assert all(m.track_id in {t["track_id"] for t in idx.tracks()}
+                   for m in idx.search(*queries[9], 5))
+        loads += 1
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    idx = CatalogueIndex.load(root)
+    assert sorted(t["track_id"] for t in idx.tracks()) == sorted(
+        t.track_id for t in tracks if t.track_id not in gone)
+    ann = fb.load_ann(root / idx.meta.get("ann_file", fb.ANN_FILE))
+    assert ann.ntotal == idx.meta["n_vectors"]
