@@ -1,18 +1,92 @@
 """The fast paths give the numbers of the paths they replace.
 
+Embedding: windows pooled once equal window-by-window pooling; the float32 CQT is within
+the documented tolerance of the float64 one; embedding audio directly (float32 CQT, and
+bfloat16 products) agrees with extract-then-embed, for both model front ends.
 Evaluation: distances and metrics against the previous implementation, frozen in
 ``benchmarks/eval_reference.py`` (identical metrics on random data with ties, NaN,
 infinities and exclusions).
 """
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
+import torch
 
-from coverhunter.embed import MinChunkDistance, distance_matrix, distances_to
+from coverhunter.audio import peak_normalize
+from coverhunter.config import FeatureConfig, ModelConfig
+from coverhunter.embed import (MinChunkDistance, Windowing, chunk_starts, cut_chunk, distance_matrix,
+                               distances_to, embed_audio, embed_chunks, embed_tracks, track_chunks)
+from coverhunter.features import cqt
 from coverhunter.metrics import evaluate_distances, self_exclusion
+from coverhunter.model import CoverHunter
+
+from .conftest import SR, melody
+
+# the chroma front end where this version of the model has it
+FRONT_ENDS = ["cqt"] + (["chroma"] if "front_end" in {f.name for f in dataclasses.fields(ModelConfig)} else [])
+WIN = Windowing(chunk=150, hop=75, mean_size=3)  # 6 s windows every 3 s
+
+
+@pytest.mark.parametrize("n_frames", [0, 40, 149, 150, 151, 400, 1001])
+@pytest.mark.parametrize("win", [WIN, Windowing(10, 3, 2), Windowing(7, 4, 1)])
+def test_windows_pooled_once_equal_window_by_window(n_frames, win):
+    feat = (np.random.default_rng(n_frames).standard_normal((n_frames, 96)) * 30 - 50).astype(np.float32)
+    chunks, starts = track_chunks(feat, win)
+    assert starts == chunk_starts(n_frames, win.chunk, win.hop)
+    expected = np.stack([cut_chunk(feat, s, win.chunk, win.mean_size) for s in starts])
+    assert chunks.dtype == np.float32
+    np.testing.assert_array_equal(chunks, expected)
+
+
+def test_fast_cqt_within_tolerance_of_float64():
+    y = peak_normalize(melody(2, 1, 8.0))
+    ref = cqt(y, FeatureConfig(precision="float64"))
+    fast = cqt(y, fast=True)
+    assert fast.dtype == np.float32 and fast.shape == ref.shape and fast.max() == 0.0
+    diff = np.abs(fast - ref)
+    assert diff[ref > -60].max() < 0.01 and diff[ref > -100].max() < 0.1
+    assert cqt(np.zeros(100, np.float32), fast=True).shape == (0, 96)
+
+
+def _model(front_end: str) -> CoverHunter:
+    torch.manual_seed(0)
+    kw = {"front_end": front_end} if front_end != "cqt" else {}
+    return CoverHunter(ModelConfig(d_model=32, n_layers=2, n_heads=2, ffn_dim=64, embed_dim=16, **kw)).eval()
+
+
+def _cosines(a, b) -> np.ndarray:
+    x, y = np.concatenate(a), np.concatenate(b)
+    return (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_embed_audio_agrees_with_extract_then_embed(tmp_path, front_end):
+    model = _model(front_end)
+    paths = []
+    for i, seconds in enumerate([4.0, 9.0, 13.0]):  # one window, and several overlapping
+        paths.append(tmp_path / f"r{i}.wav")
+        sf.write(paths[-1], melody(i, 0, seconds), SR, subtype="PCM_16")
+    from coverhunter.audio import load_audio
+
+    feats = [cqt(peak_normalize(load_audio(p)), FeatureConfig(precision="float64")) for p in paths]
+    before = embed_tracks(model, feats, WIN, batch_size=64)
+    for precision, min_cos in (("float32", 0.9999), ("bfloat16", 0.99)):
+        after = embed_audio(model, paths, WIN, FeatureConfig(), precision=precision, batch_size=2)
+        assert [s for _, s in after] == [s for _, s in before]
+        assert _cosines([e for e, _ in after], [e for e, _ in before]).min() > min_cos
+    arrays = embed_audio(model, [load_audio(p) for p in paths], WIN, FeatureConfig())
+    np.testing.assert_array_equal(np.concatenate([e for e, _ in arrays]),
+                                  np.concatenate([e for e, _ in embed_audio(model, paths, WIN, FeatureConfig())]))
+
+
+def test_embed_chunks_precision_is_checked():
+    with pytest.raises(ValueError, match="precision"):
+        embed_chunks(_model("cqt"), np.zeros((1, 50, 96), np.float32), precision="int4")
 
 _REF = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_reference.py"
 

@@ -67,6 +67,13 @@ class CQTKernel:
             w[1::2] = np.concatenate([-mg.imag, mg.real], axis=1)
             self.groups.append((g0, g1, c0, c1, torch.from_numpy(w)))
         self.n_bins = n_bins
+        self._cast = {torch.float64: self.groups}
+
+    def groups_as(self, dtype: torch.dtype) -> list:
+        """``groups`` with the weights in ``dtype`` (cast once, then kept)."""
+        if dtype not in self._cast:
+            self._cast[dtype] = [(g0, g1, c0, c1, w.to(dtype)) for g0, g1, c0, c1, w in self.groups]
+        return self._cast[dtype]
 
 
 @functools.lru_cache(maxsize=4)
@@ -76,31 +83,36 @@ def cqt_kernel(sample_rate: int = SAMPLE_RATE, fmin: float = 32.0, n_bins: int =
 
 
 def cqt_magnitude(y: np.ndarray, *, sample_rate: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH,
-                  fmin: float = 32.0, n_bins: int = N_BINS,
-                  bins_per_octave: int = 12) -> np.ndarray:
-    """Linear CQT magnitude, shape (frames, n_bins), float64; frames = len(y) // hop_length."""
+                  fmin: float = 32.0, n_bins: int = N_BINS, bins_per_octave: int = 12,
+                  dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """Linear CQT magnitude, shape (frames, n_bins), frames = len(y) // hop_length.
+
+    ``dtype`` is the arithmetic of the FFT and the kernel product (and of the result):
+    float64 is the original's; float32 is about twice as fast (see :func:`cqt`).
+    """
     kern = cqt_kernel(sample_rate, fmin, n_bins, bins_per_octave)
     n = kern.n_fft
     n_frames = len(y) // hop_length
-    out = torch.empty((n_frames, n_bins), dtype=torch.float64)
+    out = torch.empty((n_frames, n_bins), dtype=dtype)
     if n_frames == 0:
         return out.numpy()
     left = math.ceil((n - hop_length) / 2)
     right = (n - hop_length) // 2
     # float64 FFT: a float32 FFT loses ~0.2 dB in bins 120 dB below the frame's peak
-    padded = torch.from_numpy(np.pad(np.asarray(y, dtype=np.float64), (left, right)))
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    padded = torch.from_numpy(np.pad(np.asarray(y, dtype=np_dtype), (left, right)))
     for s in range(0, n_frames, _BLOCK):
         e = min(n_frames, s + _BLOCK)
         spec = torch.fft.rfft(padded[s * hop_length:(e - 1) * hop_length + n].unfold(0, n, hop_length))
         spec = torch.view_as_real(spec)  # [B, n/2+1, 2], no copy
-        for g0, g1, c0, c1, w in kern.groups:
+        for g0, g1, c0, c1, w in kern.groups_as(dtype):
             x = spec[:, c0:c1].reshape(e - s, -1) @ w  # [B, 2g] = (Re X, Im X)
             k = g1 - g0
             out[s:e, g0:g1] = torch.hypot(x[:, :k], x[:, k:])
     return out.numpy()
 
 
-def cqt(y: np.ndarray, cfg: FeatureConfig | None = None) -> np.ndarray:
+def cqt(y: np.ndarray, cfg: FeatureConfig | None = None, *, fast: bool = False) -> np.ndarray:
     """The original CoverHunter CQT: dB relative to the recording's maximum.
 
     Parameters
@@ -109,6 +121,11 @@ def cqt(y: np.ndarray, cfg: FeatureConfig | None = None) -> np.ndarray:
         Mono audio at ``cfg.sample_rate`` (peak-normalise it first to match the original).
     cfg : FeatureConfig, optional
         Defaults: 16 kHz, hop 640, 96 bins from 32 Hz, 12 per octave, float32 output.
+    fast : bool
+        FFT and kernel product in float32, about twice as fast (embedding audio directly,
+        :func:`coverhunter.embed.embed_audio`). Compared with the float64 path: within
+        0.01 dB in bins within 60 dB of the recording's maximum, 0.1 dB within 100 dB,
+        up to ~1 dB in the near-silent bins below.
 
     Returns
     -------
@@ -121,9 +138,10 @@ def cqt(y: np.ndarray, cfg: FeatureConfig | None = None) -> np.ndarray:
     cfg = cfg or FeatureConfig()
     if cfg.precision not in ("float32", "float64"):
         raise ValueError(f"precision must be 'float32' or 'float64', got {cfg.precision!r}")
-    mag = cqt_magnitude(y, sample_rate=cfg.sample_rate, hop_length=cfg.hop_length,
-                        fmin=cfg.fmin, n_bins=cfg.n_bins, bins_per_octave=cfg.bins_per_octave)
-    db = 20.0 * np.log10(mag + 1e-9)
+    mag = cqt_magnitude(y, sample_rate=cfg.sample_rate, hop_length=cfg.hop_length, fmin=cfg.fmin,
+                        n_bins=cfg.n_bins, bins_per_octave=cfg.bins_per_octave,
+                        dtype=torch.float32 if fast else torch.float64)
+    db = 20.0 * np.log10(mag + mag.dtype.type(1e-9))
     if db.size:
         db -= db.max()
     return db.astype(np.float32 if cfg.precision == "float32" else np.float64)
