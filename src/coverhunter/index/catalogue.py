@@ -69,7 +69,8 @@ class CatalogueIndex:
 
     def __init__(self, root: Path, meta: dict):
         self.root, self.meta = Path(root), meta
-        self._vectors: np.ndarray | None = None
+        self._parts: list[np.ndarray] | None = None  # each shard's vectors, memory-mapped
+        self._vectors: np.ndarray | None = None  # their concatenation, made on first use
         self._tracks: list[dict] | None = None  # live recordings, in row order
         self._dead: np.ndarray | None = None  # (n_vectors,) bool: rows of removed recordings
         self._ann = None
@@ -142,9 +143,7 @@ class CatalogueIndex:
         for t in tracks:
             if t["row"] in removed:
                 self._dead[t["row"]:t["row"] + len(t["starts"])] = True
-        self._tracks = live
-        self._vectors = np.concatenate(parts) if parts else np.zeros(
-            (0, self.meta["embed_dim"]), np.float32)
+        self._tracks, self._parts = live, parts
 
     def check_model(self, lm: LoadedModel) -> None:
         if lm.fingerprint != self.meta["model_fingerprint"]:
@@ -177,7 +176,7 @@ class CatalogueIndex:
         self._forget()
 
     def _forget(self) -> None:
-        self._vectors, self._tracks, self._dead, self._ann = None, None, None, None
+        self._parts, self._vectors, self._tracks, self._dead, self._ann = None, None, None, None, None
 
     # -- adding -------------------------------------------------------------------------
     def add(self, lm: LoadedModel, tracks: list[Track], device="cpu", verbose: bool = True,
@@ -259,7 +258,7 @@ class CatalogueIndex:
         self.meta["shards"].append(name)
         self.meta["n_tracks"] += len(rows) - len(replaced)
         self.meta["n_vectors"] += len(arr)
-        self._tombstone(replaced)
+        self._commit_removing(replaced)
         return failed
 
     # -- removing -----------------------------------------------------------------------
@@ -273,20 +272,20 @@ class CatalogueIndex:
             gone = [live[tid] for tid in dict.fromkeys(track_ids) if tid in live]
             if gone:
                 self.meta["n_tracks"] -= len(gone)
-                self._tombstone(gone)
+                self._commit_removing(gone)
         return missing
 
-    def _tombstone(self, tracks: list[dict]) -> None:
-        """Commit ``tracks`` as removed (under the lock), then drop their engine points and
-        compact once ``COMPACT_AT`` of the rows are dead."""
+    def _commit_removing(self, tracks: list[dict]) -> None:
+        """Commit ``meta.json`` with ``tracks`` (maybe none) tombstoned, under the lock; then
+        drop their engine points and compact once ``COMPACT_AT`` of the rows are dead."""
         self.meta["removed_rows"] = self.meta.get("removed_rows", []) + [t["row"] for t in tracks]
         self._commit()
         self._forget()
         if tracks and self.meta.get("engine"):
             rows = np.concatenate([np.arange(t["row"], t["row"] + len(t["starts"])) for t in tracks])
             self._store().remove(rows)
-        n_dead = int(self._dead_rows().sum())
-        if n_dead and n_dead >= COMPACT_AT * self.meta["n_vectors"]:
+        if self.meta["removed_rows"] and (
+                self._dead_rows().sum() >= COMPACT_AT * self.meta["n_vectors"]):
             self._compact()
 
     def compact(self) -> int:
@@ -379,8 +378,8 @@ class CatalogueIndex:
         if self._ann is None:
             ann = fb.load_ann(self._ann_path())
             if ann is None or ann.ntotal < self.meta["n_vectors"]:
-                log.warning("%s: no up-to-date %s index on disk; building one in memory",
-                            self.root, kind)
+                log.info("%s: no up-to-date %s index on disk; building one in memory",
+                         self.root, kind)
                 ann = fb.build_ann(kind, self.vectors())
             self._ann = ann
         return self._ann
@@ -395,11 +394,14 @@ class CatalogueIndex:
     def vectors(self) -> np.ndarray:
         """Every chunk vector, (n_vectors, E); rows of removed recordings included."""
         if self._vectors is None:
-            self._check_shards()
+            if self._parts is None:
+                self._check_shards()
+            self._vectors = np.concatenate(self._parts) if self._parts else np.zeros(
+                (0, self.meta["embed_dim"]), np.float32)
         return self._vectors
 
     def _dead_rows(self) -> np.ndarray:
-        if self._dead is None:
+        if self._tracks is None:
             self._check_shards()
         return self._dead
 
