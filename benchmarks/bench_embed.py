@@ -11,7 +11,7 @@ decoding is included, and the paths run one after the other on the same worker p
 - previous: ``coverhunter extract`` then ``evaluate``: the workers decode and compute the
   float64 CQT, then :func:`coverhunter.embed.embed_tracks` embeds in the main process
   with ``--workers`` threads (batches of the model's ``eval.batch_size``);
-- fast float32 / fast bfloat16: each worker runs :func:`coverhunter.embed.embed_audio`
+- fast float32 / fast bfloat16: each worker runs :func:`coverhunter.embed.embed_audio_files`
   (float32 CQT, windows pooled once, small batches, inference mode) on a share of the files.
 
 Columns: audio seconds per wall second; audio seconds per CPU second of all processes
@@ -35,7 +35,7 @@ import torch
 from coverhunter.audio import load_audio, peak_normalize
 from coverhunter.checkpoint import load_model
 from coverhunter.dataset import read_dataset
-from coverhunter.embed import distance_matrix, embed_audio, embed_tracks
+from coverhunter.embed import distance_matrix, embed_audio_files, embed_tracks
 from coverhunter.evaluate import windowing
 from coverhunter.features import cqt
 from coverhunter.metrics import evaluate_distances, self_exclusion
@@ -58,10 +58,10 @@ def _previous_features(paths: list[str]) -> tuple[list[np.ndarray], float]:
 
 
 def _fast_embeddings(paths: list[str], precision: str) -> tuple[list[np.ndarray], float]:
-    """Worker: embed_audio on a share of the files; CPU seconds."""
+    """Worker: embed_audio_files on a share of the files; CPU seconds."""
     t0 = time.process_time()
     lm = _MODEL["lm"]
-    out = embed_audio(lm.model, paths, windowing(lm.config), lm.config.features, precision=precision)
+    out = embed_audio_files(lm.model, paths, windowing(lm.config), lm.config.features, precision=precision)
     return [e for e, _ in out], time.process_time() - t0
 
 
@@ -119,8 +119,8 @@ def main() -> None:
     with ProcessPoolExecutor(a.workers, initializer=_init, initargs=(str(a.model),)) as pool:
         list(pool.map(_fast_embeddings, [paths[:1]] * a.workers, ["float32"] * a.workers))  # warm up
         rows = {"previous (float64 CQT, then embed_tracks)": run_previous(pool, lm, paths, a.workers),
-                "fast, float32 model (embed_audio)": run_fast(pool, paths, "float32"),
-                "fast, bfloat16 model (embed_audio)": run_fast(pool, paths, "bfloat16")}
+                "fast, float32 model (embed_audio_files)": run_fast(pool, paths, "float32"),
+                "fast, bfloat16 model (embed_audio_files)": run_fast(pool, paths, "bfloat16")}
     base_emb, base_t, _ = rows["previous (float64 CQT, then embed_tracks)"]
     log.info("\n%d recordings of %d works, %.0f s of audio, %d worker(s); model %s (front end %s)\n",
              len(paths), len(set(works)), seconds, a.workers, a.model, getattr(lm.config.model, "front_end", "cqt"))

@@ -246,7 +246,7 @@ def embed_tracks(model: torch.nn.Module, feats: list, win: Windowing, *,
     return results
 
 
-def embed_audio(model: torch.nn.Module, audio: list, win: Windowing, features: FeatureConfig, *,
+def embed_audio_files(model: torch.nn.Module, audio: list, win: Windowing, features: FeatureConfig, *,
                 device: torch.device | str = "cpu", batch_size: int = 16, precision: str = "float32",
                 verbose: bool = False) -> list[tuple[np.ndarray, list[int]]]:
     """Chunk embeddings straight from audio: decode -> float32 CQT -> windows -> model.

@@ -123,7 +123,7 @@ def cqt(y: np.ndarray, cfg: FeatureConfig | None = None, *, fast: bool = False) 
         Defaults: 16 kHz, hop 640, 96 bins from 32 Hz, 12 per octave, float32 output.
     fast : bool
         FFT and kernel product in float32, about twice as fast (embedding audio directly,
-        :func:`coverhunter.embed.embed_audio`). Compared with the float64 path: within
+        :func:`coverhunter.embed.embed_audio_files`). Compared with the float64 path: within
         0.01 dB in bins within 60 dB of the recording's maximum, 0.1 dB within 100 dB,
         up to ~1 dB in the near-silent bins below.
 
