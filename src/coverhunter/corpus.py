@@ -40,6 +40,7 @@ import numpy as np
 import soundfile as sf
 
 from . import arrange as arr
+from .corpus_align import corpus_alignment, write_records
 from .dataset import Track, write_dataset
 from .utils import atomic_write_text
 
@@ -64,6 +65,7 @@ FREEPATS_CFG = "/etc/timidity/freepats.cfg"
 TEST_WORK_MODULUS = 20  # one work in 20 is a test work
 MIN_SECONDS, MAX_SECONDS = 12.0, 150.0  # source pieces outside this range are skipped
 CORPUS_VERSION = 2  # bump when a change to the rendering makes old renders stale
+ALIGNMENT_FILE = "alignment.jsonl"  # exact alignment of the versions, for data.align_path
 PLAY_TWICE_BELOW = 30.0  # tunes shorter than this are played twice, as folk players do
 
 
@@ -529,8 +531,8 @@ def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[i
     Parameters
     ----------
     out_dir : path
-        Gets ``wav/<piece>/v<k>.wav``, ``dataset.txt`` and ``skipped.jsonl`` (the
-        unusable source pieces and why).
+        Gets ``wav/<piece>/v<k>.wav``, ``dataset.txt``, ``alignment.jsonl`` and
+        ``skipped.jsonl`` (the unusable source pieces and why).
     works : int
         Number of works (source pieces).
     versions : int or (int, int)
@@ -549,7 +551,9 @@ def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[i
     Returns
     -------
     list of Track
-        The dataset lines written. The run is resumable: pieces rendered by an
+        The dataset lines written. ``OUT_DIR/alignment.jsonl`` gets the exact chunk
+        alignment between the versions of each work (:mod:`coverhunter.corpus_align`;
+        the trainer's ``data.align_path``). The run is resumable: pieces rendered by an
         interrupted run under the same settings are reused, and known-unusable pieces
         are not tried again.
     """
@@ -613,6 +617,10 @@ def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[i
             tracks.append(Track(f"{prefix}_{w:05d}_{v}", row["wav"], row["dur_s"], name,
                                 row["version"]))
     write_dataset(tracks, out_dir / "dataset.txt")
+    records, bad = corpus_alignment(tracks)
+    for line in bad:
+        log.warning("%s: no alignment for %s", out_dir, line)
+    write_records(records, out_dir / ALIGNMENT_FILE)
     return tracks
 
 
