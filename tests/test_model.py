@@ -117,3 +117,30 @@ def test_focal_loss_and_triplet_behaviour():
     assert hard_triplet_loss(x, torch.tensor([0, 1, 0, 1])) > 1
     center = CoverLoss(LossConfig(center_weight=0.5), 2, 2)
     assert center(x, torch.tensor([0, 0, 1, 1])).center > 0
+
+
+def test_chroma_front_end_ignores_octaves_and_follows_transposition():
+    from coverhunter.model import fold_chroma
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((1, 40, 96), -100.0)
+    x[0, :, 24:60] = torch.rand(40, 36, generator=g) * -60  # content in octaves 2-4 only
+    up_octave = torch.roll(x, 12, dims=2)
+    up_semitone = torch.roll(x, 1, dims=2)
+    c = fold_chroma(x)
+    assert c.shape == (1, 40, 12) and float(c.max()) == 0.0 and float(c.min()) >= -60.0
+    torch.testing.assert_close(fold_chroma(up_octave), c)
+    torch.testing.assert_close(fold_chroma(up_semitone), torch.roll(c, 1, dims=2))
+    # louder input, same chroma: each frame is relative to its strongest class
+    torch.testing.assert_close(fold_chroma(x + 20 * (x > -100)), c, atol=1e-3, rtol=0)
+
+
+def test_chroma_model_embeds_octave_shifted_input_alike():
+    torch.manual_seed(0)
+    m = CoverHunter(ModelConfig(front_end="chroma", n_layers=2)).eval()
+    x = torch.full((2, 60, 96), -100.0)
+    x[:, :, 24:60] = torch.rand(2, 60, 36) * -60
+    with torch.no_grad():
+        torch.testing.assert_close(m(torch.roll(x, 12, dims=2)), m(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="front_end"):
+        ModelConfig(front_end="mfcc")

@@ -79,6 +79,14 @@ class ModelConfig:
     dropout: float = 0.1
     # classifier rows; 0 = the number of works in the training data
     n_classes: int = 0
+    # "cqt": the CQT bins as they are (the original); "chroma": fold the octaves into
+    # 12 pitch classes inside the network (each frame's peak at 0 dB, floor -60 dB), which
+    # makes the input independent of voicing and octave, as real covers change them
+    front_end: str = "cqt"
+
+    def __post_init__(self):
+        if self.front_end not in ("cqt", "chroma"):
+            raise ValueError(f"model.front_end must be 'cqt' or 'chroma', got {self.front_end!r}")
 
 
 @dataclass(frozen=True)

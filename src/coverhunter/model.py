@@ -36,6 +36,32 @@ class ConvSubsample(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(b, t, c * f))
 
 
+CHROMA_BINS = 12
+CHROMA_FLOOR_DB = -60.0
+
+
+def fold_chroma(x: Tensor, bins_per_octave: int = CHROMA_BINS) -> Tensor:
+    """Fold a dB CQT into pitch classes: (B, T, F) -> (B, T, bins_per_octave).
+
+    Powers of the same pitch class are summed over the whole octaves of the input, the
+    result goes back to dB, and each frame is shifted so its strongest class is at 0 dB
+    (floored at ``CHROMA_FLOOR_DB``): loudness, octave and voicing no longer matter.
+    """
+    b, t, f = x.shape
+    n_oct = f // bins_per_octave
+    if n_oct < 1:
+        raise ValueError(f"a chroma front end needs at least {bins_per_octave} bins, got {f}")
+    power = torch.pow(10.0, x[..., : n_oct * bins_per_octave] / 10.0)
+    chroma = 10.0 * torch.log10(power.reshape(b, t, n_oct, bins_per_octave).sum(2) + 1e-10)
+    return (chroma - chroma.amax(-1, keepdim=True)).clamp(min=CHROMA_FLOOR_DB)
+
+
+def wrap_bins(x: Tensor, extra: int = 3) -> Tensor:
+    """Append the first ``extra`` pitch classes after the last, (B, T, C) -> (B, T, C + extra),
+    so the valid convolutions of the subsampling see the circle of pitch classes."""
+    return torch.cat([x, x[..., :extra]], dim=-1)
+
+
 def sinusoid_table(length: int, d_model: int) -> Tensor:
     """The standard (sin, cos) position table, (length, d_model), float32."""
     pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)
@@ -162,8 +188,10 @@ class CoverHunter(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.input_norm = nn.BatchNorm1d(cfg.input_dim)  # learned "global CMVN" over bins
-        self.subsample = ConvSubsample(cfg.input_dim, cfg.d_model)
+        self.chroma = cfg.front_end == "chroma"
+        n_in = CHROMA_BINS if self.chroma else cfg.input_dim
+        self.input_norm = nn.BatchNorm1d(n_in)  # learned "global CMVN" over bins
+        self.subsample = ConvSubsample(n_in + 3 if self.chroma else n_in, cfg.d_model)
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model, eps=1e-5)
         self.pool = AttentiveStatsPool(cfg.d_model, cfg.embed_dim)
@@ -176,7 +204,11 @@ class CoverHunter(nn.Module):
         return 7
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.chroma:
+            x = fold_chroma(x)
         x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)
+        if self.chroma:
+            x = wrap_bins(x)
         x = self.subsample(x) * math.sqrt(self.cfg.d_model)
         pos = self.drop(self.pos_table[: x.shape[1]].unsqueeze(0))
         x = self.drop(x)
