@@ -18,8 +18,9 @@ Writers never lose each other's work or the index they replace:
   ``ADD_GROUP`` recordings, so a re-run resumes).
 - ``add`` appends to the approximate index in place; ``remove`` and replacing a track
   add tombstones (``removed_rows``: first rows of dead recordings) that searches skip;
-  once a quarter of the rows are dead the index is compacted (new shards, new engine
-  index, then the old files go).
+  once a quarter of the rows are dead the index is compacted (new shards and engine
+  index under new names; the replaced files are deleted by the next compaction, so a
+  reader holding the old ``meta.json`` can still open them).
 - ``build`` (also with ``--overwrite``) builds into a hidden sibling folder and swaps it
   in only when it holds at least one recording: a failed or killed build leaves the old
   index (or none) in place, never an empty one. A sharded build (``world_size > 1``)
@@ -251,7 +252,7 @@ class CatalogueIndex:
             vecs.append(emb)
         if not rows:
             return failed
-        name = fs.next_shard_name(self.meta["shards"])
+        name = self._next_shard()
         arr = np.concatenate(vecs)
         fs.write_shard(self.root, name, arr, rows, [chroma[r["track_id"]] for r in rows])
         self._engine_append(arr)  # before the commit: readers ignore rows past n_vectors
@@ -312,19 +313,25 @@ class CatalogueIndex:
                     chromas.append(chroma)
                     n += len(t["starts"])
             first += len(arr)
-        old = {k: self.meta.get(k) for k in ("shards", "ann_file", "engine")}
-        name = fs.next_shard_name(self.meta["shards"])
+        # the files replaced now stay until the next compaction, so a reader that loaded
+        # the old meta.json just before this commit can still open them
+        stale = self.meta.get("stale") or {}
+        name = self._next_shard()
         arr = np.concatenate(vecs) if vecs else np.zeros((0, self.meta["embed_dim"]), np.float32)
         if rows:
             fs.write_shard(self.root, name, arr, rows, chromas)
-        self.meta.update(shards=[name] if rows else [], n_vectors=n, removed_rows=[])
+        self.meta.update(shards=[name] if rows else [], n_vectors=n, removed_rows=[],
+                         stale={k: self.meta.get(k) for k in ("shards", "ann_file", "engine")})
         self._engine_rebuild(arr, name)
         self._commit()
         self._forget()
-        fs.delete_shards(self.root, old["shards"])
-        _drop_old_engine(self.root, old, self.meta)
+        _delete_stale(self.root, stale)
         log.info("%s: compacted, %d rows of removed recordings dropped", self.root, first - n)
         return first - n
+
+    def _next_shard(self) -> str:
+        stale = (self.meta.get("stale") or {}).get("shards") or []
+        return fs.next_shard_name(self.meta["shards"] + stale)
 
     # -- the search engine ----------------------------------------------------------------
     @property
@@ -506,13 +513,15 @@ def _new_engine(root: Path, uri: str | None, dim: int) -> dict | None:
     return {"kind": "qdrant", "uri": uri, "collection": store.collection}
 
 
-def _drop_old_engine(root: Path, old: dict, new: dict | None) -> None:
-    """Delete the engine data an index no longer points to (after its commit)."""
-    if old.get("engine") and (new is None or old["engine"] != new.get("engine")):
-        QdrantStore(old["engine"]["uri"], old["engine"]["collection"]).drop()
-    if new is not None and old.get("ann_file") == new.get("ann_file"):
+def _delete_stale(root: Path, stale: dict) -> None:
+    """Delete what the compaction before the last one replaced: shards, engine file or
+    collection (``meta["stale"]`` as it was before the last compaction)."""
+    if not stale:
         return
-    (root / (old.get("ann_file") or fb.ANN_FILE)).unlink(missing_ok=True)
+    fs.delete_shards(root, stale.get("shards") or [])
+    (root / (stale.get("ann_file") or fb.ANN_FILE)).unlink(missing_ok=True)
+    if stale.get("engine"):
+        QdrantStore(stale["engine"]["uri"], stale["engine"]["collection"]).drop()
 
 
 def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 10,

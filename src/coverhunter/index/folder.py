@@ -2,7 +2,8 @@
 
 Every file is written atomically and ``meta.json`` last, so a reader sees the index
 before or after a write, never half of it. Shard files are never rewritten in place:
-compaction writes new shards under new names and deletes the old ones after the commit.
+compaction writes new shards under new names, and deletes the ones it replaced at the
+next compaction (a reader holding the old ``meta.json`` can still open them).
 """
 
 from __future__ import annotations
