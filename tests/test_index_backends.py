@@ -15,6 +15,7 @@ import pytest
 from coverhunter.checkpoint import load_model
 from coverhunter.cli import main
 from coverhunter.dataset import read_dataset
+from coverhunter.embed import EmbeddingCache
 from coverhunter.index import CatalogueIndex, build_index, embed_recordings, rank_slice, resolve_rank
 from coverhunter.index import faiss_backend as fb
 from coverhunter.rerank import IndexChroma
@@ -33,9 +34,11 @@ def setup(tmp_path_factory):
     cat = feature_list(tmp, "cat", 16)
     tracks = read_dataset(cat)
     other = read_dataset(feature_list(tmp, "other", 4))  # recordings not in the catalogue
-    win = CatalogueIndex.create(tmp / "probe", lm, _win(lm)).windowing
-    queries = embed_recordings(lm, tracks + other, win)
-    return tmp, model, lm, tracks, other, queries
+    # the embeddings are cached once here (the index's real cache), so the tests time the
+    # index, not the model
+    cache = EmbeddingCache(tmp / "cache", lm.fingerprint, _win(lm))
+    queries = embed_recordings(lm, tracks + other, _win(lm), cache=cache)
+    return tmp, model, lm, tracks, other, queries, cache
 
 
 def _win(lm):
@@ -56,13 +59,13 @@ def answers(idx: CatalogueIndex, queries, top: int = 5) -> list:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_add_appends_in_place_and_equals_a_rebuild(setup, backend, tmp_path):
-    _, _, lm, tracks, _, queries = setup
+    _, _, lm, tracks, _, queries, cache = setup
     whole, _ = build_index(tmp_path / "whole", lm, dataset=_list(tmp_path, "all", tracks),
-                           **_kwargs(backend, tmp_path))
+                           **_kwargs(backend, tmp_path), cache=cache)
     grown, _ = build_index(tmp_path / "grown", lm, dataset=_list(tmp_path, "half", tracks[:8]),
-                           **_kwargs(backend, tmp_path))
+                           **_kwargs(backend, tmp_path), cache=cache)
     before = _engine_state(grown)
-    assert grown.add(lm, tracks[8:], verbose=False) == []
+    assert grown.add(lm, tracks[8:], verbose=False, cache=cache) == []
     grown = CatalogueIndex.load(tmp_path / "grown")
     after = _engine_state(grown)
     assert grown.kind == backend and grown.meta["n_tracks"] == 16
@@ -97,9 +100,9 @@ def _engine_state(idx: CatalogueIndex) -> dict:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_remove_replace_and_compact(setup, backend, tmp_path):
-    tmp, _, lm, tracks, other, queries = setup
+    _, _, lm, tracks, other, queries, cache = setup
     idx, _ = build_index(tmp_path / "idx", lm, dataset=_list(tmp_path, "all", tracks),
-                         **_kwargs(backend, tmp_path))
+                         **_kwargs(backend, tmp_path), cache=cache)
     gone = [tracks[0].track_id, tracks[5].track_id]
     assert idx.remove(gone + ["no_such_track"]) == ["no_such_track"]
     idx = CatalogueIndex.load(tmp_path / "idx")
@@ -110,8 +113,8 @@ def test_remove_replace_and_compact(setup, backend, tmp_path):
     # a new recording under an old track id replaces it: its own features find it, the
     # old ones no longer reach a near-identical chunk of that id
     new = dataclasses.replace(other[0], track_id=tracks[2].track_id, work=tracks[2].work)
-    assert idx.add(lm, [new], verbose=False) == [(new.track_id, "already in the index")]
-    assert idx.add(lm, [new], verbose=False, replace=True) == []
+    assert idx.add(lm, [new], verbose=False, cache=cache) == [(new.track_id, "already in the index")]
+    assert idx.add(lm, [new], verbose=False, replace=True, cache=cache) == []
     idx = CatalogueIndex.load(tmp_path / "idx")
     assert idx.meta["n_tracks"] == 14 and sum(t["track_id"] == new.track_id for t in idx.tracks()) == 1
     emb_new, starts_new = queries[16]
@@ -137,7 +140,7 @@ def test_remove_replace_and_compact(setup, backend, tmp_path):
 
 
 def test_qdrant_build_from_the_command_line(setup, tmp_path):
-    tmp, model, _, tracks, _, queries = setup
+    _, model, _, tracks, _, _, _ = setup
     lst = _list(tmp_path, "all", tracks)
     args = ["index", "build", str(tmp_path / "idx"), "--model", str(model), "--dataset", str(lst),
             "--backend", "qdrant", "--uri", str(tmp_path / "q")]
@@ -180,9 +183,9 @@ def _cli_proc(*args, env=None):
 
 
 def test_sharded_build_by_two_processes_equals_one(setup, tmp_path):
-    _, model, lm, tracks, _, queries = setup
+    _, model, lm, tracks, _, queries, cache = setup
     lst = _list(tmp_path, "all", tracks)
-    one, _ = build_index(tmp_path / "one", lm, dataset=lst)
+    one, _ = build_index(tmp_path / "one", lm, dataset=lst, cache=cache)
     two = tmp_path / "two"
     procs = [_cli_proc("index", "build", str(two), "--model", str(model), "--dataset", str(lst),
                        "--rank", "0", "--world-size", "2"),
@@ -202,11 +205,11 @@ def test_sharded_build_by_two_processes_equals_one(setup, tmp_path):
 def test_concurrent_add_remove_and_readers(setup, tmp_path):
     """Two writer processes (an add and a remove) at once, while this process keeps
     loading and searching: every load is whole, and both writes land."""
-    tmp, model, lm, tracks, _, queries = setup
+    _, model, lm, tracks, _, queries, cache = setup
     base = _list(tmp_path, "base", tracks[:8])
     more = _list(tmp_path, "more", tracks[8:])
     root = tmp_path / "idx"
-    build_index(root, lm, dataset=base, backend="hnsw")
+    build_index(root, lm, dataset=base, backend="hnsw", cache=cache)
     gone = [t.track_id for t in tracks[:3]]
     procs = [_cli_proc("index", "add", str(root), "--model", str(model), "--dataset", str(more)),
              _cli_proc("index", "remove", str(root), *gone)]
