@@ -156,3 +156,24 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     ranked = identify(idx, lm, queries, top=4)  # re-ranks by default
     for p, r in zip(plain, ranked):
         assert sorted(m.work for m in p.matches) == sorted(m.work for m in r.matches)
+
+
+def test_cascade_shortlist_lets_the_global_summary_pull_in_a_near_miss():
+    from coverhunter.rerank import RerankConfig, cascade_shortlist, rerank_row
+
+    emb = np.linspace(0.1, 1.0, 10)  # embedding order 0, 1, ..., 9
+    glob = np.full(10, 1.0)
+    glob[4] = 0.0  # reference 4 is far the closest by the global summary
+    plain = RerankConfig(k=3, pool=3)
+    assert list(cascade_shortlist(emb, glob, plain)) == [0, 1, 2]
+    assert list(cascade_shortlist(emb, glob, RerankConfig(k=3, pool=6, global_weight=0.0))) == [0, 1, 2]
+    wide = RerankConfig(k=3, pool=6, global_weight=0.5)
+    sl = cascade_shortlist(emb, glob, wide)
+    assert 4 in sl and len(sl) == 3
+    ex = np.zeros(10, bool)
+    ex[4] = True  # an excluded reference never enters, whatever its summary
+    assert 4 not in cascade_shortlist(emb, glob, wide, ex)
+    # nothing is dropped: every reference keeps a distance, the shortlist comes first
+    row = rerank_row(emb, lambda refs: -np.asarray(refs, float), wide, None, glob)
+    assert np.isfinite(row).all() and set(np.argsort(row)[:3]) == set(sl.tolist())
+    assert len(np.unique(row)) == 10

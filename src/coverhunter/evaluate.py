@@ -149,7 +149,8 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
                          f"work) in {ref_path or query_path}; nothing to evaluate")
     if output is not None:
         extra = {} if reranker is None else {"rerank": {
-            "k": reranker.cfg.k, "source": reranker.cfg.source, "weight": reranker.cfg.weight,
+            "k": reranker.cfg.k, "pool": reranker.cfg.pool, "global_weight": reranker.cfg.global_weight,
+            "source": reranker.cfg.source, "weight": reranker.cfg.weight,
             "seconds": reranker.seconds, "seconds_per_query": reranker.seconds / max(1, reranker.n_queries)}}
         atomic_write_text(Path(output), json.dumps(
             {**report.to_dict(per_query=True), "model": str(lm.source), "query": str(query_path),

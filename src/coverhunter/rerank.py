@@ -2,8 +2,12 @@
 
 For each query:
 
-1. **Shortlist**: the ``k`` references nearest by the model's embedding distance
-   (excluded pairs, e.g. the query itself, never enter it).
+1. **Shortlist**: the ``pool`` references nearest by the model's embedding distance
+   (excluded pairs, e.g. the query itself, never enter it), of which the ``k`` best by
+   ``(1 - global_weight) * z(embedding similarity) + global_weight * z(2D Fourier
+   similarity)`` go on: the global chroma summary (:func:`coverhunter.classical.fourier_summary`,
+   transposition-invariant and nearly free) catches covers the embedding ranks just
+   outside the top ``k``. ``global_weight`` 0 (or ``pool`` <= ``k``) is the plain top ``k``.
 2. **Alignment score** of each shortlisted reference, over whole tracks (no cut):
    ``"chroma"``: Qmax over the chroma cross-recurrence plot (transposed by the OTI,
    :mod:`coverhunter.classical`); ``"embedding"``: Qmax over the cross-recurrence plot of
@@ -37,8 +41,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .classical import (AlignmentFeatures, QmaxParams, chroma_from_cqt, qmax_scores,
-                        qmax_sequences)
+from .classical import (AlignmentFeatures, QmaxParams, chroma_from_cqt, euclidean_distances,
+                        fourier_summary, qmax_scores, qmax_sequences)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,12 @@ DEFAULT_K = 50
 # MAP 0.083 at weight 0, 0.131 at 0.5, 0.144 at 0.8, 0.147 at 0.9 (best), 0.145 at 1.
 # Re-tune it with a new shipped model: a stronger embedding deserves a lower weight.
 DEFAULT_WEIGHT = 0.9
+# candidates from the embedding search, and the weight of the 2D Fourier summary when
+# choosing the k to align among them: on the same training-type corpus (shipped model,
+# k 50, weight 0.9), MAP 0.207 for the plain top 50, 0.239 with pool 100 and weight 0.5,
+# 0.240 with pool 150 (0.5), 0.238 with pool 150 (0.75)
+DEFAULT_POOL = 100
+DEFAULT_GLOBAL_WEIGHT = 0.5
 SOURCES = ("chroma", "embedding", "both")
 
 
@@ -58,6 +68,8 @@ class RerankConfig:
 
     k: int = DEFAULT_K  # shortlist length per query
     weight: float = DEFAULT_WEIGHT  # 0 = embedding order, 1 = alignment order
+    pool: int = DEFAULT_POOL  # embedding candidates the shortlist is chosen from
+    global_weight: float = DEFAULT_GLOBAL_WEIGHT  # 2D Fourier summary in that choice
     source: str = "chroma"  # "chroma", "embedding" or "both"
     qmax: QmaxParams = QmaxParams()
     # chunk embeddings for source "embedding": window and hop in seconds, and Qmax settings
@@ -73,6 +85,8 @@ class RerankConfig:
             raise ValueError(f"rerank shortlist k must be >= 1, got {self.k}")
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"rerank weight must be in [0, 1], got {self.weight}")
+        if not 0.0 <= self.global_weight <= 1.0:
+            raise ValueError(f"rerank global_weight must be in [0, 1], got {self.global_weight}")
 
 
 # ---------------------------------------------------------------------------
@@ -90,6 +104,28 @@ def shortlist(dist_row: np.ndarray, k: int, exclude_row: np.ndarray | None = Non
     n_ok = int((~bad).sum())
     order = np.argsort(d, kind="stable")
     return order[:min(k, n_ok)]
+
+
+def cascade_shortlist(dist_row: np.ndarray, global_row: np.ndarray | None, cfg: "RerankConfig",
+                      exclude_row: np.ndarray | None = None) -> np.ndarray:
+    """The ``k`` references to align: the best of the ``pool`` nearest by embedding.
+
+    Parameters
+    ----------
+    dist_row : np.ndarray, shape (n_refs,)
+        Embedding distances.
+    global_row : np.ndarray, shape (n_refs,), or None
+        2D Fourier summary distances (None: the plain embedding top ``k``).
+
+    Returns
+    -------
+    np.ndarray of int, shape (<= k,), best first by the fused score.
+    """
+    cand = shortlist(dist_row, max(cfg.k, cfg.pool), exclude_row)
+    if global_row is None or cfg.global_weight == 0.0 or len(cand) <= cfg.k:
+        return cand[:cfg.k]
+    f = fuse(np.asarray(dist_row)[cand], -np.asarray(global_row, np.float64)[cand], cfg.global_weight)
+    return cand[np.argsort(-f, kind="stable")][:cfg.k]
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -128,7 +164,8 @@ def reordered_distances(dist_row: np.ndarray, head: np.ndarray) -> np.ndarray:
 
 
 def rerank_row(dist_row: np.ndarray, score_fn, cfg: RerankConfig,
-               exclude_row: np.ndarray | None = None) -> np.ndarray:
+               exclude_row: np.ndarray | None = None,
+               global_row: np.ndarray | None = None) -> np.ndarray:
     """Re-rank one query's distance row.
 
     Parameters
@@ -138,12 +175,14 @@ def rerank_row(dist_row: np.ndarray, score_fn, cfg: RerankConfig,
     score_fn : callable (np.ndarray of ref indices) -> np.ndarray of scores (larger = closer)
     cfg : RerankConfig
     exclude_row : bool array (n_refs,), optional
+    global_row : np.ndarray, shape (n_refs,), optional
+        2D Fourier summary distances, for :func:`cascade_shortlist`.
 
     Returns
     -------
     np.ndarray, shape (n_refs,): see :func:`reordered_distances`.
     """
-    sl = shortlist(dist_row, cfg.k, exclude_row)
+    sl = cascade_shortlist(dist_row, global_row, cfg, exclude_row)
     if len(sl) == 0:
         return np.asarray(dist_row, np.float64).copy()
     fused = fuse(np.asarray(dist_row)[sl], score_fn(sl), cfg.weight)
@@ -159,6 +198,11 @@ def alignment_features(feat) -> AlignmentFeatures:
     """Chroma alignment data of a recording: its CQT file (``.npy``) or array."""
     cqt = feat if isinstance(feat, np.ndarray) else np.load(feat, mmap_mode="r")  # array or path
     return AlignmentFeatures.from_chroma(chroma_from_cqt(np.asarray(cqt)))
+
+
+def global_summaries(align: list) -> np.ndarray:
+    """2D Fourier summaries (n, D) of recordings' alignment data, for :func:`cascade_shortlist`."""
+    return np.stack([fourier_summary(a.chroma) for a in align]) if align else np.zeros((0, 1))
 
 
 def chunk_windowing(cfg, rr: RerankConfig):
@@ -193,7 +237,9 @@ class Reranker:
 
     ``query_align``/``ref_align`` (chroma data) are needed for sources "chroma" and
     "both", ``query_chunks``/``ref_chunks`` (short-chunk embeddings) for "embedding" and
-    "both". The time spent re-scoring is accumulated in ``seconds``.
+    "both"; ``query_summary``/``ref_summary`` (2D Fourier summaries, (n, D)), when given,
+    choose the shortlist among the ``pool`` nearest (:func:`cascade_shortlist`). The time
+    spent re-scoring is accumulated in ``seconds``.
     """
 
     cfg: RerankConfig
@@ -201,6 +247,8 @@ class Reranker:
     ref_align: list | None = None
     query_chunks: list | None = None
     ref_chunks: list | None = None
+    query_summary: np.ndarray | None = None
+    ref_summary: np.ndarray | None = None
     seconds: float = 0.0
     n_queries: int = 0
     n_pairs: int = 0
@@ -239,9 +287,13 @@ class Reranker:
         """
         t0 = time.perf_counter()
         out = np.empty_like(np.asarray(dist, np.float64))
+        glob = None
+        if self.query_summary is not None and self.ref_summary is not None:
+            glob = euclidean_distances(self.query_summary[start:start + len(dist)], self.ref_summary)
         for r in range(len(dist)):
             ex = None if exclude is None else exclude[r]
-            out[r] = rerank_row(dist[r], lambda refs, qi=start + r: self.scores(qi, refs), self.cfg, ex)
+            out[r] = rerank_row(dist[r], lambda refs, qi=start + r: self.scores(qi, refs), self.cfg, ex,
+                                None if glob is None else glob[r])
             self.n_pairs += min(self.cfg.k, dist.shape[1])
         self.n_queries += len(dist)
         self.seconds += time.perf_counter() - t0
@@ -264,9 +316,13 @@ def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfi
     q_feats = [t.feat for t in queries]
     r_feats = q_feats if refs is None else [t.feat for t in refs]
     rk = Reranker(rr)
-    if rr.source in ("chroma", "both"):
+    cascade = rr.global_weight > 0 and rr.pool > rr.k
+    if rr.source in ("chroma", "both") or cascade:
         rk.query_align = [alignment_features(f) for f in q_feats]
         rk.ref_align = rk.query_align if refs is None else [alignment_features(f) for f in r_feats]
+    if cascade:
+        rk.query_summary = global_summaries(rk.query_align)
+        rk.ref_summary = rk.query_summary if refs is None else global_summaries(rk.ref_align)
     if rr.source in ("embedding", "both"):
         kw = dict(device=device, cache_dir=cache_dir, fingerprint=fingerprint, verbose=verbose)
         rk.query_chunks = chunk_embeddings(model, q_feats, cfg, rr, **kw)
@@ -368,7 +424,12 @@ class IndexChroma:
 
 
 def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankConfig) -> list:
-    """Re-order the first ``cfg.k`` of a query's matches (best first) by chroma alignment.
+    """Re-order a query's best matches (best first) by chroma alignment.
+
+    The first ``cfg.pool`` matches are the candidates; the ``cfg.k`` of them chosen by
+    :func:`cascade_shortlist` (embedding and 2D Fourier summary) are aligned and placed
+    first, ordered by the fused score; the other candidates follow in their embedding
+    order, then the rest, unchanged.
 
     Parameters
     ----------
@@ -380,23 +441,38 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
 
     Returns
     -------
-    list of Match: the same matches; the first ``k`` re-ordered by the fused score, the
-    rest unchanged. A match without stored chroma gets the shortlist's mean alignment
-    score (z = 0), so it is ranked by its embedding score alone.
+    list of Match: the same matches, re-ordered. A match without stored chroma gets the
+    candidates' mean summary distance and alignment score (z = 0), so it is ranked by
+    its embedding score alone.
     """
-    head, tail = list(matches[:cfg.k]), list(matches[cfg.k:])
-    refs = [lookup(m.track_id) for m in head]
+    cand, rest = list(matches[:max(cfg.k, cfg.pool)]), list(matches[max(cfg.k, cfg.pool):])
+    refs = [lookup(m.track_id) for m in cand]
     have = [i for i, r in enumerate(refs) if r is not None]
-    if len(head) < 2 or not have:
+    if len(cand) < 2 or not have:
         return list(matches)
-    scores = np.full(len(head), np.nan)
-    scores[have] = qmax_scores(query, [refs[i] for i in have], cfg.qmax)
-    scores[np.isnan(scores)] = scores[have].mean()
-    fused = fuse(np.array([1.0 - m.score for m in head]), scores, cfg.weight)
-    return [head[i] for i in np.argsort(-fused, kind="stable")] + tail
+    dist = np.array([1.0 - m.score for m in cand])
+    glob = None
+    if cfg.global_weight > 0 and len(cand) > cfg.k:
+        glob = np.full(len(cand), np.nan)
+        q = fourier_summary(query.chroma)[None]
+        glob[have] = euclidean_distances(q, global_summaries([refs[i] for i in have]))[0]
+        glob[np.isnan(glob)] = glob[have].mean()
+    sl = cascade_shortlist(dist, glob, cfg)
+    head = [cand[i] for i in sl]
+    sl_have = [r for r, i in enumerate(sl) if refs[i] is not None]
+    if not sl_have:
+        return head + [m for i, m in enumerate(cand) if i not in set(sl)] + rest
+    scores = np.full(len(sl), np.nan)
+    scores[sl_have] = qmax_scores(query, [refs[sl[r]] for r in sl_have], cfg.qmax)
+    scores[np.isnan(scores)] = scores[sl_have].mean()
+    fused = fuse(dist[sl], scores, cfg.weight)
+    chosen = set(int(i) for i in sl)
+    return ([head[r] for r in np.argsort(-fused, kind="stable")]
+            + [m for i, m in enumerate(cand) if i not in chosen] + rest)
 
 
-__all__ = ["RerankConfig", "Reranker", "shortlist", "zscore", "fuse", "reordered_distances",
-           "rerank_row", "alignment_features", "chunk_embeddings", "chunk_windowing", "build_reranker",
-           "DEFAULT_K", "DEFAULT_WEIGHT", "compact_chroma", "write_shard_chroma", "IndexChroma",
-           "rerank_matches", "CHROMA_SUFFIX"]
+__all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore", "fuse",
+           "reordered_distances", "rerank_row", "alignment_features", "global_summaries",
+           "chunk_embeddings", "chunk_windowing", "build_reranker", "DEFAULT_K", "DEFAULT_WEIGHT",
+           "DEFAULT_POOL", "DEFAULT_GLOBAL_WEIGHT", "compact_chroma", "write_shard_chroma",
+           "IndexChroma", "rerank_matches", "CHROMA_SUFFIX"]
