@@ -1,6 +1,7 @@
 """Coarse-only vs coarse-to-fine training at the same total budget, over several seeds.
 
     .venv/bin/python benchmarks/bench_coarse_to_fine.py [--data demo/data] [--epochs 20] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/bench_coarse_to_fine.py --align-only MODEL --list DATA/val.txt
 
 Both arms use the demo training config with ``--epochs`` epochs in total: coarse-only
 trains all of them on random crops; coarse-to-fine trains half on random crops, aligns
@@ -23,6 +24,7 @@ import numpy as np
 
 from coverhunter.checkpoint import load_model
 from coverhunter.config import load_config, to_dict
+from coverhunter.corpus_align import Performance
 from coverhunter.dataset import read_dataset
 from coverhunter.demo import demo_config_text
 from coverhunter.evaluate import evaluate_tracks
@@ -46,32 +48,40 @@ def _test(ckpt: Path, data: Path) -> dict:
     return {"map": rep.map, "mr1": rep.mr1, "hit_rate": rep.hit_rate}
 
 
-def _source_time(plan: dict, t: float) -> float:
-    """Position in the score of time t of a demo version (its sections and tempo)."""
-    off, cum = t * plan["tempo"], 0.0
-    for a, b in plan["sections"]:
-        if off < cum + (b - a):
-            return a + off - cum
-        cum += b - a
-    return plan["sections"][-1][1]
+def alignment_accuracy(align_file: Path, list_file: Path, tol: float = 1.5) -> tuple[float, float]:
+    """Share of matches within ``tol`` s of the true correspondence, and the chance level.
 
-
-def alignment_accuracy(align_file: Path, data: Path, tol: float = 1.5) -> tuple[float, float]:
-    """Share of matches within ``tol`` s of the true correspondence, and the chance level."""
-    tracks = {t.track_id: t for t in read_dataset(data / "train.txt")}
+    The truth comes from each version's plan (sections, tempo map), read by
+    :class:`coverhunter.corpus_align.Performance`: both chunk centres of a match are mapped
+    to score time. Chance: random pairs of times of the same two versions.
+    """
+    tracks = {t.track_id: t for t in read_dataset(list_file)}
     rng = np.random.default_rng(0)
     hits, chance = [], []
     for line in align_file.read_text().splitlines():
         r = json.loads(line)
         ti, tj = tracks[r["utt_i"]], tracks[r["utt_j"]]
-        pi, pj = json.loads(ti.version), json.loads(tj.version)
+        pi, pj = Performance(json.loads(ti.version)), Performance(json.loads(tj.version))
         half = r["chunk_s"] / 2
-        for a, b, _ in r["pairs"]:
-            hits.append(abs(_source_time(pi, a + half) - _source_time(pj, b + half)) < tol)
-        for _ in range(5):
-            chance.append(abs(_source_time(pi, rng.uniform(0, ti.duration))
-                              - _source_time(pj, rng.uniform(0, tj.duration))) < tol)
+        centres = np.array([[a + half, b + half] for a, b, *_ in r["pairs"]]).reshape(-1, 2)
+        si, sj = pi.score_time(centres[:, 0]), pj.score_time(centres[:, 1])
+        hits.extend(np.nan_to_num(np.abs(si - sj), nan=np.inf) < tol)
+        ri = pi.score_time(rng.uniform(0, ti.duration, 5))
+        rj = pj.score_time(rng.uniform(0, tj.duration, 5))
+        chance.extend(np.nan_to_num(np.abs(ri - rj), nan=np.inf) < tol)
     return float(np.mean(hits)), float(np.mean(chance))
+
+
+def align_only(model: Path, list_file: Path, out: Path) -> None:
+    """Align the versions of a corpus list with a trained model and score the matches."""
+    from coverhunter.align import run_alignment
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"align-{model.stem}-{list_file.stem}.jsonl"
+    run_alignment(model, list_file, path, verbose=True)
+    right, chance = alignment_accuracy(path, list_file)
+    print(f"\nalignment of {list_file} by {model}: {right:.1%} of matches within 1.5 s of the "
+          f"true passage (random pairs of times: {chance:.1%})")
 
 
 def main() -> None:
@@ -80,8 +90,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=Path("runs/c2f"))
+    ap.add_argument("--align-only", type=Path, metavar="MODEL", default=None,
+                    help="no training: align the versions of --list with MODEL and score the matches")
+    ap.add_argument("--list", type=Path, default=None, help="corpus list file for --align-only")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if a.align_only:
+        if a.list is None:
+            ap.error("--align-only needs --list (a corpus list file with features)")
+        align_only(a.align_only, a.list, a.out)
+        return
     rows = {"coarse only": [], "coarse-to-fine": []}
     acc = []
     for seed in a.seeds:
@@ -95,7 +113,7 @@ def main() -> None:
         r = coarse_to_fine(exp, coarse_epochs=half, fine_epochs=a.epochs - half, verbose=False)
         rows["coarse-to-fine"].append(_test(r.best_checkpoint, a.data))
         try:
-            acc.append(alignment_accuracy(exp / "alignment.jsonl", a.data))
+            acc.append(alignment_accuracy(exp / "alignment.jsonl", a.data / "train.txt"))
         except (KeyError, ValueError):  # not a demo corpus: no ground truth
             pass
         print(f"seed {seed}: " + json.dumps({k: v[-1] for k, v in rows.items()}), flush=True)
