@@ -62,6 +62,7 @@ APPROX_MIN_VECTORS = fb.EXACT_MAX  # "auto" switches to faiss HNSW above this ma
 BACKENDS = ("auto", *fb.KINDS, "qdrant")
 ADD_GROUP = 256  # recordings embedded and committed at a time by ``add``
 COMPACT_AT = 0.25  # compact once this share of the rows belongs to removed recordings
+FLUSH_SHARE = 0.25  # an add writes the faiss file once this share of it is unsaved (and at its end)
 ALREADY = "already in the index"
 
 
@@ -76,6 +77,7 @@ class CatalogueIndex:
         self._dead: np.ndarray | None = None  # (n_vectors,) bool: rows of removed recordings
         self._ann = None
         self._lock_root = self.root  # the folder whose lock guards writes
+        self._writer: list | None = None  # [ann file name, faiss index, rows saved]: add()'s
 
     # -- creation and loading -----------------------------------------------------------
     @classmethod
@@ -199,6 +201,7 @@ class CatalogueIndex:
         failed = []
         for g in range(0, len(tracks), ADD_GROUP):
             failed += self._add_group(lm, tracks[g:g + ADD_GROUP], device, verbose, cache, replace)
+        self._flush_engine()
         return failed
 
     def _add_group(self, lm, tracks, device, verbose, cache, replace) -> list:
@@ -349,7 +352,13 @@ class CatalogueIndex:
         return self.root / self.meta.get("ann_file", fb.ANN_FILE)
 
     def _engine_append(self, arr: np.ndarray) -> None:
-        """Append ``arr`` (rows n_vectors..) to the engine (under the lock, before the commit)."""
+        """Append ``arr`` (rows n_vectors..) to the engine (under the lock, before the commit).
+
+        The faiss index stays in memory between the groups of one ``add`` and is written
+        at its end, or once a quarter of it is unsaved (never, in a build's private
+        folder, before the end): the file may lag behind ``meta.json``, and searches
+        cover the lagging rows exactly (:meth:`search_vectors`).
+        """
         n0 = self.meta["n_vectors"]
         if self.meta.get("engine"):
             self._store().add(arr, n0)
@@ -357,15 +366,56 @@ class CatalogueIndex:
         kind = fb.choose_kind(self.meta["backend"], n0 + len(arr))
         if kind == "exact":
             return
-        ann = fb.load_ann(self._ann_path())
-        if ann is None or fb.kind_of(ann) != kind or ann.ntotal != n0:
+        ann = self._writer_ann(kind, n0)
+        if ann is None:
             # first approximate index, a change of kind (the catalogue outgrew it), or a
             # file a killed writer left longer than meta.json says: build it once
             log.info("%s: building the %s index over %d vectors", self.root, kind, n0 + len(arr))
             ann = fb.build_ann(kind, np.concatenate([self.vectors(), arr]))
-        else:
-            fb.append(ann, arr)
-        fb.save_ann(ann, self._ann_path())
+            self._writer = [self._ann_path().name, ann, 0]
+        else:  # catch up with rows committed without it (a killed add), then append
+            fb.append(ann, np.concatenate([self._rows(ann.ntotal, n0), arr]))
+        if self._lock_root is not None and ann.ntotal - self._writer[2] >= ann.ntotal * FLUSH_SHARE:
+            self._save_writer()
+
+    def _writer_ann(self, kind: str, n0: int):
+        """The faiss index to append to: kept from this add's last group, else the file;
+        None when neither holds a prefix of the current rows."""
+        name = self._ann_path().name
+        if self._writer is None or self._writer[0] != name or self._writer[1].ntotal > n0:
+            ann = fb.load_ann(self._ann_path())
+            self._writer = None if ann is None else [name, ann, ann.ntotal]
+        if self._writer is None or fb.kind_of(self._writer[1]) != kind or self._writer[1].ntotal > n0:
+            return None
+        return self._writer[1]
+
+    def _save_writer(self) -> None:
+        name, ann, saved = self._writer
+        if ann.ntotal > saved:
+            fb.save_ann(ann, self.root / name)
+            self._writer[2] = ann.ntotal
+
+    def _flush_engine(self) -> None:
+        """Write what ``add`` appended to the faiss index, if it still matches the rows."""
+        if self._writer is None or self._writer[1].ntotal == self._writer[2]:
+            self._writer = None
+            return
+        with self._locked():
+            self._reload()
+            if (self._writer[0] == self._ann_path().name
+                    and self._writer[1].ntotal <= self.meta["n_vectors"]):
+                self._save_writer()
+        self._writer = None
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        """Vectors of rows ``start..stop-1`` without concatenating every shard."""
+        out, first = [], 0
+        for part in self._parts if self._parts is not None else [self.vectors()]:
+            a, b = max(start, first), min(stop, first + len(part))
+            if a < b:
+                out.append(np.asarray(part[a - first:b - first]))
+            first += len(part)
+        return np.concatenate(out) if out else np.zeros((0, self.meta["embed_dim"]), np.float32)
 
     def _engine_rebuild(self, arr: np.ndarray, name: str) -> None:
         """A new engine index over ``arr`` under a new name (compaction; before the commit)."""
@@ -384,9 +434,8 @@ class CatalogueIndex:
         """The approximate index for searching (built in memory if the file lags behind)."""
         if self._ann is None:
             ann = fb.load_ann(self._ann_path())
-            if ann is None or ann.ntotal < self.meta["n_vectors"]:
-                log.info("%s: no up-to-date %s index on disk; building one in memory",
-                         self.root, kind)
+            if ann is None:
+                log.info("%s: no %s index on disk; building one in memory", self.root, kind)
                 ann = fb.build_ann(kind, self.vectors())
             self._ann = ann
         return self._ann
@@ -437,6 +486,11 @@ class CatalogueIndex:
             return clean_shortlist(q, sims, rows, k, dead=dead, n_rows=len(dead))
         ann = self._ann_index("hnsw" if kind == "exact" else kind)
         sims, rows = fb.search_ann(ann, q, k_engine)
+        if ann.ntotal < len(dead):  # rows the last writer has not written into the file yet
+            t_sims, t_rows = exact_search(q, self.vectors()[ann.ntotal:], dead[ann.ntotal:],
+                                          min(k, len(dead) - ann.ntotal))
+            sims = np.concatenate([sims, t_sims], 1)
+            rows = np.concatenate([rows, np.where(t_rows >= 0, t_rows + ann.ntotal, -1)], 1)
         rescore = self.vectors() if fb.kind_of(ann) == "ivfpq" else None
         return clean_shortlist(q, sims, rows, k, dead=dead, n_rows=len(dead), vectors=rescore)
 
