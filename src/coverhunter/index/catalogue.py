@@ -584,8 +584,9 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
     """Identify the works that each recording performs (paths, or Tracks with features).
 
     With ``rerank`` > 0 (default :data:`coverhunter.rerank.DEFAULT_K`) and an index that
-    stores chroma, the best ``rerank`` works are re-ordered by chroma alignment
-    (:func:`coverhunter.rerank.rerank_matches`); 0 turns it off.
+    stores chroma, ``rerank`` works chosen among the embedding's best
+    :data:`coverhunter.rerank.DEFAULT_POOL` (with the 2D Fourier summary) are re-ordered by
+    chroma alignment (:func:`coverhunter.rerank.rerank_matches`); 0 turns it off.
 
     Raises
     ------
@@ -611,8 +612,9 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
         if q_chroma is None:
             matches = index.search(emb, starts, top, approximate)
         else:
-            matches = rr.rerank_matches(index.search(emb, starts, max(top, k), approximate),
-                                        q_chroma[i], stored.get, rr.RerankConfig(k=k))[:top]
+            cfg = rr.RerankConfig(k=k)
+            matches = rr.rerank_matches(index.search(emb, starts, max(top, k, cfg.pool), approximate),
+                                        q_chroma[i], stored.get, cfg)[:top]
         verdict = ""
         if matches and matches[0].p_value is not None:
             verdict = "match" if matches[0].p_value <= false_alarm else "no cover in the catalogue"
