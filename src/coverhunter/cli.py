@@ -65,7 +65,8 @@ def cmd_make_demo_corpus(args) -> int:
 def cmd_extract(args) -> int:
     from .extract import extract_features
 
-    report = extract_features(args.data_dir, num_workers=args.workers)
+    report = extract_features(args.data_dir, num_workers=args.workers,
+                              rank=args.rank, world_size=args.world_size)
     log.info("%s", report.summary())
     if report.failed:
         print(f"{len(report.failed)} recording(s) failed:", file=sys.stderr)
@@ -351,6 +352,11 @@ def get_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("extract", help="CQT features for DATA_DIR/dataset.txt (resumable)")
     s.add_argument("data_dir", type=Path)
     s.add_argument("--workers", type=int, default=None, help="processes (default: hparams, 0 = all cores)")
+    s.add_argument("--rank", type=int, default=None,
+                   help="this process's slice: every W-th recording by utt (default: $RANK, else 0)")
+    s.add_argument("--world-size", type=int, default=None,
+                   help="processes sharing the dataset (default: $WORLD_SIZE, else 1); the last "
+                   "slice to finish writes the lists")
     s.set_defaults(func=cmd_extract)
     s = sub.add_parser("train", help="train EXP_DIR (config: EXP_DIR/config/hparams.yaml); resumes")
     s.add_argument("exp_dir", type=Path)

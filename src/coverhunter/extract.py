@@ -10,6 +10,15 @@ Replaces the original's numbered stages with one resumable, parallel pass:
    killed run recomputes at most the recordings that were in flight;
 4. write ``full.txt`` (every line, with ``feat``, ``feat_len``, ``song_id``,
    ``version_id``, ``split``) and ``train.txt`` / ``val.txt`` / ``test.txt``.
+
+Across processes or machines (``rank`` of ``world_size``, or torchrun's ``RANK`` /
+``WORLD_SIZE``), each rank computes only every W-th recording by sorted utt (tempo copies
+go with their recording). The state file and its journal are shared, and every change to
+them is made under ``cqt_feat/.extract.lock``: a rank appends its progress there and, at
+its end, merges its entries into the state. The lists are then written by the first rank
+that finds every recording of the dataset done (normally the last one to finish), so
+they are the same whatever the number of ranks; when some recording failed, no rank
+writes them, and a plain run (one rank) retries the failures and writes them.
 """
 
 from __future__ import annotations
@@ -29,13 +38,15 @@ from .audio import load_audio, peak_normalize
 from .config import ExtractConfig, FeatureConfig, load_extract_config
 from .dataset import SPLITS, Track, read_dataset, split_by_work, write_dataset
 from .features import cqt, stretch_frames
-from .utils import atomic_save_npy, atomic_write_text, remove_stale_tmp, sha256_file
+from .shard import rank_slice, resolve_rank
+from .utils import atomic_save_npy, atomic_write_text, file_lock, remove_stale_tmp, sha256_file
 
 log = logging.getLogger(__name__)
 
 FEAT_DIR = "cqt_feat"
 STATE_FILE = ".extract_state.json"
 JOURNAL_FILE = ".extract_state.jsonl"  # one line per recording done since the last STATE_FILE
+LOCK_FILE = ".extract.lock"  # held while the state, the journal or the lists change
 
 
 @dataclass
@@ -48,6 +59,10 @@ class ExtractReport:
     copies: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (utt, message)
     split_counts: dict[str, int] = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
+    lists_written: bool = False
+    waiting: int = 0  # recordings of the dataset still without features (other slices)
 
     @property
     def ok(self) -> bool:
@@ -55,8 +70,16 @@ class ExtractReport:
 
     def summary(self) -> str:
         s = (f"{self.n_tracks} recordings: {self.computed} computed, {self.skipped} up to date, "
-             f"{len(self.failed)} failed; {self.copies} tempo copies; split (works): "
-             + ", ".join(f"{k} {v}" for k, v in self.split_counts.items()))
+             f"{len(self.failed)} failed")
+        if self.world_size > 1:
+            s = f"rank {self.rank} of {self.world_size}: {s}"
+        if self.lists_written:
+            s += (f"; {self.copies} tempo copies; split (works): "
+                  + ", ".join(f"{k} {v}" for k, v in self.split_counts.items()))
+        else:
+            s += (f"; lists not written yet: {self.waiting} recording(s) of the dataset have no "
+                  "features (other slices still running, or failed: a plain `extract` "
+                  "retries them and writes the lists)")
         return s
 
 
@@ -168,8 +191,17 @@ def _load_state(path: Path) -> dict:
 
 
 def _save_state(path: Path, state: dict) -> None:
+    """Write the whole state and drop the journal; call with the state lock held."""
     atomic_write_text(path, json.dumps(state))
     path.with_name(JOURNAL_FILE).unlink(missing_ok=True)
+
+
+def _append_journal(path: Path, line: str) -> None:
+    """Append one line to the journal under the state lock (opened each time, so a line
+    never lands in a journal another rank has just folded into the state and removed)."""
+    with file_lock(path.with_name(LOCK_FILE)):
+        with open(path.with_name(JOURNAL_FILE), "a", encoding="utf-8") as fh:
+            fh.write(line)
 
 
 def _plan(tracks, splits, cfg, out_dir, state):
@@ -199,7 +231,8 @@ def _plan(tracks, splits, cfg, out_dir, state):
 
 
 def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = None,
-                     num_workers: int | None = None, verbose: bool = True) -> ExtractReport:
+                     num_workers: int | None = None, verbose: bool = True,
+                     rank: int | None = None, world_size: int | None = None) -> ExtractReport:
     """Extract CQT features for ``DATA_DIR/dataset.txt`` (see module docstring).
 
     Parameters
@@ -210,12 +243,24 @@ def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = Non
         Overrides ``DATA_DIR/hparams.yaml``.
     num_workers : int, optional
         Processes; default from the config (0 = one per core).
+    verbose : bool
+        Show a progress bar.
+    rank, world_size : int, optional
+        This process's slice (every ``world_size``-th recording by sorted utt, starting
+        at ``rank``); default ``$RANK`` / ``$WORLD_SIZE``, else the whole dataset.
 
     Returns
     -------
     ExtractReport
         Failed recordings are listed there (and logged); the others are written.
+        ``lists_written`` says whether this call wrote ``full.txt`` and the split lists.
+
+    Raises
+    ------
+    ValueError
+        A bad configuration, or a rank outside ``0 <= rank < world_size``.
     """
+    rank, world_size = resolve_rank(rank, world_size)
     data_dir = Path(data_dir)
     cfg = config or load_extract_config(data_dir / "hparams.yaml")
     if any(r <= 0 for r in cfg.aug_speed_mode):
@@ -231,17 +276,24 @@ def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = Non
     rates_all = tuple(r for r in cfg.aug_speed_mode if abs(r - 1.0) > 1e-6)
     check_copy_names(tracks, lambda t: rates_all if splits[t.work] in cfg.aug_splits else (),
                      data_dir / "dataset.txt")
+    mine = rank_slice(sorted(tracks, key=lambda t: t.track_id), rank, world_size)
     out_dir = data_dir / FEAT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(data_dir), remove_stale_tmp(out_dir)  # leftovers of a killed run
+    # leftovers of a killed run, by a plain run only: with ranks on several machines, the
+    # pid in a temporary file's name may be another machine's live writer
+    if world_size == 1:
+        remove_stale_tmp(data_dir), remove_stale_tmp(out_dir)
     state_path = out_dir / STATE_FILE
-    state = _load_state(state_path)
-    journal = open(state_path.with_name(JOURNAL_FILE), "a", encoding="utf-8")
-    todo, done = _plan(tracks, splits, cfg, out_dir, state)
-    report = ExtractReport(n_tracks=len(tracks), skipped=len(done))
+    lock_path = out_dir / LOCK_FILE
+    with file_lock(lock_path):
+        state = _load_state(state_path)
+    todo, done = _plan(mine, splits, cfg, out_dir, state)
+    report = ExtractReport(n_tracks=len(mine), skipped=len(done), rank=rank, world_size=world_size)
     workers = num_workers if num_workers is not None else cfg.num_workers
     workers = workers or os.cpu_count() or 1
-    log.info("%d recordings, %d to compute, %d up to date", len(tracks), len(todo), len(done))
+    log.info("%s%d recordings, %d to compute, %d up to date",
+             f"rank {rank} of {world_size}: " if world_size > 1 else "",
+             len(mine), len(todo), len(done))
 
     def record(t, rates, fp, lengths):
         done[t.track_id] = lengths
@@ -249,8 +301,7 @@ def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = Non
             entry = {"fp": fp, "lengths": lengths, "audio_sha256": sha256_file(fp["audio"]),
                      "feat_bytes": _feature_sizes(out_dir, list(lengths))}
             state[t.track_id] = entry
-            journal.write(json.dumps([t.track_id, entry]) + "\n")  # progress, per recording
-            journal.flush()
+            _append_journal(state_path, json.dumps([t.track_id, entry]) + "\n")  # per recording
         report.computed += 1
 
     bar = tqdm(total=len(todo), desc="extract", unit="track", disable=not verbose or not todo)
@@ -273,11 +324,18 @@ def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = Non
                     report.failed.append((t.track_id, str(e)))
                 bar.update()
     bar.close()
-    journal.close()
-    _save_state(state_path, state)
     for utt, msg in report.failed:
         log.error("failed: %s: %s", utt, msg)
-    _write_lists(data_dir, tracks, splits, done, out_dir, report)
+    with file_lock(lock_path):  # other ranks may have saved or journalled since we read
+        merged = _load_state(state_path)
+        merged.update({t.track_id: state[t.track_id] for t in mine if t.track_id in state})
+        if world_size > 1:  # lists only once every slice is done, from the state on disk
+            missing, done = _plan(tracks, splits, cfg, out_dir, merged)
+            report.waiting = len(missing)
+        _save_state(state_path, merged)
+        if not report.waiting:
+            _write_lists(data_dir, tracks, splits, done, out_dir, report)
+            report.lists_written = True
     return report
 
 
