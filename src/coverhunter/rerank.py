@@ -49,14 +49,14 @@ log = logging.getLogger(__name__)
 DEFAULT_K = 50
 # weight of the alignment z-score against the embedding z-score, chosen on training-type
 # data, never on the test corpus: `bench_accuracy.py --tune --works 30` (corpus v2,
-# split "train", seed 1000, 187 recordings; shipped model; top 50; Qmax defaults) gave
-# MAP 0.083 at weight 0, 0.131 at 0.5, 0.144 at 0.8, 0.147 at 0.9 (best), 0.145 at 1.
-# Re-tune it with a new shipped model: a stronger embedding deserves a lower weight.
+# split "train", seed 1000, 187 recordings; shipped model v2; top 50; Qmax defaults) gave
+# MAP 0.094 at weight 0, 0.184 at 0.5, 0.208 at 0.8, 0.207 at 0.9, 0.206 at 1 with the
+# plain top 50, and 0.239 at 0.9 (0.239 at 1) with the 2D Fourier shortlist below.
 DEFAULT_WEIGHT = 0.9
 # candidates from the embedding search, and the weight of the 2D Fourier summary when
-# choosing the k to align among them: on the same training-type corpus (shipped model,
-# k 50, weight 0.9), MAP 0.207 for the plain top 50, 0.239 with pool 100 and weight 0.5,
-# 0.240 with pool 150 (0.5), 0.238 with pool 150 (0.75)
+# choosing the k to align among them; on the same corpus (weight 0.9): MAP 0.207 for the
+# plain top 50, 0.239 with pool 100 and global weight 0.5; a sweep outside the benchmark
+# gave 0.240 with pool 150 (0.5) and 0.238 with pool 150 (0.75)
 DEFAULT_POOL = 100
 DEFAULT_GLOBAL_WEIGHT = 0.5
 SOURCES = ("chroma", "embedding", "both")
