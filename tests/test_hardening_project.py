@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -117,7 +118,10 @@ def test_cache_is_keyed_by_feature_content(tmp_path):
 
 def test_readme_figures_without_a_command_are_gone():
     text = (ROOT / "README.md").read_text()
-    assert "0.129" not in text and "random ranking (average of 20 draws)" not in text
+    # the old random-ranking row (MAP 0.129, no command behind it); 0.129 may appear as a
+    # bound of a benchmark's confidence interval, so the row is recognised by its label
+    assert "random ranking (average of 20 draws)" not in text
+    assert re.search(r"(?<!\[)\b0\.129\b(?!,)", text) is None
     assert "34 % within 1.5 s" not in text
     assert "MODEL/embed_cache" not in text
 
