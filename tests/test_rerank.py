@@ -129,6 +129,14 @@ def test_rerank_matches_reorders_head_and_keeps_tail():
     assert out[0].track_id == "cover" and out[-1].track_id == "tail"
     # without stored chroma nothing moves
     assert R.rerank_matches(matches, query, lambda t: None, R.RerankConfig(k=7)) == matches
+    # a shortlist of 3 from a pool of 8: the 2D Fourier summary pulls in the cover, which
+    # the embedding ranked 5th; the candidates left out follow in their embedding order
+    out = R.rerank_matches(matches, query, store.get, R.RerankConfig(k=3, pool=8, weight=0.8))
+    assert sorted(m.track_id for m in out) == sorted(ids) and out[0].track_id == "cover"
+    rest = [m.track_id for m in out[3:]]
+    assert rest == [t for t in ids if t in rest]
+    plain = R.rerank_matches(matches, query, store.get, R.RerankConfig(k=3, pool=3, weight=0.8))
+    assert "cover" not in [m.track_id for m in plain[:3]]
 
 
 def test_index_stores_chroma_and_identify_reranks(tmp_path):

@@ -458,17 +458,16 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
         glob[have] = euclidean_distances(q, global_summaries([refs[i] for i in have]))[0]
         glob[np.isnan(glob)] = glob[have].mean()
     sl = cascade_shortlist(dist, glob, cfg)
-    head = [cand[i] for i in sl]
+    chosen = set(int(i) for i in sl)
+    others = [m for i, m in enumerate(cand) if i not in chosen] + rest
     sl_have = [r for r, i in enumerate(sl) if refs[i] is not None]
     if not sl_have:
-        return head + [m for i, m in enumerate(cand) if i not in set(sl)] + rest
+        return [cand[i] for i in sl] + others
     scores = np.full(len(sl), np.nan)
     scores[sl_have] = qmax_scores(query, [refs[sl[r]] for r in sl_have], cfg.qmax)
     scores[np.isnan(scores)] = scores[sl_have].mean()
-    fused = fuse(dist[sl], scores, cfg.weight)
-    chosen = set(int(i) for i in sl)
-    return ([head[r] for r in np.argsort(-fused, kind="stable")]
-            + [m for i, m in enumerate(cand) if i not in chosen] + rest)
+    order = np.argsort(-fuse(dist[sl], scores, cfg.weight), kind="stable")
+    return [cand[sl[r]] for r in order] + others
 
 
 __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore", "fuse",
