@@ -163,3 +163,13 @@ def test_arrangement_only_corpus_keeps_key_and_tempo(tmp_path):
     assert all(p["soundfont"] == corpus.TEST_SOUNDFONT for p in plans)
     assert corpus.is_test_work(tracks[0].work)
     assert len({json.dumps(p["arrangement"]) for p in plans}) == 3
+    # make-corpus writes the versions' exact alignment: same structure and tempo, so
+    # every moment of one version is played at the same time in the others (and, for a
+    # tune short enough to be played twice, once more a repeat later)
+    from coverhunter.align import read_alignment
+
+    al = read_alignment(tmp_path / "t" / corpus.ALIGNMENT_FILE)
+    assert sum(len(partners) for partners in al.values()) == 6  # 3 versions, ordered pairs
+    for partners in al.values():
+        for pairs in partners.values():
+            assert pairs and all(any(abs(a - b) < 1e-3 for a2, b in pairs if a2 == a) for a, _ in pairs)
