@@ -164,6 +164,18 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     ranked = identify(idx, lm, queries, top=4)  # re-ranks by default
     for p, r in zip(plain, ranked):
         assert sorted(m.work for m in p.matches) == sorted(m.work for m in r.matches)
+    # the reader computes each catalogue summary once, equal to the one from its chroma
+    np.testing.assert_allclose(stored.summary(one.track_id), C.fourier_summary(got.chroma))
+    assert stored.summary(one.track_id) is stored.summary(one.track_id)
+    assert stored.summary("no such track") is None
+    # the serving path (segments.whole_matches) answers as identify does
+    from coverhunter.index import embed_recordings
+    from coverhunter.segments import whole_matches
+
+    q = queries[0]
+    (emb, starts), = embed_recordings(lm, [q], idx.windowing)
+    served = whole_matches(idx, emb, starts, 4, feat=np.load(q.feat))
+    assert [m.track_id for m in served] == [m.track_id for m in ranked[0].matches]
 
 
 def test_cascade_shortlist_lets_the_global_summary_pull_in_a_near_miss():

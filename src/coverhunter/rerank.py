@@ -379,6 +379,7 @@ class IndexChroma:
         self._shards = list(shards)
         self._where: dict[str, tuple[str, int]] | None = None
         self._files: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+        self._summaries: dict[str, np.ndarray | None] = {}
 
     @classmethod
     def of(cls, index) -> "IndexChroma":
@@ -422,8 +423,16 @@ class IndexChroma:
         data, offsets = f
         return AlignmentFeatures.from_chroma(chroma_from_uint8(data[offsets[loc[1]]:offsets[loc[1] + 1]]))
 
+    def summary(self, track_id: str) -> np.ndarray | None:
+        """2D Fourier summary of a catalogue recording (computed once per reader), or None."""
+        if track_id not in self._summaries:
+            a = self.get(track_id)
+            self._summaries[track_id] = None if a is None else fourier_summary(a.chroma)
+        return self._summaries[track_id]
 
-def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankConfig) -> list:
+
+def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankConfig,
+                   summary=None) -> list:
     """Re-order a query's best matches (best first) by chroma alignment.
 
     The first ``cfg.pool`` matches are the candidates; the ``cfg.k`` of them chosen by
@@ -438,6 +447,9 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     query : AlignmentFeatures
     lookup : callable track_id -> AlignmentFeatures or None
     cfg : RerankConfig
+    summary : callable track_id -> 2D Fourier summary, optional
+        Cached summaries of the catalogue (:meth:`IndexChroma.summary`); default: computed
+        from ``lookup``'s chroma.
 
     Returns
     -------
@@ -455,7 +467,8 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     if cfg.global_weight > 0 and len(cand) > cfg.k:
         glob = np.full(len(cand), np.nan)
         q = fourier_summary(query.chroma)[None]
-        glob[have] = euclidean_distances(q, global_summaries([refs[i] for i in have]))[0]
+        vecs = [summary(cand[i].track_id) if summary else fourier_summary(refs[i].chroma) for i in have]
+        glob[have] = euclidean_distances(q, np.stack(vecs))[0]
         glob[np.isnan(glob)] = glob[have].mean()
     sl = cascade_shortlist(dist, glob, cfg)
     chosen = set(int(i) for i in sl)
@@ -470,8 +483,29 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     return [cand[sl[r]] for r in order] + others
 
 
+def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFeatures,
+                    chroma: IndexChroma, cfg: RerankConfig, approximate: bool | None = None) -> list:
+    """A query's catalogue search with its best matches re-ranked: the first ``top``.
+
+    The search asks for ``cfg.pool`` works (at least ``top`` and ``cfg.k``), so that
+    :func:`rerank_matches` can choose the shortlist among them.
+
+    Parameters
+    ----------
+    index : coverhunter.index.CatalogueIndex
+    emb : np.ndarray, shape (n_chunks, E)
+        The query's chunk embeddings, and ``starts`` their start times.
+    query : AlignmentFeatures
+        The query's chroma.
+    chroma : IndexChroma
+        The catalogue's stored chroma (reuse one across queries: it caches).
+    """
+    matches = index.search(emb, starts, max(top, cfg.k, cfg.pool), approximate)
+    return rerank_matches(matches, query, chroma.get, cfg, chroma.summary)[:top]
+
+
 __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore", "fuse",
            "reordered_distances", "rerank_row", "alignment_features", "global_summaries",
            "chunk_embeddings", "chunk_windowing", "build_reranker", "DEFAULT_K", "DEFAULT_WEIGHT",
            "DEFAULT_POOL", "DEFAULT_GLOBAL_WEIGHT", "compact_chroma", "write_shard_chroma",
-           "IndexChroma", "rerank_matches", "CHROMA_SUFFIX"]
+           "IndexChroma", "rerank_matches", "search_reranked", "CHROMA_SUFFIX"]

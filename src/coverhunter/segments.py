@@ -268,9 +268,8 @@ def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], t
     if k > 0:
         chroma = chroma or rr.IndexChroma.of(index)
         if chroma.available():
-            shortlist = index.search(emb, starts, max(top, k), approximate)
-            return rr.rerank_matches(shortlist, rr.alignment_features(feat), chroma.get,
-                                     rr.RerankConfig(k=k))[:top]
+            return rr.search_reranked(index, emb, starts, top, rr.alignment_features(feat), chroma,
+                                      rr.RerankConfig(k=k), approximate)
     return index.search(emb, starts, top, approximate)
 
 

@@ -612,9 +612,8 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
         if q_chroma is None:
             matches = index.search(emb, starts, top, approximate)
         else:
-            cfg = rr.RerankConfig(k=k)
-            matches = rr.rerank_matches(index.search(emb, starts, max(top, k, cfg.pool), approximate),
-                                        q_chroma[i], stored.get, cfg)[:top]
+            matches = rr.search_reranked(index, emb, starts, top, q_chroma[i], stored,
+                                         rr.RerankConfig(k=k), approximate)
         verdict = ""
         if matches and matches[0].p_value is not None:
             verdict = "match" if matches[0].p_value <= false_alarm else "no cover in the catalogue"
