@@ -246,9 +246,10 @@ def embed_tracks(model: torch.nn.Module, feats: list, win: Windowing, *,
     return results
 
 
-def embed_audio_files(model: torch.nn.Module, audio: list, win: Windowing, features: FeatureConfig, *,
-                device: torch.device | str = "cpu", batch_size: int = 16, precision: str = "float32",
-                verbose: bool = False) -> list[tuple[np.ndarray, list[int]]]:
+def embed_audio_files(model: torch.nn.Module, audio: list, win: Windowing, features: FeatureConfig,
+                      *, device: torch.device | str = "cpu", batch_size: int = 16,
+                      precision: str = "float32", verbose: bool = False
+                      ) -> list[tuple[np.ndarray, list[int]]]:
     """Chunk embeddings straight from audio: decode -> float32 CQT -> windows -> model.
 
     No feature file is written: the fast path for embedding a catalogue. The CQT is
@@ -307,8 +308,8 @@ class MinChunkDistance:
     group chunk-major (every reference's first chunk, then every second chunk, ...), so the
     best chunk of every reference is a reshape and a max over contiguous rows,
     (rows, count, n) -> (rows, n), instead of a scatter or a strided reduction; the queries
-    of a block are reduced the same way. Each similarity is the
-    same float32 product of the same shapes as before (only the reference order differs).
+    of a block are reduced the same way. Each similarity is the same float32 dot product
+    as before; only the order of the references and the size of the blocks differ.
 
     Parameters
     ----------

@@ -25,7 +25,7 @@ def _tmp_name(path: Path) -> Path:
     return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``.
 
     The temporary file is created with mode 0666 minus the umask, like any file
@@ -58,7 +58,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_tmp(folder: Path) -> int:
-    """Delete leftover temporary files of :func:`_atomic` whose process is gone (a kill).
+    """Delete leftover temporary files of :func:`atomic_write` whose process is gone (a kill).
 
     Returns the number of files removed. Files of live processes are left alone.
     """
@@ -101,11 +101,11 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda p: p.write_bytes(data))
+    atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -117,7 +117,7 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
 def atomic_torch_save(obj: object, path: Path) -> None:
     import torch
 
-    _atomic(path, lambda p: torch.save(obj, p))
+    atomic_write(path, lambda p: torch.save(obj, p))
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import _atomic as atomic_write  # (path, writer of a temporary path)
+from ..utils import atomic_write  # (path, writer of a temporary path)
 from .results import CatalogueError
 
 log = logging.getLogger(__name__)
