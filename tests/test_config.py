@@ -11,6 +11,8 @@ def test_defaults_and_overrides():
     assert cfg.optim.max_epochs == 3 and cfg.data.chunk_frame == (10, 20)
     assert cfg.eval.distance == "mean"
     assert load_config(to_dict(cfg)) == cfg  # round trip through a plain dict
+    yaml_style = load_config(None, ["optim.amp=true"])
+    assert yaml_style.optim.amp is True and load_config(None, ["optim.amp=false"]).optim.amp is False
 
 
 def test_unknown_key_and_bad_type_raise():

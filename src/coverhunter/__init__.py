@@ -12,15 +12,28 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .checkpoint import LoadedModel, load_model
-from .config import Config, load_config
-from .dataset import Track, read_dataset, write_dataset
-from .features import cqt
-from .index import CatalogueIndex, Match, build_index, identify
-from .metrics import EvalReport, evaluate_distances
+import importlib
+
+# The public names load their modules on first use (PEP 562), so ``import coverhunter`` and
+# the training path need neither the audio stack (soundfile, soxr) nor faiss: a GPU machine
+# that trains from features has only numpy, torch, pyyaml and tqdm.
+_LAZY = {"LoadedModel": "checkpoint", "load_model": "checkpoint", "Config": "config",
+         "load_config": "config", "Track": "dataset", "read_dataset": "dataset",
+         "write_dataset": "dataset", "cqt": "features", "CatalogueIndex": "index",
+         "Match": "index", "build_index": "index", "identify": "index",
+         "EvalReport": "metrics", "evaluate_distances": "metrics"}
 
 
-def embed_audio(lm: LoadedModel, audio, device="cpu"):
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+def embed_audio(lm: "LoadedModel", audio, device="cpu"):  # noqa: F821
     """Chunk embeddings of a recording (path, or Track with features) with ``lm``.
 
     Returns

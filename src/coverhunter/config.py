@@ -158,6 +158,10 @@ class OptimConfig:
     device: str = "auto"
     amp: bool = False
     every_n_epoch_to_save: int = 1
+    # wall-clock budget of the training epochs in seconds, validation included (0 = none): after each epoch the planned number
+    # of epochs shrinks to what still fits, and the cosine decay follows, so a run on rented
+    # time ends annealed instead of cut off
+    time_budget_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -264,7 +268,8 @@ def to_dict(cfg: Any) -> dict:
 
 
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
-    """Apply ``section.key=value`` overrides (values parsed with ``ast.literal_eval``)."""
+    """Apply ``section.key=value`` overrides (values parsed with ``ast.literal_eval``; the
+    YAML spellings ``true``, ``false`` and ``null`` are accepted too)."""
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
@@ -272,7 +277,8 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = raw  # a bare string
+            yaml_words = {"true": True, "false": False, "null": None, "~": None}
+            value = yaml_words.get(raw.strip().lower(), raw)  # else a bare string
         node = data
         parts = key.split(".")
         for p in parts[:-1]:
