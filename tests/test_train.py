@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from coverhunter.checkpoint import load_model
@@ -104,3 +105,20 @@ chunk_s: 4.8
     assert (exp / "checkpoints" / "last.pt").is_file()
     p = subprocess.run(cmd[:4] + ["--only_eval"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and "val_map" in p.stdout
+
+
+def test_time_budget_shortens_the_schedule_and_survives_a_resume(tmp_path):
+    data = make_feature_lists(tmp_path / "data")
+    exp = make_experiment(tmp_path / "exp", data)
+    # a budget of about one epoch: the schedule of 20 epochs shrinks after the first
+    r = train(exp, overrides=["optim.max_epochs=20", "optim.time_budget_s=0.001"], verbose=False)
+    assert r.epochs_run == 1
+    state = torch.load(exp / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert state["trainer"]["planned_epochs"] == 1 and state["trainer"]["train_seconds"] > 0
+    r = train(exp, overrides=["optim.max_epochs=20", "optim.time_budget_s=0.001"], verbose=False)
+    assert r.epochs_run == 1  # the resumed run keeps the fitted plan: nothing left to do
+    # the cosine decay ends at the planned end, not at max_epochs
+    from coverhunter.config import OptimConfig
+
+    o = OptimConfig(warmup_steps=2, max_epochs=20, steps_per_epoch=3)
+    assert lr_at(3, o, 1 * 3) == pytest.approx(o.min_lr)

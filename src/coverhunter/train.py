@@ -158,6 +158,8 @@ class Trainer:
         self.step, self.epoch = 0, 0
         self.best, self.best_epoch, self.bad_epochs = None, -1, 0
         self.history: list[dict] = []
+        # epochs the learning-rate schedule spans: optim.max_epochs, fewer under a time budget
+        self.planned_epochs, self.train_seconds = o.max_epochs, 0.0
         self.ckpt_dir = exp_dir / "checkpoints"
         if self.is_main:  # leftovers of a killed run
             remove_stale_tmp(self.ckpt_dir), remove_stale_tmp(exp_dir)
@@ -240,6 +242,8 @@ class Trainer:
         t = state.get("trainer", {})
         self.best, self.best_epoch = t.get("best"), t.get("best_epoch", -1)
         self.bad_epochs, self.history = t.get("bad_epochs", 0), t.get("history", [])
+        self.planned_epochs = t.get("planned_epochs", self.planned_epochs)
+        self.train_seconds = t.get("train_seconds", 0.0)
         if "rng" in state:
             _set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d, step %d", last, self.epoch, self.step)
@@ -299,7 +303,7 @@ class Trainer:
         which is what DDP computes from one shard per rank (tests use this equivalence).
         """
         o = self.cfg.optim
-        lr = lr_at(self.step, o, o.max_epochs * self.steps_per_epoch)
+        lr = lr_at(self.step, o, self.planned_epochs * self.steps_per_epoch)
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
@@ -360,7 +364,9 @@ class Trainer:
                         step=self.step, epoch=self.epoch, works=self.works,
                         extra={"rng": _rng_state(), "trainer": {
                             "best": self.best, "best_epoch": self.best_epoch,
-                            "bad_epochs": self.bad_epochs, "history": self.history}})
+                            "bad_epochs": self.bad_epochs, "history": self.history,
+                            "planned_epochs": self.planned_epochs,
+                            "train_seconds": self.train_seconds}})
         return path
 
     def run(self, max_epochs: int | None = None, first_eval: bool = False) -> TrainResult:
@@ -380,7 +386,8 @@ class Trainer:
         if first_eval and self.is_main:
             log.info("first eval (epoch %d, before training): %s", self.epoch,
                      json.dumps({k: round(v, 4) for k, v in self.validate().items()}))
-        while self.epoch < end and not stop:
+        while self.epoch < min(end, self.planned_epochs) and not stop:
+            t_epoch = time.perf_counter()
             train_logs = self.train_epoch()
             row = {"epoch": self.epoch, "step": self.step,
                    **{f"train_{k}": v for k, v in train_logs.items()}}
@@ -395,11 +402,14 @@ class Trainer:
                 self.history.append(row)
                 self._log_epoch(row)
                 self.epoch += 1
+                self.train_seconds += time.perf_counter() - t_epoch
+                self._fit_budget(time.perf_counter() - t_epoch)
                 # best.pt before last.pt: a kill in between leaves last.pt one epoch behind,
                 # so the resumed run repeats that epoch and writes best.pt again
                 if improved:
                     self._save("best.pt")
-                if (self.epoch % o.every_n_epoch_to_save == 0) or improved or self.epoch == end:
+                if (self.epoch % o.every_n_epoch_to_save == 0) or improved or \
+                        self.epoch >= min(end, self.planned_epochs):
                     self._save("last.pt")
                 atomic_write_text(self.exp_dir / "history.json", json.dumps(self.history, indent=1))
                 stop = o.patience > 0 and self.bad_epochs >= o.patience
@@ -408,9 +418,10 @@ class Trainer:
             else:
                 self.epoch += 1
             if self.world > 1:
-                flag = torch.tensor([int(stop)], device=self.device if self.device.type == "cuda" else "cpu")
+                dev = self.device if self.device.type == "cuda" else "cpu"
+                flag = torch.tensor([int(stop), self.planned_epochs], device=dev)
                 dist.broadcast(flag, 0)
-                stop = bool(flag.item())
+                stop, self.planned_epochs = bool(flag[0].item()), int(flag[1].item())
         if self.writer is not None:
             self.writer.close()
         best = self.ckpt_dir / "best.pt"
@@ -418,6 +429,20 @@ class Trainer:
         return TrainResult(self.exp_dir, best if best.is_file() else None,
                            last if last.is_file() else None, self.epoch, self.step,
                            self.best, monitor_name, self.history, time.perf_counter() - t0)
+
+    def _fit_budget(self, epoch_seconds: float) -> None:
+        """Under ``optim.time_budget_s``, plan only the epochs that still fit (at the pace
+        of the slowest epoch so far); the cosine decay then ends with the last of them."""
+        budget = self.cfg.optim.time_budget_s
+        if budget <= 0:
+            return
+        self._slowest = max(getattr(self, "_slowest", 0.0), epoch_seconds)
+        fit = self.epoch + int(max(0.0, budget - self.train_seconds) // self._slowest)
+        if fit < self.planned_epochs:
+            log.info("time budget %.0f s (%.0f s used, %.1f s per epoch): the schedule now "
+                     "ends after epoch %d instead of %d", budget, self.train_seconds,
+                     self._slowest, fit - 1, self.planned_epochs - 1)
+            self.planned_epochs = fit
 
     def _log_epoch(self, row: dict) -> None:
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
