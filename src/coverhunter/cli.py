@@ -76,6 +76,26 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def cmd_pack(args) -> int:
+    from .pack import pack_features
+
+    report = pack_features(args.data_dir, args.out, lists=tuple(args.lists),
+                           mean_size=args.mean_size, alignment=not args.no_alignment)
+    if report["failed"]:
+        print(f"{len(report['failed'])} recording(s) left out:", file=sys.stderr)
+        for line in report["failed"]:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_unpack(args) -> int:
+    from .pack import unpack_features
+
+    unpack_features(args.pack, args.out_dir)
+    return 0
+
+
 def cmd_train(args) -> int:
     import json
 
@@ -358,6 +378,19 @@ def get_parser() -> argparse.ArgumentParser:
                    help="processes sharing the dataset (default: $WORLD_SIZE, else 1); the last "
                    "slice to finish writes the lists")
     s.set_defaults(func=cmd_extract)
+    s = sub.add_parser("pack", help="a data folder's training features as one small chroma pack "
+                       "(.npz, about 1/100 of the CQT files), to train a chroma model elsewhere")
+    s.add_argument("data_dir", type=Path)
+    s.add_argument("out", type=Path, help="the .npz to write")
+    s.add_argument("--lists", nargs="+", default=["train.txt", "val.txt"],
+                   help="list files of DATA_DIR to pack (default: train.txt val.txt)")
+    s.add_argument("--mean-size", type=int, default=3, help="the training config's data.mean_size")
+    s.add_argument("--no-alignment", action="store_true", help="leave DATA_DIR/alignment.jsonl out")
+    s.set_defaults(func=cmd_pack)
+    s = sub.add_parser("unpack", help="a chroma pack back to a data folder the trainer reads")
+    s.add_argument("pack", type=Path)
+    s.add_argument("out_dir", type=Path)
+    s.set_defaults(func=cmd_unpack)
     s = sub.add_parser("train", help="train EXP_DIR (config: EXP_DIR/config/hparams.yaml); resumes")
     s.add_argument("exp_dir", type=Path)
     s.add_argument("set", nargs="*", metavar="SECTION.KEY=VALUE", help="config overrides")
