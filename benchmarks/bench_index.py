@@ -39,15 +39,30 @@ import torch
 log = logging.getLogger("bench_index")
 
 
+BLOCK = 1 << 20  # rows generated at a time: no float64 or whole-array temporaries at 10^7
+
+
 def unit(n: int, d: int, seed: int) -> np.ndarray:
-    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    """(n, d) float32 random unit vectors, made block by block (deterministic per seed)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, d), np.float32)
+    for i in range(0, n, BLOCK):
+        x = rng.standard_normal((min(BLOCK, n - i), d), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[i:i + len(x)] = x
+    return out
 
 
 def clustered(n: int, d: int, seed: int, per: int = 10, spread: float = 0.6) -> np.ndarray:
+    """Recordings of ``per`` chunks around a centre: (n, d) float32 unit vectors."""
     centres = unit(n // per + 1, d, seed)
-    x = np.repeat(centres, per, axis=0)[:n] + spread * unit(n, d, seed + 1)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    out = unit(n, d, seed + 1)
+    for i in range(0, n, BLOCK):
+        x = out[i:i + BLOCK]
+        x *= spread
+        x += centres[np.arange(i, i + len(x)) // per]
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return out
 
 
 def queries_near(base: np.ndarray, n_queries: int, seed: int = 1) -> np.ndarray:
@@ -85,14 +100,15 @@ def bench_exact(base: np.ndarray, q: np.ndarray) -> dict:
                 p50=np.median(lat), p99=np.percentile(lat, 99), recall=1.0, bpv=base.shape[1] * 4)
 
 
-def bench_engine(kind: str, base: np.ndarray, extra: np.ndarray, q: np.ndarray, truth,
-                 folder: Path) -> dict:
-    """Build, +1 % add, latency and recall@10 of one faiss kind, through the index's code."""
+def bench_engine(kind: str, every: np.ndarray, m: int, q: np.ndarray, truth, folder: Path) -> dict:
+    """Build over ``every[:m]``, add the rest (+1 %), then latency and recall@10 of one faiss
+    kind, through the index's code; the float vectors are never copied whole."""
     from coverhunter.index import faiss_backend as fb
     from coverhunter.index.search import clean_shortlist
 
     path = folder / f"{kind}.faiss"
     t0 = time.perf_counter()
+    base, extra = every[:m], every[m:]
     fb.save_ann(fb.build_ann(kind, base), path)
     build = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -100,7 +116,7 @@ def bench_engine(kind: str, base: np.ndarray, extra: np.ndarray, q: np.ndarray, 
     fb.append(ann, extra)
     fb.save_ann(ann, path)
     add = time.perf_counter() - t0
-    full = np.concatenate([base, extra])
+    full = every
     rescore = full if kind == "ivfpq" else None
 
     def search(x):
@@ -118,18 +134,28 @@ def bench_size(kind_of_data: str, n: int, backends: list[str], hnsw_size: int,
                n_queries: int) -> list[dict]:
     make = clustered if kind_of_data == "clustered" else unit
     out = []
+    data = None  # (m, vectors, queries, truth), shared by the backends of one size
     for backend in backends:
         m = min(n, hnsw_size) if backend == "hnsw" else n
-        every = make(m + m // 100, 128, 0)  # the catalogue and its +1 % growth
-        base, extra = every[:m], every[m:]
-        q = queries_near(every, n_queries)
-        truth = exact_top10(every, q)
+        if data is None or data[0] != m:
+            data = None  # free the previous size's vectors before making the next
+            every = make(m + m // 100, 128, 0)  # the catalogue and its +1 % growth
+            q = queries_near(every, n_queries)
+            data = (m, every, q, exact_top10(every, q))
+            del every
+        _, every, q, truth = data
         with tempfile.TemporaryDirectory() as tmp:
             r = bench_exact(every, q) if backend == "exact" else bench_engine(
-                backend, base, extra, q, truth, Path(tmp))
+                backend, every, m, q, truth, Path(tmp))
         out.append({**r, "n": m, "data": kind_of_data})
-        log.info("%s %s %d done", kind_of_data, backend, m)
+        log.info("%s %s %d done (peak RSS %.1f GB)", kind_of_data, backend, m, peak_rss_gb())
     return out
+
+
+def peak_rss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
 
 
 def row(r: dict) -> str:
@@ -182,6 +208,7 @@ def main() -> None:
         for kind in a.kinds:
             for r in bench_size(kind, n, a.backends, a.hnsw_size, a.queries):
                 print(row(r), flush=True)
+    print(f"\npeak resident memory of this run: {peak_rss_gb():.1f} GB")
     if a.model:
         print(f"\nidentify, 4-minute recording (CQT + embed + search): {identify_time(a.model):.2f} s")
 

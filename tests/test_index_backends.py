@@ -77,6 +77,24 @@ def test_add_appends_in_place_and_equals_a_rebuild(setup, backend, tmp_path):
         assert after["ntotal"] == grown.meta["n_vectors"] > before["ntotal"]
     if backend == "qdrant":
         assert after["collection"] == before["collection"]
+    if backend in ("hnsw", "ivfpq"):  # searched and grown without loading every vector
+        assert grown._vectors is None
+
+
+def test_row_view_reads_shards_as_one_array():
+    from coverhunter.index.search import RowView
+
+    parts = [np.arange(i * 12, (i + n) * 12, dtype=np.float32).reshape(n, 12)
+             for i, n in ((0, 3), (3, 0), (3, 5), (8, 2))]
+    whole = np.concatenate(parts)
+    view = RowView(parts, 12)
+    assert view.shape == (10, 12) and len(view) == 10
+    for a, b in ((0, 10), (2, 7), (3, 3), (8, 10), (9, 50)):
+        np.testing.assert_array_equal(view[a:b], whole[a:b])
+    rows = np.array([[9, 0, 3], [4, 4, 8]])
+    np.testing.assert_array_equal(view[rows], whole[rows])
+    with pytest.raises(IndexError):
+        view[np.array([10])]
 
 
 def _list(where, name, tracks):

@@ -52,7 +52,7 @@ from .calibration import fit_calibration, p_impostor, probability_same
 from .embedding import embed_recordings, tracks_from_folder
 from .qdrant_backend import QdrantStore, new_collection_name
 from .results import CatalogueError, Match, QueryResult
-from .search import clean_shortlist, exact_search
+from .search import RowView, clean_shortlist, exact_search
 from .shard import rank_slice, resolve_rank
 
 log = logging.getLogger(__name__)
@@ -371,7 +371,7 @@ class CatalogueIndex:
             # first approximate index, a change of kind (the catalogue outgrew it), or a
             # file a killed writer left longer than meta.json says: build it once
             log.info("%s: building the %s index over %d vectors", self.root, kind, n0 + len(arr))
-            ann = fb.build_ann(kind, np.concatenate([self.vectors(), arr]))
+            ann = fb.build_ann(kind, RowView([*self._all_parts(), arr], arr.shape[1]))
             self._writer = [self._ann_path().name, ann, 0]
         else:  # catch up with rows committed without it (a killed add), then append
             fb.append(ann, np.concatenate([self._rows(ann.ntotal, n0), arr]))
@@ -407,15 +407,20 @@ class CatalogueIndex:
                 self._save_writer()
         self._writer = None
 
+    def _all_parts(self) -> list[np.ndarray]:
+        """Each shard's vectors, memory-mapped (or the concatenation when already made)."""
+        if self._parts is None and self._vectors is None:
+            self._check_shards()
+        return self._parts if self._parts is not None else [self._vectors]
+
+    def row_view(self) -> RowView:
+        """Every chunk vector as a :class:`RowView`: rows are read from the memory-mapped
+        shards when asked for, never all at once."""
+        return RowView(self._all_parts(), self.meta["embed_dim"])
+
     def _rows(self, start: int, stop: int) -> np.ndarray:
         """Vectors of rows ``start..stop-1`` without concatenating every shard."""
-        out, first = [], 0
-        for part in self._parts if self._parts is not None else [self.vectors()]:
-            a, b = max(start, first), min(stop, first + len(part))
-            if a < b:
-                out.append(np.asarray(part[a - first:b - first]))
-            first += len(part)
-        return np.concatenate(out) if out else np.zeros((0, self.meta["embed_dim"]), np.float32)
+        return self.row_view()[start:stop]
 
     def _engine_rebuild(self, arr: np.ndarray, name: str) -> None:
         """A new engine index over ``arr`` under a new name (compaction; before the commit)."""
@@ -436,7 +441,7 @@ class CatalogueIndex:
             ann = fb.load_ann(self._ann_path())
             if ann is None:
                 log.info("%s: no %s index on disk; building one in memory", self.root, kind)
-                ann = fb.build_ann(kind, self.vectors())
+                ann = fb.build_ann(kind, self.row_view())
             self._ann = ann
         return self._ann
 
@@ -487,11 +492,11 @@ class CatalogueIndex:
         ann = self._ann_index("hnsw" if kind == "exact" else kind)
         sims, rows = fb.search_ann(ann, q, k_engine)
         if ann.ntotal < len(dead):  # rows the last writer has not written into the file yet
-            t_sims, t_rows = exact_search(q, self.vectors()[ann.ntotal:], dead[ann.ntotal:],
+            t_sims, t_rows = exact_search(q, self._rows(ann.ntotal, len(dead)), dead[ann.ntotal:],
                                           min(k, len(dead) - ann.ntotal))
             sims = np.concatenate([sims, t_sims], 1)
             rows = np.concatenate([rows, np.where(t_rows >= 0, t_rows + ann.ntotal, -1)], 1)
-        rescore = self.vectors() if fb.kind_of(ann) == "ivfpq" else None
+        rescore = self.row_view() if fb.kind_of(ann) == "ivfpq" else None
         return clean_shortlist(q, sims, rows, k, dead=dead, n_rows=len(dead), vectors=rescore)
 
     def search(self, q: np.ndarray, q_starts: list[float], top: int = 10,

@@ -10,6 +10,47 @@ import numpy as np
 import torch
 
 
+class RowView:
+    """Several (memory-mapped) ``(n_i, dim)`` arrays read as one ``(sum n_i, dim)`` array.
+
+    Only the rows asked for are read: ``view[a:b]`` copies that range, ``view[rows]``
+    (an int array of any shape) gathers those rows, so re-scoring a shortlist or building
+    an index block by block never holds the whole catalogue in memory (10^7 chunk vectors
+    are 5 GB of float32).
+    """
+
+    def __init__(self, parts: list[np.ndarray], dim: int):
+        self.parts = list(parts)
+        self.offsets = np.concatenate([[0], np.cumsum([len(p) for p in self.parts])]).astype(np.int64)
+        self.shape = (int(self.offsets[-1]), int(dim))
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                raise IndexError("RowView slices take no step")
+            out = []
+            for part, first in zip(self.parts, self.offsets[:-1]):
+                a, b = max(start, first), min(stop, first + len(part))
+                if a < b:
+                    out.append(np.asarray(part[a - first:b - first], np.float32))
+            return np.concatenate(out) if out else np.zeros((0, self.shape[1]), np.float32)
+        rows = np.asarray(key, np.int64)
+        flat = rows.ravel()
+        if len(flat) and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"rows outside 0..{len(self) - 1}")
+        which = np.searchsorted(self.offsets, flat, side="right") - 1
+        out = np.empty((len(flat), self.shape[1]), np.float32)
+        for p in np.unique(which):
+            sel = which == p
+            out[sel] = self.parts[p][flat[sel] - self.offsets[p]]
+        return out.reshape(*rows.shape, self.shape[1])
+
+
 def exact_search(q: np.ndarray, vectors: np.ndarray, dead: np.ndarray | None,
                  k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` rows by inner product.
