@@ -161,3 +161,25 @@ def test_ranks_by_counting_equal_a_full_sort(seed):
     ap, first = _reference_ap(d, q, r, drop, pessimistic=False)
     np.testing.assert_allclose(orig.per_query_ap, ap, atol=1e-12)
     assert orig.per_query_rank1 == first
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_label_group_path_equals_the_mask_path(dtype):
+    """Self-exclusion and no exclusion take a path without (b, n) masks; an explicit mask
+    of the same pairs takes the general one: every per-query number must agree, with
+    ties, NaNs, infinities and string labels."""
+    from coverhunter.metrics import self_exclusion
+
+    rng = np.random.default_rng(3)
+    n = 300
+    labels = np.array([f"w{i}" for i in rng.integers(0, 40, n)])
+    d = np.round(rng.random((n, n)), 2).astype(dtype)  # many ties
+    d[rng.random((n, n)) < 0.01] = np.nan
+    d[rng.random((n, n)) < 0.01] = np.inf
+    mask = np.eye(n, dtype=bool)
+    for fast, slow in ((self_exclusion(n), mask), (None, np.zeros((n, n), bool))):
+        a = evaluate_distances(d, labels, labels, exclude=fast, block=64)
+        b = evaluate_distances(d, labels, labels, exclude=slow, block=64)
+        assert a.per_query_ap == b.per_query_ap and a.per_query_rank1 == b.per_query_rank1
+        assert (a.map, a.mr1, a.top10, a.hit_rate, a.n_queries) == (b.map, b.mr1, b.top10, b.hit_rate,
+                                                                     b.n_queries)

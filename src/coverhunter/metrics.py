@@ -93,6 +93,52 @@ def _relevant_ranks(d: np.ndarray, rel: np.ndarray, keep: np.ndarray, stable: bo
     return np.where(np.isfinite(x), ranks, np.inf)
 
 
+def _label_groups(ql: np.ndarray, rl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each query's relevant references without a (queries x refs) comparison:
+    ``order[lo[i]:hi[i]]`` are the references with query i's label, in reference order."""
+    order = np.argsort(rl, kind="stable")
+    srt = rl[order]
+    return np.searchsorted(srt, ql, "left"), np.searchsorted(srt, ql, "right"), order
+
+
+def _ranks_by_label(d: np.ndarray, start: int, groups, self_excluded: bool) -> np.ndarray:
+    """:func:`_relevant_ranks` (pessimistic ties) for a block whose only exclusions are each
+    query's own entry (``self_excluded``) or none, without building (b, n) masks.
+
+    The relevant items are gathered from the label groups; then
+    #{kept irrelevant with d <= x_k} = #{all with d <= x_k} - #{excluded with d <= x_k}
+    - #{kept relevant with d <= x_k}, where only the first count passes over the block
+    (in torch, on every thread). NaN distances never count and are never found.
+    """
+    lo, hi, order = groups
+    b = d.shape[0]
+    lo, hi = lo[start:start + b], hi[start:start + b]
+    counts = hi - lo
+    r_max = max(1, int(counts.max()) if b else 1)
+    slot = np.arange(r_max)
+    present = slot[None, :] < counts[:, None]
+    j = order[np.where(present, lo[:, None] + slot[None, :], 0).clip(max=len(order) - 1)] \
+        if len(order) else np.zeros((b, r_max), np.int64)
+    rows = np.arange(b)[:, None]
+    x = np.where(present, d[rows, j], np.inf)
+    x[np.isnan(x)] = np.inf
+    if self_excluded:
+        x[j == rows + start] = np.inf
+    by_x = np.argsort(x, axis=1, kind="stable")  # ties keep reference order
+    x = np.take_along_axis(x, by_x, 1)
+    dt = torch.from_numpy(d)
+    diag = d[np.arange(b), np.arange(start, start + b)] if self_excluded else None
+    ranks = np.empty(x.shape)
+    for k in range(r_max):
+        xk = x[:, k]
+        le = (dt <= torch.from_numpy(xk)[:, None]).sum(1).numpy()
+        if self_excluded:
+            le = le - (diag <= xk)
+        le = le - np.count_nonzero(x <= xk[:, None], axis=1)
+        ranks[:, k] = le + k + 1
+    return np.where(np.isfinite(x), ranks, np.inf)
+
+
 def _block_stats(ranks: torch.Tensor, topk: int | None):
     """Per-query AP, first-relevant rank (0 if none), relevant in top 10, hit@1."""
     if topk:
@@ -149,12 +195,23 @@ def evaluate_distances(dist, query_labels, ref_labels, *, exclude="auto", mode: 
         raise ValueError(f"exclude mask {np.shape(exclude)} does not match {shape}")
     rows = dist if callable(dist) else (lambda a, b: dist[a:b])
     excl = exclude if callable(exclude) or exclude is None else (lambda a, b: exclude[a:b])
+    # the common cases (no exclusion, or each query's own entry) never build (b, n) masks
+    by_label = mode == "standard" and (excl is None or (isinstance(excl, SelfExclusion)
+                                                        and excl.n == shape[1]))
+    groups = _label_groups(ql, rl) if by_label else None
     aps, firsts, top10s, hit1s = [], [], [], []
     for s in range(0, len(ql), block):
         e = min(len(ql), s + block)
-        d = np.ascontiguousarray(rows(s, e), dtype=np.float64)
+        d = np.asarray(rows(s, e))
+        # float32 distances stay float32: comparisons give the same answers in float64
+        d = np.ascontiguousarray(d, dtype=np.float32 if d.dtype == np.float32 else np.float64)
         if d.shape != (e - s, shape[1]):
             raise ValueError(f"distance block {tuple(d.shape)} for rows {s}:{e} of {shape}")
+        if by_label:
+            ranks = _ranks_by_label(d, s, groups, excl is not None)
+            ap, first, top10, hit1 = _block_stats(torch.from_numpy(ranks), None)
+            aps.append(ap), firsts.append(first), top10s.append(top10), hit1s.append(hit1)
+            continue
         rel = ql[s:e, None] == rl[None, :]
         drop = d < 0 if mode == "original" else (
             np.array(excl(s, e), bool) if excl is not None else np.zeros(d.shape, bool))
@@ -198,16 +255,22 @@ def _bootstrap(ap, first, top10, hit1, use, n_boot: int, seed: int) -> dict:
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in samples.items()}
 
 
-def self_exclusion(n: int):
-    """Exclusion for query list == reference list (each query's own entry), as a callable
-    that gives blocks of rows, so that no n x n mask is ever built."""
+class SelfExclusion:
+    """Exclusion for query list == reference list (each query's own entry): called with
+    ``(start, stop)`` it gives that block of rows, so no n x n mask is ever built."""
 
-    def block(start: int, stop: int) -> np.ndarray:
-        m = np.zeros((stop - start, n), dtype=bool)
+    def __init__(self, n: int):
+        self.n = n
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        m = np.zeros((stop - start, self.n), dtype=bool)
         m[np.arange(stop - start), np.arange(start, stop)] = True
         return m
 
-    return block
+
+def self_exclusion(n: int) -> SelfExclusion:
+    """Each query's own entry excluded (query list == reference list); see :class:`SelfExclusion`."""
+    return SelfExclusion(n)
 
 
 def pairs_exclusion(shape: tuple[int, int], pairs) -> np.ndarray:
