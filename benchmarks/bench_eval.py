@@ -80,7 +80,7 @@ def main() -> None:
              a.threads)
     log.info("| path | seconds | time vs previous | MAP | MR1 | top-10 |\n|---|---|---|---|---|---|")
     for name, rep, t in (("previous (scatter max, torch counting)", old, t_old),
-                         ("current (grouped max, numpy counting)", new, t_new)):
+                         ("current (grouped max, ranks from label groups)", new, t_new)):
         log.info("| %s | %.1f | %.2f | %.4f | %.2f | %.4f |", name, t, t / t_old, rep.map, rep.mr1, rep.top10)
     log.info("\nper-query AP and first ranks identical: %s; peak resident memory %.0f MB "
              "(after the current path: %.0f MB)", same, peak_mb(), m_new)

@@ -17,10 +17,10 @@ catalogue chunk, top 10; IVF-PQ re-scores its 40-row shortlist with the float ve
 Bytes per vector: the engine's file (HNSW: floats + graph; IVF-PQ: 32 B codes + 8 B
 id + lists); the float vectors the index keeps for re-scoring add 512 B on disk.
 
-HNSW builds about 1,700 vectors/s on 2 busy cores (10^6 would take ~10 min alone), so it
-is measured at ``--hnsw-size`` vectors (default 100,000) and its row says so. 10^7
-vectors (5 GB of floats, an IVF-PQ build of ~15-20 min here) does not fit a few minutes:
-``--sizes 10000000`` runs it where there is the time and memory. Qdrant's local mode is
+HNSW builds about 4,000 vectors/s on 2 idle cores (10^6: ~5 min per kind of data), so
+by default it is measured at ``--hnsw-size`` vectors (100,000) and its row says so;
+``--hnsw-size 1000000`` measures it at 10^6. ``--sizes 10000000`` (5 GB of vectors,
+about 8 GB resident, ~15 min for both kinds of data with exact and ivfpq) runs 10^7. Qdrant's local mode is
 a brute-force test engine, so it is not timed here: a Qdrant server's numbers are its
 own (HNSW, quantisation) and depend on the cluster.
 """
