@@ -124,7 +124,7 @@ def test_rerank_matches_reorders_head_and_keeps_tail():
     store["cover"] = R.alignment_features(synthetic_cqt(src + 2, 13, rng))
     ids = ["d0", "d1", "d2", "d3", "cover", "d4", "missing", "tail"]
     matches = [Match(f"w_{t}", t, 0.9 - 0.01 * i, 0.0, 0.0) for i, t in enumerate(ids)]
-    out = R.rerank_matches(matches, query, store.get, R.RerankConfig(k=7, weight=0.8))
+    out = R.rerank_matches(matches, query, store.get, R.RerankConfig(k=7, weight=0.8, global_weight=0.0))
     assert sorted(m.track_id for m in out) == sorted(ids)  # nothing dropped
     assert out[0].track_id == "cover" and out[-1].track_id == "tail"
     # without stored chroma nothing moves
@@ -137,6 +137,12 @@ def test_rerank_matches_reorders_head_and_keeps_tail():
     assert rest == [t for t in ids if t in rest]
     plain = R.rerank_matches(matches, query, store.get, R.RerankConfig(k=3, pool=3, weight=0.8))
     assert "cover" not in [m.track_id for m in plain[:3]]
+    # a candidate from the summary search (outside the embedding's pool of 3) is aligned
+    # too; one of a work already among the candidates is ignored
+    far = [Match("w_cover", "cover", 0.5, 0.0, 0.0), Match("w_d0", "d0", 0.1, 0.0, 0.0)]
+    head = [m for m in matches if m.track_id != "cover"]
+    out = R.rerank_matches(head, query, store.get, R.RerankConfig(k=3, pool=3, weight=0.8), extra=far)
+    assert out[0].track_id == "cover" and sorted(m.track_id for m in out) == sorted(ids)
 
 
 def test_index_stores_chroma_and_identify_reranks(tmp_path):
@@ -176,6 +182,14 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     (emb, starts), = embed_recordings(lm, [q], idx.windowing)
     served = whole_matches(idx, emb, starts, 4, feat=np.load(q.feat))
     assert [m.track_id for m in served] == [m.track_id for m in ranked[0].matches]
+    # the summary search and the exact scores of the recordings it finds
+    near = stored.nearest(R.alignment_features(np.load(q.feat)), 3)
+    assert len(near) == 3 and set(near) <= {t.track_id for t in full if t.version == "v0"}
+    scored = idx.score_tracks(emb, starts, near + ["no such track"])
+    by_work = {m.work: m for m in idx.search(emb, starts, 50, approximate=False)}
+    assert len(scored) == 3
+    for m in scored:
+        assert m.score == pytest.approx(by_work[m.work].score, abs=1e-6)
 
 
 def test_cascade_shortlist_lets_the_global_summary_pull_in_a_near_miss():
@@ -184,8 +198,13 @@ def test_cascade_shortlist_lets_the_global_summary_pull_in_a_near_miss():
     emb = np.linspace(0.1, 1.0, 10)  # embedding order 0, 1, ..., 9
     glob = np.full(10, 1.0)
     glob[4] = 0.0  # reference 4 is far the closest by the global summary
-    plain = RerankConfig(k=3, pool=3)
+    plain = RerankConfig(k=3, pool=3, global_pool=0)
     assert list(cascade_shortlist(emb, glob, plain)) == [0, 1, 2]
+    # the summary's own nearest join the candidates, beyond the embedding's pool
+    glob2 = np.full(10, 1.0)
+    glob2[8] = 0.0
+    assert 8 in cascade_shortlist(emb, glob2, RerankConfig(k=3, pool=3, global_pool=1))
+    assert 8 not in cascade_shortlist(emb, glob2, RerankConfig(k=3, pool=6, global_pool=0))
     assert list(cascade_shortlist(emb, glob, RerankConfig(k=3, pool=6, global_weight=0.0))) == [0, 1, 2]
     wide = RerankConfig(k=3, pool=6, global_weight=0.5)
     sl = cascade_shortlist(emb, glob, wide)

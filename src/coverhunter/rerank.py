@@ -57,8 +57,14 @@ DEFAULT_WEIGHT = 0.9
 # choosing the k to align among them; on the same corpus (weight 0.9): MAP 0.207 for the
 # plain top 50, 0.239 with pool 100 and global weight 0.5; a sweep outside the benchmark
 # gave 0.240 with pool 150 (0.5) and 0.238 with pool 150 (0.75)
+# The recordings nearest by the 2D Fourier summary join the candidates (``global_pool``):
+# on the same corpus, with pool 100 and weight 0.9, MAP 0.239 without them (global weight
+# 0.5), 0.245 with the summary's top 100 at global weight 0.5, 0.246 at 0.7, 0.236 at 0.9
+# (with the summary's top 50: 0.242, 0.241, 0.234); `bench_accuracy.py --tune` with these
+# defaults: 0.246 at fusion weight 0.9 and 1.0, 0.244 at 0.8.
 DEFAULT_POOL = 100
-DEFAULT_GLOBAL_WEIGHT = 0.5
+DEFAULT_GLOBAL_POOL = 100
+DEFAULT_GLOBAL_WEIGHT = 0.7
 SOURCES = ("chroma", "embedding", "both")
 
 
@@ -69,6 +75,8 @@ class RerankConfig:
     k: int = DEFAULT_K  # shortlist length per query
     weight: float = DEFAULT_WEIGHT  # 0 = embedding order, 1 = alignment order
     pool: int = DEFAULT_POOL  # embedding candidates the shortlist is chosen from
+    # nearest by the 2D Fourier summary added to those candidates (0 = none)
+    global_pool: int = DEFAULT_GLOBAL_POOL
     global_weight: float = DEFAULT_GLOBAL_WEIGHT  # 2D Fourier summary in that choice
     source: str = "chroma"  # "chroma", "embedding" or "both"
     qmax: QmaxParams = QmaxParams()
@@ -85,6 +93,8 @@ class RerankConfig:
             raise ValueError(f"rerank shortlist k must be >= 1, got {self.k}")
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"rerank weight must be in [0, 1], got {self.weight}")
+        if self.pool < 0 or self.global_pool < 0:
+            raise ValueError(f"rerank pools must be >= 0, got {self.pool} and {self.global_pool}")
         if not 0.0 <= self.global_weight <= 1.0:
             raise ValueError(f"rerank global_weight must be in [0, 1], got {self.global_weight}")
 
@@ -108,7 +118,11 @@ def shortlist(dist_row: np.ndarray, k: int, exclude_row: np.ndarray | None = Non
 
 def cascade_shortlist(dist_row: np.ndarray, global_row: np.ndarray | None, cfg: "RerankConfig",
                       exclude_row: np.ndarray | None = None) -> np.ndarray:
-    """The ``k`` references to align: the best of the ``pool`` nearest by embedding.
+    """The ``k`` references to align, chosen among two searches' candidates.
+
+    The candidates are the ``pool`` nearest by embedding and the ``global_pool`` nearest
+    by the 2D Fourier summary (two vector searches); the ``k`` best of them by the fused
+    score (embedding and summary z-scores, ``global_weight``) are kept.
 
     Parameters
     ----------
@@ -122,7 +136,13 @@ def cascade_shortlist(dist_row: np.ndarray, global_row: np.ndarray | None, cfg: 
     np.ndarray of int, shape (<= k,), best first by the fused score.
     """
     cand = shortlist(dist_row, max(cfg.k, cfg.pool), exclude_row)
-    if global_row is None or cfg.global_weight == 0.0 or len(cand) <= cfg.k:
+    if global_row is None or cfg.global_weight == 0.0:
+        return cand[:cfg.k]
+    if cfg.global_pool > 0:
+        near = shortlist(np.where(np.isnan(np.asarray(dist_row, np.float64)), np.nan, global_row),
+                         cfg.global_pool, exclude_row)
+        cand = np.union1d(cand, near)
+    if len(cand) <= cfg.k and cfg.global_pool == 0:
         return cand[:cfg.k]
     f = fuse(np.asarray(dist_row)[cand], -np.asarray(global_row, np.float64)[cand], cfg.global_weight)
     return cand[np.argsort(-f, kind="stable")][:cfg.k]
@@ -316,7 +336,7 @@ def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfi
     q_feats = [t.feat for t in queries]
     r_feats = q_feats if refs is None else [t.feat for t in refs]
     rk = Reranker(rr)
-    cascade = rr.global_weight > 0 and rr.pool > rr.k
+    cascade = rr.global_weight > 0 and (rr.pool > rr.k or rr.global_pool > 0)
     if rr.source in ("chroma", "both") or cascade:
         rk.query_align = [alignment_features(f) for f in q_feats]
         rk.ref_align = rk.query_align if refs is None else [alignment_features(f) for f in r_feats]
@@ -352,17 +372,23 @@ def compact_chroma(feat) -> np.ndarray:
 def write_shard_chroma(root, shard: str, chromas: list[np.ndarray]) -> None:
     """Chroma of a shard's recordings (in its ``.jsonl`` order), one file, written atomically.
 
-    ``data``: all recordings' uint8 chroma concatenated (sum T, 12); ``offsets``: (n + 1,).
+    ``data``: all recordings' uint8 chroma concatenated (sum T, 12); ``offsets``: (n + 1,);
+    ``summary``: their 2D Fourier summaries (n, 456) float32.
     """
     import io
     from pathlib import Path
 
     from .utils import atomic_write_bytes
 
+    from .classical import chroma_from_uint8
+
     offsets = np.cumsum([0] + [len(c) for c in chromas]).astype(np.int64)
     data = np.concatenate(chromas) if chromas else np.zeros((0, 12), np.uint8)
+    # 2D Fourier summaries (n, D) for the global candidates of identify, from the stored chroma
+    summaries = np.stack([fourier_summary(chroma_from_uint8(c)) for c in chromas]) if chromas \
+        else np.zeros((0, 0), np.float32)
     buf = io.BytesIO()
-    np.savez(buf, data=data.astype(np.uint8), offsets=offsets)
+    np.savez(buf, data=data.astype(np.uint8), offsets=offsets, summary=summaries.astype(np.float32))
     atomic_write_bytes(Path(root) / f"{shard}{CHROMA_SUFFIX}", buf.getvalue())
 
 
@@ -380,6 +406,8 @@ class IndexChroma:
         self._where: dict[str, tuple[str, int]] | None = None
         self._files: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
         self._summaries: dict[str, np.ndarray | None] = {}
+        self._all: tuple[list[str], np.ndarray] | None = None
+        self._stored_summaries: dict[str, np.ndarray] = {}
 
     @classmethod
     def of(cls, index) -> "IndexChroma":
@@ -406,6 +434,8 @@ class IndexChroma:
             try:
                 with np.load(path) as z:
                     self._files[shard] = (z["data"], z["offsets"])
+                    if "summary" in z and len(z["summary"]) == len(z["offsets"]) - 1:
+                        self._stored_summaries[shard] = z["summary"]
             except (OSError, ValueError, KeyError):
                 self._files[shard] = None  # missing or damaged: no re-ranking for this shard
         return self._files[shard]
@@ -424,15 +454,49 @@ class IndexChroma:
         return AlignmentFeatures.from_chroma(chroma_from_uint8(data[offsets[loc[1]]:offsets[loc[1] + 1]]))
 
     def summary(self, track_id: str) -> np.ndarray | None:
-        """2D Fourier summary of a catalogue recording (computed once per reader), or None."""
+        """2D Fourier summary of a catalogue recording (stored with its chroma, or computed
+        once per reader), or None."""
         if track_id not in self._summaries:
-            a = self.get(track_id)
-            self._summaries[track_id] = None if a is None else fourier_summary(a.chroma)
+            if self._where is None:
+                self._where = self._locate()
+            loc = self._where.get(track_id)
+            f = None if loc is None else self._file(loc[0])
+            stored = None if f is None else self._stored_summaries.get(loc[0])
+            if stored is not None:
+                self._summaries[track_id] = stored[loc[1]]
+            else:
+                a = self.get(track_id)
+                self._summaries[track_id] = None if a is None else fourier_summary(a.chroma)
         return self._summaries[track_id]
+
+    def summaries(self) -> tuple[list[str], np.ndarray]:
+        """Every recording with chroma and its summary: (track ids, (n, D) float32), once
+        per reader. A scan of n x 456 floats per query (0.5 GB at 300,000 recordings)."""
+        if self._all is None:
+            if self._where is None:
+                self._where = self._locate()
+            ids, vecs = [], []
+            for t in self._where:
+                v = self.summary(t)
+                if v is not None:
+                    ids.append(t), vecs.append(v)
+            self._all = (ids, np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, 1), np.float32))
+        return self._all
+
+    def nearest(self, query: AlignmentFeatures, n: int) -> list[str]:
+        """The ``n`` catalogue recordings nearest to ``query`` by the 2D Fourier summary."""
+        ids, mat = self.summaries()
+        if n <= 0 or not ids:
+            return []
+        # unit-length summaries: the nearest by distance are the largest inner products
+        sims = mat @ fourier_summary(query.chroma)
+        top = np.arange(len(ids)) if n >= len(ids) else np.argpartition(-sims, n)[:n]
+        top = top[np.lexsort((top, -sims[top]))]  # best first, ties by catalogue order
+        return [ids[i] for i in top]
 
 
 def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankConfig,
-                   summary=None) -> list:
+                   summary=None, extra: list | None = None) -> list:
     """Re-order a query's best matches (best first) by chroma alignment.
 
     The first ``cfg.pool`` matches are the candidates; the ``cfg.k`` of them chosen by
@@ -450,6 +514,9 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     summary : callable track_id -> 2D Fourier summary, optional
         Cached summaries of the catalogue (:meth:`IndexChroma.summary`); default: computed
         from ``lookup``'s chroma.
+    extra : list of index.Match, optional
+        More candidates (the works nearest by the 2D Fourier summary, with their embedding
+        scores); those of works already among the candidates are ignored.
 
     Returns
     -------
@@ -458,6 +525,11 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     its embedding score alone.
     """
     cand, rest = list(matches[:max(cfg.k, cfg.pool)]), list(matches[max(cfg.k, cfg.pool):])
+    if extra:
+        seen = {m.work for m in cand}
+        added = [m for m in extra if m.work not in seen and not seen.add(m.work)]
+        cand += added
+        rest = [m for m in rest if m.work not in seen]
     refs = [lookup(m.track_id) for m in cand]
     have = [i for i, r in enumerate(refs) if r is not None]
     if len(cand) < 2 or not have:
@@ -487,8 +559,9 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
                     chroma: IndexChroma, cfg: RerankConfig, approximate: bool | None = None) -> list:
     """A query's catalogue search with its best matches re-ranked: the first ``top``.
 
-    The search asks for ``cfg.pool`` works (at least ``top`` and ``cfg.k``), so that
-    :func:`rerank_matches` can choose the shortlist among them.
+    The search asks for ``cfg.pool`` works (at least ``top`` and ``cfg.k``), and the
+    ``cfg.global_pool`` recordings nearest by the 2D Fourier summary join them with their
+    embedding scores, so that :func:`rerank_matches` can choose the shortlist among both.
 
     Parameters
     ----------
@@ -501,11 +574,14 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
         The catalogue's stored chroma (reuse one across queries: it caches).
     """
     matches = index.search(emb, starts, max(top, cfg.k, cfg.pool), approximate)
-    return rerank_matches(matches, query, chroma.get, cfg, chroma.summary)[:top]
+    extra = None
+    if cfg.global_pool > 0 and cfg.global_weight > 0:
+        extra = index.score_tracks(emb, starts, chroma.nearest(query, cfg.global_pool))
+    return rerank_matches(matches, query, chroma.get, cfg, chroma.summary, extra)[:top]
 
 
 __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore", "fuse",
            "reordered_distances", "rerank_row", "alignment_features", "global_summaries",
            "chunk_embeddings", "chunk_windowing", "build_reranker", "DEFAULT_K", "DEFAULT_WEIGHT",
-           "DEFAULT_POOL", "DEFAULT_GLOBAL_WEIGHT", "compact_chroma", "write_shard_chroma",
+           "DEFAULT_POOL", "DEFAULT_GLOBAL_POOL", "DEFAULT_GLOBAL_WEIGHT", "compact_chroma", "write_shard_chroma",
            "IndexChroma", "rerank_matches", "search_reranked", "CHROMA_SUFFIX"]

@@ -75,6 +75,7 @@ class CatalogueIndex:
         self._vectors: np.ndarray | None = None  # their concatenation, made on first use
         self._tracks: list[dict] | None = None  # live recordings, in row order
         self._dead: np.ndarray | None = None  # (n_vectors,) bool: rows of removed recordings
+        self._by_id: dict | None = None  # track_id -> track line, made on first use
         self._ann = None
         self._lock_root = self.root  # the folder whose lock guards writes
         self._writer: list | None = None  # [ann file name, faiss index, rows saved]: add()'s
@@ -180,6 +181,7 @@ class CatalogueIndex:
 
     def _forget(self) -> None:
         self._parts, self._vectors, self._tracks, self._dead, self._ann = None, None, None, None, None
+        self._by_id = None
 
     # -- adding -------------------------------------------------------------------------
     def add(self, lm: LoadedModel, tracks: list[Track], device="cpu", verbose: bool = True,
@@ -524,13 +526,39 @@ class CatalogueIndex:
                                     t["starts"][ref_chunk])
             if len(best) >= top:
                 break
-        matches = sorted(best.values(), key=lambda m: -m.score)
+        return self._calibrated(sorted(best.values(), key=lambda m: -m.score))
+
+    def _calibrated(self, matches: list[Match]) -> list[Match]:
         cal = self.meta.get("calibration")
         if cal:
             n = self.meta["n_tracks"]  # a work scores its best track: n wrong tracks compete
             matches = [Match(**{**asdict(m), "probability": probability_same(cal, m.score),
                                 "p_value": p_impostor(cal, m.score, n)}) for m in matches]
         return matches
+
+    def score_tracks(self, q: np.ndarray, q_starts: list[float], track_ids: list[str]) -> list[Match]:
+        """Exact matches of a query (its normalised chunk embeddings (m, E)) with the given
+        catalogue recordings: one per work (its best listed recording), best first.
+
+        Unknown or removed track ids are skipped. Used for candidates that another search
+        found (:func:`coverhunter.rerank.search_reranked`).
+        """
+        if not track_ids or self.meta["n_tracks"] == 0:
+            return []
+        if self._by_id is None:
+            self._by_id = {t["track_id"]: t for t in self.tracks()}
+        best: dict[str, Match] = {}
+        q = np.asarray(q, np.float32)
+        for tid in track_ids:
+            t = self._by_id.get(tid)
+            if t is None:
+                continue
+            sims = q @ self._rows(t["row"], t["row"] + len(t["starts"])).T
+            qi, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
+            m = Match(t["work"], t["track_id"], float(sims[qi, j]), q_starts[qi], t["starts"][j])
+            if t["work"] not in best or m.score > best[t["work"]].score:
+                best[t["work"]] = m
+        return self._calibrated(sorted(best.values(), key=lambda m: -m.score))
 
     # -- calibration ----------------------------------------------------------------------
     def calibrate(self, lm: LoadedModel, tracks: list[Track], device="cpu",
