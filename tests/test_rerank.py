@@ -182,6 +182,16 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     (emb, starts), = embed_recordings(lm, [q], idx.windowing)
     served = whole_matches(idx, emb, starts, 4, feat=np.load(q.feat))
     assert [m.track_id for m in served] == [m.track_id for m in ranked[0].matches]
+    # a shard written before summaries were stored: they are computed from its chroma
+    shard = idx.meta["shards"][0]
+    npz = tmp_path / "index" / f"{shard}{R.CHROMA_SUFFIX}"
+    with np.load(npz) as z:
+        stored_summary, data, offsets = z["summary"], z["data"], z["offsets"]
+    np.savez(str(npz)[:-4], data=data, offsets=offsets)
+    old = R.IndexChroma.of(idx)
+    ids, mat = old.summaries()
+    assert len(ids) == len(stored_summary)
+    np.testing.assert_allclose(mat, stored_summary, atol=1e-6)
     # the summary search and the exact scores of the recordings it finds
     near = stored.nearest(R.alignment_features(np.load(q.feat)), 3)
     assert len(near) == 3 and set(near) <= {t.track_id for t in full if t.version == "v0"}
