@@ -114,8 +114,9 @@ def chroma_of(tracks) -> list:
     return [R.alignment_features(t.feat) for t in tracks]
 
 
-def global_distances(align) -> np.ndarray:
-    s = np.stack([C.fourier_summary(a.chroma) for a in align])
+def global_distances(align, projection=None) -> np.ndarray:
+    """2D Fourier summary distances; ``projection``: the model's fitted summary projection."""
+    s = R.global_summaries(align, projection)
     return C.euclidean_distances(s, s)
 
 
@@ -189,7 +190,8 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int) -> dict:
     d, t2 = timed(apply_rerank, d_model, lists, weight)
     rows[f"model + re-rank top {k} (chroma Qmax)"] = (d, t_model + t_chroma + t + t2)
     rr = R.RerankConfig(k=k, weight=weight)
-    lists, t = timed(shortlist_scores, d_model, d_glob, chroma_scorer(align, rr), rr)
+    d_sum, t_glob = timed(global_distances, align, lm.summary_projection)  # as identify does
+    lists, t = timed(shortlist_scores, d_model, d_sum, chroma_scorer(align, rr), rr)
     d, t2 = timed(apply_rerank, d_model, lists, weight)
     rows[TWO_STAGE.format(k=k, pool=rr.pool, gpool=rr.global_pool)] = (d, t_model + t_chroma + t_glob + t + t2)
     t_rerank = t_glob + t + t2
@@ -253,7 +255,7 @@ def tune(lm, tracks, device, k: int) -> dict:
     plain = R.RerankConfig(k=k, pool=k)
     rr = R.RerankConfig(k=k)
     no_union = R.RerankConfig(k=k, global_pool=0, global_weight=0.5)
-    d_glob = global_distances(align)
+    d_glob = global_distances(align, lm.summary_projection)
     lists = {"chroma": shortlist_scores(d_model, None, chroma_scorer(align, plain), plain),
              f"chroma, 2DFTM shortlist of top {rr.pool} (no summary candidates)": shortlist_scores(
                  d_model, d_glob, chroma_scorer(align, no_union), no_union),

@@ -226,3 +226,51 @@ def test_cascade_shortlist_lets_the_global_summary_pull_in_a_near_miss():
     row = rerank_row(emb, lambda refs: -np.asarray(refs, float), wide, None, glob)
     assert np.isfinite(row).all() and set(np.argsort(row)[:3]) == set(sl.tolist())
     assert len(np.unique(row)) == 10
+
+
+def test_summary_projection_is_fitted_stored_and_used(tmp_path):
+    from coverhunter.checkpoint import load_model
+    from coverhunter.classical import SummaryProjection
+
+    rng = np.random.default_rng(0)
+    s = rng.random((60, 30)).astype(np.float32)
+    proj = SummaryProjection.fit(s, dims=5)
+    out = proj(s[:4])
+    assert out.shape == (4, 5) and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    # whitened: over the fitting set every kept direction has the same spread
+    p = (s - proj.mean) @ proj.components.T / proj.scale
+    np.testing.assert_allclose(p.std(0) / p.std(0).mean(), 1.0, atol=1e-4)
+    with pytest.raises(ValueError, match="needs more than 5"):
+        SummaryProjection.fit(s[:5], dims=5)
+    # the command stores it in the model file; loading and exporting keep it, the
+    # weights' fingerprint (which keys caches and indexes) does not change
+    data, exp = _tiny_trained(tmp_path, n_versions=3)
+    from coverhunter.checkpoint import export_model
+
+    model = export_model(exp, tmp_path / "m.pt")
+    before = load_model(model)
+    assert before.summary_projection is None
+    assert main(["fit-summary", str(model), str(data / "full.txt"), "--dims", "4"], exit=False) == 0
+    after = load_model(model)
+    assert after.fingerprint == before.fingerprint and len(after.summary_projection.scale) == 4
+    again = load_model(export_model(model, tmp_path / "again.pt"))
+    np.testing.assert_array_equal(again.summary_projection.components, after.summary_projection.components)
+    # the index's stored summaries are projected like the query's
+    from coverhunter.dataset import read_dataset
+
+    chroma = R.alignment_features(np.load(read_dataset(data / "full.txt")[0].feat))
+    store = R.IndexChroma(tmp_path, [], after.summary_projection)
+    assert store.query_summary(chroma).shape == (len(after.summary_projection.scale),)
+    # identify with a projected model: the index's summaries are projected as the query's
+    from coverhunter.index import CatalogueIndex, build_index, identify
+
+    tracks = read_dataset(data / "full.txt")
+    cat = tmp_path / "cat.txt"
+    cat.write_text("".join(json.dumps(t.to_json()) + "\n" for t in tracks if t.version == "v0"))
+    idx, failed = build_index(tmp_path / "index", after, dataset=cat)
+    assert not failed
+    idx = CatalogueIndex.load(tmp_path / "index")
+    ids, mat = R.IndexChroma.of(idx, after.summary_projection).summaries()
+    assert mat.shape == (len(ids), 4)
+    res = identify(idx, after, [t for t in tracks if t.version == "v1"][:2], top=3)
+    assert all(r.error is None and len(r.matches) == 3 for r in res)

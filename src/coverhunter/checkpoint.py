@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import Config, from_dict, load_config, to_dict
@@ -29,6 +30,9 @@ class LoadedModel:
     source: Path
     fingerprint: str  # content hash of the weights: keys embedding caches
     heads: dict  # BN-neck/classifier/centre state (for fine-tuning)
+    # 2D Fourier summary projection fitted on the training data (coverhunter.classical),
+    # used by the two-stage search; None when the file has none
+    summary_projection: object = None
 
 
 def save_checkpoint(path: Path, *, config: Config, model: torch.nn.Module, loss: torch.nn.Module,
@@ -111,7 +115,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise ValueError(f"{ckpt}: weights do not fit the model its config describes: {e}") from e
     model.eval().to(device)
     log.info("loaded %s", ckpt)
-    return LoadedModel(model, cfg, list(works), ckpt, weights_fingerprint(model_state), heads)
+    proj = state.get("summary_projection") if isinstance(state, dict) else None
+    if proj is not None:
+        from .classical import SummaryProjection
+
+        proj = SummaryProjection.from_state({k: v.numpy() for k, v in proj.items()})
+    return LoadedModel(model, cfg, list(works), ckpt, weights_fingerprint(model_state), heads, proj)
 
 
 def export_model(src: str | Path, dst: str | Path, half: bool = True) -> Path:
@@ -120,9 +129,28 @@ def export_model(src: str | Path, dst: str | Path, half: bool = True) -> Path:
     sd = {k: (v.half() if half and v.is_floating_point() else v)
           for k, v in lm.model.state_dict().items()}
     state = {"format": FORMAT, "config": to_dict(lm.config), "model": sd, "works": lm.works}
+    if lm.summary_projection is not None:
+        state["summary_projection"] = _projection_state(lm.summary_projection)
     atomic_torch_save(state, Path(dst))
     return Path(dst)
 
 
+def _projection_state(proj) -> dict:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in proj.to_state().items()}
+
+
+def attach_summary_projection(path: str | Path, proj) -> Path:
+    """Store a fitted :class:`coverhunter.classical.SummaryProjection` in a model file
+    (atomically); the weights and everything else are kept as they are."""
+    path = Path(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a coverhunter model file")
+    state["summary_projection"] = _projection_state(proj)
+    atomic_torch_save(state, path)
+    return path
+
+
 __all__ = ["LoadedModel", "save_checkpoint", "load_model", "find_checkpoint", "export_model",
+           "attach_summary_projection",
            "from_dict"]

@@ -169,6 +169,45 @@ class PCA:
         return (x - self.mean) @ self.components.T
 
 
+@dataclass(frozen=True)
+class SummaryProjection:
+    """PCA with whitening for 2D Fourier summaries, fitted on training recordings (as
+    Bertin-Mahieux & Ellis 2012 reduce theirs with PCA): ``(n, D) -> (n, k)`` unit rows.
+
+    Whitening gives every kept direction the same weight, so the few directions that
+    carry most of the variance (loudness and texture rather than the tune) no longer
+    dominate the distances.
+    """
+
+    mean: np.ndarray  # (D,)
+    components: np.ndarray  # (k, D), orthonormal rows
+    scale: np.ndarray  # (k,), the singular values
+
+    def __call__(self, summaries: np.ndarray) -> np.ndarray:
+        p = (np.atleast_2d(np.asarray(summaries, np.float32)) - self.mean) @ self.components.T / self.scale
+        return (p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    @classmethod
+    def fit(cls, summaries: np.ndarray, dims: int = 20) -> "SummaryProjection":
+        """Fit on ``summaries`` (n, D) of training recordings (never the test set)."""
+        s = np.asarray(summaries, np.float64)
+        if len(s) <= dims:
+            raise ValueError(f"a {dims}-dimensional summary projection needs more than {dims} "
+                             f"recordings, got {len(s)}")
+        mean = s.mean(0)
+        _, sv, vt = np.linalg.svd(s - mean, full_matrices=False)
+        keep = sv[:dims] > 1e-9 * sv[0]
+        return cls(mean.astype(np.float32), vt[:dims][keep].astype(np.float32),
+                   sv[:dims][keep].astype(np.float32))
+
+    def to_state(self) -> dict:
+        return {"mean": self.mean, "components": self.components, "scale": self.scale}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "SummaryProjection":
+        return cls(*(np.asarray(state[k], np.float32) for k in ("mean", "components", "scale")))
+
+
 def euclidean_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise Euclidean distances (n_a, n_b) between rows of ``a`` and ``b``."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

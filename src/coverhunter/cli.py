@@ -96,6 +96,29 @@ def cmd_unpack(args) -> int:
     return 0
 
 
+def cmd_fit_summary(args) -> int:
+    import numpy as np
+
+    from .checkpoint import attach_summary_projection, find_checkpoint
+    from .classical import SummaryProjection, fourier_summary
+    from .dataset import read_dataset
+    from .rerank import alignment_features
+
+    tracks = [t for t in read_dataset(args.train_list, check_features=True) if t.feat]
+    if len(tracks) > args.sample:
+        rows = np.sort(np.random.default_rng(args.seed).choice(len(tracks), args.sample, replace=False))
+        tracks = [tracks[i] for i in rows]
+    from tqdm import tqdm
+
+    summaries = np.stack([fourier_summary(alignment_features(t.feat).chroma)
+                          for t in tqdm(tracks, desc="2D Fourier summaries", unit="rec", mininterval=5.0)])
+    proj = SummaryProjection.fit(summaries, args.dims)
+    path = attach_summary_projection(find_checkpoint(args.model), proj)
+    log.info("fitted a %d-dimensional summary projection on %d recordings of %s; stored in %s",
+             len(proj.scale), len(tracks), args.train_list, path)
+    return 0
+
+
 def cmd_train(args) -> int:
     import json
 
@@ -391,6 +414,14 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("pack", type=Path)
     s.add_argument("out_dir", type=Path)
     s.set_defaults(func=cmd_unpack)
+    s = sub.add_parser("fit-summary", help="fit the two-stage search's 2D Fourier summary "
+                       "projection (PCA, whitened) on training recordings and store it in MODEL")
+    s.add_argument("model", type=Path, help="model file (.pt) to store it in")
+    s.add_argument("train_list", type=Path, help="training list with features (never test works)")
+    s.add_argument("--dims", type=int, default=20, help="dimensions kept (default 20)")
+    s.add_argument("--sample", type=int, default=2000, help="recordings used at most (default 2000)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_fit_summary)
     s = sub.add_parser("train", help="train EXP_DIR (config: EXP_DIR/config/hparams.yaml); resumes")
     s.add_argument("exp_dir", type=Path)
     s.add_argument("set", nargs="*", metavar="SECTION.KEY=VALUE", help="config overrides")

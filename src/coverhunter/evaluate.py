@@ -138,7 +138,8 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
         rr = RerankConfig(k=rerank, source=rerank_source,
                           weight=DEFAULT_WEIGHT if rerank_weight is None else rerank_weight)
         reranker = build_reranker(lm.model, cfg, queries, refs, rr, device=dev, cache_dir=cache_root,
-                                  fingerprint=lm.fingerprint, verbose=True)
+                                  fingerprint=lm.fingerprint, verbose=True,
+                                  projection=lm.summary_projection)
     report, dist = evaluate_tracks(lm.model, queries, refs, cfg, device=dev, cache=cache,
                                    query_in_ref=pairs, mode=mode, bootstrap=bootstrap, verbose=True,
                                    return_dist=plots is not None, reranker=reranker)

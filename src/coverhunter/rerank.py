@@ -62,6 +62,9 @@ DEFAULT_WEIGHT = 0.9
 # 0.5), 0.245 with the summary's top 100 at global weight 0.5, 0.246 at 0.7, 0.236 at 0.9
 # (with the summary's top 50: 0.242, 0.241, 0.234); `bench_accuracy.py --tune` with these
 # defaults: 0.246 at fusion weight 0.9 and 1.0, 0.244 at 0.8.
+# With the shipped model's summary projection (PCA to 20 whitened dimensions, fitted on
+# training recordings: `coverhunter fit-summary`), `--tune` gives 0.286 at weight 0.9,
+# 0.284 at 1.0 and 0.282 at 0.8.
 DEFAULT_POOL = 100
 DEFAULT_GLOBAL_POOL = 100
 DEFAULT_GLOBAL_WEIGHT = 0.7
@@ -220,9 +223,14 @@ def alignment_features(feat) -> AlignmentFeatures:
     return AlignmentFeatures.from_chroma(chroma_from_cqt(np.asarray(cqt)))
 
 
-def global_summaries(align: list) -> np.ndarray:
-    """2D Fourier summaries (n, D) of recordings' alignment data, for :func:`cascade_shortlist`."""
-    return np.stack([fourier_summary(a.chroma) for a in align]) if align else np.zeros((0, 1))
+def global_summaries(align: list, projection=None) -> np.ndarray:
+    """2D Fourier summaries (n, D) of recordings' alignment data, for :func:`cascade_shortlist`;
+    ``projection`` (a model's :class:`coverhunter.classical.SummaryProjection`) maps them
+    to (n, k) first."""
+    if not align:
+        return np.zeros((0, 1))
+    s = np.stack([fourier_summary(a.chroma) for a in align])
+    return s if projection is None else projection(s)
 
 
 def chunk_windowing(cfg, rr: RerankConfig):
@@ -326,11 +334,13 @@ class Reranker:
 
 
 def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfig, *, device="cpu",
-                   cache_dir=None, fingerprint: str | None = None, verbose: bool = False) -> Reranker:
+                   cache_dir=None, fingerprint: str | None = None, verbose: bool = False,
+                   projection=None) -> Reranker:
     """A :class:`Reranker` for query/reference tracks (``Track`` with ``feat``; refs None = queries).
 
     Computes each recording's chroma (and, for source "embedding"/"both", its short-chunk
-    embeddings) from its CQT file; the time this takes is logged.
+    embeddings) from its CQT file; the time this takes is logged. ``projection``: the
+    model's 2D Fourier summary projection (``LoadedModel.summary_projection``), if any.
     """
     t0 = time.perf_counter()
     q_feats = [t.feat for t in queries]
@@ -341,8 +351,8 @@ def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfi
         rk.query_align = [alignment_features(f) for f in q_feats]
         rk.ref_align = rk.query_align if refs is None else [alignment_features(f) for f in r_feats]
     if cascade:
-        rk.query_summary = global_summaries(rk.query_align)
-        rk.ref_summary = rk.query_summary if refs is None else global_summaries(rk.ref_align)
+        rk.query_summary = global_summaries(rk.query_align, projection)
+        rk.ref_summary = rk.query_summary if refs is None else global_summaries(rk.ref_align, projection)
     if rr.source in ("embedding", "both"):
         kw = dict(device=device, cache_dir=cache_dir, fingerprint=fingerprint, verbose=verbose)
         rk.query_chunks = chunk_embeddings(model, q_feats, cfg, rr, **kw)
@@ -398,10 +408,11 @@ class IndexChroma:
     Shards written before re-ranking existed have no such file: their recordings give None.
     """
 
-    def __init__(self, root, shards: list[str]):
+    def __init__(self, root, shards: list[str], projection=None):
         from pathlib import Path
 
         self.root = Path(root)
+        self.projection = projection  # the model's SummaryProjection, or None (raw summaries)
         self._shards = list(shards)
         self._where: dict[str, tuple[str, int]] | None = None
         self._files: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
@@ -410,8 +421,14 @@ class IndexChroma:
         self._stored_summaries: dict[str, np.ndarray] = {}
 
     @classmethod
-    def of(cls, index) -> "IndexChroma":
-        return cls(index.root, index.meta["shards"])
+    def of(cls, index, projection=None) -> "IndexChroma":
+        """The stored chroma of ``index``; ``projection``: its model's summary projection."""
+        return cls(index.root, index.meta["shards"], projection)
+
+    def query_summary(self, query: AlignmentFeatures) -> np.ndarray:
+        """A query's 2D Fourier summary, projected as the catalogue's are."""
+        s = fourier_summary(query.chroma)
+        return s if self.projection is None else self.projection(s)[0]
 
     def available(self) -> bool:
         """True when at least one shard stores chroma."""
@@ -463,10 +480,13 @@ class IndexChroma:
             f = None if loc is None else self._file(loc[0])
             stored = None if f is None else self._stored_summaries.get(loc[0])
             if stored is not None:
-                self._summaries[track_id] = stored[loc[1]]
+                v = stored[loc[1]]
             else:
                 a = self.get(track_id)
-                self._summaries[track_id] = None if a is None else fourier_summary(a.chroma)
+                v = None if a is None else fourier_summary(a.chroma)
+            if v is not None and self.projection is not None:
+                v = self.projection(v)[0]
+            self._summaries[track_id] = v
         return self._summaries[track_id]
 
     def summaries(self) -> tuple[list[str], np.ndarray]:
@@ -489,14 +509,14 @@ class IndexChroma:
         if n <= 0 or not ids:
             return []
         # unit-length summaries: the nearest by distance are the largest inner products
-        sims = mat @ fourier_summary(query.chroma)
+        sims = mat @ self.query_summary(query)
         top = np.arange(len(ids)) if n >= len(ids) else np.argpartition(-sims, n)[:n]
         top = top[np.lexsort((top, -sims[top]))]  # best first, ties by catalogue order
         return [ids[i] for i in top]
 
 
 def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankConfig,
-                   summary=None, extra: list | None = None) -> list:
+                   summary=None, extra: list | None = None, query_summary=None) -> list:
     """Re-order a query's best matches (best first) by chroma alignment.
 
     The first ``cfg.pool`` matches are the candidates; the ``cfg.k`` of them chosen by
@@ -517,6 +537,9 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     extra : list of index.Match, optional
         More candidates (the works nearest by the 2D Fourier summary, with their embedding
         scores); those of works already among the candidates are ignored.
+    query_summary : callable AlignmentFeatures -> summary, optional
+        The query's summary, made as ``summary``'s are (:meth:`IndexChroma.query_summary`);
+        default: the raw 2D Fourier summary.
 
     Returns
     -------
@@ -538,7 +561,7 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     glob = None
     if cfg.global_weight > 0 and len(cand) > cfg.k:
         glob = np.full(len(cand), np.nan)
-        q = fourier_summary(query.chroma)[None]
+        q = (query_summary(query) if query_summary else fourier_summary(query.chroma))[None]
         vecs = [summary(cand[i].track_id) if summary else fourier_summary(refs[i].chroma) for i in have]
         glob[have] = euclidean_distances(q, np.stack(vecs))[0]
         glob[np.isnan(glob)] = glob[have].mean()
@@ -577,7 +600,8 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
     extra = None
     if cfg.global_pool > 0 and cfg.global_weight > 0:
         extra = index.score_tracks(emb, starts, chroma.nearest(query, cfg.global_pool))
-    return rerank_matches(matches, query, chroma.get, cfg, chroma.summary, extra)[:top]
+    return rerank_matches(matches, query, chroma.get, cfg, chroma.summary, extra,
+                          chroma.query_summary)[:top]
 
 
 __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore", "fuse",

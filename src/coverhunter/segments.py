@@ -255,18 +255,19 @@ def matches_from_segments(segs: list[Segment], top: int) -> list[Match]:
 
 def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], top: int, *,
                   feat: np.ndarray | None = None, rerank: int | None = None, chroma=None,
-                  approximate: bool | None = None) -> list[Match]:
+                  approximate: bool | None = None, projection=None) -> list[Match]:
     """``identify``'s matches: the catalogue search, re-ranked by chroma alignment as
     ``index.identify`` does when the CQT ``feat`` is given and the index stores chroma.
 
     ``rerank``: shortlist size (default ``rerank.DEFAULT_K``, 0 = off); ``chroma``: a
-    ``rerank.IndexChroma`` of the index to reuse across queries.
+    ``rerank.IndexChroma`` of the index to reuse across queries; ``projection``: the
+    model's summary projection, for the ``IndexChroma`` made when none is given.
     """
     from . import rerank as rr
 
     k = 0 if feat is None else (rr.DEFAULT_K if rerank is None else rerank)
     if k > 0:
-        chroma = chroma or rr.IndexChroma.of(index)
+        chroma = chroma or rr.IndexChroma.of(index, projection)
         if chroma.available():
             return rr.search_reranked(index, emb, starts, top, rr.alignment_features(feat), chroma,
                                       rr.RerankConfig(k=k), approximate)

@@ -631,7 +631,7 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
     from .. import rerank as rr
 
     k = rr.DEFAULT_K if rerank is None else rerank
-    stored = rr.IndexChroma.of(index) if k > 0 else None
+    stored = rr.IndexChroma.of(index, lm.summary_projection) if k > 0 else None
     q_chroma = {} if stored is not None and stored.available() else None
     out = []
     embs = embed_recordings(lm, list(audio), index.windowing, device, cache,

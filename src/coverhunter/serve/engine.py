@@ -250,7 +250,7 @@ class Engine:
 
         key = tuple(self.index.meta["shards"])
         if getattr(self, "_chroma_key", None) != key:
-            self._chroma, self._chroma_key = rr.IndexChroma.of(self.index), key
+            self._chroma, self._chroma_key = rr.IndexChroma.of(self.index, self.lm.summary_projection), key
         return self._chroma
 
     def track(self, track_id: str) -> dict | None:
