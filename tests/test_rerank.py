@@ -145,19 +145,26 @@ def test_rerank_matches_reorders_head_and_keeps_tail():
     assert out[0].track_id == "cover" and sorted(m.track_id for m in out) == sorted(ids)
 
 
+def _v0_catalogue(tmp_path, lm, tracks):
+    """An index of the first version ("v0") of every work, loaded back from disk."""
+    from coverhunter.index import CatalogueIndex, build_index
+
+    cat = tmp_path / "cat.txt"
+    cat.write_text("".join(json.dumps(t.to_json()) + "\n" for t in tracks if t.version == "v0"))
+    _, failed = build_index(tmp_path / "index", lm, dataset=cat)
+    assert not failed
+    return CatalogueIndex.load(tmp_path / "index")
+
+
 def test_index_stores_chroma_and_identify_reranks(tmp_path):
     from coverhunter.checkpoint import load_model
     from coverhunter.dataset import read_dataset
-    from coverhunter.index import CatalogueIndex, build_index, identify
+    from coverhunter.index import identify
 
     data, exp = _tiny_trained(tmp_path, n_versions=2)
     lm = load_model(exp)
     full = read_dataset(data / "full.txt")
-    cat = tmp_path / "cat.txt"
-    cat.write_text("".join(json.dumps(t.to_json()) + "\n" for t in full if t.version == "v0"))
-    idx, failed = build_index(tmp_path / "index", lm, dataset=cat)
-    assert not failed
-    idx = CatalogueIndex.load(tmp_path / "index")
+    idx = _v0_catalogue(tmp_path, lm, full)
     stored = R.IndexChroma.of(idx)
     assert stored.available()
     one = full[0]
@@ -262,14 +269,10 @@ def test_summary_projection_is_fitted_stored_and_used(tmp_path):
     store = R.IndexChroma(tmp_path, [], after.summary_projection)
     assert store.query_summary(chroma).shape == (len(after.summary_projection.scale),)
     # identify with a projected model: the index's summaries are projected as the query's
-    from coverhunter.index import CatalogueIndex, build_index, identify
+    from coverhunter.index import identify
 
     tracks = read_dataset(data / "full.txt")
-    cat = tmp_path / "cat.txt"
-    cat.write_text("".join(json.dumps(t.to_json()) + "\n" for t in tracks if t.version == "v0"))
-    idx, failed = build_index(tmp_path / "index", after, dataset=cat)
-    assert not failed
-    idx = CatalogueIndex.load(tmp_path / "index")
+    idx = _v0_catalogue(tmp_path, after, tracks)
     ids, mat = R.IndexChroma.of(idx, after.summary_projection).summaries()
     assert mat.shape == (len(ids), 4)
     res = identify(idx, after, [t for t in tracks if t.version == "v1"][:2], top=3)
