@@ -151,6 +151,13 @@ def fourier_summary(chroma: np.ndarray, *, patch: int = 75, power: float = 1.96,
     return (med / max(np.linalg.norm(med), 1e-12)).astype(np.float32)
 
 
+def _principal_axes(x: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean (D,), singular values (n,), axes (n, D)) of rows ``x`` (n_samples, D)."""
+    mean = x.mean(0)
+    _, sv, vt = np.linalg.svd(x - mean, full_matrices=False)
+    return mean, sv[:n_components], vt[:n_components]
+
+
 @dataclass(frozen=True)
 class PCA:
     """Mean and principal axes fitted on summary vectors."""
@@ -161,30 +168,27 @@ class PCA:
     @classmethod
     def fit(cls, x: np.ndarray, n_components: int = 50) -> "PCA":
         """Principal axes of rows ``x`` (n_samples, D); fit on training-type data."""
-        mean = x.mean(0)
-        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-        return cls(mean, vt[:n_components])
+        mean, _, axes = _principal_axes(x, n_components)
+        return cls(mean, axes)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean) @ self.components.T
 
 
 @dataclass(frozen=True)
-class SummaryProjection:
-    """PCA with whitening for 2D Fourier summaries, fitted on training recordings (as
-    Bertin-Mahieux & Ellis 2012 reduce theirs with PCA): ``(n, D) -> (n, k)`` unit rows.
+class SummaryProjection(PCA):
+    """:class:`PCA` with whitening for 2D Fourier summaries, fitted on training recordings
+    (as Bertin-Mahieux & Ellis 2012 reduce theirs with PCA): ``(n, D) -> (n, k)`` unit rows.
 
     Whitening gives every kept direction the same weight, so the few directions that
     carry most of the variance (loudness and texture rather than the tune) no longer
     dominate the distances.
     """
 
-    mean: np.ndarray  # (D,)
-    components: np.ndarray  # (k, D), orthonormal rows
-    scale: np.ndarray  # (k,), the singular values
+    scale: np.ndarray  # (k,), the singular values of the kept axes
 
     def __call__(self, summaries: np.ndarray) -> np.ndarray:
-        p = (np.atleast_2d(np.asarray(summaries, np.float32)) - self.mean) @ self.components.T / self.scale
+        p = self.transform(np.atleast_2d(np.asarray(summaries, np.float32))) / self.scale
         return (p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     @classmethod
@@ -194,11 +198,9 @@ class SummaryProjection:
         if len(s) <= dims:
             raise ValueError(f"a {dims}-dimensional summary projection needs more than {dims} "
                              f"recordings, got {len(s)}")
-        mean = s.mean(0)
-        _, sv, vt = np.linalg.svd(s - mean, full_matrices=False)
-        keep = sv[:dims] > 1e-9 * sv[0]
-        return cls(mean.astype(np.float32), vt[:dims][keep].astype(np.float32),
-                   sv[:dims][keep].astype(np.float32))
+        mean, sv, axes = _principal_axes(s, dims)
+        keep = sv > 1e-9 * sv[0]
+        return cls(mean.astype(np.float32), axes[keep].astype(np.float32), sv[keep].astype(np.float32))
 
     def to_state(self) -> dict:
         return {"mean": self.mean, "components": self.components, "scale": self.scale}

@@ -98,21 +98,20 @@ def cmd_unpack(args) -> int:
 
 def cmd_fit_summary(args) -> int:
     import numpy as np
+    from tqdm import tqdm
 
     from .checkpoint import attach_summary_projection, find_checkpoint
-    from .classical import SummaryProjection, fourier_summary
+    from .classical import SummaryProjection
     from .dataset import read_dataset
-    from .rerank import alignment_features
+    from .rerank import alignment_features, global_summaries
 
     tracks = [t for t in read_dataset(args.train_list, check_features=True) if t.feat]
     if len(tracks) > args.sample:
         rows = np.sort(np.random.default_rng(args.seed).choice(len(tracks), args.sample, replace=False))
         tracks = [tracks[i] for i in rows]
-    from tqdm import tqdm
-
-    summaries = np.stack([fourier_summary(alignment_features(t.feat).chroma)
-                          for t in tqdm(tracks, desc="2D Fourier summaries", unit="rec", mininterval=5.0)])
-    proj = SummaryProjection.fit(summaries, args.dims)
+    align = [alignment_features(t.feat)
+             for t in tqdm(tracks, desc="chroma for 2D Fourier summaries", unit="rec", mininterval=5.0)]
+    proj = SummaryProjection.fit(global_summaries(align), args.dims)
     path = attach_summary_projection(find_checkpoint(args.model), proj)
     log.info("fitted a %d-dimensional summary projection on %d recordings of %s; stored in %s",
              len(proj.scale), len(tracks), args.train_list, path)
