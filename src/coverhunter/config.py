@@ -158,9 +158,9 @@ class OptimConfig:
     device: str = "auto"
     amp: bool = False
     every_n_epoch_to_save: int = 1
-    # wall-clock budget of the training epochs in seconds, validation included (0 = none): after each epoch the planned number
-    # of epochs shrinks to what still fits, and the cosine decay follows, so a run on rented
-    # time ends annealed instead of cut off
+    # wall-clock budget of the training epochs in seconds, validation included (0 = none):
+    # after each epoch the planned number of epochs shrinks to what still fits, and the
+    # cosine decay follows, so a run on rented time ends annealed instead of cut off
     time_budget_s: float = 0.0
 
 

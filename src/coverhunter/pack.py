@@ -77,6 +77,8 @@ def pack_features(data_dir: str | Path, out_path: str | Path, *,
     data_dir, out_path = Path(data_dir), Path(out_path)
     if mean_size < 1:
         raise ValueError(f"mean_size must be >= 1, got {mean_size}")
+    if out_path.suffix != ".npz":
+        raise ValueError(f"{out_path}: a pack is written as a .npz file")
     lines: dict[str, list[dict]] = {}
     blocks, failed, n = [], [], 0
     for name in lists:
@@ -120,8 +122,6 @@ def pack_features(data_dir: str | Path, out_path: str | Path, *,
     if alignment and align_file.is_file():
         arrays["alignment_gz"] = np.frombuffer(gzip.compress(align_file.read_bytes(), 6),
                                                dtype=np.uint8)
-    if out_path.suffix != ".npz":
-        raise ValueError(f"{out_path}: a pack is written as a .npz file")
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: Path) -> None:

@@ -388,9 +388,8 @@ def write_shard_chroma(root, shard: str, chromas: list[np.ndarray]) -> None:
     import io
     from pathlib import Path
 
-    from .utils import atomic_write_bytes
-
     from .classical import chroma_from_uint8
+    from .utils import atomic_write_bytes
 
     offsets = np.cumsum([0] + [len(c) for c in chromas]).astype(np.int64)
     data = np.concatenate(chromas) if chromas else np.zeros((0, 12), np.uint8)
@@ -491,7 +490,8 @@ class IndexChroma:
 
     def summaries(self) -> tuple[list[str], np.ndarray]:
         """Every recording with chroma and its summary: (track ids, (n, D) float32), once
-        per reader. A scan of n x 456 floats per query (0.5 GB at 300,000 recordings)."""
+        per reader; D is 456 for raw summaries, the projection's size (20 for the shipped
+        model) otherwise. :meth:`nearest` scans it once per query."""
         if self._all is None:
             if self._where is None:
                 self._where = self._locate()

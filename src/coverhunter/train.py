@@ -160,6 +160,7 @@ class Trainer:
         self.history: list[dict] = []
         # epochs the learning-rate schedule spans: optim.max_epochs, fewer under a time budget
         self.planned_epochs, self.train_seconds = o.max_epochs, 0.0
+        self._slowest_epoch = 0.0  # seconds, this process's slowest epoch (time budget)
         self.ckpt_dir = exp_dir / "checkpoints"
         if self.is_main:  # leftovers of a killed run
             remove_stale_tmp(self.ckpt_dir), remove_stale_tmp(exp_dir)
@@ -402,7 +403,6 @@ class Trainer:
                 self.history.append(row)
                 self._log_epoch(row)
                 self.epoch += 1
-                self.train_seconds += time.perf_counter() - t_epoch
                 self._fit_budget(time.perf_counter() - t_epoch)
                 # best.pt before last.pt: a kill in between leaves last.pt one epoch behind,
                 # so the resumed run repeats that epoch and writes best.pt again
@@ -431,17 +431,19 @@ class Trainer:
                            self.best, monitor_name, self.history, time.perf_counter() - t0)
 
     def _fit_budget(self, epoch_seconds: float) -> None:
-        """Under ``optim.time_budget_s``, plan only the epochs that still fit (at the pace
-        of the slowest epoch so far); the cosine decay then ends with the last of them."""
+        """Count an epoch's time and, under ``optim.time_budget_s``, plan only the epochs
+        that still fit (at the pace of the slowest epoch so far); the cosine decay then
+        ends with the last of them."""
+        self.train_seconds += epoch_seconds
         budget = self.cfg.optim.time_budget_s
         if budget <= 0:
             return
-        self._slowest = max(getattr(self, "_slowest", 0.0), epoch_seconds)
-        fit = self.epoch + int(max(0.0, budget - self.train_seconds) // self._slowest)
+        self._slowest_epoch = max(self._slowest_epoch, epoch_seconds)
+        fit = self.epoch + int(max(0.0, budget - self.train_seconds) // self._slowest_epoch)
         if fit < self.planned_epochs:
             log.info("time budget %.0f s (%.0f s used, %.1f s per epoch): the schedule now "
                      "ends after epoch %d instead of %d", budget, self.train_seconds,
-                     self._slowest, fit - 1, self.planned_epochs - 1)
+                     self._slowest_epoch, fit - 1, self.planned_epochs - 1)
             self.planned_epochs = fit
 
     def _log_epoch(self, row: dict) -> None:

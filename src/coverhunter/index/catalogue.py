@@ -549,11 +549,12 @@ class CatalogueIndex:
             self._by_id = {t["track_id"]: t for t in self.tracks()}
         best: dict[str, Match] = {}
         q = np.asarray(q, np.float32)
+        view = self.row_view()
         for tid in track_ids:
             t = self._by_id.get(tid)
             if t is None:
                 continue
-            sims = q @ self._rows(t["row"], t["row"] + len(t["starts"])).T
+            sims = q @ view[t["row"]:t["row"] + len(t["starts"])].T
             qi, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
             m = Match(t["work"], t["track_id"], float(sims[qi, j]), q_starts[qi], t["starts"][j])
             if t["work"] not in best or m.score > best[t["work"]].score:
