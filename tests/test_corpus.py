@@ -45,6 +45,21 @@ def test_tiny_corpus_end_to_end(tmp_path):
         assert np.load(t.feat).shape == (t.extra["feat_len"], 96)
 
 
+def _echo(task):
+    return task, "rendered"
+
+
+def test_enough_works_cancels_the_spare_renders():
+    # make_corpus asks for a margin of spare pieces; once it has enough usable works
+    # the spares not started yet must not be rendered (they would only be deleted)
+    seen = []
+    out = corpus._run_isolated(list(range(40)), workers=1, fn=_echo,
+                               on_done=lambda r: seen.append(r[0]) or len(seen) >= 3)
+    ran = [r for r in out if r != (None, None)]
+    assert ran == [(i, "rendered") for i in range(len(ran))]  # a prefix, in order
+    assert 3 <= len(ran) < 10  # at most the pool's few queued calls beyond the third
+
+
 def test_missing_fluidsynth_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(corpus.shutil, "which", lambda name: None)
     with pytest.raises(corpus.CorpusError, match="fluidsynth not found"):

@@ -489,14 +489,18 @@ def _work_task(args):
         return render_work(path, number, spec, out_dir), None
     except SkipPiece as e:
         return None, str(e)
-def _run_isolated(tasks: list, workers: int, attempts: int = 3, on_done=None) -> list:
-    """Run ``_work_task`` over ``tasks`` in worker processes, surviving worker crashes.
+def _run_isolated(tasks: list, workers: int, attempts: int = 3, on_done=None, fn=None) -> list:
+    """Run ``fn`` (default ``_work_task``) over ``tasks`` in worker processes, surviving worker crashes.
 
     A native library can take a worker down (a segfault was seen once in libsndfile);
     the tasks that were in flight are retried in a fresh pool, and a task that is in
     flight at ``attempts`` crashes is skipped with that reason.
+
+    ``on_done(result)`` is called as each task finishes; when it returns True, the
+    tasks not started yet are cancelled and get ``(None, None)``. The pool starts
+    tasks in order, so the cancelled ones are always the last.
     """
-    from concurrent.futures import as_completed
+    from concurrent.futures import CancelledError, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     results: dict[int, tuple] = {}
@@ -504,14 +508,17 @@ def _run_isolated(tasks: list, workers: int, attempts: int = 3, on_done=None) ->
     pending = list(range(len(tasks)))
     while pending:
         with ProcessPoolExecutor(max_workers=min(workers, len(pending))) as pool:
-            futs = {pool.submit(_work_task, tasks[i]): i for i in pending}
+            futs = {pool.submit(fn or _work_task, tasks[i]): i for i in pending}
             pending = []
             for fut in as_completed(futs):
                 i = futs[fut]
                 try:
                     results[i] = fut.result()
-                    if on_done is not None:
-                        on_done(results[i])
+                    if on_done is not None and on_done(results[i]):
+                        for f in futs:
+                            f.cancel()  # only those not started yet
+                except CancelledError:
+                    results[i] = (None, None)
                 except BrokenProcessPool:
                     tries[i] += 1
                     if tries[i] >= attempts:
@@ -584,15 +591,18 @@ def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[i
         tasks = [(p, n, spec, out_dir / "wav" / _safe(piece_name(p, n))) for p, n in batch]
         done = [0]
 
-        def progress(result, done=done, need=need):
+        def progress(result, done=done, need=need) -> bool:
             if result[0] is not None and done[0] < need:  # a usable work rendered
                 done[0] += 1
                 bar.update()
             elif result[0] is None:
                 bar.set_postfix(skipped=len(skipped) + 1, refresh=False)
+            return done[0] >= need  # enough: the spare pieces of this batch are not rendered
 
         for task, (rows, why) in zip(tasks, _run_isolated(tasks, workers, on_done=progress)):
             name = piece_name(task[0], task[1])
+            if rows is None and why is None:
+                continue  # cancelled: never started, not needed
             if rows is None:
                 log.debug("skipped %s: %s", name, why)
                 skipped.append(_reason_kind(why))
