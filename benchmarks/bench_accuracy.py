@@ -130,24 +130,26 @@ def model_distances(lm, tracks, device) -> np.ndarray:
 
 
 def shortlist_scores(dist: np.ndarray, glob: np.ndarray | None, score_fn, rr: R.RerankConfig) -> list:
-    """Per query: (shortlist indices, alignment scores); self excluded.
+    """Per query: (shortlist indices, first-stage distances, alignment scores); self excluded.
 
     The shortlist is :func:`coverhunter.rerank.cascade_shortlist` (``glob``: 2D Fourier
-    summary distances, None for the plain embedding top k)."""
+    summary distances, None for the plain embedding top k), and the first-stage distances
+    what the alignment is fused with (:func:`coverhunter.rerank.first_stage_distances`)."""
     out = []
     for q in range(len(dist)):
         ex = np.zeros(dist.shape[1], bool)
         ex[q] = True
         sl = R.cascade_shortlist(dist[q], None if glob is None else glob[q], rr, ex)
-        out.append((sl, score_fn(q, sl)))
+        first = R.first_stage_distances(dist[q, sl], None if glob is None else glob[q, sl], rr)
+        out.append((sl, first, score_fn(q, sl)))
     return out
 
 
 def apply_rerank(dist: np.ndarray, lists: list, weight: float) -> np.ndarray:
     """Re-ordered distance matrix from precomputed shortlist scores (same as rerank_row)."""
     out = np.empty_like(dist)
-    for q, (sl, sc) in enumerate(lists):
-        head = sl[np.argsort(-R.fuse(dist[q, sl], sc, weight), kind="stable")]
+    for q, (sl, first, sc) in enumerate(lists):
+        head = sl[np.argsort(-R.fuse(first, sc, weight), kind="stable")]
         out[q] = R.reordered_distances(dist[q], head)
     return out
 

@@ -177,8 +177,17 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     ranked = identify(idx, lm, queries, top=4)  # re-ranks by default
     for p, r in zip(plain, ranked):
         assert sorted(m.work for m in p.matches) == sorted(m.work for m in r.matches)
-    # the reader computes each catalogue summary once, equal to the one from its chroma
-    np.testing.assert_allclose(stored.summary(one.track_id), C.fourier_summary(got.chroma))
+    # the reader takes each catalogue summary once from the stored ones (float16), equal
+    # to the one from its chroma; a projection of other patch lengths reads its own columns
+    np.testing.assert_allclose(stored.summary(one.track_id), C.fourier_summary(got.chroma), atol=1e-3)
+    for patches in ((300,), (75, 300), (150,)):
+        proj = C.SummaryProjection(np.zeros(C.summary_size(patches), np.float32),
+                                   np.eye(3, C.summary_size(patches), dtype=np.float32),
+                                   np.ones(3, np.float32), patches)
+        other = R.IndexChroma.of(idx, proj)
+        want = proj(C.multiscale_summary(got.chroma, patches))[0]
+        np.testing.assert_allclose(other.summary(one.track_id), want, atol=1e-3)
+        assert (other._stored_summaries != {}) == (patches != (150,))  # 150: not stored, computed
     assert stored.summary(one.track_id) is stored.summary(one.track_id)
     assert stored.summary("no such track") is None
     # the serving path (segments.whole_matches) answers as identify does
@@ -198,7 +207,11 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     old = R.IndexChroma.of(idx)
     ids, mat = old.summaries()
     assert len(ids) == len(stored_summary)
-    np.testing.assert_allclose(mat, stored_summary, atol=1e-6)
+    np.testing.assert_allclose(mat, stored_summary[:, R.summary_columns(C.SUMMARY_PATCHES, (75,))],
+                               atol=1e-3)
+    # and one written with the plain summary alone (no summary_patches) is read as such
+    np.savez(str(npz)[:-4], data=data, offsets=offsets, summary=mat)
+    assert np.array_equal(R.IndexChroma.of(idx).summaries()[1], mat)
     # the summary search and the exact scores of the recordings it finds
     near = stored.nearest(R.alignment_features(np.load(q.feat)), 3)
     assert len(near) == 3 and set(near) <= {t.track_id for t in full if t.version == "v0"}
@@ -207,6 +220,20 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     assert len(scored) == 3
     for m in scored:
         assert m.score == pytest.approx(by_work[m.work].score, abs=1e-6)
+
+
+def test_alignment_is_fused_with_the_first_stage_score():
+    from coverhunter.rerank import RerankConfig, first_stage_distances, rerank_row
+
+    emb = np.array([0.1, 0.2, 0.3, 0.4])
+    glob = np.array([1.0, 1.0, 1.0, 0.0])  # the summary puts reference 3 far ahead
+    align = lambda refs: np.array([0.0, 0.0, 1.0, 1.0])[refs]  # noqa: E731  # 2 and 3 align equally
+    cfg = RerankConfig(k=4, pool=4, global_pool=0, global_weight=0.5, weight=0.8)
+    # without summaries the embedding breaks the tie between 2 and 3; with them, the summary
+    assert np.argsort(rerank_row(emb, align, cfg))[:2].tolist() == [2, 3]
+    assert np.argsort(rerank_row(emb, align, cfg, None, glob))[:2].tolist() == [3, 2]
+    np.testing.assert_array_equal(first_stage_distances(emb, None, cfg), emb)
+    np.testing.assert_array_equal(first_stage_distances(emb, glob, RerankConfig(global_weight=0.0)), emb)
 
 
 def test_cascade_shortlist_lets_the_global_summary_pull_in_a_near_miss():
@@ -235,12 +262,37 @@ def test_cascade_shortlist_lets_the_global_summary_pull_in_a_near_miss():
     assert len(np.unique(row)) == 10
 
 
+def test_discriminant_projection_keeps_what_tells_works_apart():
+    from coverhunter.classical import SummaryProjection
+
+    # 40 works x 4 versions in 12 dims: the work sits on axis 0 with a small spread, while
+    # axes 1-3 carry a large spread that has nothing to do with the work (timbre, loudness)
+    rng = np.random.default_rng(0)
+    works = np.repeat(np.arange(40), 4)
+    s = rng.normal(0, 0.05, (160, 12))
+    s[:, 0] += np.linspace(0, 1, 40)[works]
+    s[:, 1:4] += rng.normal(0, 3.0, (160, 3))
+    lda = SummaryProjection.fit_discriminant(s, works, dims=1, pca_dims=12, patches=(1,))  # 12 values
+    pca = SummaryProjection.fit(s, dims=1, patches=(1,))
+    assert abs(lda.components[0, 0]) > 0.9 * np.linalg.norm(lda.components[0])  # axis 0 found
+    lda_out, pca_out = lda.transform(s)[:, 0], pca.transform(s)[:, 0]
+    within = lambda x: np.mean([x[works == w].std() for w in range(40)]) / x.std()  # noqa: E731
+
+    assert within(lda_out) < 0.2 and within(pca_out) > 0.8  # ideal axis 0: 0.15
+    with pytest.raises(ValueError, match="1 <= dims <= 3"):
+        SummaryProjection.fit_discriminant(s[:16], works[:16], dims=4, patches=(1,))
+    with pytest.raises(ValueError, match="at least 2 works"):
+        SummaryProjection.fit_discriminant(s[:5], works[:5], dims=1, patches=(1,))
+    with pytest.raises(ValueError, match=r"patches \(75, 300\) have 2268 values"):
+        SummaryProjection.fit_discriminant(s, works)
+
+
 def test_summary_projection_is_fitted_stored_and_used(tmp_path):
     from coverhunter.checkpoint import load_model
     from coverhunter.classical import SummaryProjection
 
     rng = np.random.default_rng(0)
-    s = rng.random((60, 30)).astype(np.float32)
+    s = rng.random((60, 456)).astype(np.float32)  # plain (75,) summaries
     proj = SummaryProjection.fit(s, dims=5)
     out = proj(s[:4])
     assert out.shape == (4, 5) and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
@@ -257,9 +309,14 @@ def test_summary_projection_is_fitted_stored_and_used(tmp_path):
     model = export_model(exp, tmp_path / "m.pt")
     before = load_model(model)
     assert before.summary_projection is None
-    assert main(["fit-summary", str(model), str(data / "full.txt"), "--dims", "4"], exit=False) == 0
+    assert main(["fit-summary", str(model), str(data / "full.txt"), "--method", "pca", "--dims", "4"],
+                exit=False) == 0
+    assert len(load_model(model).summary_projection.scale) == 4
+    # the default is the discriminant from the list's work labels: 4 works give at most 3 axes
+    assert main(["fit-summary", str(model), str(data / "full.txt"), "--dims", "4"], exit=False) == 1
+    assert main(["fit-summary", str(model), str(data / "full.txt"), "--dims", "3"], exit=False) == 0
     after = load_model(model)
-    assert after.fingerprint == before.fingerprint and len(after.summary_projection.scale) == 4
+    assert after.fingerprint == before.fingerprint and len(after.summary_projection.scale) == 3
     again = load_model(export_model(model, tmp_path / "again.pt"))
     np.testing.assert_array_equal(again.summary_projection.components, after.summary_projection.components)
     # the index's stored summaries are projected like the query's
@@ -267,13 +324,13 @@ def test_summary_projection_is_fitted_stored_and_used(tmp_path):
 
     chroma = R.alignment_features(np.load(read_dataset(data / "full.txt")[0].feat))
     store = R.IndexChroma(tmp_path, [], after.summary_projection)
-    assert store.query_summary(chroma).shape == (len(after.summary_projection.scale),)
+    assert store.query_summary(chroma).shape == (3,)
     # identify with a projected model: the index's summaries are projected as the query's
     from coverhunter.index import identify
 
     tracks = read_dataset(data / "full.txt")
     idx = _v0_catalogue(tmp_path, after, tracks)
     ids, mat = R.IndexChroma.of(idx, after.summary_projection).summaries()
-    assert mat.shape == (len(ids), 4)
+    assert mat.shape == (len(ids), 3)
     res = identify(idx, after, [t for t in tracks if t.version == "v1"][:2], top=3)
     assert all(r.error is None and len(r.matches) == 3 for r in res)

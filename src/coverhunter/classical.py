@@ -10,7 +10,8 @@ Global summary: 2D Fourier transform magnitude (Bertin-Mahieux & Ellis, WASPAA 2
     Every patch of ``patch`` consecutive chroma frames, raised to a power for contrast,
     goes through a 2D FFT; its magnitude does not change when the patch is shifted
     circularly in pitch (transposition) or in time (phase). The median over patches is one
-    fixed-length vector per recording (optionally PCA-reduced); distance = Euclidean.
+    fixed-length vector per recording (optionally projected: :class:`SummaryProjection`);
+    distance = Euclidean.
 
 Alignment: cross-recurrence and Qmax (Serra, Serra & Andrzejak, New J. Phys. 2009)
     1. optimal transposition index (OTI): the circular pitch shift that best matches the
@@ -151,6 +152,28 @@ def fourier_summary(chroma: np.ndarray, *, patch: int = 75, power: float = 1.96,
     return (med / max(np.linalg.norm(med), 1e-12)).astype(np.float32)
 
 
+SUMMARY_PATCHES = (75, 300)  # 30 s and 2 min: the summary the shipped projection reads
+
+
+def multiscale_summary(chroma: np.ndarray, patches=(75,), **kw) -> np.ndarray:
+    """:func:`fourier_summary` at several patch lengths, concatenated (each part unit length).
+
+    Long patches see a work's melodic and harmonic outline across phrases, short ones its
+    local figures; a projection fitted on training works weighs the two
+    (:class:`SummaryProjection`). ``patches=(75,)`` is the plain summary.
+
+    Returns
+    -------
+    np.ndarray, shape (summary_size(patches),), float32.
+    """
+    return np.concatenate([fourier_summary(chroma, patch=int(p), **kw) for p in patches])
+
+
+def summary_size(patches) -> int:
+    """Length of :func:`multiscale_summary` for these patch lengths (12 x (p // 2 + 1) each)."""
+    return sum(N_CHROMA * (int(p) // 2 + 1) for p in patches)
+
+
 def _principal_axes(x: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean (D,), singular values (n,), axes (n, D)) of rows ``x`` (n_samples, D)."""
     mean = x.mean(0)
@@ -177,37 +200,105 @@ class PCA:
 
 @dataclass(frozen=True)
 class SummaryProjection(PCA):
-    """:class:`PCA` with whitening for 2D Fourier summaries, fitted on training recordings
-    (as Bertin-Mahieux & Ellis 2012 reduce theirs with PCA): ``(n, D) -> (n, k)`` unit rows.
+    """A linear map of 2D Fourier summaries fitted on training recordings, ``(n, D) -> (n, k)``
+    unit rows: ``(x - mean) @ components.T / scale``, then scaled to unit length.
 
-    Whitening gives every kept direction the same weight, so the few directions that
-    carry most of the variance (loudness and texture rather than the tune) no longer
-    dominate the distances.
+    Two fits:
+
+    - :meth:`fit`: PCA with whitening (as Bertin-Mahieux & Ellis 2012 reduce theirs).
+      Every kept direction gets the same weight, so the few directions that carry most
+      of the variance (loudness and texture rather than the tune) no longer dominate.
+    - :meth:`fit_discriminant`: linear discriminant analysis on the recordings' work
+      labels (as Humphrey, Nieto & Bello 2013 learn theirs): the directions in which
+      versions of one work lie close together and different works far apart. It needs
+      labels, and gains with the number of training works.
     """
 
-    scale: np.ndarray  # (k,), the singular values of the kept axes
+    scale: np.ndarray  # (k,), the singular values of the kept axes (ones after LDA)
+    patches: tuple = (75,)  # the patch lengths of the summaries it reads (multiscale_summary)
 
     def __call__(self, summaries: np.ndarray) -> np.ndarray:
         p = self.transform(np.atleast_2d(np.asarray(summaries, np.float32))) / self.scale
         return (p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
+    def summarise(self, chroma: np.ndarray) -> np.ndarray:
+        """The raw summary this projection reads, of one recording's chroma (T, 12): (D,)."""
+        return multiscale_summary(chroma, self.patches)
+
+    @staticmethod
+    def _check(s: np.ndarray, patches) -> None:
+        if s.ndim != 2 or s.shape[1] != summary_size(patches):
+            raise ValueError(f"summaries of patches {tuple(patches)} have {summary_size(patches)} "
+                             f"values each, got shape {s.shape}")
+
     @classmethod
-    def fit(cls, summaries: np.ndarray, dims: int = 20) -> "SummaryProjection":
-        """Fit on ``summaries`` (n, D) of training recordings (never the test set)."""
+    def fit(cls, summaries: np.ndarray, dims: int = 20, patches=(75,)) -> "SummaryProjection":
+        """Fit on ``summaries`` (n, D) of training recordings (never the test set), made by
+        :func:`multiscale_summary` with ``patches``."""
         s = np.asarray(summaries, np.float64)
+        cls._check(s, patches)
         if len(s) <= dims:
             raise ValueError(f"a {dims}-dimensional summary projection needs more than {dims} "
                              f"recordings, got {len(s)}")
         mean, sv, axes = _principal_axes(s, dims)
         keep = sv > 1e-9 * sv[0]
-        return cls(mean.astype(np.float32), axes[keep].astype(np.float32), sv[keep].astype(np.float32))
+        return cls(mean.astype(np.float32), axes[keep].astype(np.float32), sv[keep].astype(np.float32),
+                   tuple(int(p) for p in patches))
+
+    @classmethod
+    def fit_discriminant(cls, summaries: np.ndarray, works, dims: int = 30, pca_dims: int = 100,
+                         patches=SUMMARY_PATCHES, ridge: float = 1e-3) -> "SummaryProjection":
+        """Linear discriminant analysis of ``summaries`` (n, D) of training recordings
+        (:func:`multiscale_summary` with ``patches``) labelled with their ``works`` (n,);
+        never the test set.
+
+        1. PCA to ``pca_dims`` with whitening: the summaries' covariance becomes the identity;
+        2. within-work covariance ``Sw`` (each recording minus its work's mean), plus
+           ``ridge`` times its mean eigenvalue on the diagonal; ``Sw`` is whitened too;
+        3. the ``dims`` directions of largest between-work covariance in that space.
+
+        Returns a projection whose outputs have unit within-work spread along every axis.
+        """
+        s = np.asarray(summaries, np.float64)
+        cls._check(s, patches)
+        labels, inv = np.unique(np.asarray(works), return_inverse=True)
+        counts = np.bincount(inv)
+        if (counts >= 2).sum() < 2:
+            raise ValueError("a discriminant summary projection needs at least 2 works with "
+                             f"2 or more recordings each, got {(counts >= 2).sum()}")
+        pca_dims = min(pca_dims, s.shape[1], len(s) - 1)
+        if not 0 < dims <= min(pca_dims, len(labels) - 1):
+            raise ValueError(f"a {dims}-dimensional discriminant projection of {len(labels)} works "
+                             f"needs 1 <= dims <= {min(pca_dims, len(labels) - 1)}")
+        mean, sv, axes = _principal_axes(s, pca_dims)
+        keep = sv > 1e-9 * sv[0]
+        to_white = axes[keep].T / sv[keep] * math.sqrt(len(s))  # (D, p): unit total covariance
+        z = (s - mean) @ to_white
+        centroids = np.zeros((len(labels), z.shape[1]))
+        np.add.at(centroids, inv, z)
+        centroids /= counts[:, None]
+        within = z - centroids[inv]
+        sw = within.T @ within / len(z)
+        sw += ridge * np.trace(sw) / len(sw) * np.eye(len(sw))
+        sb = (centroids * counts[:, None]).T @ centroids / len(z)
+        ew, vw = np.linalg.eigh(sw)
+        w_white = vw / np.sqrt(ew)  # (p, p): unit within-work covariance
+        eb, vb = np.linalg.eigh(w_white.T @ sb @ w_white)
+        order = np.argsort(eb)[::-1][:dims]
+        proj = to_white @ w_white @ vb[:, order]  # (D, dims)
+        return cls(mean.astype(np.float32), proj.T.astype(np.float32), np.ones(dims, np.float32),
+                   tuple(int(p) for p in patches))
 
     def to_state(self) -> dict:
-        return {"mean": self.mean, "components": self.components, "scale": self.scale}
+        return {"mean": self.mean, "components": self.components, "scale": self.scale,
+                "patches": np.asarray(self.patches, np.int64)}
 
     @classmethod
     def from_state(cls, state: dict) -> "SummaryProjection":
-        return cls(*(np.asarray(state[k], np.float32) for k in ("mean", "components", "scale")))
+        """Inverse of :meth:`to_state`; states written before ``patches`` existed read (75,)."""
+        patches = tuple(int(p) for p in np.asarray(state.get("patches", (75,))).ravel())
+        return cls(*(np.asarray(state[k], np.float32) for k in ("mean", "components", "scale")),
+                   patches)
 
 
 def euclidean_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -429,6 +520,7 @@ def alignment_distance_matrix(feats: list[AlignmentFeatures], params: QmaxParams
 
 
 __all__ = ["chroma_from_cqt", "chroma_to_uint8", "chroma_from_uint8", "fourier_summary",
-           "patch_2dftm", "PCA", "euclidean_distances", "QmaxParams", "global_profile",
+           "multiscale_summary", "summary_size", "SUMMARY_PATCHES",
+           "patch_2dftm", "PCA", "SummaryProjection", "euclidean_distances", "QmaxParams", "global_profile",
            "optimal_transposition", "delay_embed", "cross_recurrence", "qmax_batch", "qmax_pair",
            "AlignmentFeatures", "qmax_scores", "qmax_sequences", "alignment_distance_matrix"]

@@ -101,20 +101,28 @@ def cmd_fit_summary(args) -> int:
     from tqdm import tqdm
 
     from .checkpoint import attach_summary_projection, find_checkpoint
-    from .classical import SummaryProjection
+    from .classical import SummaryProjection, multiscale_summary
     from .dataset import read_dataset
-    from .rerank import alignment_features, global_summaries
+    from .rerank import alignment_features
 
     tracks = [t for t in read_dataset(args.train_list, check_features=True) if t.feat]
-    if len(tracks) > args.sample:
+    if not tracks:
+        raise ValueError(f"{args.train_list}: no recordings with features (run coverhunter extract)")
+    if 0 < args.sample < len(tracks):
         rows = np.sort(np.random.default_rng(args.seed).choice(len(tracks), args.sample, replace=False))
         tracks = [tracks[i] for i in rows]
-    align = [alignment_features(t.feat)
-             for t in tqdm(tracks, desc="chroma for 2D Fourier summaries", unit="rec", mininterval=5.0)]
-    proj = SummaryProjection.fit(global_summaries(align), args.dims)
+    patches = tuple(args.patches)
+    summaries = np.stack([multiscale_summary(alignment_features(t.feat).chroma, patches)
+                          for t in tqdm(tracks, desc="2D Fourier summaries", unit="rec", mininterval=5.0)])
+    if args.method == "lda":
+        proj = SummaryProjection.fit_discriminant(summaries, [t.work for t in tracks], args.dims,
+                                                  args.pca_dims, patches)
+    else:
+        proj = SummaryProjection.fit(summaries, args.dims, patches)
     path = attach_summary_projection(find_checkpoint(args.model), proj)
-    log.info("fitted a %d-dimensional summary projection on %d recordings of %s; stored in %s",
-             len(proj.scale), len(tracks), args.train_list, path)
+    log.info("fitted a %d-dimensional %s summary projection on %d recordings (%d works) of %s; "
+             "stored in %s", len(proj.scale), args.method, len(tracks),
+             len({t.work for t in tracks}), args.train_list, path)
     return 0
 
 
@@ -414,11 +422,19 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("out_dir", type=Path)
     s.set_defaults(func=cmd_unpack)
     s = sub.add_parser("fit-summary", help="fit the two-stage search's 2D Fourier summary "
-                       "projection (PCA, whitened) on training recordings and store it in MODEL")
+                       "projection on training recordings and store it in MODEL")
     s.add_argument("model", type=Path, help="model file (.pt) to store it in")
     s.add_argument("train_list", type=Path, help="training list with features (never test works)")
-    s.add_argument("--dims", type=int, default=20, help="dimensions kept (default 20)")
-    s.add_argument("--sample", type=int, default=2000, help="recordings used at most (default 2000)")
+    s.add_argument("--method", choices=("lda", "pca"), default="lda",
+                   help="lda: discriminant, learnt from the list's work labels (default); "
+                        "pca: principal axes, whitened, no labels")
+    s.add_argument("--dims", type=int, default=30, help="dimensions kept (default 30)")
+    s.add_argument("--patches", type=int, nargs="+", default=[75, 300],
+                   help="summary patch lengths in chroma frames, 2.5 per second (default 75 300)")
+    s.add_argument("--pca-dims", type=int, default=100,
+                   help="lda only: principal axes kept before the discriminant (default 100)")
+    s.add_argument("--sample", type=int, default=0,
+                   help="recordings used at most, drawn at random (default 0: all)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_fit_summary)
     s = sub.add_parser("train", help="train EXP_DIR (config: EXP_DIR/config/hparams.yaml); resumes")

@@ -16,7 +16,11 @@ For each query:
 3. **Fusion**: within the shortlist, both scores become z-scores (mean 0, standard
    deviation 1 over the ``k`` items; a constant score gives 0), and
 
-       fused = (1 - weight) * z(embedding similarity) + weight * z(alignment score)
+       fused = (1 - weight) * z(first stage) + weight * z(alignment score)
+
+   where the first stage is the score that chose the shortlist (embedding and summary
+   z-scores at ``global_weight``; the embedding similarity alone without summaries):
+   the alignment corrects the first stage rather than replacing the summary's evidence.
 
    ``weight`` (default :data:`DEFAULT_WEIGHT`) was chosen on training-type data,
    never on a test corpus: see ``benchmarks/bench_accuracy.py --tune``.
@@ -41,8 +45,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .classical import (AlignmentFeatures, QmaxParams, chroma_from_cqt, euclidean_distances,
-                        fourier_summary, qmax_scores, qmax_sequences)
+from .classical import (SUMMARY_PATCHES, AlignmentFeatures, QmaxParams, chroma_from_cqt,
+                        euclidean_distances, fourier_summary, multiscale_summary, qmax_scores,
+                        qmax_sequences, summary_size)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,11 @@ DEFAULT_K = 50
 # split "train", seed 1000, 187 recordings; shipped model v2; top 50; Qmax defaults) gave
 # MAP 0.094 at weight 0, 0.184 at 0.5, 0.208 at 0.8, 0.207 at 0.9, 0.206 at 1 with the
 # plain top 50, and 0.239 at 0.9 (0.239 at 1) with the 2D Fourier shortlist below.
-DEFAULT_WEIGHT = 0.9
+# Since the alignment is fused with the first stage's score (embedding and summary, not
+# the embedding alone), `--tune` with the discriminant summary projection: 0.369 at 0.7,
+# 0.371 at 0.6, 0.361 at 0.8, 0.346 at 0.9 (0.335 at 0.9 when fused with the embedding
+# alone).
+DEFAULT_WEIGHT = 0.7
 # candidates from the embedding search, and the weight of the 2D Fourier summary when
 # choosing the k to align among them; on the same corpus (weight 0.9): MAP 0.207 for the
 # plain top 50, 0.239 with pool 100 and global weight 0.5; a sweep outside the benchmark
@@ -64,7 +73,9 @@ DEFAULT_WEIGHT = 0.9
 # defaults: 0.246 at fusion weight 0.9 and 1.0, 0.244 at 0.8.
 # With the shipped model's summary projection (PCA to 20 whitened dimensions, fitted on
 # training recordings: `coverhunter fit-summary`), `--tune` gives 0.286 at weight 0.9,
-# 0.284 at 1.0 and 0.282 at 0.8.
+# 0.284 at 1.0 and 0.282 at 0.8. With its discriminant projection of 30 s and 2 min
+# summaries (`fit-summary` defaults, chosen by benchmarks/bench_summary.py): 0.335 at 0.9
+# and 1.0, 0.331 at 0.8.
 DEFAULT_POOL = 100
 DEFAULT_GLOBAL_POOL = 100
 DEFAULT_GLOBAL_WEIGHT = 0.7
@@ -151,6 +162,15 @@ def cascade_shortlist(dist_row: np.ndarray, global_row: np.ndarray | None, cfg: 
     return cand[np.argsort(-f, kind="stable")][:cfg.k]
 
 
+def first_stage_distances(dist: np.ndarray, glob: np.ndarray | None, cfg: "RerankConfig") -> np.ndarray:
+    """What the alignment score is fused with, as distances (smaller = closer): the
+    embedding distances ``dist``, or, with 2D Fourier summary distances ``glob`` (same
+    items), minus the score :func:`cascade_shortlist` chose the shortlist by."""
+    if glob is None or cfg.global_weight == 0.0:
+        return np.asarray(dist, np.float64)
+    return -fuse(dist, -np.asarray(glob, np.float64), cfg.global_weight)
+
+
 def zscore(x: np.ndarray) -> np.ndarray:
     """(x - mean) / std over the items; all zeros when x is constant."""
     x = np.asarray(x, np.float64)
@@ -208,7 +228,9 @@ def rerank_row(dist_row: np.ndarray, score_fn, cfg: RerankConfig,
     sl = cascade_shortlist(dist_row, global_row, cfg, exclude_row)
     if len(sl) == 0:
         return np.asarray(dist_row, np.float64).copy()
-    fused = fuse(np.asarray(dist_row)[sl], score_fn(sl), cfg.weight)
+    first = first_stage_distances(np.asarray(dist_row)[sl],
+                                  None if global_row is None else np.asarray(global_row)[sl], cfg)
+    fused = fuse(first, score_fn(sl), cfg.weight)
     head = sl[np.argsort(-fused, kind="stable")]
     return reordered_distances(dist_row, head)
 
@@ -229,8 +251,22 @@ def global_summaries(align: list, projection=None) -> np.ndarray:
     to (n, k) first."""
     if not align:
         return np.zeros((0, 1))
-    s = np.stack([fourier_summary(a.chroma) for a in align])
-    return s if projection is None else projection(s)
+    if projection is None:
+        return np.stack([fourier_summary(a.chroma) for a in align])
+    return projection(np.stack([projection.summarise(a.chroma) for a in align]))
+
+
+def summary_columns(stored_patches, patches) -> np.ndarray | None:
+    """Columns of a stored :func:`coverhunter.classical.multiscale_summary` (made with
+    ``stored_patches``) that form the summary of ``patches``; None if one is missing."""
+    starts, pos = {}, 0
+    for p in stored_patches:
+        starts[int(p)] = pos
+        pos += summary_size([p])
+    if any(int(p) not in starts for p in patches):
+        return None
+    return np.concatenate([np.arange(starts[int(p)], starts[int(p)] + summary_size([p]))
+                           for p in patches])
 
 
 def chunk_windowing(cfg, rr: RerankConfig):
@@ -383,7 +419,9 @@ def write_shard_chroma(root, shard: str, chromas: list[np.ndarray]) -> None:
     """Chroma of a shard's recordings (in its ``.jsonl`` order), one file, written atomically.
 
     ``data``: all recordings' uint8 chroma concatenated (sum T, 12); ``offsets``: (n + 1,);
-    ``summary``: their 2D Fourier summaries (n, 456) float32.
+    ``summary``: their 2D Fourier summaries (n, D) float16, made with the patch lengths in
+    ``summary_patches`` (:data:`coverhunter.classical.SUMMARY_PATCHES`; any model's
+    projection reads the columns of its own patches, :func:`summary_columns`).
     """
     import io
     from pathlib import Path
@@ -394,10 +432,11 @@ def write_shard_chroma(root, shard: str, chromas: list[np.ndarray]) -> None:
     offsets = np.cumsum([0] + [len(c) for c in chromas]).astype(np.int64)
     data = np.concatenate(chromas) if chromas else np.zeros((0, 12), np.uint8)
     # 2D Fourier summaries (n, D) for the global candidates of identify, from the stored chroma
-    summaries = np.stack([fourier_summary(chroma_from_uint8(c)) for c in chromas]) if chromas \
-        else np.zeros((0, 0), np.float32)
+    summaries = np.stack([multiscale_summary(chroma_from_uint8(c), SUMMARY_PATCHES) for c in chromas]) \
+        if chromas else np.zeros((0, summary_size(SUMMARY_PATCHES)), np.float32)
     buf = io.BytesIO()
-    np.savez(buf, data=data.astype(np.uint8), offsets=offsets, summary=summaries.astype(np.float32))
+    np.savez(buf, data=data.astype(np.uint8), offsets=offsets, summary=summaries.astype(np.float16),
+             summary_patches=np.asarray(SUMMARY_PATCHES, np.int64))
     atomic_write_bytes(Path(root) / f"{shard}{CHROMA_SUFFIX}", buf.getvalue())
 
 
@@ -412,6 +451,7 @@ class IndexChroma:
 
         self.root = Path(root)
         self.projection = projection  # the model's SummaryProjection, or None (raw summaries)
+        self.patches = (75,) if projection is None else tuple(projection.patches)
         self._shards = list(shards)
         self._where: dict[str, tuple[str, int]] | None = None
         self._files: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
@@ -426,7 +466,7 @@ class IndexChroma:
 
     def query_summary(self, query: AlignmentFeatures) -> np.ndarray:
         """A query's 2D Fourier summary, projected as the catalogue's are."""
-        s = fourier_summary(query.chroma)
+        s = multiscale_summary(query.chroma, self.patches)
         return s if self.projection is None else self.projection(s)[0]
 
     def available(self) -> bool:
@@ -450,8 +490,12 @@ class IndexChroma:
             try:
                 with np.load(path) as z:
                     self._files[shard] = (z["data"], z["offsets"])
-                    if "summary" in z and len(z["summary"]) == len(z["offsets"]) - 1:
-                        self._stored_summaries[shard] = z["summary"]
+                    # files written before summary_patches existed hold the plain (75,) summary
+                    cols = summary_columns(z["summary_patches"] if "summary_patches" in z else (75,),
+                                           self.patches)
+                    if cols is not None and "summary" in z and len(z["summary"]) == len(z["offsets"]) - 1 \
+                            and z["summary"].shape[1] > cols[-1]:
+                        self._stored_summaries[shard] = z["summary"][:, cols].astype(np.float32)
             except (OSError, ValueError, KeyError):
                 self._files[shard] = None  # missing or damaged: no re-ranking for this shard
         return self._files[shard]
@@ -482,7 +526,7 @@ class IndexChroma:
                 v = stored[loc[1]]
             else:
                 a = self.get(track_id)
-                v = None if a is None else fourier_summary(a.chroma)
+                v = None if a is None else multiscale_summary(a.chroma, self.patches)
             if v is not None and self.projection is not None:
                 v = self.projection(v)[0]
             self._summaries[track_id] = v
@@ -490,7 +534,7 @@ class IndexChroma:
 
     def summaries(self) -> tuple[list[str], np.ndarray]:
         """Every recording with chroma and its summary: (track ids, (n, D) float32), once
-        per reader; D is 456 for raw summaries, the projection's size (20 for the shipped
+        per reader; D is 456 for raw summaries, the projection's size (30 for the shipped
         model) otherwise. :meth:`nearest` scans it once per query."""
         if self._all is None:
             if self._where is None:
@@ -574,7 +618,8 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     scores = np.full(len(sl), np.nan)
     scores[sl_have] = qmax_scores(query, [refs[sl[r]] for r in sl_have], cfg.qmax)
     scores[np.isnan(scores)] = scores[sl_have].mean()
-    order = np.argsort(-fuse(dist[sl], scores, cfg.weight), kind="stable")
+    first = first_stage_distances(dist[sl], None if glob is None else glob[sl], cfg)
+    order = np.argsort(-fuse(first, scores, cfg.weight), kind="stable")
     return [cand[sl[r]] for r in order] + others
 
 
@@ -605,7 +650,8 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
 
 
 __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore", "fuse",
-           "reordered_distances", "rerank_row", "alignment_features", "global_summaries",
+           "reordered_distances", "rerank_row", "first_stage_distances", "alignment_features", "global_summaries",
+           "summary_columns",
            "chunk_embeddings", "chunk_windowing", "build_reranker", "DEFAULT_K", "DEFAULT_WEIGHT",
            "DEFAULT_POOL", "DEFAULT_GLOBAL_POOL", "DEFAULT_GLOBAL_WEIGHT", "compact_chroma", "write_shard_chroma",
            "IndexChroma", "rerank_matches", "search_reranked", "CHROMA_SUFFIX"]
