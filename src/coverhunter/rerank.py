@@ -457,6 +457,8 @@ class IndexChroma:
         self._files: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
         self._summaries: dict[str, np.ndarray | None] = {}
         self._all: tuple[list[str], np.ndarray] | None = None
+        # per shard: its stored summaries, already projected (n, k) when there is a projection,
+        # so a large catalogue keeps k floats per recording in memory, not the raw 2,268
         self._stored_summaries: dict[str, np.ndarray] = {}
 
     @classmethod
@@ -495,7 +497,9 @@ class IndexChroma:
                                            self.patches)
                     if cols is not None and "summary" in z and len(z["summary"]) == len(z["offsets"]) - 1 \
                             and z["summary"].shape[1] > cols[-1]:
-                        self._stored_summaries[shard] = z["summary"][:, cols].astype(np.float32)
+                        raw = z["summary"][:, cols].astype(np.float32)
+                        self._stored_summaries[shard] = raw if self.projection is None \
+                            else self.projection(raw)
             except (OSError, ValueError, KeyError):
                 self._files[shard] = None  # missing or damaged: no re-ranking for this shard
         return self._files[shard]
@@ -523,12 +527,12 @@ class IndexChroma:
             f = None if loc is None else self._file(loc[0])
             stored = None if f is None else self._stored_summaries.get(loc[0])
             if stored is not None:
-                v = stored[loc[1]]
+                v = stored[loc[1]]  # projected when loaded
             else:
                 a = self.get(track_id)
                 v = None if a is None else multiscale_summary(a.chroma, self.patches)
-            if v is not None and self.projection is not None:
-                v = self.projection(v)[0]
+                if v is not None and self.projection is not None:
+                    v = self.projection(v)[0]
             self._summaries[track_id] = v
         return self._summaries[track_id]
 
