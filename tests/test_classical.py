@@ -74,6 +74,23 @@ def test_2dftm_invariant_to_pitch_and_time_shift():
     assert d_delay < 0.25 * d_other
 
 
+def test_summary_of_a_long_recording_takes_a_bounded_number_of_patches():
+    rng = np.random.default_rng(4)
+    ch = C.chroma_from_cqt(synthetic_cqt(melody(rng, 400), 12, rng))  # 480 chroma frames
+    everything = dict(max_patches=10**9)
+    # up to max_patches windows: exactly the median over all of them
+    np.testing.assert_array_equal(C.fourier_summary(ch, patch=75), C.fourier_summary(ch, patch=75, **everything))
+    # beyond: every n-th window, close to the full median, at a fraction of the cost
+    few = C.fourier_summary(ch, patch=75, max_patches=40)
+    np.testing.assert_array_equal(few, C.fourier_summary(ch, patch=75, hop=-(-(480 - 75 + 1) // 40)))
+    assert float(few @ C.fourier_summary(ch, patch=75, **everything)) > 0.99
+    # the multi-scale summary is its parts, each of unit length
+    ms = C.multiscale_summary(ch, (75, 300))
+    assert ms.shape == (C.summary_size((75, 300)),) == (12 * 38 + 12 * 151,)
+    np.testing.assert_array_equal(ms[:456], C.fourier_summary(ch, patch=75))
+    assert np.linalg.norm(ms[456:]) == pytest.approx(1.0, abs=1e-5)
+
+
 def test_qmax_known_values():
     # a clean diagonal of length 5 gives Qmax 5; an empty plot gives 0
     assert C.qmax_pair(np.eye(5, dtype=bool)) == 5

@@ -126,7 +126,7 @@ def patch_2dftm(patches: np.ndarray) -> np.ndarray:
 
 
 def fourier_summary(chroma: np.ndarray, *, patch: int = 75, power: float = 1.96,
-                    hop: int = 1) -> np.ndarray:
+                    hop: int = 1, max_patches: int = 1000) -> np.ndarray:
     """One vector per recording: median 2D Fourier magnitude of its chroma patches.
 
     Parameters
@@ -139,6 +139,10 @@ def fourier_summary(chroma: np.ndarray, *, patch: int = 75, power: float = 1.96,
         Power applied to the chroma before the transform (contrast, as in the paper).
     hop : int
         Frames between patch starts.
+    max_patches : int
+        At most this many patches enter the median: a longer recording (beyond about 7
+        minutes at hop 1) takes every n-th patch, so a two-hour recording costs what seven
+        minutes do (time and memory), and shorter ones are unchanged.
 
     Returns
     -------
@@ -147,6 +151,8 @@ def fourier_summary(chroma: np.ndarray, *, patch: int = 75, power: float = 1.96,
     x = np.asarray(chroma, dtype=np.float64) ** power
     if len(x) < patch:
         x = np.pad(x, ((0, patch - len(x)), (0, 0)))
+    n_windows = len(x) - patch + 1
+    hop = max(int(hop), -(-n_windows // max(1, int(max_patches))))
     windows = np.lib.stride_tricks.sliding_window_view(x, patch, axis=0)[::hop]  # (P, 12, L)
     med = np.median(patch_2dftm(windows), axis=0).ravel()
     return (med / max(np.linalg.norm(med), 1e-12)).astype(np.float32)
