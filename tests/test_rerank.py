@@ -213,7 +213,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     np.savez(str(npz)[:-4], data=data, offsets=offsets, summary=mat)
     assert np.array_equal(R.IndexChroma.of(idx).summaries()[1], mat)
     # the summary search and the exact scores of the recordings it finds
-    near = stored.nearest(R.alignment_features(np.load(q.feat)), 3)
+    near = stored.nearest(stored.query_summary(R.alignment_features(np.load(q.feat))), 3)
     assert len(near) == 3 and set(near) <= {t.track_id for t in full if t.version == "v0"}
     scored = idx.score_tracks(emb, starts, near + ["no such track"])
     by_work = {m.work: m for m in idx.search(emb, starts, 50, approximate=False)}

@@ -551,13 +551,14 @@ class IndexChroma:
             self._all = (ids, np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, 1), np.float32))
         return self._all
 
-    def nearest(self, query: AlignmentFeatures, n: int) -> list[str]:
-        """The ``n`` catalogue recordings nearest to ``query`` by the 2D Fourier summary."""
+    def nearest(self, query_summary: np.ndarray, n: int) -> list[str]:
+        """The ``n`` catalogue recordings nearest by the 2D Fourier summary to a query's
+        (:meth:`query_summary`)."""
         ids, mat = self.summaries()
         if n <= 0 or not ids:
             return []
         # unit-length summaries: the nearest by distance are the largest inner products
-        sims = mat @ self.query_summary(query)
+        sims = mat @ query_summary
         top = np.arange(len(ids)) if n >= len(ids) else np.argpartition(-sims, n)[:n]
         top = top[np.lexsort((top, -sims[top]))]  # best first, ties by catalogue order
         return [ids[i] for i in top]
@@ -585,7 +586,7 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     extra : list of index.Match, optional
         More candidates (the works nearest by the 2D Fourier summary, with their embedding
         scores); those of works already among the candidates are ignored.
-    query_summary : callable AlignmentFeatures -> summary, optional
+    query_summary : np.ndarray, optional
         The query's summary, made as ``summary``'s are (:meth:`IndexChroma.query_summary`);
         default: the raw 2D Fourier summary.
 
@@ -609,7 +610,7 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     glob = None
     if cfg.global_weight > 0 and len(cand) > cfg.k:
         glob = np.full(len(cand), np.nan)
-        q = (query_summary(query) if query_summary else fourier_summary(query.chroma))[None]
+        q = (fourier_summary(query.chroma) if query_summary is None else query_summary)[None]
         vecs = [summary(cand[i].track_id) if summary else fourier_summary(refs[i].chroma) for i in have]
         glob[have] = euclidean_distances(q, np.stack(vecs))[0]
         glob[np.isnan(glob)] = glob[have].mean()
@@ -647,10 +648,10 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
     """
     matches = index.search(emb, starts, max(top, cfg.k, cfg.pool), approximate)
     extra = None
-    if cfg.global_pool > 0 and cfg.global_weight > 0:
-        extra = index.score_tracks(emb, starts, chroma.nearest(query, cfg.global_pool))
-    return rerank_matches(matches, query, chroma.get, cfg, chroma.summary, extra,
-                          chroma.query_summary)[:top]
+    q_summary = chroma.query_summary(query) if cfg.global_weight > 0 else None  # once per query
+    if cfg.global_pool > 0 and q_summary is not None:
+        extra = index.score_tracks(emb, starts, chroma.nearest(q_summary, cfg.global_pool))
+    return rerank_matches(matches, query, chroma.get, cfg, chroma.summary, extra, q_summary)[:top]
 
 
 __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore", "fuse",
