@@ -48,6 +48,7 @@ from coverhunter.classical import SummaryProjection, euclidean_distances, multis
 from coverhunter.dataset import read_dataset  # noqa: E402
 from coverhunter.metrics import evaluate_distances, self_exclusion  # noqa: E402
 from coverhunter.rerank import alignment_features, summary_columns  # noqa: E402
+from coverhunter.utils import atomic_save_npy  # noqa: E402
 
 log = logging.getLogger("bench_summary")
 ALL_PATCHES = (75, 150, 300)
@@ -85,7 +86,7 @@ def summaries(list_path: Path, out: Path, workers: int):
                                    total=len(tracks), desc=f"summaries of {list_path}", unit="rec",
                                    mininterval=5.0)))
         out.mkdir(parents=True, exist_ok=True)
-        np.save(cache, s)
+        atomic_save_npy(cache, s)  # a killed run leaves no truncated cache
     return s, np.array([t.work for t in tracks]), np.array([sound_of(t) for t in tracks])
 
 
@@ -117,12 +118,17 @@ def main() -> None:
                         datefmt="%H:%M:%S")
     st, wt, sdt = summaries(args.train, args.out, args.workers)
     sv, wv, sdv = summaries(args.select, args.out, args.workers)
-    sounds = sorted(set(sdt) & set(sdv))
     overlap = np.isin(wv, wt)
     if overlap.any():
         log.warning("%s shares %d works with %s: their %d recordings are left out", args.select,
                     len(set(wv[overlap])), args.train, int(overlap.sum()))
         sv, wv, sdv = sv[~overlap], wv[~overlap], sdv[~overlap]
+    # a held-out sound is scored where the selection set has two versions of a work in it
+    sounds = sorted(snd for snd in set(sdt) & set(sdv)
+                    if np.unique(wv[sdv == snd], return_counts=True)[1].max() >= 2)
+    if not sounds:
+        raise SystemExit(f"{args.select}: no work outside {args.train} with two versions in one "
+                         "of its sounds; nothing to score")
     print(f"\ntraining: {len(st)} recordings of {len(set(wt))} works; selection: {len(sv)} "
           f"recordings of {len(set(wv))} works; held-out sounds: {len(sounds)}\n")
     print("| summary | fit | mean MAP, one sound held out | " + " | ".join(sounds) + " |")
