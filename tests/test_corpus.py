@@ -46,6 +46,9 @@ def test_tiny_corpus_end_to_end(tmp_path):
 
 
 def _echo(task):
+    import time
+
+    time.sleep(0.05)  # a render takes seconds: the parent sees each result before the next ends
     return task, "rendered"
 
 
