@@ -21,14 +21,22 @@ process time, so other jobs on the machine do not inflate it):
 - model: the shipped model's embeddings (``--model``), the evaluator's distance;
 - model + re-rank: the model's distances, each query's top ``--k`` re-ordered by
   ``coverhunter.rerank`` (chroma Qmax; and the model's own short-chunk Qmax);
-- model + 2DFTM shortlist + chroma Qmax: the two-stage search as ``evaluate --rerank``
-  and ``identify`` run it: the ``--k`` to align are chosen among the embedding's top
-  ``pool`` and the 2D Fourier summary's top ``global_pool`` (two vector searches), by the
-  fused embedding and summary score (``coverhunter.rerank.cascade_shortlist``).
+- model + 2DFTM shortlist + chroma Qmax: the two-stage search as ``identify`` runs it:
+  the ``--k`` to align are chosen among the embedding's top ``pool`` and the 2D Fourier
+  summary's top ``global_pool`` (two vector searches), by the fused embedding and summary
+  score (``coverhunter.rerank.cascade_shortlist``);
+- the same + expansion: the two-stage search as ``evaluate --rerank`` runs it
+  (``coverhunter.rerank.Reranker``, the same code): the best-aligned recording's summary
+  neighbours join the shortlist, and its own alignment with each item is added to the
+  fusion (``coverhunter.rerank.anchor_expansion``). This row is the one the target is
+  checked on.
 
 ``--tune`` renders a small *training-type* corpus (``split="train"``, another seed), and
-prints the MAP of each fusion weight there; the default weight in ``coverhunter.rerank``
-is chosen from that table, never from the test corpus.
+prints the MAP of each fusion weight there, then of each expansion setting (``--expand``,
+``--expansion-weights``); the defaults in ``coverhunter.rerank`` are chosen from those
+tables, never from the test corpus. ``--tune-data LIST`` tunes on any extracted dataset
+list instead (e.g. ``runs/corpus-v2/val-extra/full.txt``: a larger catalogue, where the
+first stage misses more).
 
 The rendered corpora, their features and the results (``results.json``) live under
 ``--out`` (default runs/bench_accuracy, git-ignored) and the corpora are reused.
@@ -65,6 +73,7 @@ log = logging.getLogger("bench_accuracy")
 # the two-stage search of `evaluate --rerank` and `identify`: shortlist from the embedding's
 # top `pool` with the 2D Fourier summary, chroma Qmax, fusion (coverhunter.rerank defaults)
 TWO_STAGE = "model + 2DFTM shortlist ({k} of top {pool} + 2DFTM top {gpool}) + chroma Qmax"
+EXPANDED = TWO_STAGE + " + expansion ({expand}, weight {ew})"
 TARGET_GAIN, TARGET_COST = 0.10, 0.2  # issue 10: >= +10 % MAP over alignment at <= 1/5 of its compute
 
 
@@ -164,6 +173,14 @@ def chroma_scorer(align, rr: R.RerankConfig):
     return lambda q, sl: C.qmax_scores(align[q], [align[j] for j in sl], rr.qmax)
 
 
+def reranked(dist: np.ndarray, align, summaries: np.ndarray, rr: R.RerankConfig) -> np.ndarray:
+    """Every recording a query against the others, re-ranked by ``evaluate --rerank``'s
+    code (``coverhunter.rerank.Reranker``) from precomputed chroma and summaries."""
+    rk = R.Reranker(rr, query_align=align, ref_align=align, query_summary=summaries,
+                    ref_summary=summaries)
+    return rk.rerank_block(dist, 0, exclude=np.eye(len(dist), dtype=bool))
+
+
 # ---------------------------------------------------------------------------
 # one corpus -> rows of the table
 
@@ -192,11 +209,16 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int) -> dict:
     d, t2 = timed(apply_rerank, d_model, lists, weight)
     rows[f"model + re-rank top {k} (chroma Qmax)"] = (d, t_model + t_chroma + t + t2)
     rr = R.RerankConfig(k=k, weight=weight)
-    d_sum, t_glob = timed(global_distances, align, lm.summary_projection)  # as identify does
+    summaries, t_glob = timed(R.global_summaries, align, lm.summary_projection)  # as identify does
+    d_sum = C.euclidean_distances(summaries, summaries)
     lists, t = timed(shortlist_scores, d_model, d_sum, chroma_scorer(align, rr), rr)
     d, t2 = timed(apply_rerank, d_model, lists, weight)
-    rows[TWO_STAGE.format(k=k, pool=rr.pool, gpool=rr.global_pool)] = (d, t_model + t_chroma + t_glob + t + t2)
-    t_rerank = t_glob + t + t2
+    rows[TWO_STAGE.format(k=k, pool=rr.pool, gpool=rr.global_pool) + ", no expansion (identify)"] = (
+        d, t_model + t_chroma + t_glob + t + t2)
+    d, t = timed(reranked, d_model, align, summaries, rr)
+    rows[EXPANDED.format(k=k, pool=rr.pool, gpool=rr.global_pool, expand=rr.expand,
+                         ew=rr.expansion_weight)] = (d, t_model + t_chroma + t_glob + t)
+    t_rerank = t_glob + t
     scorer, t_emb = chunk_scorer(lm, tracks, device, plain)
     lists, t = timed(shortlist_scores, d_model, None, scorer, plain)
     d, t2 = timed(apply_rerank, d_model, lists, weight)
@@ -228,7 +250,7 @@ def print_table(title: str, res: dict, k: int) -> None:
               f"{fmt_ci(r['hr1'], r['ci']['hr1'])} | {r['seconds']:.1f} |")
     rows = res["rows"]
     al = rows["classical alignment (Qmax, all pairs)"]
-    two = rows[next(n for n in rows if n.startswith(TWO_STAGE.split("(")[0]))]
+    two = rows[next(n for n in rows if n.startswith(TWO_STAGE.split("(")[0]) and "expansion" in n)]
     gain = two["map"] / max(al["map"], 1e-12) - 1
     cost = two["seconds"] / max(al["seconds"], 1e-12)
     ok = "met" if gain >= TARGET_GAIN and cost <= TARGET_COST else "NOT met"
@@ -241,7 +263,7 @@ def print_table(title: str, res: dict, k: int) -> None:
     n_star = (fixed / TARGET_COST - a_fixed) / max(per_ref, 1e-12)
     print(f"Per query, the two-stage search costs {fixed * 1e3:.0f} ms whatever the catalogue "
           f"size (embedding the query, searching this catalogue's embeddings, re-ranking "
-          f"{k}), all-pairs alignment {a_fixed * 1e3:.1f} ms + {per_ref * 1e3:.2f} ms per "
+          f"{k} with expansion), all-pairs alignment {a_fixed * 1e3:.1f} ms + {per_ref * 1e3:.2f} ms per "
           f"catalogue recording: the two-stage search costs <= {TARGET_COST} of the "
           f"alignment's from about {n_star:,.0f} recordings on.")
 
@@ -250,14 +272,18 @@ def print_table(title: str, res: dict, k: int) -> None:
 # --tune: fusion weight on training-type data
 
 
-def tune(lm, tracks, device, k: int) -> dict:
+def tune(lm, tracks, device, k: int, expand=(0, 10, 25, 40), expansion_weights=(0.0, 0.25, 0.5, 1.0),
+         expansion_only: bool = False) -> dict:
     works = [t.work for t in tracks]
     d_model = model_distances(lm, tracks, device)
     align = chroma_of(tracks)
+    summaries = R.global_summaries(align, lm.summary_projection)
+    if expansion_only:
+        return {"expansion": tune_expansion(d_model, align, summaries, works, k, expand, expansion_weights)}
     plain = R.RerankConfig(k=k, pool=k)
     rr = R.RerankConfig(k=k)
     no_union = R.RerankConfig(k=k, global_pool=0, global_weight=0.5)
-    d_glob = global_distances(align, lm.summary_projection)
+    d_glob = C.euclidean_distances(summaries, summaries)
     lists = {"chroma": shortlist_scores(d_model, None, chroma_scorer(align, plain), plain),
              f"chroma, 2DFTM shortlist of top {rr.pool} (no summary candidates)": shortlist_scores(
                  d_model, d_glob, chroma_scorer(align, no_union), no_union),
@@ -268,11 +294,33 @@ def tune(lm, tracks, device, k: int) -> dict:
     res = {src: {float(w): metrics(apply_rerank(d_model, ls, w), works, 0)["map"] for w in weights}
            for src, ls in lists.items()}
     print(f"\nfusion weight on a training-type corpus ({len(tracks)} recordings, "
-          f"{len(set(works))} works), MAP, top {k}:\n")
+          f"{len(set(works))} works), MAP, top {k}, no expansion:\n")
     print("| weight | " + " | ".join(res) + " |")
     print("|---" * (len(res) + 1) + "|")
     for w in weights:
         print(f"| {w:.1f} | " + " | ".join(f"{res[s][float(w)]:.3f}" for s in res) + " |")
+    res["expansion"] = tune_expansion(d_model, align, summaries, works, k, expand, expansion_weights)
+    return res
+
+
+def tune_expansion(d_model, align, summaries, works, k: int, expand, expansion_weights) -> dict:
+    """MAP of each expansion setting (recordings added x anchor weight), the shortlist and
+    fusion at the defaults; alignments per query in the last column."""
+    res = {}
+    print(f"\nexpansion, MAP (top {k}, fusion weight {R.DEFAULT_WEIGHT}); rows: recordings "
+          "added from the anchor's summary neighbours, columns: weight of the anchor's alignment\n")
+    print("| added | " + " | ".join(f"{w:g}" for w in expansion_weights) + " | alignments per query |")
+    print("|---" * (len(expansion_weights) + 2) + "|")
+    for n in expand:
+        row = {}
+        for w in expansion_weights:
+            rr = R.RerankConfig(k=k, expand=n, expansion_weight=w)
+            rk = R.Reranker(rr, query_align=align, ref_align=align, query_summary=summaries,
+                            ref_summary=summaries)
+            row[float(w)] = metrics(rk.rerank_block(d_model, 0, np.eye(len(works), dtype=bool)), works, 0)["map"]
+        res[int(n)] = row
+        print(f"| {n} | " + " | ".join(f"{row[float(w)]:.3f}" for w in expansion_weights)
+              + f" | {rk.n_pairs / max(1, rk.n_queries):.0f} |", flush=True)
     return res
 
 
@@ -289,7 +337,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="rendering/extraction processes (0 = all cores)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_accuracy"))
-    ap.add_argument("--tune", action="store_true", help="sweep the fusion weight on training-type data")
+    ap.add_argument("--tune", action="store_true",
+                    help="sweep the fusion weight and the expansion on training-type data")
+    ap.add_argument("--tune-data", type=Path, default=None, metavar="LIST",
+                    help="with --tune: an extracted dataset list to tune on instead of the rendered corpus")
+    ap.add_argument("--expand", type=int, nargs="+", default=[0, 10, 25, 40],
+                    help="with --tune: recordings added from the anchor's neighbours")
+    ap.add_argument("--expansion-weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0],
+                    help="with --tune: weights of the anchor's alignment")
+    ap.add_argument("--expansion-only", action="store_true",
+                    help="with --tune: only the expansion table (skip the fusion-weight sweep)")
     ap.add_argument("--standin", action="store_true",
                     help="tiny demo corpus (12 works x 4, seed 7): NOT held-out material, for development")
     a = ap.parse_args()
@@ -302,10 +359,16 @@ def main() -> None:
         log.warning("coverhunter.corpus.make_corpus(split=...) is not available: using the stand-in")
     kw = dict(versions=a.versions, standin=standin, workers=a.workers)
     if a.tune:
-        tracks = render(a.out / f"tune-train-w{a.works}-s{a.seed + 1000}", works=a.works,
-                        seed=a.seed + 1000, split="train", arrangement_only=False, **kw)
-        res = tune(lm, tracks, a.device, a.k)
-        (a.out / "tune.json").write_text(json.dumps(res, indent=1))
+        if a.tune_data is not None:
+            tracks = [t for t in read_dataset(a.tune_data, check_features=True) if "source_utt" not in t.extra]
+            name = f"tune-{a.tune_data.parent.name}.json"
+        else:
+            tracks = render(a.out / f"tune-train-w{a.works}-s{a.seed + 1000}", works=a.works,
+                            seed=a.seed + 1000, split="train", arrangement_only=False, **kw)
+            name = "tune.json"
+        res = tune(lm, tracks, a.device, a.k, a.expand, a.expansion_weights, a.expansion_only)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / name).write_text(json.dumps(res, indent=1))
         return
     if standin:
         sets = {"STAND-IN: demo corpus, 12 works x 4 versions, seed 7 (training soundfonts; "

@@ -74,7 +74,12 @@ def test_seed_eval_command_with_query_in_ref(trained, tmp_path):
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "MAP" in p.stdout and "MR1" in p.stdout
-    assert json.loads(out.read_text())["n_queries"] == 3
+    res = json.loads(out.read_text())
+    assert res["n_queries"] == 3 and "rerank" not in res  # the model alone, as the original
+    p = subprocess.run(cmd + ["--rerank", "4"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["n_queries"] == 3 and res["rerank"]["k"] == 4  # the two-stage search
 
 
 def test_index_build_search_add_reload_calibrate(trained, tmp_path):

@@ -87,11 +87,102 @@ def test_reranker_moves_a_planted_cover_up():
     assert "1 queries" in rk.summary()
 
 
+def _expansion_case():
+    """Query 0 vs 12 references: the embedding ranks them 0..11; the alignment with the
+    query finds reference 3 (a cover) best; reference 10, another cover, is outside the
+    shortlist and weakly aligned with the query, but the nearest summary neighbour of
+    reference 3 and strongly aligned with it."""
+    d = np.linspace(0.1, 0.9, 12)
+    q_align = np.full(12, 0.1)
+    q_align[3], q_align[10] = 0.9, 0.3
+    pair = np.full((12, 12), 0.1)
+    pair[3, 10] = pair[10, 3] = 0.95
+    calls = []
+
+    def neighbours(a, n, blocked):
+        order = [10, 11, 9] if a == 3 else [11, 9, 10]
+        out = [j for j in order if not blocked[j] and j != a][:n]
+        calls.append((a, out))
+        return np.array(out, np.int64)
+
+    return d, (lambda refs: q_align[refs]), neighbours, (lambda a, refs: pair[a, refs]), calls
+
+
+def test_expansion_finds_the_anchors_cover():
+    d, score, neighbours, anchor, calls = _expansion_case()
+    plain = R.RerankConfig(k=4, pool=4, global_pool=0, expand=0, expansion_weight=0.0)
+    out = R.rerank_row(d, score, plain, neighbours=neighbours, anchor_scores=anchor)
+    assert np.argsort(out)[0] == 3 and np.argsort(out)[10] == 10 and not calls
+    cfg = R.RerankConfig(k=4, pool=4, global_pool=0, expand=1, expansion_weight=0.5)
+    out = R.rerank_row(d, score, cfg, neighbours=neighbours, anchor_scores=anchor)
+    order = np.argsort(out, kind="stable")
+    assert calls == [(3, [10])]  # asked for the anchor's nearest, which joined the shortlist
+    assert order[:2].tolist() == [3, 10]  # ... and was placed second
+    # the rest keep their embedding order after the 5 aligned
+    assert order[5:].tolist() == [4, 5, 6, 7, 8, 9, 11]
+    # added recordings alone (no anchor weight) or the anchor weight alone
+    only_add = R.rerank_row(d, score, R.RerankConfig(k=4, pool=4, global_pool=0, expand=1,
+                                                     expansion_weight=0.0), neighbours=neighbours)
+    assert set(np.argsort(only_add)[:5]) == {0, 1, 2, 3, 10}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_expansion_never_drops_or_adds_an_excluded_item(seed):
+    rng = np.random.default_rng(seed)
+    n, k, extra = 50, 6, 5
+    d = rng.uniform(0, 2, n)
+    d[rng.choice(n, 2, replace=False)] = np.nan
+    exclude = np.zeros(n, bool)
+    exclude[rng.choice(n, 4, replace=False)] = True
+    perm = rng.permutation(n)
+    added = []
+
+    def neighbours(a, m, blocked):
+        out = [int(j) for j in perm if not blocked[j] and j != a][:m]
+        added.extend(out)
+        return np.array(out, np.int64)
+
+    cfg = R.RerankConfig(k=k, pool=k, global_pool=0, expand=extra, expansion_weight=float(rng.uniform(0.1, 2)))
+    out = R.rerank_row(d, _random_scores(seed), cfg, exclude, neighbours=neighbours,
+                       anchor_scores=lambda a, refs: rng.uniform(0, 1, len(refs)))
+    sl = R.shortlist(d, k, exclude)
+    head = set(sl) | set(added)
+    assert len(head) == k + extra and not exclude[list(head)].any() and not np.isnan(d[list(head)]).any()
+    order = np.argsort(out, kind="stable")
+    assert set(order[:k + extra]) == head
+    assert np.array_equal(np.isnan(out), np.isnan(d))  # the same entries, re-ordered
+    rest = [j for j in order[k + extra:] if not np.isnan(d[j])]
+    assert np.all(np.diff(d[rest]) >= 0)
+
+
+def test_anchor_expansion():
+    fused = np.array([2.0, 0.5, 0.4, 0.0])
+    np.testing.assert_array_equal(R.anchor_expansion(fused, 0, np.array([0.1, 0.9, 0.5]), 0.0), fused)
+    out = R.anchor_expansion(fused, 0, np.array([0.1, 0.9, 0.5]), 1.0)
+    # item 2 resembles the anchor most: up; item 1 least: below item 3
+    assert np.argsort(-out).tolist() == [0, 2, 3, 1]
+    z = R.zscore(np.array([0.1, 0.9, 0.5]))
+    assert out[0] == pytest.approx(2.0 + z.max())  # the anchor gets the best z, not its own match
+    np.testing.assert_allclose(R.anchor_expansion(fused[:2], 1, np.array([0.3]), 1.0), fused[:2])
+
+
+def test_reranker_neighbours():
+    summ = np.array([[0.0, 0.0], [1.0, 0.0], [0.2, 0.0], [5.0, 0.0], [0.1, 0.0]])
+    rk = R.Reranker(R.RerankConfig(), ref_summary=summ)
+    blocked = np.zeros(5, bool)
+    assert rk.neighbours(0, 3, blocked).tolist() == [4, 2, 1]  # nearest first, not itself
+    blocked[4] = True
+    assert rk.neighbours(0, 10, blocked).tolist() == [2, 1, 3]
+    assert R.Reranker(R.RerankConfig()).neighbours(0, 3, blocked).size == 0  # no summaries
+
+
 def test_config_is_checked():
     with pytest.raises(ValueError):
         R.RerankConfig(source="lyrics")
     with pytest.raises(ValueError):
         R.RerankConfig(weight=1.5)
+    with pytest.raises(ValueError):
+        R.RerankConfig(expand=-1)
     with pytest.raises(ValueError):
         R.Reranker(R.RerankConfig(source="embedding")).scores(0, np.arange(2))
 
@@ -101,17 +192,24 @@ def test_evaluate_rerank_end_to_end(tmp_path):
     full = data / "full.txt"
     base, rr, both = tmp_path / "base.json", tmp_path / "rr.json", tmp_path / "both.json"
     assert main(["evaluate", str(exp), str(full), "--output", str(base)], exit=False) == 0
-    assert main(["evaluate", str(exp), str(full), "--rerank", "5", "--output", str(rr)], exit=False) == 0
+    assert main(["evaluate", str(exp), str(full), "--rerank", "5", "--rerank-expand", "0",
+                 "--output", str(rr)], exit=False) == 0
     assert main(["evaluate", str(exp), str(full), "--rerank", "4", "--rerank-source", "both",
                  "--rerank-weight", "0.3", "--output", str(both)], exit=False) == 0
     b, r, x = (json.loads(p.read_text()) for p in (base, rr, both))
     assert b["n_queries"] == r["n_queries"] == x["n_queries"] == 12
     assert "rerank" not in b
-    assert r["rerank"]["k"] == 5 and r["rerank"]["source"] == "chroma"
+    assert r["rerank"]["k"] == 5 and r["rerank"]["source"] == "chroma" and r["rerank"]["expand"] == 0
     assert x["rerank"]["weight"] == 0.3 and x["rerank"]["seconds_per_query"] > 0
-    # re-ranking changes ranks only within the top 5: a first hit beyond 5 stays where it was
+    # without expansion, re-ranking changes ranks only within the top 5: a first hit beyond
+    # 5 stays where it was
     for rb, rr_ in zip(b["per_query_rank1"], r["per_query_rank1"]):
         assert (rr_ <= 5) if rb <= 5 else (rr_ == rb)
+    assert r["rerank"]["alignments_per_query"] == 5 + 4  # the shortlist, then the anchor with the 4 others
+    # with it (the default), the anchor's neighbours join: 4 + 7 aligned with the query, the
+    # anchor with the 10 others (11 references per query)
+    assert x["rerank"]["expand"] == R.DEFAULT_EXPAND
+    assert x["rerank"]["alignments_per_query"] == 11 + 10
 
 
 def test_rerank_matches_reorders_head_and_keeps_tail():

@@ -156,7 +156,9 @@ def cmd_evaluate(args) -> int:
                             device=args.device, mode=args.mode, bootstrap=args.bootstrap,
                             output=args.output, plots=args.plots, chunk_s=args.chunk_s,
                             hop_s=args.hop_s, distance=args.distance, rerank=args.rerank,
-                            rerank_source=args.rerank_source, rerank_weight=args.rerank_weight)
+                            rerank_source=args.rerank_source, rerank_weight=args.rerank_weight,
+                            rerank_expand=args.rerank_expand,
+                            rerank_expansion_weight=args.rerank_expansion_weight)
     d = report.to_dict()
     print(f"MAP {d['map']:.4f}  top10 {d['top10']:.4f}  MR1 {d['mr1']:.2f}  "
           f"hit rate {d['hit_rate']:.4f}  ({d['n_queries']} queries, {d['mode']} definitions)")
@@ -467,6 +469,12 @@ def get_parser() -> argparse.ArgumentParser:
                    help="alignment over chroma, over the model's short-chunk embeddings, or both")
     s.add_argument("--rerank-weight", type=float, default=None,
                    help="weight of the alignment score in the fusion (default: coverhunter.rerank's)")
+    s.add_argument("--rerank-expand", type=int, default=None, metavar="N",
+                   help="recordings nearest to the best-aligned one added to the shortlist "
+                        "(query expansion; 0 = none; default: coverhunter.rerank's)")
+    s.add_argument("--rerank-expansion-weight", type=float, default=None,
+                   help="weight of each item's alignment with the best-aligned one "
+                        "(0 = off; default: coverhunter.rerank's)")
     s.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     s.set_defaults(func=cmd_evaluate)
 

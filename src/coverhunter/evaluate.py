@@ -116,8 +116,14 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
                    cache_dir: Path | None = None, chunk_s: float | None = None,
                    hop_s: float | None = None, distance: str | None = None,
                    rerank: int = 0, rerank_source: str = "chroma",
-                   rerank_weight: float | None = None) -> EvalReport:
-    """The ``evaluate`` command: load a model (ours or the original's), evaluate, write JSON."""
+                   rerank_weight: float | None = None, rerank_expand: int | None = None,
+                   rerank_expansion_weight: float | None = None) -> EvalReport:
+    """The ``evaluate`` command: load a model (ours or the original's), evaluate, write JSON.
+
+    ``rerank`` > 0 re-ranks each query's top ``rerank`` (:mod:`coverhunter.rerank`);
+    ``rerank_weight``, ``rerank_expand`` and ``rerank_expansion_weight`` default to that
+    module's defaults.
+    """
     dev = resolve_device(device)
     lm: LoadedModel = load_model(model_dir, dev)
     cfg = lm.config
@@ -133,10 +139,11 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
     cache = EmbeddingCache(cache_root, lm.fingerprint, windowing(cfg))
     reranker = None
     if rerank:  # two-stage search: re-order each query's top `rerank` (coverhunter.rerank)
-        from .rerank import DEFAULT_WEIGHT, RerankConfig, build_reranker
+        from .rerank import RerankConfig, build_reranker
 
-        rr = RerankConfig(k=rerank, source=rerank_source,
-                          weight=DEFAULT_WEIGHT if rerank_weight is None else rerank_weight)
+        given = {"weight": rerank_weight, "expand": rerank_expand,
+                 "expansion_weight": rerank_expansion_weight}
+        rr = RerankConfig(k=rerank, source=rerank_source, **{k: v for k, v in given.items() if v is not None})
         reranker = build_reranker(lm.model, cfg, queries, refs, rr, device=dev, cache_dir=cache_root,
                                   fingerprint=lm.fingerprint, verbose=True,
                                   projection=lm.summary_projection)
@@ -152,7 +159,9 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
         extra = {} if reranker is None else {"rerank": {
             "k": reranker.cfg.k, "pool": reranker.cfg.pool, "global_weight": reranker.cfg.global_weight,
             "source": reranker.cfg.source, "weight": reranker.cfg.weight,
-            "seconds": reranker.seconds, "seconds_per_query": reranker.seconds / max(1, reranker.n_queries)}}
+            "expand": reranker.cfg.expand, "expansion_weight": reranker.cfg.expansion_weight,
+            "seconds": reranker.seconds, "seconds_per_query": reranker.seconds / max(1, reranker.n_queries),
+            "alignments_per_query": reranker.n_pairs / max(1, reranker.n_queries)}}
         atomic_write_text(Path(output), json.dumps(
             {**report.to_dict(per_query=True), "model": str(lm.source), "query": str(query_path),
              "ref": str(ref_path or query_path), **extra}, indent=2, allow_nan=False))
