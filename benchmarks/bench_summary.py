@@ -44,7 +44,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from coverhunter.classical import SummaryProjection, euclidean_distances, multiscale_summary  # noqa: E402
+from coverhunter.classical import (CHROMA_PARAMS, SummaryProjection, euclidean_distances,  # noqa: E402
+                                   multiscale_summary)
 from coverhunter.dataset import read_dataset  # noqa: E402
 from coverhunter.metrics import evaluate_distances, self_exclusion  # noqa: E402
 from coverhunter.rerank import alignment_features, summary_columns  # noqa: E402
@@ -74,7 +75,8 @@ def summaries(list_path: Path, out: Path, workers: int):
     """(summaries (n, D) at ALL_PATCHES, works, sounds) of a list's recordings, cached."""
     tracks = [t for t in read_dataset(list_path, check_features=True)
               if t.feat and "source_utt" not in t.extra]
-    key = hashlib.sha1("\n".join(t.track_id for t in tracks).encode()).hexdigest()[:12]
+    # the chroma's parameters are part of the key: summaries of another chroma are not reused
+    key = hashlib.sha1(("\n".join(t.track_id for t in tracks) + f"\n{CHROMA_PARAMS}").encode()).hexdigest()[:12]
     cache = out / f"{list_path.parent.name}-{list_path.stem}-{key}.npy"
     if cache.is_file():
         s = np.load(cache)

@@ -432,3 +432,47 @@ def test_summary_projection_is_fitted_stored_and_used(tmp_path):
     assert mat.shape == (len(ids), 3)
     res = identify(idx, after, [t for t in tracks if t.version == "v1"][:2], top=3)
     assert all(r.error is None and len(r.matches) == 3 for r in res)
+
+
+def test_query_chroma_is_made_as_the_index_made_its_own(tmp_path, caplog):
+    """An index records its chroma parameters; a query is aligned with chroma made the same
+    way, also against an index written before the chroma had parameters; shards that
+    disagree with the others are left out of re-ranking, with a warning."""
+    import logging
+
+    from coverhunter.checkpoint import load_model
+    from coverhunter.dataset import read_dataset
+    from coverhunter.index import CatalogueIndex, identify
+
+    data, exp = _tiny_trained(tmp_path, n_versions=2)
+    lm = load_model(exp)
+    full = read_dataset(data / "full.txt")
+    idx = _v0_catalogue(tmp_path, lm, full)
+    q = np.load(full[1].feat)
+    stored = R.IndexChroma.of(idx)
+    assert stored.params == C.CHROMA_PARAMS
+    np.testing.assert_array_equal(stored.query_features(q).chroma, R.alignment_features(q).chroma)
+    # the same index as an older version wrote it: no chroma_params, all octaves at power 1
+    (shard,) = idx.meta["shards"]
+    npz = tmp_path / "index" / f"{shard}{R.CHROMA_SUFFIX}"
+    legacy = [C.chroma_to_uint8(C.chroma_from_cqt(np.load(t.feat), lowest_octave=0, power=1.0))
+              for t in full if t.version == "v0"]
+    with np.load(npz) as z:
+        members = {k: z[k] for k in z.files if k != "chroma_params"}
+    members["data"] = np.concatenate(legacy)
+    np.savez(str(npz)[:-4], **members)
+    old = R.IndexChroma.of(idx)
+    assert old.params == C.LEGACY_CHROMA_PARAMS
+    np.testing.assert_array_equal(old.query_features(q).chroma,
+                                  C.chroma_from_cqt(q, lowest_octave=0, power=1.0))
+    assert old.get(full[0].track_id) is not None
+    assert not np.array_equal(old.query_features(q).chroma, stored.query_features(q).chroma)
+    queries = [t for t in full if t.version == "v1"]
+    assert all(r.error is None and r.matches for r in identify(idx, lm, queries, top=3))
+    # extended by this version: the new shard has the current chroma, the old one is left out
+    CatalogueIndex.load(tmp_path / "index").add(lm, queries[:2])
+    mixed = R.IndexChroma.of(CatalogueIndex.load(tmp_path / "index"))
+    with caplog.at_level(logging.WARNING, logger="coverhunter.rerank"):
+        assert mixed.params == C.CHROMA_PARAMS
+    assert "other chroma parameters" in caplog.text
+    assert mixed.get(full[0].track_id) is None and mixed.get(queries[0].track_id) is not None

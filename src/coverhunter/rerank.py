@@ -55,8 +55,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .classical import (SUMMARY_PATCHES, AlignmentFeatures, QmaxParams, chroma_from_cqt,
-                        euclidean_distances, fourier_summary, multiscale_summary, qmax_scores,
+from .classical import (CHROMA_PARAMS, SUMMARY_PATCHES, AlignmentFeatures, QmaxParams,
+                        chroma_from_cqt, chroma_params_of, euclidean_distances, fourier_summary, multiscale_summary, qmax_scores,
                         qmax_sequences, summary_size)
 
 log = logging.getLogger(__name__)
@@ -314,10 +314,16 @@ def rerank_row(dist_row: np.ndarray, score_fn, cfg: RerankConfig,
 # per-recording data and the re-ranker used by evaluate / identify
 
 
-def alignment_features(feat) -> AlignmentFeatures:
-    """Chroma alignment data of a recording: its CQT file (``.npy``) or array."""
+def alignment_features(feat, chroma_params=CHROMA_PARAMS) -> AlignmentFeatures:
+    """Chroma alignment data of a recording: its CQT file (``.npy``) or array.
+
+    ``chroma_params``: ``(lowest_octave, power)`` of :func:`coverhunter.classical.chroma_from_cqt`
+    (an index's own, :attr:`IndexChroma.params`, for a query against it).
+    """
     cqt = feat if isinstance(feat, np.ndarray) else np.load(feat, mmap_mode="r")  # array or path
-    return AlignmentFeatures.from_chroma(chroma_from_cqt(np.asarray(cqt)))
+    lowest, power = chroma_params
+    return AlignmentFeatures.from_chroma(chroma_from_cqt(np.asarray(cqt), lowest_octave=int(lowest),
+                                                         power=float(power)))
 
 
 def global_summaries(align: list, projection=None) -> np.ndarray:
@@ -510,7 +516,8 @@ CHROMA_SUFFIX = ".chroma.npz"  # shard_00000.chroma.npz beside shard_00000.npy /
 
 
 def compact_chroma(feat) -> np.ndarray:
-    """What the index keeps per recording for re-ranking: uint8 chroma (T, 12), 30 bytes/s.
+    """What the index keeps per recording for re-ranking: uint8 chroma (T, 12), 30 bytes/s,
+    made with :data:`coverhunter.classical.CHROMA_PARAMS`.
 
     ``feat``: a CQT array (frames, 96) or the path of its ``.npy`` file.
     """
@@ -522,10 +529,11 @@ def compact_chroma(feat) -> np.ndarray:
 def write_shard_chroma(root, shard: str, chromas: list[np.ndarray]) -> None:
     """Chroma of a shard's recordings (in its ``.jsonl`` order), one file, written atomically.
 
-    ``data``: all recordings' uint8 chroma concatenated (sum T, 12); ``offsets``: (n + 1,);
-    ``summary``: their 2D Fourier summaries (n, D) float16, made with the patch lengths in
-    ``summary_patches`` (:data:`coverhunter.classical.SUMMARY_PATCHES`; any model's
-    projection reads the columns of its own patches, :func:`summary_columns`).
+    ``data``: all recordings' uint8 chroma concatenated (sum T, 12), made by
+    :func:`compact_chroma` with the parameters in ``chroma_params`` (lowest octave, power);
+    ``offsets``: (n + 1,); ``summary``: their 2D Fourier summaries (n, D) float16, made with
+    the patch lengths in ``summary_patches`` (:data:`coverhunter.classical.SUMMARY_PATCHES`;
+    any model's projection reads the columns of its own patches, :func:`summary_columns`).
     """
     import io
     from pathlib import Path
@@ -540,7 +548,8 @@ def write_shard_chroma(root, shard: str, chromas: list[np.ndarray]) -> None:
         if chromas else np.zeros((0, summary_size(SUMMARY_PATCHES)), np.float32)
     buf = io.BytesIO()
     np.savez(buf, data=data.astype(np.uint8), offsets=offsets, summary=summaries.astype(np.float16),
-             summary_patches=np.asarray(SUMMARY_PATCHES, np.int64))
+             summary_patches=np.asarray(SUMMARY_PATCHES, np.int64),
+             chroma_params=np.asarray(CHROMA_PARAMS, np.float64))
     atomic_write_bytes(Path(root) / f"{shard}{CHROMA_SUFFIX}", buf.getvalue())
 
 
@@ -548,6 +557,11 @@ class IndexChroma:
     """Chroma of an index's recordings, read from the shards' ``.chroma.npz`` files on demand.
 
     Shards written before re-ranking existed have no such file: their recordings give None.
+    A query is aligned with chroma made as the index's were (:attr:`params`,
+    :meth:`query_features`): shards written before the chroma had parameters hold
+    :data:`coverhunter.classical.LEGACY_CHROMA_PARAMS`. When shards disagree (an old index
+    extended by a newer version), those with the current parameters are used and the
+    others give None (logged once: rebuild the index to re-rank them again).
     """
 
     def __init__(self, root, shards: list[str], projection=None):
@@ -564,11 +578,45 @@ class IndexChroma:
         # per shard: its stored summaries, already projected (n, k) when there is a projection,
         # so a large catalogue keeps k floats per recording in memory, not the raw 2,268
         self._stored_summaries: dict[str, np.ndarray] = {}
+        self._params: tuple | None = None
+        self._warned = False
 
     @classmethod
     def of(cls, index, projection=None) -> "IndexChroma":
         """The stored chroma of ``index``; ``projection``: its model's summary projection."""
         return cls(index.root, index.meta["shards"], projection)
+
+    def _shard_params(self, shard: str) -> tuple | None:
+        """Chroma parameters of a shard's file, or None without a readable file."""
+        try:
+            with np.load(self.root / f"{shard}{CHROMA_SUFFIX}") as z:
+                return chroma_params_of(z["chroma_params"] if "chroma_params" in z else None)
+        except (OSError, ValueError, KeyError):
+            return None
+
+    @property
+    def params(self) -> tuple:
+        """``(lowest_octave, power)`` of the chroma this reader aligns: the current
+        :data:`coverhunter.classical.CHROMA_PARAMS` if any shard holds them, else those of
+        the first shard with chroma."""
+        if self._params is None:
+            found = [p for p in (self._shard_params(s) for s in self._shards) if p is not None]
+            self._params = CHROMA_PARAMS if (CHROMA_PARAMS in found or not found) else found[0]
+            if any(p != self._params for p in found):
+                log.warning("%s: %d of %d chroma files were written with other chroma parameters "
+                            "than %s; their recordings are not re-ranked (rebuild the index to "
+                            "re-rank them)", self.root, sum(p != self._params for p in found),
+                            len(found), self._params)
+            if self.projection is not None and tuple(self.projection.chroma) != self._params:
+                log.warning("%s: the index's chroma %s differs from the chroma %s the model's "
+                            "summary projection was fitted on; rebuild the index for the best "
+                            "shortlist", self.root, self._params, tuple(self.projection.chroma))
+        return self._params
+
+    def query_features(self, feat) -> AlignmentFeatures:
+        """A query's alignment data (its CQT array or ``.npy`` path), with chroma made as
+        this index's were."""
+        return alignment_features(feat, self.params)
 
     def query_summary(self, query: AlignmentFeatures) -> np.ndarray:
         """A query's 2D Fourier summary, projected as the catalogue's are."""
@@ -595,6 +643,9 @@ class IndexChroma:
             path = self.root / f"{shard}{CHROMA_SUFFIX}"
             try:
                 with np.load(path) as z:
+                    if chroma_params_of(z["chroma_params"] if "chroma_params" in z else None) != self.params:
+                        self._files[shard] = None  # other chroma: not comparable with the query's
+                        return None
                     self._files[shard] = (z["data"], z["offsets"])
                     # files written before summary_patches existed hold the plain (75,) summary
                     cols = summary_columns(z["summary_patches"] if "summary_patches" in z else (75,),

@@ -269,7 +269,7 @@ def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], t
     if k > 0:
         chroma = chroma or rr.IndexChroma.of(index, projection)
         if chroma.available():
-            return rr.search_reranked(index, emb, starts, top, rr.alignment_features(feat), chroma,
+            return rr.search_reranked(index, emb, starts, top, chroma.query_features(feat), chroma,
                                       rr.RerankConfig(k=k), approximate)
     return index.search(emb, starts, top, approximate)
 

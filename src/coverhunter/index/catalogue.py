@@ -637,7 +637,7 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
     out = []
     embs = embed_recordings(lm, list(audio), index.windowing, device, cache,
                             on_features=None if q_chroma is None else
-                            lambda i, f: q_chroma.__setitem__(i, rr.alignment_features(f)))
+                            lambda i, f: q_chroma.__setitem__(i, stored.query_features(f)))
     for i, (a, (emb, starts)) in enumerate(zip(audio, embs)):
         name = a.track_id if isinstance(a, Track) else str(a)
         if emb is None:
