@@ -91,10 +91,12 @@ DEFAULT_GLOBAL_POOL = 100
 DEFAULT_GLOBAL_WEIGHT = 0.7
 # expansion (step 4): recordings added from the anchor's summary neighbours, and the weight
 # of the anchor's alignment; `bench_accuracy.py --tune` (187 recordings): MAP 0.369 without,
-# 0.410 at 25 / 0.5 (10: 0.407, 40: 0.409; weight 0.35: 0.404, 1.0: 0.408); on the 1,812
+# 0.410 at 25 / 0.5 (10: 0.407, 40: 0.408; weight 0.25: 0.397, 1.0: 0.408); on the 1,812
 # recordings of runs/corpus-v2/val-extra (`--tune --tune-data`, training sounds, works
 # disjoint from the summary projection's): 0.118 without, 0.145 at 25 / 0.5 (10: 0.137,
-# 40: 0.148)
+# 40: 0.148). With the current chroma (classical.CHROMA_PARAMS) and its refitted
+# projection, `--tune`: fusion weight 0.388 at 0.6, 0.386 at 0.7, 0.376 at 0.9 (no
+# expansion); expansion 0.386 without, 0.421 at 25 / 0.5 (10: 0.416, 40: 0.423)
 DEFAULT_EXPAND = 25
 DEFAULT_EXPANSION_WEIGHT = 0.5
 SOURCES = ("chroma", "embedding", "both")
