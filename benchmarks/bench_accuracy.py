@@ -180,12 +180,13 @@ def chroma_scorer(align, rr: R.RerankConfig):
     return lambda q, sl: C.qmax_scores(align[q], [align[j] for j in sl], rr.qmax)
 
 
-def reranked(dist: np.ndarray, align, summaries: np.ndarray, rr: R.RerankConfig) -> np.ndarray:
+def reranked(dist: np.ndarray, align, summaries: np.ndarray, rr: R.RerankConfig) -> tuple:
     """Every recording a query against the others, re-ranked by ``evaluate --rerank``'s
-    code (``coverhunter.rerank.Reranker``) from precomputed chroma and summaries."""
+    code (``coverhunter.rerank.Reranker``) from precomputed chroma and summaries:
+    (re-ranked distances, the Reranker with its counts)."""
     rk = R.Reranker(rr, query_align=align, ref_align=align, query_summary=summaries,
                     ref_summary=summaries)
-    return rk.rerank_block(dist, 0, exclude=np.eye(len(dist), dtype=bool))
+    return rk.rerank_block(dist, 0, exclude=np.eye(len(dist), dtype=bool)), rk
 
 
 # ---------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int) -> dict:
     d, t2 = timed(apply_rerank, d_model, lists, weight)
     rows[TWO_STAGE.format(k=k, pool=rr.pool, gpool=rr.global_pool) + ", no expansion (identify)"] = (
         d, t_model + t_chroma + t_glob + t + t2)
-    d, t = timed(reranked, d_model, align, summaries, rr)
+    (d, _), t = timed(reranked, d_model, align, summaries, rr)
     rows[EXPANDED.format(k=k, pool=rr.pool, gpool=rr.global_pool, expand=rr.expand,
                          ew=rr.expansion_weight)] = (d, t_model + t_chroma + t_glob + t)
     t_rerank = t_glob + t
@@ -321,10 +322,8 @@ def tune_expansion(d_model, align, summaries, works, k: int, expand, expansion_w
     for n in expand:
         row = {}
         for w in expansion_weights:
-            rr = R.RerankConfig(k=k, expand=n, expansion_weight=w)
-            rk = R.Reranker(rr, query_align=align, ref_align=align, query_summary=summaries,
-                            ref_summary=summaries)
-            row[float(w)] = metrics(rk.rerank_block(d_model, 0, np.eye(len(works), dtype=bool)), works, 0)["map"]
+            d, rk = reranked(d_model, align, summaries, R.RerankConfig(k=k, expand=n, expansion_weight=w))
+            row[float(w)] = metrics(d, works, 0)["map"]
         res[int(n)] = row
         print(f"| {n} | " + " | ".join(f"{row[float(w)]:.3f}" for w in expansion_weights)
               + f" | {rk.n_pairs / max(1, rk.n_queries):.0f} |", flush=True)

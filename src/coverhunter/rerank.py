@@ -56,8 +56,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .classical import (CHROMA_PARAMS, SUMMARY_PATCHES, AlignmentFeatures, QmaxParams,
-                        chroma_from_cqt, chroma_params_of, euclidean_distances, fourier_summary, multiscale_summary, qmax_scores,
-                        qmax_sequences, summary_size)
+                        chroma_from_cqt, chroma_params_of, euclidean_distances, fourier_summary,
+                        multiscale_summary, qmax_scores, qmax_sequences, summary_size)
 
 log = logging.getLogger(__name__)
 
@@ -581,7 +581,7 @@ class IndexChroma:
         # so a large catalogue keeps k floats per recording in memory, not the raw 2,268
         self._stored_summaries: dict[str, np.ndarray] = {}
         self._params: tuple | None = None
-        self._warned = False
+        self._shard_chroma: dict[str, tuple | None] = {}  # each shard's chroma parameters
 
     @classmethod
     def of(cls, index, projection=None) -> "IndexChroma":
@@ -589,12 +589,15 @@ class IndexChroma:
         return cls(index.root, index.meta["shards"], projection)
 
     def _shard_params(self, shard: str) -> tuple | None:
-        """Chroma parameters of a shard's file, or None without a readable file."""
-        try:
-            with np.load(self.root / f"{shard}{CHROMA_SUFFIX}") as z:
-                return chroma_params_of(z["chroma_params"] if "chroma_params" in z else None)
-        except (OSError, ValueError, KeyError):
-            return None
+        """Chroma parameters of a shard's file (read once), or None without a readable file."""
+        if shard not in self._shard_chroma:
+            try:
+                with np.load(self.root / f"{shard}{CHROMA_SUFFIX}") as z:
+                    self._shard_chroma[shard] = chroma_params_of(
+                        z["chroma_params"] if "chroma_params" in z else None)
+            except (OSError, ValueError, KeyError):
+                self._shard_chroma[shard] = None
+        return self._shard_chroma[shard]
 
     @property
     def params(self) -> tuple:
@@ -644,10 +647,10 @@ class IndexChroma:
         if shard not in self._files:
             path = self.root / f"{shard}{CHROMA_SUFFIX}"
             try:
+                if self._shard_params(shard) != self.params:
+                    self._files[shard] = None  # other chroma, or none: not comparable
+                    return None
                 with np.load(path) as z:
-                    if chroma_params_of(z["chroma_params"] if "chroma_params" in z else None) != self.params:
-                        self._files[shard] = None  # other chroma: not comparable with the query's
-                        return None
                     self._files[shard] = (z["data"], z["offsets"])
                     # files written before summary_patches existed hold the plain (75,) summary
                     cols = summary_columns(z["summary_patches"] if "summary_patches" in z else (75,),
