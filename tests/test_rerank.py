@@ -176,6 +176,25 @@ def test_reranker_neighbours():
     assert R.Reranker(R.RerankConfig()).neighbours(0, 3, blocked).size == 0  # no summaries
 
 
+@pytest.mark.parametrize("source", ["chroma", "both"])
+def test_symmetric_reranker_reuses_pairs_and_ranks_the_same(source):
+    """All-vs-all: aligning each pair once gives exactly the one-sided result."""
+    rng = np.random.default_rng(3)
+    srcs = [note_walk(rng, 40) for _ in range(4)]
+    feats = [synthetic_cqt(srcs[i % 4] + (i // 4), 10 + i % 3, rng) for i in range(10)]
+    align = [R.alignment_features(f) for f in feats]
+    chunks = [rng.normal(size=(int(rng.integers(3, 7)), 8)).astype(np.float32) for _ in feats]
+    d = rng.random((10, 10))
+    eye = np.eye(10, dtype=bool)
+    cfg = R.RerankConfig(k=4, weight=0.6, source=source, expand=0)
+    kw = dict(query_align=align, ref_align=align, query_chunks=chunks, ref_chunks=chunks)
+    one, sym = R.Reranker(cfg, **kw), R.Reranker(cfg, symmetric=True, **kw)
+    np.testing.assert_allclose(sym.rerank_block(d, 0, eye), one.rerank_block(d, 0, eye))
+    assert sym.n_pairs == one.n_pairs == one.n_computed > 0
+    assert sym.n_computed < sym.n_pairs  # some shortlists hold each other
+    assert "computed" in sym.summary()
+
+
 def test_config_is_checked():
     with pytest.raises(ValueError):
         R.RerankConfig(source="lyrics")
@@ -210,6 +229,8 @@ def test_evaluate_rerank_end_to_end(tmp_path):
     # anchor with the 10 others (11 references per query)
     assert x["rerank"]["expand"] == R.DEFAULT_EXPAND
     assert x["rerank"]["alignments_per_query"] == 11 + 10
+    # all-vs-all: a pair met from both sides is aligned once
+    assert x["rerank"]["alignments_computed_per_query"] < x["rerank"]["alignments_per_query"]
 
 
 def test_rerank_matches_reorders_head_and_keeps_tail():

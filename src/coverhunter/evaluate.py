@@ -161,7 +161,8 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
             "source": reranker.cfg.source, "weight": reranker.cfg.weight,
             "expand": reranker.cfg.expand, "expansion_weight": reranker.cfg.expansion_weight,
             "seconds": reranker.seconds, "seconds_per_query": reranker.seconds / max(1, reranker.n_queries),
-            "alignments_per_query": reranker.n_pairs / max(1, reranker.n_queries)}}
+            "alignments_per_query": reranker.n_pairs / max(1, reranker.n_queries),
+            "alignments_computed_per_query": reranker.n_computed / max(1, reranker.n_queries)}}
         atomic_write_text(Path(output), json.dumps(
             {**report.to_dict(per_query=True), "model": str(lm.source), "query": str(query_path),
              "ref": str(ref_path or query_path), **extra}, indent=2, allow_nan=False))

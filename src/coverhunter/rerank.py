@@ -387,6 +387,12 @@ class Reranker:
     "both"; ``query_summary``/``ref_summary`` (2D Fourier summaries, (n, D)), when given,
     choose the shortlist among the ``pool`` nearest (:func:`cascade_shortlist`). The time
     spent re-scoring is accumulated in ``seconds``.
+
+    ``symmetric``: the queries are the references (an all-vs-all evaluation). Alignment
+    scores are symmetric (Qmax of (i, j) equals that of (j, i)), so each pair is aligned
+    once and its score reused when the pair comes up again, from the other side or as an
+    anchor's neighbour. ``n_pairs`` counts the alignments the queries asked for (what a
+    single query costs), ``n_computed`` those actually run.
     """
 
     cfg: RerankConfig
@@ -396,10 +402,13 @@ class Reranker:
     ref_chunks: list | None = None
     query_summary: np.ndarray | None = None
     ref_summary: np.ndarray | None = None
+    symmetric: bool = False
     seconds: float = 0.0
     n_queries: int = 0
     n_pairs: int = 0
+    n_computed: int = 0
     _checked: bool = field(default=False, repr=False)
+    _pairs: dict = field(default_factory=dict, repr=False)  # (i, j), i < j -> per-source scores
 
     def _check(self) -> None:
         need_chroma = self.cfg.source in ("chroma", "both")
@@ -410,27 +419,44 @@ class Reranker:
             raise ValueError(f"rerank source {self.cfg.source!r} needs chunk embeddings")
         self._checked = True
 
-    def _align(self, align, chunks, refs: np.ndarray) -> np.ndarray:
-        """Alignment scores of one recording (its chroma data / chunk embeddings) against
-        reference indices."""
-        if not self._checked:
-            self._check()
-        self.n_pairs += len(refs)
+    def _parts(self, align, chunks, refs: np.ndarray) -> np.ndarray:
+        """Raw alignment scores, shape (n_sources, len(refs)): chroma Qmax and/or chunk Qmax."""
+        self.n_computed += len(refs)
         parts = []
         if self.cfg.source in ("chroma", "both"):
             parts.append(qmax_scores(align, [self.ref_align[j] for j in refs], self.cfg.qmax))
         if self.cfg.source in ("embedding", "both"):
             parts.append(qmax_sequences(chunks, [self.ref_chunks[j] for j in refs], self.cfg.chunk_qmax))
+        return np.asarray(parts, np.float64).reshape(len(parts), len(refs))
+
+    def _align(self, owner: int, align, chunks, refs: np.ndarray) -> np.ndarray:
+        """Alignment scores of recording ``owner`` (its chroma data / chunk embeddings)
+        against reference indices; with ``symmetric``, pairs already aligned are reused."""
+        if not self._checked:
+            self._check()
+        refs = np.asarray(refs, np.int64)
+        self.n_pairs += len(refs)
+        if not self.symmetric:
+            parts = self._parts(align, chunks, refs)
+        else:
+            keys = [(min(owner, j), max(owner, j)) for j in refs.tolist()]
+            known = [self._pairs.get(k) for k in keys]
+            todo = [i for i, v in enumerate(known) if v is None]
+            if todo:
+                new = self._parts(align, chunks, refs[todo]).T
+                for i, v in zip(todo, new):
+                    known[i] = self._pairs[keys[i]] = tuple(v.tolist())
+            parts = np.asarray(known, np.float64).reshape(len(refs), -1).T
         return parts[0] if len(parts) == 1 else np.mean([zscore(p) for p in parts], axis=0)
 
     def scores(self, qi: int, refs: np.ndarray) -> np.ndarray:
         """Alignment scores (larger = closer) of query ``qi`` against reference indices."""
-        return self._align(None if self.query_align is None else self.query_align[qi],
+        return self._align(qi, None if self.query_align is None else self.query_align[qi],
                            None if self.query_chunks is None else self.query_chunks[qi], refs)
 
     def anchor_scores(self, ri: int, refs: np.ndarray) -> np.ndarray:
         """Alignment scores of reference ``ri`` (an anchor) against other reference indices."""
-        return self._align(None if self.ref_align is None else self.ref_align[ri],
+        return self._align(ri, None if self.ref_align is None else self.ref_align[ri],
                            None if self.ref_chunks is None else self.ref_chunks[ri], refs)
 
     def neighbours(self, ri: int, n: int, blocked: np.ndarray) -> np.ndarray:
@@ -474,16 +500,19 @@ class Reranker:
     def summary(self) -> str:
         per = self.seconds / max(1, self.n_queries)
         pairs = self.n_pairs / max(1, self.n_queries)
+        shared = (f" ({self.n_computed / max(1, self.n_queries):.0f} computed, the rest shared "
+                  "by symmetric pairs)" if self.symmetric else "")
         return (f"re-ranked {self.n_queries} queries (top {self.cfg.k}, {self.cfg.source}, "
                 f"weight {self.cfg.weight}, expand {self.cfg.expand}, expansion weight "
                 f"{self.cfg.expansion_weight}): {self.seconds:.2f} s, {per * 1e3:.1f} ms and "
-                f"{pairs:.0f} alignments per query")
+                f"{pairs:.0f} alignments per query{shared}")
 
 
 def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfig, *, device="cpu",
                    cache_dir=None, fingerprint: str | None = None, verbose: bool = False,
                    projection=None) -> Reranker:
-    """A :class:`Reranker` for query/reference tracks (``Track`` with ``feat``; refs None = queries).
+    """A :class:`Reranker` for query/reference tracks (``Track`` with ``feat``; refs None = queries,
+    an all-vs-all evaluation, where each symmetric pair is aligned once).
 
     Computes each recording's chroma (and, for source "embedding"/"both", its short-chunk
     embeddings) from its CQT file; the time this takes is logged. ``projection``: the
@@ -492,7 +521,7 @@ def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfi
     t0 = time.perf_counter()
     q_feats = [t.feat for t in queries]
     r_feats = q_feats if refs is None else [t.feat for t in refs]
-    rk = Reranker(rr)
+    rk = Reranker(rr, symmetric=refs is None)
     # summaries for the shortlist's second search and for the anchor's neighbours
     cascade = (rr.global_weight > 0 and (rr.pool > rr.k or rr.global_pool > 0)) or rr.expand > 0
     if rr.source in ("chroma", "both") or cascade:
