@@ -193,6 +193,7 @@ def test_symmetric_reranker_reuses_pairs_and_ranks_the_same(source):
     assert sym.n_pairs == one.n_pairs == one.n_computed > 0
     assert sym.n_computed < sym.n_pairs  # some shortlists hold each other
     assert "computed" in sym.summary()
+    assert sym.scores(0, np.zeros(0, np.int64)).shape == (0,)  # nothing to align
 
 
 def test_config_is_checked():

@@ -446,7 +446,8 @@ class Reranker:
                 new = self._parts(align, chunks, refs[todo]).T
                 for i, v in zip(todo, new):
                     known[i] = self._pairs[keys[i]] = tuple(v.tolist())
-            parts = np.asarray(known, np.float64).reshape(len(refs), -1).T
+            n_src = 2 if self.cfg.source == "both" else 1
+            parts = np.asarray(known, np.float64).reshape(len(refs), n_src).T
         return parts[0] if len(parts) == 1 else np.mean([zscore(p) for p in parts], axis=0)
 
     def scores(self, qi: int, refs: np.ndarray) -> np.ndarray:
