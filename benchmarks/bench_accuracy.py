@@ -154,6 +154,7 @@ def shortlist_scores(dist: np.ndarray, glob: np.ndarray | None, score_fn, rr: R.
     summary distances, None for the plain embedding top k), and the first-stage distances
     what the alignment is fused with (:func:`coverhunter.rerank.first_stage_distances`)."""
     out = []
+    rr = R.for_catalogue(rr, dist.shape[1])  # the shortlist length of this catalogue, as rerank_row
     for q in range(len(dist)):
         ex = np.zeros(dist.shape[1], bool)
         ex[q] = True
@@ -202,7 +203,8 @@ def metrics(dist: np.ndarray, works: list, n_boot: int) -> dict:
             "ci": {"map": rep.ci.get("map"), "mr1": rep.ci.get("mr1"), "hr1": rep.ci.get("hit_rate")}}
 
 
-def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int) -> dict:
+def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int,
+               grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
     works = [t.work for t in tracks]
     rows = {}
     rng = np.random.default_rng(0)
@@ -215,19 +217,20 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int) -> dict:
     t_align, t_pairs = t_chroma + t, t
     d_model, t_model = timed(model_distances, lm, tracks, device)
     rows["model"] = (d_model, t_model)
-    plain = R.RerankConfig(k=k, weight=weight, pool=k)
+    plain = R.RerankConfig(k=k, weight=weight, pool=k, grow_after=0)  # the model's top k, always
     lists, t = timed(shortlist_scores, d_model, None, chroma_scorer(align, plain), plain)
     d, t2 = timed(apply_rerank, d_model, lists, weight)
     rows[f"model + re-rank top {k} (chroma Qmax)"] = (d, t_model + t_chroma + t + t2)
-    rr = R.RerankConfig(k=k, weight=weight)
+    rr = R.RerankConfig(k=k, weight=weight, grow_after=grow_after)
+    k_used = R.shortlist_length(rr, len(tracks))
     summaries, t_glob = timed(R.global_summaries, align, lm.summary_projection)  # as identify does
     d_sum = C.euclidean_distances(summaries, summaries)
     lists, t = timed(shortlist_scores, d_model, d_sum, chroma_scorer(align, rr), rr)
     d, t2 = timed(apply_rerank, d_model, lists, weight)
-    rows[TWO_STAGE.format(k=k, pool=rr.pool, gpool=rr.global_pool) + ", no expansion (identify)"] = (
+    rows[TWO_STAGE.format(k=k_used, pool=rr.pool, gpool=rr.global_pool) + ", no expansion (identify)"] = (
         d, t_model + t_chroma + t_glob + t + t2)
     (d, rk), t = timed(reranked, d_model, align, summaries, rr)
-    rows[EXPANDED.format(k=k, pool=rr.pool, gpool=rr.global_pool, expand=rr.expand,
+    rows[EXPANDED.format(k=k_used, pool=rr.pool, gpool=rr.global_pool, expand=rr.expand,
                          ew=rr.expansion_weight)] = (d, t_model + t_chroma + t_glob + t)
     t_rerank = t_glob + t
     # one query alone shares no pairs: its re-ranking costs every alignment it asks for
@@ -237,7 +240,7 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int) -> dict:
     d, t2 = timed(apply_rerank, d_model, lists, weight)
     rows[f"model + re-rank top {k} (short-chunk Qmax)"] = (d, t_model + t_emb + t + t2)
     n = len(tracks)
-    out = {"n_tracks": n, "n_works": len(set(works)), "rows": {},
+    out = {"n_tracks": n, "n_works": len(set(works)), "rows": {}, "k_used": k_used,
            "rerank_seconds_per_query": t_rerank / n,
            "alignments_per_query": rk.n_pairs / n, "alignments_computed_per_query": rk.n_computed / n,
            "alignment_seconds_per_query": t_align / n,
@@ -289,16 +292,17 @@ def print_table(title: str, res: dict, k: int) -> None:
 
 
 def tune(lm, tracks, device, k: int, expand=(0, 10, 25, 40), expansion_weights=(0.0, 0.25, 0.5, 1.0),
-         expansion_only: bool = False) -> dict:
+         expansion_only: bool = False, grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
     works = [t.work for t in tracks]
     d_model = model_distances(lm, tracks, device)
     align = chroma_of(tracks)
     summaries = R.global_summaries(align, lm.summary_projection)
     if expansion_only:
-        return {"expansion": tune_expansion(d_model, align, summaries, works, k, expand, expansion_weights)}
-    plain = R.RerankConfig(k=k, pool=k)
-    rr = R.RerankConfig(k=k)
-    no_union = R.RerankConfig(k=k, global_pool=0, global_weight=0.5)
+        return {"expansion": tune_expansion(d_model, align, summaries, works, k, expand, expansion_weights,
+                                            grow_after)}
+    plain = R.RerankConfig(k=k, pool=k, grow_after=0)
+    rr = R.RerankConfig(k=k, grow_after=grow_after)
+    no_union = R.RerankConfig(k=k, global_pool=0, global_weight=0.5, grow_after=grow_after)
     d_glob = C.euclidean_distances(summaries, summaries)
     lists = {"chroma": shortlist_scores(d_model, None, chroma_scorer(align, plain), plain),
              f"chroma, 2DFTM shortlist of top {rr.pool} (no summary candidates)": shortlist_scores(
@@ -315,22 +319,26 @@ def tune(lm, tracks, device, k: int, expand=(0, 10, 25, 40), expansion_weights=(
     print("|---" * (len(res) + 1) + "|")
     for w in weights:
         print(f"| {w:.1f} | " + " | ".join(f"{res[s][float(w)]:.3f}" for s in res) + " |")
-    res["expansion"] = tune_expansion(d_model, align, summaries, works, k, expand, expansion_weights)
+    res["expansion"] = tune_expansion(d_model, align, summaries, works, k, expand, expansion_weights,
+                                      grow_after)
     return res
 
 
-def tune_expansion(d_model, align, summaries, works, k: int, expand, expansion_weights) -> dict:
+def tune_expansion(d_model, align, summaries, works, k: int, expand, expansion_weights,
+                   grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
     """MAP of each expansion setting (recordings added x anchor weight), the shortlist and
     fusion at the defaults; alignments per query in the last column."""
     res = {}
-    print(f"\nexpansion, MAP (top {k}, fusion weight {R.DEFAULT_WEIGHT}); rows: recordings "
+    k_used = R.shortlist_length(R.RerankConfig(k=k, grow_after=grow_after), len(d_model))
+    print(f"\nexpansion, MAP (top {k_used}, fusion weight {R.DEFAULT_WEIGHT}); rows: recordings "
           "added from the anchor's summary neighbours, columns: weight of the anchor's alignment\n")
     print("| added | " + " | ".join(f"{w:g}" for w in expansion_weights) + " | alignments per query |")
     print("|---" * (len(expansion_weights) + 2) + "|")
     for n in expand:
         row = {}
         for w in expansion_weights:
-            d, rk = reranked(d_model, align, summaries, R.RerankConfig(k=k, expand=n, expansion_weight=w))
+            cfg = R.RerankConfig(k=k, expand=n, expansion_weight=w, grow_after=grow_after)
+            d, rk = reranked(d_model, align, summaries, cfg)
             row[float(w)] = metrics(d, works, 0)["map"]
         res[int(n)] = row
         print(f"| {n} | " + " | ".join(f"{row[float(w)]:.3f}" for w in expansion_weights)
@@ -370,6 +378,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=Path, default=Path("models/default/model.pt"))
     ap.add_argument("--k", type=int, default=R.DEFAULT_K, help="shortlist length")
+    ap.add_argument("--grow-after", type=int, default=R.DEFAULT_GROW_AFTER, metavar="N",
+                    help="catalogue size beyond which the shortlist grows as k * sqrt(size / N) "
+                         "(0 = always k; coverhunter.rerank.shortlist_length)")
     ap.add_argument("--weight", type=float, default=R.DEFAULT_WEIGHT, help="fusion weight")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=0, help="rendering/extraction processes (0 = all cores)")
@@ -413,7 +424,8 @@ def main() -> None:
             res = tune_chroma(tracks, variants)
             name = name.replace("tune", "tune-chroma", 1)
         else:
-            res = tune(lm, tracks, a.device, a.k, a.expand, a.expansion_weights, a.expansion_only)
+            res = tune(lm, tracks, a.device, a.k, a.expand, a.expansion_weights, a.expansion_only,
+                       a.grow_after)
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / name).write_text(json.dumps(res, indent=1))
         return
@@ -430,13 +442,14 @@ def main() -> None:
             f"arrangement only: same key, tempo and structure ({a.arrangement_works} works, seed {a.seed})":
                 render(a.out / f"test-arr-w{a.arrangement_works}-v{v}-s{a.seed}", works=a.arrangement_works,
                        seed=a.seed, split="test", arrangement_only=True, **kw)}
-    results = {"model": str(a.model), "k": a.k, "weight": a.weight, "sets": {}}
+    results = {"model": str(a.model), "k": a.k, "grow_after": a.grow_after, "weight": a.weight,
+               "sets": {}}
     for title, tracks in sets.items():
-        res = run_corpus(tracks, lm, a.device, a.k, a.weight, a.bootstrap)
+        res = run_corpus(tracks, lm, a.device, a.k, a.weight, a.bootstrap, a.grow_after)
         results["sets"][title] = res
     print(f"\nmodel {a.model}; re-rank: top {a.k}, fusion weight {a.weight} (chosen on training-type data)")
     for title, res in results["sets"].items():
-        print_table(title, res, a.k)
+        print_table(title, res, res["k_used"])
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"results-w{a.works}.json").write_text(json.dumps(results, indent=1))
 

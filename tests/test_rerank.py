@@ -196,6 +196,20 @@ def test_symmetric_reranker_reuses_pairs_and_ranks_the_same(source):
     assert sym.scores(0, np.zeros(0, np.int64)).shape == (0,)  # nothing to align
 
 
+def test_shortlist_grows_with_the_catalogue():
+    cfg = R.RerankConfig(k=50, grow_after=450)
+    assert [R.shortlist_length(cfg, n) for n in (10, 450, 451, 1800, 45_000)] == [50, 50, 51, 100, 500]
+    assert R.shortlist_length(R.RerankConfig(k=50, grow_after=0), 10**6) == 50
+    fixed = R.for_catalogue(cfg, 1800)
+    assert (fixed.k, fixed.grow_after) == (100, 0) and R.for_catalogue(fixed, 10**6) == fixed
+    # rerank_row aligns the grown shortlist: 8 references beyond 2 recordings -> k 2 * sqrt(4)
+    asked = []
+    d = np.linspace(0.1, 0.9, 8)
+    R.rerank_row(d, lambda refs: asked.append(len(refs)) or np.zeros(len(refs)),
+                 R.RerankConfig(k=2, pool=2, global_pool=0, expand=0, grow_after=2))
+    assert asked == [4]
+
+
 def test_config_is_checked():
     with pytest.raises(ValueError):
         R.RerankConfig(source="lyrics")
@@ -203,6 +217,8 @@ def test_config_is_checked():
         R.RerankConfig(weight=1.5)
     with pytest.raises(ValueError):
         R.RerankConfig(expand=-1)
+    with pytest.raises(ValueError):
+        R.RerankConfig(grow_after=-1)
     with pytest.raises(ValueError):
         R.Reranker(R.RerankConfig(source="embedding")).scores(0, np.arange(2))
 
@@ -229,6 +245,7 @@ def test_evaluate_rerank_end_to_end(tmp_path):
     # with it (the default), the anchor's neighbours join: 4 + 7 aligned with the query, the
     # anchor with the 10 others (11 references per query)
     assert x["rerank"]["expand"] == R.DEFAULT_EXPAND
+    assert x["rerank"]["k_used"] == 4  # 12 recordings: far below grow_after, k as given
     assert x["rerank"]["alignments_per_query"] == 11 + 10
     # all-vs-all: a pair met from both sides is aligned once
     assert x["rerank"]["alignments_computed_per_query"] < x["rerank"]["alignments_per_query"]

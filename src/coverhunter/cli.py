@@ -158,7 +158,8 @@ def cmd_evaluate(args) -> int:
                             hop_s=args.hop_s, distance=args.distance, rerank=args.rerank,
                             rerank_source=args.rerank_source, rerank_weight=args.rerank_weight,
                             rerank_expand=args.rerank_expand,
-                            rerank_expansion_weight=args.rerank_expansion_weight)
+                            rerank_expansion_weight=args.rerank_expansion_weight,
+                            rerank_grow_after=args.rerank_grow_after)
     d = report.to_dict()
     print(f"MAP {d['map']:.4f}  top10 {d['top10']:.4f}  MR1 {d['mr1']:.2f}  "
           f"hit rate {d['hit_rate']:.4f}  ({d['n_queries']} queries, {d['mode']} definitions)")
@@ -475,6 +476,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--rerank-expansion-weight", type=float, default=None,
                    help="weight of each item's alignment with the best-aligned one "
                         "(0 = off; default: coverhunter.rerank's)")
+    s.add_argument("--rerank-grow-after", type=int, default=None, metavar="N",
+                   help="catalogue size beyond which the shortlist grows as K * sqrt(size / N) "
+                        "(0 = always K; default: coverhunter.rerank's)")
     s.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     s.set_defaults(func=cmd_evaluate)
 

@@ -117,12 +117,13 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
                    hop_s: float | None = None, distance: str | None = None,
                    rerank: int = 0, rerank_source: str = "chroma",
                    rerank_weight: float | None = None, rerank_expand: int | None = None,
-                   rerank_expansion_weight: float | None = None) -> EvalReport:
+                   rerank_expansion_weight: float | None = None,
+                   rerank_grow_after: int | None = None) -> EvalReport:
     """The ``evaluate`` command: load a model (ours or the original's), evaluate, write JSON.
 
     ``rerank`` > 0 re-ranks each query's top ``rerank`` (:mod:`coverhunter.rerank`);
-    ``rerank_weight``, ``rerank_expand`` and ``rerank_expansion_weight`` default to that
-    module's defaults.
+    ``rerank_weight``, ``rerank_expand``, ``rerank_expansion_weight`` and
+    ``rerank_grow_after`` default to that module's defaults.
     """
     dev = resolve_device(device)
     lm: LoadedModel = load_model(model_dir, dev)
@@ -142,7 +143,7 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
         from .rerank import RerankConfig, build_reranker
 
         given = {"weight": rerank_weight, "expand": rerank_expand,
-                 "expansion_weight": rerank_expansion_weight}
+                 "expansion_weight": rerank_expansion_weight, "grow_after": rerank_grow_after}
         rr = RerankConfig(k=rerank, source=rerank_source, **{k: v for k, v in given.items() if v is not None})
         reranker = build_reranker(lm.model, cfg, queries, refs, rr, device=dev, cache_dir=cache_root,
                                   fingerprint=lm.fingerprint, verbose=True,
@@ -157,7 +158,8 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
                          f"work) in {ref_path or query_path}; nothing to evaluate")
     if output is not None:
         extra = {} if reranker is None else {"rerank": {
-            "k": reranker.cfg.k, "pool": reranker.cfg.pool, "global_weight": reranker.cfg.global_weight,
+            "k": reranker.cfg.k, "grow_after": reranker.cfg.grow_after, "k_used": reranker.k_used,
+            "pool": reranker.cfg.pool, "global_weight": reranker.cfg.global_weight,
             "source": reranker.cfg.source, "weight": reranker.cfg.weight,
             "expand": reranker.cfg.expand, "expansion_weight": reranker.cfg.expansion_weight,
             "seconds": reranker.seconds, "seconds_per_query": reranker.seconds / max(1, reranker.n_queries),

@@ -8,6 +8,10 @@ For each query:
    similarity)`` go on: the global chroma summary (:func:`coverhunter.classical.fourier_summary`,
    transposition-invariant and nearly free) catches covers the embedding ranks just
    outside the top ``k``. ``global_weight`` 0 (or ``pool`` <= ``k``) is the plain top ``k``.
+   The shortlist grows with the catalogue: beyond ``grow_after`` recordings, ``k`` becomes
+   ``k * sqrt(n / grow_after)`` (:func:`shortlist_length`), because the first stage leaves
+   more covers outside a fixed ``k`` the larger the catalogue; the cost per query still
+   grows far slower than aligning the whole catalogue.
 2. **Alignment score** of each shortlisted reference, over whole tracks (no cut):
    ``"chroma"``: Qmax over the chroma cross-recurrence plot (transposed by the OTI,
    :mod:`coverhunter.classical`); ``"embedding"``: Qmax over the cross-recurrence plot of
@@ -51,7 +55,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -99,6 +103,11 @@ DEFAULT_GLOBAL_WEIGHT = 0.7
 # expansion); expansion 0.386 without, 0.421 at 25 / 0.5 (10: 0.416, 40: 0.423)
 DEFAULT_EXPAND = 25
 DEFAULT_EXPANSION_WEIGHT = 0.5
+# catalogue size (recordings) up to which the shortlist is k, beyond which it grows as
+# sqrt(n / grow_after): on the 1,812 training-type recordings of runs/corpus-v2/val-extra
+# (`bench_accuracy.py --tune --tune-data ... --expansion-only --k K`, expansion 25 / 0.5),
+# MAP 0.179 at k 50 and 0.201 at k 100; k 50 was chosen on 187 recordings
+DEFAULT_GROW_AFTER = 450
 SOURCES = ("chroma", "embedding", "both")
 
 
@@ -117,6 +126,8 @@ class RerankConfig:
     # to the shortlist, and the weight of each item's alignment with the anchor (0 = none)
     expand: int = DEFAULT_EXPAND
     expansion_weight: float = DEFAULT_EXPANSION_WEIGHT
+    # catalogue size beyond which k grows as sqrt(n / grow_after) (0 = k whatever the size)
+    grow_after: int = DEFAULT_GROW_AFTER
     qmax: QmaxParams = QmaxParams()
     # chunk embeddings for source "embedding": window and hop in seconds, and Qmax settings
     # (no delay embedding: each chunk already spans several seconds)
@@ -138,6 +149,25 @@ class RerankConfig:
         if self.expand < 0 or self.expansion_weight < 0:
             raise ValueError(f"rerank expand and expansion_weight must be >= 0, got {self.expand} "
                              f"and {self.expansion_weight}")
+        if self.grow_after < 0:
+            raise ValueError(f"rerank grow_after must be >= 0 (0 = fixed k), got {self.grow_after}")
+
+
+def shortlist_length(cfg: RerankConfig, n_refs: int) -> int:
+    """How many references to align per query in a catalogue of ``n_refs`` recordings:
+    ``cfg.k`` up to ``cfg.grow_after`` recordings, ``ceil(k * sqrt(n_refs / grow_after))``
+    beyond (``grow_after`` 0: always ``k``)."""
+    if cfg.grow_after <= 0 or n_refs <= cfg.grow_after:
+        return cfg.k
+    return int(np.ceil(cfg.k * np.sqrt(n_refs / cfg.grow_after) - 1e-9))
+
+
+def for_catalogue(cfg: RerankConfig, n_refs: int) -> RerankConfig:
+    """``cfg`` with the shortlist length of a catalogue of ``n_refs`` recordings, fixed
+    (``grow_after`` 0), so that applying it twice changes nothing."""
+    if cfg.grow_after <= 0:
+        return cfg
+    return replace(cfg, k=shortlist_length(cfg, n_refs), grow_after=0)
 
 
 # ---------------------------------------------------------------------------
@@ -285,6 +315,7 @@ def rerank_row(dist_row: np.ndarray, score_fn, cfg: RerankConfig,
     np.ndarray, shape (n_refs,): see :func:`reordered_distances`.
     """
     d = np.asarray(dist_row, np.float64)
+    cfg = for_catalogue(cfg, len(d))
     sl = cascade_shortlist(d, global_row, cfg, exclude_row)
     if len(sl) == 0:
         return d.copy()
@@ -407,6 +438,7 @@ class Reranker:
     n_queries: int = 0
     n_pairs: int = 0
     n_computed: int = 0
+    k_used: int = 0  # the shortlist length of the last block's catalogue (shortlist_length)
     _checked: bool = field(default=False, repr=False)
     _pairs: dict = field(default_factory=dict, repr=False)  # (i, j), i < j -> per-source scores
 
@@ -486,6 +518,7 @@ class Reranker:
         """
         t0 = time.perf_counter()
         out = np.empty_like(np.asarray(dist, np.float64))
+        self.k_used = shortlist_length(self.cfg, out.shape[1])
         glob = None
         if self.query_summary is not None and self.ref_summary is not None:
             glob = euclidean_distances(self.query_summary[start:start + len(dist)], self.ref_summary)
@@ -503,7 +536,7 @@ class Reranker:
         pairs = self.n_pairs / max(1, self.n_queries)
         shared = (f" ({self.n_computed / max(1, self.n_queries):.0f} computed, the rest shared "
                   "by symmetric pairs)" if self.symmetric else "")
-        return (f"re-ranked {self.n_queries} queries (top {self.cfg.k}, {self.cfg.source}, "
+        return (f"re-ranked {self.n_queries} queries (top {self.k_used or self.cfg.k}, {self.cfg.source}, "
                 f"weight {self.cfg.weight}, expand {self.cfg.expand}, expansion weight "
                 f"{self.cfg.expansion_weight}): {self.seconds:.2f} s, {per * 1e3:.1f} ms and "
                 f"{pairs:.0f} alignments per query{shared}")
@@ -828,7 +861,8 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
                     chroma: IndexChroma, cfg: RerankConfig, approximate: bool | None = None) -> list:
     """A query's catalogue search with its best matches re-ranked: the first ``top``.
 
-    The search asks for ``cfg.pool`` works (at least ``top`` and ``cfg.k``), and the
+    The shortlist length is that of the catalogue's size (:func:`for_catalogue`). The
+    search asks for ``cfg.pool`` works (at least ``top`` and that length), and the
     ``cfg.global_pool`` recordings nearest by the 2D Fourier summary join them with their
     embedding scores, so that :func:`rerank_matches` can choose the shortlist among both.
 
@@ -842,6 +876,7 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
     chroma : IndexChroma
         The catalogue's stored chroma (reuse one across queries: it caches).
     """
+    cfg = for_catalogue(cfg, index.meta["n_tracks"])
     matches = index.search(emb, starts, max(top, cfg.k, cfg.pool), approximate)
     extra = None
     q_summary = chroma.query_summary(query) if cfg.global_weight > 0 else None  # once per query
@@ -855,5 +890,6 @@ __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore
            "alignment_features", "global_summaries", "summary_columns", "chunk_embeddings",
            "chunk_windowing", "build_reranker", "DEFAULT_K", "DEFAULT_WEIGHT", "DEFAULT_POOL",
            "DEFAULT_GLOBAL_POOL", "DEFAULT_GLOBAL_WEIGHT", "DEFAULT_EXPAND", "DEFAULT_EXPANSION_WEIGHT",
+           "DEFAULT_GROW_AFTER", "shortlist_length", "for_catalogue",
            "compact_chroma", "write_shard_chroma", "IndexChroma", "rerank_matches", "search_reranked",
            "CHROMA_SUFFIX"]
