@@ -106,7 +106,9 @@ DEFAULT_EXPANSION_WEIGHT = 0.5
 # catalogue size (recordings) up to which the shortlist is k, beyond which it grows as
 # sqrt(n / grow_after): on the 1,812 training-type recordings of runs/corpus-v2/val-extra
 # (`bench_accuracy.py --tune --tune-data ... --expansion-only --k K`, expansion 25 / 0.5),
-# MAP 0.179 at k 50 and 0.201 at k 100; k 50 was chosen on 187 recordings
+# MAP 0.179 at k 50 (149 alignments per query), 0.201 at k 100 (249) and 0.210 at k 150
+# (349): 100 there, four times the size of the 450 below which k 50 was chosen (187 and
+# 367 recordings), buys most of it at two thirds of the cost of 150
 DEFAULT_GROW_AFTER = 450
 SOURCES = ("chroma", "embedding", "both")
 
