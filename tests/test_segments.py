@@ -94,3 +94,16 @@ def test_batch_folder_is_resumable_and_reports_failures(catalogue, tmp_path, cap
     # without --recursive only the folder's own files
     assert main(["identify", str(folder), "--index", str(index_dir), "--output", str(out)], exit=False) == 0
     assert len(out.read_text().splitlines()) == 4
+
+
+def test_identify_shortlist_growth_can_be_fixed_or_forced(catalogue, tmp_path, capsys):
+    _, index_dir = catalogue
+    path = tmp_path / "q.wav"
+    sf.write(path, tune(3, 30.0, noise=0.01), SR)
+    for grow in ("0", "1"):  # never grow, or grow from 1 recording on (k 2 -> all works)
+        assert main(["identify", str(path), "--index", str(index_dir), "--json", "--rerank", "2",
+                     "--rerank-grow-after", grow], exit=False) == 0
+        assert json.loads(capsys.readouterr().out)[0]["matches"][0]["work"] == "work3"
+    assert main(["identify", str(path), "--index", str(index_dir), "--rerank-grow-after", "-1"],
+                exit=False) != 0
+    assert "grow_after must be >= 0" in capsys.readouterr().err

@@ -255,7 +255,8 @@ def cmd_identify(args) -> int:
     if args.segments or args.output or args.recursive or any(p.is_dir() for p in args.audio):
         return _identify_files(args, idx, lm, device, approx)
     results = identify(idx, lm, args.audio, top=args.top, false_alarm=args.false_alarm,
-                       device=device, approximate=approx, rerank=args.rerank)
+                       device=device, approximate=approx, rerank=args.rerank,
+                       rerank_grow_after=args.rerank_grow_after)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -275,7 +276,8 @@ def _identify_files(args, idx, lm, device, approx) -> int:
 
     answer = functools.partial(identify_file, idx, lm, top=args.top, false_alarm=args.false_alarm,
                                segments=args.segments, device=device, approximate=approx,
-                               rerank=getattr(args, "rerank", None))
+                               rerank=getattr(args, "rerank", None),
+                               rerank_grow_after=getattr(args, "rerank_grow_after", None))
     files = audio_files(args.audio, args.recursive)
     if args.output:
         report = identify_batch(files, args.output, answer)
@@ -536,6 +538,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--rerank", type=int, default=None, metavar="K",
                    help="re-order the best K works by chroma alignment when the index stores "
                         "chroma (default 50; 0 = off)")
+    s.add_argument("--rerank-grow-after", type=int, default=None, metavar="N",
+                   help="in a catalogue of more than N recordings, K grows as K * sqrt(size / N) "
+                        "(0 = always K; default: coverhunter.rerank's)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--device", default=None)
     s.add_argument("--segments", action="store_true",

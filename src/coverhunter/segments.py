@@ -255,11 +255,14 @@ def matches_from_segments(segs: list[Segment], top: int) -> list[Match]:
 
 def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], top: int, *,
                   feat: np.ndarray | None = None, rerank: int | None = None, chroma=None,
-                  approximate: bool | None = None, projection=None) -> list[Match]:
+                  approximate: bool | None = None, projection=None,
+                  rerank_grow_after: int | None = None) -> list[Match]:
     """``identify``'s matches: the catalogue search, re-ranked by chroma alignment as
     ``index.identify`` does when the CQT ``feat`` is given and the index stores chroma.
 
-    ``rerank``: shortlist size (default ``rerank.DEFAULT_K``, 0 = off); ``chroma``: a
+    ``rerank``: shortlist size (default ``rerank.DEFAULT_K``, 0 = off), grown in large
+    catalogues beyond ``rerank_grow_after`` recordings (default ``rerank.DEFAULT_GROW_AFTER``,
+    0 = never; :func:`coverhunter.rerank.shortlist_length`); ``chroma``: a
     ``rerank.IndexChroma`` of the index to reuse across queries; ``projection``: the
     model's summary projection, for the ``IndexChroma`` made when none is given.
     """
@@ -270,7 +273,9 @@ def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], t
         chroma = chroma or rr.IndexChroma.of(index, projection)
         if chroma.available():
             return rr.search_reranked(index, emb, starts, top, chroma.query_features(feat), chroma,
-                                      rr.RerankConfig(k=k), approximate)
+                                      rr.RerankConfig(k=k, grow_after=rr.DEFAULT_GROW_AFTER
+                                                      if rerank_grow_after is None else rerank_grow_after),
+                                      approximate)
     return index.search(emb, starts, top, approximate)
 
 
@@ -278,7 +283,7 @@ def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float
                       chunk_s: float, name: str, *, top: int = 10, false_alarm: float = 0.01,
                       segments: bool = False, approximate: bool | None = None,
                       feat: np.ndarray | None = None, rerank: int | None = None,
-                      chroma=None) -> dict:
+                      chroma=None, rerank_grow_after: int | None = None) -> dict:
     """The answer for one recording's chunk embeddings, as ``identify --json`` gives it.
 
     With its CQT ``feat``, the whole-recording matches are re-ranked as ``identify`` does
@@ -298,7 +303,7 @@ def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float
                              approximate=approximate)
     if len(emb) <= WHOLE_MAX_CHUNKS:
         matches = whole_matches(index, emb, starts, top, feat=feat, rerank=rerank, chroma=chroma,
-                                approximate=approximate)
+                                approximate=approximate, rerank_grow_after=rerank_grow_after)
     else:
         matches = matches_from_segments(segs, top)
     out = {"query": name, "verdict": verdict_of(matches, false_alarm), "error": None,
@@ -311,7 +316,7 @@ def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float
 def identify_features(index: CatalogueIndex, lm: LoadedModel, feat: np.ndarray, name: str, *,
                       top: int = 10, false_alarm: float = 0.01, segments: bool = False,
                       device="cpu", approximate: bool | None = None,
-                      rerank: int | None = None) -> dict:
+                      rerank: int | None = None, rerank_grow_after: int | None = None) -> dict:
     """The answer for one recording's CQT (frames, n_bins); see :func:`identify_embedded`."""
     index.check_model(lm)
     win = index.windowing
@@ -319,13 +324,14 @@ def identify_features(index: CatalogueIndex, lm: LoadedModel, feat: np.ndarray, 
     emb, starts = embed_features(lm, feat, win, device)
     return identify_embedded(index, emb, starts, round(len(feat) / fps, 3), win.chunk / fps, name,
                              top=top, false_alarm=false_alarm, segments=segments,
-                             approximate=approximate, feat=feat, rerank=rerank)
+                             approximate=approximate, feat=feat, rerank=rerank,
+                             rerank_grow_after=rerank_grow_after)
 
 
 def identify_file(index: CatalogueIndex, lm: LoadedModel, path: str | Path, *, top: int = 10,
                   false_alarm: float = 0.01, segments: bool = False, device="cpu",
                   approximate: bool | None = None, rerank: int | None = None,
-                  block_s: float = BLOCK_S, max_seconds: float | None = None,
+                  rerank_grow_after: int | None = None, block_s: float = BLOCK_S, max_seconds: float | None = None,
                   progress: Callable[[float], None] | None = None) -> dict:
     """Identify one audio file of any length in bounded memory; errors become ``error``.
 
@@ -346,7 +352,7 @@ def identify_file(index: CatalogueIndex, lm: LoadedModel, path: str | Path, *, t
             raise AudioError(f"{path}: too short to analyse")
         return identify_features(index, lm, feat, name, top=top, false_alarm=false_alarm,
                                  segments=segments, device=device, approximate=approximate,
-                                 rerank=rerank)
+                                 rerank=rerank, rerank_grow_after=rerank_grow_after)
     except (AudioError, OSError) as e:
         return {"query": name, "verdict": "error", "error": str(e), "matches": []}
 

@@ -614,13 +614,17 @@ def _delete_stale(root: Path, stale: dict) -> None:
 
 def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 10,
              false_alarm: float = 0.01, device="cpu", approximate: bool | None = None,
-             cache: EmbeddingCache | None = None, rerank: int | None = None) -> list[QueryResult]:
+             cache: EmbeddingCache | None = None, rerank: int | None = None,
+             rerank_grow_after: int | None = None) -> list[QueryResult]:
     """Identify the works that each recording performs (paths, or Tracks with features).
 
     With ``rerank`` > 0 (default :data:`coverhunter.rerank.DEFAULT_K`) and an index that
     stores chroma, ``rerank`` works chosen among the embedding's best
     :data:`coverhunter.rerank.DEFAULT_POOL` (with the 2D Fourier summary) are re-ordered by
-    chroma alignment (:func:`coverhunter.rerank.rerank_matches`); 0 turns it off.
+    chroma alignment (:func:`coverhunter.rerank.rerank_matches`); 0 turns it off. In a
+    catalogue of more than ``rerank_grow_after`` recordings (default
+    :data:`coverhunter.rerank.DEFAULT_GROW_AFTER`; 0 = never) the shortlist grows
+    (:func:`coverhunter.rerank.shortlist_length`).
 
     Raises
     ------
@@ -647,7 +651,9 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
             matches = index.search(emb, starts, top, approximate)
         else:
             matches = rr.search_reranked(index, emb, starts, top, q_chroma[i], stored,
-                                         rr.RerankConfig(k=k), approximate)
+                                         rr.RerankConfig(k=k, grow_after=rr.DEFAULT_GROW_AFTER
+                                                         if rerank_grow_after is None
+                                                         else rerank_grow_after), approximate)
         verdict = ""
         if matches and matches[0].p_value is not None:
             verdict = "match" if matches[0].p_value <= false_alarm else "no cover in the catalogue"
