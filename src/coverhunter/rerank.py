@@ -164,6 +164,16 @@ def shortlist_length(cfg: RerankConfig, n_refs: int) -> int:
     return int(np.ceil(cfg.k * np.sqrt(n_refs / cfg.grow_after) - 1e-9))
 
 
+def identify_config(rerank: int | None = None, grow_after: int | None = None) -> RerankConfig | None:
+    """``identify``'s re-ranking settings: shortlist ``rerank`` (None = :data:`DEFAULT_K`)
+    growing beyond ``grow_after`` recordings (None = :data:`DEFAULT_GROW_AFTER`); None
+    when ``rerank`` is 0 (re-ranking off)."""
+    k = DEFAULT_K if rerank is None else rerank
+    if k <= 0:
+        return None
+    return RerankConfig(k=k, grow_after=DEFAULT_GROW_AFTER if grow_after is None else grow_after)
+
+
 def for_catalogue(cfg: RerankConfig, n_refs: int) -> RerankConfig:
     """``cfg`` with the shortlist length of a catalogue of ``n_refs`` recordings, fixed
     (``grow_after`` 0), so that applying it twice changes nothing."""
@@ -892,6 +902,6 @@ __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore
            "alignment_features", "global_summaries", "summary_columns", "chunk_embeddings",
            "chunk_windowing", "build_reranker", "DEFAULT_K", "DEFAULT_WEIGHT", "DEFAULT_POOL",
            "DEFAULT_GLOBAL_POOL", "DEFAULT_GLOBAL_WEIGHT", "DEFAULT_EXPAND", "DEFAULT_EXPANSION_WEIGHT",
-           "DEFAULT_GROW_AFTER", "shortlist_length", "for_catalogue",
+           "DEFAULT_GROW_AFTER", "shortlist_length", "for_catalogue", "identify_config",
            "compact_chroma", "write_shard_chroma", "IndexChroma", "rerank_matches", "search_reranked",
            "CHROMA_SUFFIX"]

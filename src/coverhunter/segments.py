@@ -268,14 +268,12 @@ def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], t
     """
     from . import rerank as rr
 
-    k = 0 if feat is None else (rr.DEFAULT_K if rerank is None else rerank)
-    if k > 0:
+    cfg = None if feat is None else rr.identify_config(rerank, rerank_grow_after)
+    if cfg is not None:
         chroma = chroma or rr.IndexChroma.of(index, projection)
         if chroma.available():
             return rr.search_reranked(index, emb, starts, top, chroma.query_features(feat), chroma,
-                                      rr.RerankConfig(k=k, grow_after=rr.DEFAULT_GROW_AFTER
-                                                      if rerank_grow_after is None else rerank_grow_after),
-                                      approximate)
+                                      cfg, approximate)
     return index.search(emb, starts, top, approximate)
 
 

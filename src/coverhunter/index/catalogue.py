@@ -635,8 +635,8 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
     index.check_not_empty()
     from .. import rerank as rr
 
-    k = rr.DEFAULT_K if rerank is None else rerank
-    stored = rr.IndexChroma.of(index, lm.summary_projection) if k > 0 else None
+    rr_cfg = rr.identify_config(rerank, rerank_grow_after)
+    stored = rr.IndexChroma.of(index, lm.summary_projection) if rr_cfg is not None else None
     q_chroma = {} if stored is not None and stored.available() else None
     out = []
     embs = embed_recordings(lm, list(audio), index.windowing, device, cache,
@@ -650,10 +650,8 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
         if q_chroma is None:
             matches = index.search(emb, starts, top, approximate)
         else:
-            matches = rr.search_reranked(index, emb, starts, top, q_chroma[i], stored,
-                                         rr.RerankConfig(k=k, grow_after=rr.DEFAULT_GROW_AFTER
-                                                         if rerank_grow_after is None
-                                                         else rerank_grow_after), approximate)
+            matches = rr.search_reranked(index, emb, starts, top, q_chroma[i], stored, rr_cfg,
+                                         approximate)
         verdict = ""
         if matches and matches[0].p_value is not None:
             verdict = "match" if matches[0].p_value <= false_alarm else "no cover in the catalogue"
