@@ -64,6 +64,36 @@ def test_identify_m4a_gives_identify_json(engine, tmp_path):
     assert body["catalogue_audio"]["work2.wav"] == "/tracks/work2.wav/audio"
 
 
+def test_rerank_per_request_and_as_the_service_default(engine, tmp_path):
+    path = tmp_path / "query.wav"
+    sf.write(path, tune(3, 25.0, take=2), SR)
+    lm = load_model(DEFAULT_MODEL)
+    with client(engine) as c:
+        assert c.get("/health").json()["search"] == {"rerank": 5, "rerank_grow_after": 450}
+        bodies = {k: c.post("/identify", params=p, files={"file": ("q.wav", path.read_bytes(), "audio/wav")})
+                  for k, p in (("on", {}), ("off", {"rerank": 0}), ("bad", {"rerank": -1}))}
+    assert bodies["bad"].status_code == 422 and "rerank" in bodies["bad"].text
+    for key, rerank in (("on", None), ("off", 0)):  # as identify does it in-process
+        body = bodies[key].json()
+        assert body["search"]["rerank"] == (0 if rerank == 0 else 5)
+        ref = identify(engine.index, lm, [path], rerank=rerank)[0]
+        assert [m["work"] for m in body["matches"]] == [m.work for m in ref.matches]
+        assert all(abs(m["score"] - r.score) < 2e-3 for m, r in zip(body["matches"], ref.matches))
+    off = Engine(replace(engine.cfg, rerank=0))  # the service's default, from `serve --rerank 0`
+    try:
+        with client(off) as c:
+            assert c.get("/health").json()["search"]["rerank"] == 0
+            r = c.post("/identify", files={"file": ("q.wav", path.read_bytes(), "audio/wav")}).json()
+            assert r["search"]["rerank"] == 0 and r["matches"] == bodies["off"].json()["matches"]
+            r = c.post("/identify", params={"rerank": 3},
+                       files={"file": ("q.wav", path.read_bytes(), "audio/wav")}).json()
+            assert r["search"]["rerank"] == 3
+    finally:
+        off.close()
+    with pytest.raises(ValueError, match="rerank-grow-after must be >= 0"):
+        ServeConfig(index=engine.cfg.index, rerank_grow_after=-1)
+
+
 def test_segments_through_the_api(engine):
     with client(engine) as c:
         r = c.post("/identify", params={"segments": "true"},

@@ -306,7 +306,8 @@ def cmd_serve(args) -> int:
     serve(ServeConfig(index=args.index, model=args.model, device=args.device, token=args.token,
                       open_reads=not args.protect_reads, max_upload_mb=args.max_upload_mb,
                       max_duration_s=args.max_duration_s, decode_timeout_s=args.decode_timeout_s,
-                      queue_size=args.queue_size),
+                      queue_size=args.queue_size, rerank=args.rerank,
+                      rerank_grow_after=args.rerank_grow_after),
           host=args.host, port=args.port)
     return 0
 
@@ -563,6 +564,12 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-duration-s", type=float, default=3 * 3600.0)
     s.add_argument("--decode-timeout-s", type=float, default=300.0)
     s.add_argument("--queue-size", type=int, default=16, help="requests admitted at once; more get 503")
+    s.add_argument("--rerank", type=int, default=None, metavar="K",
+                   help="default shortlist re-ranked by chroma alignment per query (0 = off; "
+                        "default: identify's); a request's ?rerank= overrides it")
+    s.add_argument("--rerank-grow-after", type=int, default=None, metavar="N",
+                   help="catalogue size beyond which the shortlist grows as K * sqrt(size / N) "
+                        "(0 = always K; default: coverhunter.rerank's); ?rerank_grow_after= overrides it")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("prepare", help="turn a downloaded dataset into dataset files",

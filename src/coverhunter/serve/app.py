@@ -204,11 +204,18 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None):
                        segments: bool | None = Query(None, description="which work where; default: "
                                                      "for recordings longer than 10 minutes"),
                        alignment: bool = Query(False, description="chunk similarities of the query "
-                                                                 "and its best match")):
+                                                                 "and its best match"),
+                       rerank: int | None = Query(None, ge=0, le=10_000, description=(
+                           "shortlist length re-ranked by chroma alignment (0 = embedding search "
+                           "alone; default: the service's)")),
+                       rerank_grow_after: int | None = Query(None, ge=0, description=(
+                           "catalogue size beyond which the shortlist grows as rerank * "
+                           "sqrt(size / N) (0 = never; default: the service's)"))):
         feat, src, name = await _decode_upload(file)
         src.unlink(missing_ok=True)
         return await eng().on_model_thread(eng().identify, feat, name, top=top, segments=segments,
-                                           alignment=alignment)
+                                           alignment=alignment, rerank=rerank,
+                                           rerank_grow_after=rerank_grow_after)
 
     @api.get("/works", dependencies=[Depends(reader)], summary="The catalogue's works and their tracks")
     def works(offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)):

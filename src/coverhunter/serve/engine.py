@@ -57,6 +57,16 @@ class ServeConfig:
     top: int = 10
     false_alarm: float = 0.01
     segments_after_s: float = 600.0  # "auto" segments for recordings longer than this
+    # two-stage search: shortlist re-ranked by chroma alignment (None = identify's default
+    # K, 0 = off), grown beyond this many catalogue recordings (None = the default, 0 = never)
+    rerank: int | None = None
+    rerank_grow_after: int | None = None
+
+    def __post_init__(self):
+        for key in ("rerank", "rerank_grow_after"):
+            v = getattr(self, key)
+            if v is not None and v < 0:
+                raise ValueError(f"serve {key.replace('_', '-')} must be >= 0 (0 = off), got {v}")
     workdir: Path | None = None  # temporary files (default: the system's temporary folder)
 
 
@@ -183,7 +193,8 @@ class Engine:
             self.service_s = 0.8 * self.service_s + 0.2 * (time.monotonic() - t0)
 
     def identify(self, feat: np.ndarray, name: str, *, top: int | None = None,
-                 segments: bool | None = None, alignment: bool = False) -> dict:
+                 segments: bool | None = None, alignment: bool = False,
+                 rerank: int | None = None, rerank_grow_after: int | None = None) -> dict:
         """The answer for one decoded upload (model thread only).
 
         Parameters
@@ -193,6 +204,15 @@ class Engine:
             None: segments for recordings longer than ``cfg.segments_after_s``.
         alignment : bool
             Add the chunk similarity matrix of the query and its best match.
+        rerank, rerank_grow_after : int or None
+            This request's shortlist length (0 = no re-ranking) and growth threshold
+            (None: the service's, ``cfg.rerank`` and ``cfg.rerank_grow_after``).
+
+        Returns
+        -------
+        dict
+            ``identify --json``'s answer plus ``search``: ``{"rerank": shortlist length
+            aligned (0 = none), "rerank_grow_after": ...}``.
         """
         if self.index.meta["n_vectors"] == 0:
             raise InputError(409, "the catalogue is empty: add recordings first")
@@ -201,9 +221,13 @@ class Engine:
             segments = len(feat) / fps > self.cfg.segments_after_s
         win = self.index.windowing
         emb, starts = embed_features(self.lm, feat, win, self.device)
+        rerank = self.cfg.rerank if rerank is None else rerank
+        grow = self.cfg.rerank_grow_after if rerank_grow_after is None else rerank_grow_after
         out = identify_embedded(self.index, emb, starts, round(len(feat) / fps, 3), win.chunk / fps,
                                 name, top=top or self.cfg.top, false_alarm=self.cfg.false_alarm,
-                                segments=segments, feat=feat, chroma=self.chroma())
+                                segments=segments, feat=feat, chroma=self.chroma(), rerank=rerank,
+                                rerank_grow_after=grow)
+        out["search"] = self.search_settings(rerank, grow)
         out["catalogue_audio"] = {m["track_id"]: f"/tracks/{m['track_id']}/audio"
                                   for m in out["matches"] if self.audio_path(m["track_id"])}
         if alignment and out["matches"]:
@@ -242,6 +266,17 @@ class Engine:
             raise InputError(422, f"{name}: not added ({failed[0][1]})")
         log.info("added %s (%s) from %s", track_id, work, name)
         return self.track_info(track_id)
+
+    def search_settings(self, rerank: int | None = None, grow_after: int | None = None) -> dict:
+        """How a query is searched in this catalogue: the number of recordings its
+        shortlist aligns (0: embedding search alone, also when the index stores no chroma)
+        and the growth threshold behind it."""
+        from .. import rerank as rr
+
+        cfg = rr.identify_config(rerank, grow_after)
+        n = self.index.meta["n_tracks"]
+        k = 0 if cfg is None or not self.chroma().available() else min(n, rr.shortlist_length(cfg, n))
+        return {"rerank": k, "rerank_grow_after": None if cfg is None else cfg.grow_after}
 
     # -- catalogue ----------------------------------------------------------------------
     def chroma(self):
@@ -288,7 +323,8 @@ class Engine:
         m = self.index.meta
         return {"status": "ok", "tracks": m["n_tracks"], "works": self.index.n_works,
                 "vectors": m["n_vectors"], "calibrated": bool(m.get("calibration")),
-                "model": self.lm.fingerprint, "device": str(self.device)}
+                "model": self.lm.fingerprint, "device": str(self.device),
+                "search": self.search_settings(self.cfg.rerank, self.cfg.rerank_grow_after)}
 
 
 __all__ = ["Engine", "ServeConfig", "InputError", "CatalogueError"]
