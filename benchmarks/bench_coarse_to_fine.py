@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_coarse_to_fine.py [--data demo/data] [--epochs 20] [--seeds 0 1 2]
     .venv/bin/python benchmarks/bench_coarse_to_fine.py --align-only MODEL --list DATA/val.txt
+    .venv/bin/python benchmarks/bench_coarse_to_fine.py --fine-from CKPT --data CORPUS \
+        --val CORPUS/val.txt --test HELD_OUT/full.txt [--steps 1000] [--seeds 0 1 2]
 
 Both arms use the demo training config with ``--epochs`` epochs in total: coarse-only
 trains all of them on random crops; coarse-to-fine trains half on random crops, aligns
@@ -11,6 +13,13 @@ over seeds), and how accurate each alignment was: the demo corpus records how ev
 version was made (sections, tempo), so the true source-time of both chunks of a match is
 known; a match is right when they agree within 1.5 s (chance: random pairs of times).
 Runs in --out (default runs/c2f); finished runs are reused.
+
+``--fine-from`` is the fine stage alone on a rendered corpus, from a trained (coarse)
+checkpoint: per seed, ``--steps`` more steps on CORPUS/train.txt with the corpus's *exact*
+alignment (``CORPUS/alignment.jsonl``, half of the works per batch on aligned chunks),
+against a control that is the same run on random crops only. Both start from the same
+weights with the same schedule and seed; the table gives MAP on ``--val`` (the last epoch's
+validation) and on ``--test`` (the last checkpoint), mean and standard deviation over seeds.
 """
 
 from __future__ import annotations
@@ -43,9 +52,53 @@ def _base(data: Path, seed: int, exp: Path) -> dict:
 
 
 def _test(ckpt: Path, data: Path) -> dict:
+    """MAP, MR1 and hit rate of a checkpoint on ``data`` (a list file, or a corpus folder's
+    ``test.txt``), all against all."""
+    lst = data if data.is_file() else data / "test.txt"
     lm = load_model(ckpt)
-    rep, _ = evaluate_tracks(lm.model, read_dataset(data / "test.txt", check_features=True), None, lm.config)
+    rep, _ = evaluate_tracks(lm.model, read_dataset(lst, check_features=True), None, lm.config)
     return {"map": rep.map, "mr1": rep.mr1, "hit_rate": rep.hit_rate}
+
+
+def fine_config(ckpt: Path, data: Path, val: Path, *, seed: int, steps: int, lr: float,
+                exact: bool) -> dict:
+    """The config of one fine-stage arm: the checkpoint's own, on ``data``'s training list,
+    ``steps`` steps at a learning rate falling from ``lr``; ``exact`` adds the corpus's
+    alignment for half of the works of each batch."""
+    cfg = to_dict(load_model(ckpt).config)
+    per = min(int(cfg["optim"]["steps_per_epoch"] or steps), steps)
+    cfg["data"].update(train_path=str((data / "train.txt").resolve()), val_path=str(val.resolve()),
+                       align_path=str((data / "alignment.jsonl").resolve()) if exact else "",
+                       aligned_prob=0.5 if exact else 1.0)
+    cfg["optim"].update(seed=seed, learning_rate=lr, warmup_steps=min(100, steps // 10),
+                        steps_per_epoch=per, max_epochs=-(-steps // per), patience=0)
+    return cfg
+
+
+def fine_from(ckpt: Path, data: Path, val: Path, test: Path, seeds: list[int], steps: int,
+              lr: float, out: Path) -> None:
+    """Fine stage with the exact alignment vs random crops from ``ckpt``, over seeds."""
+    if not (data / "alignment.jsonl").is_file():
+        raise SystemExit(f"{data}: no alignment.jsonl (a corpus written by make-corpus has one)")
+    rows = {"fine, exact alignment": [], "control, random crops": []}
+    start = {"val": _test(ckpt, val)["map"], "test": _test(ckpt, test)["map"]}
+    for seed in seeds:
+        for name, exact in (("fine, exact alignment", True), ("control, random crops", False)):
+            exp = out / f"{'fine' if exact else 'ctrl'}-{seed}"
+            cfg = fine_config(ckpt, data, val, seed=seed, steps=steps, lr=lr, exact=exact)
+            r = train(exp, config=load_config(cfg), init_from=ckpt, verbose=False)
+            rows[name].append({"val": r.history[-1].get("val_map"), "test": _test(r.last_checkpoint, test)["map"]})
+            print(f"seed {seed}, {name}: " + json.dumps(rows[name][-1]), flush=True)
+    print(f"\nfine stage from {ckpt}: {steps} steps on {data / 'train.txt'}, {len(seeds)} seeds "
+          f"(start: val MAP {start['val']:.4f}, test MAP {start['test']:.4f})\n")
+    print(f"| training | val MAP ({val.name}) | test MAP ({test}) |")
+    print("|---|---|---|")
+    for name, rs in rows.items():
+        cells = []
+        for k in ("val", "test"):
+            v = np.array([r[k] for r in rs], np.float64)
+            cells.append(f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def alignment_accuracy(align_file: Path, list_file: Path, tol: float = 1.5) -> tuple[float, float]:
@@ -93,8 +146,19 @@ def main() -> None:
     ap.add_argument("--align-only", type=Path, metavar="MODEL", default=None,
                     help="no training: align the versions of --list with MODEL and score the matches")
     ap.add_argument("--list", type=Path, default=None, help="corpus list file for --align-only")
+    ap.add_argument("--fine-from", type=Path, metavar="CKPT", default=None,
+                    help="fine stage only, from this checkpoint: exact alignment vs random crops")
+    ap.add_argument("--val", type=Path, default=None, help="validation list for --fine-from")
+    ap.add_argument("--test", type=Path, default=None, help="held-out list for --fine-from")
+    ap.add_argument("--steps", type=int, default=1000, help="--fine-from: steps per arm")
+    ap.add_argument("--lr", type=float, default=2e-4, help="--fine-from: peak learning rate")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if a.fine_from:
+        if a.val is None or a.test is None:
+            ap.error("--fine-from needs --val and --test (list files with features)")
+        fine_from(a.fine_from, a.data, a.val, a.test, a.seeds, a.steps, a.lr, a.out)
+        return
     if a.align_only:
         if a.list is None:
             ap.error("--align-only needs --list (a corpus list file with features)")
