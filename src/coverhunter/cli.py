@@ -536,12 +536,7 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--false-alarm", type=float, default=0.01,
                    help="answer 'no cover' when the best match's p-value is above this (calibrated index)")
     s.add_argument("--search", choices=["auto", "exact", "approximate"], default="auto")
-    s.add_argument("--rerank", type=int, default=None, metavar="K",
-                   help="re-order the best K works by chroma alignment when the index stores "
-                        "chroma (default 50; 0 = off)")
-    s.add_argument("--rerank-grow-after", type=int, default=None, metavar="N",
-                   help="in a catalogue of more than N recordings, K grows as K * sqrt(size / N) "
-                        "(0 = always K; default: coverhunter.rerank's)")
+    _add_identify_rerank(s)
     s.add_argument("--json", action="store_true")
     s.add_argument("--device", default=None)
     s.add_argument("--segments", action="store_true",
@@ -564,12 +559,7 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-duration-s", type=float, default=3 * 3600.0)
     s.add_argument("--decode-timeout-s", type=float, default=300.0)
     s.add_argument("--queue-size", type=int, default=16, help="requests admitted at once; more get 503")
-    s.add_argument("--rerank", type=int, default=None, metavar="K",
-                   help="default shortlist re-ranked by chroma alignment per query (0 = off; "
-                        "default: identify's); a request's ?rerank= overrides it")
-    s.add_argument("--rerank-grow-after", type=int, default=None, metavar="N",
-                   help="catalogue size beyond which the shortlist grows as K * sqrt(size / N) "
-                        "(0 = always K; default: coverhunter.rerank's); ?rerank_grow_after= overrides it")
+    _add_identify_rerank(s, " (a request's ?rerank= and ?rerank_grow_after= override them)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("prepare", help="turn a downloaded dataset into dataset files",
@@ -622,6 +612,16 @@ def get_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
     # fmt: on
     return p
+
+
+def _add_identify_rerank(s, note: str = "") -> None:
+    """identify's and serve's two-stage search options: shortlist K and its growth."""
+    s.add_argument("--rerank", type=int, default=None, metavar="K",
+                   help="re-order the best K works by chroma alignment when the index stores "
+                        "chroma (default 50; 0 = off)" + note)
+    s.add_argument("--rerank-grow-after", type=int, default=None, metavar="N",
+                   help="in a catalogue of more than N recordings, K grows as K * sqrt(size / N) "
+                        "(0 = always K; default: coverhunter.rerank's)")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
