@@ -63,6 +63,7 @@ def test_page_identifies_an_uploaded_recording(tmp_path_factory, tmp_path):
                 assert "Done: 5 works ranked" in page.inner_text("#status")
                 assert page.inner_text("#qname") == query.name
                 assert page.inner_text("#verdict") == "match"  # calibrated catalogue
+                assert page.inner_text("#search") == "best 5 re-ranked by chroma alignment"
                 # the alignment picture was drawn (not a blank canvas)
                 lit = page.evaluate("""() => { const c = document.getElementById('alignment');
                     const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
