@@ -30,7 +30,7 @@ from ..checkpoint import load_model
 from ..config import FeatureConfig
 from ..dataset import Track
 from ..index import CatalogueError, CatalogueIndex
-from ..segments import embed_features, identify_embedded
+from ..segments import WHOLE_MAX_CHUNKS, embed_features, identify_embedded
 from ..utils import resolve_device
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,13 @@ class ServeConfig:
     # K, 0 = off), grown beyond this many catalogue recordings (None = the default, 0 = never)
     rerank: int | None = None
     rerank_grow_after: int | None = None
+    workdir: Path | None = None  # temporary files (default: the system's temporary folder)
 
     def __post_init__(self):
         for key in ("rerank", "rerank_grow_after"):
             v = getattr(self, key)
             if v is not None and v < 0:
                 raise ValueError(f"serve {key.replace('_', '-')} must be >= 0 (0 = off), got {v}")
-    workdir: Path | None = None  # temporary files (default: the system's temporary folder)
 
 
 class InputError(Exception):
@@ -227,7 +227,8 @@ class Engine:
                                 name, top=top or self.cfg.top, false_alarm=self.cfg.false_alarm,
                                 segments=segments, feat=feat, chroma=self.chroma(), rerank=rerank,
                                 rerank_grow_after=grow)
-        out["search"] = self.search_settings(rerank, grow)
+        # matches of a recording too long to search whole come from its segments, unaligned
+        out["search"] = self.search_settings(0 if len(emb) > WHOLE_MAX_CHUNKS else rerank, grow)
         out["catalogue_audio"] = {m["track_id"]: f"/tracks/{m['track_id']}/audio"
                                   for m in out["matches"] if self.audio_path(m["track_id"])}
         if alignment and out["matches"]:
