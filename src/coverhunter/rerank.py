@@ -869,6 +869,23 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     return [cand[sl[r]] for r in order] + others
 
 
+def catalogue_reranking(index, rerank: int | None = None, grow_after: int | None = None,
+                        chroma: IndexChroma | None = None,
+                        projection=None) -> tuple[RerankConfig, IndexChroma] | None:
+    """How ``identify`` re-ranks searches of ``index``: its settings
+    (:func:`identify_config`) and the index's stored chroma, or None when re-ranking is
+    off (``rerank`` 0) or the index stores no chroma.
+
+    ``chroma``: an :class:`IndexChroma` of the index to reuse (it caches); otherwise one is
+    made with the model's summary ``projection``.
+    """
+    cfg = identify_config(rerank, grow_after)
+    if cfg is None:
+        return None
+    chroma = chroma or IndexChroma.of(index, projection)
+    return (cfg, chroma) if chroma.available() else None
+
+
 def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFeatures,
                     chroma: IndexChroma, cfg: RerankConfig, approximate: bool | None = None) -> list:
     """A query's catalogue search with its best matches re-ranked: the first ``top``.
@@ -903,5 +920,6 @@ __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore
            "chunk_windowing", "build_reranker", "DEFAULT_K", "DEFAULT_WEIGHT", "DEFAULT_POOL",
            "DEFAULT_GLOBAL_POOL", "DEFAULT_GLOBAL_WEIGHT", "DEFAULT_EXPAND", "DEFAULT_EXPANSION_WEIGHT",
            "DEFAULT_GROW_AFTER", "shortlist_length", "for_catalogue", "identify_config",
+           "catalogue_reranking",
            "compact_chroma", "write_shard_chroma", "IndexChroma", "rerank_matches", "search_reranked",
            "CHROMA_SUFFIX"]

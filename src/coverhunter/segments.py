@@ -268,13 +268,13 @@ def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], t
     """
     from . import rerank as rr
 
-    cfg = None if feat is None else rr.identify_config(rerank, rerank_grow_after)
-    if cfg is not None:
-        chroma = chroma or rr.IndexChroma.of(index, projection)
-        if chroma.available():
-            return rr.search_reranked(index, emb, starts, top, chroma.query_features(feat), chroma,
-                                      cfg, approximate)
-    return index.search(emb, starts, top, approximate)
+    setup = None if feat is None else rr.catalogue_reranking(index, rerank, rerank_grow_after,
+                                                              chroma, projection)
+    if setup is None:
+        return index.search(emb, starts, top, approximate)
+    cfg, chroma = setup
+    return rr.search_reranked(index, emb, starts, top, chroma.query_features(feat), chroma, cfg,
+                              approximate)
 
 
 def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float], duration_s: float,
@@ -329,7 +329,8 @@ def identify_features(index: CatalogueIndex, lm: LoadedModel, feat: np.ndarray, 
 def identify_file(index: CatalogueIndex, lm: LoadedModel, path: str | Path, *, top: int = 10,
                   false_alarm: float = 0.01, segments: bool = False, device="cpu",
                   approximate: bool | None = None, rerank: int | None = None,
-                  rerank_grow_after: int | None = None, block_s: float = BLOCK_S, max_seconds: float | None = None,
+                  rerank_grow_after: int | None = None, block_s: float = BLOCK_S,
+                  max_seconds: float | None = None,
                   progress: Callable[[float], None] | None = None) -> dict:
     """Identify one audio file of any length in bounded memory; errors become ``error``.
 

@@ -635,9 +635,9 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
     index.check_not_empty()
     from .. import rerank as rr
 
-    rr_cfg = rr.identify_config(rerank, rerank_grow_after)
-    stored = rr.IndexChroma.of(index, lm.summary_projection) if rr_cfg is not None else None
-    q_chroma = {} if stored is not None and stored.available() else None
+    setup = rr.catalogue_reranking(index, rerank, rerank_grow_after, projection=lm.summary_projection)
+    rr_cfg, stored = setup or (None, None)
+    q_chroma = None if setup is None else {}
     out = []
     embs = embed_recordings(lm, list(audio), index.windowing, device, cache,
                             on_features=None if q_chroma is None else

@@ -274,10 +274,11 @@ class Engine:
         and the growth threshold behind it."""
         from .. import rerank as rr
 
-        cfg = rr.identify_config(rerank, grow_after)
+        setup = rr.catalogue_reranking(self.index, rerank, grow_after, self.chroma())
+        if setup is None:
+            return {"rerank": 0, "rerank_grow_after": None}
         n = self.index.meta["n_tracks"]
-        k = 0 if cfg is None or not self.chroma().available() else min(n, rr.shortlist_length(cfg, n))
-        return {"rerank": k, "rerank_grow_after": None if cfg is None else cfg.grow_after}
+        return {"rerank": min(n, rr.shortlist_length(setup[0], n)), "rerank_grow_after": setup[0].grow_after}
 
     # -- catalogue ----------------------------------------------------------------------
     def chroma(self):
