@@ -60,6 +60,12 @@ def _test(ckpt: Path, data: Path) -> dict:
     return {"map": rep.map, "mr1": rep.mr1, "hit_rate": rep.hit_rate}
 
 
+def mean_sd(values, digits: int = 3) -> str:
+    """"mean ± sd" over seeds (sample standard deviation; 0 for a single seed)."""
+    v = np.asarray(values, np.float64)
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if len(v) > 1 else 0:.{digits}f}"
+
+
 def fine_config(ckpt: Path, data: Path, val: Path, *, seed: int, steps: int, lr: float,
                 exact: bool) -> dict:
     """The config of one fine-stage arm: the checkpoint's own, on ``data``'s training list,
@@ -87,18 +93,15 @@ def fine_from(ckpt: Path, data: Path, val: Path, test: Path, seeds: list[int], s
             exp = out / f"{'fine' if exact else 'ctrl'}-{seed}"
             cfg = fine_config(ckpt, data, val, seed=seed, steps=steps, lr=lr, exact=exact)
             r = train(exp, config=load_config(cfg), init_from=ckpt, verbose=False)
-            rows[name].append({"val": r.history[-1].get("val_map"), "test": _test(r.last_checkpoint, test)["map"]})
+            rows[name].append({"val": r.history[-1].get("val_map"),
+                               "test": _test(r.last_checkpoint, test)["map"]})
             print(f"seed {seed}, {name}: " + json.dumps(rows[name][-1]), flush=True)
     print(f"\nfine stage from {ckpt}: {steps} steps on {data / 'train.txt'}, {len(seeds)} seeds "
           f"(start: val MAP {start['val']:.4f}, test MAP {start['test']:.4f})\n")
     print(f"| training | val MAP ({val.name}) | test MAP ({test}) |")
     print("|---|---|---|")
     for name, rs in rows.items():
-        cells = []
-        for k in ("val", "test"):
-            v = np.array([r[k] for r in rs], np.float64)
-            cells.append(f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print(f"| {name} | " + " | ".join(mean_sd([r[k] for r in rs], 4) for k in ("val", "test")) + " |")
 
 
 def alignment_accuracy(align_file: Path, list_file: Path, tol: float = 1.5) -> tuple[float, float]:
@@ -185,11 +188,8 @@ def main() -> None:
     print("| training | MAP | MR1 | hit rate |")
     print("|---|---|---|---|")
     for name, rs in rows.items():
-        cells = []
-        for k in ("map", "mr1", "hit_rate"):
-            v = np.array([r[k] for r in rs])
-            cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print(f"| {name} | " + " | ".join(mean_sd([r[k] for r in rs]) for k in ("map", "mr1", "hit_rate"))
+              + " |")
     if acc:
         right, chance = np.mean([x for x, _ in acc]), np.mean([c for _, c in acc])
         print(f"\nalignment of the coarse models: {right:.1%} of matches within 1.5 s of the true "
