@@ -96,14 +96,20 @@ def test_batch_folder_is_resumable_and_reports_failures(catalogue, tmp_path, cap
     assert len(out.read_text().splitlines()) == 4
 
 
-def test_identify_shortlist_growth_can_be_fixed_or_forced(catalogue, tmp_path, capsys):
+def test_identify_shortlist_growth_can_be_fixed_or_forced(catalogue, tmp_path, capsys, monkeypatch):
+    import coverhunter.rerank as R
+
     _, index_dir = catalogue
     path = tmp_path / "q.wav"
     sf.write(path, tune(3, 30.0, noise=0.01), SR)
-    for grow in ("0", "1"):  # never grow, or grow from 1 recording on (k 2 -> all works)
+    aligned, qmax = [], R.qmax_scores  # the real alignment, counted
+    monkeypatch.setattr(R, "qmax_scores", lambda q, refs, *a: aligned.append(len(refs)) or qmax(q, refs, *a))
+    # never grow: 2 aligned; grow from 1 recording on: ceil(2 sqrt(5)) -> all 5 works
+    for grow, want in (("0", 2), ("1", 5)):
         assert main(["identify", str(path), "--index", str(index_dir), "--json", "--rerank", "2",
                      "--rerank-grow-after", grow], exit=False) == 0
         assert json.loads(capsys.readouterr().out)[0]["matches"][0]["work"] == "work3"
+        assert aligned.pop() == want and not aligned
     assert main(["identify", str(path), "--index", str(index_dir), "--rerank-grow-after", "-1"],
                 exit=False) != 0
     assert "grow_after must be >= 0" in capsys.readouterr().err
