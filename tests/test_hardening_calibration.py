@@ -76,3 +76,43 @@ def test_p_value_of_a_perfect_score_and_monotone():
     assert p_impostor(cal, 2.0, 10) < 0.01
     ps = [p_impostor(cal, s, 100) for s in np.linspace(0, 1, 11)]
     assert all(a >= b for a, b in zip(ps, ps[1:])) and math.isclose(ps[0], 1.0)
+
+
+def _works_of_melodies(n_works: int, versions: int, seed: int = 3):
+    """Chroma of ``versions`` takes of each of ``n_works`` random melodies (each take
+    transposed and at its own tempo), with their work labels."""
+    from coverhunter.classical import AlignmentFeatures, chroma_from_cqt
+    from .test_classical import melody, synthetic_cqt
+
+    rng = np.random.default_rng(seed)
+    feats, labels = [], []
+    for w in range(n_works):
+        source = melody(rng, 60)
+        for v in range(versions):
+            cqt = synthetic_cqt(source + int(rng.integers(0, 12)), float(rng.uniform(10, 15)), rng)
+            feats.append(AlignmentFeatures.from_chroma(chroma_from_cqt(cqt)))
+            labels.append(f"work{w}")
+    return feats, labels
+
+
+def test_alignment_pairs_scores_every_pair_and_covers_score_higher():
+    from coverhunter.index.calibration import alignment_pairs
+
+    feats, labels = _works_of_melodies(4, 2)
+    scores, same, n_used = alignment_pairs(feats, labels)
+    assert n_used == 8 and scores.shape == same.shape == (28,)
+    assert same.sum() == 4  # one pair per work
+    assert scores[same].min() > scores[~same].max()  # planted versions align, strangers do not
+    cal = fit_calibration(scores, same)
+    assert p_impostor(cal, scores[same].min(), 10) < p_impostor(cal, scores[~same].max(), 10)
+
+
+def test_alignment_pairs_draws_whole_works_above_the_limit():
+    from coverhunter.index.calibration import alignment_pairs
+
+    feats, labels = _works_of_melodies(5, 3)
+    scores, same, n_used = alignment_pairs(feats, labels, max_recordings=5)
+    # works are drawn whole until the limit is reached: 2 works of 3 takes
+    assert n_used == 6 and len(scores) == 15 and same.sum() == 6
+    again = alignment_pairs(feats, labels, max_recordings=5)
+    np.testing.assert_array_equal(scores, again[0])  # seeded

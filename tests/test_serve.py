@@ -53,7 +53,7 @@ def test_identify_m4a_gives_identify_json(engine, tmp_path):
     assert body["query"] == "query.m4a" and body["error"] is None
     assert body["matches"][0]["work"] == "work2"
     assert set(body["matches"][0]) == {"work", "track_id", "score", "query_offset_s", "ref_offset_s",
-                                       "probability", "p_value"}
+                                       "probability", "p_value", "alignment"}
     ref = identify(engine.index, load_model(DEFAULT_MODEL), [path])[0]  # in-process, same file
     got = {m["work"]: m["score"] for m in body["matches"]}
     assert got.keys() == {m.work for m in ref.matches}  # the same works, nearly the same scores
@@ -106,6 +106,7 @@ def test_catalogue_reads_health_and_docs(engine):
     with client(engine) as c:
         h = c.get("/health").json()
         assert h["status"] == "ok" and h["tracks"] == 5 and h["works"] == 5 and not h["writes"]
+        assert h["calibrated"] and h["calibrated_alignment"]  # the catalogue stores chroma
         works = c.get("/works").json()
         assert works["n_works"] == 5 and works["works"][0] == {"work": "work0", "tracks": ["work0.wav"]}
         t = c.get("/tracks/work1.wav").json()

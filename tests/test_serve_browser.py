@@ -59,7 +59,8 @@ def test_page_identifies_an_uploaded_recording(tmp_path_factory, tmp_path):
                 first = rows.nth(0).locator("td").all_inner_texts()
                 assert first[1] == "work3" and first[2] == "work3.wav"
                 assert 0 < float(first[3]) <= 1.0  # score
-                assert "query" in first[8] and "catalogue" in first[8]  # both players offered
+                assert 0 < float(first[4]) <= 1.0  # its chroma alignment (re-ranked)
+                assert "query" in first[9] and "catalogue" in first[9]  # both players offered
                 assert "Done: 5 works ranked" in page.inner_text("#status")
                 assert page.inner_text("#qname") == query.name
                 assert page.inner_text("#verdict") == "match"  # calibrated catalogue

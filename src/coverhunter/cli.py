@@ -192,7 +192,9 @@ def cmd_index_build(args) -> int:
 def _report_index(idx, failed) -> int:
     m = idx.meta
     log.info("index %s: %d recordings of %d works, %d chunk vectors%s", idx.root, m["n_tracks"],
-             idx.n_works, m["n_vectors"], ", calibrated" if m.get("calibration") else "")
+             idx.n_works, m["n_vectors"],
+             (", calibrated (embedding and alignment)" if (m.get("calibration") or {}).get("alignment")
+              else ", calibrated" if m.get("calibration") else ""))
     for tid, msg in failed:
         print(f"  not added: {tid}: {msg}", file=sys.stderr)
     return 1 if any(msg != "already in the index" for _, msg in failed) else 0
@@ -239,6 +241,10 @@ def cmd_index_calibrate(args) -> int:
     cal = idx.calibrate(lm, read_dataset(args.dataset), device)
     log.info("calibrated on %s: %d same-work and %d different-work pairs", cal["source"],
              cal["n_same"], cal["n_different"])
+    if cal.get("alignment"):
+        a = cal["alignment"]
+        log.info("alignment calibrated on %s: %d same-work and %d different-work pairs (verdicts of "
+                 "re-ranked searches)", a["source"], a["n_same"], a["n_different"])
     return 0
 
 

@@ -827,9 +827,10 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
 
     Returns
     -------
-    list of Match: the same matches, re-ordered. A match without stored chroma gets the
-    candidates' mean summary distance and alignment score (z = 0), so it is ranked by
-    its embedding score alone.
+    list of Match: the same matches, re-ordered; the aligned ones carry their alignment
+    score (``Match.alignment``). A match without stored chroma gets the candidates' mean
+    summary distance and alignment score (z = 0), so it is ranked by its embedding score
+    alone, and no alignment score.
 
     Notes
     -----
@@ -863,10 +864,13 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
         return [cand[i] for i in sl] + others
     scores = np.full(len(sl), np.nan)
     scores[sl_have] = qmax_scores(query, [refs[sl[r]] for r in sl_have], cfg.qmax)
+    have_score = set(sl_have)
+    aligned = [replace(cand[i], alignment=float(scores[r])) if r in have_score else cand[i]
+               for r, i in enumerate(sl)]
     scores[np.isnan(scores)] = scores[sl_have].mean()
     first = first_stage_distances(dist[sl], None if glob is None else glob[sl], cfg)
     order = np.argsort(-fuse(first, scores, cfg.weight), kind="stable")
-    return [cand[sl[r]] for r in order] + others
+    return [aligned[r] for r in order] + others
 
 
 def catalogue_reranking(index, rerank: int | None = None, grow_after: int | None = None,
@@ -904,6 +908,12 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
         The query's chroma.
     chroma : IndexChroma
         The catalogue's stored chroma (reuse one across queries: it caches).
+
+    Returns
+    -------
+    list of index.Match: the aligned ones carry their alignment score, and, when the
+    index's calibration has an alignment part, their probability and p-value come from it
+    (:meth:`coverhunter.index.CatalogueIndex.calibrated_alignments`).
     """
     cfg = for_catalogue(cfg, index.meta["n_tracks"])
     matches = index.search(emb, starts, max(top, cfg.k, cfg.pool), approximate)
@@ -911,7 +921,9 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
     q_summary = chroma.query_summary(query) if cfg.global_weight > 0 else None  # once per query
     if cfg.global_pool > 0 and q_summary is not None:
         extra = index.score_tracks(emb, starts, chroma.nearest(q_summary, cfg.global_pool))
-    return rerank_matches(matches, query, chroma.get, cfg, chroma.summary, extra, q_summary)[:top]
+    ranked = rerank_matches(matches, query, chroma.get, cfg, chroma.summary, extra, q_summary)
+    n_aligned = sum(m.alignment is not None for m in ranked)
+    return index.calibrated_alignments(ranked[:top], n_aligned)
 
 
 __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore", "fuse",

@@ -48,7 +48,8 @@ from ..embed import EmbeddingCache, Windowing
 from ..utils import file_lock, remove_stale_tmp
 from . import faiss_backend as fb
 from . import folder as fs
-from .calibration import fit_calibration, p_impostor, probability_same
+from .calibration import (ALIGNMENT_MAX_RECORDINGS, alignment_pairs, fit_calibration, p_impostor,
+                          probability_same)
 from .embedding import embed_recordings, tracks_from_folder
 from .qdrant_backend import QdrantStore, new_collection_name
 from .results import CatalogueError, Match, QueryResult
@@ -563,14 +564,28 @@ class CatalogueIndex:
 
     # -- calibration ----------------------------------------------------------------------
     def calibrate(self, lm: LoadedModel, tracks: list[Track], device="cpu",
-                  cache: EmbeddingCache | None = None, prior: float | None = None) -> dict:
+                  cache: EmbeddingCache | None = None, prior: float | None = None,
+                  max_aligned: int = ALIGNMENT_MAX_RECORDINGS) -> dict:
         """Fit same-work / different-work score distributions on a labelled set (not the
         catalogue itself, to avoid optimism) and store them in the index (see the
-        assumptions above :func:`fit_calibration`)."""
+        assumptions above :func:`fit_calibration`).
+
+        When the index stores chroma (re-ranking), the chroma alignment scores of the
+        set's pairs are fitted as well (``calibration["alignment"]``; all pairs of at most
+        ``max_aligned`` recordings, :func:`coverhunter.index.calibration.alignment_pairs`):
+        an aligned match then takes its probability and p-value from its alignment score
+        (:meth:`calibrated_alignments`), which tells covers from other music far better
+        than the embedding score on arrangements the model never heard.
+        """
+        from .. import rerank as rr
         from ..embed import distance_matrix
 
         self.check_model(lm)
-        embs = embed_recordings(lm, tracks, self.windowing, device, cache)
+        chroma = rr.IndexChroma.of(self)
+        align = {} if chroma.available() else None
+        embs = embed_recordings(lm, tracks, self.windowing, device, cache,
+                                on_features=None if align is None else
+                                lambda i, f: align.__setitem__(i, chroma.query_features(f)))
         bad = [(t.track_id, err) for t, (e, err) in zip(tracks, embs) if e is None]
         if bad:
             raise CatalogueError(f"calibration set: {len(bad)} recording(s) failed, e.g. "
@@ -583,11 +598,39 @@ class CatalogueIndex:
         same = labels[iu[0]] == labels[iu[1]]
         cal = fit_calibration(scores, same, prior=prior)
         cal["source"] = f"{len(tracks)} recordings, {len(set(labels))} works"
+        if align is not None:
+            t0 = time.time()
+            a_scores, a_same, n_used = alignment_pairs([align[i] for i in range(len(tracks))], labels,
+                                                       max_aligned)
+            try:
+                cal["alignment"] = fit_calibration(a_scores, a_same, prior=prior)
+                cal["alignment"]["source"] = f"{n_used} recordings, {len(set(labels))} works"
+                log.info("alignment calibration: %d pairs of %d recordings in %.0f s", len(a_scores),
+                         n_used, time.time() - t0)
+            except ValueError as e:  # too few same-work pairs among the aligned recordings
+                log.warning("calibration set: no alignment calibration (%s); re-ranked matches "
+                            "keep the embedding's probabilities", e)
         with self._locked():
             self._reload()
             self.meta["calibration"] = cal
             self._commit()
         return cal
+
+    def calibrated_alignments(self, matches: list[Match], n_aligned: int) -> list[Match]:
+        """Matches whose probability and p-value come from their alignment score, for those
+        that were aligned, when the calibration has an alignment part (else unchanged).
+
+        The p-value is the chance that the best of the ``n_aligned`` recordings aligned for
+        the query (all wrong when it performs no catalogue work) scores as high, as
+        :func:`p_impostor` computes it for the embedding's ``n_tracks`` wrong tracks.
+        """
+        cal = (self.meta.get("calibration") or {}).get("alignment")
+        if not cal:
+            return matches
+        n = max(1, n_aligned)
+        return [m if m.alignment is None else
+                Match(**{**asdict(m), "probability": probability_same(cal, m.alignment),
+                         "p_value": p_impostor(cal, m.alignment, n)}) for m in matches]
 
 
 def _new_engine(root: Path, uri: str | None, dim: int) -> dict | None:
