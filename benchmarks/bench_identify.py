@@ -13,10 +13,12 @@ and calibrated on a labelled training-type set (``--calibrate-with``; by default
 ``--tune`` corpus of ``bench_accuracy``, split "train", seed 1000: never the test corpus),
 then every query goes through ``coverhunter.index.identify``.
 
-One row per search (``identify --rerank 0``: the embedding alone; the default two-stage
-search, whose verdict comes from the top match's alignment score; and the same answers
-with the verdict made from the embedding score, as before the calibration had an
-alignment part), with:
+One row per search: ``identify --rerank 0`` (the embedding alone); the default two-stage
+search, whose verdict comes from the top match's alignment score; with
+``--versions-aligned V...``, the two-stage search aligning V recordings per shortlisted work
+(default 1: as before versions were aligned); and the default search's answers judged again,
+at the other ``--false-alarm`` rates and with the verdict made from the embedding score (as
+before the calibration had an alignment part). Columns:
 
 - known queries (their work is in the catalogue): HR@1 (top work right), MRR over the
   works listed (``--top``), R@10;
@@ -141,11 +143,17 @@ def main() -> None:
                     help="labelled training-type list (default: bench_accuracy's --tune corpus)")
     ap.add_argument("--known-fraction", type=float, default=2 / 3)
     ap.add_argument("--top", type=int, default=10)
-    ap.add_argument("--false-alarm", type=float, default=0.01)
+    ap.add_argument("--false-alarm", type=float, nargs="+", default=[0.01, 0.05],
+                    help="false alarm rates: identify's verdict at the first; the default "
+                         "search's answers are also judged at the others")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/bench_identify"))
     ap.add_argument("--corpora", type=Path, default=Path("runs/bench_accuracy"),
                     help="where bench_accuracy keeps its rendered corpora")
+    ap.add_argument("--versions-aligned", type=int, nargs="*", default=[1], metavar="V",
+                    help="also run the two-stage search aligning V recordings per shortlisted "
+                         "work (identify's rerank_versions; default: 1, the search before "
+                         "versions were aligned)")
     ap.add_argument("--corpus", type=Path, default=None, metavar="LIST",
                     help="split this extracted list instead of the test corpus (to tune on "
                          "training-type data, e.g. runs/corpus-v2/val-extra/full.txt)")
@@ -173,8 +181,8 @@ def main() -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     lm = load_model(a.model)
     t0 = time.time()
-    idx, failed = build_index(work_dir / "index", lm, dataset=write_list(catalogue, work_dir / "catalogue.txt"),
-                              overwrite=True)
+    listed = write_list(catalogue, work_dir / "catalogue.txt")
+    idx, failed = build_index(work_dir / "index", lm, dataset=listed, overwrite=True)
     if failed:
         log.warning("%d catalogue recordings failed (left out), e.g. %s", len(failed), failed[0])
     idx.calibrate(lm, cal_tracks)
@@ -183,22 +191,26 @@ def main() -> None:
 
     rows = {}
     cal, n_tracks = idx.meta["calibration"], idx.meta["n_tracks"]
-    for name, rerank in (("embedding search (identify --rerank 0)", 0),
-                         ("two-stage search (identify default)", None)):
+    searches = [("embedding search (identify --rerank 0)", 0, None),
+                ("two-stage search (identify default)", None, None)]
+    searches += [(f"two-stage search, {v} recording{'s' if v > 1 else ''} aligned per work", None, v)
+                 for v in a.versions_aligned]
+    for name, rerank, versions in searches:
         t = time.process_time()
-        res = identify(idx, lm, queries, top=a.top, false_alarm=a.false_alarm, rerank=rerank)
+        res = identify(idx, lm, queries, top=a.top, false_alarm=a.false_alarm[0], rerank=rerank,
+                       rerank_versions=versions)
         ms = 1000 * (time.process_time() - t) / len(queries)
         rows[name] = {**score_answers(res, queries, known), "ms_per_query": ms}
         log.info("%s: %s", name, rows[name])
-        if rerank is None:  # the same answers, with the verdict made as before alignment calibration
+        if rerank is None and versions is None:
+            for alpha in a.false_alarm[1:]:  # the same answers, judged at another rate
+                rows[f"{name}, verdict at false alarm {alpha}"] = {
+                    **score_answers(res, queries, known, lambda m: 1.0 if m.p_value is None else m.p_value,
+                                  alpha), "ms_per_query": ms}
+            # the same answers, with the verdict made as before alignment calibration
             rows[name + ", verdict from the embedding score"] = {
                 **score_answers(res, queries, known, lambda m: p_impostor(cal, m.score, n_tracks),
-                                a.false_alarm), "ms_per_query": ms}
-            if cal.get("alignment"):
-                rows[name + ", alignment verdict, n = catalogue"] = {
-                    **score_answers(res, queries, known, lambda m: p_impostor(
-                        cal["alignment"], m.alignment, n_tracks) if m.alignment is not None
-                        else p_impostor(cal, m.score, n_tracks), a.false_alarm), "ms_per_query": ms}
+                                a.false_alarm[0]), "ms_per_query": ms}
 
     n_known = rows[next(iter(rows))]["known"]
     n_unknown = rows[next(iter(rows))]["unknown"]
@@ -206,12 +218,14 @@ def main() -> None:
     n_out = len({t.work for t in tracks}) - len(known)
     print(f"\nmodel {a.model}; catalogue: {idx.meta['n_tracks']} recordings of {len(known)} {corpus}; "
           f"queries: {n_known} of catalogue works, {n_unknown} of {n_out} works not in it; calibrated "
-          f"on {len(cal_tracks)} training-type recordings; verdict at false alarm {a.false_alarm}\n")
-    print("| search | HR@1 | MRR | R@10 | detections | wrong matches | false alarms | AUC (p-value) | ms / query |")
+          f"on {len(cal_tracks)} training-type recordings; verdict at false alarm {a.false_alarm[0]}\n")
+    print("| search | HR@1 | MRR | R@10 | detections | wrong matches | false alarms | AUC (p-value) "
+          "| ms / query |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['hr1']:.3f} | {r['mrr']:.3f} | {r['r10']:.3f} | {r['detections']:.3f} | "
-              f"{r['wrong_matches']:.3f} | {r['false_alarms']:.3f} | {r['auc']:.3f} | {r['ms_per_query']:.0f} |")
+              f"{r['wrong_matches']:.3f} | {r['false_alarms']:.3f} | {r['auc']:.3f} | "
+              f"{r['ms_per_query']:.0f} |")
     atomic_write_text(work_dir / "results.json", json.dumps(rows, indent=1))
 
 

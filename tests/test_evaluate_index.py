@@ -16,7 +16,8 @@ from coverhunter.dataset import read_dataset
 from coverhunter.embed import EmbeddingCache, Windowing
 from coverhunter.evaluate import run_evaluation
 from coverhunter.extract import extract_features
-from coverhunter.index import CatalogueError, CatalogueIndex, build_index, identify, p_impostor, probability_same
+from coverhunter.index import (CatalogueError, CatalogueIndex, build_index, identify, p_impostor,
+                               probability_same)
 from coverhunter.train import train
 
 from .conftest import SR, make_dataset, make_experiment, melody
@@ -107,15 +108,22 @@ def test_index_build_search_add_reload_calibrate(trained, tmp_path):
     res = identify(CatalogueIndex.load(tmp_path / "idx"), lm, [full[1]], top=2)[0]
     assert 0 <= res.matches[0].probability <= 1 and 0 <= res.matches[0].p_value <= 1
     assert res.verdict in ("match", "no cover in the catalogue")
-    # the index stores chroma, so the alignment scores of the same pairs were fitted too,
-    # and every aligned match takes its probability and p-value from its alignment score
+    # the index stores chroma, so alignment scores were fitted too: every same-work pair, and
+    # each recording with its nearest strangers (all 15 in a set this small)
     assert cal["alignment"]["n_same"] == 18 and cal["alignment"]["n_different"] == 18 * 17 // 2 - 18
-    res = identify(CatalogueIndex.load(tmp_path / "idx"), lm, [full[1]], top=10)[0]
+    # and every aligned match takes its probability and p-value from its alignment score
+    loaded = CatalogueIndex.load(tmp_path / "idx")
+    res = identify(loaded, lm, [full[1]], top=10)[0]
     aligned = [m for m in res.matches if m.alignment is not None]
     assert aligned and len(res.matches) == 6  # all six works listed, so all aligned ones seen
+    # every work is aligned through its three recordings: the competitors of the p-value
+    assert all(len(loaded.work_tracks(m.work)) == 3 for m in aligned)
     for m in aligned:
         assert m.probability == pytest.approx(probability_same(cal["alignment"], m.alignment))
-        assert m.p_value == pytest.approx(p_impostor(cal["alignment"], m.alignment, len(aligned)))
+        assert m.p_value == pytest.approx(p_impostor(cal["alignment"], m.alignment, 3 * len(aligned)))
+    one = identify(loaded, lm, [full[1]], top=10, rerank_versions=1)[0]
+    assert all(b.alignment >= a.alignment for a in one.matches for b in res.matches  # a work's best
+               if a.work == b.work and a.alignment is not None)
     off = identify(CatalogueIndex.load(tmp_path / "idx"), lm, [full[1]], top=10, rerank=0)[0]
     assert all(m.alignment is None for m in off.matches)  # the embedding's own calibration
     assert all(m.p_value == pytest.approx(p_impostor(cal, m.score, 18)) for m in off.matches)

@@ -116,3 +116,40 @@ def test_alignment_pairs_draws_whole_works_above_the_limit():
     assert n_used == 6 and len(scores) == 15 and same.sum() == 6
     again = alignment_pairs(feats, labels, max_recordings=5)
     np.testing.assert_array_equal(scores, again[0])  # seeded
+
+
+def test_alignment_pairs_takes_each_recordings_nearest_strangers_by_the_first_stage():
+    from coverhunter.index.calibration import alignment_pairs
+
+    feats, labels = _works_of_melodies(4, 3)  # 12 recordings; 9 of other works for each
+    n = len(labels)
+    # a first stage that finds recording (i + 3) % 12 nearest among the others, then the rest
+    first = np.abs(((np.arange(n)[None, :] - np.arange(n)[:, None]) % n) - 3).astype(float)
+    np.fill_diagonal(first, np.nan)
+    scores, same, n_used = alignment_pairs(feats, labels, first, fraction=0.1, min_strangers=1)
+    # all 12 same-work pairs; each recording's one nearest stranger (round(0.9) = 1): the
+    # pairs (i, i + 3) around the circle, 12 of them, none counted twice
+    assert n_used == 12 and same.sum() == 12 and (~same).sum() == 12
+    everything = alignment_pairs(feats, labels)[0]
+    assert len(everything) == n * (n - 1) // 2  # without a first stage: every pair
+    # a set this small (9 strangers each, fewer than MIN_STRANGERS) aligns every pair anyway
+    assert len(alignment_pairs(feats, labels, first)[0]) == n * (n - 1) // 2
+
+
+def test_fitted_tail_resolves_small_p_values_of_a_small_calibration():
+    """5,000 different-work scores cannot count a tail of 0.01 / 300; the fitted
+    exponential tail can. Scores with an exponential upper tail (Gumbel): the best of 300
+    wrong tracks gets p <= alpha about alpha of the time; without the tail, never at 0.01."""
+    rng = np.random.default_rng(7)
+    n_diff, n_tracks, n_queries = 5000, 300, 4000
+    cal = fit_calibration(np.r_[rng.normal(0.9, 0.05, 100), rng.gumbel(0.3, 0.05, n_diff)],
+                          np.r_[np.ones(100, bool), np.zeros(n_diff, bool)])
+    assert cal["tail"] is not None and cal["tail"]["share"] == pytest.approx(500 / n_diff)
+    best = rng.gumbel(0.3, 0.05, (n_queries, n_tracks)).max(axis=1)
+    p = np.array([p_impostor(cal, s, n_tracks) for s in best])
+    for alpha in (0.01, 0.05, 0.2):
+        assert np.mean(p <= alpha) == pytest.approx(alpha, abs=max(0.006, 0.35 * alpha)), alpha
+    counted = {k: v for k, v in cal.items() if k != "tail"}  # a calibration without the fit
+    assert np.mean(np.array([p_impostor(counted, s, n_tracks) for s in best]) <= 0.01) == 0.0
+    ps = [p_impostor(cal, s, n_tracks) for s in np.linspace(0, 2, 41)]
+    assert all(a >= b for a, b in zip(ps, ps[1:]))  # still monotone across the switch

@@ -1,6 +1,7 @@
 """Two-stage retrieval: shortlist, fusion, re-ordering, and ``evaluate --rerank``."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -280,6 +281,49 @@ def test_rerank_matches_reorders_head_and_keeps_tail():
     head = [m for m in matches if m.track_id != "cover"]
     out = R.rerank_matches(head, query, store.get, R.RerankConfig(k=3, pool=3, weight=0.8), extra=far)
     assert out[0].track_id == "cover" and sorted(m.track_id for m in out) == sorted(ids)
+
+
+def test_rerank_matches_aligns_other_versions_of_a_shortlisted_work():
+    """A work whose found recording is a stranger's twin but whose other recording is the
+    query's cover: aligning that version too brings the work first, with the cover's score."""
+    from coverhunter.index import Match
+
+    rng = np.random.default_rng(2)
+    src = note_walk(rng, 60)
+    query = R.alignment_features(synthetic_cqt(src, 12, rng))
+    store = {f"d{i}": R.alignment_features(synthetic_cqt(note_walk(rng, 60), 12, rng)) for i in range(5)}
+    store["cover"] = R.alignment_features(synthetic_cqt(src + 2, 13, rng))
+    cfg = R.RerankConfig(k=4, weight=1.0, global_weight=0.0)
+    # w2's found recording is the stranger that aligns worst with the query
+    by_score = np.argsort(R.qmax_scores(query, [store[f"d{i}"] for i in range(5)], cfg.qmax))
+    names = [f"d{i}" for i in by_score]  # worst first
+    store = {**{f"s{r}": store[n] for r, n in enumerate(names)}, "cover": store["cover"]}
+    works = {"w0": ["s2"], "w1": ["s3"], "w2": ["s0", "s1", "cover"], "w4": ["s4"]}
+    matches = [Match(w, tid, 0.9 - 0.01 * i, 0.0, 0.0) for i, (w, tid) in
+               enumerate([("w0", "s2"), ("w1", "s3"), ("w2", "s0"), ("w4", "s4")])]
+    seen = []
+
+    def calibrate(ms, n):
+        seen.append(n)
+        return ms
+
+    one = R.rerank_matches(matches, query, store.get, replace(cfg, versions=1), versions=works.get,
+                           calibrate=calibrate)
+    three = R.rerank_matches(matches, query, store.get, replace(cfg, versions=3), versions=works.get,
+                             calibrate=calibrate)
+    assert seen == [4, 6]  # alignments made: one per work, then all three of w2's
+    assert one[0].work != "w2" and three[0].work == "w2"
+    assert three[0].track_id == "s0"  # the recording the search found, with its work's best score
+    cover_score = R.qmax_scores(query, [store["cover"]], cfg.qmax)[0]
+    assert three[0].alignment == pytest.approx(cover_score)
+    assert sorted(m.work for m in three) == sorted(m.work for m in matches)  # nothing dropped
+    # versions are picked nearest to the query by summary when both summaries are known
+    summ = {t: np.array([float(i)]) for i, t in enumerate(["s0", "s1", "cover"])}
+    assert R.version_choice(matches[2], works.get, 2, summ.get, np.array([2.0])) == ["s0", "cover"]
+    assert R.version_choice(matches[2], works.get, 2) == ["s0", "s1"]  # else catalogue order
+    assert R.version_choice(matches[2], works.get, 1) == ["s0"]
+    with pytest.raises(ValueError, match="versions"):
+        R.RerankConfig(versions=0)
 
 
 def _v0_catalogue(tmp_path, lm, tracks):

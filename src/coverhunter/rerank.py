@@ -48,7 +48,11 @@ and every tie rule sees the new order.
 
 In a catalogue index, each shard keeps its recordings' chroma as uint8 (T, 12) in
 ``shard_NNNNN.chroma.npz`` (30 bytes per second of audio); ``identify`` re-orders the
-best ``k`` works with :func:`rerank_matches` when the index has them.
+best ``k`` works with :func:`rerank_matches` when the index has them. A catalogue work
+often has several recordings, and the one the embedding found is not always the one that
+aligns best with the query: up to ``versions`` of them are aligned (the one found, then
+the work's others nearest to the query by the 2D Fourier summary), and the work scores
+the best.
 """
 
 from __future__ import annotations
@@ -110,6 +114,13 @@ DEFAULT_EXPANSION_WEIGHT = 0.5
 # (349): 100 there, four times the size of the 450 below which k 50 was chosen (187 and
 # 367 recordings), buys most of it at two thirds of the cost of 150
 DEFAULT_GROW_AFTER = 450
+# recordings of each shortlisted work that identify aligns (the work scores the best): on a
+# catalogue split of runs/corpus-v2/val-extra (training sounds, works never trained on;
+# `bench_identify.py --corpus runs/corpus-v2/val-extra/full.txt --versions-aligned 1 2 5`,
+# 815 catalogue recordings of 200 works, 400 queries of them), HR@1 0.263 aligning the one
+# recording the search found (177 ms per query), 0.343 with 2 (214 ms), 0.368 with 3
+# (241 ms), 0.388 with 5 (281 ms)
+DEFAULT_VERSIONS = 3
 SOURCES = ("chroma", "embedding", "both")
 
 
@@ -130,6 +141,10 @@ class RerankConfig:
     expansion_weight: float = DEFAULT_EXPANSION_WEIGHT
     # catalogue size beyond which k grows as sqrt(n / grow_after) (0 = k whatever the size)
     grow_after: int = DEFAULT_GROW_AFTER
+    # identify: recordings of each shortlisted work aligned with the query (the one the
+    # search found, then the work's others nearest to the query by the 2D Fourier
+    # summary); the work scores the best of them
+    versions: int = DEFAULT_VERSIONS
     qmax: QmaxParams = QmaxParams()
     # chunk embeddings for source "embedding": window and hop in seconds, and Qmax settings
     # (no delay embedding: each chunk already spans several seconds)
@@ -153,6 +168,8 @@ class RerankConfig:
                              f"and {self.expansion_weight}")
         if self.grow_after < 0:
             raise ValueError(f"rerank grow_after must be >= 0 (0 = fixed k), got {self.grow_after}")
+        if self.versions < 1:
+            raise ValueError(f"rerank versions must be >= 1, got {self.versions}")
 
 
 def shortlist_length(cfg: RerankConfig, n_refs: int) -> int:
@@ -164,14 +181,17 @@ def shortlist_length(cfg: RerankConfig, n_refs: int) -> int:
     return int(np.ceil(cfg.k * np.sqrt(n_refs / cfg.grow_after) - 1e-9))
 
 
-def identify_config(rerank: int | None = None, grow_after: int | None = None) -> RerankConfig | None:
+def identify_config(rerank: int | None = None, grow_after: int | None = None,
+                    versions: int | None = None) -> RerankConfig | None:
     """``identify``'s re-ranking settings: shortlist ``rerank`` (None = :data:`DEFAULT_K`)
-    growing beyond ``grow_after`` recordings (None = :data:`DEFAULT_GROW_AFTER`); None
-    when ``rerank`` is 0 (re-ranking off)."""
+    growing beyond ``grow_after`` recordings (None = :data:`DEFAULT_GROW_AFTER`), up to
+    ``versions`` recordings aligned per work (None = :data:`DEFAULT_VERSIONS`); None when
+    ``rerank`` is 0 (re-ranking off)."""
     k = DEFAULT_K if rerank is None else rerank
     if k <= 0:
         return None
-    return RerankConfig(k=k, grow_after=DEFAULT_GROW_AFTER if grow_after is None else grow_after)
+    return RerankConfig(k=k, grow_after=DEFAULT_GROW_AFTER if grow_after is None else grow_after,
+                        versions=DEFAULT_VERSIONS if versions is None else versions)
 
 
 def for_catalogue(cfg: RerankConfig, n_refs: int) -> RerankConfig:
@@ -238,6 +258,29 @@ def first_stage_distances(dist: np.ndarray, glob: np.ndarray | None, cfg: "Reran
     if glob is None or cfg.global_weight == 0.0:
         return np.asarray(dist, np.float64)
     return -fuse(dist, -np.asarray(glob, np.float64), cfg.global_weight)
+
+
+def first_stage_matrix(dist: np.ndarray, glob: np.ndarray | None, cfg: "RerankConfig") -> np.ndarray:
+    """:func:`first_stage_distances` of many queries at once: row i fuses query i's
+    distances to every item over that row's finite entries (NaN ones, e.g. a query
+    against itself, stay NaN and take no part).
+
+    Parameters
+    ----------
+    dist, glob : np.ndarray, shape (n_queries, n_items)
+        Embedding and 2D Fourier summary distances (``glob`` None: the embedding alone).
+
+    Returns
+    -------
+    np.ndarray, shape (n_queries, n_items): smaller = closer.
+    """
+    dist = np.asarray(dist, np.float64)
+    out = np.full(dist.shape, np.nan)
+    for i in range(len(dist)):
+        ok = np.isfinite(dist[i]) if glob is None else np.isfinite(dist[i]) & np.isfinite(glob[i])
+        if ok.any():
+            out[i, ok] = first_stage_distances(dist[i, ok], None if glob is None else glob[i, ok], cfg)
+    return out
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -799,8 +842,25 @@ class IndexChroma:
         return [ids[i] for i in top]
 
 
+def version_choice(match, versions, n: int, summary=None, query_summary=None) -> list[str]:
+    """The recordings of a shortlisted work to align: the one the search found (``match``),
+    then up to ``n - 1`` of the work's others (``versions(work)`` -> track ids), nearest to
+    the query by the 2D Fourier summary when both summaries are known (else in catalogue
+    order; ties by catalogue order)."""
+    if versions is None or n <= 1:
+        return [match.track_id]
+    others = [t for t in versions(match.work) if t != match.track_id]
+    if query_summary is not None and summary is not None and len(others) > n - 1:
+        vecs = [summary(t) for t in others]
+        if all(v is not None for v in vecs):
+            d = euclidean_distances(np.asarray(query_summary)[None], np.stack(vecs))[0]
+            others = [others[i] for i in np.argsort(d, kind="stable")]
+    return [match.track_id] + others[:n - 1]
+
+
 def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankConfig,
-                   summary=None, extra: list | None = None, query_summary=None) -> list:
+                   summary=None, extra: list | None = None, query_summary=None,
+                   versions=None, calibrate=None) -> list:
     """Re-order a query's best matches (best first) by chroma alignment.
 
     The first ``cfg.pool`` matches are the candidates; the ``cfg.k`` of them chosen by
@@ -824,13 +884,19 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     query_summary : np.ndarray, optional
         The query's summary, made as ``summary``'s are (:meth:`IndexChroma.query_summary`);
         default: the raw 2D Fourier summary.
+    versions : callable work -> list of track ids, optional
+        The catalogue's recordings of a work: up to ``cfg.versions`` of them are aligned
+        per shortlisted work (:func:`version_choice`) and the work scores the best.
+        Default: only the recording the search found.
+    calibrate : callable (matches, number of alignments) -> matches, optional
+        Applied to the result (:meth:`coverhunter.index.CatalogueIndex.calibrated_alignments`).
 
     Returns
     -------
-    list of Match: the same matches, re-ordered; the aligned ones carry their alignment
-    score (``Match.alignment``). A match without stored chroma gets the candidates' mean
-    summary distance and alignment score (z = 0), so it is ranked by its embedding score
-    alone, and no alignment score.
+    list of Match: the same matches, re-ordered; the aligned ones carry their work's
+    best alignment score (``Match.alignment``). A match without stored chroma gets the
+    candidates' mean summary distance and alignment score (z = 0), so it is ranked by its
+    embedding score alone, and no alignment score.
 
     Notes
     -----
@@ -838,6 +904,7 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     recording each, so the anchor's other versions, which the expansion finds, are not
     among them (they would only push the anchor's look-alike *works* up).
     """
+    calibrate = calibrate or (lambda ms, n: ms)
     cand, rest = list(matches[:max(cfg.k, cfg.pool)]), list(matches[max(cfg.k, cfg.pool):])
     if extra:
         seen = {m.work for m in cand}
@@ -861,21 +928,32 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     others = [m for i, m in enumerate(cand) if i not in chosen] + rest
     sl_have = [r for r, i in enumerate(sl) if refs[i] is not None]
     if not sl_have:
-        return [cand[i] for i in sl] + others
+        return calibrate([cand[i] for i in sl] + others, 0)
+    # each shortlisted work's recordings to align: the one found, and its other versions
+    to_align, owner = [], []
+    for r in sl_have:
+        m = cand[sl[r]]
+        picked = [refs[sl[r]]] + [lookup(t) for t in version_choice(m, versions, cfg.versions, summary,
+                                                                    query_summary)[1:]]
+        picked = [f for f in picked if f is not None]
+        to_align += picked
+        owner += [r] * len(picked)
+    flat = qmax_scores(query, to_align, cfg.qmax)
     scores = np.full(len(sl), np.nan)
-    scores[sl_have] = qmax_scores(query, [refs[sl[r]] for r in sl_have], cfg.qmax)
+    for r, v in zip(owner, flat):
+        scores[r] = v if np.isnan(scores[r]) else max(scores[r], v)
     have_score = set(sl_have)
     aligned = [replace(cand[i], alignment=float(scores[r])) if r in have_score else cand[i]
                for r, i in enumerate(sl)]
     scores[np.isnan(scores)] = scores[sl_have].mean()
     first = first_stage_distances(dist[sl], None if glob is None else glob[sl], cfg)
     order = np.argsort(-fuse(first, scores, cfg.weight), kind="stable")
-    return [aligned[r] for r in order] + others
+    return calibrate([aligned[r] for r in order] + others, len(to_align))
 
 
 def catalogue_reranking(index, rerank: int | None = None, grow_after: int | None = None,
-                        chroma: IndexChroma | None = None,
-                        projection=None) -> tuple[RerankConfig, IndexChroma] | None:
+                        chroma: IndexChroma | None = None, projection=None,
+                        versions: int | None = None) -> tuple[RerankConfig, IndexChroma] | None:
     """How ``identify`` re-ranks searches of ``index``: its settings
     (:func:`identify_config`) and the index's stored chroma, or None when re-ranking is
     off (``rerank`` 0) or the index stores no chroma.
@@ -883,7 +961,7 @@ def catalogue_reranking(index, rerank: int | None = None, grow_after: int | None
     ``chroma``: an :class:`IndexChroma` of the index to reuse (it caches); otherwise one is
     made with the model's summary ``projection``.
     """
-    cfg = identify_config(rerank, grow_after)
+    cfg = identify_config(rerank, grow_after, versions)
     if cfg is None:
         return None
     chroma = chroma or IndexChroma.of(index, projection)
@@ -911,9 +989,11 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
 
     Returns
     -------
-    list of index.Match: the aligned ones carry their alignment score, and, when the
-    index's calibration has an alignment part, their probability and p-value come from it
-    (:meth:`coverhunter.index.CatalogueIndex.calibrated_alignments`).
+    list of index.Match: the aligned ones carry their work's best alignment score (up to
+    ``cfg.versions`` of its recordings aligned), and, when the index's calibration has an
+    alignment part, their probability and p-value come from it
+    (:meth:`coverhunter.index.CatalogueIndex.calibrated_alignments`, every alignment made
+    for the query counted as a competitor).
     """
     cfg = for_catalogue(cfg, index.meta["n_tracks"])
     matches = index.search(emb, starts, max(top, cfg.k, cfg.pool), approximate)
@@ -921,17 +1001,18 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
     q_summary = chroma.query_summary(query) if cfg.global_weight > 0 else None  # once per query
     if cfg.global_pool > 0 and q_summary is not None:
         extra = index.score_tracks(emb, starts, chroma.nearest(q_summary, cfg.global_pool))
-    ranked = rerank_matches(matches, query, chroma.get, cfg, chroma.summary, extra, q_summary)
-    n_aligned = sum(m.alignment is not None for m in ranked)
-    return index.calibrated_alignments(ranked[:top], n_aligned)
+    return rerank_matches(matches, query, chroma.get, cfg, chroma.summary, extra, q_summary,
+                          versions=index.work_tracks, calibrate=index.calibrated_alignments)[:top]
 
 
 __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore", "fuse",
            "reordered_distances", "rerank_row", "anchor_expansion", "first_stage_distances",
+           "first_stage_matrix",
            "alignment_features", "global_summaries", "summary_columns", "chunk_embeddings",
            "chunk_windowing", "build_reranker", "DEFAULT_K", "DEFAULT_WEIGHT", "DEFAULT_POOL",
            "DEFAULT_GLOBAL_POOL", "DEFAULT_GLOBAL_WEIGHT", "DEFAULT_EXPAND", "DEFAULT_EXPANSION_WEIGHT",
            "DEFAULT_GROW_AFTER", "shortlist_length", "for_catalogue", "identify_config",
            "catalogue_reranking",
            "compact_chroma", "write_shard_chroma", "IndexChroma", "rerank_matches", "search_reranked",
+           "version_choice", "DEFAULT_VERSIONS",
            "CHROMA_SUFFIX"]

@@ -6,19 +6,15 @@ import math
 
 import numpy as np
 
-# recordings of a calibration set whose pairs are all aligned (chroma Qmax) for the
-# alignment part of a calibration: 400 give 79,800 pairs, about half a minute on one core
-ALIGNMENT_MAX_RECORDINGS = 400
-
-# Assumptions, stated once (they are what the numbers mean):
-# - Scores are track-pair scores: the best chunk pair of two recordings (cosine). A
-#   catalogue work's score is the best over its tracks, so the best wrong work of a
-#   query is the best of all the wrong *tracks*, not of the wrong works.
-# - Wrong-track scores of one query are independent draws from the different-work
-#   distribution measured on the calibration set (labelled recordings like the
-#   catalogue's, not the catalogue itself).
-# - P(same work | score) is for one pair drawn like the calibration pairs: its base rate
-#   (prior) is the share of same-work pairs among them unless given explicitly.
+# recordings of a calibration set that are aligned for the alignment part of a calibration
+# (whole works drawn above it), and the share of the other works' recordings each is aligned
+# with: its nearest by the search's first stage, as a search's shortlist holds the
+# recordings most like the query (1,000 recordings: about 100,000 alignments, a minute)
+ALIGNMENT_MAX_RECORDINGS = 1000
+SELECTED_FRACTION = 0.1
+# ... and at least this many (all of them in a small set), so that a small calibration set
+# still gives enough different-work scores to fit a tail to
+MIN_STRANGERS = 20
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[float, float]:
@@ -74,7 +70,33 @@ def fit_calibration(scores: np.ndarray, same: np.ndarray, max_keep: int = 20000,
     a, b = _fit_logistic(scores, same.astype(float))
     return {"same": keep(scores[same]).tolist(), "different": keep(scores[~same]).tolist(),
             "logistic": [a, b], "prior": prior, "n_same": int(same.sum()),
-            "n_different": int((~same).sum())}
+            "n_different": int((~same).sum()), "tail": fit_tail(scores[~same])}
+
+
+def fit_tail(different: np.ndarray) -> dict | None:
+    """Exponential model of the different-work scores' upper tail (peaks over threshold).
+
+    The ``k`` highest scores (a tenth of them, at most 1,000, at least 20) exceed the
+    threshold ``u`` (the k-th highest) by amounts taken as exponential with mean ``beta``
+    (its maximum-likelihood estimate), so ``P(S >= s) = share * exp(-(s - u) / beta)``
+    beyond ``u``, with ``share = k / n``. :func:`p_impostor` uses it beyond ``u``, where
+    few calibration scores are as high and a catalogue of many recordings needs tail
+    probabilities far below 1 / n.
+
+    Returns
+    -------
+    dict ``{"threshold": u, "beta": beta, "share": share}``, or None with fewer than 200
+    scores or no spread among the highest.
+    """
+    x = np.sort(np.asarray(different, np.float64))[::-1]
+    if len(x) < 200:
+        return None
+    k = int(min(1000, max(20, len(x) // 10)))
+    u = x[k - 1]
+    beta = float(np.mean(x[:k - 1] - u))
+    if not beta > 0:
+        return None
+    return {"threshold": float(u), "beta": beta, "share": k / len(x)}
 
 
 def probability_same(cal: dict, score: float) -> float:
@@ -92,25 +114,50 @@ def p_impostor(cal: dict, score: float, n_tracks: int) -> float:
 
     With ``t`` the different-work tail P(S >= score) (empirical, with a half count so it
     is never 0), independence gives 1 - (1 - t) ** n_tracks. A query that performs no
-    catalogue work has every catalogue track as a wrong track. The empirical tail
-    resolves t down to about 1 / len(cal["different"]): p-values smaller than about
-    n_tracks / len(cal["different"]) are not resolved (they come out larger, i.e.
-    conservative), so calibrate on enough different-work pairs for the catalogue's size.
+    catalogue work has every catalogue track as a wrong track. ``t`` is counted
+    among the calibration's different-work scores up to the threshold of its fitted tail
+    (:func:`fit_tail`), and taken from that exponential tail beyond it, so that the small
+    p-values a large catalogue needs are resolved: counting alone resolves ``t`` only down
+    to about 1 / len(cal["different"]), and a score above every calibration score would
+    get that count's floor, an optimistic p-value. Calibrations written before the tail
+    fit are counted throughout: recalibrate.
     """
-    diff = np.asarray(cal["different"])
-    tail = (len(diff) - np.searchsorted(diff, score, side="left") + 0.5) / (len(diff) + 1)
-    return float(1 - (1 - min(1.0, tail)) ** max(1, n_tracks))
+    model = cal.get("tail")
+    if model and score > model["threshold"]:  # beyond the threshold: the fitted exponential tail
+        tail = model["share"] * math.exp(-(score - model["threshold"]) / model["beta"])
+    else:
+        diff = np.asarray(cal["different"])
+        tail = (len(diff) - np.searchsorted(diff, score, side="left") + 0.5) / (len(diff) + 1)
+    if tail >= 1.0:
+        return 1.0
+    return float(-math.expm1(max(1, n_tracks) * math.log1p(-tail)))  # 1 - (1 - t) ** n, exactly
 
 
-def alignment_pairs(feats: list, labels, max_recordings: int = ALIGNMENT_MAX_RECORDINGS,
+def alignment_pairs(feats: list, labels, first_stage: np.ndarray | None = None,
+                    fraction: float = SELECTED_FRACTION, min_strangers: int = MIN_STRANGERS,
+                    max_recordings: int = ALIGNMENT_MAX_RECORDINGS,
                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
-    """Chroma alignment scores of all pairs of a labelled set, for :func:`fit_calibration`.
+    """Chroma alignment scores of a labelled set's pairs, for :func:`fit_calibration`.
+
+    Every same-work pair is aligned. Of the different-work pairs, with ``first_stage``
+    each recording is aligned with the ``fraction`` of the other works' recordings nearest
+    to it by those distances (at least ``min_strangers``, or all): the strangers a re-ranked search aligns are
+    the ones its first stage found most like the query, and they align better than
+    strangers drawn at random, so a p-value fitted on random pairs would be optimistic.
+    Without ``first_stage``, every pair is aligned.
 
     Parameters
     ----------
     feats : list of coverhunter.classical.AlignmentFeatures
     labels : sequence, shape (n,)
         Work of each recording.
+    first_stage : np.ndarray, shape (n, n), optional
+        The search's first-stage distances between the recordings (smaller = closer;
+        :func:`coverhunter.rerank.first_stage_matrix`).
+    fraction : float
+        Share of the other works' recordings each recording is aligned with.
+    min_strangers : int
+        The fewest of them (all when there are fewer).
     max_recordings : int
         Above this many recordings, whole works are drawn (seeded) until it is reached, so
         the same-work pairs stay.
@@ -118,12 +165,13 @@ def alignment_pairs(feats: list, labels, max_recordings: int = ALIGNMENT_MAX_REC
     Returns
     -------
     scores : np.ndarray, shape (n_pairs,)
-        ``Qmax / sqrt(N M)`` of each pair (the re-ranking's score, default settings).
+        ``Qmax / sqrt(N M)`` of each pair (the re-ranking's score, default settings); a
+        pair chosen from both sides counts once.
     same : np.ndarray of bool, shape (n_pairs,)
     n_used : int
         Recordings aligned.
     """
-    from ..classical import alignment_distance_matrix
+    from ..classical import qmax_scores
 
     labels = np.asarray(labels)
     keep = np.arange(len(labels))
@@ -137,11 +185,28 @@ def alignment_pairs(feats: list, labels, max_recordings: int = ALIGNMENT_MAX_REC
             chosen.append(members)
             n += len(members)
         keep = np.sort(np.concatenate(chosen))
-    score = 1.0 - alignment_distance_matrix([feats[i] for i in keep])
-    iu = np.triu_indices(len(keep), 1)
     lab = labels[keep]
-    return score[iu], lab[iu[0]] == lab[iu[1]], len(keep)
+    n = len(keep)
+    pairs: dict[int, set] = {i: set() for i in range(n)}  # i -> partners j > i
+    for i in range(n):
+        other = np.flatnonzero(lab != lab[i])
+        if first_stage is not None and len(other):
+            row = np.asarray(first_stage, np.float64)[keep[i], keep[other]]
+            m = max(1, min(min_strangers, len(other)), int(round(fraction * len(other))))
+            other = other[np.argsort(row, kind="stable")[:m]]
+        for j in np.concatenate([np.flatnonzero(lab == lab[i]), other]):
+            if j != i:
+                pairs[min(i, j)].add(max(i, j))
+    scores, same = [], []
+    for i in range(n):
+        js = sorted(pairs[i])
+        if js:
+            scores.append(qmax_scores(feats[keep[i]], [feats[keep[j]] for j in js]))
+            same.append(lab[js] == lab[i])
+    if not scores:
+        return np.zeros(0), np.zeros(0, bool), n
+    return np.concatenate(scores), np.concatenate(same), n
 
 
-__all__ = ["fit_calibration", "probability_same", "p_impostor", "alignment_pairs",
-           "ALIGNMENT_MAX_RECORDINGS"]
+__all__ = ["fit_calibration", "fit_tail", "probability_same", "p_impostor", "alignment_pairs",
+           "ALIGNMENT_MAX_RECORDINGS", "SELECTED_FRACTION", "MIN_STRANGERS"]

@@ -48,8 +48,8 @@ from ..embed import EmbeddingCache, Windowing
 from ..utils import file_lock, remove_stale_tmp
 from . import faiss_backend as fb
 from . import folder as fs
-from .calibration import (ALIGNMENT_MAX_RECORDINGS, alignment_pairs, fit_calibration, p_impostor,
-                          probability_same)
+from .calibration import (ALIGNMENT_MAX_RECORDINGS, MIN_STRANGERS, SELECTED_FRACTION,
+                          alignment_pairs, fit_calibration, p_impostor, probability_same)
 from .embedding import embed_recordings, tracks_from_folder
 from .qdrant_backend import QdrantStore, new_collection_name
 from .results import CatalogueError, Match, QueryResult
@@ -75,6 +75,8 @@ class CatalogueIndex:
         self._parts: list[np.ndarray] | None = None  # each shard's vectors, memory-mapped
         self._vectors: np.ndarray | None = None  # their concatenation, made on first use
         self._tracks: list[dict] | None = None  # live recordings, in row order
+        self._by_work: dict[str, list[str]] = {}  # work -> track ids, made from _by_work_of
+        self._by_work_of: list[dict] | None = None
         self._dead: np.ndarray | None = None  # (n_vectors,) bool: rows of removed recordings
         self._by_id: dict | None = None  # track_id -> track line, made on first use
         self._ann = None
@@ -469,6 +471,17 @@ class CatalogueIndex:
             self._check_shards()
         return self._dead
 
+    def work_tracks(self, work: str) -> list[str]:
+        """Track ids of a work's recordings in the index (removed ones left out), in row
+        order; [] for a work it does not hold."""
+        tracks = self.tracks()
+        if self._by_work_of is not tracks:  # rebuilt when the tracks change
+            by_work: dict[str, list[str]] = {}
+            for t in tracks:
+                by_work.setdefault(t["work"], []).append(t["track_id"])
+            self._by_work, self._by_work_of = by_work, tracks
+        return list(self._by_work.get(work, []))
+
     @property
     def n_works(self) -> int:
         return len({t["work"] for t in self.tracks()})
@@ -571,13 +584,17 @@ class CatalogueIndex:
         assumptions above :func:`fit_calibration`).
 
         When the index stores chroma (re-ranking), the chroma alignment scores of the
-        set's pairs are fitted as well (``calibration["alignment"]``; all pairs of at most
-        ``max_aligned`` recordings, :func:`coverhunter.index.calibration.alignment_pairs`):
-        an aligned match then takes its probability and p-value from its alignment score
+        set's pairs are fitted as well (``calibration["alignment"]``): every same-work
+        pair, and each recording with the nearest tenth (at least 20) of the other works'
+        recordings by the search's first stage (embedding and summary), as a search aligns the
+        strangers most like the query (at most ``max_aligned`` recordings,
+        :func:`coverhunter.index.calibration.alignment_pairs`). An aligned match then
+        takes its probability and p-value from its alignment score
         (:meth:`calibrated_alignments`), which tells covers from other music far better
         than the embedding score on arrangements the model never heard.
         """
         from .. import rerank as rr
+        from ..classical import euclidean_distances
         from ..embed import distance_matrix
 
         self.check_model(lm)
@@ -600,11 +617,21 @@ class CatalogueIndex:
         cal["source"] = f"{len(tracks)} recordings, {len(set(labels))} works"
         if align is not None:
             t0 = time.time()
-            a_scores, a_same, n_used = alignment_pairs([align[i] for i in range(len(tracks))], labels,
-                                                       max_aligned)
+            feats = [align[i] for i in range(len(tracks))]
+            cfg = rr.RerankConfig()
+            glob = None
+            if cfg.global_weight > 0:  # the search's first stage: embedding and summary
+                summaries = rr.IndexChroma.of(self, lm.summary_projection)
+                vecs = np.stack([summaries.query_summary(f) for f in feats])
+                glob = euclidean_distances(vecs, vecs)
+            off = np.where(np.eye(len(tracks), dtype=bool), np.nan, dist)
+            first = rr.first_stage_matrix(off, glob, cfg)
+            a_scores, a_same, n_used = alignment_pairs(feats, labels, first, max_recordings=max_aligned)
             try:
                 cal["alignment"] = fit_calibration(a_scores, a_same, prior=prior)
-                cal["alignment"]["source"] = f"{n_used} recordings, {len(set(labels))} works"
+                cal["alignment"]["source"] = (
+                    f"{n_used} recordings, {len(set(labels))} works; other works: the nearest "
+                    f"{SELECTED_FRACTION:.0%} (at least {MIN_STRANGERS}) by the first stage")
                 log.info("alignment calibration: %d pairs of %d recordings in %.0f s", len(a_scores),
                          n_used, time.time() - t0)
             except ValueError as e:  # too few same-work pairs among the aligned recordings
@@ -658,7 +685,8 @@ def _delete_stale(root: Path, stale: dict) -> None:
 def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 10,
              false_alarm: float = 0.01, device="cpu", approximate: bool | None = None,
              cache: EmbeddingCache | None = None, rerank: int | None = None,
-             rerank_grow_after: int | None = None) -> list[QueryResult]:
+             rerank_grow_after: int | None = None, rerank_versions: int | None = None
+             ) -> list[QueryResult]:
     """Identify the works that each recording performs (paths, or Tracks with features).
 
     With ``rerank`` > 0 (default :data:`coverhunter.rerank.DEFAULT_K`) and an index that
@@ -667,7 +695,9 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
     chroma alignment (:func:`coverhunter.rerank.rerank_matches`); 0 turns it off. In a
     catalogue of more than ``rerank_grow_after`` recordings (default
     :data:`coverhunter.rerank.DEFAULT_GROW_AFTER`; 0 = never) the shortlist grows
-    (:func:`coverhunter.rerank.shortlist_length`).
+    (:func:`coverhunter.rerank.shortlist_length`). Up to ``rerank_versions`` recordings of
+    each shortlisted work are aligned (default :data:`coverhunter.rerank.DEFAULT_VERSIONS`),
+    and the work scores the best.
 
     Raises
     ------
@@ -678,7 +708,8 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
     index.check_not_empty()
     from .. import rerank as rr
 
-    setup = rr.catalogue_reranking(index, rerank, rerank_grow_after, projection=lm.summary_projection)
+    setup = rr.catalogue_reranking(index, rerank, rerank_grow_after, projection=lm.summary_projection,
+                                   versions=rerank_versions)
     rr_cfg, stored = setup or (None, None)
     q_chroma = None if setup is None else {}
     out = []

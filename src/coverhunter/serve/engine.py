@@ -269,9 +269,9 @@ class Engine:
         return self.track_info(track_id)
 
     def search_settings(self, rerank: int | None = None, grow_after: int | None = None) -> dict:
-        """How a query is searched in this catalogue: the number of recordings its
-        shortlist aligns (0: embedding search alone, also when the index stores no chroma)
-        and the growth threshold behind it."""
+        """How a query is searched in this catalogue: the number of works its shortlist
+        aligns (up to ``rerank.DEFAULT_VERSIONS`` recordings of each; 0: embedding search
+        alone, also when the index stores no chroma) and the growth threshold behind it."""
         from .. import rerank as rr
 
         setup = rr.catalogue_reranking(self.index, rerank, grow_after, self.chroma())
