@@ -153,3 +153,17 @@ def test_fitted_tail_resolves_small_p_values_of_a_small_calibration():
     assert np.mean(np.array([p_impostor(counted, s, n_tracks) for s in best]) <= 0.01) == 0.0
     ps = [p_impostor(cal, s, n_tracks) for s in np.linspace(0, 2, 41)]
     assert all(a >= b for a, b in zip(ps, ps[1:]))  # still monotone across the switch
+
+
+def test_p_value_monotone_where_the_tail_takes_over_a_subsampled_calibration():
+    """More different-work scores than are kept (20,000): the counted part uses the kept
+    subsample, the tail the whole set; the p-value must not rise across the threshold
+    (here the subsample counts a little under the tail's share at the threshold)."""
+    n_diff = 50_000
+    r = np.random.default_rng(0)
+    cal = fit_calibration(np.r_[r.normal(0.9, 0.05, 50), r.gumbel(0.3, 0.05, n_diff)],
+                          np.r_[np.ones(50, bool), np.zeros(n_diff, bool)])
+    u = cal["tail"]["threshold"]
+    grid = np.r_[np.linspace(u - 0.02, u + 0.02, 81), u - 1e-9, u, u + 1e-9]
+    ps = [p_impostor(cal, s, 100) for s in np.sort(grid)]
+    assert all(a >= b - 1e-12 for a, b in zip(ps, ps[1:]))

@@ -852,8 +852,11 @@ def version_choice(match, versions, n: int, summary=None, query_summary=None) ->
     others = [t for t in versions(match.work) if t != match.track_id]
     if query_summary is not None and summary is not None and len(others) > n - 1:
         vecs = [summary(t) for t in others]
-        if all(v is not None for v in vecs):
-            d = euclidean_distances(np.asarray(query_summary)[None], np.stack(vecs))[0]
+        # a recording without a summary has no stored chroma either: it cannot be aligned
+        others = [t for t, v in zip(others, vecs) if v is not None]
+        if others:
+            d = euclidean_distances(np.asarray(query_summary)[None],
+                                    np.stack([v for v in vecs if v is not None]))[0]
             others = [others[i] for i in np.argsort(d, kind="stable")]
     return [match.track_id] + others[:n - 1]
 

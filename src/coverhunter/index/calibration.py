@@ -6,6 +6,24 @@ import math
 
 import numpy as np
 
+# Assumptions, stated once (they are what the numbers mean):
+# - Scores are track-pair scores: the best chunk pair of two recordings (cosine). A
+#   catalogue work's score is the best over its tracks, so the best wrong work of a
+#   query is the best of all the wrong *tracks*, not of the wrong works.
+# - Wrong-track scores of one query are independent draws from the different-work
+#   distribution measured on the calibration set (labelled recordings like the
+#   catalogue's, not the catalogue itself); beyond the top of that distribution its tail
+#   is exponential (fit_tail).
+# - P(same work | score) is for one pair drawn like the calibration pairs: its base rate
+#   (prior) is the share of same-work pairs among them unless given explicitly.
+# - The alignment part of a calibration (CatalogueIndex.calibrate) scores pairs by chroma
+#   alignment instead; its wrong pairs are each recording's strangers nearest by the
+#   search's first stage, the kind a re-ranked search aligns, and every alignment made
+#   for a query counts as a wrong-track draw. Its base rate is the embedding part's (all
+#   pairs), so that both give P(same work) on the same footing. In a catalogue far larger
+#   than the calibration set, the search aligns a smaller and more similar share of it
+#   than the calibration's tenth, and these p-values are then optimistic.
+
 # recordings of a calibration set that are aligned for the alignment part of a calibration
 # (whole works drawn above it), and the share of the other works' recordings each is aligned
 # with: its nearest by the search's first stage, as a search's shortlist holds the
@@ -76,8 +94,8 @@ def fit_calibration(scores: np.ndarray, same: np.ndarray, max_keep: int = 20000,
 def fit_tail(different: np.ndarray) -> dict | None:
     """Exponential model of the different-work scores' upper tail (peaks over threshold).
 
-    The ``k`` highest scores (a tenth of them, at most 1,000, at least 20) exceed the
-    threshold ``u`` (the k-th highest) by amounts taken as exponential with mean ``beta``
+    The ``k - 1`` scores above the threshold ``u`` (the k-th highest; ``k`` a tenth of the
+    scores, at most 1,000) exceed it by amounts taken as exponential with mean ``beta``
     (its maximum-likelihood estimate), so ``P(S >= s) = share * exp(-(s - u) / beta)``
     beyond ``u``, with ``share = k / n``. :func:`p_impostor` uses it beyond ``u``, where
     few calibration scores are as high and a catalogue of many recordings needs tail
@@ -91,7 +109,7 @@ def fit_tail(different: np.ndarray) -> dict | None:
     x = np.sort(np.asarray(different, np.float64))[::-1]
     if len(x) < 200:
         return None
-    k = int(min(1000, max(20, len(x) // 10)))
+    k = int(min(1000, len(x) // 10))
     u = x[k - 1]
     beta = float(np.mean(x[:k - 1] - u))
     if not beta > 0:
@@ -128,6 +146,8 @@ def p_impostor(cal: dict, score: float, n_tracks: int) -> float:
     else:
         diff = np.asarray(cal["different"])
         tail = (len(diff) - np.searchsorted(diff, score, side="left") + 0.5) / (len(diff) + 1)
+        if model:  # never below the tail's own share: the kept scores are a subsample
+            tail = max(tail, model["share"])
     if tail >= 1.0:
         return 1.0
     return float(-math.expm1(max(1, n_tracks) * math.log1p(-tail)))  # 1 - (1 - t) ** n, exactly

@@ -628,7 +628,8 @@ class CatalogueIndex:
             first = rr.first_stage_matrix(off, glob, cfg)
             a_scores, a_same, n_used = alignment_pairs(feats, labels, first, max_recordings=max_aligned)
             try:
-                cal["alignment"] = fit_calibration(a_scores, a_same, prior=prior)
+                # the embedding part's base rate (all pairs), not the aligned pairs' share
+                cal["alignment"] = fit_calibration(a_scores, a_same, prior=cal["prior"])
                 cal["alignment"]["source"] = (
                     f"{n_used} recordings, {len(set(labels))} works; other works: the nearest "
                     f"{SELECTED_FRACTION:.0%} (at least {MIN_STRANGERS}) by the first stage")
