@@ -193,7 +193,7 @@ def _report_index(idx, failed) -> int:
     m = idx.meta
     log.info("index %s: %d recordings of %d works, %d chunk vectors%s", idx.root, m["n_tracks"],
              idx.n_works, m["n_vectors"],
-             (", calibrated (embedding and alignment)" if (m.get("calibration") or {}).get("alignment")
+             (", calibrated (embedding and alignment)" if idx.alignment_calibration
               else ", calibrated" if m.get("calibration") else ""))
     for tid, msg in failed:
         print(f"  not added: {tid}: {msg}", file=sys.stderr)

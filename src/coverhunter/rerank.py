@@ -943,8 +943,7 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
         owner += [r] * len(picked)
     flat = qmax_scores(query, to_align, cfg.qmax)
     scores = np.full(len(sl), np.nan)
-    for r, v in zip(owner, flat):
-        scores[r] = v if np.isnan(scores[r]) else max(scores[r], v)
+    np.fmax.at(scores, np.asarray(owner, int), flat)  # each work's best; NaN where none aligned
     have_score = set(sl_have)
     aligned = [replace(cand[i], alignment=float(scores[r])) if r in have_score else cand[i]
                for r, i in enumerate(sl)]

@@ -207,11 +207,12 @@ def alignment_pairs(feats: list, labels, first_stage: np.ndarray | None = None,
         keep = np.sort(np.concatenate(chosen))
     lab = labels[keep]
     n = len(keep)
+    near = None if first_stage is None else np.asarray(first_stage, np.float64)[np.ix_(keep, keep)]
     pairs: dict[int, set] = {i: set() for i in range(n)}  # i -> partners j > i
     for i in range(n):
         other = np.flatnonzero(lab != lab[i])
-        if first_stage is not None and len(other):
-            row = np.asarray(first_stage, np.float64)[keep[i], keep[other]]
+        if near is not None and len(other):
+            row = near[i, other]
             m = max(1, min(min_strangers, len(other)), int(round(fraction * len(other))))
             other = other[np.argsort(row, kind="stable")[:m]]
         for j in np.concatenate([np.flatnonzero(lab == lab[i]), other]):

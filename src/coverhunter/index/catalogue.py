@@ -546,8 +546,7 @@ class CatalogueIndex:
         cal = self.meta.get("calibration")
         if cal:
             n = self.meta["n_tracks"]  # a work scores its best track: n wrong tracks compete
-            matches = [Match(**{**asdict(m), "probability": probability_same(cal, m.score),
-                                "p_value": p_impostor(cal, m.score, n)}) for m in matches]
+            matches = [_with_calibration(m, cal, m.score, n) for m in matches]
         return matches
 
     def score_tracks(self, q: np.ndarray, q_starts: list[float], track_ids: list[str]) -> list[Match]:
@@ -598,7 +597,7 @@ class CatalogueIndex:
         from ..embed import distance_matrix
 
         self.check_model(lm)
-        chroma = rr.IndexChroma.of(self)
+        chroma = rr.IndexChroma.of(self, lm.summary_projection)
         align = {} if chroma.available() else None
         embs = embed_recordings(lm, tracks, self.windowing, device, cache,
                                 on_features=None if align is None else
@@ -621,8 +620,7 @@ class CatalogueIndex:
             cfg = rr.RerankConfig()
             glob = None
             if cfg.global_weight > 0:  # the search's first stage: embedding and summary
-                summaries = rr.IndexChroma.of(self, lm.summary_projection)
-                vecs = np.stack([summaries.query_summary(f) for f in feats])
+                vecs = np.stack([chroma.query_summary(f) for f in feats])
                 glob = euclidean_distances(vecs, vecs)
             off = np.where(np.eye(len(tracks), dtype=bool), np.nan, dist)
             first = rr.first_stage_matrix(off, glob, cfg)
@@ -652,13 +650,23 @@ class CatalogueIndex:
         the query (all wrong when it performs no catalogue work) scores as high, as
         :func:`p_impostor` computes it for the embedding's ``n_tracks`` wrong tracks.
         """
-        cal = (self.meta.get("calibration") or {}).get("alignment")
+        cal = self.alignment_calibration
         if not cal:
             return matches
         n = max(1, n_aligned)
-        return [m if m.alignment is None else
-                Match(**{**asdict(m), "probability": probability_same(cal, m.alignment),
-                         "p_value": p_impostor(cal, m.alignment, n)}) for m in matches]
+        return [m if m.alignment is None else _with_calibration(m, cal, m.alignment, n)
+                for m in matches]
+
+    @property
+    def alignment_calibration(self) -> dict | None:
+        """The alignment part of the index's calibration (re-ranked verdicts), or None."""
+        return (self.meta.get("calibration") or {}).get("alignment")
+
+
+def _with_calibration(m: Match, cal: dict, score: float, n: int) -> Match:
+    """``m`` with P(same work) and the p-value of ``score`` against ``n`` wrong tracks."""
+    return Match(**{**asdict(m), "probability": probability_same(cal, score),
+                    "p_value": p_impostor(cal, score, n)})
 
 
 def _new_engine(root: Path, uri: str | None, dim: int) -> dict | None:

@@ -326,7 +326,7 @@ class Engine:
         return {"status": "ok", "tracks": m["n_tracks"], "works": self.index.n_works,
                 "vectors": m["n_vectors"], "calibrated": bool(m.get("calibration")),
                 # whether re-ranked answers take their verdict from the alignment score
-                "calibrated_alignment": bool((m.get("calibration") or {}).get("alignment")),
+                "calibrated_alignment": bool(self.index.alignment_calibration),
                 "model": self.lm.fingerprint, "device": str(self.device),
                 "search": self.search_settings(self.cfg.rerank, self.cfg.rerank_grow_after)}
 
