@@ -49,7 +49,7 @@ import torch  # noqa: E402
 
 from bench_accuracy import render  # noqa: E402
 from coverhunter.checkpoint import load_model  # noqa: E402
-from coverhunter.dataset import read_dataset  # noqa: E402
+from coverhunter.dataset import read_dataset, write_dataset  # noqa: E402
 from coverhunter.index import build_index, identify, p_impostor  # noqa: E402
 from coverhunter.utils import atomic_write_text  # noqa: E402
 
@@ -125,14 +125,6 @@ def score_answers(results: list, queries: list, known: set, p_value=None,
             "auc": auc(np.array(evidence_known), np.array(evidence_unknown))}
 
 
-def write_list(tracks: list, path: Path) -> Path:
-    """A dataset list of ``tracks`` (JSON lines with their features) for build_index."""
-    lines = [json.dumps({"utt": t.track_id, "song": t.work, "wav": t.audio, "dur_s": t.duration,
-                         "feat": t.extra["feat"], "version": t.version}) for t in tracks]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--works", type=int, default=300, help="test works (default 300: 1,834 recordings)")
@@ -161,9 +153,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
 
-    v = f"{a.versions[0]}-{a.versions[1]}"
+    span = f"{a.versions[0]}-{a.versions[1]}"
     if a.corpus is None:
-        tracks = render(a.corpora / f"test-w{a.works}-v{v}-s{a.seed}", works=a.works, versions=a.versions,
+        tracks = render(a.corpora / f"test-w{a.works}-v{span}-s{a.seed}", works=a.works, versions=a.versions,
                         seed=a.seed, split="test", arrangement_only=False, standin=False,
                         workers=a.workers)
         tag = f"w{a.works}-s{a.seed}"
@@ -181,8 +173,8 @@ def main() -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     lm = load_model(a.model)
     t0 = time.time()
-    listed = write_list(catalogue, work_dir / "catalogue.txt")
-    idx, failed = build_index(work_dir / "index", lm, dataset=listed, overwrite=True)
+    write_dataset(catalogue, work_dir / "catalogue.txt")
+    idx, failed = build_index(work_dir / "index", lm, dataset=work_dir / "catalogue.txt", overwrite=True)
     if failed:
         log.warning("%d catalogue recordings failed (left out), e.g. %s", len(failed), failed[0])
     idx.calibrate(lm, cal_tracks)
