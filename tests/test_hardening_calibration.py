@@ -136,6 +136,27 @@ def test_alignment_pairs_takes_each_recordings_nearest_strangers_by_the_first_st
     assert len(alignment_pairs(feats, labels, first)[0]) == n * (n - 1) // 2
 
 
+def test_alignment_pairs_align_each_query_with_the_candidates_as_stored():
+    """A search aligns a query's fresh chroma with the catalogue's uint8-stored chroma; a
+    calibration given the stored side (``candidates``) scores exactly those pairs."""
+    from coverhunter.classical import qmax_scores
+    from coverhunter.index.calibration import alignment_pairs
+    from coverhunter.rerank import as_stored
+
+    feats, labels = _works_of_melodies(3, 2)
+    stored = [as_stored(f) for f in feats]
+    assert all(s.chroma.shape == f.chroma.shape for s, f in zip(stored, feats))
+    assert max(np.abs(s.chroma - f.chroma).max() for s, f in zip(stored, feats)) <= 1 / 510 + 1e-6
+    scores, same, _ = alignment_pairs(feats, labels, candidates=stored)
+    expect = np.concatenate([qmax_scores(feats[i], [stored[j] for j in range(i + 1, len(feats))])
+                             for i in range(len(feats) - 1)])
+    np.testing.assert_array_equal(scores, expect)
+    np.testing.assert_array_equal(same, np.array([labels[i] == labels[j] for i in range(6)
+                                                  for j in range(i + 1, 6)]))
+    with pytest.raises(ValueError, match="5 candidate features for 6 recordings"):
+        alignment_pairs(feats, labels, candidates=stored[:5])
+
+
 def test_fitted_tail_resolves_small_p_values_of_a_small_calibration():
     """5,000 different-work scores cannot count a tail of 0.01 / 300; the fitted
     exponential tail can. Scores with an exponential upper tail (Gumbel): the best of 300

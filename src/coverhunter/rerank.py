@@ -646,6 +646,15 @@ def compact_chroma(feat) -> np.ndarray:
     return chroma_to_uint8(alignment_features(feat).chroma)
 
 
+def as_stored(query: AlignmentFeatures) -> AlignmentFeatures:
+    """``query``'s alignment data as a catalogue recording's are once its chroma went
+    through the index's uint8 storage (:func:`compact_chroma`, read back by
+    :meth:`IndexChroma.get`): what a calibration aligns a query with."""
+    from .classical import chroma_from_uint8, chroma_to_uint8
+
+    return AlignmentFeatures.from_chroma(chroma_from_uint8(chroma_to_uint8(query.chroma)))
+
+
 def write_shard_chroma(root, shard: str, chromas: list[np.ndarray]) -> None:
     """Chroma of a shard's recordings (in its ``.jsonl`` order), one file, written atomically.
 
@@ -1015,6 +1024,6 @@ __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore
            "DEFAULT_GLOBAL_POOL", "DEFAULT_GLOBAL_WEIGHT", "DEFAULT_EXPAND", "DEFAULT_EXPANSION_WEIGHT",
            "DEFAULT_GROW_AFTER", "shortlist_length", "for_catalogue", "identify_config",
            "catalogue_reranking",
-           "compact_chroma", "write_shard_chroma", "IndexChroma", "rerank_matches", "search_reranked",
+           "compact_chroma", "as_stored", "write_shard_chroma", "IndexChroma", "rerank_matches", "search_reranked",
            "version_choice", "DEFAULT_VERSIONS",
            "CHROMA_SUFFIX"]

@@ -156,7 +156,7 @@ def p_impostor(cal: dict, score: float, n_tracks: int) -> float:
 def alignment_pairs(feats: list, labels, first_stage: np.ndarray | None = None,
                     fraction: float = SELECTED_FRACTION, min_strangers: int = MIN_STRANGERS,
                     max_recordings: int = ALIGNMENT_MAX_RECORDINGS,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+                    seed: int = 0, candidates: list | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Chroma alignment scores of a labelled set's pairs, for :func:`fit_calibration`.
 
     Every same-work pair is aligned. Of the different-work pairs, with ``first_stage``
@@ -181,6 +181,10 @@ def alignment_pairs(feats: list, labels, first_stage: np.ndarray | None = None,
     max_recordings : int
         Above this many recordings, whole works are drawn (seeded) until it is reached, so
         the same-work pairs stay.
+    candidates : list of coverhunter.classical.AlignmentFeatures, optional
+        The same recordings as a catalogue stores them (:func:`coverhunter.rerank.as_stored`):
+        each pair aligns ``feats[i]`` (the query side) with ``candidates[j]``, as a search
+        aligns a query's fresh chroma with the catalogue's stored chroma. Default: ``feats``.
 
     Returns
     -------
@@ -194,6 +198,10 @@ def alignment_pairs(feats: list, labels, first_stage: np.ndarray | None = None,
     from ..classical import qmax_scores
 
     labels = np.asarray(labels)
+    if candidates is None:
+        candidates = feats
+    elif len(candidates) != len(feats):
+        raise ValueError(f"{len(candidates)} candidate features for {len(feats)} recordings")
     keep = np.arange(len(labels))
     if len(labels) > max_recordings:
         works = np.unique(labels)
@@ -222,7 +230,7 @@ def alignment_pairs(feats: list, labels, first_stage: np.ndarray | None = None,
     for i in range(n):
         js = sorted(pairs[i])
         if js:
-            scores.append(qmax_scores(feats[keep[i]], [feats[keep[j]] for j in js]))
+            scores.append(qmax_scores(feats[keep[i]], [candidates[keep[j]] for j in js]))
             same.append(lab[js] == lab[i])
     if not scores:
         return np.zeros(0), np.zeros(0, bool), n

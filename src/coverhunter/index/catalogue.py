@@ -617,6 +617,7 @@ class CatalogueIndex:
         if align is not None:
             t0 = time.time()
             feats = [align[i] for i in range(len(tracks))]
+            stored = [rr.as_stored(f) for f in feats]  # the catalogue side, as the index keeps it
             cfg = rr.RerankConfig()
             glob = None
             if cfg.global_weight > 0:  # the search's first stage: embedding and summary
@@ -624,7 +625,8 @@ class CatalogueIndex:
                 glob = euclidean_distances(vecs, vecs)
             off = np.where(np.eye(len(tracks), dtype=bool), np.nan, dist)
             first = rr.first_stage_matrix(off, glob, cfg)
-            a_scores, a_same, n_used = alignment_pairs(feats, labels, first, max_recordings=max_aligned)
+            a_scores, a_same, n_used = alignment_pairs(feats, labels, first, max_recordings=max_aligned,
+                                                       candidates=stored)
             try:
                 # the embedding part's base rate (all pairs), not the aligned pairs' share
                 cal["alignment"] = fit_calibration(a_scores, a_same, prior=cal["prior"])
