@@ -113,3 +113,11 @@ def test_identify_shortlist_growth_can_be_fixed_or_forced(catalogue, tmp_path, c
     assert main(["identify", str(path), "--index", str(index_dir), "--rerank-grow-after", "-1"],
                 exit=False) != 0
     assert "grow_after must be >= 0" in capsys.readouterr().err
+    # one recording aligned per work (this catalogue holds one of each): the same answer
+    assert main(["identify", str(path), "--index", str(index_dir), "--json", "--rerank", "2",
+                 "--rerank-grow-after", "0", "--rerank-versions", "1"], exit=False) == 0
+    assert json.loads(capsys.readouterr().out)[0]["matches"][0]["work"] == "work3"
+    assert aligned.pop() == 2 and not aligned
+    with pytest.raises(SystemExit):
+        main(["identify", str(path), "--index", str(index_dir), "--rerank-versions", "0"], exit=False)
+    assert "expected a whole number >= 1, got 0" in capsys.readouterr().err

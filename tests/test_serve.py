@@ -69,14 +69,18 @@ def test_rerank_per_request_and_as_the_service_default(engine, tmp_path):
     sf.write(path, tune(3, 25.0, take=2), SR)
     lm = load_model(DEFAULT_MODEL)
     with client(engine) as c:
-        assert c.get("/health").json()["search"] == {"rerank": 5, "rerank_grow_after": 450}
+        assert c.get("/health").json()["search"] == {"rerank": 5, "rerank_grow_after": 450,
+                                                     "rerank_versions": 3}
         bodies = {k: c.post("/identify", params=p, files={"file": ("q.wav", path.read_bytes(), "audio/wav")})
-                  for k, p in (("on", {}), ("off", {"rerank": 0}), ("bad", {"rerank": -1}))}
+                  for k, p in (("on", {}), ("off", {"rerank": 0}), ("one", {"rerank_versions": 1}),
+                               ("bad", {"rerank": -1}), ("bad_v", {"rerank_versions": 0}))}
     assert bodies["bad"].status_code == 422 and "rerank" in bodies["bad"].text
-    for key, rerank in (("on", None), ("off", 0)):  # as identify does it in-process
-        body = bodies[key].json()
+    assert bodies["bad_v"].status_code == 422 and "rerank_versions" in bodies["bad_v"].text
+    for key, rerank, versions in (("on", None, None), ("off", 0, None), ("one", None, 1)):
+        body = bodies[key].json()  # as identify does it in-process
         assert body["search"]["rerank"] == (0 if rerank == 0 else 5)
-        ref = identify(engine.index, lm, [path], rerank=rerank)[0]
+        assert body["search"]["rerank_versions"] == (None if rerank == 0 else versions or 3)
+        ref = identify(engine.index, lm, [path], rerank=rerank, rerank_versions=versions)[0]
         assert [m["work"] for m in body["matches"]] == [m.work for m in ref.matches]
         assert all(abs(m["score"] - r.score) < 2e-3 for m, r in zip(body["matches"], ref.matches))
     off = Engine(replace(engine.cfg, rerank=0))  # the service's default, from `serve --rerank 0`
@@ -92,6 +96,8 @@ def test_rerank_per_request_and_as_the_service_default(engine, tmp_path):
         off.close()
     with pytest.raises(ValueError, match="rerank-grow-after must be >= 0"):
         ServeConfig(index=engine.cfg.index, rerank_grow_after=-1)
+    with pytest.raises(ValueError, match="rerank-versions must be >= 1"):
+        ServeConfig(index=engine.cfg.index, rerank_versions=0)
 
 
 def test_segments_through_the_api(engine):

@@ -49,6 +49,17 @@ def _versions(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected N or MIN-MAX, got {text!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    """'3' -> 3; zero, negative or not a number: a usage error."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
+    return v
+
+
 def cmd_make_demo_corpus(args) -> int:
     from .corpus import make_corpus
 
@@ -262,7 +273,7 @@ def cmd_identify(args) -> int:
         return _identify_files(args, idx, lm, device, approx)
     results = identify(idx, lm, args.audio, top=args.top, false_alarm=args.false_alarm,
                        device=device, approximate=approx, rerank=args.rerank,
-                       rerank_grow_after=args.rerank_grow_after)
+                       rerank_grow_after=args.rerank_grow_after, rerank_versions=args.rerank_versions)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -283,7 +294,8 @@ def _identify_files(args, idx, lm, device, approx) -> int:
     answer = functools.partial(identify_file, idx, lm, top=args.top, false_alarm=args.false_alarm,
                                segments=args.segments, device=device, approximate=approx,
                                rerank=getattr(args, "rerank", None),
-                               rerank_grow_after=getattr(args, "rerank_grow_after", None))
+                               rerank_grow_after=getattr(args, "rerank_grow_after", None),
+                               rerank_versions=getattr(args, "rerank_versions", None))
     files = audio_files(args.audio, args.recursive)
     if args.output:
         report = identify_batch(files, args.output, answer)
@@ -313,7 +325,7 @@ def cmd_serve(args) -> int:
                       open_reads=not args.protect_reads, max_upload_mb=args.max_upload_mb,
                       max_duration_s=args.max_duration_s, decode_timeout_s=args.decode_timeout_s,
                       queue_size=args.queue_size, rerank=args.rerank,
-                      rerank_grow_after=args.rerank_grow_after),
+                      rerank_grow_after=args.rerank_grow_after, rerank_versions=args.rerank_versions),
           host=args.host, port=args.port)
     return 0
 
@@ -565,7 +577,8 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-duration-s", type=float, default=3 * 3600.0)
     s.add_argument("--decode-timeout-s", type=float, default=300.0)
     s.add_argument("--queue-size", type=int, default=16, help="requests admitted at once; more get 503")
-    _add_identify_rerank(s, " (a request's ?rerank= and ?rerank_grow_after= override them)")
+    _add_identify_rerank(s, " (a request's ?rerank=, ?rerank_grow_after= and ?rerank_versions= "
+                            "override them)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("prepare", help="turn a downloaded dataset into dataset files",
@@ -628,6 +641,10 @@ def _add_identify_rerank(s, note: str = "") -> None:
     s.add_argument("--rerank-grow-after", type=int, default=None, metavar="N",
                    help="in a catalogue of more than N recordings, K grows as K * sqrt(size / N) "
                         "(0 = always K; default: coverhunter.rerank's)")
+    s.add_argument("--rerank-versions", type=_positive_int, default=None, metavar="V",
+                   help="align up to V recordings of each shortlisted work: the one found, then the "
+                        "work's others nearest by the 2D Fourier summary (default: coverhunter.rerank's, "
+                        "3; 1 = the one found)")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -256,20 +256,23 @@ def matches_from_segments(segs: list[Segment], top: int) -> list[Match]:
 def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], top: int, *,
                   feat: np.ndarray | None = None, rerank: int | None = None, chroma=None,
                   approximate: bool | None = None, projection=None,
-                  rerank_grow_after: int | None = None) -> list[Match]:
+                  rerank_grow_after: int | None = None,
+                  rerank_versions: int | None = None) -> list[Match]:
     """``identify``'s matches: the catalogue search, re-ranked by chroma alignment as
     ``index.identify`` does when the CQT ``feat`` is given and the index stores chroma.
 
     ``rerank``: shortlist size (default ``rerank.DEFAULT_K``, 0 = off), grown in large
     catalogues beyond ``rerank_grow_after`` recordings (default ``rerank.DEFAULT_GROW_AFTER``,
-    0 = never; :func:`coverhunter.rerank.shortlist_length`); ``chroma``: a
+    0 = never; :func:`coverhunter.rerank.shortlist_length`), aligning up to
+    ``rerank_versions`` recordings of each shortlisted work (default
+    ``rerank.DEFAULT_VERSIONS``); ``chroma``: a
     ``rerank.IndexChroma`` of the index to reuse across queries; ``projection``: the
     model's summary projection, for the ``IndexChroma`` made when none is given.
     """
     from . import rerank as rr
 
     setup = None if feat is None else rr.catalogue_reranking(index, rerank, rerank_grow_after,
-                                                              chroma, projection)
+                                                              chroma, projection, rerank_versions)
     if setup is None:
         return index.search(emb, starts, top, approximate)
     cfg, chroma = setup
@@ -281,7 +284,8 @@ def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float
                       chunk_s: float, name: str, *, top: int = 10, false_alarm: float = 0.01,
                       segments: bool = False, approximate: bool | None = None,
                       feat: np.ndarray | None = None, rerank: int | None = None,
-                      chroma=None, rerank_grow_after: int | None = None) -> dict:
+                      chroma=None, rerank_grow_after: int | None = None,
+                      rerank_versions: int | None = None) -> dict:
     """The answer for one recording's chunk embeddings, as ``identify --json`` gives it.
 
     With its CQT ``feat``, the whole-recording matches are re-ranked as ``identify`` does
@@ -301,7 +305,8 @@ def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float
                              approximate=approximate)
     if len(emb) <= WHOLE_MAX_CHUNKS:
         matches = whole_matches(index, emb, starts, top, feat=feat, rerank=rerank, chroma=chroma,
-                                approximate=approximate, rerank_grow_after=rerank_grow_after)
+                                approximate=approximate, rerank_grow_after=rerank_grow_after,
+                                rerank_versions=rerank_versions)
     else:
         matches = matches_from_segments(segs, top)
     out = {"query": name, "verdict": verdict_of(matches, false_alarm), "error": None,
@@ -314,7 +319,8 @@ def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float
 def identify_features(index: CatalogueIndex, lm: LoadedModel, feat: np.ndarray, name: str, *,
                       top: int = 10, false_alarm: float = 0.01, segments: bool = False,
                       device="cpu", approximate: bool | None = None,
-                      rerank: int | None = None, rerank_grow_after: int | None = None) -> dict:
+                      rerank: int | None = None, rerank_grow_after: int | None = None,
+                      rerank_versions: int | None = None) -> dict:
     """The answer for one recording's CQT (frames, n_bins); see :func:`identify_embedded`."""
     index.check_model(lm)
     win = index.windowing
@@ -323,13 +329,14 @@ def identify_features(index: CatalogueIndex, lm: LoadedModel, feat: np.ndarray, 
     return identify_embedded(index, emb, starts, round(len(feat) / fps, 3), win.chunk / fps, name,
                              top=top, false_alarm=false_alarm, segments=segments,
                              approximate=approximate, feat=feat, rerank=rerank,
-                             rerank_grow_after=rerank_grow_after)
+                             rerank_grow_after=rerank_grow_after, rerank_versions=rerank_versions)
 
 
 def identify_file(index: CatalogueIndex, lm: LoadedModel, path: str | Path, *, top: int = 10,
                   false_alarm: float = 0.01, segments: bool = False, device="cpu",
                   approximate: bool | None = None, rerank: int | None = None,
-                  rerank_grow_after: int | None = None, block_s: float = BLOCK_S,
+                  rerank_grow_after: int | None = None, rerank_versions: int | None = None,
+                  block_s: float = BLOCK_S,
                   max_seconds: float | None = None,
                   progress: Callable[[float], None] | None = None) -> dict:
     """Identify one audio file of any length in bounded memory; errors become ``error``.
@@ -351,7 +358,8 @@ def identify_file(index: CatalogueIndex, lm: LoadedModel, path: str | Path, *, t
             raise AudioError(f"{path}: too short to analyse")
         return identify_features(index, lm, feat, name, top=top, false_alarm=false_alarm,
                                  segments=segments, device=device, approximate=approximate,
-                                 rerank=rerank, rerank_grow_after=rerank_grow_after)
+                                 rerank=rerank, rerank_grow_after=rerank_grow_after,
+                                 rerank_versions=rerank_versions)
     except (AudioError, OSError) as e:
         return {"query": name, "verdict": "error", "error": str(e), "matches": []}
 

@@ -210,12 +210,15 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None):
                            "alone; default: the service's)")),
                        rerank_grow_after: int | None = Query(None, ge=0, description=(
                            "catalogue size beyond which the shortlist grows as rerank * "
-                           "sqrt(size / N) (0 = never; default: the service's)"))):
+                           "sqrt(size / N) (0 = never; default: the service's)")),
+                       rerank_versions: int | None = Query(None, ge=1, le=100, description=(
+                           "recordings aligned per shortlisted work (default: the service's)"))):
         feat, src, name = await _decode_upload(file)
         src.unlink(missing_ok=True)
         return await eng().on_model_thread(eng().identify, feat, name, top=top, segments=segments,
                                            alignment=alignment, rerank=rerank,
-                                           rerank_grow_after=rerank_grow_after)
+                                           rerank_grow_after=rerank_grow_after,
+                                           rerank_versions=rerank_versions)
 
     @api.get("/works", dependencies=[Depends(reader)], summary="The catalogue's works and their tracks")
     def works(offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)):

@@ -58,9 +58,11 @@ class ServeConfig:
     false_alarm: float = 0.01
     segments_after_s: float = 600.0  # "auto" segments for recordings longer than this
     # two-stage search: shortlist re-ranked by chroma alignment (None = identify's default
-    # K, 0 = off), grown beyond this many catalogue recordings (None = the default, 0 = never)
+    # K, 0 = off), grown beyond this many catalogue recordings (None = the default, 0 = never),
+    # aligning up to this many recordings of each shortlisted work (None = the default)
     rerank: int | None = None
     rerank_grow_after: int | None = None
+    rerank_versions: int | None = None
     workdir: Path | None = None  # temporary files (default: the system's temporary folder)
 
     def __post_init__(self):
@@ -68,6 +70,8 @@ class ServeConfig:
             v = getattr(self, key)
             if v is not None and v < 0:
                 raise ValueError(f"serve {key.replace('_', '-')} must be >= 0 (0 = off), got {v}")
+        if self.rerank_versions is not None and self.rerank_versions < 1:
+            raise ValueError(f"serve rerank-versions must be >= 1, got {self.rerank_versions}")
 
 
 class InputError(Exception):
@@ -194,7 +198,8 @@ class Engine:
 
     def identify(self, feat: np.ndarray, name: str, *, top: int | None = None,
                  segments: bool | None = None, alignment: bool = False,
-                 rerank: int | None = None, rerank_grow_after: int | None = None) -> dict:
+                 rerank: int | None = None, rerank_grow_after: int | None = None,
+                 rerank_versions: int | None = None) -> dict:
         """The answer for one decoded upload (model thread only).
 
         Parameters
@@ -204,15 +209,16 @@ class Engine:
             None: segments for recordings longer than ``cfg.segments_after_s``.
         alignment : bool
             Add the chunk similarity matrix of the query and its best match.
-        rerank, rerank_grow_after : int or None
-            This request's shortlist length (0 = no re-ranking) and growth threshold
-            (None: the service's, ``cfg.rerank`` and ``cfg.rerank_grow_after``).
+        rerank, rerank_grow_after, rerank_versions : int or None
+            This request's shortlist length (0 = no re-ranking), growth threshold and
+            recordings aligned per shortlisted work (None: the service's, ``cfg.rerank``,
+            ``cfg.rerank_grow_after`` and ``cfg.rerank_versions``).
 
         Returns
         -------
         dict
             ``identify --json``'s answer plus ``search``: ``{"rerank": shortlist length
-            aligned (0 = none), "rerank_grow_after": ...}``.
+            aligned (0 = none), "rerank_grow_after": ..., "rerank_versions": ...}``.
         """
         if self.index.meta["n_vectors"] == 0:
             raise InputError(409, "the catalogue is empty: add recordings first")
@@ -223,12 +229,13 @@ class Engine:
         emb, starts = embed_features(self.lm, feat, win, self.device)
         rerank = self.cfg.rerank if rerank is None else rerank
         grow = self.cfg.rerank_grow_after if rerank_grow_after is None else rerank_grow_after
+        versions = self.cfg.rerank_versions if rerank_versions is None else rerank_versions
         out = identify_embedded(self.index, emb, starts, round(len(feat) / fps, 3), win.chunk / fps,
                                 name, top=top or self.cfg.top, false_alarm=self.cfg.false_alarm,
                                 segments=segments, feat=feat, chroma=self.chroma(), rerank=rerank,
-                                rerank_grow_after=grow)
+                                rerank_grow_after=grow, rerank_versions=versions)
         # matches of a recording too long to search whole come from its segments, unaligned
-        out["search"] = self.search_settings(0 if len(emb) > WHOLE_MAX_CHUNKS else rerank, grow)
+        out["search"] = self.search_settings(0 if len(emb) > WHOLE_MAX_CHUNKS else rerank, grow, versions)
         out["catalogue_audio"] = {m["track_id"]: f"/tracks/{m['track_id']}/audio"
                                   for m in out["matches"] if self.audio_path(m["track_id"])}
         if alignment and out["matches"]:
@@ -268,17 +275,19 @@ class Engine:
         log.info("added %s (%s) from %s", track_id, work, name)
         return self.track_info(track_id)
 
-    def search_settings(self, rerank: int | None = None, grow_after: int | None = None) -> dict:
+    def search_settings(self, rerank: int | None = None, grow_after: int | None = None,
+                        versions: int | None = None) -> dict:
         """How a query is searched in this catalogue: the number of works its shortlist
-        aligns (up to ``rerank.DEFAULT_VERSIONS`` recordings of each; 0: embedding search
-        alone, also when the index stores no chroma) and the growth threshold behind it."""
+        aligns (0: embedding search alone, also when the index stores no chroma), the
+        growth threshold behind it and the recordings aligned per work."""
         from .. import rerank as rr
 
-        setup = rr.catalogue_reranking(self.index, rerank, grow_after, self.chroma())
+        setup = rr.catalogue_reranking(self.index, rerank, grow_after, self.chroma(), versions=versions)
         if setup is None:
-            return {"rerank": 0, "rerank_grow_after": None}
+            return {"rerank": 0, "rerank_grow_after": None, "rerank_versions": None}
         n = self.index.meta["n_tracks"]
-        return {"rerank": min(n, rr.shortlist_length(setup[0], n)), "rerank_grow_after": setup[0].grow_after}
+        return {"rerank": min(n, rr.shortlist_length(setup[0], n)), "rerank_grow_after": setup[0].grow_after,
+                "rerank_versions": setup[0].versions}
 
     # -- catalogue ----------------------------------------------------------------------
     def chroma(self):
@@ -328,7 +337,8 @@ class Engine:
                 # whether re-ranked answers take their verdict from the alignment score
                 "calibrated_alignment": bool(self.index.alignment_calibration),
                 "model": self.lm.fingerprint, "device": str(self.device),
-                "search": self.search_settings(self.cfg.rerank, self.cfg.rerank_grow_after)}
+                "search": self.search_settings(self.cfg.rerank, self.cfg.rerank_grow_after,
+                                               self.cfg.rerank_versions)}
 
 
 __all__ = ["Engine", "ServeConfig", "InputError", "CatalogueError"]
