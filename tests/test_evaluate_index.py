@@ -1,9 +1,11 @@
 """Evaluation command, embedding cache, catalogue index, calibration and identify."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +85,7 @@ def test_seed_eval_command_with_query_in_ref(trained, tmp_path):
     assert res["n_queries"] == 3 and res["rerank"]["k"] == 4  # the two-stage search
 
 
-def test_index_build_search_add_reload_calibrate(trained, tmp_path):
+def test_index_build_search_add_reload_calibrate(trained, tmp_path, caplog):
     data, exp = trained
     lm = load_model(exp)
     full = read_dataset(data / "full.txt")
@@ -127,6 +129,17 @@ def test_index_build_search_add_reload_calibrate(trained, tmp_path):
     off = identify(CatalogueIndex.load(tmp_path / "idx"), lm, [full[1]], top=10, rerank=0)[0]
     assert all(m.alignment is None for m in off.matches)  # the embedding's own calibration
     assert all(m.p_value == pytest.approx(p_impostor(cal, m.score, 18)) for m in off.matches)
+    # the alignment settings are recorded; a calibration fitted with others is not used
+    from coverhunter.rerank import RerankConfig
+
+    assert cal["alignment"]["qmax"] == asdict(RerankConfig().qmax)
+    stale = CatalogueIndex.load(tmp_path / "idx")
+    stale.meta["calibration"]["alignment"]["qmax"] = {**cal["alignment"]["qmax"], "m": 99}
+    with caplog.at_level(logging.WARNING):
+        assert stale.alignment_calibration is None and stale.alignment_calibration is None
+    assert sum("other alignment settings" in r.message for r in caplog.records) == 1  # said once
+    res = identify(stale, lm, [full[1]], top=10)[0]
+    assert all(m.p_value == pytest.approx(p_impostor(cal, m.score, 18)) for m in res.matches)
 
 
 def test_identify_cli_on_audio_with_bad_files(trained, tmp_path, capsys):

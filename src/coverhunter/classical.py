@@ -373,6 +373,10 @@ class QmaxParams:
     gap_extension: float = 0.5
 
 
+# the settings every alignment calibration was fitted with before calibrations recorded them
+LEGACY_QMAX_PARAMS = QmaxParams(m=10, tau=1, kappa=0.15, gap_onset=2.0, gap_extension=0.5)
+
+
 def global_profile(chroma: np.ndarray) -> np.ndarray:
     """Mean chroma (12,) scaled to a maximum of 1."""
     g = np.asarray(chroma, np.float64).mean(0)
@@ -564,7 +568,7 @@ def alignment_distance_matrix(feats: list[AlignmentFeatures], params: QmaxParams
 
 
 __all__ = ["chroma_from_cqt", "CHROMA_PARAMS", "LEGACY_CHROMA_PARAMS", "LOWEST_OCTAVE",
-           "CHROMA_POWER", "chroma_params_of", "chroma_to_uint8", "chroma_from_uint8",
+           "CHROMA_POWER", "LEGACY_QMAX_PARAMS", "chroma_params_of", "chroma_to_uint8", "chroma_from_uint8",
            "fourier_summary", "multiscale_summary", "summary_size", "SUMMARY_PATCHES",
            "patch_2dftm", "PCA", "SummaryProjection", "euclidean_distances", "QmaxParams",
            "global_profile", "optimal_transposition", "delay_embed", "cross_recurrence", "qmax_batch",

@@ -630,6 +630,7 @@ class CatalogueIndex:
             try:
                 # the embedding part's base rate (all pairs), not the aligned pairs' share
                 cal["alignment"] = fit_calibration(a_scores, a_same, prior=cal["prior"])
+                cal["alignment"]["qmax"] = asdict(cfg.qmax)  # the settings its scores were made with
                 cal["alignment"]["source"] = (
                     f"{n_used} recordings, {len(set(labels))} works; other works: the nearest "
                     f"{SELECTED_FRACTION:.0%} (at least {MIN_STRANGERS}) by the first stage")
@@ -661,8 +662,28 @@ class CatalogueIndex:
 
     @property
     def alignment_calibration(self) -> dict | None:
-        """The alignment part of the index's calibration (re-ranked verdicts), or None."""
-        return (self.meta.get("calibration") or {}).get("alignment")
+        """The alignment part of the index's calibration (re-ranked verdicts), or None.
+
+        None also when it was fitted with other alignment settings than the re-ranking's
+        (:class:`coverhunter.classical.QmaxParams`; a calibration without a record of them
+        was made with :data:`coverhunter.classical.LEGACY_QMAX_PARAMS`): its scores would
+        not be comparable. A warning says so once; ``index calibrate`` fits it anew.
+        """
+        from .. import rerank as rr
+        from ..classical import LEGACY_QMAX_PARAMS
+
+        cal = (self.meta.get("calibration") or {}).get("alignment")
+        if not cal:
+            return None
+        fitted = cal.get("qmax", asdict(LEGACY_QMAX_PARAMS))
+        if fitted != asdict(rr.RerankConfig().qmax):
+            if not getattr(self, "_warned_qmax", False):
+                self._warned_qmax = True
+                log.warning("%s: its alignment calibration was fitted with other alignment settings "
+                            "(%s); re-ranked matches take the embedding's probabilities until "
+                            "`coverhunter index calibrate` is run again", self.root, fitted)
+            return None
+        return cal
 
 
 def _with_calibration(m: Match, cal: dict, score: float, n: int) -> Match:
