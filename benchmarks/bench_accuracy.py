@@ -65,6 +65,7 @@ import inspect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -375,6 +376,40 @@ def tune_chroma(tracks, variants) -> dict:
     return res
 
 
+def tune_qmax(tracks, variants) -> dict:
+    """MAP of all-pairs chroma alignment for each alignment setting
+    (:class:`coverhunter.classical.QmaxParams`) on a training-type corpus, with the seconds
+    each takes (one thread)."""
+    works = [t.work for t in tracks]
+    align = chroma_of(tracks)
+    res = {}
+    print(f"\nalignment settings (embedding m, delay tau, neighbours kappa, gap onset, gap extension), "
+          f"{len(tracks)} recordings\n")
+    print("| m | tau | kappa | gap onset | gap extension | MAP | HR@1 | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for p in variants:
+        d, secs = timed(C.alignment_distance_matrix, align, p)
+        m = metrics(d, works, 0)
+        res[qmax_name(p)] = {"map": m["map"], "hr1": m["hr1"], "seconds": secs}
+        print(f"| {p.m} | {p.tau} | {p.kappa:g} | {p.gap_onset:g} | {p.gap_extension:g} | {m['map']:.3f} "
+              f"| {m['hr1']:.3f} | {secs:.1f} |", flush=True)
+    return res
+
+
+def qmax_name(p: C.QmaxParams) -> str:
+    return f"{p.m},{p.tau},{p.kappa:g},{p.gap_onset:g},{p.gap_extension:g}"
+
+
+def qmax_variant(text: str) -> C.QmaxParams:
+    """'M,TAU,KAPPA,ONSET,EXTENSION' -> QmaxParams."""
+    try:
+        m, tau, kappa, onset, ext = text.split(",")
+        return C.QmaxParams(m=int(m), tau=int(tau), kappa=float(kappa), gap_onset=float(onset),
+                            gap_extension=float(ext))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected M,TAU,KAPPA,ONSET,EXTENSION, got {text!r}") from None
+
+
 def chroma_variant(text: str) -> tuple:
     lowest, power = text.split(",")
     return int(lowest), float(power)
@@ -409,6 +444,10 @@ def main() -> None:
     ap.add_argument("--tune-chroma", type=chroma_variant, nargs="*", default=None, metavar="OCTAVE,POWER",
                     help="with --tune: only the chroma table, for these (lowest octave, power) "
                          "(none given: a default set)")
+    ap.add_argument("--tune-qmax", type=qmax_variant, nargs="*", default=None,
+                    metavar="M,TAU,KAPPA,ONSET,EXTENSION",
+                    help="with --tune: only the alignment-settings table, for these QmaxParams "
+                         "(none given: the default and its neighbours)")
     ap.add_argument("--standin", action="store_true",
                     help="tiny demo corpus (12 works x 4, seed 7): NOT held-out material, for development")
     a = ap.parse_args()
@@ -433,6 +472,13 @@ def main() -> None:
                                          (0, 2.0), (2, 2.0), (2, 1.5), (1, 1.5)]
             res = tune_chroma(tracks, variants)
             name = name.replace("tune", "tune-chroma", 1)
+        elif a.tune_qmax is not None:
+            base = C.QmaxParams()
+            variants = a.tune_qmax or [base] + [replace(base, **{k: v}) for k, vs in (
+                ("m", (5, 15, 20)), ("tau", (2,)), ("kappa", (0.1, 0.2, 0.25)),
+                ("gap_onset", (1.0, 3.0, 5.0)), ("gap_extension", (0.25, 1.0))) for v in vs]
+            res = tune_qmax(tracks, variants)
+            name = name.replace("tune", "tune-qmax", 1)
         else:
             res = tune(lm, tracks, a.device, a.k, a.expand, a.expansion_weights, a.expansion_only,
                        a.grow_after)
