@@ -150,7 +150,7 @@ class RerankConfig:
     # (no delay embedding: each chunk already spans several seconds)
     chunk_s: float = 8.0
     hop_s: float = 2.0
-    chunk_qmax: QmaxParams = QmaxParams(m=1, kappa=0.1)
+    chunk_qmax: QmaxParams = QmaxParams(m=1, kappa=0.1, gap_onset=2.0, gap_extension=0.5)
 
     def __post_init__(self):
         if self.source not in SOURCES:
