@@ -214,7 +214,11 @@ def test_sharded_build_by_two_processes_equals_one(setup, tmp_path):
         assert p.communicate(timeout=300) and p.returncode == 0, p.stderr
     idx = CatalogueIndex.load(two)
     assert sorted(t["track_id"] for t in idx.tracks()) == sorted(t.track_id for t in tracks)
-    assert answers(idx, queries) == answers(one, queries)
+    # every work's score for every query (all works: the untrained tiny model puts works
+    # within 1e-4 of each other, and two processes' float noise may swap such a tie at a cut)
+    for (e, st) in queries:
+        got, want = ({m.work: m.score for m in x.search(e, st, 100)} for x in (idx, one))
+        assert got.keys() == want.keys() and all(abs(got[w] - want[w]) < 1e-4 for w in want)
     # re-running a slice resumes it: nothing is added twice
     assert main(["index", "build", str(two), "--model", str(model), "--dataset", str(lst),
                  "--rank", "1", "--world-size", "2"], exit=False) == 0
