@@ -82,6 +82,7 @@ class CatalogueIndex:
         self._ann = None
         self._lock_root = self.root  # the folder whose lock guards writes
         self._writer: list | None = None  # [ann file name, faiss index, rows saved]: add()'s
+        self._warned_qmax = False  # alignment_calibration's stale-settings warning was given
 
     # -- creation and loading -----------------------------------------------------------
     @classmethod
@@ -677,7 +678,7 @@ class CatalogueIndex:
             return None
         fitted = cal.get("qmax", asdict(LEGACY_QMAX_PARAMS))
         if fitted != asdict(rr.RerankConfig().qmax):
-            if not getattr(self, "_warned_qmax", False):
+            if not self._warned_qmax:
                 self._warned_qmax = True
                 log.warning("%s: its alignment calibration was fitted with other alignment settings "
                             "(%s); re-ranked matches take the embedding's probabilities until "
