@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,8 @@ def feature_list(root: Path, name: str, n: int, frames: int = 300, prefix: str =
     lines = []
     for i in range(n):
         utt = f"{prefix}{name}_{i}"
-        x = np.random.default_rng(abs(hash(utt)) % 2**32).uniform(-80, 0, (frames, 96))
+        # zlib.crc32, not hash(): str hashes are salted per process, which made every run's data differ
+        x = np.random.default_rng(zlib.crc32(utt.encode())).uniform(-80, 0, (frames, 96))
         np.save(root / "feat" / f"{utt}.npy", x.astype(np.float32))
         lines.append({"utt": utt, "wav": f"{utt}.wav", "dur_s": frames / 25, "song": f"{name}_w{i // 2}",
                       "version": str(i % 2), "feat": f"feat/{utt}.npy"})

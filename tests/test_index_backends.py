@@ -130,7 +130,8 @@ def test_remove_replace_and_compact(setup, backend, tmp_path):
     assert not found & set(gone) and len(found) > 4
 
     # a new recording under an old track id replaces it: its own features find it, the
-    # old ones no longer reach a near-identical chunk of that id
+    # old ones no longer reach an identical chunk of that id (a self-match scores 1 within
+    # 1e-6; the untrained tiny model puts strangers' chunks as close as 0.9991)
     new = dataclasses.replace(other[0], track_id=tracks[2].track_id, work=tracks[2].work)
     assert idx.add(lm, [new], verbose=False, cache=cache) == [(new.track_id, "already in the index")]
     assert idx.add(lm, [new], verbose=False, replace=True, cache=cache) == []
@@ -138,9 +139,9 @@ def test_remove_replace_and_compact(setup, backend, tmp_path):
     assert idx.meta["n_tracks"] == 14 and sum(t["track_id"] == new.track_id for t in idx.tracks()) == 1
     emb_new, starts_new = queries[16]
     best = idx.search(emb_new, starts_new, 1)[0]
-    assert best.track_id == new.track_id and best.score > 0.999
+    assert best.track_id == new.track_id and best.score > 0.99999
     old_best = [m for m in idx.search(*queries[2], 16) if m.track_id == new.track_id]
-    assert all(m.score < 0.999 for m in old_best)
+    assert all(m.score < 0.99999 for m in old_best)
 
     before = answers(idx, queries)
     reader = CatalogueIndex.load(tmp_path / "idx")  # loaded before the compaction
