@@ -167,6 +167,16 @@ def test_anchor_expansion():
     np.testing.assert_allclose(R.anchor_expansion(fused[:2], 1, np.array([0.3]), 1.0), fused[:2])
 
 
+def test_zscore_of_constant_and_empty_scores_is_zero_without_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert R.zscore(np.array([])).shape == (0,)
+        np.testing.assert_array_equal(R.zscore(np.array([0.3, 0.3])), [0.0, 0.0])
+        assert R.fuse(np.array([]), np.array([]), 0.7).shape == (0,)
+
+
 def test_reranker_neighbours():
     summ = np.array([[0.0, 0.0], [1.0, 0.0], [0.2, 0.0], [5.0, 0.0], [0.1, 0.0]])
     rk = R.Reranker(R.RerankConfig(), ref_summary=summ)

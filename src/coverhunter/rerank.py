@@ -284,8 +284,10 @@ def first_stage_matrix(dist: np.ndarray, glob: np.ndarray | None, cfg: "RerankCo
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
-    """(x - mean) / std over the items; all zeros when x is constant."""
+    """(x - mean) / std over the items; all zeros when x is constant or empty."""
     x = np.asarray(x, np.float64)
+    if x.size == 0:  # an empty shortlist (e.g. a one-recording catalogue): nothing to scale
+        return x.copy()
     sd = x.std()
     return np.zeros_like(x) if sd < 1e-12 else (x - x.mean()) / sd
 
