@@ -38,7 +38,8 @@ process time, so other jobs on the machine do not inflate it):
 ``--tune`` renders a small *training-type* corpus (``split="train"``, another seed), and
 prints the MAP of each fusion weight there, then of each expansion setting (``--expand``,
 ``--expansion-weights``); the defaults in ``coverhunter.rerank`` are chosen from those
-tables, never from the test corpus. ``--tune --tune-chroma`` prints instead the all-pairs
+tables, never from the test corpus. The fusion and expansion tables leave out the works the model
+trained on (``--keep-trained-works`` keeps them). ``--tune --tune-chroma`` prints instead the all-pairs
 alignment's MAP for chroma variants (``coverhunter.classical.chroma_from_cqt``'s lowest
 octave and power), which chose ``coverhunter.classical.CHROMA_PARAMS``, and ``--tune
 --tune-qmax`` the same for alignment settings (``coverhunter.classical.QmaxParams``: m,
@@ -304,6 +305,24 @@ def print_table(title: str, res: dict, k: int) -> None:
 # --tune: fusion weight on training-type data
 
 
+def unseen(tracks, trained_works) -> list:
+    """The recordings of works not in ``trained_works`` (a checkpoint's training works).
+
+    A training-type corpus draws its works from the same split as the model's training
+    data, so some of them can be works the model and its summary projection learned; the
+    first stage finds those better than new music, and a table tuned on them would favour
+    a short shortlist. The alignment-only tables need no such care.
+    """
+    trained = set(trained_works)
+    kept = [t for t in tracks if t.work not in trained]
+    left = {t.work for t in tracks} & trained
+    if left:
+        log.warning("%d of the tuning corpus's %d works are among the model's training works: "
+                    "their %d recordings are left out (--keep-trained-works keeps them)",
+                    len(left), len({t.work for t in tracks}), len(tracks) - len(kept))
+    return kept
+
+
 def tune(lm, tracks, device, k: int, expand=(0, 10, 25, 40), expansion_weights=(0.0, 0.25, 0.5, 1.0),
          expansion_only: bool = False, grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
     works = [t.work for t in tracks]
@@ -450,6 +469,9 @@ def main() -> None:
                     metavar="M,TAU,KAPPA,ONSET,EXTENSION",
                     help="with --tune: only the alignment-settings table, for these QmaxParams "
                          "(none given: the default and its neighbours)")
+    ap.add_argument("--keep-trained-works", action="store_true",
+                    help="with --tune: keep works the model (and its summary projection) trained on; "
+                         "by default they are left out of the fusion and expansion tables")
     ap.add_argument("--standin", action="store_true",
                     help="tiny demo corpus (12 works x 4, seed 7): NOT held-out material, for development")
     a = ap.parse_args()
@@ -482,6 +504,8 @@ def main() -> None:
             res = tune_qmax(tracks, variants)
             name = name.replace("tune", "tune-qmax", 1)
         else:
+            if not a.keep_trained_works:
+                tracks = unseen(tracks, lm.works)
             res = tune(lm, tracks, a.device, a.k, a.expand, a.expansion_weights, a.expansion_only,
                        a.grow_after)
         a.out.mkdir(parents=True, exist_ok=True)
