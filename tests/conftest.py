@@ -15,6 +15,17 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reference"
 SR = 16000
 
 
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def reference_dir() -> Path:
     """Parity fixtures computed by the original code (``tests/fixtures/reference``, part of
     the repository; ``$COVERHUNTER_REFERENCE`` points elsewhere). Missing fixtures fail the

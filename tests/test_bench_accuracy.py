@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from pathlib import Path
 
 from coverhunter.dataset import Track
 
-_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_accuracy.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_accuracy", _BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from .conftest import load_benchmark
 
 
 def test_tuning_leaves_out_the_models_training_works(caplog):
     tracks = [Track(track_id=f"{w}_{v}", audio=f"{w}_{v}.wav", duration=30.0, work=w, version=str(v))
               for w in ("a", "b", "c") for v in range(2)]
-    unseen = _bench().unseen
+    unseen = load_benchmark("bench_accuracy").unseen
     with caplog.at_level(logging.WARNING):
         kept = unseen(tracks, ["b", "z"])
     assert [t.track_id for t in kept] == ["a_0", "a_1", "c_0", "c_1"]

@@ -8,9 +8,6 @@ Evaluation: distances and metrics against the previous implementation, frozen in
 infinities and exclusions).
 """
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import soundfile as sf
@@ -24,7 +21,7 @@ from coverhunter.features import cqt
 from coverhunter.metrics import evaluate_distances, self_exclusion
 from coverhunter.model import CoverHunter
 
-from .conftest import SR, melody
+from .conftest import SR, load_benchmark, melody
 
 # the chroma front end where this version of the model has it
 FRONT_ENDS = ["cqt", "chroma"]
@@ -87,14 +84,8 @@ def test_embed_chunks_precision_is_checked():
     with pytest.raises(ValueError, match="precision"):
         embed_chunks(_model("cqt"), np.zeros((1, 50, 96), np.float32), precision="int4")
 
-_REF = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_reference.py"
-
-
 def _previous():
-    spec = importlib.util.spec_from_file_location("eval_reference", _REF)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("eval_reference")
 
 
 def _recordings(rng, n, max_chunks, dim=128, min_chunks=1):
