@@ -1,6 +1,7 @@
 """Two-stage retrieval: shortlist, fusion, re-ordering, and ``evaluate --rerank``."""
 
 import json
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -234,13 +235,18 @@ def test_config_is_checked():
         R.Reranker(R.RerankConfig(source="embedding")).scores(0, np.arange(2))
 
 
-def test_evaluate_rerank_end_to_end(tmp_path):
+def test_evaluate_rerank_end_to_end(tmp_path, caplog):
     data, exp = _tiny_trained(tmp_path, n_versions=3)
     full = data / "full.txt"
     base, rr, both = tmp_path / "base.json", tmp_path / "rr.json", tmp_path / "both.json"
-    assert main(["evaluate", str(exp), str(full), "--output", str(base)], exit=False) == 0
-    assert main(["evaluate", str(exp), str(full), "--rerank", "5", "--rerank-expand", "0",
-                 "--output", str(rr)], exit=False) == 0
+    with caplog.at_level(logging.INFO, logger="coverhunter"):
+        assert main(["evaluate", str(exp), str(full), "--output", str(base)], exit=False) == 0
+    assert "the model alone" in caplog.text and "--rerank 50" in caplog.text  # says what it left out
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="coverhunter"):
+        assert main(["evaluate", str(exp), str(full), "--rerank", "5", "--rerank-expand", "0",
+                     "--output", str(rr)], exit=False) == 0
+    assert "the model alone" not in caplog.text
     assert main(["evaluate", str(exp), str(full), "--rerank", "4", "--rerank-source", "both",
                  "--rerank-weight", "0.3", "--output", str(both)], exit=False) == 0
     b, r, x = (json.loads(p.read_text()) for p in (base, rr, both))
