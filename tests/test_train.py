@@ -122,3 +122,15 @@ def test_time_budget_shortens_the_schedule_and_survives_a_resume(tmp_path):
 
     o = OptimConfig(warmup_steps=2, max_epochs=20, steps_per_epoch=3)
     assert lr_at(3, o, 1 * 3) == pytest.approx(o.min_lr)
+
+
+def test_progress_bar_in_a_log_file_is_not_redrawn_every_step(tmp_path, capsys):
+    # stderr captured = not a terminal: the bar is drawn at its 30 s pace, not at every
+    # step's loss (which printed one stale "0/N" line per step into log files)
+    data = make_feature_lists(tmp_path / "data")
+    exp = make_experiment(tmp_path / "exp", data)
+    train(exp, verbose=True)
+    err = capsys.readouterr().err
+    for epoch in (0, 1):
+        draws = err.count(f"epoch {epoch}:")
+        assert 1 <= draws <= 2, err

@@ -342,7 +342,7 @@ class Trainer:
             n += 1
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{logs['loss']:.3f}")
+            bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)  # drawn at the bar's own pace
             if self.writer is not None and self.step % 10 == 0:
                 for k, v in logs.items():
                     self.writer.add_scalar(f"train/{k}", v, self.step)
