@@ -40,8 +40,8 @@ prints the MAP of each fusion weight there, then of each expansion setting (``--
 ``--expansion-weights``); the defaults in ``coverhunter.rerank`` are chosen from those
 tables, never from the test corpus. The fusion and expansion tables leave out the works
 the model trained on (``--keep-trained-works`` keeps them). ``--tune --tune-chroma``
-prints instead the all-pairs alignment's MAP for chroma variants (``coverhunter.classical.chroma_from_cqt``'s lowest
-octave and power), which chose ``coverhunter.classical.CHROMA_PARAMS``, and ``--tune
+prints instead the all-pairs alignment's MAP for chroma variants
+(``coverhunter.classical.chroma_from_cqt``'s lowest octave and power), which chose ``coverhunter.classical.CHROMA_PARAMS``, and ``--tune
 --tune-qmax`` the same for alignment settings (``coverhunter.classical.QmaxParams``: m,
 tau, kappa, gap onset and extension), which chose its defaults. ``--tune-data
 LIST`` tunes on any extracted dataset list instead (e.g.
