@@ -41,12 +41,12 @@ prints the MAP of each fusion weight there, then of each expansion setting (``--
 tables, never from the test corpus. The fusion and expansion tables leave out the works
 the model trained on (``--keep-trained-works`` keeps them). ``--tune --tune-chroma``
 prints instead the all-pairs alignment's MAP for chroma variants
-(``coverhunter.classical.chroma_from_cqt``'s lowest octave and power), which chose ``coverhunter.classical.CHROMA_PARAMS``, and ``--tune
---tune-qmax`` the same for alignment settings (``coverhunter.classical.QmaxParams``: m,
-tau, kappa, gap onset and extension), which chose its defaults. ``--tune-data
-LIST`` tunes on any extracted dataset list instead (e.g.
-``runs/corpus-v2/val-extra/full.txt``: a larger catalogue, where the first stage misses
-more).
+(``coverhunter.classical.chroma_from_cqt``'s lowest octave and power), which chose
+``coverhunter.classical.CHROMA_PARAMS``, and ``--tune --tune-qmax`` the same for
+alignment settings (``coverhunter.classical.QmaxParams``: m, tau, kappa, gap onset and
+extension), which chose its defaults. ``--tune-data LIST`` tunes on any extracted
+dataset list instead (e.g. ``runs/corpus-v2/val-extra/full.txt``: a larger catalogue,
+where the first stage misses more).
 
 ``--works 300`` measures the same on a catalogue five times larger (1,834 recordings;
 about 30 minutes, most of it the all-pairs alignment).
@@ -315,11 +315,11 @@ def unseen(tracks, trained_works) -> list:
     """
     trained = set(trained_works)
     kept = [t for t in tracks if t.work not in trained]
-    left = {t.work for t in tracks} & trained
-    if left:
+    works = {t.work for t in tracks}
+    if works & trained:
         log.warning("%d of the tuning corpus's %d works are among the model's training works: "
                     "their %d recordings are left out (--keep-trained-works keeps them)",
-                    len(left), len({t.work for t in tracks}), len(tracks) - len(kept))
+                    len(works & trained), len(works), len(tracks) - len(kept))
     return kept
 
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -169,8 +170,6 @@ def test_anchor_expansion():
 
 
 def test_zscore_of_constant_and_empty_scores_is_zero_without_warnings():
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert R.zscore(np.array([])).shape == (0,)
