@@ -1,6 +1,7 @@
 """Arrangements keep the melody and change the accompaniment; corpus v2 splits and resumes."""
 
 import json
+from dataclasses import replace
 import os
 
 import numpy as np
@@ -173,3 +174,57 @@ def test_arrangement_only_corpus_keeps_key_and_tempo(tmp_path):
     for partners in al.values():
         for pairs in partners.values():
             assert pairs and all(any(abs(a - b) < 1e-3 for a2, b in pairs if a2 == a) for a, _ in pairs)
+
+
+def _chord_classes(parts, window):
+    """Pitch classes the accompaniment (all but melody and drums) starts in a time window."""
+    a, b = window
+    return {n.pitch % 12 for p in parts[1:] if not p.is_drum for n in p.notes
+            if a - 1e-3 <= n.start < b - 1e-3}
+
+
+def test_harmony_kept_versions_share_the_work_chords_and_change_the_rest():
+    pm = _tune(bars=12)
+    chords = arr.work_harmony(pm, np.random.default_rng(11))
+    assert chords == arr.work_harmony(pm, np.random.default_rng(11))  # one draw per work
+    kept, new = [], []
+    for seed in range(4):
+        rng = np.random.default_rng(100 + seed)
+        plan = _plan(rng, style=["block", "arpeggio", "pad", "melody_only"][seed], substitution=2.0,
+                     temperature=1.5, bass="none", counter_melody=False)
+        k = arr.keep_harmony(plan, rng)
+        assert k.harmony == "kept" and k.style != "melody_only"  # a kept version plays chords
+        kept.append(arr.arrange_parts(pm, k, np.random.default_rng(seed), work_chords=chords))
+        new.append(arr.arrange_parts(pm, replace(k, harmony="new"), np.random.default_rng(seed)))
+    for c in chords:
+        # every kept version sounds the work's chord (and nothing else) in each chord's window
+        for parts in kept:
+            sounded = _chord_classes(parts, (c.start, c.end))
+            assert sounded and sounded <= set(c.pcs)
+    # the re-harmonised versions leave the work's chords somewhere
+    assert any(not _chord_classes(parts, (c.start, c.end)) <= set(c.pcs) for parts in new
+               for c in chords)
+    # kept versions still differ in texture
+    textures = {tuple(sorted((round(n.start, 2), n.pitch) for p in parts[1:] for n in p.notes))
+                for parts in kept}
+    assert len(textures) == len(kept)
+    with pytest.raises(ValueError, match="work_chords"):
+        arr.arrange_parts(pm, kept_plan := arr.keep_harmony(_plan(np.random.default_rng(0)),
+                                                            np.random.default_rng(0)),
+                          np.random.default_rng(0))
+    assert kept_plan.harmony == "kept"
+
+
+def test_harmony_share_labels_versions_and_zero_keeps_the_old_corpus(tmp_path):
+    kept = corpus.make_corpus(tmp_path / "k", works=1, versions=3, seed=2, split="test",
+                              harmony_kept=1.0, num_workers=1, verbose=False)
+    assert [corpus.harmony_subset(t) for t in kept] == ["kept"] * 3
+    old = corpus.make_corpus(tmp_path / "o", works=1, versions=3, seed=2, split="test",
+                             harmony_kept=0.0, num_workers=1, verbose=False)
+    assert {corpus.harmony_subset(t) for t in old} <= {"new", "none"}
+    # share 0 draws nothing more: the spec key and every plan are those of before the share
+    spec = corpus.CorpusSpec(2, (3, 3), "test", False)
+    assert "harmony_kept" not in spec.key()
+    assert all(json.loads(t.version)["arrangement"]["harmony"] == "new" for t in old)
+    with pytest.raises(ValueError, match="harmony_kept"):
+        corpus.make_corpus(tmp_path / "x", works=1, versions=2, harmony_kept=1.5)

@@ -20,7 +20,7 @@ Pipeline of one version::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -96,6 +96,9 @@ class ArrangementPlan:
     melody_level: float         # melody velocity relative to the accompaniment (< 1 buries it)
     register: int               # centre MIDI pitch of the accompaniment voicings
     programs: tuple[int, int, int, int]  # melody, chords, bass, counter-melody
+    # "new": this version harmonises the melody afresh; "kept": it plays the work's own
+    # chord progression (:func:`work_harmony`, shared by all such versions of a work)
+    harmony: str = "new"
 
     def describe(self) -> dict:
         d = asdict(self)
@@ -516,12 +519,44 @@ def vary_melody(melody, key: tuple[int, str], plan: ArrangementPlan, beats: np.n
     return out
 
 
-def arrange_parts(pm, plan: ArrangementPlan, rng: np.random.Generator) -> list:
+def keep_harmony(plan: ArrangementPlan, rng: np.random.Generator) -> ArrangementPlan:
+    """The plan of a version that plays the work's own chords (``harmony="kept"``).
+
+    Such a cover keeps the chord progression and changes everything else (voicing,
+    texture, bass line, drums, instruments). A plan drawn as melody only gets an
+    accompaniment style from ``rng`` instead, since a version without chords keeps no
+    harmony; the polyphonic styles keep the source's own voices, its harmony.
+    """
+    style = plan.style
+    if style == "melody_only":
+        style = str(rng.choice([s for s in STYLES if s != "melody_only"]))
+    return replace(plan, style=style, harmony="kept")
+
+
+def work_harmony(pm, rng: np.random.Generator) -> list[Chord]:
+    """One harmonisation of a work's melody, drawn once per work (source time).
+
+    Every version with ``harmony="kept"`` plays these chords, so those versions share
+    the work's chord progression as most real covers do; ``rng`` should be the work's
+    own stream (the same for all its versions).
+    """
+    end = pm.get_end_time()
+    melody = extract_melody(pm)
+    sig = pm.key_signature_changes[0].key_number if pm.key_signature_changes else None
+    key = estimate_key(melody, sig)
+    _, downs, meter = beat_grid(pm, end)
+    plan = plan_arrangement(rng, meter=meter)
+    return harmonize(melody, downs, end, key, plan, rng)
+
+
+def arrange_parts(pm, plan: ArrangementPlan, rng: np.random.Generator,
+                  work_chords: list[Chord] | None = None) -> list:
     """A version's instruments (pretty_midi Instruments, melody first), in source time.
 
     ``keep_voices`` keeps every source part on the plan's programs; ``reorchestrate``
-    keeps them and doubles the lowest an octave down with new harmony under it; every
-    other style keeps only the melody and writes a new accompaniment.
+    keeps them and doubles the lowest an octave down; every other style keeps only
+    the melody and writes a new accompaniment: over a new harmonisation, or over
+    ``work_chords`` (:func:`work_harmony`) when the plan keeps the work's harmony.
     """
     import pretty_midi
 
@@ -560,7 +595,12 @@ def arrange_parts(pm, plan: ArrangementPlan, rng: np.random.Generator) -> list:
     part(mel_prog, vary_melody(melody, key, plan, beats, rng, mel_vel))
     if plan.style == "melody_only":
         return parts
-    chords = harmonize(melody, downs, end, key, plan, rng)
+    if plan.harmony == "kept":
+        if work_chords is None:
+            raise ValueError("a plan that keeps the work's harmony needs work_chords")
+        chords = list(work_chords)
+    else:
+        chords = harmonize(melody, downs, end, key, plan, rng)
     acc_vel = int(base_vel * (0.85 if plan.melody_level >= 1 else 1.0))
     part(chord_prog, accompaniment(chords, beats, plan, meter, rng, velocity=acc_vel))
     part(bass_prog, bass_line(chords, beats, plan.bass, key, rng))

@@ -66,7 +66,8 @@ def cmd_make_demo_corpus(args) -> int:
     tracks = make_corpus(args.out_dir, works=args.works, versions=args.versions,
                          seed=args.seed, num_workers=args.workers,
                          split=getattr(args, "split", "train"),
-                         arrangement_only=getattr(args, "arrangement_only", False))
+                         arrangement_only=getattr(args, "arrangement_only", False),
+                         **({} if args.harmony_kept is None else {"harmony_kept": args.harmony_kept}))
     hours = sum(t.duration for t in tracks) / 3600
     log.info("wrote %d recordings of %d works (%.2f h) to %s", len(tracks),
              len({t.work for t in tracks}), hours, Path(args.out_dir) / "dataset.txt")
@@ -424,6 +425,9 @@ def get_parser() -> argparse.ArgumentParser:
                             "rendered with the test soundfont (default train)")
         s.add_argument("--arrangement-only", action="store_true",
                        help="versions keep key, tempo and structure; only the arrangement and sound change")
+        s.add_argument("--harmony-kept", type=float, default=None, metavar="SHARE",
+                       help="share of versions that keep the work's chord progression, the "
+                            "others re-harmonised (default: half; 0 = all re-harmonised)")
         s.add_argument("--workers", type=int, default=0, help="processes (0 = one per core)")
         s.set_defaults(func=cmd_make_demo_corpus)
 

@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,9 @@ MIN_SECONDS, MAX_SECONDS = 12.0, 150.0  # source pieces outside this range are s
 CORPUS_VERSION = 2  # bump when a change to the rendering makes old renders stale
 ALIGNMENT_FILE = "alignment.jsonl"  # exact alignment of the versions, for data.align_path
 PLAY_TWICE_BELOW = 30.0  # tunes shorter than this are played twice, as folk players do
+# share of versions that keep the work's chord progression (the common kind of real cover);
+# the rest are re-harmonised
+HARMONY_KEPT = 0.5
 
 
 class CorpusError(RuntimeError):
@@ -412,8 +415,10 @@ def degrade(y: np.ndarray, plan: VersionPlan, rng: np.random.Generator) -> np.nd
     return np.clip(y, -1, 1).astype(np.float32)
 
 
-def _piece_seed(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([seed, _name_hash(name)])
+def _piece_seed(seed: int, name: str, stream: int = 0) -> np.random.Generator:
+    """A piece's random stream: 0 for its versions' plans, others for draws shared by them."""
+    key = [seed, _name_hash(name)] + ([stream] if stream else [])
+    return np.random.default_rng(key)
 
 
 @dataclass(frozen=True)
@@ -424,9 +429,13 @@ class CorpusSpec:
     versions: tuple[int, int]     # inclusive range of versions per work
     split: str                    # "train" (training works and fonts) or "test"
     arrangement_only: bool        # versions keep key, tempo and structure
+    harmony_kept: float = 0.0     # share of versions that play the work's own chords
 
     def key(self) -> str:
-        return json.dumps(dict(self.__dict__, corpus_version=CORPUS_VERSION), sort_keys=True)
+        d = dict(self.__dict__, corpus_version=CORPUS_VERSION)
+        if not self.harmony_kept:
+            del d["harmony_kept"]  # corpora rendered before the share existed stay valid
+        return json.dumps(d, sort_keys=True)
 
 
 def render_work(path: str, number: int | None, spec: CorpusSpec, out_dir: Path) -> list[dict]:
@@ -441,13 +450,22 @@ def render_work(path: str, number: int | None, spec: CorpusSpec, out_dir: Path) 
     rng = _piece_seed(spec.seed, name)
     n_versions = int(rng.integers(spec.versions[0], spec.versions[1] + 1))
     pm = load_piece(path, number)
+    # the work's own harmony and which versions keep it come from streams of their own,
+    # so a corpus without harmony-kept versions is the same as before the share existed
+    chords, keeps = None, np.zeros(n_versions, bool)
+    if spec.harmony_kept > 0:
+        chords = arr.work_harmony(pm, _piece_seed(spec.seed, name, stream=1))
+        keep_rng = _piece_seed(spec.seed, name, stream=2)
+        keeps = keep_rng.random(n_versions) < spec.harmony_kept
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for v in range(n_versions):
             plan = plan_version(pm, rng, fonts, first=(v == 0), timidity=timidity,
                                 keep_performance=spec.arrangement_only)
-            parts = arr.arrange_parts(pm, plan.arrangement, rng)
+            if keeps[v]:
+                plan = replace(plan, arrangement=arr.keep_harmony(plan.arrangement, keep_rng))
+            parts = arr.arrange_parts(pm, plan.arrangement, rng, work_chords=chords)
             midi = perform(parts, plan, pm.get_end_time(), rng)
             y = degrade(render(midi, plan, Path(tmp)), plan, rng)
             wav = out_dir / f"v{v}.wav"
@@ -532,7 +550,8 @@ def _run_isolated(tasks: list, workers: int, attempts: int = 3, on_done=None, fn
 
 def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[int, int] = 4,
                 seed: int = 0, split: str = "train", arrangement_only: bool = False,
-                num_workers: int = 0, verbose: bool = True) -> list[Track]:
+                harmony_kept: float = HARMONY_KEPT, num_workers: int = 0,
+                verbose: bool = True) -> list[Track]:
     """Render a cover corpus and write ``OUT_DIR/dataset.txt``.
 
     Parameters
@@ -571,8 +590,11 @@ def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[i
         raise ValueError(f"need works >= 1 and versions >= 2, got {works}, {versions}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not 0.0 <= harmony_kept <= 1.0:
+        raise ValueError(f"harmony_kept is a share in [0, 1], got {harmony_kept}")
     check_tools(split)
-    spec = CorpusSpec(seed, (int(vmin), int(vmax)), split, bool(arrangement_only))
+    spec = CorpusSpec(seed, (int(vmin), int(vmax)), split, bool(arrangement_only),
+                      float(harmony_kept))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     skip_log = out_dir / "skipped.jsonl"
@@ -661,3 +683,15 @@ def make_demo_corpus(out_dir: str | Path, *, works: int = 60, versions: int = 4,
     """The demo's corpus: :func:`make_corpus` on training works, ``versions`` per work."""
     return make_corpus(out_dir, works=works, versions=versions, seed=seed, split="train",
                        num_workers=num_workers, verbose=verbose)
+
+
+def harmony_subset(track: Track) -> str:
+    """The kind of cover a corpus recording is: "kept" (the work's own chords), "new"
+    (re-harmonised) or "none" (melody only, or a track without a corpus plan)."""
+    try:
+        arrangement = json.loads(track.version)["arrangement"]
+    except (TypeError, ValueError, KeyError):
+        return "none"
+    if arrangement.get("style") == "melody_only":
+        return "none"
+    return arrangement.get("harmony", "new")

@@ -1,0 +1,74 @@
+"""The fine chroma: tuned, folded by librosa, and a planted cover aligns with its source."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from coverhunter import chroma as CH
+from coverhunter import classical as C
+
+SR = 16000
+
+
+def _tones(notes, seconds_per_note: float, cents: float = 0.0, harmonics=(1.0, 0.5, 0.25),
+           sr: int = SR) -> np.ndarray:
+    """Harmonic tones for MIDI ``notes`` (a list of chords: tuples of pitches), detuned by
+    ``cents``."""
+    n = int(seconds_per_note * sr)
+    t = np.arange(n) / sr
+    env = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.02)
+    out = []
+    for chord in notes:
+        y = np.zeros(n)
+        for p in chord:
+            f = 440.0 * 2 ** ((p - 69 + cents / 100) / 12)
+            y += sum(a * np.sin(2 * np.pi * f * (h + 1) * t) for h, a in enumerate(harmonics))
+        out.append(y * env)
+    y = np.concatenate(out)
+    return (0.5 * y / np.abs(y).max()).astype(np.float32)
+
+
+def test_shape_frame_rate_and_silence():
+    y = _tones([(60,)], 3.3)
+    views = CH.audio_chroma(y, ("c3", "c1"))
+    frames = -(-(1 + len(y) // CH.HOP_LENGTH) // CH.BLOCK)
+    assert views["c3"].shape == views["c1"].shape == (frames, 12)
+    assert views["c3"].dtype == np.float32 and np.isclose(views["c3"].max(1), 1).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        silent = CH.audio_chroma(np.zeros(SR * 2, np.float32))["c3"]
+    assert not silent.any()
+    with pytest.raises(ValueError, match="unknown chroma view"):
+        CH.audio_chroma(y, ("c9",))
+    with pytest.raises(ValueError, match="mono"):
+        CH.fine_cqt(np.zeros((2, 100), np.float32))
+
+
+@pytest.mark.parametrize("cents", [0.0, 45.0, -40.0])
+def test_a_detuned_chord_keeps_its_pitch_classes(cents):
+    # C major spread over three octaves, up to 45 cents off concert pitch: the tuning
+    # estimate puts its energy on C, E and G
+    y = _tones([(48, 64, 67, 72)] * 4, 1.0, cents=cents)
+    prof = CH.audio_chroma(y, ("c3",))["c3"].mean(0)
+    assert set(np.argsort(prof)[-3:]) == {0, 4, 7}
+
+
+def test_the_bass_view_hears_the_bass():
+    y = _tones([(33,), (33,)], 1.0, harmonics=(1.0,))  # A1, 55 Hz: below C3
+    views = CH.audio_chroma(y, ("c3", "c1"))
+    assert int(np.argmax(views["c1"].mean(0))) == 9
+    assert views["c3"].mean(0)[9] < 0.5 * views["c1"].mean(0)[9] or not views["c3"].any()
+
+
+def test_planted_melody_in_another_key_tempo_and_tuning_aligns_with_its_source():
+    rng = np.random.default_rng(3)
+    source_notes = [(int(p),) for p in rng.integers(60, 76, 40)]
+    source = _tones(source_notes, 0.5)
+    # the cover: 3 semitones up, 20 % slower, 30 cents sharp, another timbre
+    cover = _tones([(p + 3,) for (p,) in source_notes], 0.6, cents=30, harmonics=(1.0, 0.1, 0.4))
+    strangers = [_tones([(int(p),) for p in rng.integers(60, 76, 40)], 0.5) for _ in range(5)]
+    feats = [C.AlignmentFeatures.from_chroma(CH.audio_chroma(y)["c3"])
+             for y in [source, cover, *strangers]]
+    scores = C.qmax_scores(feats[0], feats[1:])
+    assert scores[0] > scores[1:].max() + 0.1, scores
