@@ -1,0 +1,524 @@
+"""Recurrence-voting first stage: the alignment's own primitive, searched at catalogue scale.
+
+The chroma alignment (:mod:`coverhunter.classical`: cross-recurrence and Qmax) finds a
+cover through many short passages that recur, one after the other, along a diagonal of
+the cross-recurrence plot. This index finds the same evidence without comparing every
+pair of recordings:
+
+1. every catalogue recording's chroma (T, 12) is delay-embedded into shingles of ``m``
+   stacked frames (:func:`coverhunter.classical.delay_embed`), every ``stride``-th kept;
+2. each shingle is *key-normalised*: rolled in pitch so that the pitch class with the
+   largest summed chroma comes first, so that a transposed passage finds its original
+   in one search (``transpositions="canonical"``); ``"all"`` searches the 12 rolls of
+   every query shingle instead (12 times the cost);
+3. shingles are L2-normalised and put in a faiss inner-product index (exact below
+   ``exact_max`` shingles, HNSW above);
+4. each query shingle at frame ``i`` finds its ``neighbours`` nearest catalogue shingles
+   (recording ``r``, frame ``j``) and votes for the pair (``r``, band of ``i - s j``) for
+   each tempo ratio ``s`` in ``slopes``; bands are ``band`` frames wide and a second
+   set of bands shifted by half a band catches diagonals that straddle a border;
+5. a recording's score is the vote total of its best (band, slope): passages that recur
+   in order along one diagonal count, chance matches scattered over offsets do not.
+
+Votes are weighted (``vote``): ``"count"`` (1 each), ``"rank"`` (``1 / (1 + rank)``
+among the query shingle's neighbours) or ``"hub"``: the rank weight times a
+catalogue shingle's inverse hubness, ``1 / sqrt(1 + h / E)``, where ``h`` counts how
+often the shingle is among the neighbours of a sample of other catalogue shingles and
+``E`` is that count's mean: a shingle near everything (a held chord, silence) votes
+for no-one in particular.
+
+Shapes: chroma (T, 12) at 2.5 frames per second, each frame max-normalised; a shingle
+is ``12 m`` values (``m = 7``: 2.8 s).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from coverhunter import classical
+
+log = logging.getLogger(__name__)
+
+N_CHROMA = classical.N_CHROMA
+PARAMS_FILE, META_FILE, INDEX_FILE = "params.json", "meta.npz", "shingles.faiss"
+TRANSPOSITIONS = ("canonical", "all")
+VOTES = ("count", "rank", "hub")
+
+
+@dataclass(frozen=True)
+class RecurrenceParams:
+    """Settings of a :class:`RecurrenceIndex` (frames are chroma frames, 2.5 per second).
+
+    Attributes
+    ----------
+    m, tau : int
+        Delay embedding: ``m`` frames, ``tau`` apart, per shingle.
+    stride : int
+        Every ``stride``-th catalogue shingle is indexed (queries use all of theirs).
+    neighbours : int
+        Nearest catalogue shingles per query shingle.
+    band : int
+        Width of a time-offset band in frames.
+    slopes : tuple of float
+        Tempo ratios (query frames per catalogue frame) voted for; ``(1.0,)`` is plain
+        offset voting.
+    transpositions : str
+        ``"canonical"`` (key-normalised shingles, one search) or ``"all"`` (12 rolls of
+        each query shingle against unrolled catalogue shingles; the best band of any
+        transposition counts).
+    vote : str
+        ``"count"``, ``"rank"`` or ``"hub"`` (see the module docstring).
+    length_power : float
+        A recording's score is divided by its shingle count to this power.
+    exact_max : int
+        Above this many catalogue shingles the index becomes HNSW.
+    hnsw_m, ef_search, ef_construction : int
+        HNSW graph degree and search / build breadth.
+    float16 : bool
+        Store vectors as float16 (faiss scalar quantiser): half the memory.
+    hub_probes : int
+        Catalogue shingles sampled to count hubness (``vote="hub"``).
+    """
+
+    m: int = 7
+    tau: int = 1
+    stride: int = 1
+    neighbours: int = 30
+    band: int = 6
+    slopes: tuple = (1.0,)
+    transpositions: str = "canonical"
+    vote: str = "rank"
+    length_power: float = 0.0
+    exact_max: int = 200_000
+    hnsw_m: int = 32
+    ef_search: int = 64
+    ef_construction: int = 80
+    float16: bool = False
+    hub_probes: int = 20_000
+
+    def __post_init__(self):
+        if self.m < 1 or self.tau < 1 or self.stride < 1 or self.neighbours < 1 or self.band < 1:
+            raise ValueError(f"m, tau, stride, neighbours and band must be >= 1: {self}")
+        if self.transpositions not in TRANSPOSITIONS:
+            raise ValueError(f"transpositions must be one of {TRANSPOSITIONS}, got {self.transpositions!r}")
+        if self.vote not in VOTES:
+            raise ValueError(f"vote must be one of {VOTES}, got {self.vote!r}")
+        if not self.slopes or any(s <= 0 for s in self.slopes):
+            raise ValueError(f"slopes must be positive tempo ratios, got {self.slopes}")
+        object.__setattr__(self, "slopes", tuple(float(s) for s in self.slopes))
+
+    @property
+    def dim(self) -> int:
+        """Length of one shingle vector: ``12 m``."""
+        return N_CHROMA * self.m
+
+    @property
+    def span(self) -> int:
+        """Chroma frames one shingle covers: ``(m - 1) tau + 1``."""
+        return (self.m - 1) * self.tau + 1
+
+
+# ---------------------------------------------------------------------------
+# pure functions: shingles, key normalisation, voting
+
+
+def shingles(chroma: np.ndarray, m: int, tau: int = 1) -> np.ndarray:
+    """Delay-embedded chroma: (T - (m-1) tau, 12 m) float32; empty when T is too short.
+
+    Unlike :func:`coverhunter.classical.delay_embed`, a recording shorter than one
+    shingle gives no rows (nothing to match) instead of a zero-padded one.
+    """
+    x = np.asarray(chroma, np.float32)
+    if x.ndim != 2 or x.shape[1] != N_CHROMA:
+        raise ValueError(f"chroma must have shape (T, {N_CHROMA}), got {x.shape}")
+    if len(x) < (m - 1) * tau + 1:
+        return np.zeros((0, N_CHROMA * m), np.float32)
+    return classical.delay_embed(x, m, tau)
+
+
+def roll_shingles(x: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
+    """Shingles (n, 12 m) with every frame rolled by ``shift`` pitch classes (scalar or (n,)):
+    ``out[., f, p] = x[., f, (p + shift) % 12]``."""
+    n, d = x.shape
+    frames = x.reshape(n, d // N_CHROMA, N_CHROMA)
+    cols = (np.arange(N_CHROMA)[None, :] + np.reshape(shift, (-1, 1))) % N_CHROMA  # (n or 1, 12)
+    cols = np.broadcast_to(cols[:, None, :], (n, d // N_CHROMA, N_CHROMA))
+    return np.take_along_axis(frames, cols, axis=2).reshape(n, d)
+
+
+def canonical_shift(x: np.ndarray) -> np.ndarray:
+    """Each shingle's key: the pitch class with the largest chroma summed over its frames, (n,)."""
+    n, d = x.shape
+    return x.reshape(n, d // N_CHROMA, N_CHROMA).sum(1).argmax(1)
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (all-zero rows stay zero), float32."""
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norm > 1e-12, norm, 1.0)).astype(np.float32)
+
+
+def prepare(x: np.ndarray, canonical: bool) -> np.ndarray:
+    """Shingles as indexed or searched: key-normalised when ``canonical``, unit length."""
+    if canonical and len(x):
+        x = roll_shingles(x, canonical_shift(x))
+    return l2_normalise(x)
+
+
+def vote_weights(sims: np.ndarray, ids: np.ndarray, vote: str,
+                 hub_weight: np.ndarray | None = None) -> np.ndarray:
+    """Weight of each neighbour's vote, (n, k) float64; missing neighbours (id -1) weigh 0.
+
+    Parameters
+    ----------
+    sims, ids : np.ndarray, shape (n, k)
+        faiss results, best first.
+    vote : str
+        ``"count"``, ``"rank"`` or ``"hub"``.
+    hub_weight : np.ndarray, shape (n_shingles,), optional
+        Inverse hubness of every catalogue shingle (``vote="hub"``).
+    """
+    n, k = ids.shape
+    if vote == "count":
+        w = np.ones((n, k))
+    else:
+        w = np.broadcast_to(1.0 / (1.0 + np.arange(k)), (n, k)).copy()
+        if vote == "hub":
+            if hub_weight is None:
+                raise ValueError("vote='hub' needs hub weights")
+            w *= hub_weight[np.maximum(ids, 0)]
+    w[ids < 0] = 0.0
+    return w
+
+
+def band_scores(n_tracks: int, track: np.ndarray, q_frame: np.ndarray, c_frame: np.ndarray,
+                weight: np.ndarray, group: np.ndarray, slopes: tuple, band: int) -> np.ndarray:
+    """Each recording's best offset-band vote total, (n_tracks,) float64.
+
+    Parameters
+    ----------
+    n_tracks : int
+    track, q_frame, c_frame, weight, group : np.ndarray, shape (v,)
+        One entry per vote: the catalogue recording, the query shingle's frame, the
+        catalogue shingle's frame, the vote's weight, and a group (the query
+        transposition: votes of different groups never share a band).
+    slopes : tuple of float
+        Tempo ratios; the band of a vote is ``floor((q - s c) / band)`` (and of the
+        half-band-shifted grid).
+    band : int
+        Band width in frames.
+    """
+    best = np.zeros(n_tracks)
+    if len(track) == 0:
+        return best
+    n_groups = int(group.max()) + 1
+    for s in slopes:
+        offset = q_frame - s * c_frame
+        for shift in (0.0, 0.5):
+            b = np.floor(offset / band + shift).astype(np.int64)
+            b -= b.min()
+            key = (track.astype(np.int64) * n_groups + group) * (int(b.max()) + 1) + b
+            uniq, inv = np.unique(key, return_inverse=True)
+            total = np.bincount(inv, weights=weight)
+            key_track = uniq // (n_groups * (int(b.max()) + 1))
+            np.maximum.at(best, key_track, total)
+    return best
+
+
+# ---------------------------------------------------------------------------
+# faiss index construction
+
+
+def make_faiss_index(dim: int, n: int, p: RecurrenceParams) -> faiss.Index:
+    """An empty inner-product index for ``n`` vectors: flat up to ``p.exact_max``, HNSW beyond."""
+    metric = faiss.METRIC_INNER_PRODUCT
+    if n <= p.exact_max:
+        if p.float16:
+            return faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, metric)
+        return faiss.IndexFlatIP(dim)
+    if p.float16:
+        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, p.hnsw_m, metric)
+    else:
+        index = faiss.IndexHNSWFlat(dim, p.hnsw_m, metric)
+    index.hnsw.efConstruction = p.ef_construction
+    index.hnsw.efSearch = p.ef_search
+    return index
+
+
+def is_hnsw(index: faiss.Index) -> bool:
+    return isinstance(index, (faiss.IndexHNSWFlat, faiss.IndexHNSWSQ))
+
+
+def search_params(index: faiss.Index, p: RecurrenceParams, exclude: tuple[int, int] | None):
+    """faiss search parameters leaving out the id range ``exclude`` (start, end), or None."""
+    if exclude is None and not is_hnsw(index):
+        return None
+    sel = None
+    if exclude is not None:
+        sel = faiss.IDSelectorNot(faiss.IDSelectorRange(int(exclude[0]), int(exclude[1])))
+    if is_hnsw(index):
+        sp = faiss.SearchParametersHNSW(sel=sel, efSearch=max(p.ef_search, p.neighbours))
+    else:
+        sp = faiss.SearchParameters(sel=sel)
+    sp._keep = sel  # the selector must outlive the search
+    return sp
+
+
+# ---------------------------------------------------------------------------
+# the index
+
+
+class RecurrenceIndex:
+    """Catalogue of delay-embedded chroma shingles, searched by recurrence voting.
+
+    Parameters
+    ----------
+    params : RecurrenceParams
+
+    Examples
+    --------
+    >>> idx = RecurrenceIndex()
+    >>> idx.add(["a", "b"], [chroma_a, chroma_b])          # doctest: +SKIP
+    >>> ids, scores = idx.search(query_chroma, k=50)      # doctest: +SKIP
+    """
+
+    def __init__(self, params: RecurrenceParams = RecurrenceParams()):
+        self.params = params
+        self.track_ids = np.zeros(0, np.int64)  # (n_tracks,)
+        self.starts = np.zeros(1, np.int64)  # (n_tracks + 1,): shingle id ranges
+        self.index = make_faiss_index(params.dim, 0, params)
+        self.hub_weight: np.ndarray | None = None  # (n_shingles,), float32
+
+    # -- sizes -------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.track_ids)
+
+    @property
+    def n_shingles(self) -> int:
+        return int(self.index.ntotal)
+
+    def memory_report(self) -> dict:
+        """Bytes held: faiss index (serialised size), id ranges, hub weights; per recording."""
+        index_bytes = int(faiss.serialize_index(self.index).nbytes) if self.n_shingles else 0
+        meta = self.track_ids.nbytes + self.starts.nbytes
+        hub = 0 if self.hub_weight is None else self.hub_weight.nbytes
+        total = index_bytes + meta + hub
+        return {"recordings": len(self), "shingles": self.n_shingles,
+                "kind": "hnsw" if is_hnsw(self.index) else "exact",
+                "index_bytes": index_bytes, "meta_bytes": int(meta), "hub_bytes": int(hub),
+                "total_bytes": int(total), "bytes_per_recording": total / max(1, len(self))}
+
+    # -- building ----------------------------------------------------------
+
+    def _catalogue_vectors(self, chroma: np.ndarray) -> np.ndarray:
+        p = self.params
+        x = shingles(chroma, p.m, p.tau)[::p.stride]
+        return prepare(x, p.transpositions == "canonical")
+
+    def add(self, track_ids, chromas) -> None:
+        """Add recordings.
+
+        Parameters
+        ----------
+        track_ids : sequence of int or str, length n
+        chromas : sequence of np.ndarray, each (T_i, 12)
+            A recording shorter than one shingle is kept (it is never found).
+        """
+        track_ids, chromas = list(track_ids), list(chromas)
+        if len(track_ids) != len(chromas):
+            raise ValueError(f"{len(track_ids)} track ids for {len(chromas)} chromas")
+        if not track_ids:
+            return
+        vecs = [self._catalogue_vectors(c) for c in chromas]
+        counts = np.array([len(v) for v in vecs], np.int64)
+        new_ids = np.asarray(track_ids)
+        if len(self) and new_ids.dtype.kind != self.track_ids.dtype.kind:
+            raise ValueError(f"track ids of kind {new_ids.dtype} added to ids of kind {self.track_ids.dtype}")
+        self.track_ids = np.concatenate([self.track_ids, new_ids]) if len(self) else new_ids
+        self.starts = np.concatenate([self.starts, self.starts[-1] + np.cumsum(counts)])
+        self._grow(self.n_shingles + int(counts.sum()))
+        if counts.sum():
+            self.index.add(np.concatenate(vecs))
+        self.hub_weight = None  # stale: recomputed at the next search that needs it
+        log.debug("added %d recordings (%d shingles); %d in all", len(counts), counts.sum(), self.n_shingles)
+
+    def _grow(self, total: int) -> None:
+        """Switch from exact to HNSW when ``total`` shingles pass ``exact_max``."""
+        if is_hnsw(self.index) or total <= self.params.exact_max:
+            return
+        new = make_faiss_index(self.params.dim, total, self.params)
+        if self.n_shingles:
+            new.add(self.index.reconstruct_n(0, self.n_shingles))
+        log.info("recurrence index: %d shingles, exact -> HNSW", total)
+        self.index = new
+
+    def _hub_weights(self) -> np.ndarray:
+        """Inverse hubness of every shingle, from a sample of catalogue shingles' neighbours."""
+        if self.hub_weight is not None and len(self.hub_weight) == self.n_shingles:
+            return self.hub_weight
+        p, n = self.params, self.n_shingles
+        rng = np.random.default_rng(0)
+        probes = np.sort(rng.choice(n, size=min(n, p.hub_probes), replace=False))
+        x = self.index.reconstruct_batch(probes)
+        k = min(p.neighbours + 1, n)
+        _, ids = self.index.search(x, k, params=search_params(self.index, p, None))
+        owner = np.searchsorted(self.starts, probes, side="right") - 1
+        ids_owner = np.searchsorted(self.starts, np.maximum(ids, 0), side="right") - 1
+        keep = (ids >= 0) & (ids_owner != owner[:, None])  # neighbours in other recordings
+        h = np.bincount(ids[keep], minlength=n).astype(np.float64)
+        expected = max(h.mean(), 1e-12)
+        self.hub_weight = (1.0 / np.sqrt(1.0 + h / expected)).astype(np.float32)
+        return self.hub_weight
+
+    # -- searching ---------------------------------------------------------
+
+    def query_vectors(self, chroma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The vectors a query searches with: (vectors (v, 12 m), frame (v,), transposition (v,)).
+
+        ``canonical``: one key-normalised vector per query shingle (transposition 0);
+        ``all``: the 12 rolls of each shingle.
+        """
+        p = self.params
+        x = shingles(chroma, p.m, p.tau)
+        frames = np.arange(len(x), dtype=np.float64)
+        if p.transpositions == "canonical":
+            return prepare(x, True), frames, np.zeros(len(x), np.int64)
+        rolled = [prepare(roll_shingles(x, r), False) for r in range(N_CHROMA)]
+        return (np.concatenate(rolled), np.tile(frames, N_CHROMA),
+                np.repeat(np.arange(N_CHROMA), len(x)))
+
+    def neighbours(self, vectors: np.ndarray, exclude: tuple[int, int] | None = None):
+        """faiss search: (similarities (v, k), shingle ids (v, k)), -1 where none."""
+        k = min(self.params.neighbours, self.n_shingles)
+        return self.index.search(vectors, k, params=search_params(self.index, self.params, exclude))
+
+    def scores_from_neighbours(self, sims: np.ndarray, ids: np.ndarray, frames: np.ndarray,
+                               groups: np.ndarray, params: RecurrenceParams | None = None) -> np.ndarray:
+        """Every recording's score (n_tracks,) from a query's neighbour lists.
+
+        ``params`` may change the voting settings (vote, band, slopes, length_power,
+        and fewer neighbours than were searched) without searching again.
+        """
+        p = params or self.params
+        sims, ids = sims[:, :p.neighbours], ids[:, :p.neighbours]
+        hub = self._hub_weights() if p.vote == "hub" else None
+        w = vote_weights(sims, ids, p.vote, hub)
+        ok = ids >= 0
+        sid = ids[ok]
+        track = np.searchsorted(self.starts, sid, side="right") - 1
+        c_frame = ((sid - self.starts[track]) * self.params.stride).astype(np.float64)
+        q_frame = np.broadcast_to(frames[:, None], ids.shape)[ok]
+        group = np.broadcast_to(groups[:, None], ids.shape)[ok]
+        score = band_scores(len(self), track, q_frame, c_frame, w[ok], group, p.slopes, p.band)
+        if p.length_power:
+            score /= np.maximum(np.diff(self.starts), 1) ** p.length_power
+        return score
+
+    def search(self, query_chroma: np.ndarray, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best recordings for a query.
+
+        Parameters
+        ----------
+        query_chroma : np.ndarray, shape (T, 12)
+        k : int
+        exclude : track id, optional
+            A recording left out of the search (the query itself, when it is in the
+            catalogue: its own shingles would take neighbour places).
+
+        Returns
+        -------
+        track_ids : np.ndarray, shape (k',)
+            Best first; ``k' <= k``: only recordings that got a vote, none when the
+            query is shorter than one shingle.
+        scores : np.ndarray, shape (k',), float64
+            Best-band vote totals (larger is better).
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if self.n_shingles == 0:
+            raise ValueError("the recurrence index is empty: add recordings before searching")
+        vectors, frames, groups = self.query_vectors(query_chroma)
+        if len(vectors) == 0:
+            log.debug("query of %d frames is shorter than one shingle (%d)", len(query_chroma),
+                      self.params.span)
+            return self.track_ids[:0], np.zeros(0)
+        sims, ids = self.neighbours(vectors, self._id_range(exclude))
+        score = self.scores_from_neighbours(sims, ids, frames, groups)
+        return self.top(score, k)
+
+    def _id_range(self, track_id) -> tuple[int, int] | None:
+        if track_id is None:
+            return None
+        where = np.flatnonzero(self.track_ids == track_id)
+        if len(where) == 0:
+            return None
+        t = int(where[0])
+        return int(self.starts[t]), int(self.starts[t + 1])
+
+    def top(self, score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best-scored recordings that got any vote: (track ids, scores), best first."""
+        voted = np.flatnonzero(score > 0)
+        order = voted[np.argsort(-score[voted], kind="stable")[:k]]
+        return self.track_ids[order], score[order]
+
+    # -- persistence -------------------------------------------------------
+
+    def save(self, folder) -> None:
+        """Write ``params.json``, ``meta.npz`` and ``shingles.faiss`` to ``folder``, each
+        through a temporary name then :func:`os.replace`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"track_ids": self.track_ids, "starts": self.starts}
+        if self.hub_weight is not None:
+            meta["hub_weight"] = self.hub_weight
+        _atomic(folder / INDEX_FILE, lambda t: faiss.write_index(self.index, str(t)))
+        _atomic(folder / META_FILE, lambda t: _save_npz(t, meta))
+        _atomic(folder / PARAMS_FILE, lambda t: Path(t).write_text(json.dumps(asdict(self.params), indent=1)))
+
+    @classmethod
+    def load(cls, folder) -> "RecurrenceIndex":
+        """Inverse of :meth:`save`."""
+        folder = Path(folder)
+        missing = [f for f in (PARAMS_FILE, META_FILE, INDEX_FILE) if not (folder / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder} is not a recurrence index: missing {missing}")
+        raw = json.loads((folder / PARAMS_FILE).read_text())
+        raw["slopes"] = tuple(raw.get("slopes", (1.0,)))
+        out = cls(RecurrenceParams(**raw))
+        with np.load(folder / META_FILE, allow_pickle=False) as z:
+            out.track_ids, out.starts = z["track_ids"], z["starts"]
+            out.hub_weight = z["hub_weight"] if "hub_weight" in z else None
+        out.index = faiss.read_index(str(folder / INDEX_FILE))
+        if is_hnsw(out.index):
+            out.index.hnsw.efSearch = out.params.ef_search
+        if out.index.ntotal != out.starts[-1]:
+            raise ValueError(f"{folder}: index holds {out.index.ntotal} shingles, metadata {out.starts[-1]}")
+        return out
+
+
+def _save_npz(path, arrays: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _atomic(path: Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary name beside ``path``, then move it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+__all__ = ["RecurrenceParams", "RecurrenceIndex", "shingles", "roll_shingles", "canonical_shift",
+           "l2_normalise", "prepare", "vote_weights", "band_scores", "make_faiss_index"]

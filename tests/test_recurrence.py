@@ -1,0 +1,148 @@
+"""Recurrence-voting first stage (coverhunter.index.recurrence) on small generated chroma."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coverhunter.index.recurrence import (RecurrenceIndex, RecurrenceParams, band_scores, canonical_shift,
+                                          roll_shingles, shingles)
+
+
+def melody_chroma(rng: np.random.Generator, n_frames: int) -> np.ndarray:
+    """Random chroma with some musical structure: held notes over held chords, (T, 12)."""
+    x = np.zeros((n_frames, 12), np.float32)
+    t = 0
+    chord_root = rng.integers(12)
+    while t < n_frames:
+        hold = int(rng.integers(2, 7))
+        if rng.random() < 0.3:
+            chord_root = rng.integers(12)
+        note = (chord_root + rng.choice([0, 2, 4, 5, 7, 9, 11])) % 12
+        x[t:t + hold, note] += 1.0
+        x[t:t + hold, [chord_root, (chord_root + 4) % 12, (chord_root + 7) % 12]] += 0.4
+        t += hold
+    x += 0.15 * rng.random(x.shape).astype(np.float32)
+    return x / x.max(1, keepdims=True)
+
+
+def partial_cover(rng: np.random.Generator, x: np.ndarray, share=0.4, shift=3, stretch=1.1) -> np.ndarray:
+    """A ``share`` excerpt of ``x``, transposed by ``shift`` and slowed by ``stretch``, noisy."""
+    n = int(len(x) * share)
+    start = int(rng.integers(0, len(x) - n))
+    part = x[start:start + n]
+    pos = np.arange(0, n - 1, 1.0 / stretch)  # stretched time axis, linear interpolation
+    lo = np.floor(pos).astype(int)
+    frac = (pos - lo)[:, None]
+    y = (1 - frac) * part[lo] + frac * part[np.minimum(lo + 1, n - 1)]
+    y = np.roll(y, shift, axis=1) + 0.1 * rng.random(y.shape)
+    return (y / y.max(1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    rng = np.random.default_rng(7)
+    chromas = [melody_chroma(rng, int(rng.integers(60, 200))) for _ in range(1000)]
+    return rng, chromas
+
+
+@pytest.fixture(scope="module")
+def index(catalogue):
+    _, chromas = catalogue
+    idx = RecurrenceIndex(RecurrenceParams())
+    idx.add(np.arange(len(chromas)), chromas)
+    return idx
+
+
+def test_planted_partial_cover_in_top10(catalogue, index):
+    rng, chromas = catalogue
+    for target in (3, 500, 998):
+        query = partial_cover(rng, chromas[target])
+        ids, scores = index.search(query, k=10)
+        assert target in ids.tolist(), (target, ids, scores)
+        assert np.all(np.diff(scores) <= 0)
+
+
+def test_all_transpositions_and_slopes_find_the_cover(catalogue):
+    rng, chromas = catalogue
+    idx = RecurrenceIndex(RecurrenceParams(transpositions="all", slopes=(0.9, 1.0, 1.1), stride=2,
+                                           vote="hub", hub_probes=2000))
+    idx.add(np.arange(200), chromas[:200])
+    query = partial_cover(rng, chromas[42], shift=5)
+    ids, _ = idx.search(query, k=10)
+    assert 42 in ids.tolist()
+
+
+def test_hnsw_beyond_exact_max(catalogue):
+    rng, chromas = catalogue
+    idx = RecurrenceIndex(RecurrenceParams(exact_max=5000, float16=True))
+    idx.add(np.arange(100), chromas[:100])
+    assert idx.memory_report()["kind"] == "hnsw"
+    ids, _ = idx.search(partial_cover(rng, chromas[10]), k=10)
+    assert 10 in ids.tolist()
+
+
+def test_save_load_round_trip(tmp_path, catalogue):
+    rng, chromas = catalogue
+    idx = RecurrenceIndex(RecurrenceParams(vote="hub", hub_probes=2000, slopes=(0.95, 1.05)))
+    idx.add([f"t{i}" for i in range(150)], chromas[:150])
+    query = partial_cover(rng, chromas[7])
+    before = idx.search(query, k=20)
+    idx.save(tmp_path / "rec")
+    again = RecurrenceIndex.load(tmp_path / "rec")
+    after = again.search(query, k=20)
+    assert again.params == idx.params
+    assert before[0].tolist() == after[0].tolist()
+    np.testing.assert_allclose(before[1], after[1])
+    assert not list((tmp_path / "rec").glob(".*tmp"))  # no temporary left behind
+    rep = again.memory_report()
+    assert rep["recordings"] == 150 and rep["total_bytes"] > rep["shingles"] * again.params.dim * 4
+
+
+def test_exclude_leaves_the_query_out(catalogue, index):
+    _, chromas = catalogue
+    ids, _ = index.search(chromas[5], k=5)
+    assert ids[0] == 5
+    ids, _ = index.search(chromas[5], k=5, exclude=5)
+    assert 5 not in ids.tolist()
+
+
+def test_error_paths(tmp_path, catalogue):
+    _, chromas = catalogue
+    idx = RecurrenceIndex()
+    with pytest.raises(ValueError, match="empty"):
+        idx.search(chromas[0], k=5)
+    with pytest.raises(ValueError, match="track ids"):
+        idx.add([1, 2], chromas[:1])
+    idx.add([1, 2], chromas[:2])
+    ids, scores = idx.search(chromas[0][:3], k=5)  # shorter than one 7-frame shingle
+    assert len(ids) == 0 and len(scores) == 0
+    with pytest.raises(ValueError, match="shape"):
+        idx.search(np.zeros((50, 11), np.float32), k=5)
+    with pytest.raises(ValueError, match="k must"):
+        idx.search(chromas[0], k=0)
+    with pytest.raises(ValueError):
+        RecurrenceParams(vote="nope")
+    with pytest.raises(ValueError):
+        RecurrenceParams(slopes=())
+    with pytest.raises(FileNotFoundError):
+        RecurrenceIndex.load(tmp_path / "nothing")
+
+
+def test_pure_functions():
+    rng = np.random.default_rng(0)
+    x = shingles(rng.random((20, 12)), m=3)
+    assert x.shape == (18, 36)
+    assert shingles(rng.random((2, 12)), m=3).shape == (0, 36)
+    k = canonical_shift(x)
+    canon = roll_shingles(x, k)
+    assert np.all(canonical_shift(canon) == 0)
+    # a transposed shingle has the same canonical form
+    moved = roll_shingles(x, 5)
+    np.testing.assert_allclose(roll_shingles(moved, canonical_shift(moved)), canon)
+    # votes along one diagonal beat as many scattered ones
+    track = np.array([0] * 5 + [1] * 5)
+    q = np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4], float)
+    c = np.array([10, 11, 12, 13, 14, 3, 40, 17, 90, 0], float)
+    s = band_scores(2, track, q, c, np.ones(10), np.zeros(10, np.int64), (1.0,), 3)
+    assert s[0] == 5 and s[1] < 5
