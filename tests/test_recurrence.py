@@ -66,7 +66,7 @@ def test_planted_partial_cover_in_top10(catalogue, index):
 def test_all_transpositions_and_slopes_find_the_cover(catalogue):
     rng, chromas = catalogue
     idx = RecurrenceIndex(RecurrenceParams(transpositions="all", slopes=(0.9, 1.0, 1.1), stride=2,
-                                           vote="hub", hub_probes=2000))
+                                           vote="margin", hub_power=0.5, hub_probes=2000))
     idx.add(np.arange(200), chromas[:200])
     query = partial_cover(rng, chromas[42], shift=5)
     ids, _ = idx.search(query, k=10)
@@ -84,7 +84,7 @@ def test_hnsw_beyond_exact_max(catalogue):
 
 def test_save_load_round_trip(tmp_path, catalogue):
     rng, chromas = catalogue
-    idx = RecurrenceIndex(RecurrenceParams(vote="hub", hub_probes=2000, slopes=(0.95, 1.05)))
+    idx = RecurrenceIndex(RecurrenceParams(hub_power=0.5, hub_probes=2000, slopes=(0.95, 1.05)))
     idx.add([f"t{i}" for i in range(150)], chromas[:150])
     query = partial_cover(rng, chromas[7])
     before = idx.search(query, k=20)

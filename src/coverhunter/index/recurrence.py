@@ -21,8 +21,10 @@ pair of recordings:
    in order along one diagonal count, chance matches scattered over offsets do not.
 
 Votes are weighted (``vote``): ``"count"`` (1 each), ``"rank"`` (``1 / (1 + rank)``
-among the query shingle's neighbours) or ``"hub"``: the rank weight times a
-catalogue shingle's inverse hubness, ``1 / sqrt(1 + h / E)``, where ``h`` counts how
+among the query shingle's neighbours) or ``"margin"`` (how far the neighbour's
+similarity stands above the query shingle's last neighbour, relative to its first:
+``(s - s_k) / (s_1 - s_k)``). With ``hub_power`` p > 0, each weight is also multiplied
+by the catalogue shingle's inverse hubness, ``(1 + h / E) ** -p``, where ``h`` counts how
 often the shingle is among the neighbours of a sample of other catalogue shingles and
 ``E`` is that count's mean: a shingle near everything (a held chord, silence) votes
 for no-one in particular.
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 N_CHROMA = classical.N_CHROMA
 PARAMS_FILE, META_FILE, INDEX_FILE = "params.json", "meta.npz", "shingles.faiss"
 TRANSPOSITIONS = ("canonical", "all")
-VOTES = ("count", "rank", "hub")
+VOTES = ("count", "rank", "margin")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,12 @@ class RecurrenceParams:
         each query shingle against unrolled catalogue shingles; the best band of any
         transposition counts).
     vote : str
-        ``"count"``, ``"rank"`` or ``"hub"`` (see the module docstring).
+        ``"count"``, ``"rank"`` or ``"margin"`` (see the module docstring).
+    hub_power : float
+        Votes are weighed by ``(1 + hubness) ** -hub_power`` (0: not at all).
+    one_vote : bool
+        A query shingle votes at most once per (recording, band): its best neighbour
+        there (adjacent overlapping catalogue shingles otherwise all vote).
     length_power : float
         A recording's score is divided by its shingle count to this power.
     exact_max : int
@@ -84,7 +91,7 @@ class RecurrenceParams:
     float16 : bool
         Store vectors as float16 (faiss scalar quantiser): half the memory.
     hub_probes : int
-        Catalogue shingles sampled to count hubness (``vote="hub"``).
+        Catalogue shingles sampled to count hubness (``hub_power > 0``).
     """
 
     m: int = 7
@@ -95,6 +102,8 @@ class RecurrenceParams:
     slopes: tuple = (1.0,)
     transpositions: str = "canonical"
     vote: str = "rank"
+    hub_power: float = 0.0
+    one_vote: bool = False
     length_power: float = 0.0
     exact_max: int = 200_000
     hnsw_m: int = 32
@@ -179,27 +188,34 @@ def vote_weights(sims: np.ndarray, ids: np.ndarray, vote: str,
     Parameters
     ----------
     sims, ids : np.ndarray, shape (n, k)
-        faiss results, best first.
+        faiss results (inner products of unit vectors), best first.
     vote : str
-        ``"count"``, ``"rank"`` or ``"hub"``.
+        ``"count"``, ``"rank"`` or ``"margin"``.
     hub_weight : np.ndarray, shape (n_shingles,), optional
-        Inverse hubness of every catalogue shingle (``vote="hub"``).
+        Inverse hubness of every catalogue shingle, multiplied in.
     """
     n, k = ids.shape
+    ok = ids >= 0
     if vote == "count":
         w = np.ones((n, k))
-    else:
+    elif vote == "rank":
         w = np.broadcast_to(1.0 / (1.0 + np.arange(k)), (n, k)).copy()
-        if vote == "hub":
-            if hub_weight is None:
-                raise ValueError("vote='hub' needs hub weights")
-            w *= hub_weight[np.maximum(ids, 0)]
-    w[ids < 0] = 0.0
+    elif vote == "margin":
+        s = np.where(ok, sims, np.nan).astype(np.float64)
+        last = np.nanmin(s, axis=1, keepdims=True) if k else s
+        first = s[:, :1]
+        w = np.nan_to_num((s - last) / np.maximum(first - last, 1e-6), nan=0.0) + 1.0 / k
+    else:
+        raise ValueError(f"unknown vote {vote!r}")
+    if hub_weight is not None:
+        w *= hub_weight[np.maximum(ids, 0)]
+    w[~ok] = 0.0
     return w
 
 
 def band_scores(n_tracks: int, track: np.ndarray, q_frame: np.ndarray, c_frame: np.ndarray,
-                weight: np.ndarray, group: np.ndarray, slopes: tuple, band: int) -> np.ndarray:
+                weight: np.ndarray, group: np.ndarray, slopes: tuple, band: int,
+                one_vote: bool = False) -> np.ndarray:
     """Each recording's best offset-band vote total, (n_tracks,) float64.
 
     Parameters
@@ -214,21 +230,32 @@ def band_scores(n_tracks: int, track: np.ndarray, q_frame: np.ndarray, c_frame: 
         half-band-shifted grid).
     band : int
         Band width in frames.
+    one_vote : bool
+        A query shingle (frame and group) counts once per band: its best vote there.
     """
     best = np.zeros(n_tracks)
     if len(track) == 0:
         return best
     n_groups = int(group.max()) + 1
+    qf = q_frame.astype(np.int64)
+    n_q = int(qf.max()) + 1
     for s in slopes:
         offset = q_frame - s * c_frame
         for shift in (0.0, 0.5):
             b = np.floor(offset / band + shift).astype(np.int64)
             b -= b.min()
-            key = (track.astype(np.int64) * n_groups + group) * (int(b.max()) + 1) + b
+            n_b = int(b.max()) + 1
+            key = (track.astype(np.int64) * n_groups + group) * n_b + b
+            w = weight
+            if one_vote:  # the best vote of each (query shingle, band)
+                sub = key * n_q + qf
+                order = np.lexsort((-w, sub))
+                first = np.ones(len(sub), bool)
+                first[1:] = sub[order][1:] != sub[order][:-1]
+                key, w = key[order][first], w[order][first]
             uniq, inv = np.unique(key, return_inverse=True)
-            total = np.bincount(inv, weights=weight)
-            key_track = uniq // (n_groups * (int(b.max()) + 1))
-            np.maximum.at(best, key_track, total)
+            total = np.bincount(inv, weights=w)
+            np.maximum.at(best, uniq // (n_groups * n_b), total)
     return best
 
 
@@ -294,7 +321,7 @@ class RecurrenceIndex:
         self.track_ids = np.zeros(0, np.int64)  # (n_tracks,)
         self.starts = np.zeros(1, np.int64)  # (n_tracks + 1,): shingle id ranges
         self.index = make_faiss_index(params.dim, 0, params)
-        self.hub_weight: np.ndarray | None = None  # (n_shingles,), float32
+        self.hubness: np.ndarray | None = None  # (n_shingles,), float32: h / E
 
     # -- sizes -------------------------------------------------------------
 
@@ -306,10 +333,10 @@ class RecurrenceIndex:
         return int(self.index.ntotal)
 
     def memory_report(self) -> dict:
-        """Bytes held: faiss index (serialised size), id ranges, hub weights; per recording."""
+        """Bytes held: faiss index (serialised size), id ranges, hubness; per recording."""
         index_bytes = int(faiss.serialize_index(self.index).nbytes) if self.n_shingles else 0
         meta = self.track_ids.nbytes + self.starts.nbytes
-        hub = 0 if self.hub_weight is None else self.hub_weight.nbytes
+        hub = 0 if self.hubness is None else self.hubness.nbytes
         total = index_bytes + meta + hub
         return {"recordings": len(self), "shingles": self.n_shingles,
                 "kind": "hnsw" if is_hnsw(self.index) else "exact",
@@ -347,7 +374,7 @@ class RecurrenceIndex:
         self._grow(self.n_shingles + int(counts.sum()))
         if counts.sum():
             self.index.add(np.concatenate(vecs))
-        self.hub_weight = None  # stale: recomputed at the next search that needs it
+        self.hubness = None  # stale: recomputed at the next search that needs it
         log.debug("added %d recordings (%d shingles); %d in all", len(counts), counts.sum(), self.n_shingles)
 
     def _grow(self, total: int) -> None:
@@ -360,10 +387,12 @@ class RecurrenceIndex:
         log.info("recurrence index: %d shingles, exact -> HNSW", total)
         self.index = new
 
-    def _hub_weights(self) -> np.ndarray:
-        """Inverse hubness of every shingle, from a sample of catalogue shingles' neighbours."""
-        if self.hub_weight is not None and len(self.hub_weight) == self.n_shingles:
-            return self.hub_weight
+    def hub_counts(self) -> np.ndarray:
+        """Hubness of every catalogue shingle (n_shingles,): how often it is among the
+        ``neighbours`` nearest of a sample of ``hub_probes`` catalogue shingles of other
+        recordings, over the mean count. Computed once (one search per probe), then kept."""
+        if self.hubness is not None and len(self.hubness) == self.n_shingles:
+            return self.hubness
         p, n = self.params, self.n_shingles
         rng = np.random.default_rng(0)
         probes = np.sort(rng.choice(n, size=min(n, p.hub_probes), replace=False))
@@ -375,8 +404,8 @@ class RecurrenceIndex:
         keep = (ids >= 0) & (ids_owner != owner[:, None])  # neighbours in other recordings
         h = np.bincount(ids[keep], minlength=n).astype(np.float64)
         expected = max(h.mean(), 1e-12)
-        self.hub_weight = (1.0 / np.sqrt(1.0 + h / expected)).astype(np.float32)
-        return self.hub_weight
+        self.hubness = (h / expected).astype(np.float32)
+        return self.hubness
 
     # -- searching ---------------------------------------------------------
 
@@ -409,7 +438,7 @@ class RecurrenceIndex:
         """
         p = params or self.params
         sims, ids = sims[:, :p.neighbours], ids[:, :p.neighbours]
-        hub = self._hub_weights() if p.vote == "hub" else None
+        hub = (1.0 + self.hub_counts()) ** -p.hub_power if p.hub_power else None
         w = vote_weights(sims, ids, p.vote, hub)
         ok = ids >= 0
         sid = ids[ok]
@@ -417,7 +446,8 @@ class RecurrenceIndex:
         c_frame = ((sid - self.starts[track]) * self.params.stride).astype(np.float64)
         q_frame = np.broadcast_to(frames[:, None], ids.shape)[ok]
         group = np.broadcast_to(groups[:, None], ids.shape)[ok]
-        score = band_scores(len(self), track, q_frame, c_frame, w[ok], group, p.slopes, p.band)
+        score = band_scores(len(self), track, q_frame, c_frame, w[ok], group, p.slopes, p.band,
+                            p.one_vote)
         if p.length_power:
             score /= np.maximum(np.diff(self.starts), 1) ** p.length_power
         return score
@@ -477,8 +507,8 @@ class RecurrenceIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {"track_ids": self.track_ids, "starts": self.starts}
-        if self.hub_weight is not None:
-            meta["hub_weight"] = self.hub_weight
+        if self.hubness is not None:
+            meta["hubness"] = self.hubness
         _atomic(folder / INDEX_FILE, lambda t: faiss.write_index(self.index, str(t)))
         _atomic(folder / META_FILE, lambda t: _save_npz(t, meta))
         _atomic(folder / PARAMS_FILE, lambda t: Path(t).write_text(json.dumps(asdict(self.params), indent=1)))
@@ -495,7 +525,7 @@ class RecurrenceIndex:
         out = cls(RecurrenceParams(**raw))
         with np.load(folder / META_FILE, allow_pickle=False) as z:
             out.track_ids, out.starts = z["track_ids"], z["starts"]
-            out.hub_weight = z["hub_weight"] if "hub_weight" in z else None
+            out.hubness = z["hubness"] if "hubness" in z else None
         out.index = faiss.read_index(str(folder / INDEX_FILE))
         if is_hnsw(out.index):
             out.index.hnsw.efSearch = out.params.ef_search
