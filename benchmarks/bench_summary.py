@@ -68,7 +68,7 @@ def sound_of(track) -> str:
 
 
 def _summary(feat) -> np.ndarray:
-    return multiscale_summary(alignment_features(feat).chroma, ALL_PATCHES)
+    return multiscale_summary(alignment_features(feat, CHROMA_PARAMS).chroma, ALL_PATCHES)
 
 
 def summaries(list_path: Path, out: Path, workers: int):

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from coverhunter.chroma import chroma_path, save_chroma
+from coverhunter.classical import chroma_from_cqt
+
 _REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reference"
 SR = 16000
@@ -88,6 +91,13 @@ def tiny_dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")
 
 
+def write_fine_chroma(feat_path: Path, cqt_db: np.ndarray) -> None:
+    """Beside a synthetic CQT (no audio), the fine chroma views extract would store: here
+    the CQT's own chroma, so that versions of a work align as their CQTs do."""
+    save_chroma(chroma_path(feat_path), {"c3": chroma_from_cqt(cqt_db),
+                                         "c1": chroma_from_cqt(cqt_db, lowest_octave=0, power=1.0)})
+
+
 def make_feature_lists(root: Path, n_works: int = 6, n_versions: int = 3, frames: int = 300,
                        val_works: int = 2) -> Path:
     """CQT-like .npy files (a work = a random pattern, versions = shifted and noisy copies)
@@ -104,6 +114,7 @@ def make_feature_lists(root: Path, n_works: int = 6, n_versions: int = 3, frames
             x = (x + rng.normal(0, 5, x.shape)).astype(np.float32)
             utt = f"f_{w}_{v}"
             np.save(feat_dir / f"{utt}.cqt.npy", x - x.max())
+            write_fine_chroma(feat_dir / f"{utt}.cqt.npy", x - x.max())
             lists[split].append({"utt": utt, "wav": f"wav/{utt}.wav", "dur_s": frames / 25,
                                  "song": f"work{w}", "version": str(v),
                                  "feat": f"cqt_feat/{utt}.cqt.npy", "feat_len": frames})

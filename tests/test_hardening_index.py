@@ -23,7 +23,7 @@ from coverhunter.index import CatalogueError, CatalogueIndex, build_index, ident
 from coverhunter.losses import CoverLoss
 from coverhunter.model import CoverHunter
 
-from .conftest import SR, melody
+from .conftest import SR, melody, write_fine_chroma
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.ffn_dim=64",
@@ -48,6 +48,7 @@ def feature_list(root: Path, name: str, n: int, frames: int = 300, prefix: str =
         # zlib.crc32, not hash(): str hashes are salted per process, which made every run's data differ
         x = np.random.default_rng(zlib.crc32(utt.encode())).uniform(-80, 0, (frames, 96))
         np.save(root / "feat" / f"{utt}.npy", x.astype(np.float32))
+        write_fine_chroma(root / "feat" / f"{utt}.npy", x.astype(np.float32))
         lines.append({"utt": utt, "wav": f"{utt}.wav", "dur_s": frames / 25, "song": f"{name}_w{i // 2}",
                       "version": str(i % 2), "feat": f"feat/{utt}.npy"})
     path = root / f"{name}.txt"

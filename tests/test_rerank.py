@@ -10,6 +10,7 @@ import pytest
 
 from coverhunter import classical as C
 from coverhunter import rerank as R
+from coverhunter.chroma import CHROMA_SPEC, chroma_path, load_chroma
 from coverhunter.cli import main
 from coverhunter.extract import extract_features
 from coverhunter.train import train
@@ -17,6 +18,12 @@ from coverhunter.train import train
 from .conftest import make_dataset, make_experiment
 from .test_classical import melody as note_walk
 from .test_classical import synthetic_cqt
+
+
+def _align(cqt):
+    """The re-ranking maths on the CQT's own chroma (synthetic CQT has no audio for the
+    fine chroma)."""
+    return R.alignment_features(cqt, C.CHROMA_PARAMS)
 
 
 def _tiny_trained(tmp_path, n_versions):
@@ -80,7 +87,7 @@ def test_reranker_moves_a_planted_cover_up():
     feats = [synthetic_cqt(src, 12, rng)]  # query
     feats += [synthetic_cqt(note_walk(rng, 70), 12, rng) for _ in range(9)]  # distractors
     feats.append(synthetic_cqt(src[5:] + 3, 14, rng))  # the cover: transposed, slower
-    align = [R.alignment_features(f) for f in feats]
+    align = [_align(f) for f in feats]
     rk = R.Reranker(R.RerankConfig(k=8, weight=0.7), query_align=align[:1], ref_align=align[1:])
     d = np.linspace(0.1, 0.9, 10)[None, :]  # the embedding ranks the cover 8th of 10
     d[0, [7, 9]] = d[0, [9, 7]]
@@ -193,7 +200,7 @@ def test_symmetric_reranker_reuses_pairs_and_ranks_the_same(source):
     rng = np.random.default_rng(3)
     srcs = [note_walk(rng, 40) for _ in range(4)]
     feats = [synthetic_cqt(srcs[i % 4] + (i // 4), 10 + i % 3, rng) for i in range(10)]
-    align = [R.alignment_features(f) for f in feats]
+    align = [_align(f) for f in feats]
     chunks = [rng.normal(size=(int(rng.integers(3, 7)), 8)).astype(np.float32) for _ in feats]
     d = rng.random((10, 10))
     eye = np.eye(10, dtype=bool)
@@ -272,9 +279,9 @@ def test_rerank_matches_reorders_head_and_keeps_tail():
 
     rng = np.random.default_rng(1)
     src = note_walk(rng, 60)
-    query = R.alignment_features(synthetic_cqt(src, 12, rng))
-    store = {f"d{i}": R.alignment_features(synthetic_cqt(note_walk(rng, 60), 12, rng)) for i in range(5)}
-    store["cover"] = R.alignment_features(synthetic_cqt(src + 2, 13, rng))
+    query = _align(synthetic_cqt(src, 12, rng))
+    store = {f"d{i}": _align(synthetic_cqt(note_walk(rng, 60), 12, rng)) for i in range(5)}
+    store["cover"] = _align(synthetic_cqt(src + 2, 13, rng))
     ids = ["d0", "d1", "d2", "d3", "cover", "d4", "missing", "tail"]
     matches = [Match(f"w_{t}", t, 0.9 - 0.01 * i, 0.0, 0.0) for i, t in enumerate(ids)]
     out = R.rerank_matches(matches, query, store.get, R.RerankConfig(k=7, weight=0.8, global_weight=0.0))
@@ -305,9 +312,9 @@ def test_rerank_matches_aligns_other_versions_of_a_shortlisted_work():
 
     rng = np.random.default_rng(2)
     src = note_walk(rng, 60)
-    query = R.alignment_features(synthetic_cqt(src, 12, rng))
-    store = {f"d{i}": R.alignment_features(synthetic_cqt(note_walk(rng, 60), 12, rng)) for i in range(5)}
-    store["cover"] = R.alignment_features(synthetic_cqt(src + 2, 13, rng))
+    query = _align(synthetic_cqt(src, 12, rng))
+    store = {f"d{i}": _align(synthetic_cqt(note_walk(rng, 60), 12, rng)) for i in range(5)}
+    store["cover"] = _align(synthetic_cqt(src + 2, 13, rng))
     cfg = R.RerankConfig(k=4, weight=1.0, global_weight=0.0)
     # w2's found recording is the stranger that aligns worst with the query
     by_score = np.argsort(R.qmax_scores(query, [store[f"d{i}"] for i in range(5)], cfg.qmax))
@@ -365,7 +372,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     assert stored.available()
     one = full[0]
     got = stored.get(one.track_id)
-    want = R.alignment_features(np.load(one.feat))
+    want = R.alignment_features(one.feat)
     assert got.chroma.shape == want.chroma.shape
     assert np.abs(got.chroma - want.chroma).max() <= 1 / 510 + 1e-6
     queries = [t for t in full if t.version == "v1"]
@@ -375,13 +382,14 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
         assert sorted(m.work for m in p.matches) == sorted(m.work for m in r.matches)
     # the reader takes each catalogue summary once from the stored ones (float16), equal
     # to the one from its chroma; a projection of other patch lengths reads its own columns
-    np.testing.assert_allclose(stored.summary(one.track_id), C.fourier_summary(got.chroma), atol=1e-3)
+    first_view = R.summary_chroma(got.chroma)  # the summary reads the CQT's chroma
+    np.testing.assert_allclose(stored.summary(one.track_id), C.fourier_summary(first_view), atol=1e-3)
     for patches in ((300,), (75, 300), (150,)):
         proj = C.SummaryProjection(np.zeros(C.summary_size(patches), np.float32),
                                    np.eye(3, C.summary_size(patches), dtype=np.float32),
                                    np.ones(3, np.float32), patches)
         other = R.IndexChroma.of(idx, proj)
-        want = proj(C.multiscale_summary(got.chroma, patches))[0]
+        want = proj(C.multiscale_summary(first_view, patches))[0]
         np.testing.assert_allclose(other.summary(one.track_id), want, atol=1e-3)
         assert (other._stored_summaries != {}) == (patches != (150,))  # 150: not stored, computed
     assert stored.summary(one.track_id) is stored.summary(one.track_id)
@@ -392,7 +400,8 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
 
     q = queries[0]
     (emb, starts), = embed_recordings(lm, [q], idx.windowing)
-    served = whole_matches(idx, emb, starts, 4, feat=np.load(q.feat))
+    fine = load_chroma(chroma_path(q.feat), ("c3",))
+    served = whole_matches(idx, emb, starts, 4, feat=np.load(q.feat), fine=fine)
     assert [m.track_id for m in served] == [m.track_id for m in ranked[0].matches]
     # a shard written before summaries were stored: they are computed from its chroma
     shard = idx.meta["shards"][0]
@@ -409,7 +418,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     np.savez(str(npz)[:-4], data=data, offsets=offsets, summary=mat)
     assert np.array_equal(R.IndexChroma.of(idx).summaries()[1], mat)
     # the summary search and the exact scores of the recordings it finds
-    near = stored.nearest(stored.query_summary(R.alignment_features(np.load(q.feat))), 3)
+    near = stored.nearest(stored.query_summary(R.alignment_features(q.feat)), 3)
     assert len(near) == 3 and set(near) <= {t.track_id for t in full if t.version == "v0"}
     scored = idx.score_tracks(emb, starts, near + ["no such track"])
     by_work = {m.work: m for m in idx.search(emb, starts, 50, approximate=False)}
@@ -518,7 +527,7 @@ def test_summary_projection_is_fitted_stored_and_used(tmp_path):
     # the index's stored summaries are projected like the query's
     from coverhunter.dataset import read_dataset
 
-    chroma = R.alignment_features(np.load(read_dataset(data / "full.txt")[0].feat))
+    chroma = R.alignment_features(read_dataset(data / "full.txt")[0].feat)
     store = R.IndexChroma(tmp_path, [], after.summary_projection)
     assert store.query_summary(chroma).shape == (3,)
     # identify with a projected model: the index's summaries are projected as the query's
@@ -546,31 +555,38 @@ def test_query_chroma_is_made_as_the_index_made_its_own(tmp_path, caplog):
     lm = load_model(exp)
     full = read_dataset(data / "full.txt")
     idx = _v0_catalogue(tmp_path, lm, full)
-    q = np.load(full[1].feat)
+    q = full[1].feat
     stored = R.IndexChroma.of(idx)
-    assert stored.params == C.CHROMA_PARAMS
+    assert stored.params == CHROMA_SPEC and stored.fine_views == ("c3",)
     np.testing.assert_array_equal(stored.query_features(q).chroma, R.alignment_features(q).chroma)
-    # the same index as an older version wrote it: no chroma_params, all octaves at power 1
+    assert stored.query_features(q).chroma.shape[1] == 24  # the CQT's chroma and the fine one
+    # the same index as the version before the fine chroma wrote it: the CQT's chroma with
+    # its recorded parameters; and before that, no parameters: all octaves at power 1
     (shard,) = idx.meta["shards"]
     npz = tmp_path / "index" / f"{shard}{R.CHROMA_SUFFIX}"
-    legacy = [C.chroma_to_uint8(C.chroma_from_cqt(np.load(t.feat), lowest_octave=0, power=1.0))
-              for t in full if t.version == "v0"]
-    with np.load(npz) as z:
-        members = {k: z[k] for k in z.files if k != "chroma_params"}
-    members["data"] = np.concatenate(legacy)
-    np.savez(str(npz)[:-4], **members)
-    old = R.IndexChroma.of(idx)
-    assert old.params == C.LEGACY_CHROMA_PARAMS
-    np.testing.assert_array_equal(old.query_features(q).chroma,
-                                  C.chroma_from_cqt(q, lowest_octave=0, power=1.0))
+    for params, recorded in ((C.CHROMA_PARAMS, True), (C.LEGACY_CHROMA_PARAMS, False)):
+        legacy = [C.chroma_to_uint8(C.chroma_from_cqt(np.load(t.feat), lowest_octave=params[0],
+                                                      power=params[1]))
+                  for t in full if t.version == "v0"]
+        with np.load(npz) as z:
+            members = {k: z[k] for k in z.files if k not in ("chroma_params", "chroma_spec")}
+        members["data"] = np.concatenate(legacy)
+        if recorded:
+            members["chroma_params"] = np.asarray(params, np.float64)
+        np.savez(str(npz)[:-4], **members)
+        old = R.IndexChroma.of(idx)
+        assert old.params == params and old.fine_views == ()
+        np.testing.assert_array_equal(old.query_features(np.load(q)).chroma,
+                                      C.chroma_from_cqt(np.load(q), lowest_octave=params[0],
+                                                        power=params[1]))
     assert old.get(full[0].track_id) is not None
-    assert not np.array_equal(old.query_features(q).chroma, stored.query_features(q).chroma)
+    assert old.query_features(q).chroma.shape != stored.query_features(q).chroma.shape
     queries = [t for t in full if t.version == "v1"]
     assert all(r.error is None and r.matches for r in identify(idx, lm, queries, top=3))
     # extended by this version: the new shard has the current chroma, the old one is left out
     CatalogueIndex.load(tmp_path / "index").add(lm, queries[:2])
     mixed = R.IndexChroma.of(CatalogueIndex.load(tmp_path / "index"))
     with caplog.at_level(logging.WARNING, logger="coverhunter.rerank"):
-        assert mixed.params == C.CHROMA_PARAMS
+        assert mixed.params == CHROMA_SPEC
     assert "other chroma parameters" in caplog.text
     assert mixed.get(full[0].track_id) is None and mixed.get(queries[0].track_id) is not None

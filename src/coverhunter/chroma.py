@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from .classical import chroma_from_cqt, stack_views
 
 SAMPLE_RATE = 16000  # Hz, as every recording is decoded
 BINS_PER_OCTAVE = 36  # three bins per semitone
@@ -30,6 +33,8 @@ HOP_LENGTH = 640  # samples: 25 CQT frames per second, as the model's CQT
 BLOCK = 10  # CQT frames averaged into one chroma frame
 FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH / BLOCK  # 2.5 chroma frames per second
 MIN_SECONDS = 4.0  # shorter audio is padded with silence for the CQT (its frames are cut off)
+CONTEXT_S = 3.2  # audio either side of a streamed stretch (twice the longest filter's half)
+TUNING_S = 60.0  # a streamed recording's tuning is estimated on its first minute
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,55 @@ class ChromaView:
 
 
 VIEWS = {"c3": ChromaView(2, 1.0), "c1": ChromaView(0, 1.0), "c3p15": ChromaView(2, 1.5)}
+
+
+# The chroma the alignment reads, as a spec: views side by side ("a|b",
+# :func:`coverhunter.classical.stack_views`). "cqt" is the chroma of the model's CQT
+# (:func:`coverhunter.classical.chroma_from_cqt` with its CHROMA_PARAMS); the others are
+# fine views. Chosen with benchmarks/bench_chroma.py (docs/accuracy.md).
+CHROMA_SPEC = "cqt|c3"
+CQT_VIEW = "cqt"
+
+
+def spec_views(spec: str) -> tuple[str, ...]:
+    """The views of a chroma spec (``"cqt|c3"`` -> ``("cqt", "c3")``); ValueError if unknown."""
+    views = tuple(spec.split("|"))
+    bad = [v for v in views if v != CQT_VIEW and v not in VIEWS]
+    if bad or not spec:
+        raise ValueError(f"unknown chroma view(s) {bad or [spec]} in {spec!r}; "
+                         f"known: {[CQT_VIEW, *sorted(VIEWS)]}")
+    return views
+
+
+def fine_views(spec: str) -> tuple[str, ...]:
+    """The views of ``spec`` computed from the audio (all but the CQT's)."""
+    return tuple(v for v in spec_views(spec) if v != CQT_VIEW)
+
+
+def spec_chroma(spec: str, cqt_db: np.ndarray | None, fine: dict[str, np.ndarray]) -> np.ndarray:
+    """A recording's chroma for the alignment, (T, 12 k) for a spec of k views.
+
+    Parameters
+    ----------
+    spec : str
+        As :data:`CHROMA_SPEC`.
+    cqt_db : np.ndarray, shape (frames, 96), optional
+        The model's CQT (needed when the spec has the ``"cqt"`` view).
+    fine : dict of str to np.ndarray
+        The fine views (:func:`audio_chroma`); a missing one raises ValueError.
+    """
+    parts = []
+    for v in spec_views(spec):
+        if v == CQT_VIEW:
+            if cqt_db is None:
+                raise ValueError(f"chroma {spec!r} needs the recording's CQT")
+            parts.append(chroma_from_cqt(np.asarray(cqt_db)))
+        elif v not in fine:
+            raise ValueError(f"chroma {spec!r} needs the fine view {v!r} (computed from the audio "
+                             f"or stored beside the CQT by extract), which is missing")
+        else:
+            parts.append(fine[v])
+    return parts[0] if len(parts) == 1 else stack_views(parts)
 
 
 def estimate_tuning(y: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
@@ -161,9 +215,122 @@ def audio_chroma(y: np.ndarray, views=("c3",), sample_rate: int = SAMPLE_RATE) -
     unknown = [v for v in views if v not in VIEWS]
     if unknown:
         raise ValueError(f"unknown chroma view(s) {unknown}; known: {sorted(VIEWS)}")
-    c = fine_cqt(y, sample_rate)
+    if sample_rate != SAMPLE_RATE:  # the frame rate is defined at 16 kHz
+        import soxr
+
+        y = soxr.resample(np.asarray(y, np.float32), sample_rate, SAMPLE_RATE)
+    c = fine_cqt(y)
     return {v: fold(c, VIEWS[v]) for v in views}
 
 
-__all__ = ["ChromaView", "VIEWS", "FRAMES_PER_SECOND", "BINS_PER_OCTAVE", "estimate_tuning",
-           "fine_cqt", "fold", "audio_chroma"]
+def chroma_path(feat_path) -> Path:
+    """Where a recording's stored chroma lives: beside its CQT file (``x.cqt.npy`` ->
+    ``x.chroma.npz``)."""
+    p = Path(feat_path)
+    stem = p.name[:-len(".cqt.npy")] if p.name.endswith(".cqt.npy") else p.stem
+    return p.with_name(f"{stem}.chroma.npz")
+
+
+def save_chroma(path, views: dict[str, np.ndarray]) -> None:
+    """Write a recording's chroma views (each (T, 12)) as float16, atomically."""
+    import io
+    import os
+
+    buf = io.BytesIO()
+    np.savez(buf, **{v: np.asarray(c, np.float16) for v, c in views.items()})
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def load_chroma(path, views) -> dict[str, np.ndarray] | None:
+    """The views (float32 (T, 12) each) stored at ``path``, or None when the file is
+    missing or lacks one of them; a damaged file raises ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            if any(v not in z.files for v in views):
+                return None
+            out = {v: z[v].astype(np.float32) for v in views}
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: damaged chroma file ({e})") from e
+    bad = [v for v, c in out.items() if c.ndim != 2 or c.shape[1] != 12 or not np.isfinite(c).all()]
+    if bad:
+        raise ValueError(f"{path}: damaged chroma file (view {bad[0]} is not finite (T, 12))")
+    return out
+
+
+class ChromaStream:
+    """Fine chroma of a recording of any length, fed block by block (bounded memory).
+
+    Each stretch of audio is analysed with :data:`CONTEXT_S` of its neighbours on either
+    side, so its frames are those of the whole recording's CQT up to the edge effects of
+    librosa's resampling (a few thousandths, far below what the alignment resolves);
+    the tuning is estimated once, on the first :data:`TUNING_S` seconds.
+
+    Parameters
+    ----------
+    views : sequence of str
+        Names in :data:`VIEWS`.
+    stretch_s : float
+        Seconds analysed per CQT call (rounded to whole chroma frames).
+    """
+
+    def __init__(self, views=("c3",), sample_rate: int = SAMPLE_RATE, stretch_s: float = 30.0):
+        unknown = [v for v in views if v not in VIEWS]
+        if unknown:
+            raise ValueError(f"unknown chroma view(s) {unknown}; known: {sorted(VIEWS)}")
+        if sample_rate != SAMPLE_RATE:
+            raise ValueError(f"ChromaStream takes audio at {SAMPLE_RATE} Hz, got {sample_rate}")
+        self.views = tuple(views)
+        step = HOP_LENGTH * BLOCK  # samples per chroma frame
+        self._stretch = max(1, round(stretch_s * SAMPLE_RATE / step)) * step
+        self._context = round(CONTEXT_S * SAMPLE_RATE / HOP_LENGTH) * HOP_LENGTH
+        self._buf = np.zeros(0, np.float32)  # audio from self._start - context (or 0) on
+        self._start = 0  # first sample of the whole recording not analysed yet
+        self._n = 0  # samples fed
+        self._tuning: float | None = None
+        self._parts: dict[str, list[np.ndarray]] = {v: [] for v in self.views}
+
+    def feed(self, y: np.ndarray) -> None:
+        """Append mono audio (n,) and analyse every stretch that has its right context."""
+        self._buf = np.concatenate([self._buf, np.asarray(y, np.float32).ravel()])
+        self._n += len(np.ravel(y))
+        if self._tuning is None and self._n >= TUNING_S * SAMPLE_RATE:
+            self._tuning = estimate_tuning(self._buf[:int(TUNING_S * SAMPLE_RATE)])
+        while self._n - self._start >= self._stretch + self._context and self._tuning is not None:
+            self._analyse(self._stretch)
+
+    def _analyse(self, length: int | None) -> None:
+        """Chroma of ``length`` samples from ``self._start`` (None: to the end)."""
+        left = min(self._context, self._start)
+        offset = self._start - left  # whole-recording sample of self._buf[0]
+        c = fine_cqt(self._buf, tuning=self._tuning)  # frames from `offset`
+        first = left // HOP_LENGTH
+        if length is None:
+            frames = c[first:]
+        else:
+            frames = c[first:first + length // HOP_LENGTH]
+        for v in self.views:
+            self._parts[v].append(fold(frames, VIEWS[v]))
+        if length is not None:
+            self._start += length
+            keep = self._start - min(self._context, self._start) - offset
+            self._buf = self._buf[keep:]
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """The views of everything fed: as :func:`audio_chroma` gives for the whole."""
+        if self._tuning is None:
+            self._tuning = estimate_tuning(self._buf) if self._n else 0.0
+        if self._n == 0:
+            raise ValueError("no audio was fed")
+        self._analyse(None)
+        return {v: np.concatenate(p) for v, p in self._parts.items()}
+
+
+__all__ = ["CHROMA_SPEC", "CQT_VIEW", "spec_views", "fine_views", "spec_chroma", "ChromaView", "VIEWS", "FRAMES_PER_SECOND", "BINS_PER_OCTAVE", "estimate_tuning",
+           "fine_cqt", "fold", "audio_chroma", "ChromaStream", "chroma_path", "save_chroma",
+           "load_chroma"]

@@ -382,9 +382,16 @@ LEGACY_QMAX_PARAMS = QmaxParams(m=10, tau=1, kappa=0.15, gap_onset=2.0, gap_exte
 
 
 def global_profile(chroma: np.ndarray) -> np.ndarray:
-    """Mean chroma (12,) scaled to a maximum of 1."""
-    g = np.asarray(chroma, np.float64).mean(0)
+    """Mean chroma (12,) scaled to a maximum of 1; stacked views (T, 12 k) are summed."""
+    g = np.asarray(chroma, np.float64).mean(0).reshape(-1, N_CHROMA).sum(0)
     return g / max(g.max(), 1e-12)
+
+
+def stack_views(views: list[np.ndarray]) -> np.ndarray:
+    """Chroma views of one recording side by side, (T, 12 k), cut to the shortest; the
+    alignment (:func:`qmax_scores`) averages the views' scores."""
+    n = min(len(v) for v in views)
+    return np.concatenate([np.asarray(v, np.float32)[:n] for v in views], axis=1)
 
 
 def optimal_transposition(profile_a: np.ndarray, profile_b: np.ndarray) -> int:
@@ -485,17 +492,15 @@ class AlignmentFeatures:
         return cls(np.asarray(chroma, np.float32), global_profile(chroma))
 
 
-def _embedded_pair(a: AlignmentFeatures, b: AlignmentFeatures, p: QmaxParams):
-    shift = optimal_transposition(a.profile, b.profile)
-    return delay_embed(a.chroma, p.m, p.tau), delay_embed(np.roll(b.chroma, shift, axis=1), p.m, p.tau)
-
-
 def qmax_scores(query: AlignmentFeatures, candidates: list[AlignmentFeatures],
                 params: QmaxParams = QmaxParams(), max_cells: int = 20_000_000) -> np.ndarray:
     """Normalised Qmax score of one query against many candidates (chroma alignment).
 
     Each candidate is transposed to the query by the OTI of their global profiles, both
-    are delay-embedded, and :func:`qmax_sequences` does the rest.
+    are delay-embedded, and :func:`qmax_sequences` does the rest. Stacked chroma views
+    (T, 12 k) (:func:`stack_views`) are aligned view by view, with the one transposition,
+    and the score is the mean of the views' scores (a score fusion: each view's
+    recurrence plot keeps its own neighbours).
 
     Parameters
     ----------
@@ -510,9 +515,19 @@ def qmax_scores(query: AlignmentFeatures, candidates: list[AlignmentFeatures],
     np.ndarray, shape (len(candidates),), float64
         ``Qmax / sqrt(N M)`` in [0, 1]; larger is more similar.
     """
-    qx = delay_embed(query.chroma, params.m, params.tau)
-    ys = [_embedded_pair(query, c, params)[1] for c in candidates]
-    return qmax_sequences(qx, ys, params, max_cells)
+    n_views = query.chroma.shape[1] // N_CHROMA
+    bad = [c.chroma.shape[1] for c in candidates if c.chroma.shape[1] != query.chroma.shape[1]]
+    if bad:
+        raise ValueError(f"chroma of {query.chroma.shape[1]} columns aligned with chroma of {bad[0]}")
+    shifts = [optimal_transposition(query.profile, c.profile) for c in candidates]
+    out = np.zeros(len(candidates))
+    for v in range(n_views):
+        cols = slice(v * N_CHROMA, (v + 1) * N_CHROMA)
+        qx = delay_embed(query.chroma[:, cols], params.m, params.tau)
+        ys = [delay_embed(np.roll(c.chroma[:, cols], k, axis=1), params.m, params.tau)
+              for c, k in zip(candidates, shifts)]
+        out += qmax_sequences(qx, ys, params, max_cells)
+    return out / max(n_views, 1)
 
 
 def qmax_sequences(x: np.ndarray, ys: list[np.ndarray], params: QmaxParams = QmaxParams(),
@@ -575,6 +590,6 @@ __all__ = ["chroma_from_cqt", "CHROMA_PARAMS", "LEGACY_CHROMA_PARAMS", "LOWEST_O
            "CHROMA_POWER", "LEGACY_QMAX_PARAMS", "chroma_params_of", "chroma_to_uint8", "chroma_from_uint8",
            "fourier_summary", "multiscale_summary", "summary_size", "SUMMARY_PATCHES",
            "patch_2dftm", "PCA", "SummaryProjection", "euclidean_distances", "QmaxParams",
-           "global_profile", "optimal_transposition", "delay_embed", "cross_recurrence", "qmax_batch",
+           "global_profile", "stack_views", "optimal_transposition", "delay_embed", "cross_recurrence", "qmax_batch",
            "qmax_pair", "AlignmentFeatures", "qmax_scores", "qmax_sequences",
            "alignment_distance_matrix"]

@@ -113,7 +113,7 @@ def cmd_fit_summary(args) -> int:
     from tqdm import tqdm
 
     from .checkpoint import attach_summary_projection, find_checkpoint
-    from .classical import SummaryProjection, multiscale_summary
+    from .classical import CHROMA_PARAMS, SummaryProjection, multiscale_summary
     from .dataset import read_dataset
     from .rerank import alignment_features
 
@@ -124,7 +124,7 @@ def cmd_fit_summary(args) -> int:
         rows = np.sort(np.random.default_rng(args.seed).choice(len(tracks), args.sample, replace=False))
         tracks = [tracks[i] for i in rows]
     patches = tuple(args.patches)
-    summaries = np.stack([multiscale_summary(alignment_features(t.feat).chroma, patches)
+    summaries = np.stack([multiscale_summary(alignment_features(t.feat, CHROMA_PARAMS).chroma, patches)
                           for t in tqdm(tracks, desc="2D Fourier summaries", unit="rec", mininterval=5.0)])
     if args.method == "lda":
         proj = SummaryProjection.fit_discriminant(summaries, [t.work for t in tracks], args.dims,

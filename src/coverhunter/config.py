@@ -62,6 +62,8 @@ class ExtractConfig:
     aug_splits: tuple[str, ...] = ("train",)
     # worker processes; 0 = one per CPU core
     num_workers: int = 0
+    # fine chroma views written beside each CQT (coverhunter.chroma.VIEWS; () = none)
+    chroma_views: tuple[str, ...] = ("c3", "c1")
 
 
 @dataclass(frozen=True)

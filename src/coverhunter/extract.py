@@ -35,6 +35,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .audio import load_audio, peak_normalize
+from .chroma import audio_chroma, chroma_path, save_chroma
 from .config import ExtractConfig, FeatureConfig, load_extract_config
 from .dataset import SPLITS, Track, read_dataset, split_by_work, write_dataset
 from .features import cqt, stretch_frames
@@ -95,13 +96,18 @@ def copy_id(track_id: str, rate: float) -> str:
     return f"sp_{rate:g}-{track_id}"
 
 
-def _fingerprint(track: Track, cfg: FeatureConfig, rates: tuple[float, ...]) -> dict:
+def _fingerprint(track: Track, cfg: FeatureConfig, rates: tuple[float, ...],
+                 views: tuple[str, ...] = ()) -> dict:
     """What a recording's features depend on: its audio (by resolved path, size and
-    modification time), the CQT settings and the tempo copies."""
+    modification time), the CQT settings, the tempo copies and the chroma views (a state
+    written before chroma views existed lacks them: its recordings are computed again)."""
     audio = Path(track.audio).resolve()
     st = audio.stat()
-    return {"audio": str(audio), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "features": asdict(cfg), "rates": list(rates)}
+    fp = {"audio": str(audio), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+          "features": asdict(cfg), "rates": list(rates)}
+    if views:
+        fp["chroma"] = list(views)
+    return fp
 
 
 def _same_audio(old: dict, new: dict, entry: dict) -> bool:
@@ -113,8 +119,12 @@ def _same_audio(old: dict, new: dict, entry: dict) -> bool:
     return bool(entry.get("audio_sha256")) and entry["audio_sha256"] == sha256_file(new["audio"])
 
 
-def _feature_sizes(out_dir: Path, names: list[str]) -> dict[str, int]:
-    return {n: (out_dir / feature_name(n)).stat().st_size for n in names}
+def _feature_sizes(out_dir: Path, names: list[str], views=()) -> dict[str, int]:
+    """Bytes of each feature file (and of the first's chroma file when there are views)."""
+    sizes = {n: (out_dir / feature_name(n)).stat().st_size for n in names}
+    if views:
+        sizes["chroma"] = chroma_path(out_dir / feature_name(names[0])).stat().st_size
+    return sizes
 
 
 def check_copy_names(tracks: list[Track], rates_of, path: Path) -> None:
@@ -150,8 +160,9 @@ def given_split(tracks: list[Track], path: Path) -> dict[str, str] | None:
 
 
 def _extract_one(track: Track, out_dir: Path, cfg: FeatureConfig,
-                 rates: tuple[float, ...]) -> dict[str, int]:
-    """Compute (and save) the CQT of one track and its tempo copies; returns frame counts."""
+                 rates: tuple[float, ...], views: tuple[str, ...] = ()) -> dict[str, int]:
+    """Compute (and save) the CQT of one track, its tempo copies and its chroma views
+    (:mod:`coverhunter.chroma`, from the same audio); returns frame counts."""
     import torch
 
     torch.set_num_threads(1)
@@ -160,6 +171,8 @@ def _extract_one(track: Track, out_dir: Path, cfg: FeatureConfig,
     if feat.shape[0] == 0:
         raise ValueError(f"{track.audio}: shorter than one CQT frame ({len(y)} samples)")
     lengths = {track.track_id: feat.shape[0]}
+    if views:
+        save_chroma(chroma_path(out_dir / feature_name(track.track_id)), audio_chroma(y, views))
     atomic_save_npy(out_dir / feature_name(track.track_id), feat)
     for rate in rates:
         copy = stretch_frames(feat, rate)
@@ -211,14 +224,15 @@ def _plan(tracks, splits, cfg, out_dir, state):
     for t in tracks:
         rates = rates_all if splits[t.work] in cfg.aug_splits else ()
         try:
-            fp = _fingerprint(t, cfg.features, rates)
+            fp = _fingerprint(t, cfg.features, rates, cfg.chroma_views)
         except OSError:
             todo.append((t, rates, None))  # missing audio: let the worker report it
             continue
         entry = state.get(t.track_id)
         names = [t.track_id] + [copy_id(t.track_id, r) for r in rates]
         try:  # every file there, with the size it was written with (not truncated)
-            complete = bool(entry) and entry.get("feat_bytes") == _feature_sizes(out_dir, names)
+            complete = bool(entry) and entry.get("feat_bytes") == _feature_sizes(out_dir, names,
+                                                                                 cfg.chroma_views)
         except OSError:
             complete = False
         if complete and _same_audio(entry.get("fp", {}), fp, entry):
@@ -299,7 +313,7 @@ def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = Non
         done[t.track_id] = lengths
         if fp is not None:
             entry = {"fp": fp, "lengths": lengths, "audio_sha256": sha256_file(fp["audio"]),
-                     "feat_bytes": _feature_sizes(out_dir, list(lengths))}
+                     "feat_bytes": _feature_sizes(out_dir, list(lengths), cfg.chroma_views)}
             state[t.track_id] = entry
             _append_journal(state_path, json.dumps([t.track_id, entry]) + "\n")  # per recording
         report.computed += 1
@@ -308,13 +322,14 @@ def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = Non
     if workers == 1 or len(todo) <= 1:
         for t, rates, fp in todo:
             try:
-                record(t, rates, fp, _extract_one(t, out_dir, cfg.features, rates))
+                record(t, rates, fp, _extract_one(t, out_dir, cfg.features, rates, cfg.chroma_views))
             except Exception as e:  # noqa: BLE001 - report and go on with the rest
                 report.failed.append((t.track_id, str(e)))
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-            futs = {pool.submit(_extract_one, t, out_dir, cfg.features, rates): (t, rates, fp)
+            futs = {pool.submit(_extract_one, t, out_dir, cfg.features, rates, cfg.chroma_views):
+                    (t, rates, fp)
                     for t, rates, fp in todo}
             for i, fut in enumerate(as_completed(futs)):
                 t, rates, fp = futs[fut]

@@ -63,9 +63,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .classical import (CHROMA_PARAMS, SUMMARY_PATCHES, AlignmentFeatures, QmaxParams,
-                        chroma_from_cqt, chroma_params_of, euclidean_distances, fourier_summary,
-                        multiscale_summary, qmax_scores, qmax_sequences, summary_size)
+from .chroma import CHROMA_SPEC, CQT_VIEW, chroma_path, fine_views, load_chroma, spec_chroma
+from .classical import (CHROMA_PARAMS, N_CHROMA, SUMMARY_PATCHES, AlignmentFeatures, QmaxParams, chroma_from_cqt,
+                        chroma_params_of, euclidean_distances, fourier_summary, multiscale_summary,
+                        qmax_scores, qmax_sequences, summary_size)
 
 log = logging.getLogger(__name__)
 
@@ -406,16 +407,44 @@ def rerank_row(dist_row: np.ndarray, score_fn, cfg: RerankConfig,
 # per-recording data and the re-ranker used by evaluate / identify
 
 
-def alignment_features(feat, chroma_params=CHROMA_PARAMS) -> AlignmentFeatures:
-    """Chroma alignment data of a recording: its CQT file (``.npy``) or array.
+def alignment_features(feat, chroma_params=CHROMA_SPEC, fine: dict | None = None) -> AlignmentFeatures:
+    """Chroma alignment data of a recording: its CQT file (``.npy``) or array, and its fine
+    chroma views.
 
-    ``chroma_params``: ``(lowest_octave, power)`` of :func:`coverhunter.classical.chroma_from_cqt`
-    (an index's own, :attr:`IndexChroma.params`, for a query against it).
+    ``chroma_params``: a chroma spec (:data:`coverhunter.chroma.CHROMA_SPEC`, the views
+    side by side), or, for an index written before the fine chroma existed, the
+    ``(lowest_octave, power)`` of :func:`coverhunter.classical.chroma_from_cqt` (an
+    index's own, :attr:`IndexChroma.params`, for a query against it). ``fine``: the
+    recording's fine views (:func:`coverhunter.chroma.audio_chroma`); when None and
+    ``feat`` is a path, they are read from the file ``extract`` wrote beside it.
     """
     cqt = feat if isinstance(feat, np.ndarray) else np.load(feat, mmap_mode="r")  # array or path
+    if isinstance(chroma_params, str):
+        views = fine_views(chroma_params)
+        if fine is None and views:
+            fine = None if isinstance(feat, np.ndarray) else load_chroma(chroma_path(feat), views)
+            if fine is None:
+                where = "this CQT array" if isinstance(feat, np.ndarray) else str(chroma_path(feat))
+                raise ValueError(f"no fine chroma ({', '.join(views)}) for {where}: features "
+                                 "extracted before it existed; run extract again")
+        return AlignmentFeatures.from_chroma(spec_chroma(chroma_params, np.asarray(cqt), fine or {}))
     lowest, power = chroma_params
     return AlignmentFeatures.from_chroma(chroma_from_cqt(np.asarray(cqt), lowest_octave=int(lowest),
                                                          power=float(power)))
+
+
+def summary_params(params) -> tuple:
+    """The CQT chroma parameters of what a 2D Fourier summary reads under chroma ``params``
+    (a spec's first view, which must be the CQT's; ``(lowest_octave, power)`` as they are)."""
+    if isinstance(params, str):
+        first = params.split("|")[0]
+        return CHROMA_PARAMS if first == CQT_VIEW else (first,)
+    return tuple(params)
+
+
+def summary_chroma(chroma: np.ndarray) -> np.ndarray:
+    """The chroma a 2D Fourier summary reads: the first view of stacked chroma (T, 12)."""
+    return np.asarray(chroma)[:, :N_CHROMA]
 
 
 def global_summaries(align: list, projection=None) -> np.ndarray:
@@ -425,8 +454,8 @@ def global_summaries(align: list, projection=None) -> np.ndarray:
     if not align:
         return np.zeros((0, 1))
     if projection is None:
-        return np.stack([fourier_summary(a.chroma) for a in align])
-    return projection(np.stack([projection.summarise(a.chroma) for a in align]))
+        return np.stack([fourier_summary(summary_chroma(a.chroma)) for a in align])
+    return projection(np.stack([projection.summarise(summary_chroma(a.chroma)) for a in align]))
 
 
 def summary_columns(stored_patches, patches) -> np.ndarray | None:
@@ -639,15 +668,16 @@ def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfi
 CHROMA_SUFFIX = ".chroma.npz"  # shard_00000.chroma.npz beside shard_00000.npy / .jsonl
 
 
-def compact_chroma(feat) -> np.ndarray:
-    """What the index keeps per recording for re-ranking: uint8 chroma (T, 12), 30 bytes/s,
-    made with :data:`coverhunter.classical.CHROMA_PARAMS`.
+def compact_chroma(feat, fine: dict | None = None, spec: str = CHROMA_SPEC) -> np.ndarray:
+    """What the index keeps per recording for re-ranking: uint8 chroma (T, 12 k), 30 bytes/s
+    per view, made with the chroma ``spec`` (:data:`coverhunter.chroma.CHROMA_SPEC`).
 
-    ``feat``: a CQT array (frames, 96) or the path of its ``.npy`` file.
+    ``feat``: a CQT array (frames, 96) or the path of its ``.npy`` file; ``fine``: the
+    recording's fine chroma views (see :func:`alignment_features`).
     """
     from .classical import chroma_to_uint8
 
-    return chroma_to_uint8(alignment_features(feat).chroma)
+    return chroma_to_uint8(alignment_features(feat, spec, fine).chroma)
 
 
 def as_stored(query: AlignmentFeatures) -> AlignmentFeatures:
@@ -659,11 +689,12 @@ def as_stored(query: AlignmentFeatures) -> AlignmentFeatures:
     return AlignmentFeatures.from_chroma(chroma_from_uint8(chroma_to_uint8(query.chroma)))
 
 
-def write_shard_chroma(root, shard: str, chromas: list[np.ndarray]) -> None:
+def write_shard_chroma(root, shard: str, chromas: list[np.ndarray], spec: str = CHROMA_SPEC) -> None:
     """Chroma of a shard's recordings (in its ``.jsonl`` order), one file, written atomically.
 
-    ``data``: all recordings' uint8 chroma concatenated (sum T, 12), made by
-    :func:`compact_chroma` with the parameters in ``chroma_params`` (lowest octave, power);
+    ``data``: all recordings' uint8 chroma concatenated (sum T, 12 k), made by
+    :func:`compact_chroma` with the chroma spec in ``chroma_spec`` (files written before
+    it existed hold ``chroma_params``: lowest octave and power of the CQT's chroma);
     ``offsets``: (n + 1,); ``summary``: their 2D Fourier summaries (n, D) float16, made with
     the patch lengths in ``summary_patches`` (:data:`coverhunter.classical.SUMMARY_PATCHES`;
     any model's projection reads the columns of its own patches, :func:`summary_columns`).
@@ -677,12 +708,12 @@ def write_shard_chroma(root, shard: str, chromas: list[np.ndarray]) -> None:
     offsets = np.cumsum([0] + [len(c) for c in chromas]).astype(np.int64)
     data = np.concatenate(chromas) if chromas else np.zeros((0, 12), np.uint8)
     # 2D Fourier summaries (n, D) for the global candidates of identify, from the stored chroma
-    summaries = np.stack([multiscale_summary(chroma_from_uint8(c), SUMMARY_PATCHES) for c in chromas]) \
+    summaries = np.stack([multiscale_summary(summary_chroma(chroma_from_uint8(c)), SUMMARY_PATCHES)
+                          for c in chromas]) \
         if chromas else np.zeros((0, summary_size(SUMMARY_PATCHES)), np.float32)
     buf = io.BytesIO()
     np.savez(buf, data=data.astype(np.uint8), offsets=offsets, summary=summaries.astype(np.float16),
-             summary_patches=np.asarray(SUMMARY_PATCHES, np.int64),
-             chroma_params=np.asarray(CHROMA_PARAMS, np.float64))
+             summary_patches=np.asarray(SUMMARY_PATCHES, np.int64), chroma_spec=np.str_(spec))
     atomic_write_bytes(Path(root) / f"{shard}{CHROMA_SUFFIX}", buf.getvalue())
 
 
@@ -691,10 +722,12 @@ class IndexChroma:
 
     Shards written before re-ranking existed have no such file: their recordings give None.
     A query is aligned with chroma made as the index's were (:attr:`params`,
-    :meth:`query_features`): shards written before the chroma had parameters hold
-    :data:`coverhunter.classical.LEGACY_CHROMA_PARAMS`. When shards disagree (an old index
-    extended by a newer version), those with the current parameters are used and the
-    others give None (logged once: rebuild the index to re-rank them again).
+    :meth:`query_features`): a chroma spec (:data:`coverhunter.chroma.CHROMA_SPEC`), or
+    for shards written before the fine chroma the CQT chroma's ``(lowest_octave, power)``
+    (:data:`coverhunter.classical.LEGACY_CHROMA_PARAMS` before those were recorded). When
+    shards disagree (an old index extended by a newer version), those with the current
+    chroma are used and the others give None (logged once: rebuild the index to re-rank
+    them again).
     """
 
     def __init__(self, root, shards: list[str], projection=None):
@@ -724,39 +757,45 @@ class IndexChroma:
         if shard not in self._shard_chroma:
             try:
                 with np.load(self.root / f"{shard}{CHROMA_SUFFIX}") as z:
-                    self._shard_chroma[shard] = chroma_params_of(
-                        z["chroma_params"] if "chroma_params" in z else None)
+                    self._shard_chroma[shard] = str(z["chroma_spec"]) if "chroma_spec" in z \
+                        else chroma_params_of(z["chroma_params"] if "chroma_params" in z else None)
             except (OSError, ValueError, KeyError):
                 self._shard_chroma[shard] = None
         return self._shard_chroma[shard]
 
     @property
     def params(self) -> tuple:
-        """``(lowest_octave, power)`` of the chroma this reader aligns: the current
-        :data:`coverhunter.classical.CHROMA_PARAMS` if any shard holds them, else those of
-        the first shard with chroma."""
+        """The chroma this reader aligns (a spec, or an old index's ``(lowest_octave,
+        power)``): the current :data:`coverhunter.chroma.CHROMA_SPEC` if any shard holds
+        it, else that of the first shard with chroma."""
         if self._params is None:
             found = [p for p in (self._shard_params(s) for s in self._shards) if p is not None]
-            self._params = CHROMA_PARAMS if (CHROMA_PARAMS in found or not found) else found[0]
+            self._params = CHROMA_SPEC if (CHROMA_SPEC in found or not found) else found[0]
             if any(p != self._params for p in found):
                 log.warning("%s: %d of %d chroma files were written with other chroma parameters "
                             "than %s; their recordings are not re-ranked (rebuild the index to "
                             "re-rank them)", self.root, sum(p != self._params for p in found),
                             len(found), self._params)
-            if self.projection is not None and tuple(self.projection.chroma) != self._params:
-                log.warning("%s: the index's chroma %s differs from the chroma %s the model's "
-                            "summary projection was fitted on; rebuild the index for the best "
-                            "shortlist", self.root, self._params, tuple(self.projection.chroma))
+            summarised = summary_params(self._params)
+            if self.projection is not None and tuple(self.projection.chroma) != summarised:
+                log.warning("%s: the index's summary chroma %s differs from the chroma %s the "
+                            "model's summary projection was fitted on; rebuild the index for the "
+                            "best shortlist", self.root, summarised, tuple(self.projection.chroma))
         return self._params
 
-    def query_features(self, feat) -> AlignmentFeatures:
-        """A query's alignment data (its CQT array or ``.npy`` path), with chroma made as
-        this index's were."""
-        return alignment_features(feat, self.params)
+    @property
+    def fine_views(self) -> tuple[str, ...]:
+        """The fine chroma views a query needs (from its audio) to be aligned here."""
+        return fine_views(self.params) if isinstance(self.params, str) else ()
+
+    def query_features(self, feat, fine: dict | None = None) -> AlignmentFeatures:
+        """A query's alignment data (its CQT array or ``.npy`` path, and its fine chroma
+        views :attr:`fine_views`), with chroma made as this index's were."""
+        return alignment_features(feat, self.params, fine)
 
     def query_summary(self, query: AlignmentFeatures) -> np.ndarray:
         """A query's 2D Fourier summary, projected as the catalogue's are."""
-        s = multiscale_summary(query.chroma, self.patches)
+        s = multiscale_summary(summary_chroma(query.chroma), self.patches)
         return s if self.projection is None else self.projection(s)[0]
 
     def available(self) -> bool:
@@ -821,7 +860,7 @@ class IndexChroma:
                 v = stored[loc[1]]  # projected when loaded
             else:
                 a = self.get(track_id)
-                v = None if a is None else multiscale_summary(a.chroma, self.patches)
+                v = None if a is None else multiscale_summary(summary_chroma(a.chroma), self.patches)
                 if v is not None and self.projection is not None:
                     v = self.projection(v)[0]
             self._summaries[track_id] = v

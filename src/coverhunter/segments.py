@@ -1,6 +1,6 @@
 """Which works are performed where: recordings of any length, medleys, concerts, DJ mixes.
 
-A recording is decoded and analysed block by block (``stream.recording_cqt``), cut into
+A recording is decoded and analysed block by block (``stream.recording_analysis``), cut into
 the index's chunk windows and embedded in batches, so memory is bounded by the
 (frames, 96) CQT (69 MB for 2 hours) whatever the length. Then:
 
@@ -30,9 +30,10 @@ import numpy as np
 
 from .audio import BLOCK_S, AudioError, audio_duration
 from .checkpoint import LoadedModel
+from .chroma import CHROMA_SPEC, fine_views
 from .embed import Windowing, chunk_starts, cut_chunk, embed_chunks, l2_normalise
 from .index import CatalogueIndex, Match
-from .stream import ProgressLog, recording_cqt
+from .stream import ProgressLog, recording_analysis
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], t
                   feat: np.ndarray | None = None, rerank: int | None = None, chroma=None,
                   approximate: bool | None = None, projection=None,
                   rerank_grow_after: int | None = None,
-                  rerank_versions: int | None = None) -> list[Match]:
+                  rerank_versions: int | None = None, fine: dict | None = None) -> list[Match]:
     """``identify``'s matches: the catalogue search, re-ranked by chroma alignment as
     ``index.identify`` does when the CQT ``feat`` is given and the index stores chroma.
 
@@ -267,7 +268,9 @@ def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], t
     ``rerank_versions`` recordings of each shortlisted work (default
     ``rerank.DEFAULT_VERSIONS``); ``chroma``: a
     ``rerank.IndexChroma`` of the index to reuse across queries; ``projection``: the
-    model's summary projection, for the ``IndexChroma`` made when none is given.
+    model's summary projection, for the ``IndexChroma`` made when none is given; ``fine``:
+    the query's fine chroma views (:func:`coverhunter.chroma.audio_chroma`), which an
+    index of the fine chroma needs.
     """
     from . import rerank as rr
 
@@ -276,7 +279,7 @@ def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], t
     if setup is None:
         return index.search(emb, starts, top, approximate)
     cfg, chroma = setup
-    return rr.search_reranked(index, emb, starts, top, chroma.query_features(feat), chroma, cfg,
+    return rr.search_reranked(index, emb, starts, top, chroma.query_features(feat, fine), chroma, cfg,
                               approximate)
 
 
@@ -285,11 +288,12 @@ def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float
                       segments: bool = False, approximate: bool | None = None,
                       feat: np.ndarray | None = None, rerank: int | None = None,
                       chroma=None, rerank_grow_after: int | None = None,
-                      rerank_versions: int | None = None) -> dict:
+                      rerank_versions: int | None = None, fine: dict | None = None) -> dict:
     """The answer for one recording's chunk embeddings, as ``identify --json`` gives it.
 
-    With its CQT ``feat``, the whole-recording matches are re-ranked as ``identify`` does
-    (see :func:`whole_matches`); segments are not re-ranked.
+    With its CQT ``feat`` (and its fine chroma views ``fine``), the whole-recording matches
+    are re-ranked as ``identify`` does (see :func:`whole_matches`); segments are not
+    re-ranked.
 
     Returns
     -------
@@ -306,7 +310,7 @@ def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float
     if len(emb) <= WHOLE_MAX_CHUNKS:
         matches = whole_matches(index, emb, starts, top, feat=feat, rerank=rerank, chroma=chroma,
                                 approximate=approximate, rerank_grow_after=rerank_grow_after,
-                                rerank_versions=rerank_versions)
+                                rerank_versions=rerank_versions, fine=fine)
     else:
         matches = matches_from_segments(segs, top)
     out = {"query": name, "verdict": verdict_of(matches, false_alarm), "error": None,
@@ -320,8 +324,9 @@ def identify_features(index: CatalogueIndex, lm: LoadedModel, feat: np.ndarray, 
                       top: int = 10, false_alarm: float = 0.01, segments: bool = False,
                       device="cpu", approximate: bool | None = None,
                       rerank: int | None = None, rerank_grow_after: int | None = None,
-                      rerank_versions: int | None = None) -> dict:
-    """The answer for one recording's CQT (frames, n_bins); see :func:`identify_embedded`."""
+                      rerank_versions: int | None = None, fine: dict | None = None) -> dict:
+    """The answer for one recording's CQT (frames, n_bins) and fine chroma views; see
+    :func:`identify_embedded`."""
     index.check_model(lm)
     win = index.windowing
     fps = lm.config.features.frames_per_second
@@ -329,7 +334,8 @@ def identify_features(index: CatalogueIndex, lm: LoadedModel, feat: np.ndarray, 
     return identify_embedded(index, emb, starts, round(len(feat) / fps, 3), win.chunk / fps, name,
                              top=top, false_alarm=false_alarm, segments=segments,
                              approximate=approximate, feat=feat, rerank=rerank,
-                             rerank_grow_after=rerank_grow_after, rerank_versions=rerank_versions)
+                             rerank_grow_after=rerank_grow_after, rerank_versions=rerank_versions,
+                             fine=fine)
 
 
 def identify_file(index: CatalogueIndex, lm: LoadedModel, path: str | Path, *, top: int = 10,
@@ -352,14 +358,14 @@ def identify_file(index: CatalogueIndex, lm: LoadedModel, path: str | Path, *, t
             except AudioError:
                 dur = None
             progress = ProgressLog(Path(path).name, duration_s=dur) if dur is None or dur > 600 else None
-        feat = recording_cqt(path, lm.config.features, block_s=block_s, max_seconds=max_seconds,
-                             progress=progress)
+        feat, fine = recording_analysis(path, lm.config.features, fine_views(CHROMA_SPEC),
+                                        block_s=block_s, max_seconds=max_seconds, progress=progress)
         if len(feat) == 0:
             raise AudioError(f"{path}: too short to analyse")
         return identify_features(index, lm, feat, name, top=top, false_alarm=false_alarm,
                                  segments=segments, device=device, approximate=approximate,
                                  rerank=rerank, rerank_grow_after=rerank_grow_after,
-                                 rerank_versions=rerank_versions)
+                                 rerank_versions=rerank_versions, fine=fine)
     except (AudioError, OSError) as e:
         return {"query": name, "verdict": "error", "error": str(e), "matches": []}
 

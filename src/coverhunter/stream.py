@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import BLOCK_S, iter_audio_blocks
+from .chroma import ChromaStream
 from .config import FeatureConfig
 from .features import cqt_kernel, cqt_magnitude
 
@@ -130,9 +131,42 @@ def recording_cqt(path: str | Path, cfg: FeatureConfig | None = None, *, block_s
     np.ndarray, shape (frames, n_bins)
         As :func:`stream_cqt`.
     """
+    return recording_analysis(path, cfg, (), block_s=block_s, max_seconds=max_seconds,
+                              progress=progress)[0]
+
+
+def recording_analysis(path: str | Path, cfg: FeatureConfig | None = None, views=("c3",), *,
+                       block_s: float = BLOCK_S, max_seconds: float | None = None,
+                       progress: Callable[[float], None] | None = None
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """CQT and fine chroma (:mod:`coverhunter.chroma`) of an audio file of any length, from
+    one decoding pass, block by block.
+
+    Parameters
+    ----------
+    views : sequence of str
+        Chroma views to compute (:data:`coverhunter.chroma.VIEWS`); empty for none.
+
+    Returns
+    -------
+    cqt : np.ndarray, shape (frames, n_bins)
+        As :func:`recording_cqt`.
+    chroma : dict of str to np.ndarray, each (T, 12) float32
+        As :func:`coverhunter.chroma.audio_chroma` gives for the whole recording.
+    """
     cfg = cfg or FeatureConfig()
     blocks = iter_audio_blocks(path, cfg.sample_rate, block_s, max_seconds)
-    return stream_cqt(blocks, cfg, progress)
+    if not views:
+        return stream_cqt(blocks, cfg, progress), {}
+    fine = ChromaStream(views, cfg.sample_rate)
+
+    def tee(blocks):
+        for b in blocks:
+            fine.feed(b)
+            yield b
+
+    feat = stream_cqt(tee(blocks), cfg, progress)
+    return feat, fine.finish() if len(feat) else {}
 
 
 class ProgressLog:

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import LoadedModel
+from ..chroma import CHROMA_SPEC, fine_views
 from ..dataset import Track, read_dataset
 from ..embed import EmbeddingCache, Windowing
 from ..utils import file_lock, remove_stale_tmp
@@ -235,8 +236,9 @@ class CatalogueIndex:
 
         chroma = {}  # per-recording uint8 chroma for re-ranking, stored beside the shard
         embs = embed_recordings(lm, todo, self.windowing, device, cache, verbose=verbose,
-                                on_features=lambda i, f: chroma.__setitem__(todo[i].track_id,
-                                                                            compact_chroma(f)))
+                                on_features=lambda i, f, fine: chroma.__setitem__(
+                                    todo[i].track_id, compact_chroma(f, fine)),
+                                views=fine_views(CHROMA_SPEC))
         new, failed = [], []
         for t, (emb, starts) in zip(todo, embs):
             if emb is None:
@@ -602,7 +604,8 @@ class CatalogueIndex:
         align = {} if chroma.available() else None
         embs = embed_recordings(lm, tracks, self.windowing, device, cache,
                                 on_features=None if align is None else
-                                lambda i, f: align.__setitem__(i, chroma.query_features(f)))
+                                lambda i, f, fine: align.__setitem__(i, chroma.query_features(f, fine)),
+                                views=chroma.fine_views if align is not None else ())
         bad = [(t.track_id, err) for t, (e, err) in zip(tracks, embs) if e is None]
         if bad:
             raise CatalogueError(f"calibration set: {len(bad)} recording(s) failed, e.g. "
@@ -748,7 +751,8 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
     out = []
     embs = embed_recordings(lm, list(audio), index.windowing, device, cache,
                             on_features=None if q_chroma is None else
-                            lambda i, f: q_chroma.__setitem__(i, stored.query_features(f)))
+                            lambda i, f, fine: q_chroma.__setitem__(i, stored.query_features(f, fine)),
+                            views=() if stored is None else stored.fine_views)
     for i, (a, (emb, starts)) in enumerate(zip(audio, embs)):
         name = a.track_id if isinstance(a, Track) else str(a)
         if emb is None:

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..audio import AUDIO_EXTS, AudioError, load_audio, peak_normalize
 from ..checkpoint import LoadedModel
+from ..chroma import audio_chroma, chroma_path, load_chroma
 from ..config import Config
 from ..dataset import Track
 from ..embed import EmbeddingCache, Windowing, embed_tracks, l2_normalise
@@ -15,9 +16,18 @@ from ..features import cqt
 from .results import CatalogueError
 
 
-def recording_features(path_or_track, cfg: Config):
-    """CQT of a recording: the path of its ``feat`` file if it has a readable one (so the
-    embedding cache can key it by content), else the CQT computed from the audio."""
+def recording_features(path_or_track, cfg: Config, views=()) -> tuple:
+    """CQT and fine chroma views of a recording, from one decoding of its audio.
+
+    Returns
+    -------
+    cqt : str or np.ndarray, shape (frames, n_bins)
+        The path of the track's ``feat`` file if it has a readable one (so the embedding
+        cache can key it by content), else the CQT computed from the audio.
+    chroma : dict of str to np.ndarray (T, 12)
+        The ``views`` (:data:`coverhunter.chroma.VIEWS`): stored beside the ``feat`` file
+        by ``extract``, else computed from the audio; empty when no views are asked for.
+    """
     if isinstance(path_or_track, Track) and path_or_track.feat and Path(path_or_track.feat).is_file():
         try:
             feat = np.load(path_or_track.feat, mmap_mode="r")
@@ -25,18 +35,22 @@ def recording_features(path_or_track, cfg: Config):
             raise ValueError(f"{path_or_track.feat}: damaged feature file ({e})") from e
         if feat.ndim != 2 or feat.shape[0] == 0:
             raise ValueError(f"{path_or_track.feat}: not a CQT ([frames, bins]), shape {feat.shape}")
-        return path_or_track.feat
+        chroma = load_chroma(chroma_path(path_or_track.feat), views) if views else {}
+        if chroma is None:  # extracted before the chroma was stored: from the audio
+            y = load_audio(path_or_track.audio, cfg.features.sample_rate)
+            chroma = audio_chroma(y, views, cfg.features.sample_rate)
+        return path_or_track.feat, chroma
     path = path_or_track.audio if isinstance(path_or_track, Track) else path_or_track
     y = peak_normalize(load_audio(path, cfg.features.sample_rate))
     feat = cqt(y, cfg.features)
     if feat.shape[0] == 0:
         raise AudioError(f"{path}: too short to analyse ({len(y)} samples)")
-    return feat
+    return feat, audio_chroma(y, views, cfg.features.sample_rate) if views else {}
 
 
 def embed_recordings(lm: LoadedModel, items: list, win: Windowing, device="cpu",
                      cache: EmbeddingCache | None = None, group: int = 64, verbose: bool = False,
-                     on_features=None):
+                     on_features=None, views=()):
     """Normalised chunk embeddings of many recordings through :func:`embed.embed_tracks`.
 
     Parameters
@@ -45,8 +59,10 @@ def embed_recordings(lm: LoadedModel, items: list, win: Windowing, device="cpu",
         Audio files, or tracks (their ``feat`` file when they have one).
     group : int
         Recordings whose features are held in memory at once.
-    on_features : callable (item index, CQT array), optional
+    on_features : callable (item index, CQT array or path, chroma dict), optional
         Called with each recording's features (re-ranking keeps their chroma).
+    views : sequence of str
+        Fine chroma views (:data:`coverhunter.chroma.VIEWS`) handed to ``on_features``.
 
     Returns
     -------
@@ -62,10 +78,11 @@ def embed_recordings(lm: LoadedModel, items: list, win: Windowing, device="cpu",
         feats, where = [], []
         for i in range(g, min(len(items), g + group)):
             try:
-                feats.append(recording_features(items[i], lm.config))
+                feat, chroma = recording_features(items[i], lm.config, views)
+                feats.append(feat)
                 where.append(i)
                 if on_features is not None:
-                    on_features(i, feats[-1])
+                    on_features(i, feat, chroma)
             except (AudioError, OSError, ValueError) as e:
                 out[i] = (None, str(e))
         embs = embed_tracks(lm.model, feats, win, device=device,

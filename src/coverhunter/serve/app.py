@@ -213,12 +213,12 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None):
                            "sqrt(size / N) (0 = never; default: the service's)")),
                        rerank_versions: int | None = Query(None, ge=1, le=100, description=(
                            "recordings aligned per shortlisted work (default: the service's)"))):
-        feat, src, name = await _decode_upload(file)
+        (feat, fine), src, name = await _decode_upload(file)
         src.unlink(missing_ok=True)
         return await eng().on_model_thread(eng().identify, feat, name, top=top, segments=segments,
                                            alignment=alignment, rerank=rerank,
                                            rerank_grow_after=rerank_grow_after,
-                                           rerank_versions=rerank_versions)
+                                           rerank_versions=rerank_versions, fine=fine)
 
     @api.get("/works", dependencies=[Depends(reader)], summary="The catalogue's works and their tracks")
     def works(offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)):
@@ -247,9 +247,10 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None):
                   summary="Add a recording to the catalogue (needs the token)")
         async def add_track(file: UploadFile = File(...), work: str = Form(...),
                             track_id: str = Form(...)):
-            feat, src, name = await _decode_upload(file)
+            (feat, fine), src, name = await _decode_upload(file)
             try:
-                return await eng().on_model_thread(eng().add_track, feat, src, track_id, work, name)
+                return await eng().on_model_thread(eng().add_track, feat, src, track_id, work, name,
+                                                   fine)
             finally:
                 src.unlink(missing_ok=True)
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..audio import AUDIO_EXTS, AudioError
 from ..checkpoint import load_model
+from ..chroma import CHROMA_SPEC, chroma_path, fine_views, save_chroma
 from ..config import FeatureConfig
 from ..dataset import Track
 from ..index import CatalogueError, CatalogueIndex
@@ -87,19 +88,21 @@ class InputError(Exception):
 
 
 def _decode_child(src: str, dst: str, err: str, cfg: FeatureConfig, max_s: float) -> None:
-    """In a child process: audio file -> CQT .npy at ``dst``; a problem -> text at ``err``."""
+    """In a child process: audio file -> CQT and fine chroma views in the ``.npz`` at
+    ``dst``; a problem -> text at ``err``."""
     import os
 
     import torch
 
-    from ..stream import recording_cqt
+    from ..stream import recording_analysis
 
     torch.set_num_threads(1)
     try:
-        feat = recording_cqt(src, cfg, max_seconds=max_s)
+        feat, fine = recording_analysis(src, cfg, fine_views(CHROMA_SPEC), max_seconds=max_s)
         if len(feat) == 0:
             raise AudioError(f"{src}: too short to analyse (less than one frame)")
-        np.save(dst, feat)
+        with open(dst, "wb") as f:
+            np.savez(f, cqt=feat, **{f"chroma_{v}": c for v, c in fine.items()})
     except AudioError as e:
         Path(err).write_text(str(e))
         os._exit(3)
@@ -153,8 +156,9 @@ class Engine:
 
     # -- decoding -----------------------------------------------------------------------
     def decode(self, src: Path, name: str, max_s: float | None = None,
-               timeout_s: float | None = None) -> np.ndarray:
-        """CQT of an uploaded file, computed in a child process (blocking).
+               timeout_s: float | None = None) -> tuple[np.ndarray, dict]:
+        """CQT (frames, n_bins) and fine chroma views (``{view: (T, 12)}``) of an uploaded
+        file, computed in a child process (blocking).
 
         ``max_s`` and ``timeout_s`` default to the configured duration limit and decode timeout.
 
@@ -163,7 +167,7 @@ class Engine:
         InputError
             413 too long, 422 not decodable, empty, too short or over the decode timeout.
         """
-        dst, err = src.with_suffix(".npy"), src.with_suffix(".err")
+        dst, err = src.with_suffix(".npz"), src.with_suffix(".err")
         max_s = self.cfg.max_duration_s if max_s is None else max_s
         timeout_s = self.cfg.decode_timeout_s if timeout_s is None else timeout_s
         with self._decoding:
@@ -182,7 +186,8 @@ class Engine:
         if p.exitcode != 0 or not dst.is_file():
             raise InputError(422, f"{name}: the decoder failed on this file (exit status {p.exitcode})")
         try:
-            return np.load(dst)
+            with np.load(dst) as z:
+                return z["cqt"], {k[len("chroma_"):]: z[k] for k in z.files if k.startswith("chroma_")}
         finally:
             dst.unlink(missing_ok=True)
 
@@ -199,12 +204,14 @@ class Engine:
     def identify(self, feat: np.ndarray, name: str, *, top: int | None = None,
                  segments: bool | None = None, alignment: bool = False,
                  rerank: int | None = None, rerank_grow_after: int | None = None,
-                 rerank_versions: int | None = None) -> dict:
+                 rerank_versions: int | None = None, fine: dict | None = None) -> dict:
         """The answer for one decoded upload (model thread only).
 
         Parameters
         ----------
         feat : np.ndarray, shape (frames, n_bins)
+        fine : dict of str to np.ndarray (T, 12), optional
+            The upload's fine chroma views (:meth:`decode`), for the re-ranking.
         segments : bool or None
             None: segments for recordings longer than ``cfg.segments_after_s``.
         alignment : bool
@@ -233,7 +240,7 @@ class Engine:
         out = identify_embedded(self.index, emb, starts, round(len(feat) / fps, 3), win.chunk / fps,
                                 name, top=top or self.cfg.top, false_alarm=self.cfg.false_alarm,
                                 segments=segments, feat=feat, chroma=self.chroma(), rerank=rerank,
-                                rerank_grow_after=grow, rerank_versions=versions)
+                                rerank_grow_after=grow, rerank_versions=versions, fine=fine)
         # matches of a recording too long to search whole come from its segments, unaligned
         out["search"] = self.search_settings(0 if len(emb) > WHOLE_MAX_CHUNKS else rerank, grow, versions)
         out["catalogue_audio"] = {m["track_id"]: f"/tracks/{m['track_id']}/audio"
@@ -251,7 +258,8 @@ class Engine:
         return {"track_id": track_id, "work": t["work"], "query_starts": list(starts[::step]),
                 "ref_starts": t["starts"], "similarity": np.round(sim, 4).tolist()}
 
-    def add_track(self, feat: np.ndarray, src: Path, track_id: str, work: str, name: str) -> dict:
+    def add_track(self, feat: np.ndarray, src: Path, track_id: str, work: str, name: str,
+                  fine: dict | None = None) -> dict:
         """Keep an uploaded recording and add it to the catalogue (model thread only)."""
         if not TRACK_ID.match(track_id):
             raise InputError(422, f"track_id {track_id!r}: use 1-128 letters, digits, '_', '.', '+', '-'")
@@ -264,6 +272,8 @@ class Engine:
         audio = store / f"{track_id}{src.suffix}"
         feat_path = store / f"{track_id}.cqt.npy"
         np.save(feat_path, feat)
+        if fine:
+            save_chroma(chroma_path(feat_path), fine)
         src.replace(audio)
         fps = self.lm.config.features.frames_per_second
         track = Track(track_id, str(audio), round(len(feat) / fps, 3), work.strip()).with_extra(
