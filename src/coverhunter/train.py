@@ -504,10 +504,23 @@ def train(exp_dir: str | Path, *, config: Config | None = None, overrides: list[
     if rank == 0:
         save_yaml(config, exp_dir / "config" / "resolved.yaml")
     try:
-        return trainer.run(max_epochs, first_eval=first_eval)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        result = trainer.run(max_epochs, first_eval=first_eval)
+    except BaseException:
+        _teardown_distributed(finished=False)
+        raise
+    _teardown_distributed(finished=True)
+    return result
+
+
+def _teardown_distributed(finished: bool) -> None:
+    """Leave the process group: all ranks together after a finished run (a rank that tears
+    it down while another still talks to it can abort the process), at once after an error
+    (the other ranks may never reach a barrier)."""
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def coarse_to_fine(exp_dir: str | Path, *, coarse_epochs: int, fine_epochs: int,
