@@ -83,6 +83,7 @@ class CatalogueIndex:
         self._lock_root = self.root  # the folder whose lock guards writes
         self._writer: list | None = None  # [ann file name, faiss index, rows saved]: add()'s
         self._warned_qmax = False  # alignment_calibration's stale-settings warning was given
+        self._stamp = None  # fs.meta_stamp of the meta.json read or written last
 
     # -- creation and loading -----------------------------------------------------------
     @classmethod
@@ -124,9 +125,31 @@ class CatalogueIndex:
     def load(cls, root: str | Path) -> "CatalogueIndex":
         """Open an index and check every shard (each problem names its file)."""
         root = Path(root)
+        stamp = fs.meta_stamp(root)  # before reading: a commit in between shows as a change
         idx = cls(root, fs.read_meta(root))
+        idx._stamp = stamp
         idx._check_shards()
         return idx
+
+    @property
+    def generation(self) -> int:
+        """How many commits ``meta.json`` has seen (0: written before generations existed)."""
+        return int(self.meta.get("generation", 0))
+
+    def changed_on_disk(self) -> bool:
+        """Whether ``meta.json`` was committed (by any process) since this object read it."""
+        return fs.meta_stamp(self.root) != self._stamp
+
+    def fresh(self) -> "CatalogueIndex":
+        """This index, or the index as it is on disk now when ``meta.json`` changed since
+        it was read (a new object: searches running on this one are not disturbed).
+
+        A long-running reader calls it before each search, so that it never searches
+        (and re-ranks with) shards another process has replaced or removed.
+        """
+        if not self.changed_on_disk():
+            return self
+        return CatalogueIndex.load(self.root)
 
     def _read_all(self) -> tuple[list[np.ndarray], list[dict]]:
         """Every shard's vectors and track lines, removed recordings included."""
@@ -170,7 +193,9 @@ class CatalogueIndex:
         return Windowing(**self.meta["windowing"])
 
     def _commit(self) -> None:
+        self.meta["generation"] = self.generation + 1
         fs.write_meta(self.root, self.meta)
+        self._stamp = fs.meta_stamp(self.root)
 
     def _locked(self):
         """The index's write lock, or nothing while ``build_index`` already holds it."""
@@ -180,6 +205,7 @@ class CatalogueIndex:
 
     def _reload(self) -> None:
         """Re-read ``meta.json`` (under the lock: another process may have written)."""
+        self._stamp = fs.meta_stamp(self.root)
         self.meta = fs.read_meta(self.root)
         self._forget()
 

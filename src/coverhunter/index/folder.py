@@ -54,6 +54,17 @@ def read_meta(root: Path) -> dict:
     return meta
 
 
+def meta_stamp(root: Path) -> tuple | None:
+    """What changes whenever ``meta.json`` is committed (every write replaces the file):
+    its inode, modification time and size; None without one. One ``stat``, cheap
+    enough for a reader to call before every search."""
+    try:
+        st = os.stat(Path(root) / "meta.json")
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def write_meta(root: Path, meta: dict) -> None:
     atomic_write_text(Path(root) / "meta.json", json.dumps(meta, indent=1))
 

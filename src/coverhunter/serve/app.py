@@ -190,12 +190,14 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None):
     def page():
         return HTMLResponse((STATIC / "index.html").read_text())
 
-    @api.get("/health", summary="Liveness, catalogue size and load")
+    @api.get("/health", summary="Liveness, catalogue size and load (503: the catalogue is damaged)")
     def health():
-        return {**eng().health(), "token_for_reads": not cfg.open_reads,
+        h = eng().health()
+        body = {**h, "token_for_reads": not cfg.open_reads,
                 "writes": bool(cfg.token), "limits": {
                     "max_upload_mb": cfg.max_upload_mb, "max_duration_s": cfg.max_duration_s,
                     "decode_timeout_s": cfg.decode_timeout_s, "queue_size": cfg.queue_size}}
+        return JSONResponse(body, status_code=200 if h["status"] == "ok" else 503)
 
     @api.post("/identify", dependencies=[Depends(reader)],
               summary="Which catalogue works does this recording perform?")

@@ -1,0 +1,84 @@
+"""Issue 28: a served catalogue changed, damaged or swapped under its readers, paths written
+from one folder and read from another, and ``serve``'s start-up errors."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("fastapi", reason="the serve extra is in the dev extra")
+import httpx  # noqa: E402
+
+from coverhunter.serve import ServeConfig, create_app  # noqa: E402
+from coverhunter.serve.engine import Engine  # noqa: E402
+
+from .serve_fixtures import DEFAULT_MODEL, SR, live_server, shared_catalogue, tune  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``coverhunter ARGS`` in a process of its own (this checkout's code, via PYTHONPATH)."""
+    return subprocess.run([sys.executable, "-m", "coverhunter", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
+def wav_bytes(y: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, y, SR, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def catalogue(tmp_path_factory, tmp_path) -> Path:
+    """A copy of the session's catalogue (5 works, calibrated, with chroma) to change."""
+    _, index_dir = shared_catalogue(tmp_path_factory)
+    shutil.copytree(index_dir, tmp_path / "cat")
+    return tmp_path / "cat"
+
+
+def identify(url: str, y: np.ndarray) -> dict:
+    r = httpx.post(f"{url}/identify", files={"file": ("q.wav", wav_bytes(y), "audio/wav")}, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# -- item 1: the catalogue changes under a running server ---------------------------------------
+
+
+def test_server_follows_command_line_changes_and_keeps_reranking(catalogue, tmp_path):
+    eng = Engine(ServeConfig(index=catalogue, device="cpu"))
+    query = tune(3, 25.0, take=2)  # work3 stays in the catalogue
+    try:
+        with live_server(create_app(eng.cfg, eng)) as url:
+            before = identify(url, query)
+            assert before["verdict"] == "match" and before["search"]["rerank"] > 0
+            # two compactions: the second deletes the shard files the server read at start
+            for track in ("work0.wav", "work1.wav"):
+                r = cli("index", "remove", catalogue, track, "--compact")
+                assert r.returncode == 0, r.stderr
+            after = identify(url, query)
+            assert after["catalogue_generation"] > before["catalogue_generation"]
+            assert after["verdict"] == "match" and after["search"]["rerank"] > 0
+            assert after["matches"][0]["work"] == "work3" and after["matches"][0]["alignment"] is not None
+            assert not {"work0", "work1"} & {m["work"] for m in after["matches"]}
+            health = httpx.get(f"{url}/health").json()
+            assert health["tracks"] == 3 and health["generation"] == after["catalogue_generation"]
+            # a recording added from the command line is searched without a write by the server
+            new = tmp_path / "new"
+            new.mkdir()
+            sf.write(new / "work7.wav", tune(7, 30.0), SR, subtype="PCM_16")
+            r = cli("index", "add", catalogue, "--model", DEFAULT_MODEL, "--audio-dir", new)
+            assert r.returncode == 0, r.stderr
+            assert httpx.get(f"{url}/tracks/work7.wav").status_code == 200
+            found = identify(url, tune(7, 20.0, take=1))
+            assert found["matches"][0]["work"] == "work7" and found["search"]["rerank"] > 0
+    finally:
+        eng.close()
