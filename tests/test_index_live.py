@@ -82,3 +82,79 @@ def test_server_follows_command_line_changes_and_keeps_reranking(catalogue, tmp_
             assert found["matches"][0]["work"] == "work7" and found["search"]["rerank"] > 0
     finally:
         eng.close()
+
+
+# -- item 2: damaged chroma and shard files ------------------------------------------------------
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncated" else b"\x17garbage" * 999)
+
+
+def _one_line_naming(r: subprocess.CompletedProcess, path: Path) -> str:
+    assert r.returncode == 1, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert "Traceback" not in r.stderr and err[-1].startswith("coverhunter: error: "), r.stderr
+    assert str(path) in err[-1] and "index repair" in err[-1]
+    return err[-1]
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+def test_damaged_chroma_is_named_reported_and_repaired(catalogue, tmp_path, how):
+    chroma = catalogue / "shard_00000.chroma.npz"
+    _damage(chroma, how)
+    query = tune(2, 20.0, take=1)
+    eng = Engine(ServeConfig(index=catalogue, device="cpu"))  # starts, and says what is wrong
+    try:
+        with live_server(create_app(eng.cfg, eng)) as url:
+            h = httpx.get(f"{url}/health")
+            assert h.status_code == 503 and h.json()["status"] == "damaged"
+            assert str(chroma) in h.json()["problem"]
+            r = httpx.post(f"{url}/identify", files={"file": ("q.wav", wav_bytes(query), "audio/wav")},
+                           timeout=120)
+            assert r.status_code == 503 and str(chroma) in r.json()["detail"]
+            q = tmp_path / "q.wav"
+            sf.write(q, query, SR)
+            _one_line_naming(cli("identify", q, "--index", catalogue), chroma)
+            new = tmp_path / "new"
+            new.mkdir()
+            sf.write(new / "work7.wav", tune(7, 20.0), SR, subtype="PCM_16")
+            _one_line_naming(cli("index", "add", catalogue, "--model", DEFAULT_MODEL, "--audio-dir", new),
+                             chroma)
+            r = cli("index", "repair", catalogue)
+            assert r.returncode == 0, r.stderr
+            assert httpx.get(f"{url}/health").json()["status"] == "ok"  # the server reloaded
+            answer = identify(url, query)
+            assert answer["matches"][0]["work"] == "work2" and answer["search"]["rerank"] > 0
+            assert answer["matches"][0]["alignment"] is not None
+    finally:
+        eng.close()
+
+
+def test_damaged_vectors_are_recomputed_from_the_audio(catalogue, tmp_path):
+    from coverhunter.index import CatalogueIndex
+
+    npy = catalogue / "shard_00000.npy"
+    before = np.load(npy)
+    _damage(npy, "truncated")
+    q = tmp_path / "q.wav"
+    sf.write(q, tune(2, 20.0, take=1), SR)
+    _one_line_naming(cli("identify", q, "--index", catalogue), npy)
+    r = cli("index", "repair", catalogue)
+    assert r.returncode == 0, r.stderr
+    idx = CatalogueIndex.load(catalogue)
+    assert idx.meta["n_tracks"] == 5 and np.allclose(idx.vectors(), before, atol=1e-3)
+
+
+def test_garbage_track_list_is_named_and_its_recordings_dropped(catalogue, tmp_path):
+    from coverhunter.index import CatalogueIndex
+
+    jsonl = catalogue / "shard_00000.jsonl"
+    _damage(jsonl, "garbage")
+    q = tmp_path / "q.wav"
+    sf.write(q, tune(2, 20.0, take=1), SR)
+    _one_line_naming(cli("identify", q, "--index", catalogue), jsonl)
+    r = cli("index", "repair", catalogue)
+    assert r.returncode == 1 and "shard_00000: its list of recordings was unreadable" in r.stderr
+    assert CatalogueIndex.load(catalogue).meta["n_tracks"] == 0  # opens again; add them anew

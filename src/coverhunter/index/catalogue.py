@@ -163,6 +163,11 @@ class CatalogueIndex:
 
     def _check_shards(self) -> None:
         parts, tracks = self._read_all()
+        ends = np.cumsum([len(p) for p in parts])
+        per_shard = np.bincount(np.searchsorted(ends, [t["row"] for t in tracks], side="right"),
+                                minlength=len(parts))
+        for s, n in zip(self.meta["shards"], per_shard):
+            fs.check_shard_chroma(self.root, s, int(n))
         removed = set(self.meta.get("removed_rows", []))
         live = [t for t in tracks if t["row"] not in removed]
         n = sum(len(p) for p in parts)

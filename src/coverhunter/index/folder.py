@@ -28,6 +28,15 @@ BUILD_TAG, OLD_TAG = ".build-", ".old-"
 TRACK_KEYS = ("track_id", "work", "row", "starts")
 
 
+def repair_hint(root: Path) -> str:
+    """What to run when a file of the index at ``root`` is damaged."""
+    return f"run 'coverhunter index repair {root}'"
+
+
+def _reason(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def lock_path(root: Path) -> Path:
     """The lock file of an index: beside the folder, so it survives a swap of the folder."""
     return root.parent / f".{root.name}.lock"
@@ -72,15 +81,20 @@ def write_meta(root: Path, meta: dict) -> None:
 def read_jsonl(path: Path) -> list[dict]:
     """A shard's track lines; a damaged line is a one-line error naming the file and line."""
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CatalogueError(f"{path}: damaged (not UTF-8 text: {e.reason} at byte {e.start}); "
+                             f"{repair_hint(path.parent)}") from e
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             r = json.loads(line)
             if not all(k in r for k in TRACK_KEYS):
                 raise ValueError("missing keys")
-        except ValueError as e:
-            raise CatalogueError(f"{path} line {n}: damaged ({e})") from e
+        except (ValueError, TypeError) as e:
+            raise CatalogueError(f"{path} line {n}: damaged ({e}); {repair_hint(path.parent)}") from e
         rows.append(r)
     return rows
 
@@ -94,7 +108,7 @@ def read_shard(root: Path, shard: str, first_row: int, dim: int) -> tuple[np.nda
     try:
         arr = np.load(npy, mmap_mode="r")
     except (OSError, ValueError, EOFError) as e:
-        raise CatalogueError(f"{npy}: damaged ({e})") from e
+        raise CatalogueError(f"{npy}: damaged ({_reason(e)}); {repair_hint(root)}") from e
     if arr.ndim != 2 or arr.shape[1] != dim:
         raise CatalogueError(f"{npy}: damaged (shape {arr.shape}, expected [n, {dim}])")
     rows = read_jsonl(jsonl)
@@ -126,12 +140,42 @@ def read_shard_chroma(root: Path, shard: str) -> list[np.ndarray] | None:
     """Per-recording uint8 chroma of a shard, in its ``.jsonl`` order (None if it has none)."""
     from ..rerank import CHROMA_SUFFIX
 
-    try:
-        with np.load(root / f"{shard}{CHROMA_SUFFIX}") as z:
-            data, offsets = z["data"], z["offsets"]
-    except (OSError, ValueError, KeyError):
+    path = root / f"{shard}{CHROMA_SUFFIX}"
+    if not path.exists():
         return None
+    try:
+        with np.load(path) as z:
+            data, offsets = z["data"], z["offsets"]
+        if offsets.ndim != 1 or len(offsets) == 0 or offsets[-1] != len(data):
+            raise ValueError("its offsets do not match its data")
+    except Exception as e:  # noqa: BLE001 - numpy and zipfile raise many types for bad files
+        raise CatalogueError(f"{path}: damaged chroma file ({_reason(e)}); {repair_hint(root)}") from e
     return [data[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def check_shard_chroma(root: Path, shard: str, n_recordings: int) -> None:
+    """Raise a one-line :class:`CatalogueError` naming a shard's chroma file when it exists
+    but cannot be read or does not list ``n_recordings`` recordings (cheap: reads the
+    offsets and the data's header, not the chroma itself)."""
+    from ..rerank import CHROMA_SUFFIX
+
+    path = root / f"{shard}{CHROMA_SUFFIX}"
+    if not path.exists():
+        return  # written before re-ranking existed
+    try:
+        with np.load(path) as z:
+            offsets = z["offsets"]
+            with z.zip.open("data.npy") as f:
+                fmt = np.lib.format
+                read = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) \
+                    else fmt.read_array_header_2_0
+                shape = read(f)[0]
+        if offsets.ndim != 1 or len(offsets) != n_recordings + 1:
+            raise ValueError(f"{len(offsets) - 1} recordings, its shard lists {n_recordings}")
+        if shape[:1] != (int(offsets[-1]),):
+            raise ValueError("its offsets do not match its data")
+    except Exception as e:  # noqa: BLE001 - numpy and zipfile raise many types for bad files
+        raise CatalogueError(f"{path}: damaged chroma file ({_reason(e)}); {repair_hint(root)}") from e
 
 
 def delete_shards(root: Path, shards: list[str]) -> None:

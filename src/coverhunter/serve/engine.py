@@ -31,7 +31,7 @@ from ..config import FeatureConfig
 from ..dataset import Track
 from ..index import CatalogueError, CatalogueIndex
 from ..segments import WHOLE_MAX_CHUNKS, embed_features, identify_embedded
-from ..utils import resolve_device
+from ..utils import DamagedFileError, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,8 @@ class Engine:
 
     def __init__(self, cfg: ServeConfig):
         self.cfg = cfg
-        self.index = CatalogueIndex.load(cfg.index)
+        self._load_problem: str | None = None  # why the index on disk cannot be opened
+        self.index = self._open_index()
         self.device = resolve_device(cfg.device)
         self.lm = load_model(cfg.model or Path(self.index.meta["model"]), self.device)
         self.index.check_model(self.lm)
@@ -143,12 +144,25 @@ class Engine:
         self._by_id: dict[str, dict] | None = None
         self._by_id_of: tuple | None = None  # (index, generation) that _by_id was made from
         self._reload_lock = threading.Lock()
-        self._load_problem: str | None = None  # why the changed index on disk cannot be opened
+        self._damage: tuple | None = None  # (index, message): a file found damaged by a search
         p = self._ctx.Process(target=_noop)  # start the fork server now, not on a request
         p.start()
         p.join()
-        log.info("serving %s: %d recordings of %d works, model %s on %s", cfg.index,
-                 self.index.meta["n_tracks"], self.index.n_works, self.lm.source, self.device)
+        if self._load_problem is None:
+            log.info("serving %s: %d recordings of %d works, model %s on %s", cfg.index,
+                     self.index.meta["n_tracks"], self.index.n_works, self.lm.source, self.device)
+
+    def _open_index(self) -> CatalogueIndex:
+        """The index at start-up. With a damaged shard file the service still starts:
+        ``/health`` names the file and searches answer 503 until ``coverhunter index
+        repair`` commits (a damaged or missing ``meta.json`` stops it)."""
+        try:
+            return CatalogueIndex.load(self.cfg.index)
+        except CatalogueError as e:
+            idx = CatalogueIndex(Path(self.cfg.index), CatalogueIndex.read_meta(self.cfg.index))
+            self._load_problem = " ".join(str(e).split())
+            log.error("%s; searches answer 503 until it is repaired", self._load_problem)
+            return idx  # never read as it is: fresh() loads the index again on each request
 
     def close(self) -> None:
         self._model_thread.shutdown(wait=True)
@@ -264,10 +278,15 @@ class Engine:
         rerank = self.cfg.rerank if rerank is None else rerank
         grow = self.cfg.rerank_grow_after if rerank_grow_after is None else rerank_grow_after
         versions = self.cfg.rerank_versions if rerank_versions is None else rerank_versions
-        out = identify_embedded(idx, emb, starts, round(len(feat) / fps, 3), win.chunk / fps,
-                                name, top=top or self.cfg.top, false_alarm=self.cfg.false_alarm,
-                                segments=segments, feat=feat, chroma=self.chroma(idx), rerank=rerank,
-                                rerank_grow_after=grow, rerank_versions=versions)
+        try:
+            out = identify_embedded(idx, emb, starts, round(len(feat) / fps, 3), win.chunk / fps,
+                                    name, top=top or self.cfg.top, false_alarm=self.cfg.false_alarm,
+                                    segments=segments, feat=feat, chroma=self.chroma(idx),
+                                    rerank=rerank, rerank_grow_after=grow, rerank_versions=versions)
+        except (CatalogueError, DamagedFileError) as e:  # changed in place since it was loaded
+            self._damage = (idx, " ".join(str(e).split()))
+            log.error("%s", self._damage[1])
+            raise InputError(503, f"the catalogue cannot be searched: {self._damage[1]}") from e
         # matches of a recording too long to search whole come from its segments, unaligned
         out["search"] = self.search_settings(0 if len(emb) > WHOLE_MAX_CHUNKS else rerank, grow,
                                              versions, index=idx)
@@ -382,8 +401,11 @@ class Engine:
         try:
             idx = self.current()
         except InputError:
-            return {"status": "damaged", "problem": self._load_problem, "model": self.lm.fingerprint,
-                    "device": str(self.device)}
+            idx = None
+        damage = self._damage[1] if self._damage and self._damage[0] is idx else None
+        if idx is None or damage:
+            return {"status": "damaged", "problem": self._load_problem or damage,
+                    "model": self.lm.fingerprint, "device": str(self.device)}
         m = idx.meta
         return {"status": "ok", "tracks": m["n_tracks"], "works": idx.n_works,
                 "generation": idx.generation,
