@@ -158,3 +158,64 @@ def test_garbage_track_list_is_named_and_its_recordings_dropped(catalogue, tmp_p
     r = cli("index", "repair", catalogue)
     assert r.returncode == 1 and "shard_00000: its list of recordings was unreadable" in r.stderr
     assert CatalogueIndex.load(catalogue).meta["n_tracks"] == 0  # opens again; add them anew
+
+
+# -- item 3: a build killed between the renames of its swap -------------------------------------
+
+# runs `coverhunter ARGS` with the index folder module's renames counted: SIGKILL before
+# rename number KILL_AT (the swap's renames are the only ones made through that module)
+_KILL_IN_SWAP = """
+import os, signal, sys
+import coverhunter.index.folder as fs
+
+class CountingOs:
+    calls = 0
+    def __getattr__(self, name):
+        return getattr(os, name)
+    def replace(self, a, b):
+        CountingOs.calls += 1
+        if CountingOs.calls == int(os.environ["KILL_AT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return os.replace(a, b)
+
+fs.os = CountingOs()
+from coverhunter.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("kill_at", [2, 3])
+def test_build_killed_inside_its_swap_is_finished_by_the_next_command(tmp_path, kill_at):
+    import os
+
+    from coverhunter.index import CatalogueIndex
+
+    from .test_hardening_index import feature_list, tiny_model
+
+    model = tiny_model(tmp_path / "model.pt")
+    idx = tmp_path / "idx"
+    old, new = feature_list(tmp_path, "old", 2), feature_list(tmp_path, "new", 4)
+    assert cli("index", "build", idx, "--model", model, "--dataset", old).returncode == 0
+    r = subprocess.run([sys.executable, "-c", _KILL_IN_SWAP, "index", "build", str(idx), "--model",
+                        str(model), "--dataset", str(new), "--overwrite"], capture_output=True,
+                       text=True, cwd=ROOT, env={**os.environ, "KILL_AT": str(kill_at)}, timeout=300)
+    assert r.returncode == -9, r.stderr  # killed inside the swap
+    assert any(p.name.startswith(".idx.") for p in tmp_path.iterdir())  # left unfinished
+    r = cli("index", "compact", idx)  # any command that opens the index
+    assert r.returncode == 0, r.stderr
+    got = sorted(t["track_id"] for t in CatalogueIndex.load(idx).tracks())
+    assert got == [f"new_{i}" for i in range(4)]  # the build's index, complete
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".idx.") and p.is_dir()]
+
+
+def test_index_moved_aside_by_an_older_swap_is_put_back(tmp_path):
+    from coverhunter.index import CatalogueIndex
+
+    from .test_hardening_index import feature_list, tiny_model
+
+    model = tiny_model(tmp_path / "model.pt")
+    idx = tmp_path / "idx"
+    assert cli("index", "build", idx, "--model", model, "--dataset",
+               feature_list(tmp_path, "old", 2)).returncode == 0
+    idx.rename(tmp_path / ".idx.old-12345")  # where the older swap left it when killed
+    assert CatalogueIndex.load(idx).meta["n_tracks"] == 2

@@ -123,8 +123,12 @@ class CatalogueIndex:
 
     @classmethod
     def load(cls, root: str | Path) -> "CatalogueIndex":
-        """Open an index and check every shard (each problem names its file)."""
+        """Open an index and check every shard (each problem names its file); a swap that
+        a killed build left unfinished is finished first."""
         root = Path(root)
+        if fs.swap_interrupted(root):  # one listing of the parent folder
+            with file_lock(fs.lock_path(root)):
+                fs.recover(root)
         stamp = fs.meta_stamp(root)  # before reading: a commit in between shows as a change
         idx = cls(root, fs.read_meta(root))
         idx._stamp = stamp

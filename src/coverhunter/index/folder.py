@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 FORMAT = "coverhunter-index/1"
 META_KEYS = ("model_fingerprint", "embed_dim", "windowing", "backend", "shards", "n_tracks",
              "n_vectors")
-BUILD_TAG, OLD_TAG = ".build-", ".old-"
+# hidden siblings of an index folder: a build in progress, a finished build waiting to be
+# swapped in, the index it replaces (see swap_in and recover)
+BUILD_TAG, READY_TAG, OLD_TAG = ".build-", ".ready-", ".old-"
 TRACK_KEYS = ("track_id", "work", "row", "starts")
 
 
@@ -185,12 +187,24 @@ def delete_shards(root: Path, shards: list[str]) -> None:
             f.unlink(missing_ok=True)
 
 
+def swap_interrupted(root: Path) -> bool:
+    """Whether a killed build left a swap of ``root`` unfinished (:func:`recover` ends it)."""
+    return any(True for tag in (READY_TAG, OLD_TAG) for _ in root.parent.glob(f".{root.name}{tag}*"))
+
+
 def recover(root: Path) -> None:
-    """Undo what a killed build left beside ``root`` (call under the index lock): remove
-    half-built folders, and put back an old index moved aside just before a swap."""
+    """End what a killed build left beside ``root`` (call under the index lock): remove
+    half-built folders, finish a swap whose build was complete, and put back an old index
+    moved aside by an older version's swap."""
     for p in root.parent.glob(f".{root.name}{BUILD_TAG}*"):
         shutil.rmtree(p, ignore_errors=True)
         log.info("removed %s, left by an interrupted build", p)
+    ready = sorted(root.parent.glob(f".{root.name}{READY_TAG}*"), key=lambda p: p.stat().st_mtime)
+    for p in ready[:-1]:
+        shutil.rmtree(p, ignore_errors=True)
+    if ready:
+        _finish_swap(ready[-1], root)
+        log.warning("%s: finished swapping in the index of a build interrupted at its end", root)
     for p in sorted(root.parent.glob(f".{root.name}{OLD_TAG}*")):
         if not root.exists():
             os.replace(p, root)
@@ -220,12 +234,23 @@ def replaceable(root: Path, overwrite: bool) -> None:
 
 
 def swap_in(tmp: Path, root: Path) -> None:
-    """Put the built folder at ``root``; an old index is moved aside first and deleted
-    after, so a kill in between leaves it recoverable (:func:`recover`)."""
+    """Put the built folder at ``root`` (call under the index lock).
+
+    The complete build is first renamed ``.NAME.ready-PID``; then an old index is moved
+    aside to ``.NAME.old-PID``, the ready folder takes its place and the old one is
+    deleted. A kill at any point leaves a state that :func:`recover` (run by the next
+    command that opens the folder) finishes: the new index in place, the old one gone.
+    """
+    ready = root.parent / f".{root.name}{READY_TAG}{os.getpid()}"
+    os.replace(tmp, ready)
+    _finish_swap(ready, root)
+
+
+def _finish_swap(ready: Path, root: Path) -> None:
     old = None
     if root.exists():
         old = root.parent / f".{root.name}{OLD_TAG}{os.getpid()}"
         os.replace(root, old)
-    os.replace(tmp, root)
+    os.replace(ready, root)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
