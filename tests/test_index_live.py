@@ -219,3 +219,51 @@ def test_index_moved_aside_by_an_older_swap_is_put_back(tmp_path):
                feature_list(tmp_path, "old", 2)).returncode == 0
     idx.rename(tmp_path / ".idx.old-12345")  # where the older swap left it when killed
     assert CatalogueIndex.load(idx).meta["n_tracks"] == 2
+
+
+# -- item 4: paths written from one folder, read from another -----------------------------------
+
+
+def test_upload_to_a_relative_index_is_served_from_any_folder(catalogue, tmp_path, monkeypatch):
+    monkeypatch.chdir(catalogue.parent)  # `coverhunter serve --index cat` started here
+    eng = Engine(ServeConfig(index=Path(catalogue.name), device="cpu", token="T"))
+    auth = {"Authorization": "Bearer T"}
+    try:
+        with live_server(create_app(eng.cfg, eng)) as url:
+            r = httpx.post(f"{url}/tracks", data={"work": "work7", "track_id": "w7"}, headers=auth,
+                           files={"file": ("w7.wav", wav_bytes(tune(7, 20.0)), "audio/wav")}, timeout=120)
+            assert r.status_code == 201, r.text
+            assert httpx.get(f"{url}/tracks/w7/audio").status_code == 200
+    finally:
+        eng.close()
+    monkeypatch.chdir(tmp_path.parent)  # the same index, served from elsewhere
+    other = Engine(ServeConfig(index=catalogue, device="cpu"))
+    try:
+        assert other.audio_path("w7") == catalogue / "uploads" / "w7.wav"
+    finally:
+        other.close()
+
+
+def test_relative_audio_dir_and_model_work_from_another_folder(tmp_path):
+    from coverhunter.index import CatalogueIndex
+
+    from .test_hardening_index import tiny_model
+
+    work = tmp_path / "work"
+    (work / "audio").mkdir(parents=True)
+    (work / "more").mkdir()
+    for w in range(2):
+        sf.write(work / "audio" / f"w{w}.wav", tune(w, 12.0), SR, subtype="PCM_16")
+    sf.write(work / "more" / "w2.wav", tune(2, 12.0), SR, subtype="PCM_16")
+    tiny_model(work / "model.pt")
+    r = cli("index", "build", "cat", "--model", "model.pt", "--audio-dir", "audio", cwd=work)
+    assert r.returncode == 0, r.stderr
+    r = cli("index", "add", "cat", "--model", "model.pt", "--audio-dir", "more", cwd=work)
+    assert r.returncode == 0, r.stderr
+    q = tmp_path / "q.wav"
+    sf.write(q, tune(1, 10.0, take=1), SR)
+    r = cli("identify", q, "--index", work / "cat", "--json", cwd=tmp_path)  # no --model
+    assert r.returncode == 0, r.stderr
+    idx = CatalogueIndex.load(work / "cat")
+    assert Path(idx.meta["model"]) == work / "model.pt"
+    assert all(Path(t["audio"]).is_absolute() and Path(t["audio"]).is_file() for t in idx.tracks())

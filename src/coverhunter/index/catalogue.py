@@ -109,7 +109,9 @@ class CatalogueIndex:
         root.mkdir(parents=True, exist_ok=True)
         for old in list(root.glob("shard_*")) + list(root.glob("ann*.faiss")):
             old.unlink()
-        meta = {"format": FORMAT, "model_fingerprint": lm.fingerprint, "model": str(lm.source),
+        # the model's path resolved: the index is used from other working directories
+        meta = {"format": FORMAT, "model_fingerprint": lm.fingerprint,
+                "model": str(Path(lm.source).resolve()),
                 "embed_dim": lm.config.model.embed_dim, "windowing": asdict(win),
                 "frames_per_second": lm.config.features.frames_per_second, "backend": backend,
                 "shards": [], "n_tracks": 0, "n_vectors": 0, "removed_rows": [],

@@ -315,7 +315,7 @@ class Engine:
         idx = self.current()
         if self.track(track_id) is not None:
             raise InputError(409, f"track {track_id!r} is already in the catalogue")
-        store = Path(self.cfg.index) / "uploads"
+        store = Path(self.cfg.index).resolve() / "uploads"  # found from any working directory
         store.mkdir(exist_ok=True)
         audio = store / f"{track_id}{src.suffix}"
         feat_path = store / f"{track_id}.cqt.npy"
