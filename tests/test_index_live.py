@@ -267,3 +267,27 @@ def test_relative_audio_dir_and_model_work_from_another_folder(tmp_path):
     idx = CatalogueIndex.load(work / "cat")
     assert Path(idx.meta["model"]) == work / "model.pt"
     assert all(Path(t["audio"]).is_absolute() and Path(t["audio"]).is_file() for t in idx.tracks())
+
+
+# -- item 5: serve's start-up errors ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("problem", ["no index", "damaged meta.json", "no model"])
+def test_serve_start_up_errors_are_one_line_and_exit_1(catalogue, problem):
+    import json
+
+    meta = catalogue / "meta.json"
+    if problem == "no index":
+        shutil.rmtree(catalogue)
+        words = "not an index"
+    elif problem == "damaged meta.json":
+        meta.write_text('{"format": "coverhunter-index/1", ')
+        words = "meta.json: damaged"
+    else:
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "model": "/nowhere/model.pt"}))
+        words = "/nowhere/model.pt"
+    r = cli("serve", "--index", catalogue, "--port", "0", timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("coverhunter: error: ") and words in last, r.stderr

@@ -283,8 +283,14 @@ def serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
         cfg = replace(cfg, token=os.environ["COVERHUNTER_TOKEN"])
     if not cfg.open_reads and not cfg.token:
         raise ValueError("--protect-reads needs a token (--token or $COVERHUNTER_TOKEN)")
-    log.info("coverhunter serve on http://%s:%d (docs: /docs)", host, port)
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level="info")
+    # made before uvicorn runs, so that a missing or damaged index or model is one error
+    # line (and exit status 1) from the command line, not a traceback from the app's start
+    engine = Engine(cfg)
+    try:
+        log.info("coverhunter serve on http://%s:%d (docs: /docs)", host, port)
+        uvicorn.run(create_app(cfg, engine), host=host, port=port, log_level="info")
+    finally:
+        engine.close()
 
 
 __all__ = ["ServeConfig", "create_app", "serve"]
