@@ -242,6 +242,11 @@ def test_upload_to_a_relative_index_is_served_from_any_folder(catalogue, tmp_pat
         assert other.audio_path("w7") == catalogue / "uploads" / "w7.wav"
     finally:
         other.close()
+    # item 7: once the track is removed and compacted away, its upload goes too
+    assert sorted(p.name for p in (catalogue / "uploads").iterdir()) == ["w7.cqt.npy", "w7.wav"]
+    r = cli("index", "remove", catalogue, "w7", "--compact")
+    assert r.returncode == 0, r.stderr
+    assert not list((catalogue / "uploads").iterdir())
 
 
 def test_relative_audio_dir_and_model_work_from_another_folder(tmp_path):
@@ -291,3 +296,44 @@ def test_serve_start_up_errors_are_one_line_and_exit_1(catalogue, problem):
     assert "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("coverhunter: error: ") and words in last, r.stderr
+
+
+# -- item 7: more damage named, an empty folder, no unsafe advice -------------------------------
+
+
+def test_non_utf8_track_list_names_its_file(catalogue, tmp_path):
+    jsonl = catalogue / "shard_00000.jsonl"
+    jsonl.write_bytes(b"\xff\xfe\x00\x81garbage" * 50)
+    q = tmp_path / "q.wav"
+    sf.write(q, tune(2, 10.0, take=1), SR)
+    assert "not UTF-8" in _one_line_naming(cli("identify", q, "--index", catalogue), jsonl)
+
+
+def test_identify_on_a_folder_without_audio_says_so(catalogue, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no audio here")
+    r = cli("identify", empty, "--index", catalogue)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
+        f"coverhunter: error: no audio files in {empty}"), r.stderr
+
+
+def test_damaged_checkpoint_message_never_suggests_an_unsafe_load(catalogue, tmp_path):
+    import torch
+
+    from coverhunter.checkpoint import load_model
+
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"garbage" * 100)  # torch's message for it advises weights_only=False
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"x": Path("/x")}, foreign)  # a Python object a safe load refuses
+    for path in (bad, foreign):
+        with pytest.raises(ValueError) as e:
+            load_model(path)
+        msg = str(e.value)
+        assert msg.startswith(f"{path}: damaged or not a checkpoint") and "\n" not in msg
+        assert "weights_only" not in msg and "likely succeed" not in msg
+    q = tmp_path / "q.wav"
+    sf.write(q, tune(2, 10.0, take=1), SR)
+    r = cli("identify", q, "--index", catalogue, "--model", bad)
+    assert r.returncode == 1 and "weights_only" not in r.stderr and "Traceback" not in r.stderr

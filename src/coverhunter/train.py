@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import FORMAT, save_checkpoint
+from .checkpoint import FORMAT, load_failure, save_checkpoint
 from .config import Config, load_config, save_yaml, to_dict
 from .data import ChunkDataset, WorkBatchSampler, augment_batch, collate
 from .dataset import Track, read_dataset
@@ -227,8 +227,7 @@ class Trainer:
         try:
             state = torch.load(last, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"{last}: damaged checkpoint, cannot resume ({first}); restore it or "
+            raise ValueError(f"{last}: damaged checkpoint, cannot resume ({load_failure(e)}); restore it or "
                              "remove it to train from the start") from e
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{last}: not a coverhunter checkpoint")

@@ -348,11 +348,14 @@ class CatalogueIndex:
         if not removed:
             return 0
         vecs, rows, chromas, first, n = [], [], [], 0, 0
+        dropped = []
         for s in self.meta["shards"]:
             arr, lines = fs.read_shard(self.root, s, first, self.meta["embed_dim"])
             stored = fs.read_shard_chroma(self.root, s) or [np.zeros((0, 12), np.uint8)] * len(lines)
             for t, chroma in zip(lines, stored):
-                if t["row"] not in removed:
+                if t["row"] in removed:
+                    dropped.append(t)
+                else:
                     a = t["row"] - first
                     vecs.append(np.asarray(arr[a:a + len(t["starts"])]))
                     rows.append({**t, "row": n})
@@ -372,6 +375,7 @@ class CatalogueIndex:
         self._commit()
         self._forget()
         _delete_stale(self.root, stale)
+        _delete_uploads(self.root, dropped, rows)
         log.info("%s: compacted, %d rows of removed recordings dropped", self.root, first - n)
         return first - n
 
@@ -750,6 +754,27 @@ def _delete_stale(root: Path, stale: dict) -> None:
     (root / (stale.get("ann_file") or fb.ANN_FILE)).unlink(missing_ok=True)
     if stale.get("engine"):
         QdrantStore(stale["engine"]["uri"], stale["engine"]["collection"]).drop()
+
+
+def _delete_uploads(root: Path, dropped: list[dict], live: list[dict]) -> None:
+    """Delete the files ``POST /tracks`` kept in ``uploads/`` (``ID.ext`` and
+    ``ID.cqt.npy``) for recordings a compaction dropped, unless a live recording still
+    uses them (a replaced track keeps its id)."""
+    uploads = root / "uploads"
+    if not uploads.is_dir():
+        return
+    live_ids = {t["track_id"] for t in live}
+    live_audio = {Path(t.get("audio") or "").name for t in live
+                  if Path(t.get("audio") or "").parent.name == "uploads"}
+    for t in dropped:
+        if t["track_id"] in live_ids:
+            continue
+        names = [f"{t['track_id']}.cqt.npy"]
+        audio = Path(t.get("audio") or "")
+        if audio.parent.name == "uploads" and audio.name not in live_audio:
+            names.append(audio.name)
+        for name in names:
+            (uploads / name).unlink(missing_ok=True)
 
 
 def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 10,
