@@ -117,11 +117,12 @@ def test_damaged_chroma_is_named_reported_and_repaired(catalogue, tmp_path, how)
             q = tmp_path / "q.wav"
             sf.write(q, query, SR)
             _one_line_naming(cli("identify", q, "--index", catalogue), chroma)
-            new = tmp_path / "new"
-            new.mkdir()
-            sf.write(new / "work7.wav", tune(7, 20.0), SR, subtype="PCM_16")
-            _one_line_naming(cli("index", "add", catalogue, "--model", DEFAULT_MODEL, "--audio-dir", new),
-                             chroma)
+            if how == "truncated":  # `index add` on it returned 0 without noticing
+                new = tmp_path / "new"
+                new.mkdir()
+                sf.write(new / "work7.wav", tune(7, 20.0), SR, subtype="PCM_16")
+                _one_line_naming(cli("index", "add", catalogue, "--model", DEFAULT_MODEL, "--audio-dir",
+                                     new), chroma)
             r = cli("index", "repair", catalogue)
             assert r.returncode == 0, r.stderr
             assert httpx.get(f"{url}/health").json()["status"] == "ok"  # the server reloaded
