@@ -3,6 +3,7 @@ from one folder and read from another, and ``serve``'s start-up errors."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import subprocess
@@ -28,6 +29,17 @@ def cli(*args, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedPr
     """``coverhunter ARGS`` in a process of its own (this checkout's code, via PYTHONPATH)."""
     return subprocess.run([sys.executable, "-m", "coverhunter", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=cwd)
+
+
+def run(*args) -> subprocess.CompletedProcess:
+    """``coverhunter ARGS`` in this process (the command line's own code and exit status,
+    without a new interpreter's start-up): for the checks of what a command says."""
+    from coverhunter.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args], exit=False)
+    return subprocess.CompletedProcess(args, code, "", err.getvalue())
 
 
 def wav_bytes(y: np.ndarray) -> bytes:
@@ -116,12 +128,12 @@ def test_damaged_chroma_is_named_reported_and_repaired(catalogue, tmp_path, how)
             assert r.status_code == 503 and str(chroma) in r.json()["detail"]
             q = tmp_path / "q.wav"
             sf.write(q, query, SR)
-            _one_line_naming(cli("identify", q, "--index", catalogue), chroma)
+            _one_line_naming(run("identify", q, "--index", catalogue), chroma)
             if how == "truncated":  # `index add` on it returned 0 without noticing
                 new = tmp_path / "new"
                 new.mkdir()
                 sf.write(new / "work7.wav", tune(7, 20.0), SR, subtype="PCM_16")
-                _one_line_naming(cli("index", "add", catalogue, "--model", DEFAULT_MODEL, "--audio-dir",
+                _one_line_naming(run("index", "add", catalogue, "--model", DEFAULT_MODEL, "--audio-dir",
                                      new), chroma)
             r = cli("index", "repair", catalogue)
             assert r.returncode == 0, r.stderr
@@ -141,8 +153,8 @@ def test_damaged_vectors_are_recomputed_from_the_audio(catalogue, tmp_path):
     _damage(npy, "truncated")
     q = tmp_path / "q.wav"
     sf.write(q, tune(2, 20.0, take=1), SR)
-    _one_line_naming(cli("identify", q, "--index", catalogue), npy)
-    r = cli("index", "repair", catalogue)
+    _one_line_naming(run("identify", q, "--index", catalogue), npy)
+    r = run("index", "repair", catalogue)
     assert r.returncode == 0, r.stderr
     idx = CatalogueIndex.load(catalogue)
     assert idx.meta["n_tracks"] == 5 and np.allclose(idx.vectors(), before, atol=1e-3)
@@ -155,8 +167,8 @@ def test_garbage_track_list_is_named_and_its_recordings_dropped(catalogue, tmp_p
     _damage(jsonl, "garbage")
     q = tmp_path / "q.wav"
     sf.write(q, tune(2, 20.0, take=1), SR)
-    _one_line_naming(cli("identify", q, "--index", catalogue), jsonl)
-    r = cli("index", "repair", catalogue)
+    _one_line_naming(run("identify", q, "--index", catalogue), jsonl)
+    r = run("index", "repair", catalogue)
     assert r.returncode == 1 and "shard_00000: its list of recordings was unreadable" in r.stderr
     assert CatalogueIndex.load(catalogue).meta["n_tracks"] == 0  # opens again; add them anew
 
@@ -196,7 +208,7 @@ def test_build_killed_inside_its_swap_is_finished_by_the_next_command(tmp_path, 
     model = tiny_model(tmp_path / "model.pt")
     idx = tmp_path / "idx"
     old, new = feature_list(tmp_path, "old", 2), feature_list(tmp_path, "new", 4)
-    assert cli("index", "build", idx, "--model", model, "--dataset", old).returncode == 0
+    assert run("index", "build", idx, "--model", model, "--dataset", old).returncode == 0
     r = subprocess.run([sys.executable, "-c", _KILL_IN_SWAP, "index", "build", str(idx), "--model",
                         str(model), "--dataset", str(new), "--overwrite"], capture_output=True,
                        text=True, cwd=ROOT, env={**os.environ, "KILL_AT": str(kill_at)}, timeout=300)
@@ -216,7 +228,7 @@ def test_index_moved_aside_by_an_older_swap_is_put_back(tmp_path):
 
     model = tiny_model(tmp_path / "model.pt")
     idx = tmp_path / "idx"
-    assert cli("index", "build", idx, "--model", model, "--dataset",
+    assert run("index", "build", idx, "--model", model, "--dataset",
                feature_list(tmp_path, "old", 2)).returncode == 0
     idx.rename(tmp_path / ".idx.old-12345")  # where the older swap left it when killed
     assert CatalogueIndex.load(idx).meta["n_tracks"] == 2
@@ -240,7 +252,7 @@ def test_upload_to_a_relative_index_is_served_from_any_folder(catalogue, tmp_pat
     monkeypatch.chdir(tmp_path.parent)  # the same index, served from elsewhere
     other = Engine(ServeConfig(index=catalogue, device="cpu"))
     try:
-        assert other.audio_path("w7") == catalogue / "uploads" / "w7.wav"
+        assert other.audio_path("w7") == (catalogue / "uploads" / "w7.wav").resolve()
     finally:
         other.close()
     # item 7: once the track is removed and compacted away, its upload goes too
@@ -250,7 +262,7 @@ def test_upload_to_a_relative_index_is_served_from_any_folder(catalogue, tmp_pat
     assert not list((catalogue / "uploads").iterdir())
 
 
-def test_relative_audio_dir_and_model_work_from_another_folder(tmp_path):
+def test_relative_audio_dir_and_model_work_from_another_folder(tmp_path, monkeypatch):
     from coverhunter.index import CatalogueIndex
 
     from .test_hardening_index import tiny_model
@@ -262,16 +274,18 @@ def test_relative_audio_dir_and_model_work_from_another_folder(tmp_path):
         sf.write(work / "audio" / f"w{w}.wav", tune(w, 12.0), SR, subtype="PCM_16")
     sf.write(work / "more" / "w2.wav", tune(2, 12.0), SR, subtype="PCM_16")
     tiny_model(work / "model.pt")
-    r = cli("index", "build", "cat", "--model", "model.pt", "--audio-dir", "audio", cwd=work)
+    monkeypatch.chdir(work)  # written with paths relative to this folder
+    r = run("index", "build", "cat", "--model", "model.pt", "--audio-dir", "audio")
     assert r.returncode == 0, r.stderr
-    r = cli("index", "add", "cat", "--model", "model.pt", "--audio-dir", "more", cwd=work)
+    r = run("index", "add", "cat", "--model", "model.pt", "--audio-dir", "more")
     assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(ROOT)
     q = tmp_path / "q.wav"
     sf.write(q, tune(1, 10.0, take=1), SR)
     r = cli("identify", q, "--index", work / "cat", "--json", cwd=tmp_path)  # no --model
     assert r.returncode == 0, r.stderr
     idx = CatalogueIndex.load(work / "cat")
-    assert Path(idx.meta["model"]) == work / "model.pt"
+    assert Path(idx.meta["model"]) == (work / "model.pt").resolve()
     assert all(Path(t["audio"]).is_absolute() and Path(t["audio"]).is_file() for t in idx.tracks())
 
 
@@ -292,7 +306,9 @@ def test_serve_start_up_errors_are_one_line_and_exit_1(catalogue, problem):
     else:
         meta.write_text(json.dumps({**json.loads(meta.read_text()), "model": "/nowhere/model.pt"}))
         words = "/nowhere/model.pt"
-    r = cli("serve", "--index", catalogue, "--port", "0", timeout=120)
+    # one case as its own process (the exit status a user sees), the others in this one
+    r = cli("serve", "--index", catalogue, "--port", "0", timeout=120) if problem == "no model" \
+        else run("serve", "--index", catalogue, "--port", "0")
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
@@ -307,14 +323,14 @@ def test_non_utf8_track_list_names_its_file(catalogue, tmp_path):
     jsonl.write_bytes(b"\xff\xfe\x00\x81garbage" * 50)
     q = tmp_path / "q.wav"
     sf.write(q, tune(2, 10.0, take=1), SR)
-    assert "not UTF-8" in _one_line_naming(cli("identify", q, "--index", catalogue), jsonl)
+    assert "not UTF-8" in _one_line_naming(run("identify", q, "--index", catalogue), jsonl)
 
 
 def test_identify_on_a_folder_without_audio_says_so(catalogue, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no audio here")
-    r = cli("identify", empty, "--index", catalogue)
+    r = run("identify", empty, "--index", catalogue)
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
         f"coverhunter: error: no audio files in {empty}"), r.stderr
 
@@ -336,5 +352,5 @@ def test_damaged_checkpoint_message_never_suggests_an_unsafe_load(catalogue, tmp
         assert "weights_only" not in msg and "likely succeed" not in msg
     q = tmp_path / "q.wav"
     sf.write(q, tune(2, 10.0, take=1), SR)
-    r = cli("identify", q, "--index", catalogue, "--model", bad)
+    r = run("identify", q, "--index", catalogue, "--model", bad)
     assert r.returncode == 1 and "weights_only" not in r.stderr and "Traceback" not in r.stderr
