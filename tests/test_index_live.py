@@ -81,7 +81,7 @@ def test_server_follows_command_line_changes_and_keeps_reranking(catalogue, tmp_
             assert after["verdict"] == "match" and after["search"]["rerank"] > 0
             assert after["matches"][0]["work"] == "work3" and after["matches"][0]["alignment"] is not None
             assert not {"work0", "work1"} & {m["work"] for m in after["matches"]}
-            health = httpx.get(f"{url}/health").json()
+            health = httpx.get(f"{url}/health", timeout=60).json()
             assert health["tracks"] == 3 and health["generation"] == after["catalogue_generation"]
             # a recording added from the command line is searched without a write by the server
             new = tmp_path / "new"
@@ -89,7 +89,7 @@ def test_server_follows_command_line_changes_and_keeps_reranking(catalogue, tmp_
             sf.write(new / "work7.wav", tune(7, 30.0), SR, subtype="PCM_16")
             r = cli("index", "add", catalogue, "--model", DEFAULT_MODEL, "--audio-dir", new)
             assert r.returncode == 0, r.stderr
-            assert httpx.get(f"{url}/tracks/work7.wav").status_code == 200
+            assert httpx.get(f"{url}/tracks/work7.wav", timeout=60).status_code == 200
             found = identify(url, tune(7, 20.0, take=1))
             assert found["matches"][0]["work"] == "work7" and found["search"]["rerank"] > 0
     finally:
@@ -120,7 +120,7 @@ def test_damaged_chroma_is_named_reported_and_repaired(catalogue, tmp_path, how)
     eng = Engine(ServeConfig(index=catalogue, device="cpu"))  # starts, and says what is wrong
     try:
         with live_server(create_app(eng.cfg, eng)) as url:
-            h = httpx.get(f"{url}/health")
+            h = httpx.get(f"{url}/health", timeout=60)
             assert h.status_code == 503 and h.json()["status"] == "damaged"
             assert str(chroma) in h.json()["problem"]
             r = httpx.post(f"{url}/identify", files={"file": ("q.wav", wav_bytes(query), "audio/wav")},
@@ -137,7 +137,7 @@ def test_damaged_chroma_is_named_reported_and_repaired(catalogue, tmp_path, how)
                                      new), chroma)
             r = cli("index", "repair", catalogue)
             assert r.returncode == 0, r.stderr
-            assert httpx.get(f"{url}/health").json()["status"] == "ok"  # the server reloaded
+            assert httpx.get(f"{url}/health", timeout=60).json()["status"] == "ok"  # the server reloaded
             answer = identify(url, query)
             assert answer["matches"][0]["work"] == "work2" and answer["search"]["rerank"] > 0
             assert answer["matches"][0]["alignment"] is not None
@@ -246,7 +246,7 @@ def test_upload_to_a_relative_index_is_served_from_any_folder(catalogue, tmp_pat
             r = httpx.post(f"{url}/tracks", data={"work": "work7", "track_id": "w7"}, headers=auth,
                            files={"file": ("w7.wav", wav_bytes(tune(7, 20.0)), "audio/wav")}, timeout=120)
             assert r.status_code == 201, r.text
-            assert httpx.get(f"{url}/tracks/w7/audio").status_code == 200
+            assert httpx.get(f"{url}/tracks/w7/audio", timeout=60).status_code == 200
     finally:
         eng.close()
     monkeypatch.chdir(tmp_path.parent)  # the same index, served from elsewhere
