@@ -265,7 +265,14 @@ class Engine:
         -------
         dict
             ``identify --json``'s answer plus ``search``: ``{"rerank": shortlist length
-            aligned (0 = none), "rerank_grow_after": ..., "rerank_versions": ...}``.
+            aligned (0 = none), "rerank_grow_after": ..., "rerank_versions": ...}`` and
+            ``catalogue_generation``: the commit of the index searched (:meth:`current`).
+
+        Raises
+        ------
+        InputError
+            409 for an empty catalogue; 503 when the index cannot be searched (a damaged
+            file, named).
         """
         idx = self.current()
         if idx.meta["n_vectors"] == 0:
