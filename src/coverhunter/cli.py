@@ -313,11 +313,17 @@ def _identify_files(args, idx, lm, device, approx) -> int:
     from .index import QueryResult, format_result
     from .segments import format_segments, identify_file
 
-    answer = functools.partial(identify_file, idx, lm, top=args.top, false_alarm=args.false_alarm,
+    search = functools.partial(identify_file, lm=lm, top=args.top, false_alarm=args.false_alarm,
                                segments=args.segments, device=device, approximate=approx,
                                rerank=getattr(args, "rerank", None),
                                rerank_grow_after=getattr(args, "rerank_grow_after", None),
                                rerank_versions=getattr(args, "rerank_versions", None))
+    current = [idx]
+
+    def answer(path):
+        # a long batch follows the index as other processes change it (one stat per file)
+        current[0] = current[0].fresh()
+        return search(current[0], path=path)
     files = audio_files(args.audio, args.recursive)
     if args.output:
         report = identify_batch(files, args.output, answer)
