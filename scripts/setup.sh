@@ -24,9 +24,13 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$sudo" = none ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "setup: please install ${need[*]} (Debian package names); the demo corpus needs them" >&2
   else
+    # on a freshly booted machine automatic updates often hold the dpkg lock for minutes:
+    # wait for it (bounded; COVERHUNTER_APT_LOCK_TIMEOUT seconds) instead of failing at once
+    lock_wait=${COVERHUNTER_APT_LOCK_TIMEOUT:-600}
     echo "setup: installing Debian packages: ${need[*]}" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+    echo "setup: if another package manager holds the dpkg lock, waiting for it (up to ${lock_wait} s)" >&2
+    $sudo apt-get -o DPkg::Lock::Timeout="$lock_wait" update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout="$lock_wait" install -y -qq "${need[@]}" >/dev/null
   fi
 fi
 

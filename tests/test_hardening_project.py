@@ -183,3 +183,24 @@ def test_setup_refuses_an_unpinned_torch(tmp_path):
                        env={**env, "COVERHUNTER_TORCH_SPEC": "torch"})
     assert r.returncode != 0 and "pin" in r.stderr
     assert not log.exists()  # pip never asked for an unpinned torch
+
+
+def test_setup_waits_for_the_dpkg_lock_with_a_bound(tmp_path):
+    """Issue 28 item 6: apt-get waits for a held dpkg lock (DPkg::Lock::Timeout) and the
+    set-up says so, instead of failing at once on a freshly booted machine."""
+    repo, _, env = _sandbox(tmp_path)
+    bin_ = tmp_path / "only"  # a PATH without the synthesizers, so apt-get is asked for them
+    bin_.mkdir()
+    for tool in ("bash", "dirname", "id", "cat", "sha256sum", "cut", "rm", "touch", "env"):
+        (bin_ / tool).symlink_to(shutil.which(tool))
+    apt_log = tmp_path / "apt.log"
+    (bin_ / "apt-get").write_text(f'#!{shutil.which("bash")}\necho "$*" >> "{apt_log}"\n')
+    (bin_ / "apt-get").chmod(0o755)
+    (bin_ / "sudo").write_text(f'#!{shutil.which("bash")}\nexec "$@"\n')  # when not run as root
+    (bin_ / "sudo").chmod(0o755)
+    r = subprocess.run([str(bin_ / "bash"), "scripts/setup.sh"], cwd=repo, capture_output=True, text=True,
+                       env={**env, "PATH": str(bin_), "COVERHUNTER_APT_LOCK_TIMEOUT": "42"})
+    assert r.returncode == 0, r.stderr
+    calls = apt_log.read_text().splitlines()
+    assert len(calls) == 2 and all(c.startswith("-o DPkg::Lock::Timeout=42 ") for c in calls), calls
+    assert "waiting for it (up to 42 s)" in r.stderr

@@ -188,3 +188,19 @@ def test_damaged_best_checkpoint_is_one_line(tmp_path, capsys):
     assert cli.main(["evaluate", str(exp), str(tmp_path / "data" / "val.txt")], exit=False) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(exp / "checkpoints" / "best.pt") in err
+
+
+def test_damaged_last_checkpoint_message_never_suggests_an_unsafe_load(tmp_path):
+    """Issue 28 item 7: torch's hint that ``weights_only=False`` "will likely succeed" is
+    not repeated (it runs whatever code the file holds)."""
+    import torch
+
+    from coverhunter.config import load_config
+    from coverhunter.train import Trainer
+
+    exp = make_experiment(tmp_path / "exp", make_feature_lists(tmp_path / "data"))
+    (exp / "checkpoints").mkdir()
+    (exp / "checkpoints" / "last.pt").write_bytes(b"garbage" * 100)
+    with pytest.raises(ValueError, match="damaged checkpoint, cannot resume") as e:
+        Trainer(exp, load_config(exp / "config" / "hparams.yaml"), torch.device("cpu"), verbose=False)
+    assert "weights_only" not in str(e.value) and "likely succeed" not in str(e.value)

@@ -31,12 +31,22 @@ class BatchReport:
 
 
 def audio_files(inputs: Iterable[str | Path], recursive: bool = False) -> list[Path]:
-    """Files given, plus the audio files of the folders given (sub-folders with ``recursive``)."""
+    """Files given, plus the audio files of the folders given (sub-folders with ``recursive``).
+
+    Raises
+    ------
+    ValueError
+        A folder given holds no audio file (``no audio files in DIR``).
+    """
     out: list[Path] = []
     for p in map(Path, inputs):
         if p.is_dir():
             found = p.rglob("*") if recursive else p.glob("*")
-            out.extend(sorted(f for f in found if f.is_file() and f.suffix.lower() in AUDIO_EXTS))
+            files = sorted(f for f in found if f.is_file() and f.suffix.lower() in AUDIO_EXTS)
+            if not files:
+                more = "" if recursive else " (--recursive also searches its sub-folders)"
+                raise ValueError(f"no audio files in {p}{more}")
+            out.extend(files)
         else:
             out.append(p)
     return out

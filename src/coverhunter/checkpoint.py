@@ -79,6 +79,19 @@ def find_checkpoint(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path}: no checkpoint (model.pt, checkpoints/*.pt, pt_model/g_*)")
 
 
+def load_failure(e: BaseException) -> str:
+    """One line on why ``torch.load(..., weights_only=True)`` failed, without torch's advice
+    to load the file unsafely (``weights_only=False`` runs any code the file holds)."""
+    text = str(e).strip()
+    if "Weights only load failed" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
+        first = next((line.strip() for line in detail.splitlines() if line.strip()), "")
+        first = first.split(". Please use", 1)[0].rstrip(".")
+        return "it holds objects that a safe load refuses" + (f": {first}" if first else "")
+    first = (text.splitlines() or [type(e).__name__])[0]
+    return first.split(". ", 1)[0].rstrip(".")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model for inference, in eval mode on ``device``.
 
@@ -93,8 +106,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{ckpt}: damaged or not a checkpoint ({first})") from e
+        raise ValueError(f"{ckpt}: damaged or not a checkpoint ({load_failure(e)})") from e
     if isinstance(state, dict) and state.get("format") == FORMAT:
         cfg = load_config(state["config"])
         model_state, heads, works = state["model"], state.get("loss", {}), state.get("works", [])
@@ -152,5 +164,5 @@ def attach_summary_projection(path: str | Path, proj) -> Path:
 
 
 __all__ = ["LoadedModel", "save_checkpoint", "load_model", "find_checkpoint", "export_model",
-           "attach_summary_projection",
+           "attach_summary_projection", "load_failure",
            "from_dict"]

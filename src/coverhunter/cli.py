@@ -248,6 +248,24 @@ def cmd_index_compact(args) -> int:
     return _report_index(CatalogueIndex.load(args.index), [])
 
 
+def cmd_index_repair(args) -> int:
+    from .index import CatalogueIndex, repair_index
+    from .utils import resolve_device
+
+    lm, device = _load(args) if args.model else (None, resolve_device(args.device))
+    report = repair_index(args.index, lm, device)
+    if not report.rewritten:
+        log.info("%s: no damaged shard file found; nothing to repair", args.index)
+    else:
+        log.info("%s: rewrote %s", args.index, ", ".join(report.rewritten))
+    for tid, why in report.removed:
+        print(f"  removed: {tid}: {why} (add it again)", file=sys.stderr)
+    for shard in report.lost:
+        print(f"  {shard}: its list of recordings was unreadable; they were dropped (add them again)",
+              file=sys.stderr)
+    return _report_index(CatalogueIndex.load(args.index), []) or (0 if report.complete else 1)
+
+
 def cmd_index_calibrate(args) -> int:
     from .dataset import read_dataset
     from .index import CatalogueIndex
@@ -296,11 +314,17 @@ def _identify_files(args, idx, lm, device, approx) -> int:
     from .index import QueryResult, format_result
     from .segments import format_segments, identify_file
 
-    answer = functools.partial(identify_file, idx, lm, top=args.top, false_alarm=args.false_alarm,
+    search = functools.partial(identify_file, lm=lm, top=args.top, false_alarm=args.false_alarm,
                                segments=args.segments, device=device, approximate=approx,
                                rerank=getattr(args, "rerank", None),
                                rerank_grow_after=getattr(args, "rerank_grow_after", None),
                                rerank_versions=getattr(args, "rerank_versions", None))
+    current = [idx]
+
+    def answer(path):
+        # a long batch follows the index as other processes change it (one stat per file)
+        current[0] = current[0].fresh()
+        return search(current[0], path=path)
     files = audio_files(args.audio, args.recursive)
     if args.output:
         report = identify_batch(files, args.output, answer)
@@ -547,6 +571,12 @@ def get_parser() -> argparse.ArgumentParser:
     t = isub.add_parser("compact", help="rewrite an index without its removed recordings")
     t.add_argument("index", type=Path)
     t.set_defaults(func=cmd_index_compact)
+    t = isub.add_parser("repair", help="rewrite damaged shard files (chroma and embeddings from "
+                        "the recordings' audio)")
+    t.add_argument("index", type=Path)
+    t.add_argument("--model", type=Path, default=None, help="default: the model the index was built with")
+    t.add_argument("--device", default=None)
+    t.set_defaults(func=cmd_index_repair)
     t = isub.add_parser("calibrate", help="fit score distributions on a labelled list")
     t.add_argument("index", type=Path)
     t.add_argument("--model", type=Path, required=True)

@@ -717,6 +717,15 @@ def write_shard_chroma(root, shard: str, chromas: list[np.ndarray], spec: str = 
     atomic_write_bytes(Path(root) / f"{shard}{CHROMA_SUFFIX}", buf.getvalue())
 
 
+def _damaged(path, e: BaseException):
+    """The one-line error of a chroma file that exists but cannot be read."""
+    from .utils import DamagedFileError
+
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return DamagedFileError(f"{path}: damaged chroma file ({reason}); run 'coverhunter index "
+                            f"repair {path.parent}'")
+
+
 class IndexChroma:
     """Chroma of an index's recordings, read from the shards' ``.chroma.npz`` files on demand.
 
@@ -759,8 +768,10 @@ class IndexChroma:
                 with np.load(self.root / f"{shard}{CHROMA_SUFFIX}") as z:
                     self._shard_chroma[shard] = str(z["chroma_spec"]) if "chroma_spec" in z \
                         else chroma_params_of(z["chroma_params"] if "chroma_params" in z else None)
-            except (OSError, ValueError, KeyError):
-                self._shard_chroma[shard] = None
+            except FileNotFoundError:
+                self._shard_chroma[shard] = None  # written before re-ranking existed
+            except Exception as e:  # noqa: BLE001 - numpy and zipfile raise many types
+                raise _damaged(self.root / f"{shard}{CHROMA_SUFFIX}", e) from e
         return self._shard_chroma[shard]
 
     @property
@@ -830,8 +841,10 @@ class IndexChroma:
                         raw = z["summary"][:, cols].astype(np.float32)
                         self._stored_summaries[shard] = raw if self.projection is None \
                             else self.projection(raw)
-            except (OSError, ValueError, KeyError):
-                self._files[shard] = None  # missing or damaged: no re-ranking for this shard
+            except FileNotFoundError:
+                self._files[shard] = None  # missing: no re-ranking for this shard
+            except Exception as e:  # noqa: BLE001 - numpy and zipfile raise many types
+                raise _damaged(path, e) from e  # never a silent search without re-ranking
         return self._files[shard]
 
     def get(self, track_id: str) -> AlignmentFeatures | None:

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import FORMAT, save_checkpoint
+from .checkpoint import FORMAT, load_failure, save_checkpoint
 from .config import Config, load_config, save_yaml, to_dict
 from .data import ChunkDataset, WorkBatchSampler, augment_batch, collate
 from .dataset import Track, read_dataset
@@ -227,8 +227,7 @@ class Trainer:
         try:
             state = torch.load(last, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"{last}: damaged checkpoint, cannot resume ({first}); restore it or "
+            raise ValueError(f"{last}: damaged checkpoint, cannot resume ({load_failure(e)}); restore it or "
                              "remove it to train from the start") from e
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{last}: not a coverhunter checkpoint")
@@ -504,10 +503,23 @@ def train(exp_dir: str | Path, *, config: Config | None = None, overrides: list[
     if rank == 0:
         save_yaml(config, exp_dir / "config" / "resolved.yaml")
     try:
-        return trainer.run(max_epochs, first_eval=first_eval)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        result = trainer.run(max_epochs, first_eval=first_eval)
+    except BaseException:
+        _teardown_distributed(finished=False)
+        raise
+    _teardown_distributed(finished=True)
+    return result
+
+
+def _teardown_distributed(finished: bool) -> None:
+    """Leave the process group: all ranks together after a finished run (a rank that tears
+    it down while another still talks to it can abort the process), at once after an error
+    (the other ranks may never reach a barrier)."""
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def coarse_to_fine(exp_dir: str | Path, *, coarse_epochs: int, fine_epochs: int,

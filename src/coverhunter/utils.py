@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 TMP_SUFFIX = ".tmp"
 
 
+class DamagedFileError(ValueError):
+    """A data file that exists but cannot be read (truncated, overwritten with garbage);
+    the message names the file and how to repair it."""
+
+
 def _tmp_name(path: Path) -> Path:
     """``.NAME.PID.RANDOM.tmp`` beside ``path``: the pid lets a later run tell a leftover
     of a killed process from a file another live process is writing."""

@@ -3,7 +3,8 @@
 Modules, imports flowing down: ``catalogue`` (the index, ``identify``, ``build_index``)
 -> ``faiss_backend`` / ``qdrant_backend`` (search engines), ``search`` (exact search,
 shortlist clean-up), ``folder`` (files, lock, swap), ``shard`` (rank slices),
-``embedding``, ``calibration`` -> ``results``.
+``embedding``, ``calibration`` -> ``results``; ``repair`` (damaged shard files) sits
+above ``catalogue``.
 """
 
 from .calibration import fit_calibration, p_impostor, probability_same
@@ -17,10 +18,12 @@ from .catalogue import (
     identify,
 )
 from .embedding import embed_recording, embed_recordings, recording_features, tracks_from_folder
+from .repair import RepairReport, repair_index
 from .results import CatalogueError, Match, QueryResult, format_result
 from .shard import rank_slice, resolve_rank
 
 __all__ = ["CatalogueIndex", "Match", "QueryResult", "identify", "build_index", "build_shard",
            "CatalogueError", "format_result", "fit_calibration", "probability_same", "p_impostor",
            "embed_recording", "embed_recordings", "recording_features", "tracks_from_folder",
-           "rank_slice", "resolve_rank", "BACKENDS", "APPROX_MIN_VECTORS", "FORMAT"]
+           "rank_slice", "resolve_rank", "BACKENDS", "APPROX_MIN_VECTORS", "FORMAT",
+           "RepairReport", "repair_index"]

@@ -84,6 +84,7 @@ class CatalogueIndex:
         self._lock_root = self.root  # the folder whose lock guards writes
         self._writer: list | None = None  # [ann file name, faiss index, rows saved]: add()'s
         self._warned_qmax = False  # alignment_calibration's stale-settings warning was given
+        self._stamp = None  # fs.meta_stamp of the meta.json read or written last
 
     # -- creation and loading -----------------------------------------------------------
     @classmethod
@@ -109,7 +110,9 @@ class CatalogueIndex:
         root.mkdir(parents=True, exist_ok=True)
         for old in list(root.glob("shard_*")) + list(root.glob("ann*.faiss")):
             old.unlink()
-        meta = {"format": FORMAT, "model_fingerprint": lm.fingerprint, "model": str(lm.source),
+        # the model's path resolved: the index is used from other working directories
+        meta = {"format": FORMAT, "model_fingerprint": lm.fingerprint,
+                "model": str(Path(lm.source).resolve()),
                 "embed_dim": lm.config.model.embed_dim, "windowing": asdict(win),
                 "frames_per_second": lm.config.features.frames_per_second, "backend": backend,
                 "shards": [], "n_tracks": 0, "n_vectors": 0, "removed_rows": [],
@@ -123,11 +126,37 @@ class CatalogueIndex:
 
     @classmethod
     def load(cls, root: str | Path) -> "CatalogueIndex":
-        """Open an index and check every shard (each problem names its file)."""
+        """Open an index and check every shard (each problem names its file); a swap that
+        a killed build left unfinished is finished first."""
         root = Path(root)
+        if fs.swap_interrupted(root):  # one listing of the parent folder
+            with file_lock(fs.lock_path(root)):
+                fs.recover(root)
+        stamp = fs.meta_stamp(root)  # before reading: a commit in between shows as a change
         idx = cls(root, fs.read_meta(root))
+        idx._stamp = stamp
         idx._check_shards()
         return idx
+
+    @property
+    def generation(self) -> int:
+        """How many commits ``meta.json`` has seen (0: written before generations existed)."""
+        return int(self.meta.get("generation", 0))
+
+    def changed_on_disk(self) -> bool:
+        """Whether ``meta.json`` was committed (by any process) since this object read it."""
+        return fs.meta_stamp(self.root) != self._stamp
+
+    def fresh(self) -> "CatalogueIndex":
+        """This index, or the index as it is on disk now when ``meta.json`` changed since
+        it was read (a new object: searches running on this one are not disturbed).
+
+        A long-running reader calls it before each search, so that it never searches
+        (and re-ranks with) shards another process has replaced or removed.
+        """
+        if not self.changed_on_disk():
+            return self
+        return CatalogueIndex.load(self.root)
 
     def _read_all(self) -> tuple[list[np.ndarray], list[dict]]:
         """Every shard's vectors and track lines, removed recordings included."""
@@ -141,6 +170,11 @@ class CatalogueIndex:
 
     def _check_shards(self) -> None:
         parts, tracks = self._read_all()
+        ends = np.cumsum([len(p) for p in parts])
+        per_shard = np.bincount(np.searchsorted(ends, [t["row"] for t in tracks], side="right"),
+                                minlength=len(parts))
+        for s, n in zip(self.meta["shards"], per_shard):
+            fs.check_shard_chroma(self.root, s, int(n))
         removed = set(self.meta.get("removed_rows", []))
         live = [t for t in tracks if t["row"] not in removed]
         n = sum(len(p) for p in parts)
@@ -171,7 +205,9 @@ class CatalogueIndex:
         return Windowing(**self.meta["windowing"])
 
     def _commit(self) -> None:
+        self.meta["generation"] = self.generation + 1
         fs.write_meta(self.root, self.meta)
+        self._stamp = fs.meta_stamp(self.root)
 
     def _locked(self):
         """The index's write lock, or nothing while ``build_index`` already holds it."""
@@ -181,6 +217,7 @@ class CatalogueIndex:
 
     def _reload(self) -> None:
         """Re-read ``meta.json`` (under the lock: another process may have written)."""
+        self._stamp = fs.meta_stamp(self.root)
         self.meta = fs.read_meta(self.root)
         self._forget()
 
@@ -313,11 +350,14 @@ class CatalogueIndex:
         if not removed:
             return 0
         vecs, rows, chromas, first, n = [], [], [], 0, 0
+        dropped = []
         for s in self.meta["shards"]:
             arr, lines = fs.read_shard(self.root, s, first, self.meta["embed_dim"])
             stored = fs.read_shard_chroma(self.root, s) or [np.zeros((0, 12), np.uint8)] * len(lines)
             for t, chroma in zip(lines, stored):
-                if t["row"] not in removed:
+                if t["row"] in removed:
+                    dropped.append(t)
+                else:
                     a = t["row"] - first
                     vecs.append(np.asarray(arr[a:a + len(t["starts"])]))
                     rows.append({**t, "row": n})
@@ -337,6 +377,7 @@ class CatalogueIndex:
         self._commit()
         self._forget()
         _delete_stale(self.root, stale)
+        _delete_uploads(self.root, dropped, rows)
         log.info("%s: compacted, %d rows of removed recordings dropped", self.root, first - n)
         return first - n
 
@@ -716,6 +757,27 @@ def _delete_stale(root: Path, stale: dict) -> None:
     (root / (stale.get("ann_file") or fb.ANN_FILE)).unlink(missing_ok=True)
     if stale.get("engine"):
         QdrantStore(stale["engine"]["uri"], stale["engine"]["collection"]).drop()
+
+
+def _delete_uploads(root: Path, dropped: list[dict], live: list[dict]) -> None:
+    """Delete the files ``POST /tracks`` kept in ``uploads/`` (``ID.ext`` and
+    ``ID.cqt.npy``) for recordings a compaction dropped, unless a live recording still
+    uses them (a replaced track keeps its id)."""
+    uploads = root / "uploads"
+    if not uploads.is_dir():
+        return
+    live_ids = {t["track_id"] for t in live}
+    live_audio = {Path(t.get("audio") or "").name for t in live
+                  if Path(t.get("audio") or "").parent.name == "uploads"}
+    for t in dropped:
+        if t["track_id"] in live_ids:
+            continue
+        names = [f"{t['track_id']}.cqt.npy"]
+        audio = Path(t.get("audio") or "")
+        if audio.parent.name == "uploads" and audio.name not in live_audio:
+            names.append(audio.name)
+        for name in names:
+            (uploads / name).unlink(missing_ok=True)
 
 
 def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 10,

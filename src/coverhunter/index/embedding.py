@@ -105,8 +105,10 @@ def embed_recording(lm: LoadedModel, path_or_track, win: Windowing, device="cpu"
 
 def tracks_from_folder(folder: Path) -> list[Track]:
     """Every audio file under ``folder``; the work is the file's parent folder name when the
-    files are in sub-folders, else the file name without extension."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXTS)
+    files are in sub-folders, else the file name without extension. Their paths are
+    absolute, so the index finds them from any working directory."""
+    folder = Path(folder).resolve()
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTS)
     if not files:
         raise CatalogueError(f"{folder}: no audio files ({', '.join(sorted(AUDIO_EXTS))})")
     out = []

@@ -24,8 +24,19 @@ log = logging.getLogger(__name__)
 FORMAT = "coverhunter-index/1"
 META_KEYS = ("model_fingerprint", "embed_dim", "windowing", "backend", "shards", "n_tracks",
              "n_vectors")
-BUILD_TAG, OLD_TAG = ".build-", ".old-"
+# hidden siblings of an index folder: a build in progress, a finished build waiting to be
+# swapped in, the index it replaces (see swap_in and recover)
+BUILD_TAG, READY_TAG, OLD_TAG = ".build-", ".ready-", ".old-"
 TRACK_KEYS = ("track_id", "work", "row", "starts")
+
+
+def repair_hint(root: Path) -> str:
+    """What to run when a file of the index at ``root`` is damaged."""
+    return f"run 'coverhunter index repair {root}'"
+
+
+def _reason(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def lock_path(root: Path) -> Path:
@@ -54,6 +65,17 @@ def read_meta(root: Path) -> dict:
     return meta
 
 
+def meta_stamp(root: Path) -> tuple | None:
+    """What changes whenever ``meta.json`` is committed (every write replaces the file):
+    its inode, modification time and size; None without one. One ``stat``, cheap
+    enough for a reader to call before every search."""
+    try:
+        st = os.stat(Path(root) / "meta.json")
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def write_meta(root: Path, meta: dict) -> None:
     atomic_write_text(Path(root) / "meta.json", json.dumps(meta, indent=1))
 
@@ -61,15 +83,20 @@ def write_meta(root: Path, meta: dict) -> None:
 def read_jsonl(path: Path) -> list[dict]:
     """A shard's track lines; a damaged line is a one-line error naming the file and line."""
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CatalogueError(f"{path}: damaged (not UTF-8 text: {e.reason} at byte {e.start}); "
+                             f"{repair_hint(path.parent)}") from e
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             r = json.loads(line)
             if not all(k in r for k in TRACK_KEYS):
                 raise ValueError("missing keys")
-        except ValueError as e:
-            raise CatalogueError(f"{path} line {n}: damaged ({e})") from e
+        except (ValueError, TypeError) as e:
+            raise CatalogueError(f"{path} line {n}: damaged ({e}); {repair_hint(path.parent)}") from e
         rows.append(r)
     return rows
 
@@ -83,7 +110,7 @@ def read_shard(root: Path, shard: str, first_row: int, dim: int) -> tuple[np.nda
     try:
         arr = np.load(npy, mmap_mode="r")
     except (OSError, ValueError, EOFError) as e:
-        raise CatalogueError(f"{npy}: damaged ({e})") from e
+        raise CatalogueError(f"{npy}: damaged ({_reason(e)}); {repair_hint(root)}") from e
     if arr.ndim != 2 or arr.shape[1] != dim:
         raise CatalogueError(f"{npy}: damaged (shape {arr.shape}, expected [n, {dim}])")
     rows = read_jsonl(jsonl)
@@ -115,12 +142,42 @@ def read_shard_chroma(root: Path, shard: str) -> list[np.ndarray] | None:
     """Per-recording uint8 chroma of a shard, in its ``.jsonl`` order (None if it has none)."""
     from ..rerank import CHROMA_SUFFIX
 
-    try:
-        with np.load(root / f"{shard}{CHROMA_SUFFIX}") as z:
-            data, offsets = z["data"], z["offsets"]
-    except (OSError, ValueError, KeyError):
+    path = root / f"{shard}{CHROMA_SUFFIX}"
+    if not path.exists():
         return None
+    try:
+        with np.load(path) as z:
+            data, offsets = z["data"], z["offsets"]
+        if offsets.ndim != 1 or len(offsets) == 0 or offsets[-1] != len(data):
+            raise ValueError("its offsets do not match its data")
+    except Exception as e:  # noqa: BLE001 - numpy and zipfile raise many types for bad files
+        raise CatalogueError(f"{path}: damaged chroma file ({_reason(e)}); {repair_hint(root)}") from e
     return [data[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def check_shard_chroma(root: Path, shard: str, n_recordings: int) -> None:
+    """Raise a one-line :class:`CatalogueError` naming a shard's chroma file when it exists
+    but cannot be read or does not list ``n_recordings`` recordings (cheap: reads the
+    offsets and the data's header, not the chroma itself)."""
+    from ..rerank import CHROMA_SUFFIX
+
+    path = root / f"{shard}{CHROMA_SUFFIX}"
+    if not path.exists():
+        return  # written before re-ranking existed
+    try:
+        with np.load(path) as z:
+            offsets = z["offsets"]
+            with z.zip.open("data.npy") as f:
+                fmt = np.lib.format
+                read = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) \
+                    else fmt.read_array_header_2_0
+                shape = read(f)[0]
+        if offsets.ndim != 1 or len(offsets) != n_recordings + 1:
+            raise ValueError(f"{len(offsets) - 1} recordings, its shard lists {n_recordings}")
+        if shape[:1] != (int(offsets[-1]),):
+            raise ValueError("its offsets do not match its data")
+    except Exception as e:  # noqa: BLE001 - numpy and zipfile raise many types for bad files
+        raise CatalogueError(f"{path}: damaged chroma file ({_reason(e)}); {repair_hint(root)}") from e
 
 
 def delete_shards(root: Path, shards: list[str]) -> None:
@@ -130,12 +187,24 @@ def delete_shards(root: Path, shards: list[str]) -> None:
             f.unlink(missing_ok=True)
 
 
+def swap_interrupted(root: Path) -> bool:
+    """Whether a killed build left a swap of ``root`` unfinished (:func:`recover` ends it)."""
+    return any(True for tag in (READY_TAG, OLD_TAG) for _ in root.parent.glob(f".{root.name}{tag}*"))
+
+
 def recover(root: Path) -> None:
-    """Undo what a killed build left beside ``root`` (call under the index lock): remove
-    half-built folders, and put back an old index moved aside just before a swap."""
+    """End what a killed build left beside ``root`` (call under the index lock): remove
+    half-built folders, finish a swap whose build was complete, and put back an old index
+    moved aside by an older version's swap."""
     for p in root.parent.glob(f".{root.name}{BUILD_TAG}*"):
         shutil.rmtree(p, ignore_errors=True)
         log.info("removed %s, left by an interrupted build", p)
+    ready = sorted(root.parent.glob(f".{root.name}{READY_TAG}*"), key=lambda p: p.stat().st_mtime)
+    for p in ready[:-1]:
+        shutil.rmtree(p, ignore_errors=True)
+    if ready:
+        _finish_swap(ready[-1], root)
+        log.warning("%s: finished swapping in the index of a build interrupted at its end", root)
     for p in sorted(root.parent.glob(f".{root.name}{OLD_TAG}*")):
         if not root.exists():
             os.replace(p, root)
@@ -165,12 +234,23 @@ def replaceable(root: Path, overwrite: bool) -> None:
 
 
 def swap_in(tmp: Path, root: Path) -> None:
-    """Put the built folder at ``root``; an old index is moved aside first and deleted
-    after, so a kill in between leaves it recoverable (:func:`recover`)."""
+    """Put the built folder at ``root`` (call under the index lock).
+
+    The complete build is first renamed ``.NAME.ready-PID``; then an old index is moved
+    aside to ``.NAME.old-PID``, the ready folder takes its place and the old one is
+    deleted. A kill at any point leaves a state that :func:`recover` (run by the next
+    command that opens the folder) finishes: the new index in place, the old one gone.
+    """
+    ready = root.parent / f".{root.name}{READY_TAG}{os.getpid()}"
+    os.replace(tmp, ready)
+    _finish_swap(ready, root)
+
+
+def _finish_swap(ready: Path, root: Path) -> None:
     old = None
     if root.exists():
         old = root.parent / f".{root.name}{OLD_TAG}{os.getpid()}"
         os.replace(root, old)
-    os.replace(tmp, root)
+    os.replace(ready, root)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -190,12 +190,14 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None):
     def page():
         return HTMLResponse((STATIC / "index.html").read_text())
 
-    @api.get("/health", summary="Liveness, catalogue size and load")
+    @api.get("/health", summary="Liveness, catalogue size and load (503: the catalogue is damaged)")
     def health():
-        return {**eng().health(), "token_for_reads": not cfg.open_reads,
+        h = eng().health()
+        body = {**h, "token_for_reads": not cfg.open_reads,
                 "writes": bool(cfg.token), "limits": {
                     "max_upload_mb": cfg.max_upload_mb, "max_duration_s": cfg.max_duration_s,
                     "decode_timeout_s": cfg.decode_timeout_s, "queue_size": cfg.queue_size}}
+        return JSONResponse(body, status_code=200 if h["status"] == "ok" else 503)
 
     @api.post("/identify", dependencies=[Depends(reader)],
               summary="Which catalogue works does this recording perform?")
@@ -282,8 +284,14 @@ def serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
         cfg = replace(cfg, token=os.environ["COVERHUNTER_TOKEN"])
     if not cfg.open_reads and not cfg.token:
         raise ValueError("--protect-reads needs a token (--token or $COVERHUNTER_TOKEN)")
-    log.info("coverhunter serve on http://%s:%d (docs: /docs)", host, port)
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level="info")
+    # made before uvicorn runs, so that a missing or damaged index or model is one error
+    # line (and exit status 1) from the command line, not a traceback from the app's start
+    engine = Engine(cfg)
+    try:
+        log.info("coverhunter serve on http://%s:%d (docs: /docs)", host, port)
+        uvicorn.run(create_app(cfg, engine), host=host, port=port, log_level="info")
+    finally:
+        engine.close()
 
 
 __all__ = ["ServeConfig", "create_app", "serve"]

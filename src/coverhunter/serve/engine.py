@@ -32,7 +32,7 @@ from ..config import FeatureConfig
 from ..dataset import Track
 from ..index import CatalogueError, CatalogueIndex
 from ..segments import WHOLE_MAX_CHUNKS, embed_features, identify_embedded
-from ..utils import resolve_device
+from ..utils import DamagedFileError, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ class Engine:
 
     def __init__(self, cfg: ServeConfig):
         self.cfg = cfg
-        self.index = CatalogueIndex.load(cfg.index)
+        self._load_problem: str | None = None  # why the index on disk cannot be opened
+        self.index = self._open_index()
         self.device = resolve_device(cfg.device)
         self.lm = load_model(cfg.model or Path(self.index.meta["model"]), self.device)
         self.index.check_model(self.lm)
@@ -144,11 +145,27 @@ class Engine:
         self.tmp = Path(self._tmp.name)
         self.service_s = 1.0  # moving average of a request's model time (Retry-After)
         self._by_id: dict[str, dict] | None = None
+        self._by_id_of: tuple | None = None  # (index, generation) that _by_id was made from
+        self._reload_lock = threading.Lock()
+        self._damage: tuple | None = None  # (index, message): a file found damaged by a search
         p = self._ctx.Process(target=_noop)  # start the fork server now, not on a request
         p.start()
         p.join()
-        log.info("serving %s: %d recordings of %d works, model %s on %s", cfg.index,
-                 self.index.meta["n_tracks"], self.index.n_works, self.lm.source, self.device)
+        if self._load_problem is None:
+            log.info("serving %s: %d recordings of %d works, model %s on %s", cfg.index,
+                     self.index.meta["n_tracks"], self.index.n_works, self.lm.source, self.device)
+
+    def _open_index(self) -> CatalogueIndex:
+        """The index at start-up. With a damaged shard file the service still starts:
+        ``/health`` names the file and searches answer 503 until ``coverhunter index
+        repair`` commits (a damaged or missing ``meta.json`` stops it)."""
+        try:
+            return CatalogueIndex.load(self.cfg.index)
+        except CatalogueError as e:
+            idx = CatalogueIndex(Path(self.cfg.index), CatalogueIndex.read_meta(self.cfg.index))
+            self._load_problem = " ".join(str(e).split())
+            log.error("%s; searches answer 503 until it is repaired", self._load_problem)
+            return idx  # never read as it is: fresh() loads the index again on each request
 
     def close(self) -> None:
         self._model_thread.shutdown(wait=True)
@@ -191,6 +208,36 @@ class Engine:
         finally:
             dst.unlink(missing_ok=True)
 
+    # -- the index on disk -----------------------------------------------------------------
+    def current(self) -> CatalogueIndex:
+        """The catalogue as it is on disk now: reloaded when another process (``coverhunter
+        index add/remove/compact/build``) committed a change since it was read, else the
+        one in memory (checked with one ``stat`` per call).
+
+        Raises
+        ------
+        InputError
+            503 when the changed index cannot be opened (damaged) or was rebuilt with
+            another model; the message names the problem.
+        """
+        with self._reload_lock:
+            old = self.index
+            try:
+                idx = old.fresh()
+                if idx is not old:
+                    idx.check_model(self.lm)
+            except CatalogueError as e:
+                self._load_problem = " ".join(str(e).split())
+                log.error("%s", self._load_problem)
+                raise InputError(503, f"the catalogue cannot be searched: {self._load_problem}") from e
+            self._load_problem = None
+            if idx is not old:
+                log.info("%s changed on disk (generation %d -> %d): reloaded, %d recordings of %d "
+                         "works", self.cfg.index, old.generation, idx.generation,
+                         idx.meta["n_tracks"], idx.n_works)
+                self.index = idx
+            return idx
+
     # -- model thread -------------------------------------------------------------------
     async def on_model_thread(self, fn, *args, **kw):
         """Run ``fn`` on the one model thread and await its result."""
@@ -225,24 +272,40 @@ class Engine:
         -------
         dict
             ``identify --json``'s answer plus ``search``: ``{"rerank": shortlist length
-            aligned (0 = none), "rerank_grow_after": ..., "rerank_versions": ...}``.
+            aligned (0 = none), "rerank_grow_after": ..., "rerank_versions": ...}`` and
+            ``catalogue_generation``: the commit of the index searched (:meth:`current`).
+
+        Raises
+        ------
+        InputError
+            409 for an empty catalogue; 503 when the index cannot be searched (a damaged
+            file, named).
         """
-        if self.index.meta["n_vectors"] == 0:
+        idx = self.current()
+        if idx.meta["n_vectors"] == 0:
             raise InputError(409, "the catalogue is empty: add recordings first")
         fps = self.lm.config.features.frames_per_second
         if segments is None:
             segments = len(feat) / fps > self.cfg.segments_after_s
-        win = self.index.windowing
+        win = idx.windowing
         emb, starts = embed_features(self.lm, feat, win, self.device)
         rerank = self.cfg.rerank if rerank is None else rerank
         grow = self.cfg.rerank_grow_after if rerank_grow_after is None else rerank_grow_after
         versions = self.cfg.rerank_versions if rerank_versions is None else rerank_versions
-        out = identify_embedded(self.index, emb, starts, round(len(feat) / fps, 3), win.chunk / fps,
-                                name, top=top or self.cfg.top, false_alarm=self.cfg.false_alarm,
-                                segments=segments, feat=feat, chroma=self.chroma(), rerank=rerank,
-                                rerank_grow_after=grow, rerank_versions=versions, fine=fine)
+        try:
+            out = identify_embedded(idx, emb, starts, round(len(feat) / fps, 3), win.chunk / fps,
+                                    name, top=top or self.cfg.top, false_alarm=self.cfg.false_alarm,
+                                    segments=segments, feat=feat, chroma=self.chroma(idx),
+                                    rerank=rerank, rerank_grow_after=grow, rerank_versions=versions,
+                                    fine=fine)
+        except (CatalogueError, DamagedFileError) as e:  # changed in place since it was loaded
+            self._damage = (idx, " ".join(str(e).split()))
+            log.error("%s", self._damage[1])
+            raise InputError(503, f"the catalogue cannot be searched: {self._damage[1]}") from e
         # matches of a recording too long to search whole come from its segments, unaligned
-        out["search"] = self.search_settings(0 if len(emb) > WHOLE_MAX_CHUNKS else rerank, grow, versions)
+        out["search"] = self.search_settings(0 if len(emb) > WHOLE_MAX_CHUNKS else rerank, grow,
+                                             versions, index=idx)
+        out["catalogue_generation"] = idx.generation  # the commit of meta.json searched
         out["catalogue_audio"] = {m["track_id"]: f"/tracks/{m['track_id']}/audio"
                                   for m in out["matches"] if self.audio_path(m["track_id"])}
         if alignment and out["matches"]:
@@ -265,9 +328,10 @@ class Engine:
             raise InputError(422, f"track_id {track_id!r}: use 1-128 letters, digits, '_', '.', '+', '-'")
         if not work.strip() or len(work) > 256:
             raise InputError(422, "work: give the work's name (1-256 characters)")
+        idx = self.current()
         if self.track(track_id) is not None:
             raise InputError(409, f"track {track_id!r} is already in the catalogue")
-        store = Path(self.cfg.index) / "uploads"
+        store = Path(self.cfg.index).resolve() / "uploads"  # found from any working directory
         store.mkdir(exist_ok=True)
         audio = store / f"{track_id}{src.suffix}"
         feat_path = store / f"{track_id}.cqt.npy"
@@ -278,7 +342,7 @@ class Engine:
         fps = self.lm.config.features.frames_per_second
         track = Track(track_id, str(audio), round(len(feat) / fps, 3), work.strip()).with_extra(
             feat=str(feat_path))
-        failed = self.index.add(self.lm, [track], self.device, verbose=False)
+        failed = idx.add(self.lm, [track], self.device, verbose=False)
         self._by_id = None
         if failed:
             raise InputError(422, f"{name}: not added ({failed[0][1]})")
@@ -286,32 +350,41 @@ class Engine:
         return self.track_info(track_id)
 
     def search_settings(self, rerank: int | None = None, grow_after: int | None = None,
-                        versions: int | None = None) -> dict:
-        """How a query is searched in this catalogue: the number of works its shortlist
-        aligns (0: embedding search alone, also when the index stores no chroma), the
-        growth threshold behind it and the recordings aligned per work."""
+                        versions: int | None = None, index: CatalogueIndex | None = None) -> dict:
+        """How a query is searched in this catalogue (``index``, default the one in
+        memory): the number of works its shortlist aligns (0: embedding search alone,
+        also when the index stores no chroma), the growth threshold behind it and the
+        recordings aligned per work."""
         from .. import rerank as rr
 
-        setup = rr.catalogue_reranking(self.index, rerank, grow_after, self.chroma(), versions=versions)
+        index = index or self.index
+        setup = rr.catalogue_reranking(index, rerank, grow_after, self.chroma(index), versions=versions)
         if setup is None:
             return {"rerank": 0, "rerank_grow_after": None, "rerank_versions": None}
-        n = self.index.meta["n_tracks"]
+        n = index.meta["n_tracks"]
         return {"rerank": min(n, rr.shortlist_length(setup[0], n)), "rerank_grow_after": setup[0].grow_after,
                 "rerank_versions": setup[0].versions}
 
     # -- catalogue ----------------------------------------------------------------------
-    def chroma(self):
-        """The index's stored chroma for re-ranking (re-read after the catalogue grows)."""
+    def chroma(self, index: CatalogueIndex | None = None):
+        """The stored chroma of ``index`` (default: the one in memory) for re-ranking,
+        re-read after each commit of the catalogue."""
         from .. import rerank as rr
 
-        key = tuple(self.index.meta["shards"])
-        if getattr(self, "_chroma_key", None) != key:
-            self._chroma, self._chroma_key = rr.IndexChroma.of(self.index, self.lm.summary_projection), key
-        return self._chroma
+        index = index or self.index
+        cached = getattr(self, "_chroma_of", None)
+        if cached is None or cached[0] is not index or cached[1] != index.generation:
+            chroma = rr.IndexChroma.of(index, self.lm.summary_projection)
+            self._chroma_of = (index, index.generation, chroma)
+            return chroma
+        return cached[2]
 
     def track(self, track_id: str) -> dict | None:
-        if self._by_id is None or len(self._by_id) != self.index.meta["n_tracks"]:
-            self._by_id = {t["track_id"]: t for t in self.index.tracks()}
+        idx = self.current()
+        if self._by_id is None or self._by_id_of is None or self._by_id_of[0] is not idx \
+                or self._by_id_of[1] != idx.generation:
+            self._by_id = {t["track_id"]: t for t in idx.tracks()}
+            self._by_id_of = (idx, idx.generation)
         return self._by_id.get(track_id)
 
     def audio_path(self, track_id: str) -> Path | None:
@@ -336,19 +409,30 @@ class Engine:
 
     def works(self) -> list[dict]:
         by_work: dict[str, list[str]] = {}
-        for t in self.index.tracks():
+        for t in self.current().tracks():
             by_work.setdefault(t["work"], []).append(t["track_id"])
         return [{"work": w, "tracks": ids} for w, ids in sorted(by_work.items())]
 
     def health(self) -> dict:
-        m = self.index.meta
-        return {"status": "ok", "tracks": m["n_tracks"], "works": self.index.n_works,
+        """The service's state; ``status`` is ``damaged`` (and ``problem`` says why) when
+        the catalogue on disk cannot be searched."""
+        try:
+            idx = self.current()
+        except InputError:
+            idx = None
+        damage = self._damage[1] if self._damage and self._damage[0] is idx else None
+        if idx is None or damage:
+            return {"status": "damaged", "problem": self._load_problem or damage,
+                    "model": self.lm.fingerprint, "device": str(self.device)}
+        m = idx.meta
+        return {"status": "ok", "tracks": m["n_tracks"], "works": idx.n_works,
+                "generation": idx.generation,
                 "vectors": m["n_vectors"], "calibrated": bool(m.get("calibration")),
                 # whether re-ranked answers take their verdict from the alignment score
-                "calibrated_alignment": bool(self.index.alignment_calibration),
+                "calibrated_alignment": bool(idx.alignment_calibration),
                 "model": self.lm.fingerprint, "device": str(self.device),
                 "search": self.search_settings(self.cfg.rerank, self.cfg.rerank_grow_after,
-                                               self.cfg.rerank_versions)}
+                                               self.cfg.rerank_versions, index=idx)}
 
 
 __all__ = ["Engine", "ServeConfig", "InputError", "CatalogueError"]
