@@ -42,14 +42,14 @@ def partial_cover(rng: np.random.Generator, x: np.ndarray, share=0.4, shift=3, s
 @pytest.fixture(scope="module")
 def catalogue():
     rng = np.random.default_rng(7)
-    chromas = [melody_chroma(rng, int(rng.integers(60, 200))) for _ in range(1000)]
+    chromas = [melody_chroma(rng, int(rng.integers(60, 140))) for _ in range(1000)]
     return rng, chromas
 
 
 @pytest.fixture(scope="module")
 def index(catalogue):
     _, chromas = catalogue
-    idx = RecurrenceIndex(RecurrenceParams())
+    idx = RecurrenceIndex(RecurrenceParams(hub_probes=3000))  # the shipped settings, fewer probes
     idx.add(np.arange(len(chromas)), chromas)
     return idx
 
@@ -75,7 +75,7 @@ def test_all_transpositions_and_slopes_find_the_cover(catalogue):
 
 def test_hnsw_beyond_exact_max(catalogue):
     rng, chromas = catalogue
-    idx = RecurrenceIndex(RecurrenceParams(exact_max=5000, float16=True))
+    idx = RecurrenceIndex(RecurrenceParams(exact_max=5000, float16=True, hub_probes=1000, centre="shingle"))
     idx.add(np.arange(100), chromas[:100])
     assert idx.memory_report()["kind"] == "hnsw"
     ids, _ = idx.search(partial_cover(rng, chromas[10]), k=10)

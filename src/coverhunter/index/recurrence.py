@@ -9,16 +9,22 @@ pair of recordings:
    stacked frames (:func:`coverhunter.classical.delay_embed`), every ``stride``-th kept;
 2. each shingle is *key-normalised*: rolled in pitch so that the pitch class with the
    largest summed chroma comes first, so that a transposed passage finds its original
-   in one search (``transpositions="canonical"``); ``"all"`` searches the 12 rolls of
-   every query shingle instead (12 times the cost);
-3. shingles are L2-normalised and put in a faiss inner-product index (exact below
-   ``exact_max`` shingles, HNSW above);
+   in one search (``transpositions="canonical"``; ``query_keys`` > 1 also searches the
+   query shingle rolled to its next strongest pitch classes); ``"all"`` searches the 12
+   rolls of every query shingle instead (12 times the cost); the roll of every
+   catalogue shingle is kept (one byte), so each match knows its transposition
+   (query roll minus catalogue roll);
+3. shingles are centred (``centre``: each frame minus its mean over the 12 pitch
+   classes, so the cosine is a correlation and a flat, noisy or dense shingle is no
+   longer close to everything), L2-normalised and put in a faiss inner-product index
+   (exact below ``exact_max`` shingles, HNSW above);
 4. each query shingle at frame ``i`` finds its ``neighbours`` nearest catalogue shingles
    (recording ``r``, frame ``j``) and votes for the pair (``r``, band of ``i - s j``) for
    each tempo ratio ``s`` in ``slopes``; bands are ``band`` frames wide and a second
    set of bands shifted by half a band catches diagonals that straddle a border;
-5. a recording's score is the vote total of its best (band, slope): passages that recur
-   in order along one diagonal count, chance matches scattered over offsets do not.
+5. a recording's score is the vote total of its best (transposition, band, slope):
+   passages that recur in order along one diagonal, in one key, count; chance matches
+   scattered over offsets and keys do not (``key_groups=False``: any key).
 
 Votes are weighted (``vote``): ``"count"`` (1 each), ``"rank"`` (``1 / (1 + rank)``
 among the query shingle's neighbours) or ``"margin"`` (how far the neighbour's
@@ -51,6 +57,7 @@ log = logging.getLogger(__name__)
 N_CHROMA = classical.N_CHROMA
 PARAMS_FILE, META_FILE, INDEX_FILE = "params.json", "meta.npz", "shingles.faiss"
 TRANSPOSITIONS = ("canonical", "all")
+CENTRES = ("none", "frame", "shingle")
 VOTES = ("count", "rank", "margin")
 
 
@@ -75,6 +82,15 @@ class RecurrenceParams:
         ``"canonical"`` (key-normalised shingles, one search) or ``"all"`` (12 rolls of
         each query shingle against unrolled catalogue shingles; the best band of any
         transposition counts).
+    centre : str
+        ``"frame"``: each frame of a shingle minus its mean over pitch classes;
+        ``"shingle"``: the shingle minus its mean; ``"none"``.
+    query_keys : int
+        ``canonical``: each query shingle is searched rolled to its ``query_keys``
+        strongest pitch classes (1: its canonical form only).
+    key_groups : bool
+        Votes of different transpositions (query roll minus catalogue roll) never share
+        a band.
     vote : str
         ``"count"``, ``"rank"`` or ``"margin"`` (see the module docstring).
     hub_power : float
@@ -95,28 +111,33 @@ class RecurrenceParams:
     """
 
     m: int = 7
-    tau: int = 1
+    tau: int = 2
     stride: int = 1
-    neighbours: int = 30
-    band: int = 6
-    slopes: tuple = (1.0,)
+    neighbours: int = 100
+    band: int = 16
+    slopes: tuple = (0.8, 0.9, 1.0, 1.1, 1.25)
     transpositions: str = "canonical"
-    vote: str = "rank"
-    hub_power: float = 0.0
-    one_vote: bool = False
+    centre: str = "frame"
+    query_keys: int = 2
+    key_groups: bool = True
+    vote: str = "count"
+    hub_power: float = 1.0
+    one_vote: bool = True
     length_power: float = 0.0
     exact_max: int = 200_000
     hnsw_m: int = 32
-    ef_search: int = 64
+    ef_search: int = 128
     ef_construction: int = 80
     float16: bool = False
     hub_probes: int = 20_000
 
     def __post_init__(self):
-        if self.m < 1 or self.tau < 1 or self.stride < 1 or self.neighbours < 1 or self.band < 1:
+        if min(self.m, self.tau, self.stride, self.neighbours, self.band, self.query_keys) < 1:
             raise ValueError(f"m, tau, stride, neighbours and band must be >= 1: {self}")
         if self.transpositions not in TRANSPOSITIONS:
             raise ValueError(f"transpositions must be one of {TRANSPOSITIONS}, got {self.transpositions!r}")
+        if self.centre not in CENTRES:
+            raise ValueError(f"centre must be one of {CENTRES}, got {self.centre!r}")
         if self.vote not in VOTES:
             raise ValueError(f"vote must be one of {VOTES}, got {self.vote!r}")
         if not self.slopes or any(s <= 0 for s in self.slopes):
@@ -168,17 +189,39 @@ def canonical_shift(x: np.ndarray) -> np.ndarray:
     return x.reshape(n, d // N_CHROMA, N_CHROMA).sum(1).argmax(1)
 
 
+def centred(x: np.ndarray, centre: str) -> np.ndarray:
+    """Shingles (n, 12 m) minus each frame's mean (``"frame"``), each shingle's mean
+    (``"shingle"``), or unchanged (``"none"``)."""
+    if centre == "none" or not len(x):
+        return x
+    n, d = x.shape
+    if centre == "shingle":
+        return x - x.mean(1, keepdims=True)
+    frames = x.reshape(n, d // N_CHROMA, N_CHROMA)
+    return (frames - frames.mean(2, keepdims=True)).reshape(n, d)
+
+
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (all-zero rows stay zero), float32."""
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.where(norm > 1e-12, norm, 1.0)).astype(np.float32)
 
 
-def prepare(x: np.ndarray, canonical: bool) -> np.ndarray:
-    """Shingles as indexed or searched: key-normalised when ``canonical``, unit length."""
+def key_candidates(x: np.ndarray, n: int) -> np.ndarray:
+    """Each shingle's ``n`` strongest pitch classes (summed over its frames), strongest
+    first: (rows, n) int."""
+    rows, d = x.shape
+    summed = x.reshape(rows, d // N_CHROMA, N_CHROMA).sum(1)
+    return np.argsort(-summed, axis=1, kind="stable")[:, :n]
+
+
+def prepare(x: np.ndarray, canonical: bool, centre: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """Shingles as indexed: (centred unit-length vectors (n, 12 m), rolls (n,) uint8),
+    key-normalised (each rolled by its canonical shift) when ``canonical``."""
+    shift = canonical_shift(x) if canonical and len(x) else np.zeros(len(x), np.int64)
     if canonical and len(x):
-        x = roll_shingles(x, canonical_shift(x))
-    return l2_normalise(x)
+        x = roll_shingles(x, shift)
+    return l2_normalise(centred(x, centre)), shift.astype(np.uint8)
 
 
 def vote_weights(sims: np.ndarray, ids: np.ndarray, vote: str,
@@ -320,6 +363,7 @@ class RecurrenceIndex:
         self.params = params
         self.track_ids = np.zeros(0, np.int64)  # (n_tracks,)
         self.starts = np.zeros(1, np.int64)  # (n_tracks + 1,): shingle id ranges
+        self.rolls = np.zeros(0, np.uint8)  # (n_shingles,): each shingle's key roll
         self.index = make_faiss_index(params.dim, 0, params)
         self.hubness: np.ndarray | None = None  # (n_shingles,), float32: h / E
 
@@ -335,7 +379,7 @@ class RecurrenceIndex:
     def memory_report(self) -> dict:
         """Bytes held: faiss index (serialised size), id ranges, hubness; per recording."""
         index_bytes = int(faiss.serialize_index(self.index).nbytes) if self.n_shingles else 0
-        meta = self.track_ids.nbytes + self.starts.nbytes
+        meta = self.track_ids.nbytes + self.starts.nbytes + self.rolls.nbytes
         hub = 0 if self.hubness is None else self.hubness.nbytes
         total = index_bytes + meta + hub
         return {"recordings": len(self), "shingles": self.n_shingles,
@@ -345,10 +389,10 @@ class RecurrenceIndex:
 
     # -- building ----------------------------------------------------------
 
-    def _catalogue_vectors(self, chroma: np.ndarray) -> np.ndarray:
+    def _catalogue_vectors(self, chroma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         x = shingles(chroma, p.m, p.tau)[::p.stride]
-        return prepare(x, p.transpositions == "canonical")
+        return prepare(x, p.transpositions == "canonical", p.centre)
 
     def add(self, track_ids, chromas) -> None:
         """Add recordings.
@@ -364,13 +408,15 @@ class RecurrenceIndex:
             raise ValueError(f"{len(track_ids)} track ids for {len(chromas)} chromas")
         if not track_ids:
             return
-        vecs = [self._catalogue_vectors(c) for c in chromas]
+        prepared = [self._catalogue_vectors(c) for c in chromas]
+        vecs = [v for v, _ in prepared]
         counts = np.array([len(v) for v in vecs], np.int64)
         new_ids = np.asarray(track_ids)
         if len(self) and new_ids.dtype.kind != self.track_ids.dtype.kind:
             raise ValueError(f"track ids of kind {new_ids.dtype} added to ids of kind {self.track_ids.dtype}")
         self.track_ids = np.concatenate([self.track_ids, new_ids]) if len(self) else new_ids
         self.starts = np.concatenate([self.starts, self.starts[-1] + np.cumsum(counts)])
+        self.rolls = np.concatenate([self.rolls] + [r for _, r in prepared])
         self._grow(self.n_shingles + int(counts.sum()))
         if counts.sum():
             self.index.add(np.concatenate(vecs))
@@ -410,19 +456,25 @@ class RecurrenceIndex:
     # -- searching ---------------------------------------------------------
 
     def query_vectors(self, chroma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The vectors a query searches with: (vectors (v, 12 m), frame (v,), transposition (v,)).
+        """The vectors a query searches with: (vectors (v, 12 m), frame (v,), roll (v,)).
 
-        ``canonical``: one key-normalised vector per query shingle (transposition 0);
-        ``all``: the 12 rolls of each shingle.
+        ``canonical``: each query shingle rolled to its ``query_keys`` strongest pitch
+        classes; ``all``: its 12 rolls. ``roll`` is how far each vector was rolled.
         """
         p = self.params
         x = shingles(chroma, p.m, p.tau)
         frames = np.arange(len(x), dtype=np.float64)
         if p.transpositions == "canonical":
-            return prepare(x, True), frames, np.zeros(len(x), np.int64)
-        rolled = [prepare(roll_shingles(x, r), False) for r in range(N_CHROMA)]
-        return (np.concatenate(rolled), np.tile(frames, N_CHROMA),
-                np.repeat(np.arange(N_CHROMA), len(x)))
+            keys = key_candidates(x, p.query_keys) if len(x) else np.zeros((0, p.query_keys), np.int64)
+            xc = centred(x, p.centre)
+            vecs = [l2_normalise(roll_shingles(xc, keys[:, r])) for r in range(p.query_keys)]
+            rolls = keys.T.ravel()
+        else:
+            xc = l2_normalise(centred(x, p.centre))
+            vecs = [roll_shingles(xc, r) for r in range(N_CHROMA)]
+            rolls = np.repeat(np.arange(N_CHROMA), len(x))
+        n_rolls = len(vecs)
+        return np.concatenate(vecs), np.tile(frames, n_rolls), rolls.astype(np.int64)
 
     def neighbours(self, vectors: np.ndarray, exclude: tuple[int, int] | None = None):
         """faiss search: (similarities (v, k), shingle ids (v, k)), -1 where none."""
@@ -430,7 +482,7 @@ class RecurrenceIndex:
         return self.index.search(vectors, k, params=search_params(self.index, self.params, exclude))
 
     def scores_from_neighbours(self, sims: np.ndarray, ids: np.ndarray, frames: np.ndarray,
-                               groups: np.ndarray, params: RecurrenceParams | None = None) -> np.ndarray:
+                               rolls: np.ndarray, params: RecurrenceParams | None = None) -> np.ndarray:
         """Every recording's score (n_tracks,) from a query's neighbour lists.
 
         ``params`` may change the voting settings (vote, band, slopes, length_power,
@@ -445,7 +497,11 @@ class RecurrenceIndex:
         track = np.searchsorted(self.starts, sid, side="right") - 1
         c_frame = ((sid - self.starts[track]) * self.params.stride).astype(np.float64)
         q_frame = np.broadcast_to(frames[:, None], ids.shape)[ok]
-        group = np.broadcast_to(groups[:, None], ids.shape)[ok]
+        if p.key_groups:  # the match's transposition: query roll minus catalogue roll
+            roll = np.broadcast_to(rolls[:, None], ids.shape)[ok]
+            group = (roll - self.rolls[sid].astype(np.int64)) % N_CHROMA
+        else:
+            group = np.zeros(len(sid), np.int64)
         score = band_scores(len(self), track, q_frame, c_frame, w[ok], group, p.slopes, p.band,
                             p.one_vote)
         if p.length_power:
@@ -475,13 +531,13 @@ class RecurrenceIndex:
             raise ValueError(f"k must be >= 1, got {k}")
         if self.n_shingles == 0:
             raise ValueError("the recurrence index is empty: add recordings before searching")
-        vectors, frames, groups = self.query_vectors(query_chroma)
+        vectors, frames, rolls = self.query_vectors(query_chroma)
         if len(vectors) == 0:
             log.debug("query of %d frames is shorter than one shingle (%d)", len(query_chroma),
                       self.params.span)
             return self.track_ids[:0], np.zeros(0)
         sims, ids = self.neighbours(vectors, self._id_range(exclude))
-        score = self.scores_from_neighbours(sims, ids, frames, groups)
+        score = self.scores_from_neighbours(sims, ids, frames, rolls)
         return self.top(score, k)
 
     def _id_range(self, track_id) -> tuple[int, int] | None:
@@ -506,7 +562,7 @@ class RecurrenceIndex:
         through a temporary name then :func:`os.replace`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {"track_ids": self.track_ids, "starts": self.starts}
+        meta = {"track_ids": self.track_ids, "starts": self.starts, "rolls": self.rolls}
         if self.hubness is not None:
             meta["hubness"] = self.hubness
         _atomic(folder / INDEX_FILE, lambda t: faiss.write_index(self.index, str(t)))
@@ -524,7 +580,7 @@ class RecurrenceIndex:
         raw["slopes"] = tuple(raw.get("slopes", (1.0,)))
         out = cls(RecurrenceParams(**raw))
         with np.load(folder / META_FILE, allow_pickle=False) as z:
-            out.track_ids, out.starts = z["track_ids"], z["starts"]
+            out.track_ids, out.starts, out.rolls = z["track_ids"], z["starts"], z["rolls"]
             out.hubness = z["hubness"] if "hubness" in z else None
         out.index = faiss.read_index(str(folder / INDEX_FILE))
         if is_hnsw(out.index):
@@ -551,4 +607,4 @@ def _atomic(path: Path, write) -> None:
 
 
 __all__ = ["RecurrenceParams", "RecurrenceIndex", "shingles", "roll_shingles", "canonical_shift",
-           "l2_normalise", "prepare", "vote_weights", "band_scores", "make_faiss_index"]
+           "centred", "l2_normalise", "key_candidates", "prepare", "vote_weights", "band_scores", "make_faiss_index"]
