@@ -280,7 +280,7 @@ def test_upload_to_a_relative_index_is_served_from_any_folder(catalogue, tmp_pat
     finally:
         other.close()
     # item 7: once the track is removed and compacted away, its upload goes too
-    assert sorted(p.name for p in (catalogue / "uploads").iterdir()) == ["w7.cqt.npy", "w7.wav"]
+    assert sorted(p.name for p in (catalogue / "uploads").iterdir()) == ["w7.chroma.npz", "w7.cqt.npy", "w7.wav"]
     r = cli("index", "remove", catalogue, "w7", "--compact")
     assert r.returncode == 0, r.stderr
     assert not list((catalogue / "uploads").iterdir())

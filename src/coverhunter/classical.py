@@ -498,9 +498,9 @@ def qmax_scores(query: AlignmentFeatures, candidates: list[AlignmentFeatures],
 
     Each candidate is transposed to the query by the OTI of their global profiles, both
     are delay-embedded, and :func:`qmax_sequences` does the rest. Stacked chroma views
-    (T, 12 k) (:func:`stack_views`) are aligned view by view, with the one transposition,
-    and the score is the mean of the views' scores (a score fusion: each view's
-    recurrence plot keeps its own neighbours).
+    (T, 12 k) (:func:`stack_views`) are aligned view by view, each with its own
+    transposition, and the score is the mean of the views' scores (a score fusion: each
+    view's recurrence plot keeps its own neighbours).
 
     Parameters
     ----------
@@ -519,15 +519,27 @@ def qmax_scores(query: AlignmentFeatures, candidates: list[AlignmentFeatures],
     bad = [c.chroma.shape[1] for c in candidates if c.chroma.shape[1] != query.chroma.shape[1]]
     if bad:
         raise ValueError(f"chroma of {query.chroma.shape[1]} columns aligned with chroma of {bad[0]}")
-    shifts = [optimal_transposition(query.profile, c.profile) for c in candidates]
+    if n_views == 1:
+        return _qmax_view(query.chroma, query.profile, candidates, [c.profile for c in candidates],
+                          slice(None), params, max_cells)
     out = np.zeros(len(candidates))
     for v in range(n_views):
         cols = slice(v * N_CHROMA, (v + 1) * N_CHROMA)
-        qx = delay_embed(query.chroma[:, cols], params.m, params.tau)
-        ys = [delay_embed(np.roll(c.chroma[:, cols], k, axis=1), params.m, params.tau)
-              for c, k in zip(candidates, shifts)]
-        out += qmax_sequences(qx, ys, params, max_cells)
-    return out / max(n_views, 1)
+        out += _qmax_view(query.chroma, global_profile(query.chroma[:, cols]), candidates,
+                          [global_profile(c.chroma[:, cols]) for c in candidates], cols, params,
+                          max_cells)
+    return out / n_views
+
+
+def _qmax_view(query: np.ndarray, profile: np.ndarray, candidates: list[AlignmentFeatures],
+               profiles: list[np.ndarray], cols: slice, params: QmaxParams, max_cells: int) -> np.ndarray:
+    """Qmax scores of one chroma view (columns ``cols``), each candidate transposed by the
+    OTI of that view's profiles."""
+    shifts = [optimal_transposition(profile, p) for p in profiles]
+    qx = delay_embed(query[:, cols], params.m, params.tau)
+    ys = [delay_embed(np.roll(c.chroma[:, cols], k, axis=1), params.m, params.tau)
+          for c, k in zip(candidates, shifts)]
+    return qmax_sequences(qx, ys, params, max_cells)
 
 
 def qmax_sequences(x: np.ndarray, ys: list[np.ndarray], params: QmaxParams = QmaxParams(),

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import LoadedModel
-from ..chroma import CHROMA_SPEC, fine_views
+from ..chroma import CHROMA_SPEC, chroma_path, fine_views
 from ..dataset import Track, read_dataset
 from ..embed import EmbeddingCache, Windowing
 from ..utils import file_lock, remove_stale_tmp
@@ -760,8 +760,8 @@ def _delete_stale(root: Path, stale: dict) -> None:
 
 
 def _delete_uploads(root: Path, dropped: list[dict], live: list[dict]) -> None:
-    """Delete the files ``POST /tracks`` kept in ``uploads/`` (``ID.ext`` and
-    ``ID.cqt.npy``) for recordings a compaction dropped, unless a live recording still
+    """Delete the files ``POST /tracks`` kept in ``uploads/`` (``ID.ext``, ``ID.cqt.npy``
+    and ``ID.chroma.npz``) for recordings a compaction dropped, unless a live recording still
     uses them (a replaced track keeps its id)."""
     uploads = root / "uploads"
     if not uploads.is_dir():
@@ -772,7 +772,7 @@ def _delete_uploads(root: Path, dropped: list[dict], live: list[dict]) -> None:
     for t in dropped:
         if t["track_id"] in live_ids:
             continue
-        names = [f"{t['track_id']}.cqt.npy"]
+        names = [f"{t['track_id']}.cqt.npy", chroma_path(f"{t['track_id']}.cqt.npy").name]
         audio = Path(t.get("audio") or "")
         if audio.parent.name == "uploads" and audio.name not in live_audio:
             names.append(audio.name)

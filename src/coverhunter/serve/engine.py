@@ -140,7 +140,9 @@ class Engine:
         n_dec = cfg.decoders or max(1, multiprocessing.cpu_count())
         self._decoding = threading.BoundedSemaphore(n_dec)
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["coverhunter.stream", "coverhunter.serve.engine"])
+        # librosa's heavy modules (2-3 s to import) once, not in every decoding child
+        self._ctx.set_forkserver_preload(["coverhunter.stream", "coverhunter.serve.engine",
+                                          "librosa.core.constantq", "librosa.core.pitch"])
         self._tmp = tempfile.TemporaryDirectory(prefix="coverhunter-serve-", dir=cfg.workdir)
         self.tmp = Path(self._tmp.name)
         self.service_s = 1.0  # moving average of a request's model time (Retry-After)
