@@ -6,7 +6,9 @@
 
 One run, one table. The test corpus comes from ``coverhunter.corpus.make_corpus(split="test")``:
 works reserved for testing (never in any training corpus), rendered with the held-out test
-soundfont; a second corpus with ``arrangement_only=True`` (versions share key, tempo and
+soundfont, its versions re-harmonised (``harmony_kept=0``, the corpus of earlier releases);
+the same works with every version keeping the work's harmony (``harmony_kept=1``); and a
+corpus with ``arrangement_only=True`` (versions share key, tempo and
 structure; only the arrangement and sound differ) shows what each method gets from the
 arrangement alone. Features come from ``coverhunter.extract``; every recording is a query
 against all others (self excluded); metrics are ``coverhunter.metrics`` (MAP, MR1, HR@1 =
@@ -105,8 +107,10 @@ def has_test_corpus_api() -> bool:
 
 
 def render(out: Path, *, works: int, versions, seed: int, split: str, arrangement_only: bool,
-           standin: bool, workers: int) -> list:
-    """Rendered (cached) corpus with features; returns its tracks (no tempo copies)."""
+           standin: bool, workers: int, harmony_kept: float | None = None) -> list:
+    """Rendered (cached) corpus with features; returns its tracks (no tempo copies).
+    ``harmony_kept``: the share of versions keeping the work's harmony (None: the corpus
+    default, the mix)."""
     if not (out / "dataset.txt").is_file():
         if standin:
             from coverhunter.corpus import make_demo_corpus
@@ -115,8 +119,9 @@ def render(out: Path, *, works: int, versions, seed: int, split: str, arrangemen
         else:
             from coverhunter.corpus import make_corpus
 
+            kw = {} if harmony_kept is None else {"harmony_kept": harmony_kept}
             make_corpus(out, works=works, versions=tuple(versions), seed=seed, split=split,
-                        arrangement_only=arrangement_only, num_workers=workers)
+                        arrangement_only=arrangement_only, num_workers=workers, **kw)
     rep = extract_features(out, config=ExtractConfig(), num_workers=workers or None, verbose=True)
     if rep.failed:
         log.warning("%s: %d recordings failed extraction (left out)", out, len(rep.failed))
@@ -518,12 +523,17 @@ def main() -> None:
     else:
         v = f"{a.versions[0]}-{a.versions[1]}"
         sets = {
-            f"held-out test works, test soundfont ({a.works} works x {v} versions, seed {a.seed})":
+            f"held-out test works, test soundfont, re-harmonised ({a.works} works x {v} versions, "
+            f"seed {a.seed})":
                 render(a.out / f"test-w{a.works}-v{v}-s{a.seed}", works=a.works, seed=a.seed,
-                       split="test", arrangement_only=False, **kw),
+                       split="test", arrangement_only=False, harmony_kept=0.0, **kw),
+            f"the same works, every version keeping the work's harmony ({a.works} works x {v} "
+            f"versions, seed {a.seed})":
+                render(a.out / f"test-kept-w{a.works}-v{v}-s{a.seed}", works=a.works, seed=a.seed,
+                       split="test", arrangement_only=False, harmony_kept=1.0, **kw),
             f"arrangement only: same key, tempo and structure ({a.arrangement_works} works, seed {a.seed})":
                 render(a.out / f"test-arr-w{a.arrangement_works}-v{v}-s{a.seed}", works=a.arrangement_works,
-                       seed=a.seed, split="test", arrangement_only=True, **kw)}
+                       seed=a.seed, split="test", arrangement_only=True, harmony_kept=0.0, **kw)}
     results = {"model": str(a.model), "k": a.k, "grow_after": a.grow_after, "weight": a.weight,
                "sets": {}}
     for title, tracks in sets.items():

@@ -590,3 +590,20 @@ def test_query_chroma_is_made_as_the_index_made_its_own(tmp_path, caplog):
         assert mixed.params == CHROMA_SPEC
     assert "other chroma parameters" in caplog.text
     assert mixed.get(full[0].track_id) is None and mixed.get(queries[0].track_id) is not None
+
+
+def test_features_without_fine_chroma_align_the_cqt_chroma_and_say_so(tmp_path, caplog):
+    from coverhunter.chroma import chroma_path
+
+    from .conftest import make_feature_lists
+
+    data = make_feature_lists(tmp_path / "d", n_works=2, n_versions=2)
+    feats = sorted(str(p) for p in (data / "cqt_feat").glob("*.cqt.npy"))
+    assert R.features_chroma(feats) == CHROMA_SPEC
+    assert R.alignment_features(feats[0]).chroma.shape[1] == 24
+    chroma_path(feats[1]).unlink()  # as extracted before the fine chroma existed
+    with caplog.at_level(logging.WARNING, logger="coverhunter.rerank"):
+        assert R.features_chroma(feats) == C.CHROMA_PARAMS
+    assert "no fine chroma" in caplog.text and "extract" in caplog.text
+    with pytest.raises(ValueError, match="run extract again"):
+        R.alignment_features(feats[1])

@@ -630,6 +630,19 @@ class Reranker:
                 f"{pairs:.0f} alignments per query{shared}")
 
 
+def features_chroma(feats: list) -> str | tuple:
+    """The chroma to align feature files with: :data:`coverhunter.chroma.CHROMA_SPEC` when
+    every file has its fine views beside it, else (features extracted before the fine
+    chroma existed) the CQT's chroma alone, said once in the log."""
+    if all(chroma_path(f).is_file() for f in feats if not isinstance(f, np.ndarray)):
+        return CHROMA_SPEC
+    missing = next(f for f in feats if not isinstance(f, np.ndarray) and not chroma_path(f).is_file())
+    log.warning("%s and maybe others have no fine chroma beside them (extracted before it "
+                "existed): re-ranking aligns the CQT's chroma alone; run 'coverhunter extract' "
+                "on the data folder again for the fine chroma", missing)
+    return CHROMA_PARAMS
+
+
 def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfig, *, device="cpu",
                    cache_dir=None, fingerprint: str | None = None, verbose: bool = False,
                    projection=None) -> Reranker:
@@ -647,8 +660,9 @@ def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfi
     # summaries for the shortlist's second search and for the anchor's neighbours
     cascade = (rr.global_weight > 0 and (rr.pool > rr.k or rr.global_pool > 0)) or rr.expand > 0
     if rr.source in ("chroma", "both") or cascade:
-        rk.query_align = [alignment_features(f) for f in q_feats]
-        rk.ref_align = rk.query_align if refs is None else [alignment_features(f) for f in r_feats]
+        spec = features_chroma(q_feats + (r_feats if refs is not None else []))
+        rk.query_align = [alignment_features(f, spec) for f in q_feats]
+        rk.ref_align = rk.query_align if refs is None else [alignment_features(f, spec) for f in r_feats]
     if cascade:
         rk.query_summary = global_summaries(rk.query_align, projection)
         rk.ref_summary = rk.query_summary if refs is None else global_summaries(rk.ref_align, projection)
