@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from coverhunter.checkpoint import load_model
+from coverhunter.chroma import CHROMA_SPEC
 from coverhunter.cli import main
 from coverhunter.dataset import read_dataset
 from coverhunter.embed import EmbeddingCache, Windowing
@@ -140,6 +141,16 @@ def test_index_build_search_add_reload_calibrate(trained, tmp_path, caplog):
     assert sum("other alignment settings" in r.message for r in caplog.records) == 1  # said once
     res = identify(stale, lm, [full[1]], top=10)[0]
     assert all(m.p_value == pytest.approx(p_impostor(cal, m.score, 18)) for m in res.matches)
+    # and the chroma: one fitted before the fine chroma (no record: the CQT's alone) is not
+    # used on an index of the fine chroma
+    assert cal["alignment"]["chroma"] == CHROMA_SPEC
+    assert CatalogueIndex.load(tmp_path / "idx").alignment_calibration is not None
+    before = CatalogueIndex.load(tmp_path / "idx")
+    del before.meta["calibration"]["alignment"]["chroma"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert before.alignment_calibration is None
+    assert "chroma" in caplog.text and "index calibrate" in caplog.text
 
 
 def test_identify_cli_on_audio_with_bad_files(trained, tmp_path, capsys):

@@ -84,6 +84,7 @@ class CatalogueIndex:
         self._lock_root = self.root  # the folder whose lock guards writes
         self._writer: list | None = None  # [ann file name, faiss index, rows saved]: add()'s
         self._warned_qmax = False  # alignment_calibration's stale-settings warning was given
+        self._chroma_of: tuple | None = None  # (shards, the chroma they store), see _shard_chroma
         self._stamp = None  # fs.meta_stamp of the meta.json read or written last
 
     # -- creation and loading -----------------------------------------------------------
@@ -676,6 +677,7 @@ class CatalogueIndex:
                 # the embedding part's base rate (all pairs), not the aligned pairs' share
                 cal["alignment"] = fit_calibration(a_scores, a_same, prior=cal["prior"])
                 cal["alignment"]["qmax"] = asdict(cfg.qmax)  # the settings its scores were made with
+                cal["alignment"]["chroma"] = _chroma_record(chroma.params)  # and the chroma
                 cal["alignment"]["source"] = (
                     f"{n_used} recordings, {len(set(labels))} works; other works: the nearest "
                     f"{SELECTED_FRACTION:.0%} (at least {MIN_STRANGERS}) by the first stage")
@@ -721,14 +723,34 @@ class CatalogueIndex:
         if not cal:
             return None
         fitted = cal.get("qmax", asdict(LEGACY_QMAX_PARAMS))
-        if fitted != asdict(rr.RerankConfig().qmax):
+        # a calibration without a chroma record was fitted on the CQT's chroma alone
+        chroma = cal.get("chroma", "cqt-only")
+        current = _chroma_record(self._shard_chroma())
+        if fitted != asdict(rr.RerankConfig().qmax) or (chroma != current and not (
+                chroma == "cqt-only" and isinstance(current, list))):
             if not self._warned_qmax:
                 self._warned_qmax = True
                 log.warning("%s: its alignment calibration was fitted with other alignment settings "
-                            "(%s); re-ranked matches take the embedding's probabilities until "
-                            "`coverhunter index calibrate` is run again", self.root, fitted)
+                            "or chroma (%s, chroma %s; the index aligns %s); re-ranked matches take "
+                            "the embedding's probabilities until `coverhunter index calibrate` is "
+                            "run again", self.root, fitted, chroma, current)
             return None
         return cal
+
+    def _shard_chroma(self):
+        """The chroma the index's re-ranking aligns (``rerank.IndexChroma.params``), read
+        once per list of shards."""
+        from .. import rerank as rr
+
+        shards = tuple(self.meta["shards"])
+        if self._chroma_of is None or self._chroma_of[0] != shards:
+            self._chroma_of = (shards, rr.IndexChroma.of(self).params)
+        return self._chroma_of[1]
+
+
+def _chroma_record(params) -> str | list:
+    """A chroma spec (str) or an old index's CQT chroma parameters (list), as JSON keeps it."""
+    return params if isinstance(params, str) else [float(x) for x in params]
 
 
 def _with_calibration(m: Match, cal: dict, score: float, n: int) -> Match:
