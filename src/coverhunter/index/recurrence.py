@@ -65,6 +65,20 @@ VOTES = ("count", "rank", "margin")
 class RecurrenceParams:
     """Settings of a :class:`RecurrenceIndex` (frames are chroma frames, 2.5 per second).
 
+    The defaults were chosen on the two training-type corpora only (``tune-mix-w60-s1000``
+    and ``-s1001``, ~370 recordings each, view c3; ``benchmarks/bench_first_stage.py``),
+    recall@50 of every recording against the rest. From the first key-normalised index
+    (m 7, tau 1, 30 neighbours, plain counts in 2.4 s bands: 0.36 / 0.34), each step on
+    tune1001 (tune1000 agreed): hubness weighting (power 1; 2 was no better) +0.06,
+    one vote per query shingle and band +0.03, frame centring +0.02, tau 2 (5.2 s of
+    context in 84 values; m 10 or 14 at tau 1 did as well at 1.5-2.5 times the cost)
+    +0.03, 16-frame bands over five tempo ratios (against 6-frame bands at ratio 1)
+    +0.025, the match's transposition as a vote group +0.015, two query keys +0.026
+    (three: another +0.02 at 1.6 times the cost). All together 0.57 / 0.51 against
+    0.36 / ? for the 2D Fourier summary and 0.67 / ? for all-pairs alignment. Rank
+    and margin votes lost to counts once hubs were weighted; dividing by the
+    recording's length was neutral; stride 2 halves the memory and loses 0.02.
+
     Attributes
     ----------
     m, tau : int
@@ -377,10 +391,11 @@ class RecurrenceIndex:
         return int(self.index.ntotal)
 
     def memory_report(self) -> dict:
-        """Bytes held: faiss index (serialised size), id ranges, hubness; per recording."""
+        """Bytes held: faiss index (serialised size), id ranges and rolls, hubness (counted
+        before it is computed, at the first search); in all and per recording."""
         index_bytes = int(faiss.serialize_index(self.index).nbytes) if self.n_shingles else 0
         meta = self.track_ids.nbytes + self.starts.nbytes + self.rolls.nbytes
-        hub = 0 if self.hubness is None else self.hubness.nbytes
+        hub = 4 * self.n_shingles if self.params.hub_power or self.hubness is not None else 0  # float32
         total = index_bytes + meta + hub
         return {"recordings": len(self), "shingles": self.n_shingles,
                 "kind": "hnsw" if is_hnsw(self.index) else "exact",
