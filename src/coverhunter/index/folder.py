@@ -101,18 +101,25 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def read_vectors(npy: Path, dim: int, hint: str = "") -> np.ndarray:
+    """A shard's vectors (n, dim), memory-mapped; a damaged file raises CatalogueError
+    naming it (``hint`` is appended to an unreadable file's message)."""
+    try:
+        arr = np.load(npy, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as e:
+        raise CatalogueError(f"{npy}: damaged ({_reason(e)}){hint}") from e
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise CatalogueError(f"{npy}: damaged (shape {arr.shape}, expected [n, {dim}])")
+    return arr
+
+
 def read_shard(root: Path, shard: str, first_row: int, dim: int) -> tuple[np.ndarray, list[dict]]:
     """``(vectors (n, dim) memory-mapped, track lines)`` of one shard starting at ``first_row``."""
     npy, jsonl = root / f"{shard}.npy", root / f"{shard}.jsonl"
     for f in (npy, jsonl):
         if not f.is_file():
             raise CatalogueError(f"{f}: missing (shard {shard} of {root / 'meta.json'})")
-    try:
-        arr = np.load(npy, mmap_mode="r")
-    except (OSError, ValueError, EOFError) as e:
-        raise CatalogueError(f"{npy}: damaged ({_reason(e)}); {repair_hint(root)}") from e
-    if arr.ndim != 2 or arr.shape[1] != dim:
-        raise CatalogueError(f"{npy}: damaged (shape {arr.shape}, expected [n, {dim}])")
+    arr = read_vectors(npy, dim, f"; {repair_hint(root)}")
     rows = read_jsonl(jsonl)
     end = first_row + len(arr)
     for r in rows:

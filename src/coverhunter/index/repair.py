@@ -106,7 +106,7 @@ def _survey(idx: CatalogueIndex) -> list[_Shard]:
     """Every shard's readable parts, in order, with its first row."""
     out, first = [], 0
     for name in idx.meta["shards"]:
-        vectors = _try(lambda: _read_vectors(idx.root / f"{name}.npy", idx.meta["embed_dim"]))
+        vectors = _try(lambda: fs.read_vectors(idx.root / f"{name}.npy", idx.meta["embed_dim"]))
         lines = _try(lambda: fs.read_jsonl(idx.root / f"{name}.jsonl"))
         if vectors is not None:
             n = len(vectors)
@@ -128,17 +128,6 @@ def _try(read, failed=None):
     except CatalogueError as e:
         log.warning("%s", e)
         return failed
-
-
-def _read_vectors(npy: Path, dim: int) -> np.ndarray:
-    """A shard's vectors, memory-mapped; a damaged file raises, naming it."""
-    try:
-        arr = np.load(npy, mmap_mode="r")
-    except (OSError, ValueError, EOFError) as e:
-        raise CatalogueError(f"{npy}: damaged ({e})") from e
-    if arr.ndim != 2 or arr.shape[1] != dim:
-        raise CatalogueError(f"{npy}: damaged (shape {arr.shape}, expected [n, {dim}])")
-    return arr
 
 
 def _read_chroma(root: Path, shard: str, n: int) -> None:
