@@ -60,6 +60,11 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/pip install -q ${torch_index[@]+"${torch_index[@]}"} "$torch_spec"
   fi
   .venv/bin/pip install -q -e ".[dev]"
+  # librosa compiles its numba kernels on first use (10-30 s) and caches them in the venv:
+  # once here, not in every process that first computes a chroma
+  echo "setup: compiling librosa's numba kernels (once)" >&2
+  .venv/bin/python -c "import numpy as np; from coverhunter.chroma import audio_chroma; \
+audio_chroma(np.random.default_rng(0).normal(size=64000).astype(np.float32))"
   rm -f .venv/.coverhunter-*
   touch "$stamp"
 fi
