@@ -289,6 +289,7 @@ def main() -> None:
     names = a.variants or list(QUICK_VARIANTS if a.quick else DEFAULT_VARIANTS)
     variants = {v: VARIANTS[v] for v in names}
     results = {"view": a.view, "corpora": {}}
+    out = a.out or a.root / ("first-stage-quick.json" if a.quick else "first-stage.json")
     pool_c, pool_w = [], []
     for key in a.corpora:
         data = load_corpus(a.root, CORPORA[key], a.view)
@@ -303,18 +304,23 @@ def main() -> None:
             break
         cache = a.root / CORPORA[key] / f"qmax-{a.view}.npy"
         results["corpora"][key] = run_catalogue(key, chromas, works, variants, cache, align=True)
+        write_json(out, results)  # after every catalogue: a long run keeps what it measured
         pool_c += chromas
         pool_w += [f"{key}:{w}" for w in works]
     if len(results["corpora"]) > 1 and not a.no_pooled and not a.quick:
         pooled = {v: VARIANTS[v] for v in (a.variants or POOLED_VARIANTS)}
         results["pooled"] = run_catalogue("pooled (all corpora, one catalogue)", pool_c, np.array(pool_w),
                                           pooled, None, align=False)
-    out = a.out or a.root / ("first-stage-quick.json" if a.quick else "first-stage.json")
+    write_json(out, results)
+    log.info("wrote %s", out)
+
+
+def write_json(out: Path, results: dict) -> None:
+    """``results`` to ``out`` through a temporary name (never a half-written file)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(results, indent=1, default=float))
     os.replace(tmp, out)
-    log.info("wrote %s", out)
 
 
 if __name__ == "__main__":
