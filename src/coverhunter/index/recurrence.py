@@ -75,7 +75,7 @@ class RecurrenceParams:
     +0.03, 16-frame bands over five tempo ratios (against 6-frame bands at ratio 1)
     +0.025, the match's transposition as a vote group +0.015, two query keys +0.026
     (three: another +0.02 at 1.6 times the cost). All together 0.57 / 0.51 against
-    0.36 / ? for the 2D Fourier summary and 0.67 / ? for all-pairs alignment. Rank
+    0.36 / 0.32 for the 2D Fourier summary and 0.67 / 0.64 for all-pairs alignment. Rank
     and margin votes lost to counts once hubs were weighted; dividing by the
     recording's length was neutral; stride 2 halves the memory and loses 0.02.
 
