@@ -434,8 +434,9 @@ def alignment_features(feat, chroma_params=CHROMA_SPEC, fine: dict | None = None
 
 
 def summary_params(params) -> tuple:
-    """The CQT chroma parameters of what a 2D Fourier summary reads under chroma ``params``
-    (a spec's first view, which must be the CQT's; ``(lowest_octave, power)`` as they are)."""
+    """What a 2D Fourier summary reads under chroma ``params``, as a projection records it:
+    a spec's first view (the CQT's chroma parameters, or ``(view,)`` for a fine view);
+    an old index's ``(lowest_octave, power)`` as they are."""
     if isinstance(params, str):
         first = params.split("|")[0]
         return CHROMA_PARAMS if first == CQT_VIEW else (first,)
