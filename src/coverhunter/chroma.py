@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classical import chroma_from_cqt, stack_views
+from .classical import block_mean, chroma_from_cqt, stack_views
 
 SAMPLE_RATE = 16000  # Hz, as every recording is decoded
 BINS_PER_OCTAVE = 36  # three bins per semitone
@@ -60,7 +60,7 @@ VIEWS = {"c3": ChromaView(2, 1.0), "c1": ChromaView(0, 1.0), "c3p15": ChromaView
 # The chroma the alignment reads, as a spec: views side by side ("a|b",
 # :func:`coverhunter.classical.stack_views`). "cqt" is the chroma of the model's CQT
 # (:func:`coverhunter.classical.chroma_from_cqt` with its CHROMA_PARAMS); the others are
-# fine views. Chosen with benchmarks/bench_chroma.py (docs/accuracy.md).
+# fine views. Chosen with benchmarks/bench_chroma.py (docs/chroma.md).
 CHROMA_SPEC = "cqt|c3"
 CQT_VIEW = "cqt"
 
@@ -104,6 +104,12 @@ def spec_chroma(spec: str, cqt_db: np.ndarray | None, fine: dict[str, np.ndarray
         else:
             parts.append(fine[v])
     return parts[0] if len(parts) == 1 else stack_views(parts)
+
+
+def _check_views(views) -> None:
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown:
+        raise ValueError(f"unknown chroma view(s) {unknown}; known: {sorted(VIEWS)}")
 
 
 def estimate_tuning(y: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
@@ -186,13 +192,7 @@ def fold(cqt_mag: np.ndarray, view: ChromaView, block: int = BLOCK) -> np.ndarra
     x = x[:, view.lowest_octave * BINS_PER_OCTAVE:]
     if view.power != 1.0:
         x = x ** view.power
-    chroma = x @ _fold_matrix(view.lowest_octave)  # (frames, 12)
-    n = -(-len(chroma) // block)
-    pad = n * block - len(chroma)
-    summed = np.pad(chroma, ((0, pad), (0, 0))).reshape(n, block, 12).sum(1)
-    counts = np.full(n, block, np.float32)
-    counts[-1] = block - pad
-    avg = summed / counts[:, None]
+    avg = block_mean(x @ _fold_matrix(view.lowest_octave), block)  # (frames / block, 12)
     peak = avg.max(axis=1, keepdims=True)
     return np.where(peak > 1e-9 * max(float(peak.max()), 1e-30), avg / np.maximum(peak, 1e-30),
                     0.0).astype(np.float32)
@@ -212,9 +212,7 @@ def audio_chroma(y: np.ndarray, views=("c3",), sample_rate: int = SAMPLE_RATE) -
     -------
     dict of str to np.ndarray, each of shape (T, 12), float32, T = ceil((1 + n // 640) / 10)
     """
-    unknown = [v for v in views if v not in VIEWS]
-    if unknown:
-        raise ValueError(f"unknown chroma view(s) {unknown}; known: {sorted(VIEWS)}")
+    _check_views(views)
     if sample_rate != SAMPLE_RATE:  # the frame rate is defined at 16 kHz
         import soxr
 
@@ -280,9 +278,7 @@ class ChromaStream:
     """
 
     def __init__(self, views=("c3",), sample_rate: int = SAMPLE_RATE, stretch_s: float = 30.0):
-        unknown = [v for v in views if v not in VIEWS]
-        if unknown:
-            raise ValueError(f"unknown chroma view(s) {unknown}; known: {sorted(VIEWS)}")
+        _check_views(views)
         if sample_rate != SAMPLE_RATE:
             raise ValueError(f"ChromaStream takes audio at {SAMPLE_RATE} Hz, got {sample_rate}")
         self.views = tuple(views)

@@ -106,12 +106,18 @@ def chroma_from_cqt(cqt_db: np.ndarray, *, block: int = BLOCK, bins_per_octave: 
     # dB / 20 * power: the magnitude raised to `power` in one exponential
     mag = np.where(x > floor_db, 10.0 ** (x * (power / 20.0)), 0.0)
     fold = mag.reshape(len(x), n_oct - lowest_octave, N_CHROMA).sum(1)  # (frames, 12)
-    n_blocks = -(-len(fold) // block)
-    pad = n_blocks * block - len(fold)
-    summed = np.pad(fold, ((0, pad), (0, 0))).reshape(n_blocks, block, N_CHROMA).sum(1)
+    return normalise_frames(block_mean(fold, block))
+
+
+def block_mean(frames: np.ndarray, block: int) -> np.ndarray:
+    """Means of consecutive blocks of ``block`` frames (T, D) -> (ceil(T / block), D); a
+    trailing partial block is the mean of the frames it has."""
+    n_blocks = -(-len(frames) // block)
+    pad = n_blocks * block - len(frames)
+    summed = np.pad(frames, ((0, pad), (0, 0))).reshape(n_blocks, block, frames.shape[1]).sum(1)
     counts = np.full(n_blocks, block, np.float32)
     counts[-1] = block - pad
-    return normalise_frames(summed / counts[:, None])
+    return summed / counts[:, None]
 
 
 def normalise_frames(chroma: np.ndarray) -> np.ndarray:
@@ -382,8 +388,8 @@ LEGACY_QMAX_PARAMS = QmaxParams(m=10, tau=1, kappa=0.15, gap_onset=2.0, gap_exte
 
 
 def global_profile(chroma: np.ndarray) -> np.ndarray:
-    """Mean chroma (12,) scaled to a maximum of 1; stacked views (T, 12 k) are summed."""
-    g = np.asarray(chroma, np.float64).mean(0).reshape(-1, N_CHROMA).sum(0)
+    """Mean chroma (12,) scaled to a maximum of 1."""
+    g = np.asarray(chroma, np.float64).mean(0)
     return g / max(g.max(), 1e-12)
 
 
@@ -484,12 +490,14 @@ def qmax_pair(crp: np.ndarray, gap_onset: float = 2.0, gap_extension: float = 0.
 class AlignmentFeatures:
     """What the alignment needs per recording: its global profile and chroma."""
 
-    chroma: np.ndarray  # (T, 12)
-    profile: np.ndarray  # (12,)
+    chroma: np.ndarray  # (T, 12 k): k chroma views side by side (stack_views)
+    profile: np.ndarray  # (k, 12): each view's global profile
 
     @classmethod
     def from_chroma(cls, chroma: np.ndarray) -> "AlignmentFeatures":
-        return cls(np.asarray(chroma, np.float32), global_profile(chroma))
+        x = np.asarray(chroma, np.float32)
+        views = range(x.shape[1] // N_CHROMA)
+        return cls(x, np.stack([global_profile(x[:, v * N_CHROMA:(v + 1) * N_CHROMA]) for v in views]))
 
 
 def qmax_scores(query: AlignmentFeatures, candidates: list[AlignmentFeatures],
@@ -519,27 +527,15 @@ def qmax_scores(query: AlignmentFeatures, candidates: list[AlignmentFeatures],
     bad = [c.chroma.shape[1] for c in candidates if c.chroma.shape[1] != query.chroma.shape[1]]
     if bad:
         raise ValueError(f"chroma of {query.chroma.shape[1]} columns aligned with chroma of {bad[0]}")
-    if n_views == 1:
-        return _qmax_view(query.chroma, query.profile, candidates, [c.profile for c in candidates],
-                          slice(None), params, max_cells)
     out = np.zeros(len(candidates))
     for v in range(n_views):
         cols = slice(v * N_CHROMA, (v + 1) * N_CHROMA)
-        out += _qmax_view(query.chroma, global_profile(query.chroma[:, cols]), candidates,
-                          [global_profile(c.chroma[:, cols]) for c in candidates], cols, params,
-                          max_cells)
+        shifts = [optimal_transposition(query.profile[v], c.profile[v]) for c in candidates]
+        qx = delay_embed(query.chroma[:, cols], params.m, params.tau)
+        ys = [delay_embed(np.roll(c.chroma[:, cols], k, axis=1), params.m, params.tau)
+              for c, k in zip(candidates, shifts)]
+        out += qmax_sequences(qx, ys, params, max_cells)
     return out / n_views
-
-
-def _qmax_view(query: np.ndarray, profile: np.ndarray, candidates: list[AlignmentFeatures],
-               profiles: list[np.ndarray], cols: slice, params: QmaxParams, max_cells: int) -> np.ndarray:
-    """Qmax scores of one chroma view (columns ``cols``), each candidate transposed by the
-    OTI of that view's profiles."""
-    shifts = [optimal_transposition(profile, p) for p in profiles]
-    qx = delay_embed(query[:, cols], params.m, params.tau)
-    ys = [delay_embed(np.roll(c.chroma[:, cols], k, axis=1), params.m, params.tau)
-          for c, k in zip(candidates, shifts)]
-    return qmax_sequences(qx, ys, params, max_cells)
 
 
 def qmax_sequences(x: np.ndarray, ys: list[np.ndarray], params: QmaxParams = QmaxParams(),
@@ -598,7 +594,7 @@ def alignment_distance_matrix(feats: list[AlignmentFeatures], params: QmaxParams
     return 1.0 - score
 
 
-__all__ = ["chroma_from_cqt", "CHROMA_PARAMS", "LEGACY_CHROMA_PARAMS", "LOWEST_OCTAVE",
+__all__ = ["chroma_from_cqt", "block_mean", "CHROMA_PARAMS", "LEGACY_CHROMA_PARAMS", "LOWEST_OCTAVE",
            "CHROMA_POWER", "LEGACY_QMAX_PARAMS", "chroma_params_of", "chroma_to_uint8", "chroma_from_uint8",
            "fourier_summary", "multiscale_summary", "summary_size", "SUMMARY_PATCHES",
            "patch_2dftm", "PCA", "SummaryProjection", "euclidean_distances", "QmaxParams",
