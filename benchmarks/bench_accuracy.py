@@ -78,6 +78,7 @@ import torch  # noqa: E402
 
 from coverhunter import classical as C  # noqa: E402
 from coverhunter import rerank as R  # noqa: E402
+from coverhunter.chroma import CHROMA_SPEC  # noqa: E402
 from coverhunter.checkpoint import load_model  # noqa: E402
 from coverhunter.config import ExtractConfig  # noqa: E402
 from coverhunter.dataset import read_dataset  # noqa: E402
@@ -89,8 +90,10 @@ from coverhunter.metrics import evaluate_distances, self_exclusion  # noqa: E402
 log = logging.getLogger("bench_accuracy")
 # the two-stage search of `evaluate --rerank` and `identify`: shortlist from the embedding's
 # top `pool` with the 2D Fourier summary, chroma Qmax, fusion (coverhunter.rerank defaults)
-TWO_STAGE = "model + 2DFTM shortlist ({k} of top {pool} + 2DFTM top {gpool}) + chroma Qmax"
+TWO_STAGE = "model + {first} shortlist ({k} of top {pool} + {first} top {gpool}) + chroma Qmax"
 EXPANDED = TWO_STAGE + " + expansion ({expand}, weight {ew})"
+# the first stage's chroma search (coverhunter.rerank.FIRST_STAGES) as the tables name it
+FIRST_NAMES = {"summary": "2DFTM", "recurrence": "recurrence"}
 TARGET_GAIN, TARGET_COST = 0.10, 0.2  # issue 10: >= +10 % MAP over alignment at <= 1/5 of its compute
 
 
@@ -158,6 +161,32 @@ def model_distances(lm, tracks, device) -> np.ndarray:
     return distance_matrix(e, e, cfg.eval.distance)
 
 
+def first_stage_glob(rr: R.RerankConfig, d_sum: np.ndarray, votes: np.ndarray) -> np.ndarray:
+    """The chroma search's distances the shortlist is chosen with, as ``Reranker`` takes
+    them: 2D Fourier summary distances, or minus the recurrence votes."""
+    return -votes.astype(np.float64) if rr.first_stage == "recurrence" else d_sum
+
+
+def shortlist_recall(lists: list, works: list) -> float:
+    """Mean over queries (with a cover) of the share of its covers in its shortlist."""
+    works = np.asarray(works)
+    rec = []
+    for q, (sl, _, _) in enumerate(lists):
+        n = int((works == works[q]).sum()) - 1
+        if n:
+            rec.append(float((works[sl] == works[q]).sum()) / n)
+    return float(np.mean(rec)) if rec else float("nan")
+
+
+def top_recall(dist: np.ndarray, works: list, k: int) -> float:
+    """Recall at ``k`` of a distance matrix, every recording a query against the others:
+    what all-pairs alignment puts in its own top ``k`` (the first stage's reference)."""
+    d = np.array(dist, np.float64)
+    np.fill_diagonal(d, np.inf)
+    lists = [(np.argsort(row, kind="stable")[:k], None, None) for row in d]
+    return shortlist_recall(lists, works)
+
+
 def shortlist_scores(dist: np.ndarray, glob: np.ndarray | None, score_fn, rr: R.RerankConfig) -> list:
     """Per query: (shortlist indices, first-stage distances, alignment scores); self excluded.
 
@@ -194,13 +223,15 @@ def chroma_scorer(align, rr: R.RerankConfig):
     return lambda q, sl: C.qmax_scores(align[q], [align[j] for j in sl], rr.qmax)
 
 
-def reranked(dist: np.ndarray, align, summaries: np.ndarray, rr: R.RerankConfig) -> tuple:
+def reranked(dist: np.ndarray, align, summaries: np.ndarray, rr: R.RerankConfig,
+             votes: np.ndarray | None = None) -> tuple:
     """Every recording a query against the others, re-ranked by ``evaluate --rerank``'s
     code (``coverhunter.rerank.Reranker``, symmetric pairs aligned once, as the all-pairs
-    baseline aligns each pair once) from precomputed chroma and summaries: (re-ranked
-    distances, the Reranker with its counts)."""
+    baseline aligns each pair once) from precomputed chroma, summaries and recurrence
+    votes (first stage ``"recurrence"``): (re-ranked distances, the Reranker with its
+    counts)."""
     rk = R.Reranker(rr, query_align=align, ref_align=align, query_summary=summaries,
-                    ref_summary=summaries, symmetric=True)
+                    ref_summary=summaries, votes=votes, symmetric=True)
     return rk.rerank_block(dist, 0, exclude=np.eye(len(dist), dtype=bool)), rk
 
 
@@ -225,6 +256,7 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int,
     rows["classical global (2DFTM)"] = (d_glob, t_chroma + t_glob)
     d, t = timed(C.alignment_distance_matrix, align, C.QmaxParams(), verbose=True)
     rows["classical alignment (Qmax, all pairs)"] = (d, t_chroma + t)
+    d_align = d
     t_align, t_pairs = t_chroma + t, t
     d_model, t_model = timed(model_distances, lm, tracks, device)
     rows["model"] = (d_model, t_model)
@@ -232,32 +264,40 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int,
     lists, t = timed(shortlist_scores, d_model, None, chroma_scorer(align, plain), plain)
     d, t2 = timed(apply_rerank, d_model, lists, weight)
     rows[f"model + re-rank top {k} (chroma Qmax)"] = (d, t_model + t_chroma + t + t2)
-    rr = R.RerankConfig(k=k, weight=weight, grow_after=grow_after)
-    k_used = R.shortlist_length(rr, len(tracks))
-    summaries, t_glob = timed(R.global_summaries, align, lm.summary_projection)  # as identify does
+    summaries, t_sum = timed(R.global_summaries, align, lm.summary_projection)  # as identify does
     d_sum = C.euclidean_distances(summaries, summaries)
-    lists, t = timed(shortlist_scores, d_model, d_sum, chroma_scorer(align, rr), rr)
-    d, t2 = timed(apply_rerank, d_model, lists, weight)
-    rows[TWO_STAGE.format(k=k_used, pool=rr.pool, gpool=rr.global_pool) + ", no expansion (identify)"] = (
-        d, t_model + t_chroma + t_glob + t + t2)
-    (d, rk), t = timed(reranked, d_model, align, summaries, rr)
-    rows[EXPANDED.format(k=k_used, pool=rr.pool, gpool=rr.global_pool, expand=rr.expand,
-                         ew=rr.expansion_weight)] = (d, t_model + t_chroma + t_glob + t)
-    t_rerank = t_glob + t
-    # one query alone shares no pairs: its re-ranking costs every alignment it asks for
-    t_rerank_alone = t_glob + t * rk.n_pairs / max(1, rk.n_computed)
-    if k_used != k:  # the catalogue grew the shortlist: what a fixed k would give
-        fixed = R.RerankConfig(k=k, weight=weight, grow_after=0)
-        (d, _), t = timed(reranked, d_model, align, summaries, fixed)
-        rows[EXPANDED.format(k=k, pool=rr.pool, gpool=rr.global_pool, expand=rr.expand,
-                             ew=rr.expansion_weight) + ", shortlist not grown"] = (
+    votes, t_votes = timed(R.recurrence_votes, align, None, CHROMA_SPEC, True)
+    recall = {}
+    # the two-stage search with each first stage; the default one last (its cost is reported)
+    for first in sorted(R.FIRST_STAGES, key=lambda f: f == R.DEFAULT_FIRST_STAGE):
+        rr = R.RerankConfig(k=k, weight=weight, grow_after=grow_after, first_stage=first)
+        k_used = R.shortlist_length(rr, len(tracks))
+        glob = first_stage_glob(rr, d_sum, votes)
+        t_glob = t_sum + (t_votes if first == "recurrence" else 0.0)
+        name = dict(first=FIRST_NAMES[first], k=k_used, pool=rr.pool, gpool=rr.global_pool)
+        lists, t = timed(shortlist_scores, d_model, glob, chroma_scorer(align, rr), rr)
+        recall[first] = shortlist_recall(lists, works)
+        recall["alignment"] = top_recall(d_align, works, k_used)
+        d, t2 = timed(apply_rerank, d_model, lists, weight)
+        rows[TWO_STAGE.format(**name) + ", no expansion (identify)"] = (d, t_model + t_chroma + t_glob + t + t2)
+        (d, rk), t = timed(reranked, d_model, align, summaries, rr, votes)
+        rows[EXPANDED.format(**name, expand=rr.expand, ew=rr.expansion_weight)] = (
             d, t_model + t_chroma + t_glob + t)
+        t_rerank = t_glob + t
+        # one query alone shares no pairs: its re-ranking costs every alignment it asks for
+        t_rerank_alone = t_glob + t * rk.n_pairs / max(1, rk.n_computed)
+        if k_used != k:  # the catalogue grew the shortlist: what a fixed k would give
+            fixed = R.RerankConfig(k=k, weight=weight, grow_after=0, first_stage=first)
+            (d, _), t = timed(reranked, d_model, align, summaries, fixed, votes)
+            rows[EXPANDED.format(**{**name, "k": k}, expand=rr.expand, ew=rr.expansion_weight)
+                 + ", shortlist not grown"] = (d, t_model + t_chroma + t_glob + t)
     scorer, t_emb = chunk_scorer(lm, tracks, device, plain)
     lists, t = timed(shortlist_scores, d_model, None, scorer, plain)
     d, t2 = timed(apply_rerank, d_model, lists, weight)
     rows[f"model + re-rank top {k} (short-chunk Qmax)"] = (d, t_model + t_emb + t + t2)
     n = len(tracks)
     out = {"n_tracks": n, "n_works": len(set(works)), "rows": {}, "k_used": k_used,
+           "shortlist_recall": recall, "recurrence_seconds_per_query": t_votes / n,
            "rerank_seconds_per_query": t_rerank / n,
            "alignments_per_query": rk.n_pairs / n, "alignments_computed_per_query": rk.n_computed / n,
            "alignment_seconds_per_query": t_align / n,
@@ -284,11 +324,20 @@ def print_table(title: str, res: dict, k: int) -> None:
               f"{fmt_ci(r['hr1'], r['ci']['hr1'])} | {r['seconds']:.1f} |")
     rows = res["rows"]
     al = rows["classical alignment (Qmax, all pairs)"]
-    two = rows[next(n for n in rows if n.startswith(TWO_STAGE.split("(")[0]) and "+ expansion" in n)]
+    default = TWO_STAGE.split("(")[0].format(first=FIRST_NAMES[R.DEFAULT_FIRST_STAGE])
+    two = rows[next(n for n in rows if n.startswith(default) and "+ expansion" in n)]
     gain = two["map"] / max(al["map"], 1e-12) - 1
     cost = two["seconds"] / max(al["seconds"], 1e-12)
     ok = "met" if gain >= TARGET_GAIN and cost <= TARGET_COST else "NOT met"
-    print(f"\ntwo-stage vs classical alignment: MAP {gain:+.1%} (target >= +{TARGET_GAIN:.0%}), "
+    recall = res.get("shortlist_recall", {})
+    if recall:
+        print("\nfirst-stage recall (share of a query's covers in the shortlist of "
+              f"{res['k_used']}, before expansion): "
+              + ", ".join(f"{FIRST_NAMES.get(f, 'all-pairs alignment (its own top k)')} {v:.3f}"
+                          for f, v in recall.items())
+              + f"; recurrence voting {res['recurrence_seconds_per_query'] * 1e3:.0f} ms per query")
+    print(f"\ntwo-stage vs classical alignment ({FIRST_NAMES[R.DEFAULT_FIRST_STAGE]} first stage): "
+          f"MAP {gain:+.1%} (target >= +{TARGET_GAIN:.0%}), "
           f"compute x{cost:.2f} (target <= {TARGET_COST}): {ok}. Re-ranking "
           f"{res['rerank_seconds_per_query'] * 1e3:.1f} ms per query ({res['alignments_per_query']:.0f} "
           f"alignments asked, {res['alignments_computed_per_query']:.0f} computed: the others were "
@@ -336,7 +385,7 @@ def tune(lm, tracks, device, k: int, expand=(0, 10, 25, 40), expansion_weights=(
     summaries = R.global_summaries(align, lm.summary_projection)
     if expansion_only:
         return {"expansion": tune_expansion(d_model, align, summaries, works, k, expand, expansion_weights,
-                                            grow_after)}
+                                            grow_after, R.recurrence_votes(align, None, CHROMA_SPEC, True))}
     plain = R.RerankConfig(k=k, pool=k, grow_after=0)
     rr = R.RerankConfig(k=k, grow_after=grow_after)
     no_union = R.RerankConfig(k=k, global_pool=0, global_weight=0.5, grow_after=grow_after)
@@ -357,12 +406,43 @@ def tune(lm, tracks, device, k: int, expand=(0, 10, 25, 40), expansion_weights=(
     for w in weights:
         print(f"| {w:.1f} | " + " | ".join(f"{res[s][float(w)]:.3f}" for s in res) + " |")
     res["expansion"] = tune_expansion(d_model, align, summaries, works, k, expand, expansion_weights,
-                                      grow_after)
+                                      grow_after, R.recurrence_votes(align, None, CHROMA_SPEC, True))
+    return res
+
+
+def tune_first_stage(lm, tracks, device, k: int, global_weights=(0.5, 0.7, 0.85, 1.0),
+                     grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
+    """Each first stage (2D Fourier summary, recurrence voting) at each weight of its
+    chroma search against the embedding (``global_weight``): the shortlist's recall and
+    the MAP of the two-stage search with expansion (defaults otherwise)."""
+    works = [t.work for t in tracks]
+    d_model = model_distances(lm, tracks, device)
+    align = chroma_of(tracks)
+    summaries = R.global_summaries(align, lm.summary_projection)
+    d_sum = C.euclidean_distances(summaries, summaries)
+    votes = R.recurrence_votes(align, None, CHROMA_SPEC, True)
+    res = {}
+    print(f"\nfirst stage on a training-type corpus ({len(tracks)} recordings, {len(set(works))} works): "
+          "shortlist recall / MAP with expansion; columns: weight of the chroma search against "
+          "the embedding\n")
+    print("| first stage | " + " | ".join(f"{w:g}" for w in global_weights) + " |")
+    print("|---" * (len(global_weights) + 1) + "|")
+    for first in R.FIRST_STAGES:
+        row = {}
+        for w in global_weights:
+            rr = R.RerankConfig(k=k, global_weight=w, grow_after=grow_after, first_stage=first)
+            glob = first_stage_glob(rr, d_sum, votes)
+            lists = shortlist_scores(d_model, glob, lambda q, sl: np.zeros(len(sl)), rr)
+            d, _ = reranked(d_model, align, summaries, rr, votes)
+            row[float(w)] = {"recall": shortlist_recall(lists, works), "map": metrics(d, works, 0)["map"]}
+        res[first] = row
+        print(f"| {FIRST_NAMES[first]} | " + " | ".join(f"{v['recall']:.3f} / {v['map']:.3f}"
+                                                       for v in row.values()) + " |", flush=True)
     return res
 
 
 def tune_expansion(d_model, align, summaries, works, k: int, expand, expansion_weights,
-                   grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
+                   grow_after: int = R.DEFAULT_GROW_AFTER, votes: np.ndarray | None = None) -> dict:
     """MAP of each expansion setting (recordings added x anchor weight), the shortlist and
     fusion at the defaults; alignments per query in the last column."""
     res = {}
@@ -375,7 +455,7 @@ def tune_expansion(d_model, align, summaries, works, k: int, expand, expansion_w
         row = {}
         for w in expansion_weights:
             cfg = R.RerankConfig(k=k, expand=n, expansion_weight=w, grow_after=grow_after)
-            d, rk = reranked(d_model, align, summaries, cfg)
+            d, rk = reranked(d_model, align, summaries, cfg, votes)
             row[float(w)] = metrics(d, works, 0)["map"]
         res[int(n)] = row
         print(f"| {n} | " + " | ".join(f"{row[float(w)]:.3f}" for w in expansion_weights)
@@ -465,6 +545,9 @@ def main() -> None:
                     help="with --tune: recordings added from the anchor's neighbours")
     ap.add_argument("--expansion-weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0],
                     help="with --tune: weights of the anchor's alignment")
+    ap.add_argument("--tune-first-stage", type=float, nargs="*", default=None, metavar="WEIGHT",
+                    help="with --tune: only the first-stage table, at these weights of the chroma "
+                         "search against the embedding (default 0.5 0.7 0.85 1)")
     ap.add_argument("--expansion-only", action="store_true",
                     help="with --tune: only the expansion table (skip the fusion-weight sweep)")
     ap.add_argument("--tune-chroma", type=chroma_variant, nargs="*", default=None, metavar="OCTAVE,POWER",
@@ -508,6 +591,12 @@ def main() -> None:
                 ("gap_onset", (1.0, 3.0, 5.0)), ("gap_extension", (0.25, 1.0))) for v in vs]
             res = tune_qmax(tracks, variants)
             name = name.replace("tune", "tune-qmax", 1)
+        elif a.tune_first_stage is not None:
+            if not a.keep_trained_works:
+                tracks = unseen(tracks, lm.works)
+            res = tune_first_stage(lm, tracks, a.device, a.k, tuple(a.tune_first_stage) or (0.5, 0.7, 0.85, 1.0),
+                                   a.grow_after)
+            name = name.replace("tune", "tune-first-stage", 1)
         else:
             if not a.keep_trained_works:
                 tracks = unseen(tracks, lm.works)

@@ -72,3 +72,17 @@ def test_planted_melody_in_another_key_tempo_and_tuning_aligns_with_its_source()
              for y in [source, cover, *strangers]]
     scores = C.qmax_scores(feats[0], feats[1:])
     assert scores[0] > scores[1:].max() + 0.1, scores
+
+
+def test_the_first_stage_searches_the_c3_view_of_any_spec():
+    from coverhunter.chroma import search_view, view_of
+
+    assert search_view("cqt|c3") == 1
+    assert search_view("c3") == 0 and search_view("c1|c3") == 1
+    assert search_view("cqt|c1") == 1  # no c3: the first fine view
+    assert search_view("cqt") == 0
+    assert search_view((1, 1.5)) == 0  # an old index's CQT chroma parameters
+    x = np.arange(24 * 3, dtype=np.float32).reshape(3, 24)
+    np.testing.assert_array_equal(view_of(x, 1), x[:, 12:])
+    with pytest.raises(ValueError, match="no view 2"):
+        view_of(x, 2)

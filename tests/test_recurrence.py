@@ -146,3 +146,25 @@ def test_pure_functions():
     c = np.array([10, 11, 12, 13, 14, 3, 40, 17, 90, 0], float)
     s = band_scores(2, track, q, c, np.ones(10), np.zeros(10, np.int64), (1.0,), 3)
     assert s[0] == 5 and s[1] < 5
+
+
+def test_vote_matrix_leaves_each_query_out_of_its_own_search(catalogue):
+    from coverhunter.index.recurrence import vote_matrix
+
+    rng, chromas = catalogue
+    refs = chromas[:40]
+    queries = [partial_cover(rng, refs[5]), partial_cover(rng, refs[17])]
+    votes = vote_matrix(queries, refs, RecurrenceParams(hub_probes=500))
+    assert votes.shape == (2, 40) and votes.dtype == np.float32
+    assert int(np.argmax(votes[0])) == 5 and int(np.argmax(votes[1])) == 17
+    # all-vs-all: the planted cover finds its source, and nobody votes for itself
+    pool = refs + [partial_cover(rng, refs[5])]
+    sym = vote_matrix(pool, None, RecurrenceParams(hub_probes=500))
+    assert sym.shape == (41, 41) and np.all(np.diag(sym) == 0)
+    assert int(np.argmax(sym[40])) == 5
+    # the same scores as one index's search
+    idx = RecurrenceIndex(RecurrenceParams(hub_probes=500))
+    idx.add(np.arange(40), refs)
+    ids, scores = idx.search(queries[0], k=3)
+    np.testing.assert_allclose(votes[0][ids], scores, rtol=1e-6)
+    assert vote_matrix([], refs).shape == (0, 40)

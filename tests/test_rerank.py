@@ -359,7 +359,7 @@ def _v0_catalogue(tmp_path, lm, tracks):
     return CatalogueIndex.load(tmp_path / "index")
 
 
-def test_index_stores_chroma_and_identify_reranks(tmp_path):
+def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     from coverhunter.checkpoint import load_model
     from coverhunter.dataset import read_dataset
     from coverhunter.index import identify
@@ -380,6 +380,19 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     ranked = identify(idx, lm, queries, top=4)  # re-ranks by default
     for p, r in zip(plain, ranked):
         assert sorted(m.work for m in p.matches) == sorted(m.work for m in r.matches)
+    # the first stage's recurrence index: built at the first search, kept beside the shards
+    # for the next reader, rebuilt when a shard's chroma changes (end of this test)
+    cache = tmp_path / "index" / R.RECURRENCE_CACHE
+    key = (cache / "key").read_text()
+    caplog.set_level(logging.INFO, logger="coverhunter.rerank")
+    caplog.clear()
+    rec = R.IndexChroma.of(idx).recurrence()
+    assert "recurrence index of" not in caplog.text  # read back, not built
+    catalogue_ids = {t.track_id for t in full if t.version == "v0"}
+    assert set(rec.track_ids.tolist()) == catalogue_ids and rec.n_shingles > 0
+    fine0 = load_chroma(chroma_path(queries[0].feat), ("c3",))
+    votes = stored.work_votes(stored.query_features(queries[0].feat, fine0))
+    assert votes and all(t in catalogue_ids and v > 0 for t, v in votes.values())
     # the reader takes each catalogue summary once from the stored ones (float16), equal
     # to the one from its chroma; a projection of other patch lengths reads its own columns
     first_view = R.summary_chroma(got.chroma)  # the summary reads the CQT's chroma
@@ -417,6 +430,9 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path):
     # and one written with the plain summary alone (no summary_patches) is read as such
     np.savez(str(npz)[:-4], data=data, offsets=offsets, summary=mat)
     assert np.array_equal(R.IndexChroma.of(idx).summaries()[1], mat)
+    caplog.clear()
+    assert R.IndexChroma.of(idx).recurrence().n_shingles == rec.n_shingles
+    assert "recurrence index of" in caplog.text and (cache / "key").read_text() != key  # rebuilt
     # the summary search and the exact scores of the recordings it finds
     near = stored.nearest(stored.query_summary(R.alignment_features(q.feat)), 3)
     assert len(near) == 3 and set(near) <= {t.track_id for t in full if t.version == "v0"}
@@ -607,3 +623,23 @@ def test_features_without_fine_chroma_align_the_cqt_chroma_and_say_so(tmp_path, 
     assert "no fine chroma" in caplog.text and "extract" in caplog.text
     with pytest.raises(ValueError, match="run extract again"):
         R.alignment_features(feats[1])
+
+
+@pytest.mark.parametrize("first_stage", ["recurrence", "summary"])
+def test_recurrence_votes_bring_a_cover_the_embedding_and_summary_miss(first_stage):
+    rng = np.random.default_rng(0)
+    src = note_walk(rng, 80)
+    feats = [synthetic_cqt(src, 12, rng)]  # query
+    feats += [synthetic_cqt(note_walk(rng, 70), 12, rng) for _ in range(11)]  # distractors
+    feats.append(synthetic_cqt(src[5:] + 3, 14, rng))  # the cover: transposed, slower
+    align = [_align(f) for f in feats]
+    cfg = R.RerankConfig(k=3, pool=3, global_pool=3, expand=0, first_stage=first_stage)
+    far = np.arange(12, dtype=np.float64)[:, None]  # summary distances: the cover is farthest
+    rk = R.Reranker(cfg, query_align=align[:1], ref_align=align[1:],
+                    query_summary=np.zeros((1, 1)), ref_summary=far)
+    rk.votes = R.recurrence_votes(align[:1], align[1:], "cqt")
+    assert int(np.argmax(rk.votes[0])) == 11  # recurrence voting finds the cover
+    d = np.linspace(0.1, 0.9, 12)[None, :]  # the embedding ranks it last
+    out = rk.rerank_block(d, 0)
+    rank = int(np.argsort(out[0], kind="stable").tolist().index(11))
+    assert (rank == 0) if first_stage == "recurrence" else (rank >= 3)

@@ -80,6 +80,31 @@ def fine_views(spec: str) -> tuple[str, ...]:
     return tuple(v for v in spec_views(spec) if v != CQT_VIEW)
 
 
+# the view the first stage's recurrence voting searches (coverhunter.index.recurrence):
+# the fine chroma from C3, whose voting found more covers than the CQT's chroma on every
+# corpus of benchmarks/bench_first_stage.py (benchmarks/results/first-stage.md)
+SEARCH_VIEW = "c3"
+
+
+def search_view(spec) -> int:
+    """Which view of a stacked chroma (T, 12 k) made with ``spec`` the first stage
+    searches: :data:`SEARCH_VIEW` when the spec has it, else its first fine view, else
+    view 0 (an old index's CQT chroma, given as a spec or as legacy parameters)."""
+    if not isinstance(spec, str):
+        return 0
+    views = spec_views(spec)
+    fine = [v for v in views if v != CQT_VIEW]
+    return views.index(SEARCH_VIEW) if SEARCH_VIEW in views else (views.index(fine[0]) if fine else 0)
+
+
+def view_of(chroma: np.ndarray, position: int) -> np.ndarray:
+    """View ``position`` of a stacked chroma (T, 12 k): (T, 12)."""
+    x = np.asarray(chroma)
+    if x.ndim != 2 or x.shape[1] % 12 or not 0 <= position < x.shape[1] // 12:
+        raise ValueError(f"no view {position} in a chroma of shape {x.shape}")
+    return x[:, 12 * position:12 * (position + 1)]
+
+
 def spec_chroma(spec: str, cqt_db: np.ndarray | None, fine: dict[str, np.ndarray]) -> np.ndarray:
     """A recording's chroma for the alignment, (T, 12 k) for a spec of k views.
 
@@ -327,6 +352,6 @@ class ChromaStream:
         return {v: np.concatenate(p) for v, p in self._parts.items()}
 
 
-__all__ = ["CHROMA_SPEC", "CQT_VIEW", "spec_views", "fine_views", "spec_chroma", "ChromaView", "VIEWS", "FRAMES_PER_SECOND", "BINS_PER_OCTAVE", "estimate_tuning",
+__all__ = ["CHROMA_SPEC", "CQT_VIEW", "SEARCH_VIEW", "search_view", "view_of", "spec_views", "fine_views", "spec_chroma", "ChromaView", "VIEWS", "FRAMES_PER_SECOND", "BINS_PER_OCTAVE", "estimate_tuning",
            "fine_cqt", "fold", "audio_chroma", "ChromaStream", "chroma_path", "save_chroma",
            "load_chroma"]

@@ -171,7 +171,8 @@ def cmd_evaluate(args) -> int:
                             rerank_source=args.rerank_source, rerank_weight=args.rerank_weight,
                             rerank_expand=args.rerank_expand,
                             rerank_expansion_weight=args.rerank_expansion_weight,
-                            rerank_grow_after=args.rerank_grow_after)
+                            rerank_grow_after=args.rerank_grow_after,
+                            rerank_first_stage=args.rerank_first_stage)
     d = report.to_dict()
     print(f"MAP {d['map']:.4f}  top10 {d['top10']:.4f}  MR1 {d['mr1']:.2f}  "
           f"hit rate {d['hit_rate']:.4f}  ({d['n_queries']} queries, {d['mode']} definitions)")
@@ -532,6 +533,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--rerank-grow-after", type=int, default=None, metavar="N",
                    help="catalogue size beyond which the shortlist grows as K * sqrt(size / N) "
                         "(0 = always K; default: coverhunter.rerank's)")
+    s.add_argument("--rerank-first-stage", choices=["recurrence", "summary"], default=None,
+                   help="the chroma search that proposes candidates beside the embedding: "
+                        "recurrence voting (default) or the 2D Fourier summary (earlier releases)")
     s.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     s.set_defaults(func=cmd_evaluate)
 

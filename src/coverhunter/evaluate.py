@@ -118,12 +118,13 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
                    rerank: int = 0, rerank_source: str = "chroma",
                    rerank_weight: float | None = None, rerank_expand: int | None = None,
                    rerank_expansion_weight: float | None = None,
-                   rerank_grow_after: int | None = None) -> EvalReport:
+                   rerank_grow_after: int | None = None,
+                   rerank_first_stage: str | None = None) -> EvalReport:
     """The ``evaluate`` command: load a model (ours or the original's), evaluate, write JSON.
 
     ``rerank`` > 0 re-ranks each query's top ``rerank`` (:mod:`coverhunter.rerank`);
-    ``rerank_weight``, ``rerank_expand``, ``rerank_expansion_weight`` and
-    ``rerank_grow_after`` default to that module's defaults.
+    ``rerank_weight``, ``rerank_expand``, ``rerank_expansion_weight``,
+    ``rerank_grow_after`` and ``rerank_first_stage`` default to that module's defaults.
     """
     dev = resolve_device(device)
     lm: LoadedModel = load_model(model_dir, dev)
@@ -143,7 +144,8 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
         from .rerank import RerankConfig, build_reranker
 
         given = {"weight": rerank_weight, "expand": rerank_expand,
-                 "expansion_weight": rerank_expansion_weight, "grow_after": rerank_grow_after}
+                 "expansion_weight": rerank_expansion_weight, "grow_after": rerank_grow_after,
+                 "first_stage": rerank_first_stage}
         rr = RerankConfig(k=rerank, source=rerank_source, **{k: v for k, v in given.items() if v is not None})
         reranker = build_reranker(lm.model, cfg, queries, refs, rr, device=dev, cache_dir=cache_root,
                                   fingerprint=lm.fingerprint, verbose=True,

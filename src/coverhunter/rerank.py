@@ -57,16 +57,24 @@ the best.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
-from .chroma import CHROMA_SPEC, CQT_VIEW, chroma_path, fine_views, load_chroma, spec_chroma
+from .chroma import (CHROMA_SPEC, CQT_VIEW, chroma_path, fine_views, load_chroma, search_view, spec_chroma,
+                     view_of)
 from .classical import (CHROMA_PARAMS, N_CHROMA, SUMMARY_PATCHES, AlignmentFeatures, QmaxParams, chroma_from_cqt,
                         chroma_params_of, euclidean_distances, fourier_summary, multiscale_summary,
                         qmax_scores, qmax_sequences, summary_size)
+
+from .index.recurrence import RecurrenceIndex, RecurrenceParams, vote_matrix
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +133,13 @@ DEFAULT_GROW_AFTER = 450
 # (241 ms), 0.388 with 5 (281 ms)
 DEFAULT_VERSIONS = 3
 SOURCES = ("chroma", "embedding", "both")
+# the first stage's chroma search, beside the embedding: "recurrence" (recurrence voting over
+# chroma shingles, coverhunter.index.recurrence) or "summary" (the projected 2D Fourier
+# summary, the search of earlier releases). Recurrence voting puts 48-90 % of a query's covers
+# in its top 50 where the summary puts 33-46 % (benchmarks/results/first-stage.md); its
+# weight in the shortlist is global_weight, as the summary's was (see docs/first-stage.md)
+FIRST_STAGES = ("recurrence", "summary")
+DEFAULT_FIRST_STAGE = "recurrence"
 
 
 @dataclass(frozen=True)
@@ -138,6 +153,8 @@ class RerankConfig:
     global_pool: int = DEFAULT_GLOBAL_POOL
     global_weight: float = DEFAULT_GLOBAL_WEIGHT  # 2D Fourier summary in that choice
     source: str = "chroma"  # "chroma", "embedding" or "both"
+    # the chroma search that proposes candidates beside the embedding (FIRST_STAGES)
+    first_stage: str = DEFAULT_FIRST_STAGE
     # recordings nearest to the anchor (the best-fused one) by the 2D Fourier summary added
     # to the shortlist, and the weight of each item's alignment with the anchor (0 = none)
     expand: int = DEFAULT_EXPAND
@@ -158,6 +175,8 @@ class RerankConfig:
     def __post_init__(self):
         if self.source not in SOURCES:
             raise ValueError(f"rerank source must be one of {SOURCES}, got {self.source!r}")
+        if self.first_stage not in FIRST_STAGES:
+            raise ValueError(f"rerank first stage must be one of {FIRST_STAGES}, got {self.first_stage!r}")
         if self.k < 1:
             raise ValueError(f"rerank shortlist k must be >= 1, got {self.k}")
         if not 0.0 <= self.weight <= 1.0:
@@ -522,6 +541,10 @@ class Reranker:
     ref_chunks: list | None = None
     query_summary: np.ndarray | None = None
     ref_summary: np.ndarray | None = None
+    # first stage "recurrence": the queries' recurrence votes for the references
+    # (n_queries, n_refs), larger = closer (recurrence_votes); without them the summaries
+    # choose the shortlist, as with first stage "summary"
+    votes: np.ndarray | None = None
     symmetric: bool = False
     seconds: float = 0.0
     n_queries: int = 0
@@ -609,7 +632,9 @@ class Reranker:
         out = np.empty_like(np.asarray(dist, np.float64))
         self.k_used = shortlist_length(self.cfg, out.shape[1])
         glob = None
-        if self.query_summary is not None and self.ref_summary is not None:
+        if self.cfg.first_stage == "recurrence" and self.votes is not None:
+            glob = -np.asarray(self.votes[start:start + len(dist)], np.float64)  # a distance
+        elif self.query_summary is not None and self.ref_summary is not None:
             glob = euclidean_distances(self.query_summary[start:start + len(dist)], self.ref_summary)
         for r in range(len(dist)):
             ex = None if exclude is None else exclude[r]
@@ -629,6 +654,25 @@ class Reranker:
                 f"weight {self.cfg.weight}, expand {self.cfg.expand}, expansion weight "
                 f"{self.cfg.expansion_weight}): {self.seconds:.2f} s, {per * 1e3:.1f} ms and "
                 f"{pairs:.0f} alignments per query{shared}")
+
+
+def recurrence_chroma(align: AlignmentFeatures, spec) -> np.ndarray:
+    """The view of a recording's alignment chroma that recurrence voting searches, (T, 12)
+    (:func:`coverhunter.chroma.search_view` of the chroma ``spec`` it was made with)."""
+    return view_of(align.chroma, search_view(spec))
+
+
+def recurrence_votes(queries: list, refs: list | None, spec, verbose: bool = False) -> np.ndarray:
+    """The first stage's recurrence votes of queries for references (their
+    :class:`AlignmentFeatures`, made with chroma ``spec``; ``refs`` None: all-vs-all, a
+    query never votes for itself): (n_queries, n_refs), larger = closer
+    (:func:`coverhunter.index.recurrence.vote_matrix`)."""
+    t0 = time.perf_counter()
+    q = [recurrence_chroma(a, spec) for a in queries]
+    r = None if refs is None else [recurrence_chroma(a, spec) for a in refs]
+    votes = vote_matrix(q, r, verbose=verbose)
+    log.info("recurrence votes of %d queries in %.1f s", len(q), time.perf_counter() - t0)
+    return votes
 
 
 def features_chroma(feats: list) -> str | tuple:
@@ -667,6 +711,8 @@ def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfi
     if cascade:
         rk.query_summary = global_summaries(rk.query_align, projection)
         rk.ref_summary = rk.query_summary if refs is None else global_summaries(rk.ref_align, projection)
+    if cascade and rr.global_weight > 0 and rr.first_stage == "recurrence":
+        rk.votes = recurrence_votes(rk.query_align, None if refs is None else rk.ref_align, spec, verbose)
     if rr.source in ("embedding", "both"):
         kw = dict(device=device, cache_dir=cache_dir, fingerprint=fingerprint, verbose=verbose)
         rk.query_chunks = chunk_embeddings(model, q_feats, cfg, rr, **kw)
@@ -770,6 +816,8 @@ class IndexChroma:
         self._stored_summaries: dict[str, np.ndarray] = {}
         self._params: tuple | None = None
         self._shard_chroma: dict[str, tuple | None] = {}  # each shard's chroma parameters
+        self._work: dict[str, str] = {}  # track_id -> work (filled by _locate)
+        self._recurrence: RecurrenceIndex | None = None
 
     @classmethod
     def of(cls, index, projection=None) -> "IndexChroma":
@@ -830,13 +878,13 @@ class IndexChroma:
 
     def _locate(self) -> dict[str, tuple[str, int]]:
         """track_id -> (shard, position in the shard's .jsonl)."""
-        import json
-
         where = {}
         for s in self._shards:
             lines = (self.root / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()
             for k, line in enumerate(x for x in lines if x.strip()):
-                where[json.loads(line)["track_id"]] = (s, k)
+                t = json.loads(line)
+                where[t["track_id"]] = (s, k)
+                self._work[t["track_id"]] = t.get("work", "")
         return where
 
     def _file(self, shard: str):
@@ -922,6 +970,103 @@ class IndexChroma:
         return [ids[i] for i in top]
 
 
+    # -- the first stage's recurrence index over the stored chroma --------------------
+
+    def _recurrence_key(self, params: RecurrenceParams) -> str:
+        """What the recurrence index is built from: every shard's chroma file (name, size,
+        modification time), the chroma and the index settings; a change rebuilds it."""
+        files = []
+        for s in self._shards:
+            try:
+                st = (self.root / f"{s}{CHROMA_SUFFIX}").stat()
+                files.append((s, st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:
+                files.append((s, None, None))
+        raw = json.dumps([files, str(self.params), asdict(params)], sort_keys=True)
+        return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+    def recurrence(self, params: RecurrenceParams = RecurrenceParams()) -> RecurrenceIndex | None:
+        """The recurrence index (:class:`coverhunter.index.recurrence.RecurrenceIndex`) of
+        every stored recording's search view (:func:`recurrence_chroma`), or None without
+        stored chroma.
+
+        Built on first use and kept in ``INDEX/recurrence.cache/`` for the next reader,
+        under a key of the chroma files it was built from: any change to the catalogue
+        (add, remove, compact, repair) rebuilds it at the next search. An index folder the
+        process cannot write to keeps it in memory only.
+        """
+        if self._recurrence is not None:
+            return self._recurrence
+        if not self.available():
+            return None
+        key = self._recurrence_key(params)
+        cache = self.root / RECURRENCE_CACHE
+        try:
+            if (cache / "key").read_text().strip() == key:
+                self._recurrence = RecurrenceIndex.load(cache)
+                return self._recurrence
+        except (OSError, ValueError) as e:
+            if not isinstance(e, FileNotFoundError):
+                log.warning("%s: unreadable recurrence cache (%s): rebuilding it", cache, e)
+        t0 = time.perf_counter()
+        if self._where is None:
+            self._where = self._locate()
+        ids, chromas = [], []
+        for t in self._where:
+            a = self.get(t)
+            if a is not None:
+                ids.append(t), chromas.append(recurrence_chroma(a, self.params))
+        rec = RecurrenceIndex(params)
+        rec.add(np.asarray(ids, dtype=str), chromas)
+        if rec.n_shingles:
+            rec.hub_counts()  # computed once, stored with the index
+        log.info("%s: recurrence index of %d recordings (%d shingles) built in %.1f s", self.root,
+                 len(rec), rec.n_shingles, time.perf_counter() - t0)
+        self._recurrence = rec
+        _save_recurrence(rec, cache, key)
+        return rec
+
+    def work_votes(self, query: AlignmentFeatures) -> dict[str, tuple[str, float]]:
+        """The first stage's recurrence votes of a query, per catalogue work: work ->
+        (its best-voted recording, votes), for the works that got any vote."""
+        rec = self.recurrence()
+        if rec is None or rec.n_shingles == 0:
+            return {}
+        score = rec.scores(recurrence_chroma(query, self.params))
+        out: dict[str, tuple[str, float]] = {}
+        for i in np.flatnonzero(score > 0):
+            t = str(rec.track_ids[i])
+            w = self._work.get(t)
+            if w is not None and (w not in out or score[i] > out[w][1]):
+                out[w] = (t, float(score[i]))
+        return out
+
+
+RECURRENCE_CACHE = "recurrence.cache"
+
+
+def _save_recurrence(rec: RecurrenceIndex, cache, key: str) -> None:
+    """Write a recurrence index to ``cache`` (a folder) with its ``key``, replacing what is
+    there: written beside it under a temporary name, then swapped in; a reader meanwhile
+    sees the old folder or the new one, and at worst rebuilds. Best effort: an index
+    folder this process cannot write to keeps the index in memory only."""
+    cache = Path(cache)
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    old = cache.with_name(f".{cache.name}.{os.getpid()}.old")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        rec.save(tmp)
+        (tmp / "key").write_text(key + "\n")
+        if cache.exists():
+            os.replace(cache, old)
+        os.replace(tmp, cache)
+    except OSError as e:
+        log.info("recurrence index of %s kept in memory only (%s)", cache.parent, e)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def version_choice(match, versions, n: int, summary=None, query_summary=None) -> list[str]:
     """The recordings of a shortlisted work to align: the one the search found (``match``),
     then up to ``n - 1`` of the work's others (``versions(work)`` -> track ids), nearest to
@@ -943,7 +1088,7 @@ def version_choice(match, versions, n: int, summary=None, query_summary=None) ->
 
 def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankConfig,
                    summary=None, extra: list | None = None, query_summary=None,
-                   versions=None, calibrate=None) -> list:
+                   versions=None, calibrate=None, votes: dict | None = None) -> list:
     """Re-order a query's best matches (best first) by chroma alignment.
 
     The first ``cfg.pool`` matches are the candidates; the ``cfg.k`` of them chosen by
@@ -962,8 +1107,9 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
         Cached summaries of the catalogue (:meth:`IndexChroma.summary`); default: computed
         from ``lookup``'s chroma.
     extra : list of index.Match, optional
-        More candidates (the works nearest by the 2D Fourier summary, with their embedding
-        scores); those of works already among the candidates are ignored.
+        More candidates (the works the chroma search found: most voted, or nearest by the
+        2D Fourier summary; with their embedding scores); those of works already among the
+        candidates are ignored.
     query_summary : np.ndarray, optional
         The query's summary, made as ``summary``'s are (:meth:`IndexChroma.query_summary`);
         default: the raw 2D Fourier summary.
@@ -973,6 +1119,10 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
         Default: only the recording the search found.
     calibrate : callable (matches, number of alignments) -> matches, optional
         Applied to the result (:meth:`coverhunter.index.CatalogueIndex.calibrated_alignments`).
+    votes : dict of work -> float, optional
+        The query's recurrence votes per work (first stage ``"recurrence"``,
+        :meth:`IndexChroma.work_votes`): they, not the summary distances, join the
+        embedding scores to choose the shortlist (a work without votes has 0).
 
     Returns
     -------
@@ -1000,7 +1150,9 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
         return list(matches)
     dist = np.array([1.0 - m.score for m in cand])
     glob = None
-    if cfg.global_weight > 0 and len(cand) > cfg.k:
+    if votes is not None and cfg.global_weight > 0 and len(cand) > cfg.k:
+        glob = -np.array([votes.get(m.work, 0.0) for m in cand], np.float64)  # a distance
+    elif cfg.global_weight > 0 and len(cand) > cfg.k:
         glob = np.full(len(cand), np.nan)
         q = (fourier_summary(query.chroma) if query_summary is None else query_summary)[None]
         vecs = [summary(cand[i].track_id) if summary else fourier_summary(refs[i].chroma) for i in have]
@@ -1056,8 +1208,11 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
 
     The shortlist length is that of the catalogue's size (:func:`for_catalogue`). The
     search asks for ``cfg.pool`` works (at least ``top`` and that length), and the
-    ``cfg.global_pool`` recordings nearest by the 2D Fourier summary join them with their
-    embedding scores, so that :func:`rerank_matches` can choose the shortlist among both.
+    ``cfg.global_pool`` works the chroma search found join them with their embedding
+    scores, so that :func:`rerank_matches` can choose the shortlist among both: the most
+    voted by recurrence voting (first stage ``"recurrence"``, :meth:`IndexChroma.work_votes`;
+    the index is built at the first search after a change), or the recordings nearest by
+    the 2D Fourier summary (``"summary"``).
 
     Parameters
     ----------
@@ -1079,12 +1234,18 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
     """
     cfg = for_catalogue(cfg, index.meta["n_tracks"])
     matches = index.search(emb, starts, max(top, cfg.k, cfg.pool), approximate)
-    extra = None
+    extra, votes = None, None
     q_summary = chroma.query_summary(query) if cfg.global_weight > 0 else None  # once per query
-    if cfg.global_pool > 0 and q_summary is not None:
+    if cfg.first_stage == "recurrence" and cfg.global_weight > 0:
+        found = chroma.work_votes(query)
+        votes = {w: v for w, (_, v) in found.items()}
+        best = sorted(found.values(), key=lambda tv: -tv[1])[:cfg.global_pool]
+        extra = index.score_tracks(emb, starts, [t for t, _ in best]) if best else None
+    elif cfg.global_pool > 0 and q_summary is not None:
         extra = index.score_tracks(emb, starts, chroma.nearest(q_summary, cfg.global_pool))
     return rerank_matches(matches, query, chroma.get, cfg, chroma.summary, extra, q_summary,
-                          versions=index.work_tracks, calibrate=index.calibrated_alignments)[:top]
+                          versions=index.work_tracks, calibrate=index.calibrated_alignments,
+                          votes=votes)[:top]
 
 
 __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore", "fuse",

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from tqdm import tqdm
 
 from coverhunter import classical
 
@@ -544,16 +545,31 @@ class RecurrenceIndex:
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        return self.top(self.scores(query_chroma, exclude), k)
+
+    def scores(self, query_chroma: np.ndarray, exclude=None) -> np.ndarray:
+        """Every catalogue recording's score for a query, in catalogue order.
+
+        Parameters
+        ----------
+        query_chroma : np.ndarray, shape (T, 12)
+        exclude : track id, optional
+            A recording left out of the search (scores 0), see :meth:`search`.
+
+        Returns
+        -------
+        np.ndarray, shape (n_tracks,), float64: best-band vote totals (0: no vote; all 0
+        when the query is shorter than one shingle).
+        """
         if self.n_shingles == 0:
             raise ValueError("the recurrence index is empty: add recordings before searching")
         vectors, frames, rolls = self.query_vectors(query_chroma)
         if len(vectors) == 0:
             log.debug("query of %d frames is shorter than one shingle (%d)", len(query_chroma),
                       self.params.span)
-            return self.track_ids[:0], np.zeros(0)
+            return np.zeros(len(self))
         sims, ids = self.neighbours(vectors, self._id_range(exclude))
-        score = self.scores_from_neighbours(sims, ids, frames, rolls)
-        return self.top(score, k)
+        return self.scores_from_neighbours(sims, ids, frames, rolls)
 
     def _id_range(self, track_id) -> tuple[int, int] | None:
         if track_id is None:
@@ -605,6 +621,39 @@ class RecurrenceIndex:
         return out
 
 
+def vote_matrix(queries: list[np.ndarray], refs: list[np.ndarray] | None = None,
+                params: RecurrenceParams = RecurrenceParams(), verbose: bool = False) -> np.ndarray:
+    """Recurrence votes of every query for every reference (an evaluation's first stage).
+
+    Parameters
+    ----------
+    queries : list of np.ndarray, each (T_i, 12)
+    refs : list of np.ndarray, each (T_j, 12), optional
+        None: the queries are the references (all-vs-all), and each query's own
+        recording is left out of its search (its shingles would take neighbour places).
+    params : RecurrenceParams
+    verbose : bool
+        A progress bar over the queries.
+
+    Returns
+    -------
+    np.ndarray, shape (n_queries, n_refs), float32: vote totals (0: no vote; a query
+    against itself in an all-vs-all evaluation: 0).
+    """
+    symmetric = refs is None
+    refs = queries if symmetric else refs
+    out = np.zeros((len(queries), len(refs)), np.float32)
+    if not len(queries) or not len(refs):
+        return out
+    index = RecurrenceIndex(params)
+    index.add(np.arange(len(refs)), refs)
+    if index.n_shingles == 0:
+        return out  # every reference shorter than one shingle: nothing to vote for
+    for i, q in enumerate(tqdm(queries, desc="recurrence votes", unit="query", disable=not verbose)):
+        out[i] = index.scores(q, exclude=i if symmetric else None)
+    return out
+
+
 def _save_npz(path, arrays: dict) -> None:
     with open(path, "wb") as f:
         np.savez(f, **arrays)
@@ -621,5 +670,5 @@ def _atomic(path: Path, write) -> None:
             tmp.unlink()
 
 
-__all__ = ["RecurrenceParams", "RecurrenceIndex", "shingles", "roll_shingles", "canonical_shift",
+__all__ = ["RecurrenceParams", "RecurrenceIndex", "vote_matrix", "shingles", "roll_shingles", "canonical_shift",
            "centred", "l2_normalise", "key_candidates", "prepare", "vote_weights", "band_scores", "make_faiss_index"]
