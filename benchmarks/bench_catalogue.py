@@ -1,0 +1,985 @@
+"""Catalogue-scale accuracy: the held-out test works among ~20,000 distractor recordings.
+
+    .venv/bin/python benchmarks/bench_catalogue.py --generate-only          # distractors, resumable
+    .venv/bin/python benchmarks/bench_catalogue.py                          # measure on what exists
+    .venv/bin/python benchmarks/bench_catalogue.py --quick                  # 300 distractors, minutes
+    .venv/bin/python benchmarks/bench_catalogue.py --distractors 5000 --queries 200
+
+Catalogue: every recording of the two held-out test corpora of ``bench_accuracy.py`` /
+``bench_chroma.py`` (``runs/bench_accuracy/test-w60-v4-8-s0``, re-harmonised versions, and
+``test-kept-w60-v4-8-s0``, the same 60 works with every version keeping the work's
+harmony; a work is the source piece, so a work's versions in both corpora are covers of
+each other) plus ``--distractors`` recordings of *training-split* works
+(:func:`coverhunter.corpus.render_work` with ``split="train"``, versions 4-8, half of them
+keeping the work's harmony, as ``make_corpus(split="train", harmony_kept=0.5)`` renders
+them; the model may have trained on some of these works: acceptable for distractors,
+never queries). Queries: the test recordings (or a seeded sample, ``--queries``), each
+against the whole catalogue, itself excluded.
+
+Distractor generation (``--generate-only``; the measurement also generates what it lacks
+unless ``--no-generate``) is resumable and incremental. The training works, in the seeded
+order of :func:`coverhunter.corpus.candidate_pieces` (frozen in ``pieces.json`` at the
+first run), are cut into chunks of :data:`WORKS_PER_CHUNK`: the chunks' works are disjoint
+by construction (one work, one chunk, one seed). Each chunk is rendered into a temporary
+folder in a child process (a native crash retries the chunk), its features computed as
+``coverhunter.extract`` computes them (``features.cqt`` and ``chroma.audio_chroma`` of the
+peak-normalised audio; fine views through float16, as ``extract`` stores them), and one
+file written atomically, ``distractors/chunk_NNNNN.npz``: per recording its track id,
+work, duration, the shipped model's chunk embeddings (``embed.embed_tracks`` with the
+evaluator's windowing) and the alignment chroma as the catalogue index stores it
+(``rerank.compact_chroma``: uint8 (T, 24) for the spec ``cqt|c3``); beside it
+``chunk_NNNNN.cqt.npz`` keeps the CQT (float32) and the fine views, so a new model or
+chroma spec needs no re-rendering. The wav files are deleted. A chunk on disk is
+skipped, a crashed one redone. The test corpora are extracted with
+``coverhunter.extract`` (same settings as ``bench_accuracy.py``, folders shared) once
+they are rendered (``bench_chroma.py`` renders them; ``--render-test`` renders them here),
+and their search data is kept in ``test/<corpus>.npz``, in the chunk format.
+
+Rows (CPU time of one thread, process time; query features precomputed, the costs of
+making them are logged by the generation; memory = what the search holds for the
+catalogue):
+
+- first stage alone: the model embedding (``embed.distance_matrix``, the evaluator's
+  distance); the 2D Fourier summary projected by the model's ``summary_projection``
+  (``rerank.global_summaries``); recurrence voting
+  (:class:`coverhunter.index.recurrence.RecurrenceIndex`, default ``RecurrenceParams``,
+  on the c3 view: columns 12:24 of the stored chroma; its build time is reported, and
+  above ``exact_max`` shingles it is HNSW);
+- two-stage: ``rerank.Reranker.rerank_block`` with the default ``RerankConfig``, built as
+  ``evaluate --rerank 50`` builds it (``rerank.build_reranker``) but from the stored data:
+  the embedding distances, the summaries, and, when the default first stage is
+  ``"recurrence"``, the recurrence votes of the row above as ``Reranker.votes``; the
+  shortlist grows with the catalogue (``rerank.shortlist_length``); each query alone (no
+  pair shared between queries). Its milliseconds add the first-stage searches it needs.
+  When the first stage has a choice, a second row runs the other one;
+- all-pairs alignment (``classical.qmax_scores`` of the query against every catalogue
+  recording) on ``--align-queries`` seeded queries, with the two-stage MAP on the same
+  queries; its cost per query is measured there and holds for every query.
+
+``R@k``: the share of a query's covers in the first stage's top ``k`` (``k`` = the
+two-stage shortlist length of this catalogue; ties against covers); for the two-stage
+row, in the shortlist it aligns (``rerank.cascade_shortlist``, before expansion).
+Results go to ``runs/bench_catalogue/results-d<N>-q<Q>.json``; ``--write-results``
+writes ``benchmarks/results/catalogue.md``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")  # one thread: comparable milliseconds
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from concurrent.futures.process import BrokenProcessPool  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+log = logging.getLogger("bench_catalogue")
+
+OUT = Path("runs/bench_catalogue")
+TEST_ROOT = Path("runs/bench_accuracy")
+MODEL = Path("models/default/model.pt")
+# the held-out test corpora, as bench_chroma.py / bench_accuracy.py render them
+TEST_CORPORA = {
+    "test": ("test-w60-v4-8-s0", dict(works=60, seed=0, split="test", harmony_kept=0.0)),
+    "kept": ("test-kept-w60-v4-8-s0", dict(works=60, seed=0, split="test", harmony_kept=1.0)),
+}
+DISTRACTOR_SEED = 31_000  # order of the training works and every version's plan
+WORKS_PER_CHUNK = 25  # ~150 recordings, ~10 minutes of one core per chunk
+VERSIONS = (4, 8)
+HARMONY_KEPT = 0.5
+FINE_VIEWS = ("c3", "c1")  # what extract writes beside the CQT (ExtractConfig.chroma_views)
+C3 = slice(12, 24)  # the c3 view in the stored "cqt|c3" chroma
+QUICK_DISTRACTORS, QUICK_QUERIES, QUICK_ALIGN = 300, 120, 10
+TWO_STAGE = "two-stage (evaluate --rerank)"
+TARGET_RATIO, TARGET_MS = 0.95, 300.0  # two-stage MAP >= 95 % of all-pairs, < 300 ms a query
+
+
+# ---------------------------------------------------------------------------
+# the stored search data: one file per chunk of recordings
+
+
+@dataclass
+class Recordings:
+    """Search data of recordings, as a chunk file holds it.
+
+    Attributes
+    ----------
+    track_ids, works : np.ndarray of str, shape (n,)
+    durations : np.ndarray, shape (n,), seconds
+    embeddings : list of np.ndarray, each (n_chunks, E) float32
+        The model's chunk embeddings (``embed.embed_tracks``).
+    chromas : list of np.ndarray, each (T, 24) uint8
+        ``rerank.compact_chroma`` with the spec ``cqt|c3``.
+    meta : dict
+        How they were made (model fingerprint, chroma spec, costs).
+    """
+
+    track_ids: np.ndarray
+    works: np.ndarray
+    durations: np.ndarray
+    embeddings: list
+    chromas: list
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.track_ids)
+
+    def head(self, n: int) -> "Recordings":
+        return Recordings(self.track_ids[:n], self.works[:n], self.durations[:n],
+                          self.embeddings[:n], self.chromas[:n], self.meta)
+
+    @staticmethod
+    def concat(parts: list["Recordings"]) -> "Recordings":
+        if not parts:
+            return Recordings(np.zeros(0, str), np.zeros(0, str), np.zeros(0), [], [], {})
+        return Recordings(np.concatenate([p.track_ids for p in parts]),
+                          np.concatenate([p.works for p in parts]),
+                          np.concatenate([p.durations for p in parts]),
+                          [e for p in parts for e in p.embeddings],
+                          [c for p in parts for c in p.chromas], parts[0].meta)
+
+
+def _ragged(arrays: list, dtype, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(concatenated rows, offsets (n + 1,)) of a list of 2-D arrays."""
+    offsets = np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)
+    data = np.concatenate(arrays).astype(dtype) if arrays else np.zeros((0, width), dtype)
+    return data, offsets
+
+
+def _split(data: np.ndarray, offsets: np.ndarray) -> list:
+    return [data[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def save_npz_atomic(path: Path, arrays: dict) -> None:
+    """``np.savez`` to a temporary name beside ``path``, then ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_recordings(path: Path, rec: Recordings) -> None:
+    """One chunk file (see :class:`Recordings`), written atomically."""
+    emb, emb_off = _ragged(rec.embeddings, np.float32, rec.embeddings[0].shape[1] if len(rec) else 128)
+    chroma, chroma_off = _ragged(rec.chromas, np.uint8, 24)
+    save_npz_atomic(path, dict(track_ids=np.asarray(rec.track_ids, str), works=np.asarray(rec.works, str),
+                               durations=np.asarray(rec.durations, np.float32), embeddings=emb,
+                               embedding_offsets=emb_off, chroma=chroma, chroma_offsets=chroma_off,
+                               meta=np.str_(json.dumps(rec.meta))))
+
+
+def read_recordings(path: Path) -> Recordings:
+    """Inverse of :func:`write_recordings`."""
+    with np.load(path, allow_pickle=False) as z:
+        return Recordings(z["track_ids"], z["works"], z["durations"].astype(np.float64),
+                          _split(z["embeddings"], z["embedding_offsets"]),
+                          _split(z["chroma"], z["chroma_offsets"]), json.loads(str(z["meta"])))
+
+
+def count_recordings(path: Path) -> int:
+    with np.load(path, allow_pickle=False) as z:
+        return len(z["track_ids"])
+
+
+# ---------------------------------------------------------------------------
+# per-recording features, as extract / evaluate / the catalogue index make them
+
+
+def fine_as_stored(fine: dict) -> dict:
+    """Fine chroma views through float16 and back, as ``extract`` stores and reads them."""
+    return {v: np.asarray(c, np.float16).astype(np.float32) for v, c in fine.items()}
+
+
+def audio_features(wav: Path) -> tuple[np.ndarray, dict]:
+    """(CQT (frames, 96) float32, fine views) of one recording, as ``extract`` computes them."""
+    from coverhunter.audio import load_audio, peak_normalize
+    from coverhunter.chroma import audio_chroma
+    from coverhunter.config import FeatureConfig
+    from coverhunter.features import cqt
+
+    cfg = FeatureConfig()
+    y = peak_normalize(load_audio(wav, cfg.sample_rate))
+    return np.asarray(cqt(y, cfg), np.float32), fine_as_stored(audio_chroma(y, FINE_VIEWS))
+
+
+def model_embeddings(lm, feats: list) -> list[np.ndarray]:
+    """The model's chunk embeddings (n_chunks, E) of CQT arrays or files, as ``evaluate``."""
+    from coverhunter.embed import embed_tracks
+    from coverhunter.evaluate import windowing
+
+    cfg = lm.config
+    lm.model.eval()
+    out = embed_tracks(lm.model, feats, windowing(cfg), batch_size=cfg.eval.batch_size)
+    return [np.asarray(e, np.float32) for e, _ in out]
+
+
+# ---------------------------------------------------------------------------
+# distractors: chunks of training works, rendered and reduced in a child process
+
+
+def chunk_path(folder: Path, k: int) -> Path:
+    return folder / f"chunk_{k:05d}.npz"
+
+
+def distractor_pieces(folder: Path, seed: int = DISTRACTOR_SEED) -> list[tuple[str, int | None]]:
+    """The training works in their seeded order, frozen in ``folder/pieces.json`` at the
+    first call (so a chunk's works never change under a resumed run)."""
+    path = folder / "pieces.json"
+    if path.is_file():
+        return [tuple(p) for p in json.loads(path.read_text())["pieces"]]
+    from coverhunter.corpus import candidate_pieces
+
+    pieces = candidate_pieces(seed, "train")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"seed": seed, "split": "train", "pieces": pieces}))
+    os.replace(tmp, path)
+    log.info("%d training works, in the order of seed %d (%s)", len(pieces), seed, path)
+    return pieces
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """One chunk to make: its index, works and where things go."""
+
+    index: int
+    pieces: tuple
+    folder: Path
+    model: Path
+    seed: int = DISTRACTOR_SEED
+    parent: int = 0  # pid of the generating process: an orphaned worker stops
+
+
+def _render_piece(job: ChunkJob, piece: tuple, workdir: Path) -> list[dict] | str:
+    """A piece's rendered rows, or why it was skipped."""
+    from coverhunter.corpus import CorpusSpec, SkipPiece, render_work
+
+    spec = CorpusSpec(job.seed, VERSIONS, "train", False, HARMONY_KEPT)
+    try:
+        return render_work(piece[0], piece[1], spec, workdir)
+    except SkipPiece as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 - a bad score is one distractor work fewer
+        return f"{type(e).__name__}: {e}"
+
+
+def reduce_recordings(lm, wavs: list[Path], secs: dict) -> list[tuple]:
+    """(CQT, fine views, model embeddings, compact chroma) of each recording; the wall
+    seconds of the features and of the embedding are added to ``secs``."""
+    from coverhunter.rerank import compact_chroma
+
+    t0 = time.perf_counter()
+    feats = [audio_features(w) for w in wavs]
+    t1 = time.perf_counter()
+    embs = model_embeddings(lm, [f for f, _ in feats])
+    t2 = time.perf_counter()
+    chromas = [compact_chroma(f, fine) for f, fine in feats]
+    secs["features_s"] += (t1 - t0) + (time.perf_counter() - t2)
+    secs["embed_s"] += t2 - t1
+    return [(f, fine, e, c) for (f, fine), e, c in zip(feats, embs, chromas)]
+
+
+def write_chunk(job: ChunkJob, recs: list[tuple], meta: dict) -> None:
+    """The chunk's raw features (``.cqt.npz``), then its search data (``.npz``, whose
+    presence says the chunk is done); ``recs``: (track id, work, duration, CQT, fine
+    views, embeddings, compact chroma) per recording."""
+    ids = np.asarray([r[0] for r in recs], str)
+    raw = {"track_ids": ids}
+    raw["cqt"], raw["cqt_offsets"] = _ragged([r[3] for r in recs], np.float32, 96)
+    for view in FINE_VIEWS:
+        raw[view], raw[f"{view}_offsets"] = _ragged([r[4][view] for r in recs], np.float16, 12)
+    save_npz_atomic(chunk_path(job.folder, job.index).with_suffix(".cqt.npz"), raw)
+    write_recordings(chunk_path(job.folder, job.index),
+                     Recordings(ids, np.asarray([r[1] for r in recs], str),
+                                np.asarray([r[2] for r in recs], np.float64),
+                                [r[5] for r in recs], [r[6] for r in recs], meta))
+
+
+def _child_model(path: Path):
+    """The model in a child process: one thread, no gradients."""
+    import torch
+
+    from coverhunter.checkpoint import load_model
+
+    _child_logging()
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    return load_model(path, "cpu")
+
+
+def make_chunk(job: ChunkJob) -> dict:
+    """Render, reduce and write one chunk (runs in a child process); returns its costs."""
+    from coverhunter.corpus import piece_name
+
+    lm = _child_model(job.model)
+    tmp = job.folder / f"tmp_chunk_{job.index:05d}"
+    shutil.rmtree(tmp, ignore_errors=True)  # a crashed attempt's leftovers
+    recs, skipped = [], []
+    secs = {"render_s": 0.0, "features_s": 0.0, "embed_s": 0.0}
+    for j, piece in enumerate(job.pieces):
+        if job.parent and os.getppid() != job.parent:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SystemExit(f"chunk {job.index}: the generating process is gone")
+        t0 = time.perf_counter()
+        rows = _render_piece(job, piece, tmp / f"w{j:02d}")
+        secs["render_s"] += time.perf_counter() - t0
+        if isinstance(rows, str):
+            skipped.append({"piece": piece_name(*piece), "why": rows})
+            continue
+        reduced = reduce_recordings(lm, [Path(r["wav"]) for r in rows], secs)
+        recs += [(f"dis_{job.index:05d}_{j:02d}_{v}", piece_name(*piece), r["dur_s"], *x)
+                 for v, (r, x) in enumerate(zip(rows, reduced))]
+        shutil.rmtree(tmp / f"w{j:02d}", ignore_errors=True)  # the wav files
+    shutil.rmtree(tmp, ignore_errors=True)
+    costs = {"recordings": len(recs), "works": len(job.pieces) - len(skipped), "skipped": skipped,
+             "audio_s": float(sum(r[2] for r in recs)), **secs}
+    write_chunk(job, recs, {"model_fingerprint": lm.fingerprint, "chroma_spec": "cqt|c3",
+                            "seed": job.seed, "versions": VERSIONS, "harmony_kept": HARMONY_KEPT,
+                            "costs": costs})
+    return costs
+
+
+def _child_logging() -> None:
+    """A spawned child logs as the parent does (basicConfig: nothing if configured)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)
+
+
+def run_isolated(fn, job, attempts: int = 3):
+    """``fn(job)`` in a child process, retried when a native crash kills it; None after
+    ``attempts`` crashes."""
+    import multiprocessing
+
+    # spawned, not forked: a child shares no open file (the generation lock) with its parent
+    ctx = multiprocessing.get_context("spawn")
+    for attempt in range(attempts):
+        try:
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                return pool.submit(fn, job).result()
+        except BrokenProcessPool:
+            log.warning("chunk %s: worker crashed (attempt %d of %d)", getattr(job, "index", "?"),
+                        attempt + 1, attempts)
+    return None
+
+
+def _eta(seconds: float) -> str:
+    h, m = divmod(int(seconds // 60), 60)
+    return f"{h} h {m:02d} min"
+
+
+def generation_lock(folder: Path):
+    """An open file holding an exclusive lock on ``folder/.generate.lock``, or None when
+    another process generates (one generation at a time: one core)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fh = open(folder / ".generate.lock", "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
+
+
+def generate(folder: Path, n_target: int, model: Path, test_root: Path, render_test: bool) -> int:
+    """Make chunks in order until they hold ``n_target`` distractors; the test corpora's
+    search data is prepared first (and retried between chunks while they are rendering
+    elsewhere). Returns the distractors on disk; generates nothing while another process
+    does (see :func:`generation_lock`)."""
+    lock = generation_lock(folder)
+    if lock is None:
+        log.warning("another process is generating distractors (%s): using what is on disk", folder)
+        return 0
+    with lock:
+        return _generate(folder, n_target, model, test_root, render_test)
+
+
+def _generate(folder: Path, n_target: int, model: Path, test_root: Path, render_test: bool) -> int:
+    pieces = distractor_pieces(folder)
+    n_chunks = -(-len(pieces) // WORKS_PER_CHUNK)
+    have, made, wall, k = 0, 0, 0.0, 0
+    while have < n_target and k < n_chunks:
+        path = chunk_path(folder, k)
+        if path.is_file():
+            have += count_recordings(path)
+            k += 1
+            continue
+        prepare_test_corpora(test_root, folder.parent / "test", model, render_test)
+        job = ChunkJob(k, tuple(pieces[k * WORKS_PER_CHUNK:(k + 1) * WORKS_PER_CHUNK]), folder, model,
+                       parent=os.getpid())
+        t0 = time.perf_counter()
+        costs = run_isolated(make_chunk, job)
+        if costs is None:
+            log.error("chunk %d crashed 3 times: left out (a later run tries it again)", k)
+            k += 1
+            continue
+        wall += time.perf_counter() - t0
+        made += costs["recordings"]
+        have += costs["recordings"]
+        per = wall / max(1, made)
+        log.info("chunk %d: %d recordings of %d works (%d skipped), %.1f min of audio; wall s per "
+                 "recording: render %.2f, features %.2f, embed %.2f, all %.2f. %d of %d distractors; "
+                 "ETA %s", k, costs["recordings"], costs["works"], len(costs["skipped"]),
+                 costs["audio_s"] / 60, costs["render_s"] / max(1, costs["recordings"]),
+                 costs["features_s"] / max(1, costs["recordings"]),
+                 costs["embed_s"] / max(1, costs["recordings"]), per, have, n_target,
+                 _eta(per * max(0, n_target - have)))
+        k += 1
+    prepare_test_corpora(test_root, folder.parent / "test", model, render_test)
+    if have < n_target:
+        log.warning("only %d distractors: the training works ran out", have)
+    return have
+
+
+# ---------------------------------------------------------------------------
+# the test corpora: rendered elsewhere (or with --render-test), extracted here
+
+
+def test_file(folder: Path, name: str) -> Path:
+    return folder / f"{name}.npz"
+
+
+def prepare_test_corpora(root: Path, folder: Path, model: Path, render: bool) -> None:
+    """Each test corpus's search data in ``folder/<name>.npz``, once its rendering is done
+    (``dataset.txt`` written): features by ``coverhunter.extract`` (one process), then
+    embeddings and compact chroma. A corpus still rendering is left for a later call."""
+    for name, (sub, kw) in TEST_CORPORA.items():
+        out = test_file(folder, name)
+        if out.is_file():
+            continue
+        data = root / sub
+        if not (data / "dataset.txt").is_file():
+            if not render:
+                log.info("test corpus %s not rendered yet (%s): later", name, data)
+                continue
+            from coverhunter.corpus import make_corpus
+
+            make_corpus(data, versions=VERSIONS, num_workers=1, verbose=False, **kw)
+        folder.mkdir(parents=True, exist_ok=True)
+        run_isolated(_prepare_test_corpus, (data, out, model))
+
+
+def _prepare_test_corpus(args) -> None:
+    """Extract one test corpus (``extract_features``, default settings, one process) and
+    write its search data (child process)."""
+    from coverhunter.config import ExtractConfig
+    from coverhunter.dataset import read_dataset
+    from coverhunter.extract import extract_features
+    from coverhunter.rerank import compact_chroma
+
+    data, out, model = args
+    lm = _child_model(model)
+    rep = extract_features(data, config=ExtractConfig(), num_workers=1, verbose=False)
+    if rep.failed:
+        log.warning("%s: %d recordings failed extraction (left out)", data, len(rep.failed))
+    tracks = [t for t in read_dataset(data / "full.txt", check_features=True)
+              if "source_utt" not in t.extra]
+    t0 = time.process_time()
+    embs = model_embeddings(lm, [t.feat for t in tracks])
+    t_embed = time.process_time() - t0
+    chromas = [compact_chroma(t.feat) for t in tracks]
+    meta = {"model_fingerprint": lm.fingerprint, "chroma_spec": "cqt|c3", "corpus": str(data),
+            "costs": {"embed_cpu_s": t_embed, "recordings": len(tracks)}}
+    write_recordings(out, Recordings(np.asarray([t.track_id for t in tracks], str),
+                                     np.asarray([t.work for t in tracks], str),
+                                     np.asarray([t.duration for t in tracks], np.float64),
+                                     embs, chromas, meta))
+    log.info("%s: search data of %d recordings in %s", data, len(tracks), out)
+
+
+# ---------------------------------------------------------------------------
+# the catalogue
+
+
+def load_catalogue(out: Path, n_distractors: int) -> tuple[Recordings, Recordings]:
+    """(test recordings, the first ``n_distractors`` distractors) from the files on disk;
+    test track ids are prefixed with their corpus (the corpora number their tracks alike)."""
+    tests = []
+    for name in TEST_CORPORA:
+        path = test_file(out / "test", name)
+        if not path.is_file():
+            log.warning("test corpus %s has no search data yet (%s): left out", name, path)
+            continue
+        r = read_recordings(path)
+        r.track_ids = np.asarray([f"{name}:{t}" for t in r.track_ids], str)
+        tests.append(r)
+    if not tests:
+        raise SystemExit("no test corpus ready: run with --generate-only first (it extracts them)")
+    parts, have, k = [], 0, 0
+    while have < n_distractors and chunk_path(out / "distractors", k).is_file():
+        parts.append(read_recordings(chunk_path(out / "distractors", k)))
+        have += len(parts[-1])
+        k += 1
+    dis = Recordings.concat(parts).head(n_distractors)
+    prints = {r.meta["model_fingerprint"] for r in [*tests, *parts]}
+    if len(prints) > 1:
+        raise SystemExit(f"embeddings of different models on disk ({sorted(prints)}): re-make the "
+                         "stale chunks (the .cqt.npz files hold their CQT)")
+    if len(dis) < n_distractors:
+        log.warning("only %d of %d distractors on disk: measuring with those", len(dis), n_distractors)
+    return Recordings.concat(tests), dis
+
+
+def query_sample(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted seeded sample of ``size`` of ``range(n)`` (all when ``size`` is 0 or >= n)."""
+    if size <= 0 or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def self_mask(queries: np.ndarray, n: int) -> np.ndarray:
+    """(len(queries), n) bool: each query's own catalogue entry."""
+    m = np.zeros((len(queries), n), bool)
+    m[np.arange(len(queries)), queries] = True
+    return m
+
+
+# ---------------------------------------------------------------------------
+# metrics
+
+
+def recall_at(dist: np.ndarray, qworks: np.ndarray, works: np.ndarray, exclude: np.ndarray,
+              k: int) -> float:
+    """Mean over queries with covers of the share of covers in the ``k`` nearest
+    (excluded entries left out; ties against the covers)."""
+    shares = []
+    for i in range(len(dist)):
+        rel = (works == qworks[i]) & ~exclude[i]
+        if not rel.any():
+            continue
+        d = np.where(exclude[i], np.inf, np.nan_to_num(dist[i], nan=np.inf))
+        order = np.lexsort((rel, d))  # by distance, non-covers first among equals
+        shares.append(rel[order[:k]].sum() / rel.sum())
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+def shortlist_recall(lists: list[np.ndarray], qworks: np.ndarray, works: np.ndarray,
+                     exclude: np.ndarray) -> float:
+    """Mean share of each query's covers among its shortlisted indices."""
+    shares = []
+    for i, sl in enumerate(lists):
+        rel = (works == qworks[i]) & ~exclude[i]
+        if rel.any():
+            shares.append(rel[np.asarray(sl, np.int64)].sum() / rel.sum())
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+def ranking_metrics(dist: np.ndarray, qworks: np.ndarray, works: np.ndarray, exclude: np.ndarray,
+                    k: int) -> dict:
+    """MAP (pessimistic ties), MR1, HR@1 and R@k of a distance matrix (n_queries, n)."""
+    from coverhunter.metrics import evaluate_distances
+
+    rep = evaluate_distances(dist, qworks, works, exclude=exclude)
+    return {"map": rep.map, "mr1": rep.mr1, "hr1": rep.hit_rate, "recall": recall_at(dist, qworks, works,
+                                                                                     exclude, k),
+            "ap": [float(a) for a in rep.per_query_ap]}
+
+
+def map_by_corpus(ap: list, corpus: np.ndarray) -> dict:
+    """MAP of the queries of each test corpus (the queries with covers)."""
+    ap, corpus = np.asarray(ap, np.float64), np.asarray(corpus)
+    return {c: float(ap[corpus == c].mean()) for c in sorted(set(corpus.tolist()))
+            if len(ap) == len(corpus) and (corpus == c).any()}
+
+
+def map_ratio_ci(ap_a, ap_b, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """MAP(a) / MAP(b) over the same queries, and its paired bootstrap 95 % interval."""
+    a, b = np.asarray(ap_a, np.float64), np.asarray(ap_b, np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), (n_boot, len(a)))
+    ratios = a[idx].mean(1) / np.maximum(b[idx].mean(1), 1e-12)
+    return float(a.mean() / max(b.mean(), 1e-12)), *np.percentile(ratios, [2.5, 97.5]).tolist()
+
+
+# ---------------------------------------------------------------------------
+# the methods: each returns distances (n_queries, n) and its costs
+
+
+@dataclass
+class Catalogue:
+    """Everything the searches read: the stored data of every catalogue recording."""
+
+    works: np.ndarray  # (n,)
+    track_ids: np.ndarray  # (n,): "<corpus>:<track>" for test recordings
+    embeddings: list  # (n_chunks, E) float32 each
+    chromas: list  # (T, 24) uint8 each
+    align: list  # classical.AlignmentFeatures of the stored chroma
+    n_test: int  # the first n_test recordings are the test corpora's
+
+    def __len__(self) -> int:
+        return len(self.works)
+
+
+def make_catalogue(tests: Recordings, dis: Recordings) -> Catalogue:
+    from coverhunter.classical import AlignmentFeatures, chroma_from_uint8
+
+    both = Recordings.concat([tests, dis])
+    align = [AlignmentFeatures.from_chroma(chroma_from_uint8(c)) for c in both.chromas]
+    return Catalogue(both.works, both.track_ids, both.embeddings, both.chromas, align, len(tests))
+
+
+def embedding_search(cat: Catalogue, queries: np.ndarray, mode: str) -> tuple[np.ndarray, dict]:
+    """The model's distances (``embed.distances_to``, the evaluator's), build and search costs."""
+    from coverhunter.embed import distances_to
+
+    t0 = time.process_time()
+    search = distances_to(cat.embeddings, mode)
+    build = time.process_time() - t0
+    t0 = time.process_time()
+    dist = search([cat.embeddings[q] for q in queries])
+    secs = time.process_time() - t0
+    mb = sum(e.nbytes for e in cat.embeddings) / 1e6
+    return dist, {"ms": secs / len(queries) * 1e3, "build_s": build, "mb": mb}
+
+
+def summary_search(cat: Catalogue, queries: np.ndarray, projection) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Projected 2D Fourier summaries (``rerank.global_summaries``): (distances, the
+    catalogue's summaries, costs); the summaries of every recording are the build."""
+    from coverhunter import rerank as R
+    from coverhunter.classical import euclidean_distances
+
+    t0 = time.process_time()
+    summ = R.global_summaries(cat.align, projection)
+    build = time.process_time() - t0
+    t0 = time.process_time()
+    dist = euclidean_distances(summ[queries], summ)
+    secs = time.process_time() - t0
+    return dist, summ, {"ms": secs / len(queries) * 1e3, "build_s": build,
+                        "mb": summ.astype(np.float32).nbytes / 1e6,
+                        "summary_ms_per_recording": build / len(cat) * 1e3}
+
+
+def recurrence_search(cat: Catalogue, queries: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Recurrence voting on the c3 view (default ``RecurrenceParams``): scores as distances
+    (minus the votes), build (shingles, faiss, hubness) and search costs."""
+    from coverhunter.classical import chroma_from_uint8
+    from coverhunter.index.recurrence import RecurrenceIndex, RecurrenceParams
+
+    c3 = [chroma_from_uint8(c)[:, C3] for c in cat.chromas]
+    idx = RecurrenceIndex(RecurrenceParams())
+    t0 = time.process_time()
+    idx.add(np.arange(len(cat)), c3)
+    t_add = time.process_time() - t0
+    idx.hub_counts()
+    build = time.process_time() - t0
+    mem = idx.memory_report()
+    log.info("recurrence index: %d shingles (%s), built in %.0f s (add %.0f s), %.0f MB", mem["shingles"],
+             mem["kind"], build, t_add, mem["total_bytes"] / 1e6)
+    dist = np.zeros((len(queries), len(cat)))
+    t0 = time.process_time()
+    for r, q in enumerate(queries):
+        vecs, frames, rolls = idx.query_vectors(c3[q])
+        sims, ids = idx.neighbours(vecs, (int(idx.starts[q]), int(idx.starts[q + 1])))
+        dist[r] = -idx.scores_from_neighbours(sims, ids, frames, rolls)
+    secs = time.process_time() - t0
+    return dist, {"ms": secs / len(queries) * 1e3, "build_s": build, "mb": mem["total_bytes"] / 1e6,
+                  "kind": mem["kind"], "shingles": mem["shingles"]}
+
+
+def default_first_stage() -> str:
+    """The two-stage search's default chroma first stage: ``RerankConfig().first_stage``
+    ("recurrence" or "summary"), "summary" before that field existed."""
+    from coverhunter import rerank as R
+
+    return getattr(R.RerankConfig(), "first_stage", "summary")
+
+
+def two_stage_config(first_stage: str | None = None):
+    """The default ``RerankConfig``, with another first stage when one is given."""
+    from dataclasses import replace
+
+    from coverhunter import rerank as R
+
+    rr = R.RerankConfig()
+    if first_stage is None or first_stage == default_first_stage():
+        return rr
+    return replace(rr, first_stage=first_stage)
+
+
+def two_stage_search(cat: Catalogue, queries: np.ndarray, d_embed: np.ndarray, summ: np.ndarray,
+                     votes: np.ndarray | None, exclude: np.ndarray, rr) -> tuple[np.ndarray, dict, list]:
+    """``evaluate --rerank``'s two-stage search (``rerank.Reranker`` built as
+    ``rerank.build_reranker`` builds it, from the stored data) of each query alone.
+
+    ``votes``: the queries' recurrence votes (n_queries, n), given to the Reranker when
+    ``rr.first_stage`` is "recurrence" (the summaries then only find the anchor's
+    neighbours). Returns the re-ranked distances, the re-ranking's costs and each query's
+    aligned shortlist before expansion.
+    """
+    from coverhunter import rerank as R
+    from coverhunter.classical import euclidean_distances
+
+    _check_reranker_fields()
+    rk = R.Reranker(rr, query_align=[cat.align[q] for q in queries], ref_align=cat.align,
+                    query_summary=summ[queries], ref_summary=summ, symmetric=False)
+    recurrence = getattr(rr, "first_stage", "summary") == "recurrence"
+    if recurrence:
+        rk.votes = votes
+    t0 = time.process_time()
+    dist = rk.rerank_block(d_embed, 0, exclude=exclude)
+    secs = time.process_time() - t0
+    fixed = R.for_catalogue(rr, len(cat))
+    glob = -np.asarray(votes, np.float64) if recurrence else euclidean_distances(summ[queries], summ)
+    lists = [R.cascade_shortlist(d_embed[r], glob[r], fixed, exclude[r]) for r in range(len(queries))]
+    return dist, {"ms": secs / len(queries) * 1e3, "k": rk.k_used,
+                  "alignments_per_query": rk.n_pairs / len(queries), "config": repr(rr)}, lists
+
+
+KNOWN_RERANKER_FIELDS = {"cfg", "query_align", "ref_align", "query_chunks", "ref_chunks", "query_summary",
+                         "ref_summary", "votes", "symmetric", "seconds", "n_queries", "n_pairs", "n_computed",
+                         "k_used", "_checked", "_pairs"}
+
+
+def _check_reranker_fields() -> None:
+    """Say when ``Reranker`` has data this benchmark does not give it (a first stage added
+    since it was written): the row then measures the Reranker without it."""
+    from dataclasses import fields
+
+    from coverhunter import rerank as R
+
+    new = sorted({f.name for f in fields(R.Reranker)} - KNOWN_RERANKER_FIELDS)
+    if new:
+        log.warning("rerank.Reranker has fields this benchmark does not fill: %s; the two-stage row "
+                    "runs without them (teach two_stage_search to build them)", new)
+
+
+def alignment_search(cat: Catalogue, queries: np.ndarray) -> tuple[np.ndarray, dict]:
+    """All-pairs chroma alignment (``classical.qmax_scores``, default ``QmaxParams``) of
+    each query against every catalogue recording: scores as distances, cost."""
+    from coverhunter.classical import QmaxParams, qmax_scores
+
+    dist = np.zeros((len(queries), len(cat)))
+    t0 = time.process_time()
+    for r, q in enumerate(queries):
+        dist[r] = -qmax_scores(cat.align[q], cat.align, QmaxParams())
+        log.info("all-pairs alignment: query %d of %d, %.1f s a query so far", r + 1, len(queries),
+                 (time.process_time() - t0) / (r + 1))
+    secs = time.process_time() - t0
+    return dist, {"ms": secs / len(queries) * 1e3, "mb": sum(c.nbytes for c in cat.chromas) / 1e6}
+
+
+# ---------------------------------------------------------------------------
+# one measurement -> rows
+
+
+def measure(cat: Catalogue, queries: np.ndarray, align_queries: np.ndarray, lm) -> dict:
+    """Every row of the table (see the module docstring); ``align_queries`` index ``queries``."""
+    from coverhunter import rerank as R
+
+    n = len(cat)
+    k = R.shortlist_length(R.RerankConfig(), n)
+    qworks = cat.works[queries]
+    ex = self_mask(queries, n)
+    rows = {}
+
+    corpus = np.asarray([str(t).split(":")[0] for t in cat.track_ids[queries]])
+
+    def row(name, dist, costs, sub=None):
+        q = np.arange(len(queries)) if sub is None else sub
+        rows[name] = {**ranking_metrics(dist[q], qworks[q], cat.works, ex[q], k), **costs}
+        rows[name]["map_by_corpus"] = map_by_corpus(rows[name]["ap"], corpus[q])
+        log.info("%s: MAP %.3f, R@%d %.3f, %.1f ms per query", name, rows[name]["map"], k,
+                 rows[name]["recall"], costs["ms"])
+
+    d_emb, c = embedding_search(cat, queries, lm.config.eval.distance)
+    row("first stage: model embedding", d_emb, c)
+    d_sum, summ, c = summary_search(cat, queries, lm.summary_projection)
+    row("first stage: 2D Fourier summary (projected)", d_sum, c)
+    del d_sum
+    d_rec, c = recurrence_search(cat, queries)
+    row("first stage: recurrence voting (c3)", d_rec, c)
+    first = default_first_stage()
+    stages = [first] + [f for f in ("recurrence", "summary") if f != first and first != "summary"]
+    two = {}
+    for stage in stages:  # the default first, then (when there is a choice) the other
+        name = TWO_STAGE + ("" if stage == first else f", first stage {stage}")
+        d, c, lists = two_stage_search(cat, queries, d_emb, summ, -d_rec, ex, two_stage_config(stage))
+        # the searches before the re-ranking; and what the catalogue keeps for them:
+        # embeddings, summaries, uint8 chroma (and the recurrence index)
+        before = ["model embedding"] + (["recurrence voting (c3)"] if stage == "recurrence" else [])
+        c["ms"] += sum(rows[f"first stage: {m}"]["ms"] for m in before)
+        c["mb"] = sum(rows[f"first stage: {m}"]["mb"] for m in (*before, "2D Fourier summary (projected)")) \
+            + sum(x.nbytes for x in cat.chromas) / 1e6
+        c["first_stage"] = stage
+        row(name, d, c)
+        rows[name]["recall"] = shortlist_recall(lists, qworks, cat.works, ex)
+        two[stage] = (d, c, lists)
+    del d_rec
+    d_two, c, lists = two[first]
+    sub = align_queries
+    name = f"two-stage, {len(sub)} sampled queries"
+    row(name, d_two, c, sub)
+    rows[name]["recall"] = shortlist_recall([lists[i] for i in sub], qworks[sub], cat.works, ex[sub])
+    d_al, c = alignment_search(cat, queries[sub])
+    name = f"all-pairs alignment, {len(sub)} sampled queries"
+    rows[name] = {**ranking_metrics(d_al, qworks[sub], cat.works, ex[sub], k), **c}
+    rows[name]["map_by_corpus"] = map_by_corpus(rows[name]["ap"], corpus[sub])
+    return {"rows": rows, "k": k}
+
+
+def summarise(res: dict) -> dict:
+    """The target check: two-stage MAP over all-pairs MAP on the sampled queries (paired
+    bootstrap interval) and the two-stage milliseconds per query."""
+    rows = res["rows"]
+    two = next(v for n, v in rows.items() if n.startswith("two-stage,"))
+    al = next(v for n, v in rows.items() if n.startswith("all-pairs"))
+    ratio, lo, hi = map_ratio_ci(two["ap"], al["ap"])
+    ms = rows[TWO_STAGE]["ms"]
+    return {"map_ratio": ratio, "map_ratio_ci": [lo, hi], "two_stage_ms": ms,
+            "met": bool(ratio >= TARGET_RATIO and ms < TARGET_MS),
+            "alignment_cpu_hours_all_queries": al["ms"] * res["n_queries"] / 3.6e6}
+
+
+def generation_costs(folder: Path) -> dict:
+    """Wall seconds per distractor recording of each generation step, over the chunks on
+    disk (niced, beside other jobs: an upper bound on one core's cost)."""
+    tot = {"recordings": 0, "render_s": 0.0, "features_s": 0.0, "embed_s": 0.0, "audio_s": 0.0}
+    for path in sorted(folder.glob("chunk_?????.npz")):
+        with np.load(path, allow_pickle=False) as z:
+            costs = json.loads(str(z["meta"]))["costs"]
+        for key in tot:
+            tot[key] += costs[key]
+    n = max(1, tot["recordings"])
+    return {"chunks_recordings": tot["recordings"], "mean_duration_s": tot["audio_s"] / n,
+            **{f"{k[:-2]}_s_per_recording": tot[k] / n for k in ("render_s", "features_s", "embed_s")}}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return out + (" (src modified)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def format_table(res: dict) -> str:
+    """The markdown table (and the target line) of one measurement."""
+    k = res["k"]
+    lines = [f"`{res['command']}` at commit {res['commit']}", "",
+             f"catalogue: {res['n_catalogue']:,} recordings ({res['n_test']} test recordings of "
+             f"{res['n_test_works']} works + {res['n_distractors']:,} distractors of "
+             f"{res['n_distractor_works']:,} training works); {res['n_queries']} queries (test "
+             f"recordings, self excluded); two-stage shortlist {k}", "",
+             f"| method | MAP | MR1 | HR@1 | R@{k} | ms / query | MB | build s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in res["rows"].items():
+        build = f"{r['build_s']:.0f}" if "build_s" in r else ""
+        if "kind" in r:
+            build += f" ({r['kind']}, {r['shingles']:,} shingles)"
+        mb = f"{r['mb']:.0f}" if "mb" in r else ""
+        lines.append(f"| {name} | {r['map']:.3f} | {r['mr1']:.1f} | {r['hr1']:.3f} | {r['recall']:.3f} | "
+                     f"{r['ms']:.1f} | {mb} | {build} |")
+    s = res["summary"]
+    lines += ["", f"two-stage MAP / all-pairs MAP on the sampled queries: {s['map_ratio']:.3f} "
+              f"[{s['map_ratio_ci'][0]:.3f}, {s['map_ratio_ci'][1]:.3f}] (target >= {TARGET_RATIO}); "
+              f"two-stage {s['two_stage_ms']:.0f} ms per query (target < {TARGET_MS:.0f}): "
+              f"{'met' if s['met'] else 'NOT met'}. All-pairs alignment of every query: "
+              f"{s['alignment_cpu_hours_all_queries']:.1f} CPU hours (extrapolated)."]
+    g = res.get("generation")
+    if g:
+        lines += ["", f"Query features (not in ms / query), wall seconds per recording measured while "
+                  f"making the distractors (mean {g['mean_duration_s']:.0f} s of audio): CQT and fine chroma "
+                  f"{g['features_s_per_recording']:.2f}, model embedding {g['embed_s_per_recording']:.2f} "
+                  f"(rendering {g['render_s_per_recording']:.2f})."]
+    return "\n".join(lines)
+
+
+def measure_main(a, folder: Path) -> None:
+    """Load, measure, print the table, write the JSON (and the results page)."""
+    import torch
+
+    from coverhunter.checkpoint import load_model
+
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    tests, dis = load_catalogue(a.out, a.distractors)
+    cat = make_catalogue(tests, dis)
+    queries = query_sample(cat.n_test, a.queries, a.seed)
+    sub = query_sample(len(queries), a.align_queries, a.seed + 1)
+    lm = load_model(a.model, "cpu")
+    log.info("catalogue %d recordings (%d test, %d distractors), %d queries, %d aligned against all",
+             len(cat), cat.n_test, len(dis), len(queries), len(sub))
+    res = measure(cat, queries, sub, lm)
+    res.update(command="python " + " ".join(sys.argv), commit=git_commit(), n_catalogue=len(cat),
+               n_test=cat.n_test, n_test_works=len(set(tests.works)), n_distractors=len(dis),
+               n_distractor_works=len(set(dis.works)), n_queries=len(queries))
+    res["summary"] = summarise(res)
+    res["generation"] = generation_costs(folder)
+    table = format_table(res)
+    print(table, flush=True)
+    out = a.out / f"results-d{len(dis)}-q{len(queries)}.json"
+    out.write_text(json.dumps({**res, "rows": {n: {k: v for k, v in r.items() if k != "ap"}
+                                               for n, r in res["rows"].items()}}, indent=1))
+    log.info("results in %s", out)
+    if a.write_results:
+        write_results_page(table)
+
+
+def write_results_page(table: str) -> None:
+    path = Path("benchmarks/results/catalogue.md")
+    note = ("Machine: 2 cores (one per job; another job shared the machine), 24 GB RAM, no GPU; "
+            "milliseconds are CPU time of one thread (process time).")
+    path.write_text(f"# Catalogue-scale accuracy (benchmarks/bench_catalogue.py)\n\n{note}\n\n{table}\n")
+
+
+# ---------------------------------------------------------------------------
+# command line
+
+
+def get_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--distractors", type=int, default=20_000, help="distractor recordings (default 20,000)")
+    ap.add_argument("--queries", type=int, default=0,
+                    help="seeded sample of test recordings as queries (0 = all)")
+    ap.add_argument("--align-queries", type=int, default=30,
+                    help="queries of the all-pairs alignment row (seeded sample of the queries)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{QUICK_DISTRACTORS} distractors, {QUICK_QUERIES} queries, "
+                         f"{QUICK_ALIGN} aligned against all: minutes")
+    ap.add_argument("--generate-only", action="store_true", help="make the distractors, measure nothing")
+    ap.add_argument("--no-generate", action="store_true",
+                    help="measure on the distractors on disk, make none")
+    ap.add_argument("--render-test", action="store_true",
+                    help="render the test corpora here when they are missing (normally bench_chroma.py's)")
+    ap.add_argument("--model", type=Path, default=MODEL)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--test-root", type=Path, default=TEST_ROOT)
+    ap.add_argument("--seed", type=int, default=0, help="query samples")
+    ap.add_argument("--write-results", action="store_true",
+                    help="write benchmarks/results/catalogue.md with the table")
+    return ap
+
+
+def main() -> None:
+    a = get_parser().parse_args()
+    _child_logging()
+    if a.quick:
+        a.distractors, a.queries, a.align_queries = QUICK_DISTRACTORS, QUICK_QUERIES, QUICK_ALIGN
+    folder = a.out / "distractors"
+    if not a.no_generate:
+        generate(folder, a.distractors, a.model, a.test_root, a.render_test)
+    if a.generate_only:
+        return
+    measure_main(a, folder)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""benchmarks/bench_catalogue.py: chunk files, metrics and one tiny measurement (no rendering)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module, registered in ``sys.modules`` (its dataclasses
+    resolve their annotations there)."""
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+def _recordings(bc, n_works: int = 4, versions: int = 3, seed: int = 0):
+    """Covers as noisy, shifted copies of a work's random chroma and embedding."""
+    rng = np.random.default_rng(seed)
+    ids, works, embs, chromas = [], [], [], []
+    for w in range(n_works):
+        base = rng.random((60, 24))
+        centre = rng.normal(size=16)
+        for v in range(versions):
+            c = np.roll(base, 3 * v, axis=0) + 0.1 * rng.random((60, 24))
+            chromas.append(np.round(255 * c / c.max()).astype(np.uint8))
+            embs.append((centre + 0.3 * rng.normal(size=(1 + v % 2, 16))).astype(np.float32))
+            ids.append(f"w{w}_{v}")
+            works.append(f"work{w}")
+    return bc.Recordings(np.asarray(ids), np.asarray(works), np.full(len(ids), 24.0), embs, chromas,
+                         {"model_fingerprint": "x"})
+
+
+def test_chunk_file_round_trip(tmp_path):
+    bc = load_benchmark("bench_catalogue")
+    rec = _recordings(bc)
+    bc.write_recordings(tmp_path / "chunk_00000.npz", rec)
+    back = bc.read_recordings(tmp_path / "chunk_00000.npz")
+    assert list(back.track_ids) == list(rec.track_ids) and list(back.works) == list(rec.works)
+    assert all(np.array_equal(a, b) for a, b in zip(back.embeddings, rec.embeddings))
+    assert all(np.array_equal(a, b) and b.dtype == np.uint8 for a, b in zip(back.chromas, rec.chromas))
+    assert back.meta == rec.meta and bc.count_recordings(tmp_path / "chunk_00000.npz") == len(rec)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_recall_breaks_ties_against_covers_and_sample_is_seeded():
+    bc = load_benchmark("bench_catalogue")
+    works = np.array(["a", "a", "b", "b"])
+    dist = np.array([[0.0, 1.0, 1.0, 1.0]])  # the cover ties with two others
+    ex = bc.self_mask(np.array([0]), 4)
+    assert bc.recall_at(dist, works[:1], works, ex, 1) == 0.0
+    assert bc.recall_at(dist, works[:1], works, ex, 3) == 1.0
+    assert np.array_equal(bc.query_sample(10, 4, 1), bc.query_sample(10, 4, 1))
+    assert len(bc.query_sample(10, 0, 1)) == 10
+    ratio, lo, hi = bc.map_ratio_ci([0.5, 1.0], [0.5, 1.0])
+    assert ratio == 1.0 and lo == hi == 1.0
+
+
+def test_tiny_measurement_has_every_row():
+    bc = load_benchmark("bench_catalogue")
+    tests, dis = _recordings(bc, 3), _recordings(bc, 3, seed=1)
+    dis.works = np.asarray([f"d{w}" for w in dis.works])
+    cat = bc.make_catalogue(tests, dis)
+    lm = SimpleNamespace(config=SimpleNamespace(eval=SimpleNamespace(distance="min")),
+                         summary_projection=None)
+    queries = bc.query_sample(cat.n_test, 0, 0)
+    res = bc.measure(cat, queries, bc.query_sample(len(queries), 4, 1), lm)
+    rows = res["rows"]
+    # a second two-stage row when the first stage has a choice (recurrence by default)
+    assert len(rows) == 6 + (bc.default_first_stage() == "recurrence") and res["k"] == 50
+    assert all(0.0 <= r["map"] <= 1.0 and r["ms"] >= 0 for r in rows.values())
+    assert rows["all-pairs alignment, 4 sampled queries"]["map"] > 0.9  # shifted copies align
+    res.update(command="x", commit="y", n_catalogue=len(cat), n_test=cat.n_test, n_test_works=3,
+               n_distractors=len(dis), n_distractor_works=3, n_queries=len(queries))
+    res["summary"] = bc.summarise(res)
+    assert "| two-stage (evaluate --rerank) |" in bc.format_table(res)
