@@ -58,6 +58,9 @@ def test_recall_breaks_ties_against_covers_and_sample_is_seeded():
     ex = bc.self_mask(np.array([0]), 4)
     assert bc.recall_at(dist, works[:1], works, ex, 1) == 0.0
     assert bc.recall_at(dist, works[:1], works, ex, 3) == 1.0
+    ids = np.array(["test:a_0", "test:a_1", "kept:a_0", "dis_0"])
+    assert bc.query_exclusion(ids, np.array([0, 3])).tolist() == [[True, False, True, False],
+                                                                [False, False, False, True]]
     assert np.array_equal(bc.query_sample(10, 4, 1), bc.query_sample(10, 4, 1))
     assert len(bc.query_sample(10, 0, 1)) == 10
     ratio, lo, hi = bc.map_ratio_ci([0.5, 1.0], [0.5, 1.0])
