@@ -97,7 +97,7 @@ TEST_CORPORA = {
     "kept": ("test-kept-w60-v4-8-s0", dict(works=60, seed=0, split="test", harmony_kept=1.0)),
 }
 DISTRACTOR_SEED = 31_000  # order of the training works and every version's plan
-WORKS_PER_CHUNK = 25  # ~150 recordings, ~10 minutes of one core per chunk
+WORKS_PER_CHUNK = 25  # ~130 recordings (some works are unusable), 3-6 minutes of one core
 VERSIONS = (4, 8)
 HARMONY_KEPT = 0.5
 FINE_VIEWS = ("c3", "c1")  # what extract writes beside the CQT (ExtractConfig.chroma_views)
@@ -926,8 +926,9 @@ def format_table(res: dict) -> str:
     lines += ["", f"two-stage MAP / all-pairs MAP on the sampled queries: {s['map_ratio']:.3f} "
               f"[{s['map_ratio_ci'][0]:.3f}, {s['map_ratio_ci'][1]:.3f}] (target >= {TARGET_RATIO}); "
               f"two-stage {s['two_stage_ms']:.0f} ms per query (target < {TARGET_MS:.0f}): "
-              f"{'met' if s['met'] else 'NOT met'}. All-pairs alignment of every query: "
-              f"{s['alignment_cpu_hours_all_queries']:.1f} CPU hours (extrapolated)."]
+              f"{'met' if s['met'] else 'NOT met'}. All-pairs alignment of all {res['n_queries']} "
+              f"queries: {_eta(s['alignment_cpu_hours_all_queries'] * 3600)} of CPU (extrapolated from "
+              "the sampled queries; the two-stage rows ran them all)."]
     two = res["rows"][TWO_STAGE]
     lines += ["", f"Two-stage cost per query: first-stage searches {two['ms'] - two['rerank_ms']:.0f} ms, "
               f"re-ranking {two['rerank_ms']:.0f} ms ({two['alignments_per_query']:.0f} alignments, "
@@ -958,7 +959,7 @@ def measure_main(a, folder: Path) -> None:
     log.info("catalogue %d recordings (%d test, %d distractors), %d queries, %d aligned against all",
              len(cat), cat.n_test, len(dis), len(queries), len(sub))
     res = measure(cat, queries, sub, lm)
-    res.update(command="python " + " ".join(sys.argv), commit=git_commit(), n_catalogue=len(cat),
+    res.update(command=".venv/bin/python " + " ".join(sys.argv), commit=git_commit(), n_catalogue=len(cat),
                n_test=cat.n_test, n_test_works=len(set(tests.works)), n_distractors=len(dis),
                n_distractor_works=len(set(dis.works)), n_queries=len(queries))
     res["summary"] = summarise(res)
@@ -970,14 +971,25 @@ def measure_main(a, folder: Path) -> None:
                                                for n, r in res["rows"].items()}}, indent=1))
     log.info("results in %s", out)
     if a.write_results:
-        write_results_page(table)
+        write_results_page(RESULTS_PAGE, table, len(dis))
 
 
-def write_results_page(table: str) -> None:
-    path = Path("benchmarks/results/catalogue.md")
-    note = ("Machine: 2 cores (one per job; another job shared the machine), 24 GB RAM, no GPU; "
-            "milliseconds are CPU time of one thread (process time).")
-    path.write_text(f"# Catalogue-scale accuracy (benchmarks/bench_catalogue.py)\n\n{note}\n\n{table}\n")
+RESULTS_PAGE = Path("benchmarks/results/catalogue.md")
+PAGE_HEAD = """# Catalogue-scale accuracy (benchmarks/bench_catalogue.py)
+
+The held-out test corpora among distractor recordings of training works; every run
+appends a section (the catalogue grows as the distractor generation goes on). Machine:
+2 cores, 24 GB RAM, no GPU, shared with other jobs (the distractor generation among
+them); milliseconds are CPU time of one thread (process time), so the sharing changes
+them little.
+"""
+
+
+def write_results_page(path: Path, table: str, n_distractors: int) -> None:
+    """Append this run's table to the results page (its head written once)."""
+    old = path.read_text() if path.is_file() else PAGE_HEAD
+    day = time.strftime("%Y-%m-%d")
+    path.write_text(f"{old.rstrip()}\n\n## {day}: {n_distractors:,} distractors\n\n{table}\n")
 
 
 # ---------------------------------------------------------------------------
