@@ -643,3 +643,21 @@ def test_recurrence_votes_bring_a_cover_the_embedding_and_summary_miss(first_sta
     out = rk.rerank_block(d, 0)
     rank = int(np.argsort(out[0], kind="stable").tolist().index(11))
     assert (rank == 0) if first_stage == "recurrence" else (rank >= 3)
+
+
+def test_two_chroma_searches_each_propose_candidates_and_share_the_score():
+    d = np.linspace(0.1, 0.9, 10)  # the embedding ranks the references 0..9
+    votes = np.zeros(10)
+    votes[8] = 5.0  # recurrence voting finds 8
+    summ = np.full(10, 2.0)
+    summ[9] = 0.1  # the summary finds 9
+    cfg = R.RerankConfig(k=3, pool=1, global_pool=1, global_weight=0.9)
+    both = np.stack([-votes, summ])
+    sl = R.cascade_shortlist(d, both, cfg).tolist()  # among the embedding's top k (0, 1, 2), 8 and 9
+    assert 8 in sl and 9 in sl
+    one = R.cascade_shortlist(d, -votes, cfg).tolist()  # one search: its candidates alone
+    assert 8 in one and 9 not in one
+    # one search given as (1, n) or (n,) scores the same
+    np.testing.assert_allclose(R.chroma_search_score(summ[None]), R.chroma_search_score(summ))
+    np.testing.assert_allclose(R.first_stage_distances(d, both, cfg),
+                               -R.fuse(d, (R.zscore(votes) + R.zscore(-summ)) / 2, 0.9))

@@ -207,6 +207,10 @@ def cmd_index_build(args) -> int:
 
 
 def _report_index(idx, failed) -> int:
+    from .rerank import IndexChroma
+
+    # the first stage's recurrence index, built now rather than at the first search
+    IndexChroma.of(idx).recurrence()
     m = idx.meta
     log.info("index %s: %d recordings of %d works, %d chunk vectors%s", idx.root, m["n_tracks"],
              idx.n_works, m["n_vectors"],
@@ -533,9 +537,10 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--rerank-grow-after", type=int, default=None, metavar="N",
                    help="catalogue size beyond which the shortlist grows as K * sqrt(size / N) "
                         "(0 = always K; default: coverhunter.rerank's)")
-    s.add_argument("--rerank-first-stage", choices=["recurrence", "summary"], default=None,
-                   help="the chroma search that proposes candidates beside the embedding: "
-                        "recurrence voting (default) or the 2D Fourier summary (earlier releases)")
+    s.add_argument("--rerank-first-stage", choices=["both", "recurrence", "summary"], default=None,
+                   help="the chroma searches that propose candidates beside the embedding: "
+                        "recurrence voting and the 2D Fourier summary (both, the default), or "
+                        "one of them (summary: earlier releases)")
     s.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     s.set_defaults(func=cmd_evaluate)
 

@@ -3,11 +3,15 @@
 For each query:
 
 1. **Shortlist**: the ``pool`` references nearest by the model's embedding distance
-   (excluded pairs, e.g. the query itself, never enter it), of which the ``k`` best by
-   ``(1 - global_weight) * z(embedding similarity) + global_weight * z(2D Fourier
-   similarity)`` go on: the global chroma summary (:func:`coverhunter.classical.fourier_summary`,
-   transposition-invariant and nearly free) catches covers the embedding ranks just
-   outside the top ``k``. ``global_weight`` 0 (or ``pool`` <= ``k``) is the plain top ``k``.
+   (excluded pairs, e.g. the query itself, never enter it) and the ``global_pool`` the
+   chroma search finds best, of which the ``k`` best by ``(1 - global_weight) *
+   z(embedding similarity) + global_weight * z(chroma search score)`` go on. The chroma
+   search (``first_stage``) is recurrence voting by default
+   (:mod:`coverhunter.index.recurrence`: the alignment's own primitive, short chroma
+   passages that recur in order, searched in a vector index of chroma shingles), or the
+   global chroma summary of earlier releases (``"summary"``:
+   :func:`coverhunter.classical.fourier_summary`, transposition-invariant and nearly
+   free). ``global_weight`` 0 (or ``pool`` <= ``k``) is the plain top ``k``.
    The shortlist grows with the catalogue: beyond ``grow_after`` recordings, ``k`` becomes
    ``k * sqrt(n / grow_after)`` (:func:`shortlist_length`), because the first stage leaves
    more covers outside a fixed ``k`` the larger the catalogue; the cost per query still
@@ -133,13 +137,18 @@ DEFAULT_GROW_AFTER = 450
 # (241 ms), 0.388 with 5 (281 ms)
 DEFAULT_VERSIONS = 3
 SOURCES = ("chroma", "embedding", "both")
-# the first stage's chroma search, beside the embedding: "recurrence" (recurrence voting over
-# chroma shingles, coverhunter.index.recurrence) or "summary" (the projected 2D Fourier
-# summary, the search of earlier releases). Recurrence voting puts 48-90 % of a query's covers
-# in its top 50 where the summary puts 33-46 % (benchmarks/results/first-stage.md); its
-# weight in the shortlist is global_weight, as the summary's was (see docs/first-stage.md)
-FIRST_STAGES = ("recurrence", "summary")
-DEFAULT_FIRST_STAGE = "recurrence"
+# the first stage's chroma searches, beside the embedding: "recurrence" (recurrence voting
+# over chroma shingles, coverhunter.index.recurrence), "summary" (the projected 2D Fourier
+# summary, the search of earlier releases) or "both": each proposes its best global_pool
+# candidates and their z-scores are averaged (cascade_shortlist). Chosen on the two
+# training-type tune corpora (`bench_accuracy.py --tune --tune-data
+# runs/bench_accuracy/tune-mix-w60-s{1000,1001}/full.txt --tune-first-stage`, works the model
+# never trained on, 260 and 256 recordings; shortlist recall / MAP with expansion at
+# global_weight 0.7): summary 0.672 / 0.553 and 0.675 / 0.527, recurrence 0.679 / 0.613 and
+# 0.618 / 0.535, both 0.754 / 0.607 and 0.707 / 0.562. global_weight 0.5 or 0.85 was no
+# better for any of them (docs/first-stage.md)
+FIRST_STAGES = ("recurrence", "summary", "both")
+DEFAULT_FIRST_STAGE = "both"
 
 
 @dataclass(frozen=True)
@@ -243,18 +252,20 @@ def shortlist(dist_row: np.ndarray, k: int, exclude_row: np.ndarray | None = Non
 
 def cascade_shortlist(dist_row: np.ndarray, global_row: np.ndarray | None, cfg: "RerankConfig",
                       exclude_row: np.ndarray | None = None) -> np.ndarray:
-    """The ``k`` references to align, chosen among two searches' candidates.
+    """The ``k`` references to align, chosen among the first stage's searches' candidates.
 
-    The candidates are the ``pool`` nearest by embedding and the ``global_pool`` nearest
-    by the 2D Fourier summary (two vector searches); the ``k`` best of them by the fused
-    score (embedding and summary z-scores, ``global_weight``) are kept.
+    The candidates are the ``pool`` nearest by embedding and the ``global_pool`` best by
+    each chroma search (recurrence votes, 2D Fourier summary distances); the ``k`` best
+    of them by the fused score (:func:`chroma_search_score` and the embedding,
+    ``global_weight``) are kept.
 
     Parameters
     ----------
     dist_row : np.ndarray, shape (n_refs,)
         Embedding distances.
-    global_row : np.ndarray, shape (n_refs,), or None
-        2D Fourier summary distances (None: the plain embedding top ``k``).
+    global_row : np.ndarray, shape (n_refs,) or (n_searches, n_refs), or None
+        The chroma searches' distances (smaller = closer: summary distances, minus the
+        recurrence votes); None: the plain embedding top ``k``.
 
     Returns
     -------
@@ -263,14 +274,22 @@ def cascade_shortlist(dist_row: np.ndarray, global_row: np.ndarray | None, cfg: 
     cand = shortlist(dist_row, max(cfg.k, cfg.pool), exclude_row)
     if global_row is None or cfg.global_weight == 0.0:
         return cand[:cfg.k]
+    rows = np.atleast_2d(np.asarray(global_row, np.float64))
     if cfg.global_pool > 0:
-        near = shortlist(np.where(np.isnan(np.asarray(dist_row, np.float64)), np.nan, global_row),
-                         cfg.global_pool, exclude_row)
-        cand = np.union1d(cand, near)
+        missing = np.isnan(np.asarray(dist_row, np.float64))
+        for g in rows:
+            cand = np.union1d(cand, shortlist(np.where(missing, np.nan, g), cfg.global_pool, exclude_row))
     if len(cand) <= cfg.k and cfg.global_pool == 0:
         return cand[:cfg.k]
-    f = fuse(np.asarray(dist_row)[cand], -np.asarray(global_row, np.float64)[cand], cfg.global_weight)
+    f = fuse(np.asarray(dist_row)[cand], chroma_search_score(rows[:, cand]), cfg.global_weight)
     return cand[np.argsort(-f, kind="stable")][:cfg.k]
+
+
+def chroma_search_score(glob: np.ndarray) -> np.ndarray:
+    """One score (larger = closer) from the chroma searches' distances of the same items,
+    (n_items,) or (n_searches, n_items): the mean of their z-scores over the items."""
+    rows = np.atleast_2d(np.asarray(glob, np.float64))
+    return np.mean([zscore(-g) for g in rows], axis=0)
 
 
 def first_stage_distances(dist: np.ndarray, glob: np.ndarray | None, cfg: "RerankConfig") -> np.ndarray:
@@ -279,7 +298,7 @@ def first_stage_distances(dist: np.ndarray, glob: np.ndarray | None, cfg: "Reran
     items), minus the score :func:`cascade_shortlist` chose the shortlist by."""
     if glob is None or cfg.global_weight == 0.0:
         return np.asarray(dist, np.float64)
-    return -fuse(dist, -np.asarray(glob, np.float64), cfg.global_weight)
+    return -fuse(dist, chroma_search_score(glob), cfg.global_weight)
 
 
 def first_stage_matrix(dist: np.ndarray, glob: np.ndarray | None, cfg: "RerankConfig") -> np.ndarray:
@@ -380,8 +399,8 @@ def rerank_row(dist_row: np.ndarray, score_fn, cfg: RerankConfig,
     score_fn : callable (np.ndarray of ref indices) -> np.ndarray of scores (larger = closer)
     cfg : RerankConfig
     exclude_row : bool array (n_refs,), optional
-    global_row : np.ndarray, shape (n_refs,), optional
-        2D Fourier summary distances, for :func:`cascade_shortlist`.
+    global_row : np.ndarray, shape (n_refs,) or (n_searches, n_refs), optional
+        The chroma searches' distances, for :func:`cascade_shortlist`.
     neighbours : callable (ref index, n, blocked bool array (n_refs,)) -> ref indices, optional
         The ``n`` references nearest to a reference by the 2D Fourier summary, nearest
         first, none of them blocked; with ``cfg.expand`` > 0 they join the shortlist.
@@ -401,7 +420,7 @@ def rerank_row(dist_row: np.ndarray, score_fn, cfg: RerankConfig,
     glob = None if global_row is None else np.asarray(global_row, np.float64)
 
     def fused_of(items, scores):
-        first = first_stage_distances(d[items], None if glob is None else glob[items], cfg)
+        first = first_stage_distances(d[items], None if glob is None else glob[..., items], cfg)
         return fuse(first, scores, cfg.weight)
 
     scores = np.asarray(score_fn(sl), np.float64)
@@ -631,11 +650,13 @@ class Reranker:
         t0 = time.perf_counter()
         out = np.empty_like(np.asarray(dist, np.float64))
         self.k_used = shortlist_length(self.cfg, out.shape[1])
-        glob = None
-        if self.cfg.first_stage == "recurrence" and self.votes is not None:
-            glob = -np.asarray(self.votes[start:start + len(dist)], np.float64)  # a distance
-        elif self.query_summary is not None and self.ref_summary is not None:
-            glob = euclidean_distances(self.query_summary[start:start + len(dist)], self.ref_summary)
+        searches = []  # the chroma searches' distances, each (b, n_refs)
+        if self.cfg.first_stage in ("recurrence", "both") and self.votes is not None:
+            searches.append(-np.asarray(self.votes[start:start + len(dist)], np.float64))
+        if self.query_summary is not None and self.ref_summary is not None and \
+                (self.cfg.first_stage != "recurrence" or self.votes is None):
+            searches.append(euclidean_distances(self.query_summary[start:start + len(dist)], self.ref_summary))
+        glob = np.stack(searches, axis=1) if searches else None  # (b, n_searches, n_refs)
         for r in range(len(dist)):
             ex = None if exclude is None else exclude[r]
             out[r] = rerank_row(dist[r], lambda refs, qi=start + r: self.scores(qi, refs), self.cfg, ex,
@@ -711,7 +732,7 @@ def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfi
     if cascade:
         rk.query_summary = global_summaries(rk.query_align, projection)
         rk.ref_summary = rk.query_summary if refs is None else global_summaries(rk.ref_align, projection)
-    if cascade and rr.global_weight > 0 and rr.first_stage == "recurrence":
+    if cascade and rr.global_weight > 0 and rr.first_stage in ("recurrence", "both"):
         rk.votes = recurrence_votes(rk.query_align, None if refs is None else rk.ref_align, spec, verbose)
     if rr.source in ("embedding", "both"):
         kw = dict(device=device, cache_dir=cache_dir, fingerprint=fingerprint, verbose=verbose)
@@ -1150,14 +1171,18 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
         return list(matches)
     dist = np.array([1.0 - m.score for m in cand])
     glob = None
-    if votes is not None and cfg.global_weight > 0 and len(cand) > cfg.k:
-        glob = -np.array([votes.get(m.work, 0.0) for m in cand], np.float64)  # a distance
-    elif cfg.global_weight > 0 and len(cand) > cfg.k:
-        glob = np.full(len(cand), np.nan)
-        q = (fourier_summary(query.chroma) if query_summary is None else query_summary)[None]
-        vecs = [summary(cand[i].track_id) if summary else fourier_summary(refs[i].chroma) for i in have]
-        glob[have] = euclidean_distances(q, np.stack(vecs))[0]
-        glob[np.isnan(glob)] = glob[have].mean()
+    if cfg.global_weight > 0 and len(cand) > cfg.k:
+        searches = []
+        if votes is not None:
+            searches.append(-np.array([votes.get(m.work, 0.0) for m in cand], np.float64))  # a distance
+        if votes is None or cfg.first_stage == "both":
+            g = np.full(len(cand), np.nan)
+            q = (fourier_summary(query.chroma) if query_summary is None else query_summary)[None]
+            vecs = [summary(cand[i].track_id) if summary else fourier_summary(refs[i].chroma) for i in have]
+            g[have] = euclidean_distances(q, np.stack(vecs))[0]
+            g[np.isnan(g)] = g[have].mean()
+            searches.append(g)
+        glob = np.stack(searches)  # (n_searches, n_candidates)
     sl = cascade_shortlist(dist, glob, cfg)
     chosen = set(int(i) for i in sl)
     others = [m for i, m in enumerate(cand) if i not in chosen] + rest
@@ -1180,7 +1205,7 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     aligned = [replace(cand[i], alignment=float(scores[r])) if r in have_score else cand[i]
                for r, i in enumerate(sl)]
     scores[np.isnan(scores)] = scores[sl_have].mean()
-    first = first_stage_distances(dist[sl], None if glob is None else glob[sl], cfg)
+    first = first_stage_distances(dist[sl], None if glob is None else glob[:, sl], cfg)
     order = np.argsort(-fuse(first, scores, cfg.weight), kind="stable")
     return calibrate([aligned[r] for r in order] + others, len(to_align))
 
@@ -1236,13 +1261,15 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
     matches = index.search(emb, starts, max(top, cfg.k, cfg.pool), approximate)
     extra, votes = None, None
     q_summary = chroma.query_summary(query) if cfg.global_weight > 0 else None  # once per query
-    if cfg.first_stage == "recurrence" and cfg.global_weight > 0:
+    found_ids = []
+    if cfg.first_stage in ("recurrence", "both") and cfg.global_weight > 0:
         found = chroma.work_votes(query)
         votes = {w: v for w, (_, v) in found.items()}
-        best = sorted(found.values(), key=lambda tv: -tv[1])[:cfg.global_pool]
-        extra = index.score_tracks(emb, starts, [t for t, _ in best]) if best else None
-    elif cfg.global_pool > 0 and q_summary is not None:
-        extra = index.score_tracks(emb, starts, chroma.nearest(q_summary, cfg.global_pool))
+        found_ids += [t for t, _ in sorted(found.values(), key=lambda tv: -tv[1])[:cfg.global_pool]]
+    if cfg.first_stage != "recurrence" and cfg.global_pool > 0 and q_summary is not None:
+        found_ids += chroma.nearest(q_summary, cfg.global_pool)
+    if found_ids:
+        extra = index.score_tracks(emb, starts, list(dict.fromkeys(found_ids)))
     return rerank_matches(matches, query, chroma.get, cfg, chroma.summary, extra, q_summary,
                           versions=index.work_tracks, calibrate=index.calibrated_alignments,
                           votes=votes)[:top]

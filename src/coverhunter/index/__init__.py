@@ -4,7 +4,9 @@ Modules, imports flowing down: ``catalogue`` (the index, ``identify``, ``build_i
 -> ``faiss_backend`` / ``qdrant_backend`` (search engines), ``search`` (exact search,
 shortlist clean-up), ``folder`` (files, lock, swap), ``shard`` (rank slices),
 ``embedding``, ``calibration`` -> ``results``; ``repair`` (damaged shard files) sits
-above ``catalogue``.
+above ``catalogue``. ``recurrence`` (the first stage's recurrence voting over chroma
+shingles) depends on nothing else here; ``coverhunter.rerank`` builds one per catalogue
+from its stored chroma (``IndexChroma.recurrence``, kept in ``INDEX/recurrence.cache``).
 """
 
 from .calibration import fit_calibration, p_impostor, probability_same
