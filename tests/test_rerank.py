@@ -391,7 +391,8 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     catalogue_ids = {t.track_id for t in full if t.version == "v0"}
     assert set(rec.track_ids.tolist()) == catalogue_ids and rec.n_shingles > 0
     fine0 = load_chroma(chroma_path(queries[0].feat), ("c3",))
-    votes = stored.work_votes(stored.query_features(queries[0].feat, fine0))
+    reader = R.IndexChroma.of(idx)  # a new reader: the index from the cache, the works from the shards
+    votes = reader.work_votes(reader.query_features(queries[0].feat, fine0))
     assert votes and all(t in catalogue_ids and v > 0 for t, v in votes.values())
     # the reader takes each catalogue summary once from the stored ones (float16), equal
     # to the one from its chroma; a projection of other patch lengths reads its own columns

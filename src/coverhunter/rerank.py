@@ -143,7 +143,7 @@ SOURCES = ("chroma", "embedding", "both")
 # candidates and their z-scores are averaged (cascade_shortlist). Chosen on the two
 # training-type tune corpora (`bench_accuracy.py --tune --tune-data
 # runs/bench_accuracy/tune-mix-w60-s{1000,1001}/full.txt --tune-first-stage`, works the model
-# never trained on, 260 and 256 recordings; shortlist recall / MAP with expansion at
+# never trained on, 260 and 241 recordings; shortlist recall / MAP with expansion at
 # global_weight 0.7): summary 0.672 / 0.553 and 0.675 / 0.527, recurrence 0.679 / 0.613 and
 # 0.618 / 0.535, both 0.754 / 0.607 and 0.707 / 0.562. global_weight 0.5 or 0.85 was no
 # better for any of them (docs/first-stage.md)
@@ -1053,6 +1053,8 @@ class IndexChroma:
         rec = self.recurrence()
         if rec is None or rec.n_shingles == 0:
             return {}
+        if self._where is None:  # the works of the catalogue's recordings
+            self._where = self._locate()
         score = rec.scores(recurrence_chroma(query, self.params))
         out: dict[str, tuple[str, float]] = {}
         for i in np.flatnonzero(score > 0):
