@@ -83,12 +83,23 @@ class ModelConfig:
     n_classes: int = 0
     # "cqt": the CQT bins as they are (the original); "chroma": fold the octaves into
     # 12 pitch classes inside the network (each frame's peak at 0 dB, floor -60 dB), which
-    # makes the input independent of voicing and octave, as real covers change them
+    # makes the input independent of voicing and octave, as real covers change them;
+    # "fine_chroma": not the CQT at all but the tuned 36-bin chroma that extract stores
+    # beside it (coverhunter.chroma, 2.5 frames/s, views `chroma_views` side by side)
     front_end: str = "cqt"
+    # the stored chroma views a "fine_chroma" model reads (coverhunter.chroma.VIEWS), in
+    # this order: the input is (frames, 12 * len(chroma_views)); ignored by the others
+    chroma_views: tuple[str, ...] = ("c3", "c1")
 
     def __post_init__(self):
-        if self.front_end not in ("cqt", "chroma"):
-            raise ValueError(f"model.front_end must be 'cqt' or 'chroma', got {self.front_end!r}")
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(f"model.front_end must be one of {FRONT_ENDS}, got {self.front_end!r}")
+        if self.front_end == "fine_chroma" and not self.chroma_views:
+            raise ValueError("model.front_end 'fine_chroma' needs at least one of model.chroma_views")
+
+
+FRONT_ENDS = ("cqt", "chroma", "fine_chroma")
+OBJECTIVES = ("classify", "passage")
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,23 @@ class LossConfig:
     triplet_weight: float = 0.1
     triplet_margin: float = 0.3
     center_weight: float = 0.0
+    # "classify": focal work classification + batch-hard triplet (the original, the
+    # control); "passage": InfoNCE between a passage of one version and the passage of
+    # another version that plays the same music (coverhunter.passages; needs
+    # data.align_path), every other passage of the batch and of the queue a negative
+    objective: str = "classify"
+    # InfoNCE softmax temperature (cosine similarities are divided by it)
+    temperature: float = 0.1
+    # embeddings of past batches kept as extra negatives (0 = the batch only): a large
+    # effective batch at the cost of one step of a CPU batch
+    queue_size: int = 0
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"loss.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.temperature <= 0 or self.queue_size < 0:
+            raise ValueError(f"loss.temperature must be > 0 and loss.queue_size >= 0, got "
+                             f"{self.temperature}, {self.queue_size}")
 
 
 @dataclass(frozen=True)
