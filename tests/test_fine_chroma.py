@@ -66,6 +66,17 @@ def test_key_shift_rotates_every_view_by_the_same_pitch_classes():
     assert (erased == 0).any() and ((erased == x) | (erased == 0)).all()
 
 
+def test_fifths_key_makes_the_embedding_the_same_in_every_key():
+    x = torch.rand(4, 20, 24, generator=torch.Generator().manual_seed(2))
+    for key, same in (("fifths", True), ("none", False)):
+        cfg = load_config(None, [*FINE, f"model.chroma_key={key}", "model.d_model=32",
+                                 "model.n_layers=1", "model.n_heads=2", "model.ffn_dim=32"])
+        model = CoverHunter(cfg.model).eval()
+        for s in (1, 5, 7):
+            up = torch.roll(x.view(4, 20, 2, 12), s, dims=-1).reshape(4, 20, 24)
+            assert torch.allclose(model(x), model(up), atol=1e-5) == same, (key, s)
+
+
 def _rolls(w: int, v: int) -> int:
     """make_feature_lists' time shift of version v of work w (its first random draw)."""
     return int(np.random.default_rng(100 * w + v).integers(0, FRAMES))
@@ -111,6 +122,22 @@ def test_passage_model_on_fine_chroma_trains_reloads_embeds_and_evaluates(tmp_pa
     assert np.allclose(emb[1], lm.model(x)[0].detach().numpy(), atol=1e-5)
     report = run_evaluation(exp, data / "val.txt")
     assert report.n_queries == 6 and 0.0 < report.map <= 1.0
+
+
+def test_passage_training_with_a_queue_resumes_exactly(tmp_path):
+    data = make_feature_lists(tmp_path / "data")
+    sets = [*FINE, f"data.align_path='{write_alignment(data)}'", "loss.objective=passage",
+            "loss.queue_size=8", "data.val_path=''"]
+    straight = make_experiment(tmp_path / "a", data)
+    train(straight, overrides=sets, verbose=False)
+    split = make_experiment(tmp_path / "b", data)
+    train(split, overrides=sets, max_epochs=1, verbose=False)  # "interrupted"
+    train(split, overrides=sets, verbose=False)  # resumes at epoch 1: queue, key encoder, RNG
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(split / "checkpoints" / "last.pt", weights_only=True)
+    for part in ("model", "loss"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
 
 
 def test_classify_objective_trains_on_fine_chroma_too(tmp_path):

@@ -64,6 +64,10 @@ class ExtractConfig:
     num_workers: int = 0
     # fine chroma views written beside each CQT (coverhunter.chroma.VIEWS; () = none)
     chroma_views: tuple[str, ...] = ("c3", "c1")
+    # "fifths": a "fine_chroma" model rotates each chunk to its own key first (the phase
+    # of its circle-of-fifths profile), so a transposed cover gives the same input;
+    # "none": the network must learn key invariance from the key-shift augmentation
+    chroma_key: str = "fifths"
 
 
 @dataclass(frozen=True)
@@ -90,12 +94,18 @@ class ModelConfig:
     # the stored chroma views a "fine_chroma" model reads (coverhunter.chroma.VIEWS), in
     # this order: the input is (frames, 12 * len(chroma_views)); ignored by the others
     chroma_views: tuple[str, ...] = ("c3", "c1")
+    # "fifths": a "fine_chroma" model rotates each chunk to its own key first (the phase
+    # of its circle-of-fifths profile), so a transposed cover gives the same input;
+    # "none": the network must learn key invariance from the key-shift augmentation
+    chroma_key: str = "fifths"
 
     def __post_init__(self):
         if self.front_end not in FRONT_ENDS:
             raise ValueError(f"model.front_end must be one of {FRONT_ENDS}, got {self.front_end!r}")
         if self.front_end == "fine_chroma" and not self.chroma_views:
             raise ValueError("model.front_end 'fine_chroma' needs at least one of model.chroma_views")
+        if self.chroma_key not in ("fifths", "none"):
+            raise ValueError(f"model.chroma_key must be 'fifths' or 'none', got {self.chroma_key!r}")
 
 
 FRONT_ENDS = ("cqt", "chroma", "fine_chroma")
@@ -118,16 +128,20 @@ class LossConfig:
     objective: str = "classify"
     # InfoNCE softmax temperature (cosine similarities are divided by it)
     temperature: float = 0.1
-    # embeddings of past batches kept as extra negatives (0 = the batch only): a large
-    # effective batch at the cost of one step of a CPU batch
+    # keys of past batches kept as extra negatives (0 = the batch only): a large
+    # effective batch for about a third more time per step (the keys come from a
+    # momentum copy of the encoder, coverhunter.passages.PassageLoss)
     queue_size: int = 0
+    # the momentum copy's weights: m * its own + (1 - m) * the encoder's, every step
+    momentum: float = 0.99
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"loss.objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.temperature <= 0 or self.queue_size < 0:
-            raise ValueError(f"loss.temperature must be > 0 and loss.queue_size >= 0, got "
-                             f"{self.temperature}, {self.queue_size}")
+        if self.temperature <= 0 or self.queue_size < 0 or not 0 <= self.momentum < 1:
+            raise ValueError(f"loss.temperature must be > 0, loss.queue_size >= 0 and "
+                             f"loss.momentum in [0, 1), got {self.temperature}, "
+                             f"{self.queue_size}, {self.momentum}")
 
 
 @dataclass(frozen=True)

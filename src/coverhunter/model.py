@@ -56,6 +56,32 @@ def fold_chroma(x: Tensor, bins_per_octave: int = CHROMA_BINS) -> Tensor:
     return (chroma - chroma.amax(-1, keepdim=True)).clamp(min=CHROMA_FLOOR_DB)
 
 
+FIFTH = 7  # semitones; 7 * 7 = 49 = 1 (mod 12), so a step of fifths undoes itself
+
+
+def canonical_key(x: Tensor, bins: int = CHROMA_BINS) -> Tensor:
+    """Rotate each chunk of stacked chroma views to its own key: (B, T, V * 12) -> same.
+
+    The chunk's pitch-class profile p (summed over frames and views) is placed on the
+    circle of fifths, c = sum_k p_k exp(2 pi i 7 k / 12), and every view is rotated by
+    -7 * round(12 arg(c) / 2 pi) classes. Transposing the chunk by s classes turns
+    arg(c) by 7 s steps, so the output is the same for all 12 transpositions: a cover in
+    another key gives the same input, and the network spends nothing on learning that.
+    A chunk whose phase lies half-way between two steps may land either side (the
+    key-shift augmentation still shows the network such cases).
+    """
+    b, t, f = x.shape
+    v = x.reshape(b, t, f // bins, bins)
+    k = torch.arange(bins, device=x.device, dtype=x.dtype)
+    prof = v.sum((1, 2))  # (B, 12)
+    angle = torch.atan2((prof * torch.sin(2 * math.pi * FIFTH * k / bins)).sum(1),
+                        (prof * torch.cos(2 * math.pi * FIFTH * k / bins)).sum(1))
+    step = torch.round(angle * bins / (2 * math.pi)).long() % bins
+    shift = (-step * FIFTH) % bins  # classes to rotate up by
+    idx = (torch.arange(bins, device=x.device)[None, :] - shift[:, None]) % bins  # (B, 12)
+    return torch.gather(v, 3, idx[:, None, None, :].expand_as(v)).reshape(b, t, f)
+
+
 def wrap_bins(x: Tensor, extra: int = 3) -> Tensor:
     """Append the first ``extra`` pitch classes after the last, (B, T, C) -> (B, T, C + extra),
     so the valid convolutions of the subsampling see the circle of pitch classes."""
@@ -252,6 +278,8 @@ class CoverHunter(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.chroma:
             x = fold_chroma(x)
+        if self.fine_chroma and self.cfg.chroma_key == "fifths":
+            x = canonical_key(x)
         x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)
         if self.chroma:
             x = wrap_bins(x)
