@@ -124,25 +124,37 @@ def test_info_nce_never_counts_the_same_work_as_a_negative():
     assert near < far
     labels = torch.tensor([0, 0, 1, 1])
     queue = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05], [0.2, 1.0]]), dim=1)
-    empty = info_nce(z, labels, 0.1, queue, torch.tensor([-1, -1]))[0]
+    empty = info_nce(z, labels, 0.1, queue=queue, queue_labels=torch.tensor([-1, -1]))[0]
     assert empty == pytest.approx(far.item())  # empty slots are skipped
     # queued passages of a row's own work are skipped, those of other works are negatives
-    own = info_nce(z, labels, 0.1, queue[:1], torch.tensor([0]))[0]
+    own = info_nce(z, labels, 0.1, queue=queue[:1], queue_labels=torch.tensor([0]))[0]
     z_own_rows = info_nce(z[:2], labels[:2], 0.1)[0]  # rows 0, 1 alone: no other negative
-    assert info_nce(z[:2], labels[:2], 0.1, queue[:1], torch.tensor([0]))[0] == z_own_rows
-    assert info_nce(z, labels, 0.1, queue, torch.tensor([5, 5]))[0] > own > far
+    assert info_nce(z[:2], labels[:2], 0.1, queue=queue[:1],
+                    queue_labels=torch.tensor([0]))[0] == z_own_rows
+    assert info_nce(z, labels, 0.1, queue=queue, queue_labels=torch.tensor([5, 5]))[0] > own > far
 
 
-def test_passage_loss_queue_is_a_ring_buffer_kept_in_the_state():
-    loss = PassageLoss(LossConfig(objective="passage", queue_size=6), embed_dim=4)
-    z = torch.randn(4, 4)
-    out = loss(z, torch.tensor([0, 0, 1, 1]))
+def test_passage_loss_queues_momentum_keys_in_a_ring_buffer_kept_in_the_state():
+    encoder = torch.nn.Linear(3, 4)
+    loss = PassageLoss(LossConfig(objective="passage", queue_size=6, momentum=0.5), 4, encoder)
+    x = torch.randn(4, 3)
+    out = loss(encoder(x), torch.tensor([0, 0, 1, 1]), x)
     assert set(out.extra) == {"nce", "pair_top1"} and out.extra["nce"] == out.total.item()
-    loss(torch.randn(4, 4), torch.tensor([2, 2, 3, 3]))
+    keys = torch.nn.functional.normalize(encoder(x), dim=1)  # the copy still equals the encoder
+    assert torch.allclose(loss.queue[:4], keys.detach())
+    loss(encoder(x), torch.tensor([2, 2, 3, 3]), x)
     # 4 + 4 passages in 6 slots: the second batch wraps around over the oldest
     assert loss.queue_labels.tolist() == [3, 3, 1, 1, 2, 2] and int(loss.queue_next) == 2
-    assert torch.allclose(loss.queue[2], torch.nn.functional.normalize(z, dim=1)[2])
-    assert {"queue", "queue_labels", "queue_next"} <= set(loss.state_dict())
+    state = loss.state_dict()
+    assert {"queue", "queue_labels", "queue_next", "key_encoder.weight"} <= set(state)
     loss.eval()
-    loss(torch.randn(4, 4), torch.tensor([7, 7, 8, 8]))  # evaluation leaves the queue alone
+    loss(encoder(x), torch.tensor([7, 7, 8, 8]), x)  # evaluation leaves the queue alone
     assert int(loss.queue_next) == 2
+    # the momentum update: halfway (m = 0.5) towards the encoder's new weights
+    before = loss.key_encoder.weight.clone()
+    with torch.no_grad():
+        encoder.weight.add_(1.0)
+    loss.update_keys(encoder)
+    assert torch.allclose(loss.key_encoder.weight, 0.5 * before + 0.5 * encoder.weight)
+    with pytest.raises(ValueError, match="needs the encoder"):
+        PassageLoss(LossConfig(objective="passage", queue_size=6), 4)

@@ -77,11 +77,13 @@ def validate_model(model: CoverHunter, cfg: Config, exp_dir: Path, val_tracks: l
 class TrainModule(torch.nn.Module):
     """Encoder + loss in one module, so DDP's forward (and its gradient hooks) run."""
 
-    def __init__(self, model: CoverHunter, loss: CoverLoss):
+    def __init__(self, model: CoverHunter, loss: CoverLoss | PassageLoss):
         super().__init__()
         self.model, self.loss = model, loss
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor):
+        if isinstance(self.loss, PassageLoss):  # its momentum encoder embeds x too
+            return self.loss(self.model(x), labels, x)
         return self.loss(self.model(x), labels)
 
 
@@ -149,13 +151,15 @@ class Trainer:
                              f"{len(self.works)} works")
         self.model = CoverHunter(cfg.model)
         self.passages = cfg.loss.objective == "passage"
-        self.loss = PassageLoss(cfg.loss, cfg.model.embed_dim) if self.passages else \
-            CoverLoss(cfg.loss, cfg.model.embed_dim, n_classes)
+        self.loss = PassageLoss(cfg.loss, cfg.model.embed_dim, self.model) if self.passages \
+            else CoverLoss(cfg.loss, cfg.model.embed_dim, n_classes)
         # the parts of the loss logged beside the total
         self.log_parts = ("nce", "pair_top1") if self.passages else ("ce", "triplet")
         self.augment = augment_batch if self.input.reads_cqt else augment_chroma_batch
         if init_from is not None:
             self._init_weights(init_from)
+            if self.passages and self.loss.key_encoder is not None:  # keys start from these weights
+                self.loss.key_encoder.load_state_dict(self.model.state_dict())
         self.model.to(device), self.loss.to(device)
         params = [p for p in list(self.model.parameters()) + list(self.loss.parameters())
                   if p.requires_grad]
@@ -197,6 +201,10 @@ class Trainer:
                                  f"chroma (e.g. {missing[0]}); run 'coverhunter extract' with "
                                  f"chroma_views {list(self.input.views)}")
             self.input.load(sources[0])  # and the views are there
+            if c.mean_size != 1:
+                log.warning("data.mean_size=%d averages %d chroma frames (0.4 s each) into one: "
+                            "chunk_frame counts those; a fine_chroma model usually wants 1",
+                            c.mean_size, c.mean_size)
         self.dataset = ChunkDataset(sources, labels, c.mean_size, self.input.loader(),
                                     self.input.pad_value)
         self.labels = labels
@@ -350,6 +358,8 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), o.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
+        if self.passages:
+            self.loss.update_keys(self.model)
         self.step += 1
         return {**logs, "lr": lr, "grad_norm": float(grad_norm)}
 
