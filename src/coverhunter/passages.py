@@ -94,6 +94,38 @@ def continuous_reach(pairs: list[tuple[int, int]]) -> np.ndarray:
     return reach + gap
 
 
+@dataclass(frozen=True)
+class PassageTables:
+    """What the passage sampler draws from, computed once per run (a few seconds for
+    tens of thousands of version pairs, too slow to redo every epoch).
+
+    Attributes
+    ----------
+    anchors : dict of int to list of int
+        Work -> its tracks that have at least one aligned partner.
+    ratios, reach : dict of (track, partner) to np.ndarray
+        :func:`local_tempo_ratios` (n,) and :func:`continuous_reach` (n, 2) of each
+        pair of the alignment.
+    """
+
+    anchors: dict[int, list[int]]
+    ratios: dict[tuple[int, int], np.ndarray]
+    reach: dict[tuple[int, int], np.ndarray]
+
+    @classmethod
+    def build(cls, labels: list[int], alignment: Alignment) -> "PassageTables":
+        anchors: dict[int, list[int]] = {}
+        ratios, reach = {}, {}
+        for i, partners in alignment.items():
+            if any(labels[j] == labels[i] and pairs for j, pairs in partners.items()):
+                anchors.setdefault(labels[i], []).append(i)
+            for j, pairs in partners.items():
+                if pairs:
+                    ratios[i, j] = local_tempo_ratios(pairs)
+                    reach[i, j] = continuous_reach(pairs)
+        return cls(anchors, ratios, reach)
+
+
 @dataclass
 class PassageBatchSampler:
     """Batches of ``batch_size // 2`` works, each as (passage of a, same passage of b).
@@ -110,6 +142,9 @@ class PassageBatchSampler:
         Work of each track (dataset order).
     alignment : Alignment
         Matched centres in input frames (the trainer converts the file's seconds).
+    tables : PassageTables, optional
+        Built from ``labels`` and ``alignment`` when not given (the trainer builds them
+        once and hands them to every epoch's sampler).
     """
 
     labels: list[int]
@@ -120,21 +155,14 @@ class PassageBatchSampler:
     steps: int
     rank: int = 0
     world_size: int = 1
+    tables: PassageTables | None = None
 
     def __post_init__(self):
         if self.cfg.batch_size % 2:
             raise ValueError(f"the passage objective needs an even data.batch_size, got {self.cfg.batch_size}")
-        self.anchors: dict[int, list[int]] = {}  # work -> tracks with at least one partner
-        for i, partners in self.alignment.items():
-            if any(self.labels[j] == self.labels[i] and pairs for j, pairs in partners.items()):
-                self.anchors.setdefault(self.labels[i], []).append(i)
-        self.works = sorted(self.anchors)
-        self.ratios, self.reach = {}, {}
-        for i, partners in self.alignment.items():
-            for j, pairs in partners.items():
-                if pairs:
-                    self.ratios[i, j] = local_tempo_ratios(pairs)
-                    self.reach[i, j] = continuous_reach(pairs)
+        if self.tables is None:
+            self.tables = PassageTables.build(self.labels, self.alignment)
+        self.works = sorted(self.tables.anchors)
         need = self.cfg.batch_size // 2 * self.world_size
         if len(self.works) < need:
             raise ValueError(f"a batch of {self.cfg.batch_size} passages needs {need} works with "
@@ -154,14 +182,15 @@ class PassageBatchSampler:
         """(a, b, centre in a, centre in b, tempo ratio b/a) of one matched moment, drawn
         among those whose passage of ``n_frames`` stays clear of jumps and ends (any
         moment when the pair has none)."""
-        a = self.anchors[work][int(rng.integers(len(self.anchors[work])))]
+        anchors = self.tables.anchors[work]
+        a = anchors[int(rng.integers(len(anchors)))]
         partners = sorted(j for j, p in self.alignment[a].items() if p and self.labels[j] == work)
         b = partners[int(rng.integers(len(partners)))]
-        clear = np.flatnonzero(self.reach[a, b].min(axis=1) >= n_frames * self.cfg.mean_size / 2)
+        clear = np.flatnonzero(self.tables.reach[a, b].min(axis=1) >= n_frames * self.cfg.mean_size / 2)
         k = int(clear[rng.integers(len(clear))]) if len(clear) else \
             int(rng.integers(len(self.alignment[a][b])))
         ca, cb = self.alignment[a][b][k]
-        return a, b, int(ca), int(cb), float(self.ratios[a, b][k])
+        return a, b, int(ca), int(cb), float(self.tables.ratios[a, b][k])
 
     def _stretch(self, rng: np.random.Generator) -> float:
         aug = self.cfg.spec_augment
@@ -308,5 +337,5 @@ class PassageLoss(nn.Module):
                           extra={"nce": loss.item(), "pair_top1": top1.item()})
 
 
-__all__ = ["Alignment", "PassageBatchSampler", "PassageLoss", "info_nce", "local_tempo_ratios",
+__all__ = ["Alignment", "PassageBatchSampler", "PassageTables", "PassageLoss", "info_nce", "local_tempo_ratios",
            "continuous_reach"]

@@ -31,7 +31,7 @@ from .evaluate import evaluate_tracks, read_query_in_ref
 from .inputs import model_input
 from .losses import CoverLoss
 from .model import CoverHunter
-from .passages import PassageBatchSampler, PassageLoss
+from .passages import PassageBatchSampler, PassageLoss, PassageTables
 from .utils import (atomic_write_bytes, atomic_write_text, remove_stale_tmp, resolve_device,
                     resolve_path, sha256_file)
 
@@ -215,6 +215,7 @@ class Trainer:
                              "that make-corpus writes, or one from 'coverhunter align')")
         self.alignment = self._load_alignment() if c.align_path else None
         if self.cfg.loss.objective == "passage":
+            self.passage_tables = PassageTables.build(labels, self.alignment)
             steps = PassageBatchSampler.default_steps(self.alignment, c, self.world)
         else:
             steps = WorkBatchSampler.default_steps(labels, c, self.world)
@@ -323,7 +324,7 @@ class Trainer:
         if self.passages:
             sampler = PassageBatchSampler(self.labels, self.alignment, self.cfg.data,
                                           self.cfg.optim.seed, self.epoch, self.steps_per_epoch,
-                                          self.rank, self.world)
+                                          self.rank, self.world, self.passage_tables)
         else:
             sampler = WorkBatchSampler(self.labels, self.cfg.data, self.cfg.optim.seed, self.epoch,
                                        self.steps_per_epoch, self.rank, self.world,
