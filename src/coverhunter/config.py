@@ -74,6 +74,7 @@ class ExtractConfig:
 class ModelConfig:
     """Sizes of the CoverHunter network (defaults: the original's)."""
 
+    # CQT bins of the input (front ends "cqt" and "chroma"; "fine_chroma" reads 12 per view)
     input_dim: int = 96
     embed_dim: int = 128
     # Conformer width, depth, heads, feed-forward width and depthwise kernel

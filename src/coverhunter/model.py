@@ -69,6 +69,16 @@ def canonical_key(x: Tensor, bins: int = CHROMA_BINS) -> Tensor:
     another key gives the same input, and the network spends nothing on learning that.
     A chunk whose phase lies half-way between two steps may land either side (the
     key-shift augmentation still shows the network such cases).
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, T, V * 12)
+        Stacked chroma views, non-negative.
+
+    Returns
+    -------
+    Tensor, shape (B, T, V * 12)
+        Each item's views rotated by the same number of pitch classes.
     """
     b, t, f = x.shape
     v = x.reshape(b, t, f // bins, bins)
