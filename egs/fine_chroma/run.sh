@@ -60,10 +60,14 @@ for arm in "${arms[@]}"; do
   $ch train "$work/$arm" $set_args >> "$work/$arm/train.log" 2>&1 || { echo "$arm: training failed, see $work/$arm/train.log"; exit 1; }
 done
 
-# 3) the best checkpoint of each arm on the held-out test corpus, every recording a query
+# 3) the best checkpoint of each arm on the held-out test corpus, every recording a query:
+#    the model alone, and the two-stage search (top 50 re-ranked by chroma alignment)
 for arm in "${arms[@]}"; do
-  [ -f "$work/$arm/test.json" ] && [ "$work/$arm/test.json" -nt "$work/$arm/checkpoints/best.pt" ] && continue
-  $ch evaluate "$work/$arm" "$work/test/full.txt" --output "$work/$arm/test.json" \
-    > "$work/$arm/evaluate.log" 2>&1 || echo "$arm: evaluation failed, see $work/$arm/evaluate.log"
+  for rerank in 0 50; do
+    out="$work/$arm/test$([ "$rerank" = 0 ] || echo "_rerank$rerank").json"
+    [ -f "$out" ] && [ "$out" -nt "$work/$arm/checkpoints/best.pt" ] && continue
+    $ch evaluate "$work/$arm" "$work/test/full.txt" --rerank "$rerank" --output "$out" \
+      > "${out%.json}.log" 2>&1 || echo "$arm: evaluation failed, see ${out%.json}.log"
+  done
 done
 $py "$here/summary.py" "$work" "${arms[@]}" | tee "$work/summary.md"

@@ -1,4 +1,5 @@
-"""One table of the arms of egs/fine_chroma/run.sh: size, CPU time, validation and test MAP.
+"""One table of the arms of egs/fine_chroma/run.sh: size, CPU time, validation and test MAP
+(the model alone and the two-stage search).
 
     python egs/fine_chroma/summary.py WORK ARM [ARM...]
 """
@@ -20,16 +21,18 @@ def row(work: Path, arm: str) -> str:
     hist = json.loads((exp / "history.json").read_text()) if (exp / "history.json").is_file() else []
     best = max(hist, key=lambda h: h.get("val_map", -1.0), default={})
     seconds = hist[-1].get("train_seconds", float("nan")) if hist else float("nan")
-    test = json.loads((exp / "test.json").read_text()) if (exp / "test.json").is_file() else {}
+    test = [json.loads(p.read_text()).get("map", float("nan")) if p.is_file() else float("nan")
+            for p in (exp / "test.json", exp / "test_rerank50.json")]
     return (f"| {arm} | {cfg.model.front_end} | {cfg.loss.objective} | {params:.2f} | {len(hist)} | "
             f"{seconds / 3600:.2f} | {best.get('val_map', float('nan')):.3f} (epoch {best.get('epoch', '-')}) | "
-            f"{test.get('map', float('nan')):.3f} |")
+            f"{test[0]:.3f} | {test[1]:.3f} |")
 
 
 def main() -> None:
     work, arms = Path(sys.argv[1]), sys.argv[2:]
-    print("| arm | input | objective | M params | epochs | CPU hours | best val MAP | test MAP |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| arm | input | objective | M params | epochs | CPU hours | best val MAP | test MAP "
+          "| test MAP, re-rank 50 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for arm in arms:
         print(row(work, arm))
 
