@@ -32,6 +32,7 @@ from tqdm import tqdm
 from .checkpoint import LoadedModel
 from .dataset import Track
 from .embed import Windowing, embed_tracks, l2_normalise
+from .inputs import model_input
 from .utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -89,13 +90,15 @@ def align_tracks(lm: LoadedModel, tracks: list[Track], cfg: AlignConfig | None =
                  device="cpu", verbose: bool = True) -> list[dict]:
     """Alignment records for every ordered pair of versions of each work in ``tracks``."""
     cfg = cfg or AlignConfig()
-    fps = lm.config.features.frames_per_second
-    win = Windowing.from_config(cfg, fps, lm.config.data.mean_size)
+    inp = model_input(lm.config)  # the CQT, or the fine chroma beside it
+    fps = inp.frames_per_second
+    win = Windowing.from_config(cfg, fps, lm.config.data.mean_size, inp.pad_value)
     by_work: dict[str, list[int]] = {}
     for i, t in enumerate(tracks):
         by_work.setdefault(t.work, []).append(i)
-    embs = embed_tracks(lm.model, [t.feat for t in tracks], win, device=device,
-                        batch_size=lm.config.eval.batch_size, verbose=verbose, desc="embed")
+    embs = embed_tracks(lm.model, [inp.source(t.feat) for t in tracks], win, device=device,
+                        batch_size=lm.config.eval.batch_size, verbose=verbose, desc="embed",
+                        load=inp.loader())
     records = []
     works = [w for w, ids in by_work.items() if len(ids) > 1]
     for w in tqdm(works, desc="align", unit="work", disable=not verbose):
@@ -143,9 +146,11 @@ def plot_alignment(lm: LoadedModel, a: Track, b: Track, path: str | Path,
     from .plots import _pyplot
 
     cfg = cfg or AlignConfig()
-    fps = lm.config.features.frames_per_second
-    win = Windowing.from_config(cfg, fps, lm.config.data.mean_size)
-    (ea, sa), (eb, sb) = embed_tracks(lm.model, [a.feat, b.feat], win)
+    inp = model_input(lm.config)
+    fps = inp.frames_per_second
+    win = Windowing.from_config(cfg, fps, lm.config.data.mean_size, inp.pad_value)
+    (ea, sa), (eb, sb) = embed_tracks(lm.model, [inp.source(a.feat), inp.source(b.feat)], win,
+                                      load=inp.loader())
     d = chunk_distances(ea, eb)
     p = align_path(d, cfg.jump)
     plt = _pyplot()

@@ -64,12 +64,17 @@ class ExtractConfig:
     num_workers: int = 0
     # fine chroma views written beside each CQT (coverhunter.chroma.VIEWS; () = none)
     chroma_views: tuple[str, ...] = ("c3", "c1")
+    # "fifths": a "fine_chroma" model rotates each chunk to its own key first (the phase
+    # of its circle-of-fifths profile), so a transposed cover gives the same input;
+    # "none": the network must learn key invariance from the key-shift augmentation
+    chroma_key: str = "fifths"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Sizes of the CoverHunter network (defaults: the original's)."""
 
+    # CQT bins of the input (front ends "cqt" and "chroma"; "fine_chroma" reads 12 per view)
     input_dim: int = 96
     embed_dim: int = 128
     # Conformer width, depth, heads, feed-forward width and depthwise kernel
@@ -83,12 +88,29 @@ class ModelConfig:
     n_classes: int = 0
     # "cqt": the CQT bins as they are (the original); "chroma": fold the octaves into
     # 12 pitch classes inside the network (each frame's peak at 0 dB, floor -60 dB), which
-    # makes the input independent of voicing and octave, as real covers change them
+    # makes the input independent of voicing and octave, as real covers change them;
+    # "fine_chroma": not the CQT at all but the tuned 36-bin chroma that extract stores
+    # beside it (coverhunter.chroma, 2.5 frames/s, views `chroma_views` side by side)
     front_end: str = "cqt"
+    # the stored chroma views a "fine_chroma" model reads (coverhunter.chroma.VIEWS), in
+    # this order: the input is (frames, 12 * len(chroma_views)); ignored by the others
+    chroma_views: tuple[str, ...] = ("c3", "c1")
+    # "fifths": a "fine_chroma" model rotates each chunk to its own key first (the phase
+    # of its circle-of-fifths profile), so a transposed cover gives the same input;
+    # "none": the network must learn key invariance from the key-shift augmentation
+    chroma_key: str = "fifths"
 
     def __post_init__(self):
-        if self.front_end not in ("cqt", "chroma"):
-            raise ValueError(f"model.front_end must be 'cqt' or 'chroma', got {self.front_end!r}")
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(f"model.front_end must be one of {FRONT_ENDS}, got {self.front_end!r}")
+        if self.front_end == "fine_chroma" and not self.chroma_views:
+            raise ValueError("model.front_end 'fine_chroma' needs at least one of model.chroma_views")
+        if self.chroma_key not in ("fifths", "none"):
+            raise ValueError(f"model.chroma_key must be 'fifths' or 'none', got {self.chroma_key!r}")
+
+
+FRONT_ENDS = ("cqt", "chroma", "fine_chroma")
+OBJECTIVES = ("classify", "passage")
 
 
 @dataclass(frozen=True)
@@ -100,6 +122,27 @@ class LossConfig:
     triplet_weight: float = 0.1
     triplet_margin: float = 0.3
     center_weight: float = 0.0
+    # "classify": focal work classification + batch-hard triplet (the original, the
+    # control); "passage": InfoNCE between a passage of one version and the passage of
+    # another version that plays the same music (coverhunter.passages; needs
+    # data.align_path), every other passage of the batch and of the queue a negative
+    objective: str = "classify"
+    # InfoNCE softmax temperature (cosine similarities are divided by it)
+    temperature: float = 0.1
+    # keys of past batches kept as extra negatives (0 = the batch only): a large
+    # effective batch for about a third more time per step (the keys come from a
+    # momentum copy of the encoder, coverhunter.passages.PassageLoss)
+    queue_size: int = 0
+    # the momentum copy's weights: m * its own + (1 - m) * the encoder's, every step
+    momentum: float = 0.99
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"loss.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.temperature <= 0 or self.queue_size < 0 or not 0 <= self.momentum < 1:
+            raise ValueError(f"loss.temperature must be > 0, loss.queue_size >= 0 and "
+                             f"loss.momentum in [0, 1), got {self.temperature}, "
+                             f"{self.queue_size}, {self.momentum}")
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,17 @@ class ChunkDataset(Dataset):
     ``dataset[(i, n_frames, rate, seed, centre)]`` -> (float32 tensor (n_frames, n_bins), label).
     A tempo ``rate`` r reads r times as many raw frames and resamples them, which is a
     tempo change with the pitch unchanged.
+
+    ``load`` (path -> array (frames, bins)) and ``pad_value`` serve other inputs than the
+    CQT (:meth:`coverhunter.inputs.ModelInput.load`, e.g. the stored fine chroma).
     """
 
-    def __init__(self, feat_paths: list[str], labels: list[int], mean_size: int = 3):
+    def __init__(self, feat_paths: list[str], labels: list[int], mean_size: int = 3,
+                 load=None, pad_value: float = PAD_DB):
         if len(feat_paths) != len(labels):
             raise ValueError("one label per feature file is needed")
         self.paths, self.labels, self.mean_size = list(feat_paths), list(labels), mean_size
+        self.load, self.pad_value = load, pad_value
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -43,7 +48,7 @@ class ChunkDataset(Dataset):
         i, n_frames, rate, seed, centre = req
         raw = n_frames * self.mean_size
         need = max(1, math.ceil(raw * rate))
-        feat = np.load(self.paths[i], mmap_mode="r")
+        feat = np.load(self.paths[i], mmap_mode="r") if self.load is None else self.load(self.paths[i])
         start = 0
         if len(feat) > need:
             if centre >= 0:  # aligned chunk: centred on the matched passage
@@ -55,7 +60,7 @@ class ChunkDataset(Dataset):
             x = stretch_frames(x, rate)
         x = x[:raw]
         if len(x) < raw:
-            x = np.concatenate([x, np.full((raw - len(x), feat.shape[1]), PAD_DB, np.float32)])
+            x = np.concatenate([x, np.full((raw - len(x), feat.shape[1]), self.pad_value, np.float32)])
         return torch.from_numpy(pool_frames(x, self.mean_size)), self.labels[i]
 
 
@@ -192,4 +197,36 @@ def augment_batch(x: torch.Tensor, cfg: SpecAugConfig, gen: torch.Generator) -> 
         if do_erase[i]:
             for k in range(cfg.erase_num):
                 x[i, t0[i, k]:t0[i, k] + ht, f0[i, k]:f0[i, k] + hf] = fill[i]
+    return x
+
+
+def augment_chroma_batch(x: torch.Tensor, cfg: SpecAugConfig, gen: torch.Generator) -> torch.Tensor:
+    """Key shift and random erasing on a batch of stacked chroma views (B, T, 12 k) in [0, 1].
+
+    * key: with ``roll_prob``, every view of an item is rotated by the same number of
+      pitch classes, uniform in 1..11 (a transposition; the pitch circle has no edge, so
+      nothing is lost, unlike the CQT's shift). ``roll_max`` is not used: any key is
+      as likely as any other for a cover.
+    * erase: with ``erase_prob``, ``erase_num`` rectangles of ``erase_time`` of the chunk
+      x ``erase_freq`` of its columns (at least one pitch class), set to 0 (silence).
+
+    Random numbers come from ``gen`` (CPU), so results do not depend on the device.
+    """
+    b, t, f = x.shape
+    if f % 12:
+        raise ValueError(f"stacked chroma views have 12 columns each, got {f}")
+    x = x.clone()
+    do_roll = torch.rand(b, generator=gen) < cfg.roll_prob
+    shifts = torch.randint(1, 12, (b,), generator=gen)
+    do_erase = torch.rand(b, generator=gen) < cfg.erase_prob
+    ht, hf = max(1, int(cfg.erase_time * t)), max(1, int(cfg.erase_freq * f))
+    t0 = torch.randint(0, t - ht + 1, (b, cfg.erase_num), generator=gen)
+    f0 = torch.randint(0, f - hf + 1, (b, cfg.erase_num), generator=gen)
+    views = x.view(b, t, f // 12, 12)  # shares memory with x
+    for i in range(b):
+        if do_roll[i]:
+            views[i] = torch.roll(views[i], int(shifts[i]), dims=-1)
+        if do_erase[i]:
+            for k in range(cfg.erase_num):
+                x[i, t0[i, k]:t0[i, k] + ht, f0[i, k]:f0[i, k] + hf] = 0.0
     return x

@@ -64,15 +64,19 @@ class Windowing:
     chunk: int
     hop: int
     mean_size: int = 3
+    # what fills a window past the end of a recording (the input's silence)
+    pad_value: float = PAD_DB
 
     @classmethod
-    def from_config(cls, cfg: EvalConfig, frames_per_second: float, mean_size: int) -> "Windowing":
+    def from_config(cls, cfg: EvalConfig, frames_per_second: float, mean_size: int,
+                    pad_value: float = PAD_DB) -> "Windowing":
         """Windows of ``cfg.chunk_s`` every ``cfg.hop_s`` seconds (any config with those fields)."""
         return cls(max(1, round(cfg.chunk_s * frames_per_second)),
-                   max(1, round(cfg.hop_s * frames_per_second)), mean_size)
+                   max(1, round(cfg.hop_s * frames_per_second)), mean_size, pad_value)
 
     def key(self) -> str:
-        return f"c{self.chunk}h{self.hop}m{self.mean_size}"
+        pad = "" if self.pad_value == PAD_DB else f"p{self.pad_value:g}"
+        return f"c{self.chunk}h{self.hop}m{self.mean_size}{pad}"
 
 
 def track_chunks(feat: np.ndarray, win: Windowing) -> tuple[np.ndarray, list[int]]:
@@ -93,7 +97,7 @@ def track_chunks(feat: np.ndarray, win: Windowing) -> tuple[np.ndarray, list[int
     starts = chunk_starts(len(feat), win.chunk, win.hop)
     x = np.asarray(feat, dtype=np.float32)
     if len(x) < win.chunk:  # one window, padded as the original does
-        x = np.concatenate([x, np.full((win.chunk - len(x), x.shape[1]), PAD_DB, np.float32)])
+        x = np.concatenate([x, np.full((win.chunk - len(x), x.shape[1]), win.pad_value, np.float32)])
     m, n = win.mean_size, len(x) - win.mean_size + 1
     total = x[:n].copy()
     for k in range(1, m):  # the order of pool_frames' sum
@@ -204,13 +208,17 @@ def embed_tracks(model: torch.nn.Module, feats: list, win: Windowing, *,
     precision : "float32" or "bfloat16"
         See :func:`embed_chunks`.
     load : callable, optional
-        Item of ``feats`` -> CQT array (frames, bins); default: arrays as they are,
-        paths with ``np.load``.
+        Item of ``feats`` -> input array (frames, bins); default: arrays as they are,
+        paths with ``np.load``. A "fine_chroma" model needs one
+        (:meth:`coverhunter.inputs.ModelInput.loader`): without it, ValueError.
 
     Returns
     -------
     list of (np.ndarray (n_chunks, E), list of start frames)
     """
+    if load is None and getattr(getattr(model, "cfg", None), "front_end", "cqt") == "fine_chroma":
+        raise ValueError("this model reads fine chroma (model.front_end='fine_chroma'), but was "
+                         "handed CQT features: its caller cannot feed it yet")
     results: list = [None] * len(feats)
     todo = []
     for i, f in enumerate(feats):

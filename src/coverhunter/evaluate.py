@@ -13,6 +13,7 @@ from .checkpoint import LoadedModel, load_model
 from .config import Config, EvalConfig
 from .dataset import Track, read_dataset
 from .embed import EmbeddingCache, Windowing, default_cache_dir, distances_to, embed_tracks
+from .inputs import model_input, require_cqt_input
 from .metrics import EvalReport, evaluate_distances, pairs_exclusion, self_exclusion
 from .utils import atomic_write_text, resolve_device
 
@@ -20,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def windowing(cfg: Config) -> Windowing:
-    return Windowing.from_config(cfg.eval, cfg.features.frames_per_second, cfg.data.mean_size)
+    """Evaluation windows in frames of the model's input (:mod:`coverhunter.inputs`)."""
+    inp = model_input(cfg)
+    return Windowing.from_config(cfg.eval, inp.frames_per_second, cfg.data.mean_size, inp.pad_value)
 
 
 def read_query_in_ref(path: str | Path) -> list[tuple[int, int]]:
@@ -65,15 +68,17 @@ def evaluate_tracks(model: torch.nn.Module, queries: list[Track], refs: list[Tra
     shortlist; the returned matrix then holds the re-ordered distances.
     """
     win = windowing(cfg)
+    inp = model_input(cfg)  # the CQT files, or the chroma stored beside them
     was_training = model.training
     model.eval()
     try:
-        q_emb = embed_tracks(model, [t.feat for t in queries], win, device=device,
+        q_emb = embed_tracks(model, [inp.source(t.feat) for t in queries], win, device=device,
                              batch_size=cfg.eval.batch_size, cache=cache, verbose=verbose,
-                             desc="embed queries")
+                             desc="embed queries", load=inp.loader())
         r_emb = q_emb if refs is None else embed_tracks(
-            model, [t.feat for t in refs], win, device=device, batch_size=cfg.eval.batch_size,
-            cache=cache, verbose=verbose, desc="embed refs")
+            model, [inp.source(t.feat) for t in refs], win, device=device,
+            batch_size=cfg.eval.batch_size, cache=cache, verbose=verbose, desc="embed refs",
+            load=inp.loader())
     finally:
         model.train(was_training)
     refs_ = queries if refs is None else refs
@@ -140,6 +145,8 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     cache = EmbeddingCache(cache_root, lm.fingerprint, windowing(cfg))
     reranker = None
+    if rerank and rerank_source != "chroma":  # short-chunk embeddings of the CQT
+        require_cqt_input(cfg, lm.source, f"re-ranking with --rerank-source {rerank_source}")
     if rerank:  # two-stage search: re-order each query's top `rerank` (coverhunter.rerank)
         from .rerank import RerankConfig, build_reranker
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,8 @@ class LossOutput:
     triplet: float
     center: float
     logits: Tensor
+    # what another objective logs instead of ce and triplet (name -> float)
+    extra: dict = field(default_factory=dict)
 
 
 class CoverLoss(nn.Module):

@@ -56,10 +56,76 @@ def fold_chroma(x: Tensor, bins_per_octave: int = CHROMA_BINS) -> Tensor:
     return (chroma - chroma.amax(-1, keepdim=True)).clamp(min=CHROMA_FLOOR_DB)
 
 
+FIFTH = 7  # semitones; 7 * 7 = 49 = 1 (mod 12), so a step of fifths undoes itself
+
+
+def canonical_key(x: Tensor, bins: int = CHROMA_BINS) -> Tensor:
+    """Rotate each chunk of stacked chroma views to its own key: (B, T, V * 12) -> same.
+
+    The chunk's pitch-class profile p (summed over frames and views) is placed on the
+    circle of fifths, c = sum_k p_k exp(2 pi i 7 k / 12), and every view is rotated by
+    -7 * round(12 arg(c) / 2 pi) classes. Transposing the chunk by s classes turns
+    arg(c) by 7 s steps, so the output is the same for all 12 transpositions: a cover in
+    another key gives the same input, and the network spends nothing on learning that.
+    A chunk whose phase lies half-way between two steps may land either side (the
+    key-shift augmentation still shows the network such cases).
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, T, V * 12)
+        Stacked chroma views, non-negative.
+
+    Returns
+    -------
+    Tensor, shape (B, T, V * 12)
+        Each item's views rotated by the same number of pitch classes.
+    """
+    b, t, f = x.shape
+    v = x.reshape(b, t, f // bins, bins)
+    k = torch.arange(bins, device=x.device, dtype=x.dtype)
+    prof = v.sum((1, 2))  # (B, 12)
+    angle = torch.atan2((prof * torch.sin(2 * math.pi * FIFTH * k / bins)).sum(1),
+                        (prof * torch.cos(2 * math.pi * FIFTH * k / bins)).sum(1))
+    step = torch.round(angle * bins / (2 * math.pi)).long() % bins
+    shift = (-step * FIFTH) % bins  # classes to rotate up by
+    idx = (torch.arange(bins, device=x.device)[None, :] - shift[:, None]) % bins  # (B, 12)
+    return torch.gather(v, 3, idx[:, None, None, :].expand_as(v)).reshape(b, t, f)
+
+
 def wrap_bins(x: Tensor, extra: int = 3) -> Tensor:
     """Append the first ``extra`` pitch classes after the last, (B, T, C) -> (B, T, C + extra),
     so the valid convolutions of the subsampling see the circle of pitch classes."""
     return torch.cat([x, x[..., :extra]], dim=-1)
+
+
+class PitchCircleConv(nn.Module):
+    """Two 3x3 convolutions over (time, pitch class) of stacked chroma views, then a
+    linear projection: (B, T, V * 12) -> (B, T, D), no subsampling in time.
+
+    The pitch axis is padded circularly (B follows C), so a transposition of the input is
+    a rotation of the feature maps, not a different picture; time is zero-padded. Chroma
+    frames are already 0.4 s long, so the tokens stay at the input's frame rate (a 4x
+    subsampling would leave 6 tokens of a 10 s passage).
+    """
+
+    def __init__(self, n_views: int, d_model: int):
+        super().__init__()
+        self.n_views = n_views
+        c = max(8, d_model // 4)
+        self.conv1 = nn.Conv2d(n_views, c, 3)
+        self.conv2 = nn.Conv2d(c, c, 3)
+        self.proj = nn.Linear(c * CHROMA_BINS, d_model)
+
+    @staticmethod
+    def _pad(x: Tensor) -> Tensor:  # (B, C, T, 12) -> (B, C, T + 2, 14)
+        return F.pad(F.pad(x, (1, 1, 0, 0), mode="circular"), (0, 0, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, f = x.shape
+        x = x.view(b, t, self.n_views, CHROMA_BINS).transpose(1, 2)  # (B, V, T, 12)
+        x = F.relu(self.conv1(self._pad(x)))
+        x = F.relu(self.conv2(self._pad(x)))  # (B, C, T, 12)
+        return self.proj(x.transpose(1, 2).reshape(b, t, -1))
 
 
 def sinusoid_table(length: int, d_model: int) -> Tensor:
@@ -182,16 +248,32 @@ class AttentiveStatsPool(nn.Module):
         return self.proj(torch.cat([mean, std], dim=1))
 
 
+def input_bins(cfg: ModelConfig) -> int:
+    """Columns of the network's input after any folding: the CQT's bins, 12 pitch
+    classes, or 12 per fine chroma view."""
+    if cfg.front_end == "fine_chroma":
+        return CHROMA_BINS * len(cfg.chroma_views)
+    return CHROMA_BINS if cfg.front_end == "chroma" else cfg.input_dim
+
+
 class CoverHunter(nn.Module):
-    """CQT chunks (B, T, F) in dB -> embeddings (B, embed_dim), not L2-normalised."""
+    """Chunks (B, T, F) -> embeddings (B, embed_dim), not L2-normalised.
+
+    F is the CQT's bins in dB (front ends "cqt" and "chroma") or 12 per fine chroma view
+    in [0, 1] ("fine_chroma", :mod:`coverhunter.inputs` says which file holds them).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.chroma = cfg.front_end == "chroma"
-        n_in = CHROMA_BINS if self.chroma else cfg.input_dim
+        self.fine_chroma = cfg.front_end == "fine_chroma"
+        n_in = input_bins(cfg)
         self.input_norm = nn.BatchNorm1d(n_in)  # learned "global CMVN" over bins
-        self.subsample = ConvSubsample(n_in + 3 if self.chroma else n_in, cfg.d_model)
+        if self.fine_chroma:
+            self.subsample = PitchCircleConv(len(cfg.chroma_views), cfg.d_model)
+        else:
+            self.subsample = ConvSubsample(n_in + 3 if self.chroma else n_in, cfg.d_model)
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model, eps=1e-5)
         self.pool = AttentiveStatsPool(cfg.d_model, cfg.embed_dim)
@@ -206,6 +288,8 @@ class CoverHunter(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.chroma:
             x = fold_chroma(x)
+        if self.fine_chroma and self.cfg.chroma_key == "fifths":
+            x = canonical_key(x)
         x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)
         if self.chroma:
             x = wrap_bins(x)

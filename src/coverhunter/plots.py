@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .inputs import model_input
+
 log = logging.getLogger(__name__)
 
 
@@ -83,7 +85,9 @@ def write_plots(folder: Path, lm, queries, refs, dist, cfg, device, cache) -> li
                               folder / "distances.png")]
     tracks = queries if refs is None else queries + [t for t in refs if t.track_id not in
                                                      {q.track_id for q in queries}]
-    embs = embed_tracks(lm.model, [t.feat for t in tracks], windowing(cfg), device=device, cache=cache)
+    inp = model_input(cfg)
+    embs = embed_tracks(lm.model, [inp.source(t.feat) for t in tracks], windowing(cfg),
+                        device=device, cache=cache, load=inp.loader())
     pooled = np.stack([e.mean(0) for e, _ in embs])
     out.append(embedding_map(pooled, [t.work for t in tracks], folder / "embedding_map.png"))
     log.info("plots written to %s", folder)

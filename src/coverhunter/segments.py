@@ -32,6 +32,7 @@ from .audio import BLOCK_S, AudioError, audio_duration
 from .checkpoint import LoadedModel
 from .chroma import CHROMA_SPEC, fine_views
 from .embed import Windowing, chunk_starts, cut_chunk, embed_chunks, l2_normalise
+from .inputs import require_cqt_input
 from .index import CatalogueIndex, Match
 from .stream import ProgressLog, recording_analysis
 
@@ -81,6 +82,7 @@ def embed_features(lm: LoadedModel, feat: np.ndarray, win: Windowing, device="cp
     (np.ndarray, shape (n_chunks, E), float32; list of float)
         The same windows as ``index.embed_recording``, with their starts in seconds.
     """
+    require_cqt_input(lm.config, lm.source, "segment search")
     starts = chunk_starts(len(feat), win.chunk, win.hop)
     out = []
     for i in range(0, len(starts), batch_chunks):

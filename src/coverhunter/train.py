@@ -25,11 +25,13 @@ from tqdm import tqdm
 
 from .checkpoint import FORMAT, load_failure, save_checkpoint
 from .config import Config, load_config, save_yaml, to_dict
-from .data import ChunkDataset, WorkBatchSampler, augment_batch, collate
+from .data import ChunkDataset, WorkBatchSampler, augment_batch, augment_chroma_batch, collate
 from .dataset import Track, read_dataset
 from .evaluate import evaluate_tracks, read_query_in_ref
+from .inputs import model_input
 from .losses import CoverLoss
 from .model import CoverHunter
+from .passages import PassageBatchSampler, PassageLoss, PassageTables
 from .utils import (atomic_write_bytes, atomic_write_text, remove_stale_tmp, resolve_device,
                     resolve_path, sha256_file)
 
@@ -75,11 +77,13 @@ def validate_model(model: CoverHunter, cfg: Config, exp_dir: Path, val_tracks: l
 class TrainModule(torch.nn.Module):
     """Encoder + loss in one module, so DDP's forward (and its gradient hooks) run."""
 
-    def __init__(self, model: CoverHunter, loss: CoverLoss):
+    def __init__(self, model: CoverHunter, loss: CoverLoss | PassageLoss):
         super().__init__()
         self.model, self.loss = model, loss
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor):
+        if isinstance(self.loss, PassageLoss):  # its momentum encoder embeds x too
+            return self.loss(self.model(x), labels, x)
         return self.loss(self.model(x), labels)
 
 
@@ -146,9 +150,16 @@ class Trainer:
             raise ValueError(f"model.n_classes={n_classes} but the training list has "
                              f"{len(self.works)} works")
         self.model = CoverHunter(cfg.model)
-        self.loss = CoverLoss(cfg.loss, cfg.model.embed_dim, n_classes)
+        self.passages = cfg.loss.objective == "passage"
+        self.loss = PassageLoss(cfg.loss, cfg.model.embed_dim, self.model) if self.passages \
+            else CoverLoss(cfg.loss, cfg.model.embed_dim, n_classes)
+        # the parts of the loss logged beside the total
+        self.log_parts = ("nce", "pair_top1") if self.passages else ("ce", "triplet")
+        self.augment = augment_batch if self.input.reads_cqt else augment_chroma_batch
         if init_from is not None:
             self._init_weights(init_from)
+            if self.passages and self.loss.key_encoder is not None:  # keys start from these weights
+                self.loss.key_encoder.load_state_dict(self.model.state_dict())
         self.model.to(device), self.loss.to(device)
         params = [p for p in list(self.model.parameters()) + list(self.loss.parameters())
                   if p.requires_grad]
@@ -181,13 +192,34 @@ class Trainer:
         self.train_tracks = read_dataset(train_path, check_features=True)
         self.works = sorted({t.work for t in self.train_tracks})
         paths, labels = _labelled(self.train_tracks, self.works)
-        self.dataset = ChunkDataset(paths, labels, c.mean_size)
+        self.input = model_input(self.cfg)  # the CQT, or the fine chroma stored beside it
+        sources = [self.input.source(p) for p in paths]
+        if not self.input.reads_cqt:  # a missing chroma file stops here, not in a batch
+            missing = [str(p) for p in sources if not Path(p).is_file()]
+            if missing:
+                raise ValueError(f"{train_path}: {len(missing)} recording(s) have no stored fine "
+                                 f"chroma (e.g. {missing[0]}); run 'coverhunter extract' with "
+                                 f"chroma_views {list(self.input.views)}")
+            self.input.load(sources[0])  # and the views are there
+            if c.mean_size != 1:
+                log.warning("data.mean_size=%d averages %d chroma frames (0.4 s each) into one: "
+                            "chunk_frame counts those; a fine_chroma model usually wants 1",
+                            c.mean_size, c.mean_size)
+        self.dataset = ChunkDataset(sources, labels, c.mean_size, self.input.loader(),
+                                    self.input.pad_value)
         self.labels = labels
-        self.steps_per_epoch = self.cfg.optim.steps_per_epoch or WorkBatchSampler.default_steps(
-            labels, c, self.world)
         self.val_tracks = read_dataset(resolve_path(c.val_path, self.exp_dir), check_features=True) \
             if c.val_path else []
+        if self.cfg.loss.objective == "passage" and not c.align_path:
+            raise ValueError("loss.objective 'passage' needs data.align_path (the alignment.jsonl "
+                             "that make-corpus writes, or one from 'coverhunter align')")
         self.alignment = self._load_alignment() if c.align_path else None
+        if self.cfg.loss.objective == "passage":
+            self.passage_tables = PassageTables.build(labels, self.alignment)
+            steps = PassageBatchSampler.default_steps(self.alignment, c, self.world)
+        else:
+            steps = WorkBatchSampler.default_steps(labels, c, self.world)
+        self.steps_per_epoch = self.cfg.optim.steps_per_epoch or steps
         log.info("train: %d tracks of %d works, %d steps/epoch; val: %d tracks", len(paths),
                  len(self.works), self.steps_per_epoch, len(self.val_tracks))
 
@@ -198,7 +230,7 @@ class Trainer:
         path = resolve_path(self.cfg.data.align_path, self.exp_dir)
         records = read_alignment(path)  # chunk centres, in seconds
         index = {t.track_id: i for i, t in enumerate(self.train_tracks)}  # dataset order
-        fps = self.cfg.features.frames_per_second
+        fps = self.input.frames_per_second  # centres in frames of the model's input
         out: dict[int, dict[int, list[tuple[int, int]]]] = {}
         for ui, partners in records.items():
             for uj, pairs in partners.items():
@@ -289,9 +321,15 @@ class Trainer:
 
     # -- one epoch -----------------------------------------------------------------------
     def _loader(self) -> DataLoader:
-        sampler = WorkBatchSampler(self.labels, self.cfg.data, self.cfg.optim.seed, self.epoch,
-                                   self.steps_per_epoch, self.rank, self.world,
-                                   alignment=self.alignment, aligned_prob=self.cfg.data.aligned_prob)
+        if self.passages:
+            sampler = PassageBatchSampler(self.labels, self.alignment, self.cfg.data,
+                                          self.cfg.optim.seed, self.epoch, self.steps_per_epoch,
+                                          self.rank, self.world, self.passage_tables)
+        else:
+            sampler = WorkBatchSampler(self.labels, self.cfg.data, self.cfg.optim.seed, self.epoch,
+                                       self.steps_per_epoch, self.rank, self.world,
+                                       alignment=self.alignment,
+                                       aligned_prob=self.cfg.data.aligned_prob)
         nw = self.cfg.data.num_workers
         return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate, num_workers=nw,
                           pin_memory=self.device.type == "cuda", persistent_workers=False)
@@ -307,19 +345,22 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
-        logs = {"loss": 0.0, "ce": 0.0, "triplet": 0.0}
+        logs = dict.fromkeys(("loss", *self.log_parts), 0.0)
         for x, y, gen in shards:
-            x = augment_batch(x, self.cfg.data.spec_augment, gen).to(self.device, non_blocking=True)
+            x = self.augment(x, self.cfg.data.spec_augment, gen).to(self.device, non_blocking=True)
             y = y.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
                 out = self.module(x, y)
             self.scaler.scale(out.total / len(shards)).backward()
-            for k, v in (("loss", out.total.item()), ("ce", out.ce), ("triplet", out.triplet)):
-                logs[k] += v / len(shards)
+            parts = {"ce": out.ce, "triplet": out.triplet, **out.extra}
+            for k in logs:
+                logs[k] += (out.total.item() if k == "loss" else parts[k]) / len(shards)
         self.scaler.unscale_(self.opt)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), o.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
+        if self.passages:
+            self.loss.update_keys(self.model)
         self.step += 1
         return {**logs, "lr": lr, "grad_norm": float(grad_norm)}
 
@@ -403,6 +444,8 @@ class Trainer:
                 self._log_epoch(row)
                 self.epoch += 1
                 self._fit_budget(time.perf_counter() - t_epoch)
+                # cumulative seconds of training and validation: accuracy per CPU-hour
+                row["train_seconds"] = round(self.train_seconds, 1)
                 # best.pt before last.pt: a kill in between leaves last.pt one epoch behind,
                 # so the resumed run repeats that epoch and writes best.pt again
                 if improved:

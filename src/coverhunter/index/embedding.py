@@ -13,6 +13,7 @@ from ..config import Config
 from ..dataset import Track
 from ..embed import EmbeddingCache, Windowing, embed_tracks, l2_normalise
 from ..features import cqt
+from ..inputs import require_cqt_input
 from .results import CatalogueError
 
 
@@ -71,6 +72,7 @@ def embed_recordings(lm: LoadedModel, items: list, win: Windowing, device="cpu",
     """
     from tqdm import tqdm
 
+    require_cqt_input(lm.config, lm.source, "the index (build, add, identify)")
     fps = lm.config.features.frames_per_second
     out: list = [None] * len(items)
     bar = tqdm(total=len(items), desc="embed", unit="track", disable=not verbose or not items)

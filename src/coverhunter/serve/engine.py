@@ -31,6 +31,7 @@ from ..chroma import CHROMA_SPEC, chroma_path, fine_views, save_chroma
 from ..config import FeatureConfig
 from ..dataset import Track
 from ..index import CatalogueError, CatalogueIndex
+from ..inputs import require_cqt_input
 from ..segments import WHOLE_MAX_CHUNKS, embed_features, identify_embedded
 from ..utils import DamagedFileError, resolve_device
 
@@ -135,6 +136,7 @@ class Engine:
         self.index = self._open_index()
         self.device = resolve_device(cfg.device)
         self.lm = load_model(cfg.model or Path(self.index.meta["model"]), self.device)
+        require_cqt_input(self.lm.config, self.lm.source, "the server")
         self.index.check_model(self.lm)
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="coverhunter-model")
         n_dec = cfg.decoders or max(1, multiprocessing.cpu_count())
