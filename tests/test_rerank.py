@@ -254,11 +254,13 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
                      "--output", str(rr)], exit=False) == 0
     assert "the model alone" not in caplog.text
     assert main(["evaluate", str(exp), str(full), "--rerank", "4", "--rerank-source", "both",
-                 "--rerank-weight", "0.3", "--output", str(both)], exit=False) == 0
+                 "--rerank-weight", "0.3", "--rerank-first-stage", "summary", "--output", str(both)],
+                exit=False) == 0
     b, r, x = (json.loads(p.read_text()) for p in (base, rr, both))
     assert b["n_queries"] == r["n_queries"] == x["n_queries"] == 12
     assert "rerank" not in b
     assert r["rerank"]["k"] == 5 and r["rerank"]["source"] == "chroma" and r["rerank"]["expand"] == 0
+    assert r["rerank"]["first_stage"] == R.DEFAULT_FIRST_STAGE and x["rerank"]["first_stage"] == "summary"
     assert x["rerank"]["weight"] == 0.3 and x["rerank"]["seconds_per_query"] > 0
     # without expansion, re-ranking changes ranks only within the top 5: a first hit beyond
     # 5 stays where it was

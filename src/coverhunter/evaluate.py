@@ -169,6 +169,7 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
         extra = {} if reranker is None else {"rerank": {
             "k": reranker.cfg.k, "grow_after": reranker.cfg.grow_after, "k_used": reranker.k_used,
             "pool": reranker.cfg.pool, "global_weight": reranker.cfg.global_weight,
+            "first_stage": reranker.cfg.first_stage,
             "source": reranker.cfg.source, "weight": reranker.cfg.weight,
             "expand": reranker.cfg.expand, "expansion_weight": reranker.cfg.expansion_weight,
             "seconds": reranker.seconds, "seconds_per_query": reranker.seconds / max(1, reranker.n_queries),
