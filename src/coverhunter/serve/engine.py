@@ -158,6 +158,10 @@ class Engine:
         if self._load_problem is None:
             log.info("serving %s: %d recordings of %d works, model %s on %s", cfg.index,
                      self.index.meta["n_tracks"], self.index.n_works, self.lm.source, self.device)
+            try:  # the first stage's recurrence index now (read or built), not on the first request
+                self.chroma(self.index).recurrence()
+            except (CatalogueError, OSError, ValueError) as e:  # a damaged file: /health says which
+                log.error("%s", " ".join(str(e).split()))
 
     def _open_index(self) -> CatalogueIndex:
         """The index at start-up. With a damaged shard file the service still starts:
