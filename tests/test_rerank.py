@@ -81,13 +81,19 @@ def test_shortlist_shorter_than_k_and_nan():
     assert np.isnan(out[1]) and out[0] == 0.0
 
 
-def test_reranker_moves_a_planted_cover_up():
+def _planted_cover(n_distractors: int) -> list:
+    """Alignment data of a query, ``n_distractors`` other recordings, then a cover of the
+    query (transposed, slower), in that order."""
     rng = np.random.default_rng(0)
     src = note_walk(rng, 80)
     feats = [synthetic_cqt(src, 12, rng)]  # query
-    feats += [synthetic_cqt(note_walk(rng, 70), 12, rng) for _ in range(9)]  # distractors
-    feats.append(synthetic_cqt(src[5:] + 3, 14, rng))  # the cover: transposed, slower
-    align = [_align(f) for f in feats]
+    feats += [synthetic_cqt(note_walk(rng, 70), 12, rng) for _ in range(n_distractors)]
+    feats.append(synthetic_cqt(src[5:] + 3, 14, rng))  # the cover
+    return [_align(f) for f in feats]
+
+
+def test_reranker_moves_a_planted_cover_up():
+    align = _planted_cover(9)
     rk = R.Reranker(R.RerankConfig(k=8, weight=0.7), query_align=align[:1], ref_align=align[1:])
     d = np.linspace(0.1, 0.9, 10)[None, :]  # the embedding ranks the cover 8th of 10
     d[0, [7, 9]] = d[0, [9, 7]]
@@ -630,12 +636,7 @@ def test_features_without_fine_chroma_align_the_cqt_chroma_and_say_so(tmp_path, 
 
 @pytest.mark.parametrize("first_stage", ["recurrence", "summary"])
 def test_recurrence_votes_bring_a_cover_the_embedding_and_summary_miss(first_stage):
-    rng = np.random.default_rng(0)
-    src = note_walk(rng, 80)
-    feats = [synthetic_cqt(src, 12, rng)]  # query
-    feats += [synthetic_cqt(note_walk(rng, 70), 12, rng) for _ in range(11)]  # distractors
-    feats.append(synthetic_cqt(src[5:] + 3, 14, rng))  # the cover: transposed, slower
-    align = [_align(f) for f in feats]
+    align = _planted_cover(11)
     cfg = R.RerankConfig(k=3, pool=3, global_pool=3, expand=0, first_stage=first_stage)
     far = np.arange(12, dtype=np.float64)[:, None]  # summary distances: the cover is farthest
     rk = R.Reranker(cfg, query_align=align[:1], ref_align=align[1:],
