@@ -66,6 +66,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")  # every method on one thread: comparable seconds
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -82,6 +83,7 @@ from coverhunter.chroma import CHROMA_SPEC  # noqa: E402
 from coverhunter.checkpoint import load_model  # noqa: E402
 from coverhunter.config import ExtractConfig  # noqa: E402
 from coverhunter.dataset import read_dataset  # noqa: E402
+from coverhunter.index.recurrence import RecurrenceParams  # noqa: E402
 from coverhunter.embed import distance_matrix, embed_tracks  # noqa: E402
 from coverhunter.evaluate import windowing  # noqa: E402
 from coverhunter.extract import extract_features  # noqa: E402
@@ -248,8 +250,27 @@ def metrics(dist: np.ndarray, works: list, n_boot: int) -> dict:
             "ci": {"map": rep.ci.get("map"), "mr1": rep.ci.get("mr1"), "hr1": rep.ci.get("hit_rate")}}
 
 
+def cached(path: Path | None, key: str, compute):
+    """``(value, seconds) = timed(compute)``, kept in ``path`` (an ``.npz``) under ``key`` so
+    that a run stopped later (a long catalogue) does not compute it again; a file of
+    another key is recomputed. The seconds are those of the run that computed it."""
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            if str(z["key"]) == key:
+                log.info("%s: reused", path)
+                return z["value"], float(z["seconds"])
+    value, secs = timed(compute)
+    if path is not None:
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, value=value, seconds=secs, key=key)
+        os.replace(tmp, path)
+    return value, secs
+
+
 def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int,
-               grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
+               grow_after: int = R.DEFAULT_GROW_AFTER, cache_dir: Path | None = None) -> dict:
+    """Every row of one test set's table. ``cache_dir``: where the all-pairs alignment and
+    the recurrence votes are kept (the corpus folder), keyed by the tracks and settings."""
     works = [t.work for t in tracks]
     rows = {}
     rng = np.random.default_rng(0)
@@ -257,7 +278,10 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int,
     align, t_chroma = timed(chroma_of, tracks)
     d_glob, t_glob = timed(global_distances, align)
     rows["classical global (2DFTM)"] = (d_glob, t_chroma + t_glob)
-    d, t = timed(C.alignment_distance_matrix, align, C.QmaxParams(), verbose=True)
+    key = hashlib.sha256(json.dumps([[t.track_id for t in tracks], CHROMA_SPEC, repr(C.QmaxParams()),
+                                     repr(RecurrenceParams())]).encode()).hexdigest()[:16]
+    d, t = cached(None if cache_dir is None else cache_dir / "bench-qmax-all-pairs.npz", key,
+                  lambda: C.alignment_distance_matrix(align, C.QmaxParams(), verbose=True))
     rows["classical alignment (Qmax, all pairs)"] = (d, t_chroma + t)
     d_align = d
     t_align, t_pairs = t_chroma + t, t
@@ -269,7 +293,8 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int,
     rows[f"model + re-rank top {k} (chroma Qmax)"] = (d, t_model + t_chroma + t + t2)
     summaries, t_sum = timed(R.global_summaries, align, lm.summary_projection)  # as identify does
     d_sum = C.euclidean_distances(summaries, summaries)
-    votes, t_votes = timed(R.recurrence_votes, align, None, CHROMA_SPEC, True)
+    votes, t_votes = cached(None if cache_dir is None else cache_dir / "bench-recurrence-votes.npz", key,
+                            lambda: R.recurrence_votes(align, None, CHROMA_SPEC, True))
     recall = {}
     # the two-stage search with each first stage; the default one last (its cost is reported)
     for first in sorted(R.FIRST_STAGES, key=lambda f: f == R.DEFAULT_FIRST_STAGE):
@@ -635,7 +660,8 @@ def main() -> None:
     results = {"model": str(a.model), "k": a.k, "grow_after": a.grow_after, "weight": a.weight,
                "sets": {}}
     for title, tracks in sets.items():
-        res = run_corpus(tracks, lm, a.device, a.k, a.weight, a.bootstrap, a.grow_after)
+        res = run_corpus(tracks, lm, a.device, a.k, a.weight, a.bootstrap, a.grow_after,
+                         cache_dir=Path(tracks[0].feat).parent.parent if tracks else None)
         results["sets"][title] = res
     print(f"\nmodel {a.model}; re-rank: top {a.k}, fusion weight {a.weight} (chosen on training-type data)")
     for title, res in results["sets"].items():
