@@ -301,7 +301,7 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int,
         rr = R.RerankConfig(k=k, weight=weight, grow_after=grow_after, first_stage=first)
         k_used = R.shortlist_length(rr, len(tracks))
         glob = first_stage_glob(rr, d_sum, votes)
-        t_glob = t_sum + (t_votes if first == "recurrence" else 0.0)
+        t_glob = t_sum + (t_votes if first in ("recurrence", "both") else 0.0)
         name = dict(first=FIRST_NAMES[first], k=k_used, pool=rr.pool, gpool=rr.global_pool)
         lists, t = timed(shortlist_scores, d_model, glob, chroma_scorer(align, rr), rr)
         recall[first] = shortlist_recall(lists, works)
