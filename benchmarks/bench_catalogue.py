@@ -727,7 +727,7 @@ def recurrence_search(cat: Catalogue, queries: np.ndarray, exclude: np.ndarray) 
 
 def default_first_stage() -> str:
     """The two-stage search's default chroma first stage: ``RerankConfig().first_stage``
-    ("recurrence" or "summary"), "summary" before that field existed."""
+    ("both", "recurrence" or "summary"), "summary" before that field existed."""
     from coverhunter import rerank as R
 
     return getattr(R.RerankConfig(), "first_stage", "summary")
@@ -761,14 +761,17 @@ def two_stage_search(cat: Catalogue, queries: np.ndarray, d_embed: np.ndarray, s
     _check_reranker_fields()
     rk = R.Reranker(rr, query_align=[cat.align[q] for q in queries], ref_align=cat.align,
                     query_summary=summ[queries], ref_summary=summ, symmetric=False)
-    recurrence = getattr(rr, "first_stage", "summary") == "recurrence"
+    recurrence = getattr(rr, "first_stage", "summary") in ("recurrence", "both")
     if recurrence:
         rk.votes = votes
     t0 = time.process_time()
     dist = rk.rerank_block(d_embed, 0, exclude=exclude)
     secs = time.process_time() - t0
     fixed = R.for_catalogue(rr, len(cat))
-    glob = -np.asarray(votes, np.float64) if recurrence else euclidean_distances(summ[queries], summ)
+    glob = {"recurrence": lambda: -np.asarray(votes, np.float64),
+            "both": lambda: np.stack([-np.asarray(votes, np.float64),
+                                      euclidean_distances(summ[queries], summ)], axis=1)
+            }.get(getattr(rr, "first_stage", "summary"), lambda: euclidean_distances(summ[queries], summ))()
     lists = [R.cascade_shortlist(d_embed[r], glob[r], fixed, exclude[r]) for r in range(len(queries))]
     return dist, {"ms": secs / len(queries) * 1e3, "k": rk.k_used,
                   "alignments_per_query": rk.n_pairs / len(queries), "config": repr(rr)}, lists
@@ -845,7 +848,7 @@ def measure(cat: Catalogue, queries: np.ndarray, align_queries: np.ndarray, lm) 
         d, c, lists = two_stage_search(cat, queries, d_emb, summ, -d_rec, ex, two_stage_config(stage))
         # the searches before the re-ranking; and what the catalogue keeps for them:
         # embeddings, summaries, uint8 chroma (and the recurrence index)
-        before = ["model embedding"] + (["recurrence voting (c3)"] if stage == "recurrence" else [])
+        before = ["model embedding"] + (["recurrence voting (c3)"] if stage in ("recurrence", "both") else [])
         c["rerank_ms"] = c["ms"]
         c["ms"] += sum(rows[f"first stage: {m}"]["ms"] for m in before)
         c["mb"] = sum(rows[f"first stage: {m}"]["mb"] for m in (*before, "2D Fourier summary (projected)")) \

@@ -77,8 +77,9 @@ def test_tiny_measurement_has_every_row():
     queries = bc.query_sample(cat.n_test, 0, 0)
     res = bc.measure(cat, queries, bc.query_sample(len(queries), 4, 1), lm)
     rows = res["rows"]
-    # a second two-stage row when the first stage has a choice (recurrence by default)
-    assert len(rows) == 6 + (bc.default_first_stage() == "recurrence") and res["k"] == 50
+    # one two-stage row per first stage (the default's, then each other one)
+    n_stages = {"summary": 1, "recurrence": 2, "both": 3}[bc.default_first_stage()]
+    assert len(rows) == 5 + n_stages and res["k"] == 50
     assert all(0.0 <= r["map"] <= 1.0 and r["ms"] >= 0 for r in rows.values())
     assert rows["all-pairs alignment, 4 sampled queries"]["map"] > 0.9  # shifted copies align
     res.update(command="x", commit="y", n_catalogue=len(cat), n_test=cat.n_test, n_test_works=3,
