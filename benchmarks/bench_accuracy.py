@@ -164,12 +164,9 @@ def model_distances(lm, tracks, device) -> np.ndarray:
 
 
 def first_stage_glob(rr: R.RerankConfig, d_sum: np.ndarray, votes: np.ndarray) -> np.ndarray:
-    """The chroma searches' distances the shortlist is chosen with, as ``Reranker`` takes
-    them: 2D Fourier summary distances, minus the recurrence votes, or both
-    ((n, 2, n): votes first)."""
-    if rr.first_stage == "both":
-        return np.stack([-votes.astype(np.float64), d_sum], axis=1)
-    return -votes.astype(np.float64) if rr.first_stage == "recurrence" else d_sum
+    """The chroma searches' distances the shortlist is chosen with, as ``Reranker`` makes
+    them (:func:`coverhunter.rerank.first_stage_searches`): (n, n_searches, n)."""
+    return R.first_stage_searches(rr.first_stage, votes, d_sum)
 
 
 def shortlist_recall(lists: list, works: list) -> float:

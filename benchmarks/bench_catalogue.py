@@ -768,10 +768,8 @@ def two_stage_search(cat: Catalogue, queries: np.ndarray, d_embed: np.ndarray, s
     dist = rk.rerank_block(d_embed, 0, exclude=exclude)
     secs = time.process_time() - t0
     fixed = R.for_catalogue(rr, len(cat))
-    glob = {"recurrence": lambda: -np.asarray(votes, np.float64),
-            "both": lambda: np.stack([-np.asarray(votes, np.float64),
-                                      euclidean_distances(summ[queries], summ)], axis=1)
-            }.get(getattr(rr, "first_stage", "summary"), lambda: euclidean_distances(summ[queries], summ))()
+    glob = R.first_stage_searches(getattr(rr, "first_stage", "summary"), votes if recurrence else None,
+                                  euclidean_distances(summ[queries], summ))
     lists = [R.cascade_shortlist(d_embed[r], glob[r], fixed, exclude[r]) for r in range(len(queries))]
     return dist, {"ms": secs / len(queries) * 1e3, "k": rk.k_used,
                   "alignments_per_query": rk.n_pairs / len(queries), "config": repr(rr)}, lists

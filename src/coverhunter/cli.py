@@ -210,7 +210,7 @@ def _report_index(idx, failed) -> int:
     from .rerank import IndexChroma
 
     # the first stage's recurrence index, built now rather than at the first search
-    IndexChroma.of(idx).recurrence()
+    IndexChroma.of(idx).prepare_recurrence()
     m = idx.meta
     log.info("index %s: %d recordings of %d works, %d chunk vectors%s", idx.root, m["n_tracks"],
              idx.n_works, m["n_vectors"],

@@ -285,6 +285,21 @@ def cascade_shortlist(dist_row: np.ndarray, global_row: np.ndarray | None, cfg: 
     return cand[np.argsort(-f, kind="stable")][:cfg.k]
 
 
+def first_stage_searches(first_stage: str, votes: np.ndarray | None = None,
+                         summary_dist: np.ndarray | None = None) -> np.ndarray | None:
+    """The chroma searches' distances a first stage chooses its shortlist with (smaller =
+    closer), stacked on the second-to-last axis: minus the recurrence ``votes`` for
+    ``"recurrence"`` and ``"both"``, the 2D Fourier ``summary_dist`` for ``"summary"`` and
+    ``"both"`` (and for ``"recurrence"`` without votes). Inputs (..., n_refs), the same
+    shape; output (..., n_searches, n_refs), or None when there is neither."""
+    searches = []
+    if first_stage in ("recurrence", "both") and votes is not None:
+        searches.append(-np.asarray(votes, np.float64))
+    if summary_dist is not None and (first_stage != "recurrence" or votes is None):
+        searches.append(np.asarray(summary_dist, np.float64))
+    return np.stack(searches, axis=-2) if searches else None
+
+
 def chroma_search_score(glob: np.ndarray) -> np.ndarray:
     """One score (larger = closer) from the chroma searches' distances of the same items,
     (n_items,) or (n_searches, n_items): the mean of their z-scores over the items."""
@@ -650,13 +665,12 @@ class Reranker:
         t0 = time.perf_counter()
         out = np.empty_like(np.asarray(dist, np.float64))
         self.k_used = shortlist_length(self.cfg, out.shape[1])
-        searches = []  # the chroma searches' distances, each (b, n_refs)
-        if self.cfg.first_stage in ("recurrence", "both") and self.votes is not None:
-            searches.append(-np.asarray(self.votes[start:start + len(dist)], np.float64))
-        if self.query_summary is not None and self.ref_summary is not None and \
-                (self.cfg.first_stage != "recurrence" or self.votes is None):
-            searches.append(euclidean_distances(self.query_summary[start:start + len(dist)], self.ref_summary))
-        glob = np.stack(searches, axis=1) if searches else None  # (b, n_searches, n_refs)
+        rows = slice(start, start + len(dist))
+        summ = None
+        if self.query_summary is not None and self.ref_summary is not None:
+            summ = euclidean_distances(self.query_summary[rows], self.ref_summary)
+        glob = first_stage_searches(self.cfg.first_stage, None if self.votes is None else self.votes[rows],
+                                    summ)  # (b, n_searches, n_refs)
         for r in range(len(dist)):
             ex = None if exclude is None else exclude[r]
             out[r] = rerank_row(dist[r], lambda refs, qi=start + r: self.scores(qi, refs), self.cfg, ex,
@@ -897,6 +911,14 @@ class IndexChroma:
         """True when at least one shard stores chroma."""
         return any((self.root / f"{s}{CHROMA_SUFFIX}").is_file() for s in self._shards)
 
+    @property
+    def _located(self) -> dict[str, tuple[str, int]]:
+        """track_id -> (shard, position in the shard's .jsonl), read once (and each
+        recording's work into ``_work``)."""
+        if self._where is None:
+            self._where = self._locate()
+        return self._where
+
     def _locate(self) -> dict[str, tuple[str, int]]:
         """track_id -> (shard, position in the shard's .jsonl)."""
         where = {}
@@ -935,9 +957,7 @@ class IndexChroma:
         """Alignment data of a catalogue recording, or None if its shard has no chroma."""
         from .classical import chroma_from_uint8
 
-        if self._where is None:
-            self._where = self._locate()
-        loc = self._where.get(track_id)
+        loc = self._located.get(track_id)
         f = None if loc is None else self._file(loc[0])
         if f is None or loc[1] + 1 >= len(f[1]):
             return None
@@ -948,9 +968,7 @@ class IndexChroma:
         """2D Fourier summary of a catalogue recording (stored with its chroma, or computed
         once per reader), or None."""
         if track_id not in self._summaries:
-            if self._where is None:
-                self._where = self._locate()
-            loc = self._where.get(track_id)
+            loc = self._located.get(track_id)
             f = None if loc is None else self._file(loc[0])
             stored = None if f is None else self._stored_summaries.get(loc[0])
             if stored is not None:
@@ -968,10 +986,8 @@ class IndexChroma:
         per reader; D is 456 for raw summaries, the projection's size (30 for the shipped
         model) otherwise. :meth:`nearest` scans it once per query."""
         if self._all is None:
-            if self._where is None:
-                self._where = self._locate()
             ids, vecs = [], []
-            for t in self._where:
+            for t in self._located:
                 v = self.summary(t)
                 if v is not None:
                     ids.append(t), vecs.append(v)
@@ -989,7 +1005,6 @@ class IndexChroma:
         top = np.arange(len(ids)) if n >= len(ids) else np.argpartition(-sims, n)[:n]
         top = top[np.lexsort((top, -sims[top]))]  # best first, ties by catalogue order
         return [ids[i] for i in top]
-
 
     # -- the first stage's recurrence index over the stored chroma --------------------
 
@@ -1012,9 +1027,11 @@ class IndexChroma:
         stored chroma.
 
         Built on first use and kept in ``INDEX/recurrence.cache/`` for the next reader,
-        under a key of the chroma files it was built from: any change to the catalogue
-        (add, remove, compact, repair) rebuilds it at the next search. An index folder the
-        process cannot write to keeps it in memory only.
+        under a key of the chroma files it was built from: whatever rewrites one (add,
+        compact, repair) rebuilds it at the next search; a recording removed without
+        compaction keeps its shingles until then (the search leaves removed recordings
+        out of its answers). An index folder the process cannot write to keeps it in
+        memory only.
         """
         if self._recurrence is not None:
             return self._recurrence
@@ -1023,17 +1040,14 @@ class IndexChroma:
         key = self._recurrence_key(params)
         cache = self.root / RECURRENCE_CACHE
         try:
-            if (cache / "key").read_text().strip() == key:
+            if self._cached_key(cache) == key:
                 self._recurrence = RecurrenceIndex.load(cache)
                 return self._recurrence
         except (OSError, ValueError) as e:
-            if not isinstance(e, FileNotFoundError):
-                log.warning("%s: unreadable recurrence cache (%s): rebuilding it", cache, e)
+            log.warning("%s: unreadable recurrence cache (%s): rebuilding it", cache, e)
         t0 = time.perf_counter()
-        if self._where is None:
-            self._where = self._locate()
         ids, chromas = [], []
-        for t in self._where:
+        for t in self._located:
             a = self.get(t)
             if a is not None:
                 ids.append(t), chromas.append(recurrence_chroma(a, self.params))
@@ -1047,19 +1061,33 @@ class IndexChroma:
         _save_recurrence(rec, cache, key)
         return rec
 
+    @staticmethod
+    def _cached_key(cache: Path) -> str | None:
+        """The key the recurrence cache folder was written under, None without one."""
+        try:
+            return (cache / "key").read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    def prepare_recurrence(self, params: RecurrenceParams = RecurrenceParams()) -> None:
+        """Build and keep the recurrence index (:meth:`recurrence`) unless the cache already
+        holds it for these chroma files; reads nothing else (what index commands call
+        before they return, so that the first search does not build it)."""
+        if self.available() and self._cached_key(self.root / RECURRENCE_CACHE) != self._recurrence_key(params):
+            self.recurrence(params)
+
     def work_votes(self, query: AlignmentFeatures) -> dict[str, tuple[str, float]]:
         """The first stage's recurrence votes of a query, per catalogue work: work ->
         (its best-voted recording, votes), for the works that got any vote."""
         rec = self.recurrence()
         if rec is None or rec.n_shingles == 0:
             return {}
-        if self._where is None:  # the works of the catalogue's recordings
-            self._where = self._locate()
+        located = self._located  # the shards' track lists, with each recording's work
         score = rec.scores(recurrence_chroma(query, self.params))
         out: dict[str, tuple[str, float]] = {}
         for i in np.flatnonzero(score > 0):
             t = str(rec.track_ids[i])
-            w = self._work.get(t)
+            w = self._work.get(t) if t in located else None
             if w is not None and (w not in out or score[i] > out[w][1]):
                 out[w] = (t, float(score[i]))
         return out
@@ -1174,17 +1202,15 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     dist = np.array([1.0 - m.score for m in cand])
     glob = None
     if cfg.global_weight > 0 and len(cand) > cfg.k:
-        searches = []
-        if votes is not None:
-            searches.append(-np.array([votes.get(m.work, 0.0) for m in cand], np.float64))  # a distance
-        if votes is None or cfg.first_stage == "both":
+        v = None if votes is None else np.array([votes.get(m.work, 0.0) for m in cand], np.float64)
+        g = None
+        if v is None or cfg.first_stage != "recurrence":  # the summary search is needed
             g = np.full(len(cand), np.nan)
             q = (fourier_summary(query.chroma) if query_summary is None else query_summary)[None]
             vecs = [summary(cand[i].track_id) if summary else fourier_summary(refs[i].chroma) for i in have]
             g[have] = euclidean_distances(q, np.stack(vecs))[0]
             g[np.isnan(g)] = g[have].mean()
-            searches.append(g)
-        glob = np.stack(searches)  # (n_searches, n_candidates)
+        glob = first_stage_searches(cfg.first_stage, v, g)  # (n_searches, n_candidates)
     sl = cascade_shortlist(dist, glob, cfg)
     chosen = set(int(i) for i in sl)
     others = [m for i, m in enumerate(cand) if i not in chosen] + rest
