@@ -121,6 +121,48 @@ def test_qmax_batch_matches_single_pairs():
     np.testing.assert_allclose(C.qmax_batch(padded), batch)
 
 
+def _qmax_by_definition(r: np.ndarray, onset: float, ext: float) -> float:
+    """Serra et al. (2009)'s recursion written out cell by cell, as the paper states it."""
+    n, m = r.shape
+    q = np.zeros((n, m))
+
+    def at(i, j):
+        return q[i, j] if i >= 0 and j >= 0 else 0.0
+
+    def gap(i, j):
+        return onset if i >= 0 and j >= 0 and r[i, j] else ext
+
+    for i in range(n):
+        for j in range(m):
+            prev = [(i - 1, j - 1), (i - 2, j - 1), (i - 1, j - 2)]
+            if r[i, j]:
+                q[i, j] = max(at(a, b) for a, b in prev) + 1
+            else:
+                q[i, j] = max([0.0] + [at(a, b) - gap(a, b) for a, b in prev])
+    return float(q.max())
+
+
+def test_qmax_batch_is_the_published_recursion():
+    rng = np.random.default_rng(11)
+    for onset, ext in [(2.0, 0.5), (1.0, 0.25), (0.7, 0.3)]:
+        crps = rng.random((6, 17, 23)) < rng.uniform(0.05, 0.5)
+        crps[0] |= np.eye(17, 23, k=2, dtype=bool)  # a long diagonal with noise around it
+        lengths = np.array([23, 23, 20, 9, 1, 23])
+        for c, n_cols in zip(crps, lengths):
+            c[:, n_cols:] = False
+        want = [_qmax_by_definition(c, onset, ext) for c in crps]
+        np.testing.assert_allclose(C.qmax_batch(crps, onset, ext), want, rtol=1e-6)
+        np.testing.assert_allclose(C.qmax_batch(crps, onset, ext, lengths), want, rtol=1e-6)
+
+
+def test_optimal_transpositions_match_one_by_one():
+    rng = np.random.default_rng(2)
+    a, bs = rng.random(12), rng.random((9, 12))
+    want = [C.optimal_transposition(a, b) for b in bs]
+    np.testing.assert_array_equal(C.optimal_transpositions(a, bs), want)
+    assert C.optimal_transpositions(a, np.zeros((0, 12))).shape == (0,)
+
+
 def _stretch(ch: np.ndarray, rate: float) -> np.ndarray:
     pos = np.arange(int(len(ch) / rate)) * rate
     return ch[np.minimum(pos.astype(int), len(ch) - 1)]
