@@ -179,3 +179,4 @@ def test_recipe_configs_parse_and_the_small_network_is_5_to_10x_smaller():
     assert 5 <= n_params["control"] / n_params["passage_small"] <= 10
     budgets = {c.optim.time_budget_s for c in cfgs.values()}
     assert len(budgets) == 1 and budgets.pop() > 0  # equal CPU time for every arm
+    assert {c.optim.budget_clock for c in cfgs.values()} == {"cpu"}

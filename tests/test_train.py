@@ -107,21 +107,30 @@ chunk_s: 4.8
     assert p.returncode == 0 and "val_map" in p.stdout
 
 
-def test_time_budget_shortens_the_schedule_and_survives_a_resume(tmp_path):
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_time_budget_shortens_the_schedule_and_survives_a_resume(tmp_path, clock):
     data = make_feature_lists(tmp_path / "data")
     exp = make_experiment(tmp_path / "exp", data)
     # a budget of about one epoch: the schedule of 20 epochs shrinks after the first
-    r = train(exp, overrides=["optim.max_epochs=20", "optim.time_budget_s=0.001"], verbose=False)
+    budget = ["optim.max_epochs=20", "optim.time_budget_s=0.001", f"optim.budget_clock={clock}"]
+    r = train(exp, overrides=budget, verbose=False)
     assert r.epochs_run == 1
     state = torch.load(exp / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert state["trainer"]["planned_epochs"] == 1 and state["trainer"]["train_seconds"] > 0
-    r = train(exp, overrides=["optim.max_epochs=20", "optim.time_budget_s=0.001"], verbose=False)
+    r = train(exp, overrides=budget, verbose=False)
     assert r.epochs_run == 1  # the resumed run keeps the fitted plan: nothing left to do
     # the cosine decay ends at the planned end, not at max_epochs
     from coverhunter.config import OptimConfig
 
     o = OptimConfig(warmup_steps=2, max_epochs=20, steps_per_epoch=3)
     assert lr_at(3, o, 1 * 3) == pytest.approx(o.min_lr)
+
+
+def test_an_unknown_budget_clock_is_refused():
+    from coverhunter.config import OptimConfig
+
+    with pytest.raises(ValueError, match="budget_clock"):
+        OptimConfig(budget_clock="gpu")
 
 
 def test_progress_bar_in_a_log_file_is_not_redrawn_every_step(tmp_path, capsys):

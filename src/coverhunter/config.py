@@ -181,6 +181,9 @@ class DataConfig:
     aligned_prob: float = 1.0
 
 
+BUDGET_CLOCKS = ("wall", "cpu")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """Optimiser, schedule and stopping."""
@@ -203,10 +206,19 @@ class OptimConfig:
     device: str = "auto"
     amp: bool = False
     every_n_epoch_to_save: int = 1
-    # wall-clock budget of the training epochs in seconds, validation included (0 = none):
-    # after each epoch the planned number of epochs shrinks to what still fits, and the
-    # cosine decay follows, so a run on rented time ends annealed instead of cut off
+    # budget of the training epochs in seconds, validation included (0 = none): after each
+    # epoch the planned number of epochs shrinks to what still fits, and the cosine decay
+    # follows, so a run on rented time ends annealed instead of cut off
     time_budget_s: float = 0.0
+    # what the budget counts: "wall" (elapsed time: rented machines, GPUs) or "cpu" (this
+    # process's CPU time: arms compared at equal CPU time stay comparable when other jobs
+    # share the machine)
+    budget_clock: str = "wall"
+
+    def __post_init__(self):
+        if self.budget_clock not in BUDGET_CLOCKS:
+            raise ValueError(f"optim.budget_clock must be one of {BUDGET_CLOCKS}, "
+                             f"got {self.budget_clock!r}")
 
 
 @dataclass(frozen=True)

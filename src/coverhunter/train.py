@@ -427,8 +427,9 @@ class Trainer:
         if first_eval and self.is_main:
             log.info("first eval (epoch %d, before training): %s", self.epoch,
                      json.dumps({k: round(v, 4) for k, v in self.validate().items()}))
+        clock = time.process_time if o.budget_clock == "cpu" else time.perf_counter
         while self.epoch < min(end, self.planned_epochs) and not stop:
-            t_epoch = time.perf_counter()
+            t_epoch = clock()
             train_logs = self.train_epoch()
             row = {"epoch": self.epoch, "step": self.step,
                    **{f"train_{k}": v for k, v in train_logs.items()}}
@@ -443,8 +444,9 @@ class Trainer:
                 self.history.append(row)
                 self._log_epoch(row)
                 self.epoch += 1
-                self._fit_budget(time.perf_counter() - t_epoch)
-                # cumulative seconds of training and validation: accuracy per CPU-hour
+                self._fit_budget(clock() - t_epoch)
+                # cumulative seconds (optim.budget_clock) of training and validation:
+                # accuracy per CPU-hour
                 row["train_seconds"] = round(self.train_seconds, 1)
                 # best.pt before last.pt: a kill in between leaves last.pt one epoch behind,
                 # so the resumed run repeats that epoch and writes best.pt again
