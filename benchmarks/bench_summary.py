@@ -16,9 +16,9 @@ summary alone). The table gives the mean over sounds and each sound's MAP. A pro
 with too many axes learns the training sounds' timbre and loses on an unseen one; a
 selection set of the training sounds would not show it.
 
-The README's table came from ``runs/corpus-v2/data-3000`` (``coverhunter make-corpus
-runs/corpus-v2/data-3000 --works 3000 --versions 4-8 --seed 1``, then ``coverhunter
-extract``) and ``runs/corpus-v2/val-extra``, 300 further works rendered beside it (1,812
+The table in docs/accuracy.md ("Summary projection and fusion") came from
+``runs/corpus-v2/data-3000`` (``coverhunter make-corpus runs/corpus-v2/data-3000 --works 3000
+--versions 4-8 --seed 1``, then ``coverhunter extract``) and ``runs/corpus-v2/val-extra``, 300 further works rendered beside it (1,812
 recordings, no work in common). Any other training-split render serves as a selection
 set, e.g. ``make-corpus runs/select --works 400 --versions 4-8 --seed 2``: its works that
 are also in the training list are left out (and counted).

@@ -3,7 +3,7 @@
 Nothing is downloaded: Playwright launches /usr/bin/chromium (``scripts/setup.sh``
 installs it with apt-get). The test skips only where chromium is not installed and
 cannot be (not under CI, where it must be there). It saves a screenshot; with
-``COVERHUNTER_SCREENSHOT=docs/serve.png`` it writes the one the README shows.
+``COVERHUNTER_SCREENSHOT=docs/serve.png`` it writes the one docs/service.md shows.
 """
 
 from __future__ import annotations

@@ -373,8 +373,8 @@ class QmaxParams:
     0.260 to 0.302 at the same cost. With the current chroma, shorter context (m 7) and
     cheaper gaps (1 / 0.25) raised all-pairs MAP from 0.319 to 0.339 and from 0.259 to
     0.291 on two training-type corpora of 368 recordings (seeds 1000 and 1001;
-    ``benchmarks/bench_accuracy.py --tune --tune-qmax``, README "Accuracy on held-out
-    music"), at the same cost, so those are the defaults.
+    ``benchmarks/bench_accuracy.py --tune --tune-qmax``, docs/accuracy.md "Alignment
+    settings"), at the same cost, so those are the defaults.
     """
 
     m: int = 7  # embedding dimension (frames stacked): 2.8 s of context

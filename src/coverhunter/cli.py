@@ -183,7 +183,7 @@ def cmd_evaluate(args) -> int:
     if not args.rerank:
         log.info("this is the model alone, as the original evaluates; --rerank 50 evaluates the "
                  "two-stage search (embedding shortlist re-ranked by chroma alignment), which finds "
-                 "far more of the covers that change the arrangement (README: 'Accuracy on held-out music')")
+                 "far more of the covers that change the arrangement (docs/accuracy.md)")
     return 0
 
 

@@ -413,7 +413,7 @@ _SEED_MAP = {
     "input_dim": ("model", "input_dim"),
     "embed_dim": ("model", "embed_dim"),
 }
-# seed keys that we read elsewhere or deliberately ignore (documented in the README)
+# seed keys that we read elsewhere or deliberately ignore (the seed's format: docs/training.md)
 _SEED_IGNORED = {"train_sample_path", "data_type", "mode", "cqt", "num_gpus", "lr_decay",
                  "warmup", "pool_type", "every_n_epoch_to_dev"}
 

@@ -19,7 +19,7 @@ from .dataset import read_dataset, write_dataset
 log = logging.getLogger(__name__)
 
 DEMO_HPARAMS = """\
-# feature extraction of the demo corpus (see README: "Feature extraction")
+# feature extraction of the demo corpus (see docs/corpus.md: "Feature extraction")
 aug_speed_mode: [1.0]
 split: {train: 0.7, val: 0.1, test: 0.2, seed: 0}
 """
