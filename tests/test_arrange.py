@@ -8,7 +8,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from coverhunter import arrange as arr
+from coverhunter.corpus import arrange as arr
 from coverhunter import corpus
 
 
