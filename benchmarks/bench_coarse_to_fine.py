@@ -33,7 +33,7 @@ import numpy as np
 
 from coverhunter.checkpoint import load_model
 from coverhunter.config import load_config, to_dict
-from coverhunter.corpus_align import Performance
+from coverhunter.corpus.align import Performance
 from coverhunter.dataset import read_dataset
 from coverhunter.demo import demo_config_text
 from coverhunter.evaluate import evaluate_tracks
@@ -108,7 +108,7 @@ def alignment_accuracy(align_file: Path, list_file: Path, tol: float = 1.5) -> t
     """Share of matches within ``tol`` s of the true correspondence, and the chance level.
 
     The truth comes from each version's plan (sections, tempo map), read by
-    :class:`coverhunter.corpus_align.Performance`: both chunk centres of a match are mapped
+    :class:`coverhunter.corpus.align.Performance`: both chunk centres of a match are mapped
     to score time. Chance: random pairs of times of the same two versions.
     """
     tracks = {t.track_id: t for t in read_dataset(list_file)}

@@ -8,8 +8,8 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from coverhunter import arrange as arr
 from coverhunter import corpus
+from coverhunter.corpus import arrange as arr
 
 
 def _tune(meter: int = 4, bars: int = 8, key_number: int = 0) -> pretty_midi.PrettyMIDI:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from coverhunter import corpus
+from coverhunter.corpus import make
 from coverhunter.dataset import read_dataset
 from coverhunter.extract import extract_features
 
@@ -56,15 +57,15 @@ def test_enough_works_cancels_the_spare_renders():
     # make_corpus asks for a margin of spare pieces; once it has enough usable works
     # the spares not started yet must not be rendered (they would only be deleted)
     seen = []
-    out = corpus._run_isolated(list(range(40)), workers=1, fn=_echo,
-                               on_done=lambda r: seen.append(r[0]) or len(seen) >= 3)
+    out = make._run_isolated(list(range(40)), workers=1, fn=_echo,
+                             on_done=lambda r: seen.append(r[0]) or len(seen) >= 3)
     ran = [r for r in out if r != (None, None)]
     assert ran == [(i, "rendered") for i in range(len(ran))]  # a prefix, in order
     assert 3 <= len(ran) < 10  # at most the pool's few queued calls beyond the third
 
 
 def test_missing_fluidsynth_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(corpus.shutil, "which", lambda name: None)
+    monkeypatch.setattr(make.shutil, "which", lambda name: None)
     with pytest.raises(corpus.CorpusError, match="fluidsynth not found"):
         corpus.make_demo_corpus(tmp_path, works=1, versions=2)
 

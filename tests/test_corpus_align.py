@@ -1,11 +1,11 @@
-"""Exact alignment of corpus versions from their plans (coverhunter.corpus_align)."""
+"""Exact alignment of corpus versions from their plans (coverhunter.corpus.align)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from coverhunter.corpus_align import Performance, corpus_alignment, pair_centres, write_corpus_alignment
+from coverhunter.corpus.align import Performance, corpus_alignment, pair_centres, write_corpus_alignment
 from coverhunter.dataset import Track, write_dataset
 
 

@@ -18,7 +18,7 @@ from coverhunter.dataset import read_dataset
 from coverhunter.embed import EmbeddingCache
 from coverhunter.index import CatalogueIndex, build_index, embed_recordings, rank_slice, resolve_rank
 from coverhunter.index import faiss_backend as fb
-from coverhunter.rerank import IndexChroma
+from coverhunter.index.chroma_store import IndexChroma
 
 from .test_hardening_index import ROOT, feature_list, tiny_model
 

@@ -8,7 +8,7 @@ import torch
 
 from coverhunter.align import read_alignment
 from coverhunter.config import DataConfig, LossConfig, SpecAugConfig
-from coverhunter.corpus_align import Performance, corpus_alignment, write_records
+from coverhunter.corpus.align import Performance, corpus_alignment, write_records
 from coverhunter.data import ChunkDataset
 from coverhunter.dataset import Track
 from coverhunter.passages import PassageBatchSampler, PassageLoss, info_nce, local_tempo_ratios

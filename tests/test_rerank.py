@@ -13,6 +13,7 @@ from coverhunter import rerank as R
 from coverhunter.chroma import CHROMA_SPEC, chroma_path, load_chroma
 from coverhunter.cli import main
 from coverhunter.extract import extract_features
+from coverhunter.index.chroma_store import RECURRENCE_CACHE, IndexChroma
 from coverhunter.train import train
 
 from .conftest import make_dataset, make_experiment
@@ -376,7 +377,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     lm = load_model(exp)
     full = read_dataset(data / "full.txt")
     idx = _v0_catalogue(tmp_path, lm, full)
-    stored = R.IndexChroma.of(idx)
+    stored = IndexChroma.of(idx)
     assert stored.available()
     one = full[0]
     got = stored.get(one.track_id)
@@ -390,16 +391,16 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
         assert sorted(m.work for m in p.matches) == sorted(m.work for m in r.matches)
     # the first stage's recurrence index: built at the first search, kept beside the shards
     # for the next reader, rebuilt when a shard's chroma changes (end of this test)
-    cache = tmp_path / "index" / R.RECURRENCE_CACHE
+    cache = tmp_path / "index" / RECURRENCE_CACHE
     key = (cache / "key").read_text()
-    caplog.set_level(logging.INFO, logger="coverhunter.rerank")
+    caplog.set_level(logging.INFO, logger="coverhunter.index.chroma_store")
     caplog.clear()
-    rec = R.IndexChroma.of(idx).recurrence()
+    rec = IndexChroma.of(idx).recurrence()
     assert "recurrence index of" not in caplog.text  # read back, not built
     catalogue_ids = {t.track_id for t in full if t.version == "v0"}
     assert set(rec.track_ids.tolist()) == catalogue_ids and rec.n_shingles > 0
     fine0 = load_chroma(chroma_path(queries[0].feat), ("c3",))
-    reader = R.IndexChroma.of(idx)  # a new reader: the index from the cache, the works from the shards
+    reader = IndexChroma.of(idx)  # a new reader: the index from the cache, the works from the shards
     votes = reader.work_votes(reader.query_features(queries[0].feat, fine0))
     assert votes and all(t in catalogue_ids and v > 0 for t, v in votes.values())
     # the reader takes each catalogue summary once from the stored ones (float16), equal
@@ -410,7 +411,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
         proj = C.SummaryProjection(np.zeros(C.summary_size(patches), np.float32),
                                    np.eye(3, C.summary_size(patches), dtype=np.float32),
                                    np.ones(3, np.float32), patches)
-        other = R.IndexChroma.of(idx, proj)
+        other = IndexChroma.of(idx, proj)
         want = proj(C.multiscale_summary(first_view, patches))[0]
         np.testing.assert_allclose(other.summary(one.track_id), want, atol=1e-3)
         assert (other._stored_summaries != {}) == (patches != (150,))  # 150: not stored, computed
@@ -431,16 +432,16 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     with np.load(npz) as z:
         stored_summary, data, offsets = z["summary"], z["data"], z["offsets"]
     np.savez(str(npz)[:-4], data=data, offsets=offsets)
-    old = R.IndexChroma.of(idx)
+    old = IndexChroma.of(idx)
     ids, mat = old.summaries()
     assert len(ids) == len(stored_summary)
     np.testing.assert_allclose(mat, stored_summary[:, R.summary_columns(C.SUMMARY_PATCHES, (75,))],
                                atol=1e-3)
     # and one written with the plain summary alone (no summary_patches) is read as such
     np.savez(str(npz)[:-4], data=data, offsets=offsets, summary=mat)
-    assert np.array_equal(R.IndexChroma.of(idx).summaries()[1], mat)
+    assert np.array_equal(IndexChroma.of(idx).summaries()[1], mat)
     caplog.clear()
-    assert R.IndexChroma.of(idx).recurrence().n_shingles == rec.n_shingles
+    assert IndexChroma.of(idx).recurrence().n_shingles == rec.n_shingles
     assert "recurrence index of" in caplog.text and (cache / "key").read_text() != key  # rebuilt
     # the summary search and the exact scores of the recordings it finds
     near = stored.nearest(stored.query_summary(R.alignment_features(q.feat)), 3)
@@ -553,14 +554,14 @@ def test_summary_projection_is_fitted_stored_and_used(tmp_path):
     from coverhunter.dataset import read_dataset
 
     chroma = R.alignment_features(read_dataset(data / "full.txt")[0].feat)
-    store = R.IndexChroma(tmp_path, [], after.summary_projection)
+    store = IndexChroma(tmp_path, [], after.summary_projection)
     assert store.query_summary(chroma).shape == (3,)
     # identify with a projected model: the index's summaries are projected as the query's
     from coverhunter.index import identify
 
     tracks = read_dataset(data / "full.txt")
     idx = _v0_catalogue(tmp_path, after, tracks)
-    ids, mat = R.IndexChroma.of(idx, after.summary_projection).summaries()
+    ids, mat = IndexChroma.of(idx, after.summary_projection).summaries()
     assert mat.shape == (len(ids), 3)
     res = identify(idx, after, [t for t in tracks if t.version == "v1"][:2], top=3)
     assert all(r.error is None and len(r.matches) == 3 for r in res)
@@ -581,7 +582,7 @@ def test_query_chroma_is_made_as_the_index_made_its_own(tmp_path, caplog):
     full = read_dataset(data / "full.txt")
     idx = _v0_catalogue(tmp_path, lm, full)
     q = full[1].feat
-    stored = R.IndexChroma.of(idx)
+    stored = IndexChroma.of(idx)
     assert stored.params == CHROMA_SPEC and stored.fine_views == ("c3",)
     np.testing.assert_array_equal(stored.query_features(q).chroma, R.alignment_features(q).chroma)
     assert stored.query_features(q).chroma.shape[1] == 24  # the CQT's chroma and the fine one
@@ -599,7 +600,7 @@ def test_query_chroma_is_made_as_the_index_made_its_own(tmp_path, caplog):
         if recorded:
             members["chroma_params"] = np.asarray(params, np.float64)
         np.savez(str(npz)[:-4], **members)
-        old = R.IndexChroma.of(idx)
+        old = IndexChroma.of(idx)
         assert old.params == params and old.fine_views == ()
         np.testing.assert_array_equal(old.query_features(np.load(q)).chroma,
                                       C.chroma_from_cqt(np.load(q), lowest_octave=params[0],
@@ -610,8 +611,8 @@ def test_query_chroma_is_made_as_the_index_made_its_own(tmp_path, caplog):
     assert all(r.error is None and r.matches for r in identify(idx, lm, queries, top=3))
     # extended by this version: the new shard has the current chroma, the old one is left out
     CatalogueIndex.load(tmp_path / "index").add(lm, queries[:2])
-    mixed = R.IndexChroma.of(CatalogueIndex.load(tmp_path / "index"))
-    with caplog.at_level(logging.WARNING, logger="coverhunter.rerank"):
+    mixed = IndexChroma.of(CatalogueIndex.load(tmp_path / "index"))
+    with caplog.at_level(logging.WARNING, logger="coverhunter.index.chroma_store"):
         assert mixed.params == CHROMA_SPEC
     assert "other chroma parameters" in caplog.text
     assert mixed.get(full[0].track_id) is None and mixed.get(queries[0].track_id) is not None

@@ -207,7 +207,7 @@ def cmd_index_build(args) -> int:
 
 
 def _report_index(idx, failed) -> int:
-    from .rerank import IndexChroma
+    from .index.chroma_store import IndexChroma
 
     # the first stage's recurrence index, built now rather than at the first search
     IndexChroma.of(idx).prepare_recurrence()

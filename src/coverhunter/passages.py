@@ -6,7 +6,7 @@ of one work that usually play different passages; nothing in it rewards recognis
 what the index's search (the best pair of chunks) relies on. Here a batch holds B works
 and, for each, a passage of one version and the passage of another version that plays
 the same music, known from an alignment file (``data.align_path``: the exact one that
-``make-corpus`` writes, :mod:`coverhunter.corpus_align`, or one ``coverhunter align``
+``make-corpus`` writes, :mod:`coverhunter.corpus.align`, or one ``coverhunter align``
 found). The batch is laid out in pairs::
 
     index   0    1    2    3   ...  2B-2  2B-1

@@ -51,34 +51,30 @@ position ``r`` (in [0, 1)), ``1 + d - min(d)`` for the others (>= 1), so every m
 and every tie rule sees the new order.
 
 In a catalogue index, each shard keeps its recordings' chroma as uint8 (T, 12) in
-``shard_NNNNN.chroma.npz`` (30 bytes per second of audio); ``identify`` re-orders the
-best ``k`` works with :func:`rerank_matches` when the index has them. A catalogue work
-often has several recordings, and the one the embedding found is not always the one that
-aligns best with the query: up to ``versions`` of them are aligned (the one found, then
-the work's others nearest to the query by the 2D Fourier summary), and the work scores
-the best.
+``shard_NNNNN.chroma.npz`` (30 bytes per second of audio; written by
+:func:`write_shard_chroma`, read by :class:`coverhunter.index.chroma_store.IndexChroma`,
+which this module never imports); ``identify`` re-orders the best ``k`` works with
+:func:`rerank_matches` when the index has them. A catalogue work often has several
+recordings, and the one the embedding found is not always the one that aligns best with
+the query: up to ``versions`` of them are aligned (the one found, then the work's others
+nearest to the query by the 2D Fourier summary), and the work scores the best.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .chroma import (CHROMA_SPEC, CQT_VIEW, chroma_path, fine_views, load_chroma, search_view, spec_chroma,
                      view_of)
 from .classical import (CHROMA_PARAMS, N_CHROMA, SUMMARY_PATCHES, AlignmentFeatures, QmaxParams, chroma_from_cqt,
-                        chroma_params_of, euclidean_distances, fourier_summary, multiscale_summary,
+                        euclidean_distances, fourier_summary, multiscale_summary,
                         qmax_scores, qmax_sequences, summary_size)
 
-from .index.recurrence import RecurrenceIndex, RecurrenceParams, vote_matrix
+from .index.recurrence import vote_matrix
 
 log = logging.getLogger(__name__)
 
@@ -467,7 +463,8 @@ def alignment_features(feat, chroma_params=CHROMA_SPEC, fine: dict | None = None
     ``chroma_params``: a chroma spec (:data:`coverhunter.chroma.CHROMA_SPEC`, the views
     side by side), or, for an index written before the fine chroma existed, the
     ``(lowest_octave, power)`` of :func:`coverhunter.classical.chroma_from_cqt` (an
-    index's own, :attr:`IndexChroma.params`, for a query against it). ``fine``: the
+    index's own, :attr:`coverhunter.index.chroma_store.IndexChroma.params`, for a query
+    against it). ``fine``: the
     recording's fine views (:func:`coverhunter.chroma.audio_chroma`); when None and
     ``feat`` is a path, they are read from the file ``extract`` wrote beside it.
     """
@@ -779,7 +776,8 @@ def compact_chroma(feat, fine: dict | None = None, spec: str = CHROMA_SPEC) -> n
 def as_stored(query: AlignmentFeatures) -> AlignmentFeatures:
     """``query``'s alignment data as a catalogue recording's are once its chroma went
     through the index's uint8 storage (:func:`compact_chroma`, read back by
-    :meth:`IndexChroma.get`): what a calibration aligns a query with."""
+    :meth:`coverhunter.index.chroma_store.IndexChroma.get`): what a calibration aligns a
+    query with."""
     from .classical import chroma_from_uint8, chroma_to_uint8
 
     return AlignmentFeatures.from_chroma(chroma_from_uint8(chroma_to_uint8(query.chroma)))
@@ -811,311 +809,6 @@ def write_shard_chroma(root, shard: str, chromas: list[np.ndarray], spec: str = 
     np.savez(buf, data=data.astype(np.uint8), offsets=offsets, summary=summaries.astype(np.float16),
              summary_patches=np.asarray(SUMMARY_PATCHES, np.int64), chroma_spec=np.str_(spec))
     atomic_write_bytes(Path(root) / f"{shard}{CHROMA_SUFFIX}", buf.getvalue())
-
-
-def _damaged(path, e: BaseException):
-    """The one-line error of a chroma file that exists but cannot be read."""
-    from .utils import DamagedFileError
-
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return DamagedFileError(f"{path}: damaged chroma file ({reason}); run 'coverhunter index "
-                            f"repair {path.parent}'")
-
-
-class IndexChroma:
-    """Chroma of an index's recordings, read from the shards' ``.chroma.npz`` files on demand.
-
-    Shards written before re-ranking existed have no such file: their recordings give None.
-    A query is aligned with chroma made as the index's were (:attr:`params`,
-    :meth:`query_features`): a chroma spec (:data:`coverhunter.chroma.CHROMA_SPEC`), or
-    for shards written before the fine chroma the CQT chroma's ``(lowest_octave, power)``
-    (:data:`coverhunter.classical.LEGACY_CHROMA_PARAMS` before those were recorded). When
-    shards disagree (an old index extended by a newer version), those with the current
-    chroma are used and the others give None (logged once: rebuild the index to re-rank
-    them again).
-    """
-
-    def __init__(self, root, shards: list[str], projection=None):
-        from pathlib import Path
-
-        self.root = Path(root)
-        self.projection = projection  # the model's SummaryProjection, or None (raw summaries)
-        self.patches = (75,) if projection is None else tuple(projection.patches)
-        self._shards = list(shards)
-        self._where: dict[str, tuple[str, int]] | None = None
-        self._files: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
-        self._summaries: dict[str, np.ndarray | None] = {}
-        self._all: tuple[list[str], np.ndarray] | None = None
-        # per shard: its stored summaries, already projected (n, k) when there is a projection,
-        # so a large catalogue keeps k floats per recording in memory, not the raw 2,268
-        self._stored_summaries: dict[str, np.ndarray] = {}
-        self._params: tuple | None = None
-        self._shard_chroma: dict[str, tuple | None] = {}  # each shard's chroma parameters
-        self._work: dict[str, str] = {}  # track_id -> work (filled by _locate)
-        self._recurrence: RecurrenceIndex | None = None
-
-    @classmethod
-    def of(cls, index, projection=None) -> "IndexChroma":
-        """The stored chroma of ``index``; ``projection``: its model's summary projection."""
-        return cls(index.root, index.meta["shards"], projection)
-
-    def _shard_params(self, shard: str) -> tuple | None:
-        """Chroma parameters of a shard's file (read once), or None without a readable file."""
-        if shard not in self._shard_chroma:
-            try:
-                with np.load(self.root / f"{shard}{CHROMA_SUFFIX}") as z:
-                    self._shard_chroma[shard] = str(z["chroma_spec"]) if "chroma_spec" in z \
-                        else chroma_params_of(z["chroma_params"] if "chroma_params" in z else None)
-            except FileNotFoundError:
-                self._shard_chroma[shard] = None  # written before re-ranking existed
-            except Exception as e:  # noqa: BLE001 - numpy and zipfile raise many types
-                raise _damaged(self.root / f"{shard}{CHROMA_SUFFIX}", e) from e
-        return self._shard_chroma[shard]
-
-    @property
-    def params(self) -> tuple:
-        """The chroma this reader aligns (a spec, or an old index's ``(lowest_octave,
-        power)``): the current :data:`coverhunter.chroma.CHROMA_SPEC` if any shard holds
-        it, else that of the first shard with chroma."""
-        if self._params is None:
-            found = [p for p in (self._shard_params(s) for s in self._shards) if p is not None]
-            self._params = CHROMA_SPEC if (CHROMA_SPEC in found or not found) else found[0]
-            if any(p != self._params for p in found):
-                log.warning("%s: %d of %d chroma files were written with other chroma parameters "
-                            "than %s; their recordings are not re-ranked (rebuild the index to "
-                            "re-rank them)", self.root, sum(p != self._params for p in found),
-                            len(found), self._params)
-            summarised = summary_params(self._params)
-            if self.projection is not None and tuple(self.projection.chroma) != summarised:
-                log.warning("%s: the index's summary chroma %s differs from the chroma %s the "
-                            "model's summary projection was fitted on; rebuild the index for the "
-                            "best shortlist", self.root, summarised, tuple(self.projection.chroma))
-        return self._params
-
-    @property
-    def fine_views(self) -> tuple[str, ...]:
-        """The fine chroma views a query needs (from its audio) to be aligned here."""
-        return fine_views(self.params) if isinstance(self.params, str) else ()
-
-    def query_features(self, feat, fine: dict | None = None) -> AlignmentFeatures:
-        """A query's alignment data (its CQT array or ``.npy`` path, and its fine chroma
-        views :attr:`fine_views`), with chroma made as this index's were."""
-        return alignment_features(feat, self.params, fine)
-
-    def query_summary(self, query: AlignmentFeatures) -> np.ndarray:
-        """A query's 2D Fourier summary, projected as the catalogue's are."""
-        s = multiscale_summary(summary_chroma(query.chroma), self.patches)
-        return s if self.projection is None else self.projection(s)[0]
-
-    def available(self) -> bool:
-        """True when at least one shard stores chroma."""
-        return any((self.root / f"{s}{CHROMA_SUFFIX}").is_file() for s in self._shards)
-
-    @property
-    def _located(self) -> dict[str, tuple[str, int]]:
-        """track_id -> (shard, position in the shard's .jsonl), read once (and each
-        recording's work into ``_work``)."""
-        if self._where is None:
-            self._where = self._locate()
-        return self._where
-
-    def _locate(self) -> dict[str, tuple[str, int]]:
-        """track_id -> (shard, position in the shard's .jsonl)."""
-        where = {}
-        for s in self._shards:
-            lines = (self.root / f"{s}.jsonl").read_text(encoding="utf-8").splitlines()
-            for k, line in enumerate(x for x in lines if x.strip()):
-                t = json.loads(line)
-                where[t["track_id"]] = (s, k)
-                self._work[t["track_id"]] = t.get("work", "")
-        return where
-
-    def _file(self, shard: str):
-        if shard not in self._files:
-            path = self.root / f"{shard}{CHROMA_SUFFIX}"
-            try:
-                if self._shard_params(shard) != self.params:
-                    self._files[shard] = None  # other chroma, or none: not comparable
-                    return None
-                with np.load(path) as z:
-                    self._files[shard] = (z["data"], z["offsets"])
-                    # files written before summary_patches existed hold the plain (75,) summary
-                    cols = summary_columns(z["summary_patches"] if "summary_patches" in z else (75,),
-                                           self.patches)
-                    if cols is not None and "summary" in z and len(z["summary"]) == len(z["offsets"]) - 1 \
-                            and z["summary"].shape[1] > cols[-1]:
-                        raw = z["summary"][:, cols].astype(np.float32)
-                        self._stored_summaries[shard] = raw if self.projection is None \
-                            else self.projection(raw)
-            except FileNotFoundError:
-                self._files[shard] = None  # missing: no re-ranking for this shard
-            except Exception as e:  # noqa: BLE001 - numpy and zipfile raise many types
-                raise _damaged(path, e) from e  # never a silent search without re-ranking
-        return self._files[shard]
-
-    def get(self, track_id: str) -> AlignmentFeatures | None:
-        """Alignment data of a catalogue recording, or None if its shard has no chroma."""
-        from .classical import chroma_from_uint8
-
-        loc = self._located.get(track_id)
-        f = None if loc is None else self._file(loc[0])
-        if f is None or loc[1] + 1 >= len(f[1]):
-            return None
-        data, offsets = f
-        return AlignmentFeatures.from_chroma(chroma_from_uint8(data[offsets[loc[1]]:offsets[loc[1] + 1]]))
-
-    def summary(self, track_id: str) -> np.ndarray | None:
-        """2D Fourier summary of a catalogue recording (stored with its chroma, or computed
-        once per reader), or None."""
-        if track_id not in self._summaries:
-            loc = self._located.get(track_id)
-            f = None if loc is None else self._file(loc[0])
-            stored = None if f is None else self._stored_summaries.get(loc[0])
-            if stored is not None:
-                v = stored[loc[1]]  # projected when loaded
-            else:
-                a = self.get(track_id)
-                v = None if a is None else multiscale_summary(summary_chroma(a.chroma), self.patches)
-                if v is not None and self.projection is not None:
-                    v = self.projection(v)[0]
-            self._summaries[track_id] = v
-        return self._summaries[track_id]
-
-    def summaries(self) -> tuple[list[str], np.ndarray]:
-        """Every recording with chroma and its summary: (track ids, (n, D) float32), once
-        per reader; D is 456 for raw summaries, the projection's size (30 for the shipped
-        model) otherwise. :meth:`nearest` scans it once per query."""
-        if self._all is None:
-            ids, vecs = [], []
-            for t in self._located:
-                v = self.summary(t)
-                if v is not None:
-                    ids.append(t), vecs.append(v)
-            self._all = (ids, np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, 1), np.float32))
-        return self._all
-
-    def nearest(self, query_summary: np.ndarray, n: int) -> list[str]:
-        """The ``n`` catalogue recordings nearest by the 2D Fourier summary to a query's
-        (:meth:`query_summary`)."""
-        ids, mat = self.summaries()
-        if n <= 0 or not ids:
-            return []
-        # unit-length summaries: the nearest by distance are the largest inner products
-        sims = mat @ query_summary
-        top = np.arange(len(ids)) if n >= len(ids) else np.argpartition(-sims, n)[:n]
-        top = top[np.lexsort((top, -sims[top]))]  # best first, ties by catalogue order
-        return [ids[i] for i in top]
-
-    # -- the first stage's recurrence index over the stored chroma --------------------
-
-    def _recurrence_key(self, params: RecurrenceParams) -> str:
-        """What the recurrence index is built from: every shard's chroma file (name, size,
-        modification time), the chroma and the index settings; a change rebuilds it."""
-        files = []
-        for s in self._shards:
-            try:
-                st = (self.root / f"{s}{CHROMA_SUFFIX}").stat()
-                files.append((s, st.st_size, st.st_mtime_ns))
-            except FileNotFoundError:
-                files.append((s, None, None))
-        raw = json.dumps([files, str(self.params), asdict(params)], sort_keys=True)
-        return hashlib.sha256(raw.encode()).hexdigest()[:20]
-
-    def recurrence(self, params: RecurrenceParams = RecurrenceParams()) -> RecurrenceIndex | None:
-        """The recurrence index (:class:`coverhunter.index.recurrence.RecurrenceIndex`) of
-        every stored recording's search view (:func:`recurrence_chroma`), or None without
-        stored chroma.
-
-        Built on first use and kept in ``INDEX/recurrence.cache/`` for the next reader,
-        under a key of the chroma files it was built from: whatever rewrites one (add,
-        compact, repair) rebuilds it at the next search; a recording removed without
-        compaction keeps its shingles until then (the search leaves removed recordings
-        out of its answers). An index folder the process cannot write to keeps it in
-        memory only.
-        """
-        if self._recurrence is not None:
-            return self._recurrence
-        if not self.available():
-            return None
-        key = self._recurrence_key(params)
-        cache = self.root / RECURRENCE_CACHE
-        try:
-            if self._cached_key(cache) == key:
-                self._recurrence = RecurrenceIndex.load(cache)
-                return self._recurrence
-        except (OSError, ValueError) as e:
-            log.warning("%s: unreadable recurrence cache (%s): rebuilding it", cache, e)
-        t0 = time.perf_counter()
-        ids, chromas = [], []
-        for t in self._located:
-            a = self.get(t)
-            if a is not None:
-                ids.append(t), chromas.append(recurrence_chroma(a, self.params))
-        rec = RecurrenceIndex(params)
-        rec.add(np.asarray(ids, dtype=str), chromas)
-        if rec.n_shingles:
-            rec.hub_counts()  # computed once, stored with the index
-        log.info("%s: recurrence index of %d recordings (%d shingles) built in %.1f s", self.root,
-                 len(rec), rec.n_shingles, time.perf_counter() - t0)
-        self._recurrence = rec
-        _save_recurrence(rec, cache, key)
-        return rec
-
-    @staticmethod
-    def _cached_key(cache: Path) -> str | None:
-        """The key the recurrence cache folder was written under, None without one."""
-        try:
-            return (cache / "key").read_text().strip()
-        except FileNotFoundError:
-            return None
-
-    def prepare_recurrence(self, params: RecurrenceParams = RecurrenceParams()) -> None:
-        """Build and keep the recurrence index (:meth:`recurrence`) unless the cache already
-        holds it for these chroma files; reads nothing else (what index commands call
-        before they return, so that the first search does not build it)."""
-        if self.available() and self._cached_key(self.root / RECURRENCE_CACHE) != self._recurrence_key(params):
-            self.recurrence(params)
-
-    def work_votes(self, query: AlignmentFeatures) -> dict[str, tuple[str, float]]:
-        """The first stage's recurrence votes of a query, per catalogue work: work ->
-        (its best-voted recording, votes), for the works that got any vote."""
-        rec = self.recurrence()
-        if rec is None or rec.n_shingles == 0:
-            return {}
-        located = self._located  # the shards' track lists, with each recording's work
-        score = rec.scores(recurrence_chroma(query, self.params))
-        out: dict[str, tuple[str, float]] = {}
-        for i in np.flatnonzero(score > 0):
-            t = str(rec.track_ids[i])
-            w = self._work.get(t) if t in located else None
-            if w is not None and (w not in out or score[i] > out[w][1]):
-                out[w] = (t, float(score[i]))
-        return out
-
-
-RECURRENCE_CACHE = "recurrence.cache"
-
-
-def _save_recurrence(rec: RecurrenceIndex, cache, key: str) -> None:
-    """Write a recurrence index to ``cache`` (a folder) with its ``key``, replacing what is
-    there: written beside it under a temporary name, then swapped in; a reader meanwhile
-    sees the old folder or the new one, and at worst rebuilds. Best effort: an index
-    folder this process cannot write to keeps the index in memory only."""
-    cache = Path(cache)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    old = cache.with_name(f".{cache.name}.{os.getpid()}.old")
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        rec.save(tmp)
-        (tmp / "key").write_text(key + "\n")
-        if cache.exists():
-            os.replace(cache, old)
-        os.replace(tmp, cache)
-    except OSError as e:
-        log.info("recurrence index of %s kept in memory only (%s)", cache.parent, e)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def version_choice(match, versions, n: int, summary=None, query_summary=None) -> list[str]:
@@ -1155,15 +848,17 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     lookup : callable track_id -> AlignmentFeatures or None
     cfg : RerankConfig
     summary : callable track_id -> 2D Fourier summary, optional
-        Cached summaries of the catalogue (:meth:`IndexChroma.summary`); default: computed
+        Cached summaries of the catalogue
+        (:meth:`coverhunter.index.chroma_store.IndexChroma.summary`); default: computed
         from ``lookup``'s chroma.
     extra : list of index.Match, optional
         More candidates (the works the chroma search found: most voted, or nearest by the
         2D Fourier summary; with their embedding scores); those of works already among the
         candidates are ignored.
     query_summary : np.ndarray, optional
-        The query's summary, made as ``summary``'s are (:meth:`IndexChroma.query_summary`);
-        default: the raw 2D Fourier summary.
+        The query's summary, made as ``summary``'s are
+        (:meth:`coverhunter.index.chroma_store.IndexChroma.query_summary`); default: the
+        raw 2D Fourier summary.
     versions : callable work -> list of track ids, optional
         The catalogue's recordings of a work: up to ``cfg.versions`` of them are aligned
         per shortlisted work (:func:`version_choice`) and the work scores the best.
@@ -1172,8 +867,9 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
         Applied to the result (:meth:`coverhunter.index.CatalogueIndex.calibrated_alignments`).
     votes : dict of work -> float, optional
         The query's recurrence votes per work (first stage ``"recurrence"``,
-        :meth:`IndexChroma.work_votes`): they, not the summary distances, join the
-        embedding scores to choose the shortlist (a work without votes has 0).
+        :meth:`coverhunter.index.chroma_store.IndexChroma.work_votes`): they, not the
+        summary distances, join the embedding scores to choose the shortlist (a work
+        without votes has 0).
 
     Returns
     -------
@@ -1238,34 +934,18 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     return calibrate([aligned[r] for r in order] + others, len(to_align))
 
 
-def catalogue_reranking(index, rerank: int | None = None, grow_after: int | None = None,
-                        chroma: IndexChroma | None = None, projection=None,
-                        versions: int | None = None) -> tuple[RerankConfig, IndexChroma] | None:
-    """How ``identify`` re-ranks searches of ``index``: its settings
-    (:func:`identify_config`) and the index's stored chroma, or None when re-ranking is
-    off (``rerank`` 0) or the index stores no chroma.
-
-    ``chroma``: an :class:`IndexChroma` of the index to reuse (it caches); otherwise one is
-    made with the model's summary ``projection``.
-    """
-    cfg = identify_config(rerank, grow_after, versions)
-    if cfg is None:
-        return None
-    chroma = chroma or IndexChroma.of(index, projection)
-    return (cfg, chroma) if chroma.available() else None
-
-
 def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFeatures,
-                    chroma: IndexChroma, cfg: RerankConfig, approximate: bool | None = None) -> list:
+                    chroma, cfg: RerankConfig, approximate: bool | None = None) -> list:
     """A query's catalogue search with its best matches re-ranked: the first ``top``.
 
     The shortlist length is that of the catalogue's size (:func:`for_catalogue`). The
     search asks for ``cfg.pool`` works (at least ``top`` and that length), and the
     ``cfg.global_pool`` works the chroma search found join them with their embedding
     scores, so that :func:`rerank_matches` can choose the shortlist among both: the most
-    voted by recurrence voting (first stage ``"recurrence"``, :meth:`IndexChroma.work_votes`;
-    the index is built at the first search after a change), or the recordings nearest by
-    the 2D Fourier summary (``"summary"``).
+    voted by recurrence voting (first stage ``"recurrence"``,
+    :meth:`~coverhunter.index.chroma_store.IndexChroma.work_votes`; the index is built at
+    the first search after a change), or the recordings nearest by the 2D Fourier summary
+    (``"summary"``).
 
     Parameters
     ----------
@@ -1274,8 +954,9 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
         The query's chunk embeddings, and ``starts`` their start times.
     query : AlignmentFeatures
         The query's chroma.
-    chroma : IndexChroma
-        The catalogue's stored chroma (reuse one across queries: it caches).
+    chroma : coverhunter.index.chroma_store.IndexChroma
+        The catalogue's stored chroma (reuse one across queries: it caches; made by
+        :func:`coverhunter.index.chroma_store.catalogue_reranking`).
 
     Returns
     -------
@@ -1310,7 +991,6 @@ __all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore
            "chunk_windowing", "build_reranker", "DEFAULT_K", "DEFAULT_WEIGHT", "DEFAULT_POOL",
            "DEFAULT_GLOBAL_POOL", "DEFAULT_GLOBAL_WEIGHT", "DEFAULT_EXPAND", "DEFAULT_EXPANSION_WEIGHT",
            "DEFAULT_GROW_AFTER", "shortlist_length", "for_catalogue", "identify_config",
-           "catalogue_reranking",
-           "compact_chroma", "as_stored", "write_shard_chroma", "IndexChroma", "rerank_matches", "search_reranked",
+           "compact_chroma", "as_stored", "write_shard_chroma", "rerank_matches", "search_reranked",
            "version_choice", "DEFAULT_VERSIONS",
            "CHROMA_SUFFIX"]

@@ -268,16 +268,16 @@ def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], t
     catalogues beyond ``rerank_grow_after`` recordings (default ``rerank.DEFAULT_GROW_AFTER``,
     0 = never; :func:`coverhunter.rerank.shortlist_length`), aligning up to
     ``rerank_versions`` recordings of each shortlisted work (default
-    ``rerank.DEFAULT_VERSIONS``); ``chroma``: a
-    ``rerank.IndexChroma`` of the index to reuse across queries; ``projection``: the
-    model's summary projection, for the ``IndexChroma`` made when none is given; ``fine``:
-    the query's fine chroma views (:func:`coverhunter.chroma.audio_chroma`), which an
-    index of the fine chroma needs.
+    ``rerank.DEFAULT_VERSIONS``); ``chroma``: an ``index.chroma_store.IndexChroma`` of
+    the index to reuse across queries; ``projection``: the model's summary projection, for
+    the ``IndexChroma`` made when none is given; ``fine``: the query's fine chroma views
+    (:func:`coverhunter.chroma.audio_chroma`), which an index of the fine chroma needs.
     """
     from . import rerank as rr
+    from .index.chroma_store import catalogue_reranking
 
-    setup = None if feat is None else rr.catalogue_reranking(index, rerank, rerank_grow_after,
-                                                              chroma, projection, rerank_versions)
+    setup = None if feat is None else catalogue_reranking(index, rerank, rerank_grow_after,
+                                                           chroma, projection, rerank_versions)
     if setup is None:
         return index.search(emb, starts, top, approximate)
     cfg, chroma = setup

@@ -5,8 +5,11 @@ Modules, imports flowing down: ``catalogue`` (the index, ``identify``, ``build_i
 shortlist clean-up), ``folder`` (files, lock, swap), ``shard`` (rank slices),
 ``embedding``, ``calibration`` -> ``results``; ``repair`` (damaged shard files) sits
 above ``catalogue``. ``recurrence`` (the first stage's recurrence voting over chroma
-shingles) depends on nothing else here; ``coverhunter.rerank`` builds one per catalogue
-from its stored chroma (``IndexChroma.recurrence``, kept in ``INDEX/recurrence.cache``).
+shingles) depends on nothing else here. ``chroma_store`` (the recordings' stored chroma,
+read for re-ranking: ``IndexChroma``) builds a recurrence index per catalogue
+(``IndexChroma.recurrence``, kept in ``INDEX/recurrence.cache``); it imports
+``recurrence`` and ``coverhunter.rerank`` (the re-ranking maths), and ``catalogue``
+imports it inside functions only.
 """
 
 from .calibration import fit_calibration, p_impostor, probability_same

@@ -640,9 +640,10 @@ class CatalogueIndex:
         from .. import rerank as rr
         from ..classical import euclidean_distances
         from ..embed import distance_matrix
+        from .chroma_store import IndexChroma
 
         self.check_model(lm)
-        chroma = rr.IndexChroma.of(self, lm.summary_projection)
+        chroma = IndexChroma.of(self, lm.summary_projection)
         align = {} if chroma.available() else None
         embs = embed_recordings(lm, tracks, self.windowing, device, cache,
                                 on_features=None if align is None else
@@ -738,13 +739,13 @@ class CatalogueIndex:
         return cal
 
     def _shard_chroma(self):
-        """The chroma the index's re-ranking aligns (``rerank.IndexChroma.params``), read
-        once per list of shards."""
-        from .. import rerank as rr
+        """The chroma the index's re-ranking aligns (``chroma_store.IndexChroma.params``),
+        read once per list of shards."""
+        from .chroma_store import IndexChroma
 
         shards = tuple(self.meta["shards"])
         if self._chroma_of is None or self._chroma_of[0] != shards:
-            self._chroma_of = (shards, rr.IndexChroma.of(self).params)
+            self._chroma_of = (shards, IndexChroma.of(self).params)
         return self._chroma_of[1]
 
 
@@ -827,9 +828,10 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
     index.check_model(lm)
     index.check_not_empty()
     from .. import rerank as rr
+    from .chroma_store import catalogue_reranking
 
-    setup = rr.catalogue_reranking(index, rerank, rerank_grow_after, projection=lm.summary_projection,
-                                   versions=rerank_versions)
+    setup = catalogue_reranking(index, rerank, rerank_grow_after, projection=lm.summary_projection,
+                                versions=rerank_versions)
     rr_cfg, stored = setup or (None, None)
     q_chroma = None if setup is None else {}
     out = []

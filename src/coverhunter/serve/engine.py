@@ -364,9 +364,10 @@ class Engine:
         also when the index stores no chroma), the growth threshold behind it and the
         recordings aligned per work."""
         from .. import rerank as rr
+        from ..index.chroma_store import catalogue_reranking
 
         index = index or self.index
-        setup = rr.catalogue_reranking(index, rerank, grow_after, self.chroma(index), versions=versions)
+        setup = catalogue_reranking(index, rerank, grow_after, self.chroma(index), versions=versions)
         if setup is None:
             return {"rerank": 0, "rerank_grow_after": None, "rerank_versions": None}
         n = index.meta["n_tracks"]
@@ -377,12 +378,12 @@ class Engine:
     def chroma(self, index: CatalogueIndex | None = None):
         """The stored chroma of ``index`` (default: the one in memory) for re-ranking,
         re-read after each commit of the catalogue."""
-        from .. import rerank as rr
+        from ..index.chroma_store import IndexChroma
 
         index = index or self.index
         cached = getattr(self, "_chroma_of", None)
         if cached is None or cached[0] is not index or cached[1] != index.generation:
-            chroma = rr.IndexChroma.of(index, self.lm.summary_projection)
+            chroma = IndexChroma.of(index, self.lm.summary_projection)
             self._chroma_of = (index, index.generation, chroma)
             return chroma
         return cached[2]

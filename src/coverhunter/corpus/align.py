@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Track, read_dataset
-from .utils import atomic_write_text
+from ..dataset import Track, read_dataset
+from ..utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Real covers keep what identifies a composition, the melody and its harmonic outl
 and change the rest: harmony (substitutions, inversions, re-voicing), bass line,
 accompaniment pattern, counter-melodies, drums, instruments and register. This module
 writes such arrangements from a score (a :class:`pretty_midi.PrettyMIDI` object) with
-no audio involved; :mod:`coverhunter.corpus` renders them.
+no audio involved; :mod:`coverhunter.corpus.make` renders them.
 
 Everything here is in the source's time (seconds of the score as written); tempo,
 structure and key changes are applied afterwards, to every part at once.

@@ -2,7 +2,7 @@
 
 Each source score is one work. Its versions differ the way real covers do:
 
-- **arrangement** (:mod:`coverhunter.arrange`): the melody kept (octave, ornaments,
+- **arrangement** (:mod:`coverhunter.corpus.arrange`): the melody kept (octave, ornaments,
   rhythmic displacement, instrument) over a new accompaniment per version: another
   harmonisation, voicing, bass line, pattern (block chords, pads, arpeggios, Alberti,
   waltz, strumming, dense), counter-melody and drums; some versions are the melody
@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ..dataset import Track, write_dataset
+from ..utils import atomic_write_text
 from . import arrange as arr
-from .corpus_align import corpus_alignment, write_records
-from .dataset import Track, write_dataset
-from .utils import atomic_write_text
+from .align import corpus_alignment, write_records
 
 log = logging.getLogger(__name__)
 
@@ -578,7 +578,7 @@ def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[i
     -------
     list of Track
         The dataset lines written. ``OUT_DIR/alignment.jsonl`` gets the exact chunk
-        alignment between the versions of each work (:mod:`coverhunter.corpus_align`;
+        alignment between the versions of each work (:mod:`coverhunter.corpus.align`;
         the trainer's ``data.align_path``). The run is resumable: pieces rendered by an
         interrupted run under the same settings are reused, and known-unusable pieces
         are not tried again.
