@@ -79,14 +79,14 @@ import torch  # noqa: E402
 
 from coverhunter import classical as C  # noqa: E402
 from coverhunter import rerank as R  # noqa: E402
-from coverhunter.chroma import CHROMA_SPEC  # noqa: E402
 from coverhunter.checkpoint import load_model  # noqa: E402
+from coverhunter.chroma import CHROMA_SPEC  # noqa: E402
 from coverhunter.config import ExtractConfig  # noqa: E402
 from coverhunter.dataset import read_dataset  # noqa: E402
-from coverhunter.index.recurrence import RecurrenceParams  # noqa: E402
 from coverhunter.embed import distance_matrix, embed_tracks  # noqa: E402
 from coverhunter.evaluate import windowing  # noqa: E402
 from coverhunter.extract import extract_features  # noqa: E402
+from coverhunter.index.recurrence import RecurrenceParams  # noqa: E402
 from coverhunter.metrics import evaluate_distances, self_exclusion  # noqa: E402
 
 log = logging.getLogger("bench_accuracy")
@@ -111,8 +111,18 @@ def has_test_corpus_api() -> bool:
     return "split" in inspect.signature(make_corpus).parameters
 
 
-def render(out: Path, *, works: int, versions, seed: int, split: str, arrangement_only: bool,
-           standin: bool, workers: int, harmony_kept: float | None = None) -> list:
+def render(
+    out: Path,
+    *,
+    works: int,
+    versions,
+    seed: int,
+    split: str,
+    arrangement_only: bool,
+    standin: bool,
+    workers: int,
+    harmony_kept: float | None = None,
+) -> list:
     """Rendered (cached) corpus with features; returns its tracks (no tempo copies).
     ``harmony_kept``: the share of versions keeping the work's harmony (None: the corpus
     default, the mix)."""
@@ -125,13 +135,20 @@ def render(out: Path, *, works: int, versions, seed: int, split: str, arrangemen
             from coverhunter.corpus import make_corpus
 
             kw = {} if harmony_kept is None else {"harmony_kept": harmony_kept}
-            make_corpus(out, works=works, versions=tuple(versions), seed=seed, split=split,
-                        arrangement_only=arrangement_only, num_workers=workers, **kw)
+            make_corpus(
+                out,
+                works=works,
+                versions=tuple(versions),
+                seed=seed,
+                split=split,
+                arrangement_only=arrangement_only,
+                num_workers=workers,
+                **kw,
+            )
     rep = extract_features(out, config=ExtractConfig(), num_workers=workers or None, verbose=True)
     if rep.failed:
         log.warning("%s: %d recordings failed extraction (left out)", out, len(rep.failed))
-    return [t for t in read_dataset(out / "full.txt", check_features=True)
-            if "source_utt" not in t.extra]
+    return [t for t in read_dataset(out / "full.txt", check_features=True) if "source_utt" not in t.extra]
 
 
 # ---------------------------------------------------------------------------
@@ -157,8 +174,9 @@ def global_distances(align, projection=None) -> np.ndarray:
 def model_distances(lm, tracks, device) -> np.ndarray:
     cfg = lm.config
     lm.model.eval()
-    emb = embed_tracks(lm.model, [t.feat for t in tracks], windowing(cfg), device=device,
-                       batch_size=cfg.eval.batch_size)
+    emb = embed_tracks(
+        lm.model, [t.feat for t in tracks], windowing(cfg), device=device, batch_size=cfg.eval.batch_size
+    )
     e = [x for x, _ in emb]
     return distance_matrix(e, e, cfg.eval.distance)
 
@@ -216,8 +234,7 @@ def apply_rerank(dist: np.ndarray, lists: list, weight: float) -> np.ndarray:
 
 
 def chunk_scorer(lm, tracks, device, rr: R.RerankConfig):
-    chunks, secs = timed(R.chunk_embeddings, lm.model, [t.feat for t in tracks], lm.config, rr,
-                         device=device)
+    chunks, secs = timed(R.chunk_embeddings, lm.model, [t.feat for t in tracks], lm.config, rr, device=device)
     return (lambda q, sl: C.qmax_sequences(chunks[q], [chunks[j] for j in sl], rr.chunk_qmax)), secs
 
 
@@ -225,15 +242,23 @@ def chroma_scorer(align, rr: R.RerankConfig):
     return lambda q, sl: C.qmax_scores(align[q], [align[j] for j in sl], rr.qmax)
 
 
-def reranked(dist: np.ndarray, align, summaries: np.ndarray, rr: R.RerankConfig,
-             votes: np.ndarray | None = None) -> tuple:
+def reranked(
+    dist: np.ndarray, align, summaries: np.ndarray, rr: R.RerankConfig, votes: np.ndarray | None = None
+) -> tuple:
     """Every recording a query against the others, re-ranked by ``evaluate --rerank``'s
     code (``coverhunter.rerank.Reranker``, symmetric pairs aligned once, as the all-pairs
     baseline aligns each pair once) from precomputed chroma, summaries and recurrence
     votes (first stage ``"recurrence"``): (re-ranked distances, the Reranker with its
     counts)."""
-    rk = R.Reranker(rr, query_align=align, ref_align=align, query_summary=summaries,
-                    ref_summary=summaries, votes=votes, symmetric=True)
+    rk = R.Reranker(
+        rr,
+        query_align=align,
+        ref_align=align,
+        query_summary=summaries,
+        ref_summary=summaries,
+        votes=votes,
+        symmetric=True,
+    )
     return rk.rerank_block(dist, 0, exclude=np.eye(len(dist), dtype=bool)), rk
 
 
@@ -243,8 +268,13 @@ def reranked(dist: np.ndarray, align, summaries: np.ndarray, rr: R.RerankConfig,
 
 def metrics(dist: np.ndarray, works: list, n_boot: int) -> dict:
     rep = evaluate_distances(dist, works, works, exclude=self_exclusion(len(works)), bootstrap=n_boot)
-    return {"map": rep.map, "mr1": rep.mr1, "hr1": rep.hit_rate, "n_queries": rep.n_queries,
-            "ci": {"map": rep.ci.get("map"), "mr1": rep.ci.get("mr1"), "hr1": rep.ci.get("hit_rate")}}
+    return {
+        "map": rep.map,
+        "mr1": rep.mr1,
+        "hr1": rep.hit_rate,
+        "n_queries": rep.n_queries,
+        "ci": {"map": rep.ci.get("map"), "mr1": rep.ci.get("mr1"), "hr1": rep.ci.get("hit_rate")},
+    }
 
 
 def cached(path: Path | None, key: str, compute):
@@ -264,8 +294,16 @@ def cached(path: Path | None, key: str, compute):
     return value, secs
 
 
-def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int,
-               grow_after: int = R.DEFAULT_GROW_AFTER, cache_dir: Path | None = None) -> dict:
+def run_corpus(
+    tracks,
+    lm,
+    device,
+    k: int,
+    weight: float,
+    n_boot: int,
+    grow_after: int = R.DEFAULT_GROW_AFTER,
+    cache_dir: Path | None = None,
+) -> dict:
     """Every row of one test set's table. ``cache_dir``: where the all-pairs alignment and
     the recurrence votes are kept (the corpus folder), keyed by the tracks and settings."""
     works = [t.work for t in tracks]
@@ -276,10 +314,22 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int,
     d_glob, t_glob = timed(global_distances, align)
     rows["classical global (2DFTM)"] = (d_glob, t_chroma + t_glob)
     # "compiled recursion": results kept by the numpy recursion (same scores) carry its seconds
-    key = hashlib.sha256(json.dumps([[t.track_id for t in tracks], CHROMA_SPEC, repr(C.QmaxParams()),
-                                     repr(RecurrenceParams()), "compiled recursion"]).encode()).hexdigest()[:16]
-    d, t = cached(None if cache_dir is None else cache_dir / "bench-qmax-all-pairs.npz", key,
-                  lambda: C.alignment_distance_matrix(align, C.QmaxParams(), verbose=True))
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                [t.track_id for t in tracks],
+                CHROMA_SPEC,
+                repr(C.QmaxParams()),
+                repr(RecurrenceParams()),
+                "compiled recursion",
+            ]
+        ).encode()
+    ).hexdigest()[:16]
+    d, t = cached(
+        None if cache_dir is None else cache_dir / "bench-qmax-all-pairs.npz",
+        key,
+        lambda: C.alignment_distance_matrix(align, C.QmaxParams(), verbose=True),
+    )
     rows["classical alignment (Qmax, all pairs)"] = (d, t_chroma + t)
     d_align = d
     t_align, t_pairs = t_chroma + t, t
@@ -291,8 +341,11 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int,
     rows[f"model + re-rank top {k} (chroma Qmax)"] = (d, t_model + t_chroma + t + t2)
     summaries, t_sum = timed(R.global_summaries, align, lm.summary_projection)  # as identify does
     d_sum = C.euclidean_distances(summaries, summaries)
-    votes, t_votes = cached(None if cache_dir is None else cache_dir / "bench-recurrence-votes.npz", key,
-                            lambda: R.recurrence_votes(align, None, CHROMA_SPEC, True))
+    votes, t_votes = cached(
+        None if cache_dir is None else cache_dir / "bench-recurrence-votes.npz",
+        key,
+        lambda: R.recurrence_votes(align, None, CHROMA_SPEC, True),
+    )
     recall = {}
     # the two-stage search with each first stage; the default one last (its cost is reported)
     for first in sorted(R.FIRST_STAGES, key=lambda f: f == R.DEFAULT_FIRST_STAGE):
@@ -305,32 +358,46 @@ def run_corpus(tracks, lm, device, k: int, weight: float, n_boot: int,
         recall[first] = shortlist_recall(lists, works)
         recall["alignment"] = top_recall(d_align, works, k_used)
         d, t2 = timed(apply_rerank, d_model, lists, weight)
-        rows[TWO_STAGE.format(**name) + ", no expansion (identify)"] = (d, t_model + t_chroma + t_glob + t + t2)
+        rows[TWO_STAGE.format(**name) + ", no expansion (identify)"] = (
+            d,
+            t_model + t_chroma + t_glob + t + t2,
+        )
         (d, rk), t = timed(reranked, d_model, align, summaries, rr, votes)
         rows[EXPANDED.format(**name, expand=rr.expand, ew=rr.expansion_weight)] = (
-            d, t_model + t_chroma + t_glob + t)
+            d,
+            t_model + t_chroma + t_glob + t,
+        )
         t_rerank = t_glob + t
         # one query alone shares no pairs: its re-ranking costs every alignment it asks for
         t_rerank_alone = t_glob + t * rk.n_pairs / max(1, rk.n_computed)
         if k_used != k:  # the catalogue grew the shortlist: what a fixed k would give
             fixed = R.RerankConfig(k=k, weight=weight, grow_after=0, first_stage=first)
             (d, _), t = timed(reranked, d_model, align, summaries, fixed, votes)
-            rows[EXPANDED.format(**{**name, "k": k}, expand=rr.expand, ew=rr.expansion_weight)
-                 + ", shortlist not grown"] = (d, t_model + t_chroma + t_glob + t)
+            rows[
+                EXPANDED.format(**{**name, "k": k}, expand=rr.expand, ew=rr.expansion_weight)
+                + ", shortlist not grown"
+            ] = (d, t_model + t_chroma + t_glob + t)
     scorer, t_emb = chunk_scorer(lm, tracks, device, plain)
     lists, t = timed(shortlist_scores, d_model, None, scorer, plain)
     d, t2 = timed(apply_rerank, d_model, lists, weight)
     rows[f"model + re-rank top {k} (short-chunk Qmax)"] = (d, t_model + t_emb + t + t2)
     n = len(tracks)
-    out = {"n_tracks": n, "n_works": len(set(works)), "rows": {}, "k_used": k_used,
-           "shortlist_recall": recall, "recurrence_seconds_per_query": t_votes / n,
-           "rerank_seconds_per_query": t_rerank / n,
-           "alignments_per_query": rk.n_pairs / n, "alignments_computed_per_query": rk.n_computed / n,
-           "alignment_seconds_per_query": t_align / n,
-           # per query: what does not grow with the catalogue, and what each reference adds
-           "two_stage_fixed_seconds": (t_model + t_chroma + t_rerank_alone) / n,
-           "alignment_fixed_seconds": t_chroma / n,
-           "alignment_seconds_per_reference": t_pairs / (n * max(1, n - 1))}
+    out = {
+        "n_tracks": n,
+        "n_works": len(set(works)),
+        "rows": {},
+        "k_used": k_used,
+        "shortlist_recall": recall,
+        "recurrence_seconds_per_query": t_votes / n,
+        "rerank_seconds_per_query": t_rerank / n,
+        "alignments_per_query": rk.n_pairs / n,
+        "alignments_computed_per_query": rk.n_computed / n,
+        "alignment_seconds_per_query": t_align / n,
+        # per query: what does not grow with the catalogue, and what each reference adds
+        "two_stage_fixed_seconds": (t_model + t_chroma + t_rerank_alone) / n,
+        "alignment_fixed_seconds": t_chroma / n,
+        "alignment_seconds_per_reference": t_pairs / (n * max(1, n - 1)),
+    }
     for name, (dist, secs) in rows.items():
         out["rows"][name] = {**metrics(dist, works, n_boot), "seconds": secs}
     return out
@@ -341,13 +408,17 @@ def fmt_ci(v, ci, digits=3) -> str:
 
 
 def print_table(title: str, res: dict, k: int) -> None:
-    print(f"\n{title}: {res['n_tracks']} recordings of {res['n_works']} works, every recording "
-          "a query against all others\n")
+    print(
+        f"\n{title}: {res['n_tracks']} recordings of {res['n_works']} works, every recording "
+        "a query against all others\n"
+    )
     print("| method | MAP [95 % CI] | MR1 [95 % CI] | HR@1 [95 % CI] | seconds |")
     print("|---|---|---|---|---|")
     for name, r in res["rows"].items():
-        print(f"| {name} | {fmt_ci(r['map'], r['ci']['map'])} | {fmt_ci(r['mr1'], r['ci']['mr1'], 2)} | "
-              f"{fmt_ci(r['hr1'], r['ci']['hr1'])} | {r['seconds']:.1f} |")
+        print(
+            f"| {name} | {fmt_ci(r['map'], r['ci']['map'])} | {fmt_ci(r['mr1'], r['ci']['mr1'], 2)} | "
+            f"{fmt_ci(r['hr1'], r['ci']['hr1'])} | {r['seconds']:.1f} |"
+        )
     rows = res["rows"]
     al = rows["classical alignment (Qmax, all pairs)"]
     default = TWO_STAGE.split("(")[0].format(first=FIRST_NAMES[R.DEFAULT_FIRST_STAGE])
@@ -357,28 +428,39 @@ def print_table(title: str, res: dict, k: int) -> None:
     ok = "met" if gain >= TARGET_GAIN and cost <= TARGET_COST else "NOT met"
     recall = res.get("shortlist_recall", {})
     if recall:
-        print("\nfirst-stage recall (share of a query's covers in the shortlist of "
-              f"{res['k_used']}, before expansion): "
-              + ", ".join(f"{FIRST_NAMES.get(f, 'all-pairs alignment (its own top k)')} {v:.3f}"
-                          for f, v in recall.items())
-              + f"; recurrence voting {res['recurrence_seconds_per_query'] * 1e3:.0f} ms per query")
-    print(f"\ntwo-stage vs classical alignment ({FIRST_NAMES[R.DEFAULT_FIRST_STAGE]} first stage): "
-          f"MAP {gain:+.1%} (target >= +{TARGET_GAIN:.0%}), "
-          f"compute x{cost:.2f} (target <= {TARGET_COST}): {ok}. Re-ranking "
-          f"{res['rerank_seconds_per_query'] * 1e3:.1f} ms per query ({res['alignments_per_query']:.0f} "
-          f"alignments asked, {res['alignments_computed_per_query']:.0f} computed: the others were "
-          f"shared by symmetric pairs); all-pairs alignment "
-          f"{res['alignment_seconds_per_query'] * 1e3:.1f} ms per query.")
-    fixed, a_fixed, per_ref = (res["two_stage_fixed_seconds"], res["alignment_fixed_seconds"],
-                               res["alignment_seconds_per_reference"])
+        print(
+            "\nfirst-stage recall (share of a query's covers in the shortlist of "
+            f"{res['k_used']}, before expansion): "
+            + ", ".join(
+                f"{FIRST_NAMES.get(f, 'all-pairs alignment (its own top k)')} {v:.3f}"
+                for f, v in recall.items()
+            )
+            + f"; recurrence voting {res['recurrence_seconds_per_query'] * 1e3:.0f} ms per query"
+        )
+    print(
+        f"\ntwo-stage vs classical alignment ({FIRST_NAMES[R.DEFAULT_FIRST_STAGE]} first stage): "
+        f"MAP {gain:+.1%} (target >= +{TARGET_GAIN:.0%}), "
+        f"compute x{cost:.2f} (target <= {TARGET_COST}): {ok}. Re-ranking "
+        f"{res['rerank_seconds_per_query'] * 1e3:.1f} ms per query ({res['alignments_per_query']:.0f} "
+        f"alignments asked, {res['alignments_computed_per_query']:.0f} computed: the others were "
+        f"shared by symmetric pairs); all-pairs alignment "
+        f"{res['alignment_seconds_per_query'] * 1e3:.1f} ms per query."
+    )
+    fixed, a_fixed, per_ref = (
+        res["two_stage_fixed_seconds"],
+        res["alignment_fixed_seconds"],
+        res["alignment_seconds_per_reference"],
+    )
     n_star = (fixed / TARGET_COST - a_fixed) / max(per_ref, 1e-12)
-    print(f"Per query, with this catalogue's shortlist of {k}, the two-stage search costs "
-          f"{fixed * 1e3:.0f} ms (embedding the query, searching this catalogue's embeddings, "
-          f"re-ranking {k} with expansion), all-pairs alignment {a_fixed * 1e3:.1f} ms + "
-          f"{per_ref * 1e3:.2f} ms per catalogue recording: at that cost the two-stage search "
-          f"costs <= {TARGET_COST} of the alignment's from about {n_star:,.0f} recordings on "
-          "(beyond --grow-after recordings the shortlist, and that cost, grow as the square "
-          "root of the catalogue).")
+    print(
+        f"Per query, with this catalogue's shortlist of {k}, the two-stage search costs "
+        f"{fixed * 1e3:.0f} ms (embedding the query, searching this catalogue's embeddings, "
+        f"re-ranking {k} with expansion), all-pairs alignment {a_fixed * 1e3:.1f} ms + "
+        f"{per_ref * 1e3:.2f} ms per catalogue recording: at that cost the two-stage search "
+        f"costs <= {TARGET_COST} of the alignment's from about {n_star:,.0f} recordings on "
+        "(beyond --grow-after recordings the shortlist, and that cost, grow as the square "
+        "root of the catalogue)."
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -397,47 +479,88 @@ def unseen(tracks, trained_works) -> list:
     kept = [t for t in tracks if t.work not in trained]
     works = {t.work for t in tracks}
     if works & trained:
-        log.warning("%d of the tuning corpus's %d works are among the model's training works: "
-                    "their %d recordings are left out (--keep-trained-works keeps them)",
-                    len(works & trained), len(works), len(tracks) - len(kept))
+        log.warning(
+            "%d of the tuning corpus's %d works are among the model's training works: "
+            "their %d recordings are left out (--keep-trained-works keeps them)",
+            len(works & trained),
+            len(works),
+            len(tracks) - len(kept),
+        )
     return kept
 
 
-def tune(lm, tracks, device, k: int, expand=(0, 10, 25, 40), expansion_weights=(0.0, 0.25, 0.5, 1.0),
-         expansion_only: bool = False, grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
+def tune(
+    lm,
+    tracks,
+    device,
+    k: int,
+    expand=(0, 10, 25, 40),
+    expansion_weights=(0.0, 0.25, 0.5, 1.0),
+    expansion_only: bool = False,
+    grow_after: int = R.DEFAULT_GROW_AFTER,
+) -> dict:
     works = [t.work for t in tracks]
     d_model = model_distances(lm, tracks, device)
     align = chroma_of(tracks)
     summaries = R.global_summaries(align, lm.summary_projection)
     if expansion_only:
-        return {"expansion": tune_expansion(d_model, align, summaries, works, k, expand, expansion_weights,
-                                            grow_after, R.recurrence_votes(align, None, CHROMA_SPEC, True))}
+        return {
+            "expansion": tune_expansion(
+                d_model,
+                align,
+                summaries,
+                works,
+                k,
+                expand,
+                expansion_weights,
+                grow_after,
+                R.recurrence_votes(align, None, CHROMA_SPEC, True),
+            )
+        }
     plain = R.RerankConfig(k=k, pool=k, grow_after=0)
     rr = R.RerankConfig(k=k, grow_after=grow_after)
     no_union = R.RerankConfig(k=k, global_pool=0, global_weight=0.5, grow_after=grow_after)
     d_glob = C.euclidean_distances(summaries, summaries)
-    lists = {"chroma": shortlist_scores(d_model, None, chroma_scorer(align, plain), plain),
-             f"chroma, 2DFTM shortlist of top {rr.pool} (no summary candidates)": shortlist_scores(
-                 d_model, d_glob, chroma_scorer(align, no_union), no_union),
-             f"chroma, 2DFTM shortlist of top {rr.pool} + 2DFTM top {rr.global_pool}": shortlist_scores(
-                 d_model, d_glob, chroma_scorer(align, rr), rr),
-             "short-chunk": shortlist_scores(d_model, None, chunk_scorer(lm, tracks, device, plain)[0], plain)}
+    lists = {
+        "chroma": shortlist_scores(d_model, None, chroma_scorer(align, plain), plain),
+        f"chroma, 2DFTM shortlist of top {rr.pool} (no summary candidates)": shortlist_scores(
+            d_model, d_glob, chroma_scorer(align, no_union), no_union
+        ),
+        f"chroma, 2DFTM shortlist of top {rr.pool} + 2DFTM top {rr.global_pool}": shortlist_scores(
+            d_model, d_glob, chroma_scorer(align, rr), rr
+        ),
+        "short-chunk": shortlist_scores(d_model, None, chunk_scorer(lm, tracks, device, plain)[0], plain),
+    }
     weights = np.round(np.arange(0, 1.01, 0.1), 2)
-    res = {src: {float(w): metrics(apply_rerank(d_model, ls, w), works, 0)["map"] for w in weights}
-           for src, ls in lists.items()}
-    print(f"\nfusion weight on a training-type corpus ({len(tracks)} recordings, "
-          f"{len(set(works))} works), MAP, top {k}, no expansion:\n")
+    res = {
+        src: {float(w): metrics(apply_rerank(d_model, ls, w), works, 0)["map"] for w in weights}
+        for src, ls in lists.items()
+    }
+    print(
+        f"\nfusion weight on a training-type corpus ({len(tracks)} recordings, "
+        f"{len(set(works))} works), MAP, top {k}, no expansion:\n"
+    )
     print("| weight | " + " | ".join(res) + " |")
     print("|---" * (len(res) + 1) + "|")
     for w in weights:
         print(f"| {w:.1f} | " + " | ".join(f"{res[s][float(w)]:.3f}" for s in res) + " |")
-    res["expansion"] = tune_expansion(d_model, align, summaries, works, k, expand, expansion_weights,
-                                      grow_after, R.recurrence_votes(align, None, CHROMA_SPEC, True))
+    res["expansion"] = tune_expansion(
+        d_model,
+        align,
+        summaries,
+        works,
+        k,
+        expand,
+        expansion_weights,
+        grow_after,
+        R.recurrence_votes(align, None, CHROMA_SPEC, True),
+    )
     return res
 
 
-def tune_first_stage(lm, tracks, device, k: int, global_weights=(0.5, 0.7, 0.85, 1.0),
-                     grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
+def tune_first_stage(
+    lm, tracks, device, k: int, global_weights=(0.5, 0.7, 0.85, 1.0), grow_after: int = R.DEFAULT_GROW_AFTER
+) -> dict:
     """Each first stage (2D Fourier summary, recurrence voting) at each weight of its
     chroma search against the embedding (``global_weight``): the shortlist's recall and
     the MAP of the two-stage search with expansion (defaults otherwise)."""
@@ -448,9 +571,11 @@ def tune_first_stage(lm, tracks, device, k: int, global_weights=(0.5, 0.7, 0.85,
     d_sum = C.euclidean_distances(summaries, summaries)
     votes = R.recurrence_votes(align, None, CHROMA_SPEC, True)
     res = {}
-    print(f"\nfirst stage on a training-type corpus ({len(tracks)} recordings, {len(set(works))} works): "
-          "shortlist recall / MAP with expansion; columns: weight of the chroma search against "
-          "the embedding\n")
+    print(
+        f"\nfirst stage on a training-type corpus ({len(tracks)} recordings, {len(set(works))} works): "
+        "shortlist recall / MAP with expansion; columns: weight of the chroma search against "
+        "the embedding\n"
+    )
     print("| first stage | " + " | ".join(f"{w:g}" for w in global_weights) + " |")
     print("|---" * (len(global_weights) + 1) + "|")
     for first in R.FIRST_STAGES:
@@ -462,19 +587,34 @@ def tune_first_stage(lm, tracks, device, k: int, global_weights=(0.5, 0.7, 0.85,
             d, _ = reranked(d_model, align, summaries, rr, votes)
             row[float(w)] = {"recall": shortlist_recall(lists, works), "map": metrics(d, works, 0)["map"]}
         res[first] = row
-        print(f"| {FIRST_NAMES[first]} | " + " | ".join(f"{v['recall']:.3f} / {v['map']:.3f}"
-                                                       for v in row.values()) + " |", flush=True)
+        print(
+            f"| {FIRST_NAMES[first]} | "
+            + " | ".join(f"{v['recall']:.3f} / {v['map']:.3f}" for v in row.values())
+            + " |",
+            flush=True,
+        )
     return res
 
 
-def tune_expansion(d_model, align, summaries, works, k: int, expand, expansion_weights,
-                   grow_after: int = R.DEFAULT_GROW_AFTER, votes: np.ndarray | None = None) -> dict:
+def tune_expansion(
+    d_model,
+    align,
+    summaries,
+    works,
+    k: int,
+    expand,
+    expansion_weights,
+    grow_after: int = R.DEFAULT_GROW_AFTER,
+    votes: np.ndarray | None = None,
+) -> dict:
     """MAP of each expansion setting (recordings added x anchor weight), the shortlist and
     fusion at the defaults; alignments per query in the last column."""
     res = {}
     k_used = R.shortlist_length(R.RerankConfig(k=k, grow_after=grow_after), len(d_model))
-    print(f"\nexpansion, MAP (top {k_used}, fusion weight {R.DEFAULT_WEIGHT}); rows: recordings "
-          "added from the anchor's summary neighbours, columns: weight of the anchor's alignment\n")
+    print(
+        f"\nexpansion, MAP (top {k_used}, fusion weight {R.DEFAULT_WEIGHT}); rows: recordings "
+        "added from the anchor's summary neighbours, columns: weight of the anchor's alignment\n"
+    )
     print("| added | " + " | ".join(f"{w:g}" for w in expansion_weights) + " | alignments per query |")
     print("|---" * (len(expansion_weights) + 2) + "|")
     for n in expand:
@@ -484,8 +624,12 @@ def tune_expansion(d_model, align, summaries, works, k: int, expand, expansion_w
             d, rk = reranked(d_model, align, summaries, cfg, votes)
             row[float(w)] = metrics(d, works, 0)["map"]
         res[int(n)] = row
-        print(f"| {n} | " + " | ".join(f"{row[float(w)]:.3f}" for w in expansion_weights)
-              + f" | {rk.n_pairs / max(1, rk.n_queries):.0f} |", flush=True)
+        print(
+            f"| {n} | "
+            + " | ".join(f"{row[float(w)]:.3f}" for w in expansion_weights)
+            + f" | {rk.n_pairs / max(1, rk.n_queries):.0f} |",
+            flush=True,
+        )
     return res
 
 
@@ -499,8 +643,10 @@ def tune_chroma(tracks, variants) -> dict:
     print("| lowest octave | power | alignment (Qmax, all pairs) | global (2DFTM) |")
     print("|---|---|---|---|")
     for lowest, power in variants:
-        align = [C.AlignmentFeatures.from_chroma(C.chroma_from_cqt(c, lowest_octave=lowest, power=power))
-                 for c in cqts]
+        align = [
+            C.AlignmentFeatures.from_chroma(C.chroma_from_cqt(c, lowest_octave=lowest, power=power))
+            for c in cqts
+        ]
         qmax = metrics(C.alignment_distance_matrix(align, C.QmaxParams()), works, 0)["map"]
         glob = metrics(global_distances(align), works, 0)["map"]
         res[f"{lowest},{power:g}"] = {"alignment": qmax, "global": glob}
@@ -515,16 +661,21 @@ def tune_qmax(tracks, variants) -> dict:
     works = [t.work for t in tracks]
     align = chroma_of(tracks)
     res = {}
-    print(f"\nalignment settings (embedding m, delay tau, neighbours kappa, gap onset, gap extension), "
-          f"{len(tracks)} recordings\n")
+    print(
+        f"\nalignment settings (embedding m, delay tau, neighbours kappa, gap onset, gap extension), "
+        f"{len(tracks)} recordings\n"
+    )
     print("| m | tau | kappa | gap onset | gap extension | MAP | HR@1 | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for p in variants:
         d, secs = timed(C.alignment_distance_matrix, align, p)
         m = metrics(d, works, 0)
         res[qmax_name(p)] = {"map": m["map"], "hr1": m["hr1"], "seconds": secs}
-        print(f"| {p.m} | {p.tau} | {p.kappa:g} | {p.gap_onset:g} | {p.gap_extension:g} | {m['map']:.3f} "
-              f"| {m['hr1']:.3f} | {secs:.1f} |", flush=True)
+        print(
+            f"| {p.m} | {p.tau} | {p.kappa:g} | {p.gap_onset:g} | {p.gap_extension:g} | {m['map']:.3f} "
+            f"| {m['hr1']:.3f} | {secs:.1f} |",
+            flush=True,
+        )
     return res
 
 
@@ -536,8 +687,9 @@ def qmax_variant(text: str) -> C.QmaxParams:
     """'M,TAU,KAPPA,ONSET,EXTENSION' -> QmaxParams."""
     try:
         m, tau, kappa, onset, ext = text.split(",")
-        return C.QmaxParams(m=int(m), tau=int(tau), kappa=float(kappa), gap_onset=float(onset),
-                            gap_extension=float(ext))
+        return C.QmaxParams(
+            m=int(m), tau=int(tau), kappa=float(kappa), gap_onset=float(onset), gap_extension=float(ext)
+        )
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected M,TAU,KAPPA,ONSET,EXTENSION, got {text!r}") from None
 
@@ -551,45 +703,97 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--works", type=int, default=60, help="test works (default 60)")
     ap.add_argument("--arrangement-works", type=int, default=30, help="works of the arrangement-only set")
-    ap.add_argument("--sets", nargs="+", choices=["test", "kept", "arr"], default=["test", "kept", "arr"],
-                    help="test sets to measure: re-harmonised, harmony kept, arrangement only (default all)")
+    ap.add_argument(
+        "--sets",
+        nargs="+",
+        choices=["test", "kept", "arr"],
+        default=["test", "kept", "arr"],
+        help="test sets to measure: re-harmonised, harmony kept, arrangement only (default all)",
+    )
     ap.add_argument("--versions", type=int, nargs=2, default=[4, 8], metavar=("MIN", "MAX"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=Path, default=Path("models/default/model.pt"))
     ap.add_argument("--k", type=int, default=R.DEFAULT_K, help="shortlist length")
-    ap.add_argument("--grow-after", type=int, default=R.DEFAULT_GROW_AFTER, metavar="N",
-                    help="catalogue size beyond which the shortlist grows as k * sqrt(size / N) "
-                         "(0 = always k; coverhunter.rerank.shortlist_length)")
+    ap.add_argument(
+        "--grow-after",
+        type=int,
+        default=R.DEFAULT_GROW_AFTER,
+        metavar="N",
+        help="catalogue size beyond which the shortlist grows as k * sqrt(size / N) "
+        "(0 = always k; coverhunter.rerank.shortlist_length)",
+    )
     ap.add_argument("--weight", type=float, default=R.DEFAULT_WEIGHT, help="fusion weight")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=0, help="rendering/extraction processes (0 = all cores)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_accuracy"))
-    ap.add_argument("--tune", action="store_true",
-                    help="sweep the fusion weight and the expansion on training-type data")
-    ap.add_argument("--tune-data", type=Path, default=None, metavar="LIST",
-                    help="with --tune: an extracted dataset list to tune on instead of the rendered corpus")
-    ap.add_argument("--expand", type=int, nargs="+", default=[0, 10, 25, 40],
-                    help="with --tune: recordings added from the anchor's neighbours")
-    ap.add_argument("--expansion-weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0],
-                    help="with --tune: weights of the anchor's alignment")
-    ap.add_argument("--tune-first-stage", type=float, nargs="*", default=None, metavar="WEIGHT",
-                    help="with --tune: only the first-stage table, at these weights of the chroma "
-                         "search against the embedding (default 0.5 0.7 0.85 1)")
-    ap.add_argument("--expansion-only", action="store_true",
-                    help="with --tune: only the expansion table (skip the fusion-weight sweep)")
-    ap.add_argument("--tune-chroma", type=chroma_variant, nargs="*", default=None, metavar="OCTAVE,POWER",
-                    help="with --tune: only the chroma table, for these (lowest octave, power) "
-                         "(none given: a default set)")
-    ap.add_argument("--tune-qmax", type=qmax_variant, nargs="*", default=None,
-                    metavar="M,TAU,KAPPA,ONSET,EXTENSION",
-                    help="with --tune: only the alignment-settings table, for these QmaxParams "
-                         "(none given: the default and its neighbours)")
-    ap.add_argument("--keep-trained-works", action="store_true",
-                    help="with --tune: keep works the model (and its summary projection) trained on; "
-                         "by default they are left out of the fusion and expansion tables")
-    ap.add_argument("--standin", action="store_true",
-                    help="tiny demo corpus (12 works x 4, seed 7): NOT held-out material, for development")
+    ap.add_argument(
+        "--tune", action="store_true", help="sweep the fusion weight and the expansion on training-type data"
+    )
+    ap.add_argument(
+        "--tune-data",
+        type=Path,
+        default=None,
+        metavar="LIST",
+        help="with --tune: an extracted dataset list to tune on instead of the rendered corpus",
+    )
+    ap.add_argument(
+        "--expand",
+        type=int,
+        nargs="+",
+        default=[0, 10, 25, 40],
+        help="with --tune: recordings added from the anchor's neighbours",
+    )
+    ap.add_argument(
+        "--expansion-weights",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.25, 0.5, 1.0],
+        help="with --tune: weights of the anchor's alignment",
+    )
+    ap.add_argument(
+        "--tune-first-stage",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="WEIGHT",
+        help="with --tune: only the first-stage table, at these weights of the chroma "
+        "search against the embedding (default 0.5 0.7 0.85 1)",
+    )
+    ap.add_argument(
+        "--expansion-only",
+        action="store_true",
+        help="with --tune: only the expansion table (skip the fusion-weight sweep)",
+    )
+    ap.add_argument(
+        "--tune-chroma",
+        type=chroma_variant,
+        nargs="*",
+        default=None,
+        metavar="OCTAVE,POWER",
+        help="with --tune: only the chroma table, for these (lowest octave, power) "
+        "(none given: a default set)",
+    )
+    ap.add_argument(
+        "--tune-qmax",
+        type=qmax_variant,
+        nargs="*",
+        default=None,
+        metavar="M,TAU,KAPPA,ONSET,EXTENSION",
+        help="with --tune: only the alignment-settings table, for these QmaxParams "
+        "(none given: the default and its neighbours)",
+    )
+    ap.add_argument(
+        "--keep-trained-works",
+        action="store_true",
+        help="with --tune: keep works the model (and its summary projection) trained on; "
+        "by default they are left out of the fusion and expansion tables",
+    )
+    ap.add_argument(
+        "--standin",
+        action="store_true",
+        help="tiny demo corpus (12 works x 4, seed 7): NOT held-out material, for development",
+    )
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_grad_enabled(False)
@@ -601,65 +805,132 @@ def main() -> None:
     kw = dict(versions=a.versions, standin=standin, workers=a.workers)
     if a.tune:
         if a.tune_data is not None:
-            tracks = [t for t in read_dataset(a.tune_data, check_features=True) if "source_utt" not in t.extra]
+            tracks = [
+                t for t in read_dataset(a.tune_data, check_features=True) if "source_utt" not in t.extra
+            ]
             name = f"tune-{a.tune_data.parent.name}.json"
         else:
-            tracks = render(a.out / f"tune-train-w{a.works}-s{a.seed + 1000}", works=a.works,
-                            seed=a.seed + 1000, split="train", arrangement_only=False, **kw)
+            tracks = render(
+                a.out / f"tune-train-w{a.works}-s{a.seed + 1000}",
+                works=a.works,
+                seed=a.seed + 1000,
+                split="train",
+                arrangement_only=False,
+                **kw,
+            )
             name = "tune.json"
         if a.tune_chroma is not None:
-            variants = a.tune_chroma or [(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0), (0, 0.5), (2, 0.5),
-                                         (0, 2.0), (2, 2.0), (2, 1.5), (1, 1.5)]
+            variants = a.tune_chroma or [
+                (0, 1.0),
+                (1, 1.0),
+                (2, 1.0),
+                (3, 1.0),
+                (0, 0.5),
+                (2, 0.5),
+                (0, 2.0),
+                (2, 2.0),
+                (2, 1.5),
+                (1, 1.5),
+            ]
             res = tune_chroma(tracks, variants)
             name = name.replace("tune", "tune-chroma", 1)
         elif a.tune_qmax is not None:
             base = C.QmaxParams()
-            variants = a.tune_qmax or [base] + [replace(base, **{k: v}) for k, vs in (
-                ("m", (5, 15, 20)), ("tau", (2,)), ("kappa", (0.1, 0.2, 0.25)),
-                ("gap_onset", (1.0, 3.0, 5.0)), ("gap_extension", (0.25, 1.0))) for v in vs]
+            variants = a.tune_qmax or [base] + [
+                replace(base, **{k: v})
+                for k, vs in (
+                    ("m", (5, 15, 20)),
+                    ("tau", (2,)),
+                    ("kappa", (0.1, 0.2, 0.25)),
+                    ("gap_onset", (1.0, 3.0, 5.0)),
+                    ("gap_extension", (0.25, 1.0)),
+                )
+                for v in vs
+            ]
             res = tune_qmax(tracks, variants)
             name = name.replace("tune", "tune-qmax", 1)
         elif a.tune_first_stage is not None:
             if not a.keep_trained_works:
                 tracks = unseen(tracks, lm.works)
-            res = tune_first_stage(lm, tracks, a.device, a.k, tuple(a.tune_first_stage) or (0.5, 0.7, 0.85, 1.0),
-                                   a.grow_after)
+            res = tune_first_stage(
+                lm, tracks, a.device, a.k, tuple(a.tune_first_stage) or (0.5, 0.7, 0.85, 1.0), a.grow_after
+            )
             name = name.replace("tune", "tune-first-stage", 1)
         else:
             if not a.keep_trained_works:
                 tracks = unseen(tracks, lm.works)
-            res = tune(lm, tracks, a.device, a.k, a.expand, a.expansion_weights, a.expansion_only,
-                       a.grow_after)
+            res = tune(
+                lm, tracks, a.device, a.k, a.expand, a.expansion_weights, a.expansion_only, a.grow_after
+            )
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / name).write_text(json.dumps(res, indent=1))
         return
     if standin:
-        sets = {"STAND-IN: demo corpus, 12 works x 4 versions, seed 7 (training soundfonts; "
-                "NOT held-out works)": render(a.out / "standin", works=12, seed=7, split="train",
-                                              arrangement_only=False, **{**kw, "versions": [4, 4]})}
+        sets = {
+            "STAND-IN: demo corpus, 12 works x 4 versions, seed 7 (training soundfonts; "
+            "NOT held-out works)": render(
+                a.out / "standin",
+                works=12,
+                seed=7,
+                split="train",
+                arrangement_only=False,
+                **{**kw, "versions": [4, 4]},
+            )
+        }
     else:
         v = f"{a.versions[0]}-{a.versions[1]}"
         sets = {}
         if "test" in a.sets:
-            sets[f"held-out test works, test soundfont, re-harmonised ({a.works} works x {v} versions, "
-                 f"seed {a.seed})"] = render(a.out / f"test-w{a.works}-v{v}-s{a.seed}", works=a.works,
-                                             seed=a.seed, split="test", arrangement_only=False,
-                                             harmony_kept=0.0, **kw)
+            sets[
+                f"held-out test works, test soundfont, re-harmonised ({a.works} works x {v} versions, "
+                f"seed {a.seed})"
+            ] = render(
+                a.out / f"test-w{a.works}-v{v}-s{a.seed}",
+                works=a.works,
+                seed=a.seed,
+                split="test",
+                arrangement_only=False,
+                harmony_kept=0.0,
+                **kw,
+            )
         if "kept" in a.sets:
-            sets[f"the same works, every version keeping the work's harmony ({a.works} works x {v} "
-                 f"versions, seed {a.seed})"] = render(a.out / f"test-kept-w{a.works}-v{v}-s{a.seed}",
-                                                       works=a.works, seed=a.seed, split="test",
-                                                       arrangement_only=False, harmony_kept=1.0, **kw)
+            sets[
+                f"the same works, every version keeping the work's harmony ({a.works} works x {v} "
+                f"versions, seed {a.seed})"
+            ] = render(
+                a.out / f"test-kept-w{a.works}-v{v}-s{a.seed}",
+                works=a.works,
+                seed=a.seed,
+                split="test",
+                arrangement_only=False,
+                harmony_kept=1.0,
+                **kw,
+            )
         if "arr" in a.sets:
-            sets[f"arrangement only: same key, tempo and structure ({a.arrangement_works} works, "
-                 f"seed {a.seed})"] = render(a.out / f"test-arr-w{a.arrangement_works}-v{v}-s{a.seed}",
-                                             works=a.arrangement_works, seed=a.seed, split="test",
-                                             arrangement_only=True, harmony_kept=0.0, **kw)
-    results = {"model": str(a.model), "k": a.k, "grow_after": a.grow_after, "weight": a.weight,
-               "sets": {}}
+            sets[
+                f"arrangement only: same key, tempo and structure ({a.arrangement_works} works, "
+                f"seed {a.seed})"
+            ] = render(
+                a.out / f"test-arr-w{a.arrangement_works}-v{v}-s{a.seed}",
+                works=a.arrangement_works,
+                seed=a.seed,
+                split="test",
+                arrangement_only=True,
+                harmony_kept=0.0,
+                **kw,
+            )
+    results = {"model": str(a.model), "k": a.k, "grow_after": a.grow_after, "weight": a.weight, "sets": {}}
     for title, tracks in sets.items():
-        res = run_corpus(tracks, lm, a.device, a.k, a.weight, a.bootstrap, a.grow_after,
-                         cache_dir=Path(tracks[0].feat).parent.parent if tracks else None)
+        res = run_corpus(
+            tracks,
+            lm,
+            a.device,
+            a.k,
+            a.weight,
+            a.bootstrap,
+            a.grow_after,
+            cache_dir=Path(tracks[0].feat).parent.parent if tracks else None,
+        )
         results["sets"][title] = res
     print(f"\nmodel {a.model}; re-rank: top {a.k}, fusion weight {a.weight} (chosen on training-type data)")
     for title, res in results["sets"].items():

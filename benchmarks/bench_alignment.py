@@ -114,7 +114,7 @@ def main(argv=None) -> None:
     m_max = max(len(y) for y in ys)
     crp = np.zeros((len(ys), len(x), m_max), bool)
     for b, y in enumerate(ys):
-        crp[b, :, :len(y)] = C.cross_recurrence(x, y, p.kappa)
+        crp[b, :, : len(y)] = C.cross_recurrence(x, y, p.kappa)
     lengths = np.array([len(y) for y in ys])
 
     C.qmax_batch(crp[:2], p.gap_onset, p.gap_extension)  # compile (or load numba's cache)
@@ -131,17 +131,23 @@ def main(argv=None) -> None:
     t_cr = best_of(lambda: [C.cross_recurrence(x, y, p.kappa) for y in ys], args.repeats)
     n = len(ys)
     frames = f"{len(x)} x {np.mean(lengths):.0f} (mean)"
-    print(f"\n{n} pairs of {frames} delay-embedded frames, "
-          f"{'corpus ' + str(args.data) if args.data else 'generated chroma'}; scores identical\n")
+    print(
+        f"\n{n} pairs of {frames} delay-embedded frames, "
+        f"{'corpus ' + str(args.data) if args.data else 'generated chroma'}; scores identical\n"
+    )
     print("| step | ms per pair | ratio to the numpy recursion |")
     print("|---|---|---|")
     print(f"| recursion, numpy (baseline) | {t_numpy / n * 1e3:.3f} | 1.00 |")
     print(f"| recursion, compiled | {t_kernel / n * 1e3:.3f} | {t_kernel / t_numpy:.3f} |")
     print(f"| cross-recurrence plot | {t_cr / n * 1e3:.3f} | {t_cr / t_numpy:.3f} |")
-    print(f"| whole alignment (qmax_scores), compiled recursion | {t_whole / n * 1e3:.3f} | "
-          f"{t_whole / t_numpy:.3f} |")
-    print(f"| whole alignment as before (numpy recursion, transpositions one by one) | "
-          f"{t_before / n * 1e3:.3f} | {t_before / t_numpy:.3f} |")
+    print(
+        f"| whole alignment (qmax_scores), compiled recursion | {t_whole / n * 1e3:.3f} | "
+        f"{t_whole / t_numpy:.3f} |"
+    )
+    print(
+        f"| whole alignment as before (numpy recursion, transpositions one by one) | "
+        f"{t_before / n * 1e3:.3f} | {t_before / t_numpy:.3f} |"
+    )
     print(f"\nwhole alignment: {t_before / t_whole:.2f} x faster than before")
 
 

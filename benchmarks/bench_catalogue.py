@@ -137,19 +137,28 @@ class Recordings:
     def __len__(self) -> int:
         return len(self.track_ids)
 
-    def head(self, n: int) -> "Recordings":
-        return Recordings(self.track_ids[:n], self.works[:n], self.durations[:n],
-                          self.embeddings[:n], self.chromas[:n], self.meta)
+    def head(self, n: int) -> Recordings:
+        return Recordings(
+            self.track_ids[:n],
+            self.works[:n],
+            self.durations[:n],
+            self.embeddings[:n],
+            self.chromas[:n],
+            self.meta,
+        )
 
     @staticmethod
-    def concat(parts: list["Recordings"]) -> "Recordings":
+    def concat(parts: list[Recordings]) -> Recordings:
         if not parts:
             return Recordings(np.zeros(0, str), np.zeros(0, str), np.zeros(0), [], [], {})
-        return Recordings(np.concatenate([p.track_ids for p in parts]),
-                          np.concatenate([p.works for p in parts]),
-                          np.concatenate([p.durations for p in parts]),
-                          [e for p in parts for e in p.embeddings],
-                          [c for p in parts for c in p.chromas], parts[0].meta)
+        return Recordings(
+            np.concatenate([p.track_ids for p in parts]),
+            np.concatenate([p.works for p in parts]),
+            np.concatenate([p.durations for p in parts]),
+            [e for p in parts for e in p.embeddings],
+            [c for p in parts for c in p.chromas],
+            parts[0].meta,
+        )
 
 
 def _ragged(arrays: list, dtype, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +169,7 @@ def _ragged(arrays: list, dtype, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _split(data: np.ndarray, offsets: np.ndarray) -> list:
-    return [data[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    return [data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
 def save_npz_atomic(path: Path, arrays: dict) -> None:
@@ -178,18 +187,32 @@ def write_recordings(path: Path, rec: Recordings) -> None:
     """One chunk file (see :class:`Recordings`), written atomically."""
     emb, emb_off = _ragged(rec.embeddings, np.float32, rec.embeddings[0].shape[1] if len(rec) else 128)
     chroma, chroma_off = _ragged(rec.chromas, np.uint8, 24)
-    save_npz_atomic(path, dict(track_ids=np.asarray(rec.track_ids, str), works=np.asarray(rec.works, str),
-                               durations=np.asarray(rec.durations, np.float32), embeddings=emb,
-                               embedding_offsets=emb_off, chroma=chroma, chroma_offsets=chroma_off,
-                               meta=np.str_(json.dumps(rec.meta))))
+    save_npz_atomic(
+        path,
+        dict(
+            track_ids=np.asarray(rec.track_ids, str),
+            works=np.asarray(rec.works, str),
+            durations=np.asarray(rec.durations, np.float32),
+            embeddings=emb,
+            embedding_offsets=emb_off,
+            chroma=chroma,
+            chroma_offsets=chroma_off,
+            meta=np.str_(json.dumps(rec.meta)),
+        ),
+    )
 
 
 def read_recordings(path: Path) -> Recordings:
     """Inverse of :func:`write_recordings`."""
     with np.load(path, allow_pickle=False) as z:
-        return Recordings(z["track_ids"], z["works"], z["durations"].astype(np.float64),
-                          _split(z["embeddings"], z["embedding_offsets"]),
-                          _split(z["chroma"], z["chroma_offsets"]), json.loads(str(z["meta"])))
+        return Recordings(
+            z["track_ids"],
+            z["works"],
+            z["durations"].astype(np.float64),
+            _split(z["embeddings"], z["embedding_offsets"]),
+            _split(z["chroma"], z["chroma_offsets"]),
+            json.loads(str(z["meta"])),
+        )
 
 
 def count_recordings(path: Path) -> int:
@@ -305,10 +328,17 @@ def write_chunk(job: ChunkJob, recs: list[tuple], meta: dict) -> None:
     for view in FINE_VIEWS:
         raw[view], raw[f"{view}_offsets"] = _ragged([r[4][view] for r in recs], np.float16, 12)
     save_npz_atomic(chunk_path(job.folder, job.index).with_suffix(".cqt.npz"), raw)
-    write_recordings(chunk_path(job.folder, job.index),
-                     Recordings(ids, np.asarray([r[1] for r in recs], str),
-                                np.asarray([r[2] for r in recs], np.float64),
-                                [r[5] for r in recs], [r[6] for r in recs], meta))
+    write_recordings(
+        chunk_path(job.folder, job.index),
+        Recordings(
+            ids,
+            np.asarray([r[1] for r in recs], str),
+            np.asarray([r[2] for r in recs], np.float64),
+            [r[5] for r in recs],
+            [r[6] for r in recs],
+            meta,
+        ),
+    )
 
 
 def _child_model(path: Path):
@@ -343,15 +373,31 @@ def make_chunk(job: ChunkJob) -> dict:
             skipped.append({"piece": piece_name(*piece), "why": rows})
             continue
         reduced = reduce_recordings(lm, [Path(r["wav"]) for r in rows], secs)
-        recs += [(f"dis_{job.index:05d}_{j:02d}_{v}", piece_name(*piece), r["dur_s"], *x)
-                 for v, (r, x) in enumerate(zip(rows, reduced))]
+        recs += [
+            (f"dis_{job.index:05d}_{j:02d}_{v}", piece_name(*piece), r["dur_s"], *x)
+            for v, (r, x) in enumerate(zip(rows, reduced))
+        ]
         shutil.rmtree(tmp / f"w{j:02d}", ignore_errors=True)  # the wav files
     shutil.rmtree(tmp, ignore_errors=True)
-    costs = {"recordings": len(recs), "works": len(job.pieces) - len(skipped), "skipped": skipped,
-             "audio_s": float(sum(r[2] for r in recs)), **secs}
-    write_chunk(job, recs, {"model_fingerprint": lm.fingerprint, "chroma_spec": "cqt|c3",
-                            "seed": job.seed, "versions": VERSIONS, "harmony_kept": HARMONY_KEPT,
-                            "costs": costs})
+    costs = {
+        "recordings": len(recs),
+        "works": len(job.pieces) - len(skipped),
+        "skipped": skipped,
+        "audio_s": float(sum(r[2] for r in recs)),
+        **secs,
+    }
+    write_chunk(
+        job,
+        recs,
+        {
+            "model_fingerprint": lm.fingerprint,
+            "chroma_spec": "cqt|c3",
+            "seed": job.seed,
+            "versions": VERSIONS,
+            "harmony_kept": HARMONY_KEPT,
+            "costs": costs,
+        },
+    )
     return costs
 
 
@@ -373,8 +419,12 @@ def run_isolated(fn, job, attempts: int = 3):
             with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
                 return pool.submit(fn, job).result()
         except BrokenProcessPool:
-            log.warning("chunk %s: worker crashed (attempt %d of %d)", getattr(job, "index", "?"),
-                        attempt + 1, attempts)
+            log.warning(
+                "chunk %s: worker crashed (attempt %d of %d)",
+                getattr(job, "index", "?"),
+                attempt + 1,
+                attempts,
+            )
     return None
 
 
@@ -422,8 +472,13 @@ def _generate(folder: Path, n_target: int, model: Path, test_root: Path, render_
             k += 1
             continue
         prepare_test_corpora(test_root, folder.parent / "test", model, render_test)
-        job = ChunkJob(k, tuple(pieces[k * WORKS_PER_CHUNK:(k + 1) * WORKS_PER_CHUNK]), folder, model,
-                       parent=os.getpid())
+        job = ChunkJob(
+            k,
+            tuple(pieces[k * WORKS_PER_CHUNK : (k + 1) * WORKS_PER_CHUNK]),
+            folder,
+            model,
+            parent=os.getpid(),
+        )
         t0 = time.perf_counter()
         costs = run_isolated(make_chunk, job)
         if costs is None:
@@ -434,13 +489,23 @@ def _generate(folder: Path, n_target: int, model: Path, test_root: Path, render_
         made += costs["recordings"]
         have += costs["recordings"]
         per = wall / max(1, made)
-        log.info("chunk %d: %d recordings of %d works (%d skipped), %.1f min of audio; wall s per "
-                 "recording: render %.2f, features %.2f, embed %.2f, all %.2f. %d of %d distractors; "
-                 "ETA %s", k, costs["recordings"], costs["works"], len(costs["skipped"]),
-                 costs["audio_s"] / 60, costs["render_s"] / max(1, costs["recordings"]),
-                 costs["features_s"] / max(1, costs["recordings"]),
-                 costs["embed_s"] / max(1, costs["recordings"]), per, have, n_target,
-                 _eta(per * max(0, n_target - have)))
+        log.info(
+            "chunk %d: %d recordings of %d works (%d skipped), %.1f min of audio; wall s per "
+            "recording: render %.2f, features %.2f, embed %.2f, all %.2f. %d of %d distractors; "
+            "ETA %s",
+            k,
+            costs["recordings"],
+            costs["works"],
+            len(costs["skipped"]),
+            costs["audio_s"] / 60,
+            costs["render_s"] / max(1, costs["recordings"]),
+            costs["features_s"] / max(1, costs["recordings"]),
+            costs["embed_s"] / max(1, costs["recordings"]),
+            per,
+            have,
+            n_target,
+            _eta(per * max(0, n_target - have)),
+        )
         k += 1
     prepare_test_corpora(test_root, folder.parent / "test", model, render_test)
     if have < n_target:
@@ -489,18 +554,28 @@ def _prepare_test_corpus(args) -> None:
     rep = extract_features(data, config=ExtractConfig(), num_workers=1, verbose=False)
     if rep.failed:
         log.warning("%s: %d recordings failed extraction (left out)", data, len(rep.failed))
-    tracks = [t for t in read_dataset(data / "full.txt", check_features=True)
-              if "source_utt" not in t.extra]
+    tracks = [t for t in read_dataset(data / "full.txt", check_features=True) if "source_utt" not in t.extra]
     t0 = time.process_time()
     embs = model_embeddings(lm, [t.feat for t in tracks])
     t_embed = time.process_time() - t0
     chromas = [compact_chroma(t.feat) for t in tracks]
-    meta = {"model_fingerprint": lm.fingerprint, "chroma_spec": "cqt|c3", "corpus": str(data),
-            "costs": {"embed_cpu_s": t_embed, "recordings": len(tracks)}}
-    write_recordings(out, Recordings(np.asarray([t.track_id for t in tracks], str),
-                                     np.asarray([t.work for t in tracks], str),
-                                     np.asarray([t.duration for t in tracks], np.float64),
-                                     embs, chromas, meta))
+    meta = {
+        "model_fingerprint": lm.fingerprint,
+        "chroma_spec": "cqt|c3",
+        "corpus": str(data),
+        "costs": {"embed_cpu_s": t_embed, "recordings": len(tracks)},
+    }
+    write_recordings(
+        out,
+        Recordings(
+            np.asarray([t.track_id for t in tracks], str),
+            np.asarray([t.work for t in tracks], str),
+            np.asarray([t.duration for t in tracks], np.float64),
+            embs,
+            chromas,
+            meta,
+        ),
+    )
     log.info("%s: search data of %d recordings in %s", data, len(tracks), out)
 
 
@@ -525,8 +600,14 @@ def load_catalogue(out: Path, n_distractors: int) -> tuple[Recordings, Recording
     test = Recordings.concat(tests)
     # twins side by side (test:x, kept:x), so one id range leaves both out of a search
     order = np.lexsort((test.track_ids, [str(t).split(":", 1)[1] for t in test.track_ids]))
-    test = Recordings(test.track_ids[order], test.works[order], test.durations[order],
-                      [test.embeddings[i] for i in order], [test.chromas[i] for i in order], test.meta)
+    test = Recordings(
+        test.track_ids[order],
+        test.works[order],
+        test.durations[order],
+        [test.embeddings[i] for i in order],
+        [test.chromas[i] for i in order],
+        test.meta,
+    )
     parts, have, k = [], 0, 0
     while have < n_distractors and chunk_path(out / "distractors", k).is_file():
         parts.append(read_recordings(chunk_path(out / "distractors", k)))
@@ -535,8 +616,10 @@ def load_catalogue(out: Path, n_distractors: int) -> tuple[Recordings, Recording
     dis = Recordings.concat(parts).head(n_distractors)
     prints = {r.meta["model_fingerprint"] for r in [*tests, *parts]}
     if len(prints) > 1:
-        raise SystemExit(f"embeddings of different models on disk ({sorted(prints)}): re-make the "
-                         "stale chunks (the .cqt.npz files hold their CQT)")
+        raise SystemExit(
+            f"embeddings of different models on disk ({sorted(prints)}): re-make the "
+            "stale chunks (the .cqt.npz files hold their CQT)"
+        )
     if len(dis) < n_distractors:
         log.warning("only %d of %d distractors on disk: measuring with those", len(dis), n_distractors)
     return test, dis
@@ -577,8 +660,7 @@ def query_exclusion(track_ids: np.ndarray, queries: np.ndarray) -> np.ndarray:
 # metrics
 
 
-def recall_at(dist: np.ndarray, qworks: np.ndarray, works: np.ndarray, exclude: np.ndarray,
-              k: int) -> float:
+def recall_at(dist: np.ndarray, qworks: np.ndarray, works: np.ndarray, exclude: np.ndarray, k: int) -> float:
     """Mean over queries with covers of the share of covers in the ``k`` nearest
     (excluded entries left out; ties against the covers)."""
     shares = []
@@ -592,8 +674,9 @@ def recall_at(dist: np.ndarray, qworks: np.ndarray, works: np.ndarray, exclude: 
     return float(np.mean(shares)) if shares else float("nan")
 
 
-def shortlist_recall(lists: list[np.ndarray], qworks: np.ndarray, works: np.ndarray,
-                     exclude: np.ndarray) -> float:
+def shortlist_recall(
+    lists: list[np.ndarray], qworks: np.ndarray, works: np.ndarray, exclude: np.ndarray
+) -> float:
     """Mean share of each query's covers among its shortlisted indices."""
     shares = []
     for i, sl in enumerate(lists):
@@ -603,22 +686,30 @@ def shortlist_recall(lists: list[np.ndarray], qworks: np.ndarray, works: np.ndar
     return float(np.mean(shares)) if shares else float("nan")
 
 
-def ranking_metrics(dist: np.ndarray, qworks: np.ndarray, works: np.ndarray, exclude: np.ndarray,
-                    k: int) -> dict:
+def ranking_metrics(
+    dist: np.ndarray, qworks: np.ndarray, works: np.ndarray, exclude: np.ndarray, k: int
+) -> dict:
     """MAP (pessimistic ties), MR1, HR@1 and R@k of a distance matrix (n_queries, n)."""
     from coverhunter.metrics import evaluate_distances
 
     rep = evaluate_distances(dist, qworks, works, exclude=exclude)
-    return {"map": rep.map, "mr1": rep.mr1, "hr1": rep.hit_rate, "recall": recall_at(dist, qworks, works,
-                                                                                     exclude, k),
-            "ap": [float(a) for a in rep.per_query_ap]}
+    return {
+        "map": rep.map,
+        "mr1": rep.mr1,
+        "hr1": rep.hit_rate,
+        "recall": recall_at(dist, qworks, works, exclude, k),
+        "ap": [float(a) for a in rep.per_query_ap],
+    }
 
 
 def map_by_corpus(ap: list, corpus: np.ndarray) -> dict:
     """MAP of the queries of each test corpus (the queries with covers)."""
     ap, corpus = np.asarray(ap, np.float64), np.asarray(corpus)
-    return {c: float(ap[corpus == c].mean()) for c in sorted(set(corpus.tolist()))
-            if len(ap) == len(corpus) and (corpus == c).any()}
+    return {
+        c: float(ap[corpus == c].mean())
+        for c in sorted(set(corpus.tolist()))
+        if len(ap) == len(corpus) and (corpus == c).any()
+    }
 
 
 def map_ratio_ci(ap_a, ap_b, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -683,9 +774,16 @@ def summary_search(cat: Catalogue, queries: np.ndarray, projection) -> tuple[np.
     t0 = time.process_time()
     dist = euclidean_distances(summ[queries], summ)
     secs = time.process_time() - t0
-    return dist, summ, {"ms": secs / len(queries) * 1e3, "build_s": build,
-                        "mb": summ.astype(np.float32).nbytes / 1e6,
-                        "summary_ms_per_recording": build / len(cat) * 1e3}
+    return (
+        dist,
+        summ,
+        {
+            "ms": secs / len(queries) * 1e3,
+            "build_s": build,
+            "mb": summ.astype(np.float32).nbytes / 1e6,
+            "summary_ms_per_recording": build / len(cat) * 1e3,
+        },
+    )
 
 
 def excluded_range(exclude_row: np.ndarray, starts: np.ndarray, q: int) -> tuple[int, int]:
@@ -712,8 +810,14 @@ def recurrence_search(cat: Catalogue, queries: np.ndarray, exclude: np.ndarray) 
     idx.hub_counts()
     build = time.process_time() - t0
     mem = idx.memory_report()
-    log.info("recurrence index: %d shingles (%s), built in %.0f s (add %.0f s), %.0f MB", mem["shingles"],
-             mem["kind"], build, t_add, mem["total_bytes"] / 1e6)
+    log.info(
+        "recurrence index: %d shingles (%s), built in %.0f s (add %.0f s), %.0f MB",
+        mem["shingles"],
+        mem["kind"],
+        build,
+        t_add,
+        mem["total_bytes"] / 1e6,
+    )
     dist = np.zeros((len(queries), len(cat)))
     t0 = time.process_time()
     for r, q in enumerate(queries):
@@ -721,8 +825,13 @@ def recurrence_search(cat: Catalogue, queries: np.ndarray, exclude: np.ndarray) 
         sims, ids = idx.neighbours(vecs, excluded_range(exclude[r], idx.starts, q))
         dist[r] = -idx.scores_from_neighbours(sims, ids, frames, rolls)
     secs = time.process_time() - t0
-    return dist, {"ms": secs / len(queries) * 1e3, "build_s": build, "mb": mem["total_bytes"] / 1e6,
-                  "kind": mem["kind"], "shingles": mem["shingles"]}
+    return dist, {
+        "ms": secs / len(queries) * 1e3,
+        "build_s": build,
+        "mb": mem["total_bytes"] / 1e6,
+        "kind": mem["kind"],
+        "shingles": mem["shingles"],
+    }
 
 
 def default_first_stage() -> str:
@@ -745,8 +854,15 @@ def two_stage_config(first_stage: str | None = None):
     return replace(rr, first_stage=first_stage)
 
 
-def two_stage_search(cat: Catalogue, queries: np.ndarray, d_embed: np.ndarray, summ: np.ndarray,
-                     votes: np.ndarray | None, exclude: np.ndarray, rr) -> tuple[np.ndarray, dict, list]:
+def two_stage_search(
+    cat: Catalogue,
+    queries: np.ndarray,
+    d_embed: np.ndarray,
+    summ: np.ndarray,
+    votes: np.ndarray | None,
+    exclude: np.ndarray,
+    rr,
+) -> tuple[np.ndarray, dict, list]:
     """``evaluate --rerank``'s two-stage search (``rerank.Reranker`` built as
     ``rerank.build_reranker`` builds it, from the stored data) of each query alone.
 
@@ -759,8 +875,14 @@ def two_stage_search(cat: Catalogue, queries: np.ndarray, d_embed: np.ndarray, s
     from coverhunter.classical import euclidean_distances
 
     _check_reranker_fields()
-    rk = R.Reranker(rr, query_align=[cat.align[q] for q in queries], ref_align=cat.align,
-                    query_summary=summ[queries], ref_summary=summ, symmetric=False)
+    rk = R.Reranker(
+        rr,
+        query_align=[cat.align[q] for q in queries],
+        ref_align=cat.align,
+        query_summary=summ[queries],
+        ref_summary=summ,
+        symmetric=False,
+    )
     recurrence = getattr(rr, "first_stage", "summary") in ("recurrence", "both")
     if recurrence:
         rk.votes = votes
@@ -768,16 +890,42 @@ def two_stage_search(cat: Catalogue, queries: np.ndarray, d_embed: np.ndarray, s
     dist = rk.rerank_block(d_embed, 0, exclude=exclude)
     secs = time.process_time() - t0
     fixed = R.for_catalogue(rr, len(cat))
-    glob = R.first_stage_searches(getattr(rr, "first_stage", "summary"), votes if recurrence else None,
-                                  euclidean_distances(summ[queries], summ))
+    glob = R.first_stage_searches(
+        getattr(rr, "first_stage", "summary"),
+        votes if recurrence else None,
+        euclidean_distances(summ[queries], summ),
+    )
     lists = [R.cascade_shortlist(d_embed[r], glob[r], fixed, exclude[r]) for r in range(len(queries))]
-    return dist, {"ms": secs / len(queries) * 1e3, "k": rk.k_used,
-                  "alignments_per_query": rk.n_pairs / len(queries), "config": repr(rr)}, lists
+    return (
+        dist,
+        {
+            "ms": secs / len(queries) * 1e3,
+            "k": rk.k_used,
+            "alignments_per_query": rk.n_pairs / len(queries),
+            "config": repr(rr),
+        },
+        lists,
+    )
 
 
-KNOWN_RERANKER_FIELDS = {"cfg", "query_align", "ref_align", "query_chunks", "ref_chunks", "query_summary",
-                         "ref_summary", "votes", "symmetric", "seconds", "n_queries", "n_pairs", "n_computed",
-                         "k_used", "_checked", "_pairs"}
+KNOWN_RERANKER_FIELDS = {
+    "cfg",
+    "query_align",
+    "ref_align",
+    "query_chunks",
+    "ref_chunks",
+    "query_summary",
+    "ref_summary",
+    "votes",
+    "symmetric",
+    "seconds",
+    "n_queries",
+    "n_pairs",
+    "n_computed",
+    "k_used",
+    "_checked",
+    "_pairs",
+}
 
 
 def _check_reranker_fields() -> None:
@@ -789,8 +937,11 @@ def _check_reranker_fields() -> None:
 
     new = sorted({f.name for f in fields(R.Reranker)} - KNOWN_RERANKER_FIELDS)
     if new:
-        log.warning("rerank.Reranker has fields this benchmark does not fill: %s; the two-stage row "
-                    "runs without them (teach two_stage_search to build them)", new)
+        log.warning(
+            "rerank.Reranker has fields this benchmark does not fill: %s; the two-stage row "
+            "runs without them (teach two_stage_search to build them)",
+            new,
+        )
 
 
 def alignment_search(cat: Catalogue, queries: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -802,8 +953,12 @@ def alignment_search(cat: Catalogue, queries: np.ndarray) -> tuple[np.ndarray, d
     t0 = time.process_time()
     for r, q in enumerate(queries):
         dist[r] = -qmax_scores(cat.align[q], cat.align, QmaxParams())
-        log.info("all-pairs alignment: query %d of %d, %.1f s a query so far", r + 1, len(queries),
-                 (time.process_time() - t0) / (r + 1))
+        log.info(
+            "all-pairs alignment: query %d of %d, %.1f s a query so far",
+            r + 1,
+            len(queries),
+            (time.process_time() - t0) / (r + 1),
+        )
     secs = time.process_time() - t0
     return dist, {"ms": secs / len(queries) * 1e3, "mb": sum(c.nbytes for c in cat.chromas) / 1e6}
 
@@ -828,8 +983,14 @@ def measure(cat: Catalogue, queries: np.ndarray, align_queries: np.ndarray, lm) 
         q = np.arange(len(queries)) if sub is None else sub
         rows[name] = {**ranking_metrics(dist[q], qworks[q], cat.works, ex[q], k), **costs}
         rows[name]["map_by_corpus"] = map_by_corpus(rows[name]["ap"], corpus[q])
-        log.info("%s: MAP %.3f, R@%d %.3f, %.1f ms per query", name, rows[name]["map"], k,
-                 rows[name]["recall"], costs["ms"])
+        log.info(
+            "%s: MAP %.3f, R@%d %.3f, %.1f ms per query",
+            name,
+            rows[name]["map"],
+            k,
+            rows[name]["recall"],
+            costs["ms"],
+        )
 
     d_emb, c = embedding_search(cat, queries, lm.config.eval.distance)
     row("first stage: model embedding", d_emb, c)
@@ -849,8 +1010,10 @@ def measure(cat: Catalogue, queries: np.ndarray, align_queries: np.ndarray, lm) 
         before = ["model embedding"] + (["recurrence voting (c3)"] if stage in ("recurrence", "both") else [])
         c["rerank_ms"] = c["ms"]
         c["ms"] += sum(rows[f"first stage: {m}"]["ms"] for m in before)
-        c["mb"] = sum(rows[f"first stage: {m}"]["mb"] for m in (*before, "2D Fourier summary (projected)")) \
+        c["mb"] = (
+            sum(rows[f"first stage: {m}"]["mb"] for m in (*before, "2D Fourier summary (projected)"))
             + sum(x.nbytes for x in cat.chromas) / 1e6
+        )
         c["first_stage"] = stage
         row(name, d, c)
         rows[name]["recall"] = shortlist_recall(lists, qworks, cat.works, ex)
@@ -876,9 +1039,13 @@ def summarise(res: dict) -> dict:
     al = next(v for n, v in rows.items() if n.startswith("all-pairs"))
     ratio, lo, hi = map_ratio_ci(two["ap"], al["ap"])
     ms = rows[TWO_STAGE]["ms"]
-    return {"map_ratio": ratio, "map_ratio_ci": [lo, hi], "two_stage_ms": ms,
-            "met": bool(ratio >= TARGET_RATIO and ms < TARGET_MS),
-            "alignment_cpu_hours_all_queries": al["ms"] * res["n_queries"] / 3.6e6}
+    return {
+        "map_ratio": ratio,
+        "map_ratio_ci": [lo, hi],
+        "two_stage_ms": ms,
+        "met": bool(ratio >= TARGET_RATIO and ms < TARGET_MS),
+        "alignment_cpu_hours_all_queries": al["ms"] * res["n_queries"] / 3.6e6,
+    }
 
 
 def generation_costs(folder: Path) -> dict:
@@ -891,16 +1058,21 @@ def generation_costs(folder: Path) -> dict:
         for key in tot:
             tot[key] += costs[key]
     n = max(1, tot["recordings"])
-    return {"chunks_recordings": tot["recordings"], "mean_duration_s": tot["audio_s"] / n,
-            **{f"{k[:-2]}_s_per_recording": tot[k] / n for k in ("render_s", "features_s", "embed_s")}}
+    return {
+        "chunks_recordings": tot["recordings"],
+        "mean_duration_s": tot["audio_s"] / n,
+        **{f"{k[:-2]}_s_per_recording": tot[k] / n for k in ("render_s", "features_s", "embed_s")},
+    }
 
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], capture_output=True,
-                               text=True, check=True).stdout.strip()
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         return out + (" (src modified)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -909,38 +1081,53 @@ def git_commit() -> str:
 def format_table(res: dict) -> str:
     """The markdown table (and the target line) of one measurement."""
     k = res["k"]
-    lines = [f"`{res['command']}` at commit {res['commit']}", "",
-             f"catalogue: {res['n_catalogue']:,} recordings ({res['n_test']} test recordings of "
-             f"{res['n_test_works']} works + {res['n_distractors']:,} distractors of "
-             f"{res['n_distractor_works']:,} training works); {res['n_queries']} queries (test "
-             f"recordings; self and twin excluded); two-stage shortlist {k}", "",
-             f"| method | MAP | MR1 | HR@1 | R@{k} | ms / query | MB | build s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"`{res['command']}` at commit {res['commit']}",
+        "",
+        f"catalogue: {res['n_catalogue']:,} recordings ({res['n_test']} test recordings of "
+        f"{res['n_test_works']} works + {res['n_distractors']:,} distractors of "
+        f"{res['n_distractor_works']:,} training works); {res['n_queries']} queries (test "
+        f"recordings; self and twin excluded); two-stage shortlist {k}",
+        "",
+        f"| method | MAP | MR1 | HR@1 | R@{k} | ms / query | MB | build s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in res["rows"].items():
         build = f"{r['build_s']:.0f}" if "build_s" in r else ""
         if "kind" in r:
             build += f" ({r['kind']}, {r['shingles']:,} shingles)"
         mb = f"{r['mb']:.0f}" if "mb" in r else ""
-        lines.append(f"| {name} | {r['map']:.3f} | {r['mr1']:.1f} | {r['hr1']:.3f} | {r['recall']:.3f} | "
-                     f"{r['ms']:.1f} | {mb} | {build} |")
+        lines.append(
+            f"| {name} | {r['map']:.3f} | {r['mr1']:.1f} | {r['hr1']:.3f} | {r['recall']:.3f} | "
+            f"{r['ms']:.1f} | {mb} | {build} |"
+        )
     s = res["summary"]
-    lines += ["", f"two-stage MAP / all-pairs MAP on the sampled queries: {s['map_ratio']:.3f} "
-              f"[{s['map_ratio_ci'][0]:.3f}, {s['map_ratio_ci'][1]:.3f}] (target >= {TARGET_RATIO}); "
-              f"two-stage {s['two_stage_ms']:.0f} ms per query (target < {TARGET_MS:.0f}): "
-              f"{'met' if s['met'] else 'NOT met'}. All-pairs alignment of all {res['n_queries']} "
-              f"queries: {_eta(s['alignment_cpu_hours_all_queries'] * 3600)} of CPU (extrapolated from "
-              "the sampled queries; the two-stage rows ran them all)."]
+    lines += [
+        "",
+        f"two-stage MAP / all-pairs MAP on the sampled queries: {s['map_ratio']:.3f} "
+        f"[{s['map_ratio_ci'][0]:.3f}, {s['map_ratio_ci'][1]:.3f}] (target >= {TARGET_RATIO}); "
+        f"two-stage {s['two_stage_ms']:.0f} ms per query (target < {TARGET_MS:.0f}): "
+        f"{'met' if s['met'] else 'NOT met'}. All-pairs alignment of all {res['n_queries']} "
+        f"queries: {_eta(s['alignment_cpu_hours_all_queries'] * 3600)} of CPU (extrapolated from "
+        "the sampled queries; the two-stage rows ran them all).",
+    ]
     two = res["rows"][TWO_STAGE]
-    lines += ["", f"Two-stage cost per query: first-stage searches {two['ms'] - two['rerank_ms']:.0f} ms, "
-              f"re-ranking {two['rerank_ms']:.0f} ms ({two['alignments_per_query']:.0f} alignments, "
-              f"first stage {two['first_stage']}, shortlist {two['k']}); R@{k} of the two-stage rows: "
-              "share of covers in the shortlist it aligns (before expansion)."]
+    lines += [
+        "",
+        f"Two-stage cost per query: first-stage searches {two['ms'] - two['rerank_ms']:.0f} ms, "
+        f"re-ranking {two['rerank_ms']:.0f} ms ({two['alignments_per_query']:.0f} alignments, "
+        f"first stage {two['first_stage']}, shortlist {two['k']}); R@{k} of the two-stage rows: "
+        "share of covers in the shortlist it aligns (before expansion).",
+    ]
     g = res.get("generation")
     if g:
-        lines += ["", f"Query features (not in ms / query), wall seconds per recording measured while "
-                  f"making the distractors (mean {g['mean_duration_s']:.0f} s of audio): CQT and fine chroma "
-                  f"{g['features_s_per_recording']:.2f}, model embedding {g['embed_s_per_recording']:.2f} "
-                  f"(rendering {g['render_s_per_recording']:.2f})."]
+        lines += [
+            "",
+            f"Query features (not in ms / query), wall seconds per recording measured while "
+            f"making the distractors (mean {g['mean_duration_s']:.0f} s of audio): CQT and fine chroma "
+            f"{g['features_s_per_recording']:.2f}, model embedding {g['embed_s_per_recording']:.2f} "
+            f"(rendering {g['render_s_per_recording']:.2f}).",
+        ]
     return "\n".join(lines)
 
 
@@ -957,19 +1144,36 @@ def measure_main(a, folder: Path) -> None:
     queries = query_sample(cat.n_test, a.queries, a.seed)
     sub = query_sample(len(queries), a.align_queries, a.seed + 1)
     lm = load_model(a.model, "cpu")
-    log.info("catalogue %d recordings (%d test, %d distractors), %d queries, %d aligned against all",
-             len(cat), cat.n_test, len(dis), len(queries), len(sub))
+    log.info(
+        "catalogue %d recordings (%d test, %d distractors), %d queries, %d aligned against all",
+        len(cat),
+        cat.n_test,
+        len(dis),
+        len(queries),
+        len(sub),
+    )
     res = measure(cat, queries, sub, lm)
-    res.update(command=".venv/bin/python " + " ".join(sys.argv), commit=git_commit(), n_catalogue=len(cat),
-               n_test=cat.n_test, n_test_works=len(set(tests.works)), n_distractors=len(dis),
-               n_distractor_works=len(set(dis.works)), n_queries=len(queries))
+    res.update(
+        command=".venv/bin/python " + " ".join(sys.argv),
+        commit=git_commit(),
+        n_catalogue=len(cat),
+        n_test=cat.n_test,
+        n_test_works=len(set(tests.works)),
+        n_distractors=len(dis),
+        n_distractor_works=len(set(dis.works)),
+        n_queries=len(queries),
+    )
     res["summary"] = summarise(res)
     res["generation"] = generation_costs(folder)
     table = format_table(res)
     print(table, flush=True)
     out = a.out / f"results-d{len(dis)}-q{len(queries)}.json"
-    out.write_text(json.dumps({**res, "rows": {n: {k: v for k, v in r.items() if k != "ap"}
-                                               for n, r in res["rows"].items()}}, indent=1))
+    out.write_text(
+        json.dumps(
+            {**res, "rows": {n: {k: v for k, v in r.items() if k != "ap"} for n, r in res["rows"].items()}},
+            indent=1,
+        )
+    )
     log.info("results in %s", out)
     if a.write_results:
         write_results_page(RESULTS_PAGE, table, len(dis))
@@ -1000,24 +1204,37 @@ def write_results_page(path: Path, table: str, n_distractors: int) -> None:
 def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--distractors", type=int, default=20_000, help="distractor recordings (default 20,000)")
-    ap.add_argument("--queries", type=int, default=0,
-                    help="seeded sample of test recordings as queries (0 = all)")
-    ap.add_argument("--align-queries", type=int, default=30,
-                    help="queries of the all-pairs alignment row (seeded sample of the queries)")
-    ap.add_argument("--quick", action="store_true",
-                    help=f"{QUICK_DISTRACTORS} distractors, {QUICK_QUERIES} queries, "
-                         f"{QUICK_ALIGN} aligned against all: minutes")
+    ap.add_argument(
+        "--queries", type=int, default=0, help="seeded sample of test recordings as queries (0 = all)"
+    )
+    ap.add_argument(
+        "--align-queries",
+        type=int,
+        default=30,
+        help="queries of the all-pairs alignment row (seeded sample of the queries)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_DISTRACTORS} distractors, {QUICK_QUERIES} queries, "
+        f"{QUICK_ALIGN} aligned against all: minutes",
+    )
     ap.add_argument("--generate-only", action="store_true", help="make the distractors, measure nothing")
-    ap.add_argument("--no-generate", action="store_true",
-                    help="measure on the distractors on disk, make none")
-    ap.add_argument("--render-test", action="store_true",
-                    help="render the test corpora here when they are missing (normally bench_chroma.py's)")
+    ap.add_argument(
+        "--no-generate", action="store_true", help="measure on the distractors on disk, make none"
+    )
+    ap.add_argument(
+        "--render-test",
+        action="store_true",
+        help="render the test corpora here when they are missing (normally bench_chroma.py's)",
+    )
     ap.add_argument("--model", type=Path, default=MODEL)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--test-root", type=Path, default=TEST_ROOT)
     ap.add_argument("--seed", type=int, default=0, help="query samples")
-    ap.add_argument("--write-results", action="store_true",
-                    help="write benchmarks/results/catalogue.md with the table")
+    ap.add_argument(
+        "--write-results", action="store_true", help="write benchmarks/results/catalogue.md with the table"
+    )
     return ap
 
 

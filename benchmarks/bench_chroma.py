@@ -60,8 +60,10 @@ log = logging.getLogger("bench_chroma")
 CORPORA = {
     "test": ("test-w60-v4-8-s0", dict(works=60, seed=0, split="test", harmony_kept=0.0)),
     "kept": ("test-kept-w60-v4-8-s0", dict(works=60, seed=0, split="test", harmony_kept=1.0)),
-    "arr": ("test-arr-w30-v4-8-s0", dict(works=30, seed=0, split="test", arrangement_only=True,
-                                         harmony_kept=0.0)),
+    "arr": (
+        "test-arr-w30-v4-8-s0",
+        dict(works=30, seed=0, split="test", arrangement_only=True, harmony_kept=0.0),
+    ),
     "tune1000": ("tune-mix-w60-s1000", dict(works=60, seed=1000, split="train", harmony_kept=0.5)),
     "tune1001": ("tune-mix-w60-s1001", dict(works=60, seed=1001, split="train", harmony_kept=0.5)),
 }
@@ -101,8 +103,9 @@ def chroma_views(tracks, cache: Path) -> tuple[dict[str, list[np.ndarray]], dict
         for v, c in fine.items():
             views[v].append(c)
     costs = {k: s / minutes for k, s in secs.items()}
-    np.savez(cache, costs=json.dumps(costs),
-             **{f"{v}/{i}": c for v, cs in views.items() for i, c in enumerate(cs)})
+    np.savez(
+        cache, costs=json.dumps(costs), **{f"{v}/{i}": c for v, cs in views.items() for i, c in enumerate(cs)}
+    )
     return views, costs
 
 
@@ -158,14 +161,17 @@ def evaluate(score: np.ndarray, works: np.ndarray, subsets: np.ndarray | None) -
     """MAP over all queries (and over each kind's queries when ``subsets`` is given), R@50."""
     dist = -score.astype(np.float64)
     np.fill_diagonal(dist, 0.0)
-    res = {"map": evaluate_distances(dist, works, works, exclude=self_exclusion(len(works))).map,
-           "r50": recall_at(score, works, 50)}
+    res = {
+        "map": evaluate_distances(dist, works, works, exclude=self_exclusion(len(works))).map,
+        "r50": recall_at(score, works, 50),
+    }
     if subsets is not None:
         for kind in ("kept", "new"):
             q = np.flatnonzero(subsets == kind)
             if len(q):
-                res[f"map_{kind}"] = evaluate_distances(dist[q], works[q], works,
-                                                        exclude=_row_self(q, len(works))).map
+                res[f"map_{kind}"] = evaluate_distances(
+                    dist[q], works[q], works, exclude=_row_self(q, len(works))
+                ).map
     return res
 
 
@@ -197,17 +203,23 @@ def main() -> None:
             scores[v], align_cost[v] = qmax_scores(views[v], cache_name(a.out / folder, v))
             log.info("%s: %s aligned", name, v)
         for st in STACKS:
-            scores[st], align_cost[st] = qmax_scores([C.stack_views([views[v][i] for v in st.split("|")])
-                                                     for i in range(len(tracks))],
-                                                    cache_name(a.out / folder, st))
+            scores[st], align_cost[st] = qmax_scores(
+                [C.stack_views([views[v][i] for v in st.split("|")]) for i in range(len(tracks))],
+                cache_name(a.out / folder, st),
+            )
             log.info("%s: %s aligned", name, st)
         rows = {v: evaluate(scores[v], works, kinds if mixed else None) for v in (*VIEWS, *STACKS)}
         for f in FUSIONS:
             parts = [scores[v] for v in f.split("+")]
             rows[f] = evaluate(fused(parts), works, kinds if mixed else None)
             rows[f + " (raw mean)"] = evaluate(np.mean(parts, axis=0), works, kinds if mixed else None)
-        results[name] = {"n": len(tracks), "kinds": {k: int((kinds == k).sum()) for k in set(kinds)},
-                         "rows": rows, "chroma_s_per_min": costs, "align_s_per_1000_pairs": align_cost}
+        results[name] = {
+            "n": len(tracks),
+            "kinds": {k: int((kinds == k).sum()) for k in set(kinds)},
+            "rows": rows,
+            "chroma_s_per_min": costs,
+            "align_s_per_1000_pairs": align_cost,
+        }
         print_table(name, results[name])
     a.out.mkdir(parents=True, exist_ok=True)
     out = a.out / ("chroma-quick.json" if a.quick else "chroma.json")
@@ -223,10 +235,13 @@ def print_table(name: str, res: dict) -> None:
     print("|---|---|---|" + "---|" * len(sub))
     for v, r in res["rows"].items():
         print(f"| {v} | {r['map']:.3f} | {r['r50']:.3f} |" + "".join(f" {r[k]:.3f} |" for k in sub))
-    print("\ncosts (CPU s, one thread): chroma per recording-minute "
-          + ", ".join(f"{k} {v:.3f}" for k, v in res["chroma_s_per_min"].items())
-          + "; alignment per 1,000 pairs "
-          + ", ".join(f"{k} {v:.2f}" for k, v in res["align_s_per_1000_pairs"].items()), flush=True)
+    print(
+        "\ncosts (CPU s, one thread): chroma per recording-minute "
+        + ", ".join(f"{k} {v:.3f}" for k, v in res["chroma_s_per_min"].items())
+        + "; alignment per 1,000 pairs "
+        + ", ".join(f"{k} {v:.2f}" for k, v in res["align_s_per_1000_pairs"].items()),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

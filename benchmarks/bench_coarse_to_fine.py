@@ -61,28 +61,37 @@ def _test(ckpt: Path, data: Path) -> dict:
 
 
 def mean_sd(values, digits: int = 3) -> str:
-    """"mean ± sd" over seeds (sample standard deviation; 0 for a single seed)."""
+    """ "mean ± sd" over seeds (sample standard deviation; 0 for a single seed)."""
     v = np.asarray(values, np.float64)
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if len(v) > 1 else 0:.{digits}f}"
 
 
-def fine_config(ckpt: Path, data: Path, val: Path, *, seed: int, steps: int, lr: float,
-                exact: bool) -> dict:
+def fine_config(ckpt: Path, data: Path, val: Path, *, seed: int, steps: int, lr: float, exact: bool) -> dict:
     """The config of one fine-stage arm: the checkpoint's own, on ``data``'s training list,
     ``steps`` steps at a learning rate falling from ``lr``; ``exact`` adds the corpus's
     alignment for half of the works of each batch."""
     cfg = to_dict(load_model(ckpt).config)
     per = min(int(cfg["optim"]["steps_per_epoch"] or steps), steps)
-    cfg["data"].update(train_path=str((data / "train.txt").resolve()), val_path=str(val.resolve()),
-                       align_path=str((data / "alignment.jsonl").resolve()) if exact else "",
-                       aligned_prob=0.5 if exact else 1.0)
-    cfg["optim"].update(seed=seed, learning_rate=lr, warmup_steps=min(100, steps // 10),
-                        steps_per_epoch=per, max_epochs=-(-steps // per), patience=0)
+    cfg["data"].update(
+        train_path=str((data / "train.txt").resolve()),
+        val_path=str(val.resolve()),
+        align_path=str((data / "alignment.jsonl").resolve()) if exact else "",
+        aligned_prob=0.5 if exact else 1.0,
+    )
+    cfg["optim"].update(
+        seed=seed,
+        learning_rate=lr,
+        warmup_steps=min(100, steps // 10),
+        steps_per_epoch=per,
+        max_epochs=-(-steps // per),
+        patience=0,
+    )
     return cfg
 
 
-def fine_from(ckpt: Path, data: Path, val: Path, test: Path, seeds: list[int], steps: int,
-              lr: float, out: Path) -> None:
+def fine_from(
+    ckpt: Path, data: Path, val: Path, test: Path, seeds: list[int], steps: int, lr: float, out: Path
+) -> None:
     """Fine stage with the exact alignment vs random crops from ``ckpt``, over seeds."""
     if not (data / "alignment.jsonl").is_file():
         raise SystemExit(f"{data}: no alignment.jsonl (a corpus written by make-corpus has one)")
@@ -93,11 +102,14 @@ def fine_from(ckpt: Path, data: Path, val: Path, test: Path, seeds: list[int], s
             exp = out / f"{'fine' if exact else 'ctrl'}-{seed}"
             cfg = fine_config(ckpt, data, val, seed=seed, steps=steps, lr=lr, exact=exact)
             r = train(exp, config=load_config(cfg), init_from=ckpt, verbose=False)
-            rows[name].append({"val": r.history[-1].get("val_map"),
-                               "test": _test(r.last_checkpoint, test)["map"]})
+            rows[name].append(
+                {"val": r.history[-1].get("val_map"), "test": _test(r.last_checkpoint, test)["map"]}
+            )
             print(f"seed {seed}, {name}: " + json.dumps(rows[name][-1]), flush=True)
-    print(f"\nfine stage from {ckpt}: {steps} steps on {data / 'train.txt'}, {len(seeds)} seeds "
-          f"(start: val MAP {start['val']:.4f}, test MAP {start['test']:.4f})\n")
+    print(
+        f"\nfine stage from {ckpt}: {steps} steps on {data / 'train.txt'}, {len(seeds)} seeds "
+        f"(start: val MAP {start['val']:.4f}, test MAP {start['test']:.4f})\n"
+    )
     print(f"| training | val MAP ({val.name}) | test MAP ({test}) |")
     print("|---|---|---|")
     for name, rs in rows.items():
@@ -136,8 +148,10 @@ def align_only(model: Path, list_file: Path, out: Path) -> None:
     path = out / f"align-{model.stem}-{list_file.stem}.jsonl"
     run_alignment(model, list_file, path, verbose=True)
     right, chance = alignment_accuracy(path, list_file)
-    print(f"\nalignment of {list_file} by {model}: {right:.1%} of matches within 1.5 s of the "
-          f"true passage (random pairs of times: {chance:.1%})")
+    print(
+        f"\nalignment of {list_file} by {model}: {right:.1%} of matches within 1.5 s of the "
+        f"true passage (random pairs of times: {chance:.1%})"
+    )
 
 
 def main() -> None:
@@ -146,11 +160,21 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=Path("runs/c2f"))
-    ap.add_argument("--align-only", type=Path, metavar="MODEL", default=None,
-                    help="no training: align the versions of --list with MODEL and score the matches")
+    ap.add_argument(
+        "--align-only",
+        type=Path,
+        metavar="MODEL",
+        default=None,
+        help="no training: align the versions of --list with MODEL and score the matches",
+    )
     ap.add_argument("--list", type=Path, default=None, help="corpus list file for --align-only")
-    ap.add_argument("--fine-from", type=Path, metavar="CKPT", default=None,
-                    help="fine stage only, from this checkpoint: exact alignment vs random crops")
+    ap.add_argument(
+        "--fine-from",
+        type=Path,
+        metavar="CKPT",
+        default=None,
+        help="fine stage only, from this checkpoint: exact alignment vs random crops",
+    )
     ap.add_argument("--val", type=Path, default=None, help="validation list for --fine-from")
     ap.add_argument("--test", type=Path, default=None, help="held-out list for --fine-from")
     ap.add_argument("--steps", type=int, default=1000, help="--fine-from: steps per arm")
@@ -188,14 +212,18 @@ def main() -> None:
     print("| training | MAP | MR1 | hit rate |")
     print("|---|---|---|---|")
     for name, rs in rows.items():
-        print(f"| {name} | " + " | ".join(mean_sd([r[k] for r in rs]) for k in ("map", "mr1", "hit_rate"))
-              + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(mean_sd([r[k] for r in rs]) for k in ("map", "mr1", "hit_rate"))
+            + " |"
+        )
     if acc:
         right, chance = np.mean([x for x, _ in acc]), np.mean([c for _, c in acc])
-        print(f"\nalignment of the coarse models: {right:.1%} of matches within 1.5 s of the true "
-              f"passage (random pairs: {chance:.1%})")
+        print(
+            f"\nalignment of the coarse models: {right:.1%} of matches within 1.5 s of the true "
+            f"passage (random pairs: {chance:.1%})"
+        )
 
 
 if __name__ == "__main__":
     main()
-

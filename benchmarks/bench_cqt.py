@@ -60,26 +60,33 @@ def main() -> None:
     y = audio(a.data, a.minutes)
     seconds = len(y) / SR
     cqt_kernel()  # built once per process, like in extraction
-    rows = [("coverhunter float32 (default)", best_of(lambda: cqt(y))),
-            ("coverhunter float64", best_of(lambda: cqt(y, FeatureConfig(precision="float64"))))]
+    rows = [
+        ("coverhunter float32 (default)", best_of(lambda: cqt(y))),
+        ("coverhunter float64", best_of(lambda: cqt(y, FeatureConfig(precision="float64")))),
+    ]
     try:
         import librosa
 
         # 96 bins from 32 Hz exceed Nyquist for librosa's filters; 90 bins is its maximum here
-        rows.append(("librosa.cqt (90 bins)", best_of(lambda: librosa.cqt(
-            y, sr=SR, hop_length=640, fmin=32.0, n_bins=90, bins_per_octave=12), 2)))
+        rows.append(
+            (
+                "librosa.cqt (90 bins)",
+                best_of(
+                    lambda: librosa.cqt(y, sr=SR, hop_length=640, fmin=32.0, n_bins=90, bins_per_octave=12), 2
+                ),
+            )
+        )
     except Exception as e:  # noqa: BLE001
-        warnings.warn(f"librosa unavailable: {e}")
+        warnings.warn(f"librosa unavailable: {e}", stacklevel=1)
     try:
         from nnAudio.features import CQT1992v2
 
-        layer = CQT1992v2(sr=SR, hop_length=640, fmin=32.0, n_bins=96, bins_per_octave=12,
-                          verbose=False)
+        layer = CQT1992v2(sr=SR, hop_length=640, fmin=32.0, n_bins=96, bins_per_octave=12, verbose=False)
         x = torch.from_numpy(y)[None]
         with torch.no_grad():
             rows.append(("nnAudio CQT1992v2", best_of(lambda: layer(x))))
     except Exception as e:  # noqa: BLE001
-        warnings.warn(f"nnAudio unavailable: {e}")
+        warnings.warn(f"nnAudio unavailable: {e}", stacklevel=1)
     ref = rows[0][1]
     print(f"\nCQT of {seconds:.0f} s of audio, {a.threads} thread(s)\n")
     print(f"| {'method':32s} | {'seconds':>8s} | {'x real time':>11s} | {'time vs ours':>12s} |")

@@ -68,7 +68,7 @@ def _fast_embeddings(paths: list[str], precision: str) -> tuple[list[np.ndarray]
 def shares(paths: list[str], n: int) -> list[list[str]]:
     """Tasks of about ``n`` files each, longest first (the workers stay busy to the end)."""
     paths = sorted(paths, key=lambda p: -os.path.getsize(p))
-    return [paths[i:i + n] for i in range(0, len(paths), n)]
+    return [paths[i : i + n] for i in range(0, len(paths), n)]
 
 
 def run_previous(pool, lm, paths, workers: int):
@@ -79,8 +79,9 @@ def run_previous(pool, lm, paths, workers: int):
         feats.update(zip(task, fs))
         cpu += secs
     torch.set_num_threads(workers)
-    emb = embed_tracks(lm.model, [feats[p] for p in paths], windowing(lm.config),
-                       batch_size=lm.config.eval.batch_size)
+    emb = embed_tracks(
+        lm.model, [feats[p] for p in paths], windowing(lm.config), batch_size=lm.config.eval.batch_size
+    )
     torch.set_num_threads(1)
     return [e for e, _ in emb], time.perf_counter() - t0, cpu + time.process_time() - c0
 
@@ -118,21 +119,45 @@ def main() -> None:
     lm = _MODEL["lm"]
     with ProcessPoolExecutor(a.workers, initializer=_init, initargs=(str(a.model),)) as pool:
         list(pool.map(_fast_embeddings, [paths[:1]] * a.workers, ["float32"] * a.workers))  # warm up
-        rows = {"previous (float64 CQT, then embed_tracks)": run_previous(pool, lm, paths, a.workers),
-                "fast, float32 model (embed_audio_files)": run_fast(pool, paths, "float32"),
-                "fast, bfloat16 model (embed_audio_files)": run_fast(pool, paths, "bfloat16")}
+        rows = {
+            "previous (float64 CQT, then embed_tracks)": run_previous(pool, lm, paths, a.workers),
+            "fast, float32 model (embed_audio_files)": run_fast(pool, paths, "float32"),
+            "fast, bfloat16 model (embed_audio_files)": run_fast(pool, paths, "bfloat16"),
+        }
     base_emb, base_t, _ = rows["previous (float64 CQT, then embed_tracks)"]
-    log.info("\n%d recordings of %d works, %.0f s of audio, %d worker(s); model %s (front end %s)\n",
-             len(paths), len(set(works)), seconds, a.workers, a.model, getattr(lm.config.model, "front_end", "cqt"))
-    log.info("| path | audio-s/s | audio-s per CPU-s x %d | time vs previous | cosine min / mean | MAP | MR1 |",
-             a.workers)
+    log.info(
+        "\n%d recordings of %d works, %.0f s of audio, %d worker(s); model %s (front end %s)\n",
+        len(paths),
+        len(set(works)),
+        seconds,
+        a.workers,
+        a.model,
+        getattr(lm.config.model, "front_end", "cqt"),
+    )
+    log.info(
+        "| path | audio-s/s | audio-s per CPU-s x %d | time vs previous | cosine min / mean | MAP | MR1 |",
+        a.workers,
+    )
     log.info("|---|---|---|---|---|---|---|")
     for name, (emb, wall, cpu) in rows.items():
-        rep = evaluate_distances(distance_matrix(emb, emb, lm.config.eval.distance), works, works,
-                                 exclude=self_exclusion(len(works)))
+        rep = evaluate_distances(
+            distance_matrix(emb, emb, lm.config.eval.distance),
+            works,
+            works,
+            exclude=self_exclusion(len(works)),
+        )
         lo, mean = agreement(base_emb, emb)
-        log.info("| %s | %.0f | %.0f | %.2f | %.5f / %.6f | %.4f | %.2f |", name, seconds / wall,
-                 a.workers * seconds / cpu, wall / base_t, lo, mean, rep.map, rep.mr1)
+        log.info(
+            "| %s | %.0f | %.0f | %.2f | %.5f / %.6f | %.4f | %.2f |",
+            name,
+            seconds / wall,
+            a.workers * seconds / cpu,
+            wall / base_t,
+            lo,
+            mean,
+            rep.map,
+            rep.mr1,
+        )
 
 
 if __name__ == "__main__":

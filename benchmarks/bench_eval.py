@@ -17,10 +17,10 @@ import logging
 import resource
 import time
 
+import eval_reference as before
 import numpy as np
 import torch
 
-import eval_reference as before
 from coverhunter.embed import distances_to
 from coverhunter.metrics import evaluate_distances, self_exclusion
 
@@ -37,20 +37,27 @@ def embeddings(n: int, chunks: int, varied: bool) -> tuple[list[np.ndarray], np.
     labels = np.arange(n) // 4
     centres = rng.standard_normal((n // 4 + 1, 128)).astype(np.float32)
     counts = rng.integers(1, 2 * chunks + 1, n) if varied else np.full(n, chunks)
-    return [centres[labels[i]] + rng.standard_normal((counts[i], 128)).astype(np.float32)
-            for i in range(n)], labels
+    return [
+        centres[labels[i]] + rng.standard_normal((counts[i], 128)).astype(np.float32) for i in range(n)
+    ], labels
 
 
 def run_previous(embs, labels, block: int):
     n = len(embs)
-    return before.evaluate_distances(lambda a, b: before.distance_matrix(embs[a:b], embs), labels, labels,
-                                     exclude=self_exclusion(n), block=block)
+    return before.evaluate_distances(
+        lambda a, b: before.distance_matrix(embs[a:b], embs),
+        labels,
+        labels,
+        exclude=self_exclusion(n),
+        block=block,
+    )
 
 
 def run_current(embs, labels, block: int):
     to_refs = distances_to(embs, "min")  # as coverhunter.evaluate does: references prepared once
-    return evaluate_distances(lambda a, b: to_refs(embs[a:b]), labels, labels,
-                              exclude=self_exclusion(len(embs)), block=block)
+    return evaluate_distances(
+        lambda a, b: to_refs(embs[a:b]), labels, labels, exclude=self_exclusion(len(embs)), block=block
+    )
 
 
 def timed(fn, *args):
@@ -73,17 +80,32 @@ def main() -> None:
     new, t_new = timed(run_current, embs, labels, a.block)
     m_new = peak_mb()
     old, t_old = timed(run_previous, embs, labels, a.block)
-    same = (old.per_query_ap == new.per_query_ap and old.per_query_rank1 == new.per_query_rank1
-            and (old.map, old.mr1, old.top10, old.hit_rate) == (new.map, new.mr1, new.top10, new.hit_rate))
+    same = (
+        old.per_query_ap == new.per_query_ap
+        and old.per_query_rank1 == new.per_query_rank1
+        and (old.map, old.mr1, old.top10, old.hit_rate) == (new.map, new.mr1, new.top10, new.hit_rate)
+    )
     chunks = f"{a.chunks}" if not a.varied else f"1-{2 * a.chunks}"
-    log.info("\n%s x %s self-query, %s chunks per recording, %d thread(s)\n", f"{a.n:,}", f"{a.n:,}", chunks,
-             a.threads)
+    log.info(
+        "\n%s x %s self-query, %s chunks per recording, %d thread(s)\n",
+        f"{a.n:,}",
+        f"{a.n:,}",
+        chunks,
+        a.threads,
+    )
     log.info("| path | seconds | time vs previous | MAP | MR1 | top-10 |\n|---|---|---|---|---|---|")
-    for name, rep, t in (("previous (scatter max, torch counting)", old, t_old),
-                         ("current (grouped max, ranks from label groups)", new, t_new)):
+    for name, rep, t in (
+        ("previous (scatter max, torch counting)", old, t_old),
+        ("current (grouped max, ranks from label groups)", new, t_new),
+    ):
         log.info("| %s | %.1f | %.2f | %.4f | %.2f | %.4f |", name, t, t / t_old, rep.map, rep.mr1, rep.top10)
-    log.info("\nper-query AP and first ranks identical: %s; peak resident memory %.0f MB "
-             "(after the current path: %.0f MB)", same, peak_mb(), m_new)
+    log.info(
+        "\nper-query AP and first ranks identical: %s; peak resident memory %.0f MB "
+        "(after the current path: %.0f MB)",
+        same,
+        peak_mb(),
+        m_new,
+    )
 
 
 if __name__ == "__main__":

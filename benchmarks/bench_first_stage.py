@@ -83,12 +83,18 @@ from coverhunter.metrics import evaluate_distances, self_exclusion  # noqa: E402
 
 log = logging.getLogger("bench_first_stage")
 
-CORPORA = {"tune1000": "tune-mix-w60-s1000", "tune1001": "tune-mix-w60-s1001",
-           "test": "test-w60-v4-8-s0", "kept": "test-kept-w60-v4-8-s0", "arr": "test-arr-w30-v4-8-s0"}
+CORPORA = {
+    "tune1000": "tune-mix-w60-s1000",
+    "tune1001": "tune-mix-w60-s1001",
+    "test": "test-w60-v4-8-s0",
+    "kept": "test-kept-w60-v4-8-s0",
+    "arr": "test-arr-w30-v4-8-s0",
+}
 R = RecurrenceParams
 S5 = (0.8, 0.9, 1.0, 1.1, 1.25)
-FAST = dict(m=7, tau=2, centre="frame", neighbours=100, vote="count", hub_power=1.0, one_vote=True,
-            band=16, slopes=S5)
+FAST = dict(
+    m=7, tau=2, centre="frame", neighbours=100, vote="count", hub_power=1.0, one_vote=True, band=16, slopes=S5
+)
 # the first tries (12 transpositions: 10 neighbours and a plain vote count over all offsets,
 # i.e. one band wider than any recording; then best-band counting, 30 neighbours, 2.4 s
 # bands), the first key-normalised index, then the tuned settings: the shipped default
@@ -96,8 +102,18 @@ FAST = dict(m=7, tau=2, centre="frame", neighbours=100, vote="count", hub_power=
 VARIANTS = {
     "rec-naive": R(neighbours=10, transpositions="all", vote="count", band=1_000_000),
     "rec-band": R(neighbours=30, transpositions="all", vote="count", band=6),
-    "rec-canon-first": R(m=7, tau=1, neighbours=30, vote="count", band=6, query_keys=1, hub_power=0.0,
-                         one_vote=False, centre="none", slopes=(1.0,)),
+    "rec-canon-first": R(
+        m=7,
+        tau=1,
+        neighbours=30,
+        vote="count",
+        band=6,
+        query_keys=1,
+        hub_power=0.0,
+        one_vote=False,
+        centre="none",
+        slopes=(1.0,),
+    ),
     "rec-q1": R(**FAST, query_keys=1),
     "rec-default": R(),
     "rec-q3": R(query_keys=3),
@@ -206,8 +222,18 @@ def alignment_scores(chromas, cache: Path | None, compute: bool) -> tuple[np.nda
 
 def search_key(p: RecurrenceParams) -> tuple:
     """Settings that change the faiss search (variants with the same key share it)."""
-    return (p.m, p.tau, p.stride, p.transpositions, p.query_keys, p.centre, p.float16, p.exact_max,
-            p.hnsw_m, p.ef_search)
+    return (
+        p.m,
+        p.tau,
+        p.stride,
+        p.transpositions,
+        p.query_keys,
+        p.centre,
+        p.float16,
+        p.exact_max,
+        p.hnsw_m,
+        p.ef_search,
+    )
 
 
 def recurrence_scores(chromas, variants: dict[str, RecurrenceParams]) -> dict[str, tuple]:
@@ -244,8 +270,13 @@ def recurrence_scores(chromas, variants: dict[str, RecurrenceParams]) -> dict[st
             t_vote = time.process_time() - t0
             ms = (t_search + t_vote) / n * 1000
             out[name] = (score, ms, mem["total_bytes"] / 1e6, {**mem, "build_s": build})
-            log.info("%s: %.1f ms/query (search %.1f), %.1f MB", name, ms, t_search / n * 1000,
-                     mem["total_bytes"] / 1e6)
+            log.info(
+                "%s: %.1f ms/query (search %.1f), %.1f MB",
+                name,
+                ms,
+                t_search / n * 1000,
+                mem["total_bytes"] / 1e6,
+            )
     return out
 
 
@@ -262,10 +293,19 @@ def run_catalogue(name: str, chromas, works, variants, cache: Path | None, align
         if a is not None:
             rows["alignment"] = {**metrics(a[0], works), "ms": a[1], "mb": float("nan")}
     for v, (score, ms, mb, mem) in recurrence_scores(chromas, variants).items():
-        rows[v] = {**metrics(score, works), "ms": ms, "mb": mb, "memory": mem,
-                   "params": dataclasses.asdict(variants[v])}
-    res = {"n": len(chromas), "works": int(len(set(works))),
-           "frames": int(sum(len(c) for c in chromas)), "rows": rows}
+        rows[v] = {
+            **metrics(score, works),
+            "ms": ms,
+            "mb": mb,
+            "memory": mem,
+            "params": dataclasses.asdict(variants[v]),
+        }
+    res = {
+        "n": len(chromas),
+        "works": int(len(set(works))),
+        "frames": int(sum(len(c) for c in chromas)),
+        "rows": rows,
+    }
     print_table(name, res)
     return res
 
@@ -276,7 +316,9 @@ def print_table(name: str, res: dict) -> None:
     print("|---|---|---|---|---|---|")
     for m, r in res["rows"].items():
         mb = "-" if not np.isfinite(r["mb"]) else f"{r['mb']:.1f}"
-        print(f"| {m} | {r['r50']:.3f} | {r['r100']:.3f} | {r['map']:.3f} | {r['ms']:.1f} | {mb} |", flush=True)
+        print(
+            f"| {m} | {r['r50']:.3f} | {r['r100']:.3f} | {r['map']:.3f} | {r['ms']:.1f} | {mb} |", flush=True
+        )
 
 
 def main() -> None:
@@ -305,8 +347,9 @@ def main() -> None:
         if a.quick:
             keep = np.isin(works, sorted(set(works))[:25])
             chromas, works = [c for c, k in zip(chromas, keep) if k], works[keep]
-            results["corpora"][key] = run_catalogue(f"{key} (quick: 25 works)", chromas, works, variants,
-                                                    None, align=False)
+            results["corpora"][key] = run_catalogue(
+                f"{key} (quick: 25 works)", chromas, works, variants, None, align=False
+            )
             break
         if not a.only_pooled:
             cache = a.root / CORPORA[key] / f"qmax-{a.view}.npy"
@@ -316,8 +359,9 @@ def main() -> None:
         pool_w += [f"{key}:{w}" for w in works]
     if len(set(pool_w)) > 1 and not a.no_pooled and not a.quick:
         pooled = {v: VARIANTS[v] for v in (a.variants or POOLED_VARIANTS)}
-        results["pooled"] = run_catalogue("pooled (all corpora, one catalogue)", pool_c, np.array(pool_w),
-                                          pooled, None, align=False)
+        results["pooled"] = run_catalogue(
+            "pooled (all corpora, one catalogue)", pool_c, np.array(pool_w), pooled, None, align=False
+        )
     write_json(out, results)
     log.info("wrote %s", out)
 

@@ -49,7 +49,7 @@ def unit(n: int, d: int, seed: int) -> np.ndarray:
     for i in range(0, n, BLOCK):
         x = rng.standard_normal((min(BLOCK, n - i), d), dtype=np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        out[i:i + len(x)] = x
+        out[i : i + len(x)] = x
     return out
 
 
@@ -58,7 +58,7 @@ def clustered(n: int, d: int, seed: int, per: int = 10, spread: float = 0.6) -> 
     centres = unit(n // per + 1, d, seed)
     out = unit(n, d, seed + 1)
     for i in range(0, n, BLOCK):
-        x = out[i:i + BLOCK]
+        x = out[i : i + BLOCK]
         x *= spread
         x += centres[np.arange(i, i + len(x)) // per]
         x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -74,8 +74,12 @@ def queries_near(base: np.ndarray, n_queries: int, seed: int = 1) -> np.ndarray:
 
 def exact_top10(base: np.ndarray, q: np.ndarray) -> np.ndarray:
     tb = torch.from_numpy(base)
-    return np.concatenate([torch.topk(torch.from_numpy(q[i:i + 50]) @ tb.T, 10, dim=1).indices.numpy()
-                           for i in range(0, len(q), 50)])
+    return np.concatenate(
+        [
+            torch.topk(torch.from_numpy(q[i : i + 50]) @ tb.T, 10, dim=1).indices.numpy()
+            for i in range(0, len(q), 50)
+        ]
+    )
 
 
 def latencies(fn, queries: np.ndarray) -> np.ndarray:
@@ -96,8 +100,17 @@ def bench_exact(base: np.ndarray, q: np.ndarray) -> dict:
     from coverhunter.index.search import exact_search
 
     lat = latencies(lambda x: exact_search(x, base, None, 10), q[:50])
-    return dict(backend="exact", n=len(base), build=0.0, add=0.0, ratio=None,
-                p50=np.median(lat), p99=np.percentile(lat, 99), recall=1.0, bpv=base.shape[1] * 4)
+    return dict(
+        backend="exact",
+        n=len(base),
+        build=0.0,
+        add=0.0,
+        ratio=None,
+        p50=np.median(lat),
+        p99=np.percentile(lat, 99),
+        recall=1.0,
+        bpv=base.shape[1] * 4,
+    )
 
 
 def bench_engine(kind: str, every: np.ndarray, m: int, q: np.ndarray, truth, folder: Path) -> dict:
@@ -123,15 +136,22 @@ def bench_engine(kind: str, every: np.ndarray, m: int, q: np.ndarray, truth, fol
         sims, rows = fb.search_ann(ann, x, 10)
         return clean_shortlist(x, sims, rows, 10, dead=None, n_rows=len(full), vectors=rescore)[1]
 
-    got = np.concatenate([search(q[i:i + 50]) for i in range(0, len(q), 50)])
+    got = np.concatenate([search(q[i : i + 50]) for i in range(0, len(q), 50)])
     lat = latencies(search, q)
-    return dict(backend=kind, n=len(base), build=build, add=add, ratio=build / add,
-                p50=np.median(lat), p99=np.percentile(lat, 99), recall=recall_at_10(truth, got),
-                bpv=path.stat().st_size / ann.ntotal)
+    return dict(
+        backend=kind,
+        n=len(base),
+        build=build,
+        add=add,
+        ratio=build / add,
+        p50=np.median(lat),
+        p99=np.percentile(lat, 99),
+        recall=recall_at_10(truth, got),
+        bpv=path.stat().st_size / ann.ntotal,
+    )
 
 
-def bench_size(kind_of_data: str, n: int, backends: list[str], hnsw_size: int,
-               n_queries: int) -> list[dict]:
+def bench_size(kind_of_data: str, n: int, backends: list[str], hnsw_size: int, n_queries: int) -> list[dict]:
     make = clustered if kind_of_data == "clustered" else unit
     out = []
     data = None  # (m, vectors, queries, truth), shared by the backends of one size
@@ -145,8 +165,11 @@ def bench_size(kind_of_data: str, n: int, backends: list[str], hnsw_size: int,
             del every
         _, every, q, truth = data
         with tempfile.TemporaryDirectory() as tmp:
-            r = bench_exact(every, q) if backend == "exact" else bench_engine(
-                backend, every, m, q, truth, Path(tmp))
+            r = (
+                bench_exact(every, q)
+                if backend == "exact"
+                else bench_engine(backend, every, m, q, truth, Path(tmp))
+            )
         out.append({**r, "n": m, "data": kind_of_data})
         log.info("%s %s %d done (peak RSS %.1f GB)", kind_of_data, backend, m, peak_rss_gb())
     return out
@@ -160,8 +183,10 @@ def peak_rss_gb() -> float:
 
 def row(r: dict) -> str:
     ratio = "-" if r["ratio"] is None else f"{r['ratio']:.0f}x"
-    return (f"| {r['data']} | {r['backend']} | {r['n']:,} | {r['build']:.1f} | {r['add']:.2f} | "
-            f"{ratio} | {r['p50']:.2f} / {r['p99']:.2f} | {r['recall']:.3f} | {r['bpv']:.0f} |")
+    return (
+        f"| {r['data']} | {r['backend']} | {r['n']:,} | {r['build']:.1f} | {r['add']:.2f} | "
+        f"{ratio} | {r['p50']:.2f} / {r['p99']:.2f} | {r['recall']:.3f} | {r['bpv']:.0f} |"
+    )
 
 
 def identify_time(model: str, minutes: float = 4.0) -> float:
@@ -182,6 +207,7 @@ def identify_time(model: str, minutes: float = 4.0) -> float:
         sf.write(wav, y, sr)
         idx = CatalogueIndex.create(Path(tmp) / "idx", lm, win, "exact")
         from coverhunter.dataset import Track
+
         idx.add(lm, [Track("ref", str(wav), 0.0, "w")], verbose=False)
         t0 = time.perf_counter()
         identify(idx, lm, [wav], top=10)
@@ -193,16 +219,23 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--kinds", nargs="+", default=["clustered", "random"], choices=["clustered", "random"])
-    ap.add_argument("--backends", nargs="+", default=["exact", "ivfpq", "hnsw"],
-                    choices=["exact", "hnsw", "ivfpq"])
-    ap.add_argument("--hnsw-size", type=int, default=100_000,
-                    help="HNSW is measured at min(size, this) vectors (its build is slow)")
+    ap.add_argument(
+        "--backends", nargs="+", default=["exact", "ivfpq", "hnsw"], choices=["exact", "hnsw", "ivfpq"]
+    )
+    ap.add_argument(
+        "--hnsw-size",
+        type=int,
+        default=100_000,
+        help="HNSW is measured at min(size, this) vectors (its build is slow)",
+    )
     ap.add_argument("--model", default=None, help="model for the end-to-end identify timing")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(f"\n{torch.get_num_threads()} thread(s); 128-d unit vectors; single-vector queries, top 10\n")
-    print("| data | backend | vectors | build (s) | add +1 % (s) | rebuild / add | p50 / p99 (ms) "
-          "| recall@10 | bytes/vector |")
+    print(
+        "| data | backend | vectors | build (s) | add +1 % (s) | rebuild / add | p50 / p99 (ms) "
+        "| recall@10 | bytes/vector |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for n in a.sizes:
         for kind in a.kinds:

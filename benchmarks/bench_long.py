@@ -1,7 +1,7 @@
 """Long recordings: whole pieces of 10 minutes and more, the same music from different synthesizers.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_long.py            # 20 pieces x 3 versions, ~1-2 h
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_long.py --quick    # 3 pieces x 2 versions of 90 s, ~1 min
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_long.py --quick   # 3 pieces x 2 versions of 90 s, ~1 min
 
 One run, one table: every recording a query against all others (self excluded), metrics
 from ``coverhunter.metrics`` (MAP, MR1, HR@1 = hit rate) with bootstrap 95 % intervals
@@ -131,9 +131,11 @@ class Synth:
     other_programs: bool = False
 
 
-SYNTHS = (Synth("FluidR3_GM", "FluidR3_GM.sf2"),
-          Synth("TimGM6mb", "TimGM6mb.sf2"),
-          Synth("FluidR3_GM, other instruments", "FluidR3_GM.sf2", other_programs=True))
+SYNTHS = (
+    Synth("FluidR3_GM", "FluidR3_GM.sf2"),
+    Synth("TimGM6mb", "TimGM6mb.sf2"),
+    Synth("FluidR3_GM, other instruments", "FluidR3_GM.sf2", other_programs=True),
+)
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ def interleave(first: list, second: list) -> list:
     """``first[0], second[0], first[1], ...``; the longer list's tail at the end."""
     out = []
     for i in range(max(len(first), len(second))):
-        out += first[i:i + 1] + second[i:i + 1]
+        out += first[i : i + 1] + second[i : i + 1]
     return out
 
 
@@ -257,8 +259,9 @@ def concatenate(pms: list, gap_s: float = GAP_S):
             key = (int(inst.program), bool(inst.is_drum))
             if key not in merged:
                 merged[key] = pretty_midi.Instrument(program=key[0], is_drum=key[1], name=inst.name)
-            merged[key].notes += [pretty_midi.Note(n.velocity, n.pitch, n.start + offset, n.end + offset)
-                                  for n in inst.notes]
+            merged[key].notes += [
+                pretty_midi.Note(n.velocity, n.pitch, n.start + offset, n.end + offset) for n in inst.notes
+            ]
         offset += pm.get_end_time() + gap_s
     out.instruments = [merged[k] for k in sorted(merged)]
     for inst in out.instruments:
@@ -272,8 +275,11 @@ def cut(pm, seconds: float):
 
     out = pretty_midi.PrettyMIDI(initial_tempo=120.0)
     for inst in pm.instruments:
-        notes = [pretty_midi.Note(n.velocity, n.pitch, n.start, min(n.end, seconds))
-                 for n in inst.notes if n.start < seconds - 0.05]
+        notes = [
+            pretty_midi.Note(n.velocity, n.pitch, n.start, min(n.end, seconds))
+            for n in inst.notes
+            if n.start < seconds - 0.05
+        ]
         if notes:
             new = pretty_midi.Instrument(program=inst.program, is_drum=inst.is_drum, name=inst.name)
             new.notes = notes
@@ -283,11 +289,25 @@ def cut(pm, seconds: float):
 
 # General MIDI families -> another instrument: strings to winds, voices and keyboards to
 # organ and strings, everything else to piano
-_OTHER = {**{p: 19 for p in range(8)},            # pianos -> church organ
-          40: 73, 41: 71, 42: 70, 43: 58,             # violin, viola, cello, contrabass -> flute, clarinet, bassoon, tuba
-          44: 68, 45: 46, 46: 0, 47: 0,               # tremolo -> oboe, pizzicato -> harp
-          48: 19, 49: 19, 50: 52, 51: 52,             # string ensembles -> organ, choir
-          52: 48, 53: 48, 54: 48, 55: 48}             # voices -> string ensemble
+_OTHER = {
+    **{p: 19 for p in range(8)},  # pianos -> church organ
+    40: 73,
+    41: 71,
+    42: 70,
+    43: 58,  # violin, viola, cello, contrabass -> flute, clarinet, bassoon, tuba
+    44: 68,
+    45: 46,
+    46: 0,
+    47: 0,  # tremolo -> oboe, pizzicato -> harp
+    48: 19,
+    49: 19,
+    50: 52,
+    51: 52,  # string ensembles -> organ, choir
+    52: 48,
+    53: 48,
+    54: 48,
+    55: 48,
+}  # voices -> string ensemble
 
 
 def other_program(program: int) -> int:
@@ -379,7 +399,11 @@ def _warm_one(args) -> None:
 def warm_scores(items: list[str], cache_dir: Path, workers: int) -> None:
     """Fill the score cache of :func:`load_score` for ``items`` in ``workers`` processes
     (music21 takes seconds to minutes per quartet movement)."""
-    todo = [i for i in items if not any(Path(f"{cache_dir / safe_name(i)}{x}").is_file() for x in (".mid", ".skip"))]
+    todo = [
+        i
+        for i in items
+        if not any(Path(f"{cache_dir / safe_name(i)}{x}").is_file() for x in (".mid", ".skip"))
+    ]
     if todo:
         t0 = time.perf_counter()
         with ProcessPoolExecutor(workers) as ex:
@@ -419,8 +443,7 @@ def assemble(items, load, stop_s: float | None = None) -> tuple[list[str], list[
     return used, skipped, pms
 
 
-def make_piece(name: str, kind: str, used, skipped, pms, *, min_s: float, max_s: float,
-               gap_s: float = GAP_S):
+def make_piece(name: str, kind: str, used, skipped, pms, *, min_s: float, max_s: float, gap_s: float = GAP_S):
     """(Piece, MIDI) of the scores played in order, cut at ``max_s``; None when shorter
     than ``min_s`` (or nothing loaded)."""
     if not pms:
@@ -439,9 +462,17 @@ def make_piece(name: str, kind: str, used, skipped, pms, *, min_s: float, max_s:
     return Piece(name, kind, tuple(used), tuple(skipped), round(float(pm.get_end_time()), 3), was_cut), pm
 
 
-def select_pieces(quartets: list[tuple[str, tuple[str, ...]]], pool: list[str], load, n: int, *,
-                  min_s: float, max_s: float, gap_s: float = GAP_S,
-                  quartet_stop_s: float | None = None) -> list[tuple[Piece, object]]:
+def select_pieces(
+    quartets: list[tuple[str, tuple[str, ...]]],
+    pool: list[str],
+    load,
+    n: int,
+    *,
+    min_s: float,
+    max_s: float,
+    gap_s: float = GAP_S,
+    quartet_stop_s: float | None = None,
+) -> list[tuple[Piece, object]]:
     """The corpus's pieces: quartets and sequences alternately, ``n`` in all.
 
     Parameters
@@ -471,8 +502,14 @@ def select_pieces(quartets: list[tuple[str, tuple[str, ...]]], pool: list[str], 
 
     def next_quartet():
         for name, movements in q_iter:
-            got = make_piece(name, "quartet", *assemble(movements, load, quartet_stop_s),
-                             min_s=min_s, max_s=max_s, gap_s=gap_s)
+            got = make_piece(
+                name,
+                "quartet",
+                *assemble(movements, load, quartet_stop_s),
+                min_s=min_s,
+                max_s=max_s,
+                gap_s=gap_s,
+            )
             if got is not None:
                 return got
         return None
@@ -517,8 +554,10 @@ def find_soundfont(name: str) -> Path:
     for p in find_soundfonts("train"):
         if p.name == name:
             return p
-    raise FileNotFoundError(f"soundfont {name} not found (coverhunter.corpus.find_soundfonts): "
-                            "apt-get install fluid-soundfont-gm / timgm6mb-soundfont")
+    raise FileNotFoundError(
+        f"soundfont {name} not found (coverhunter.corpus.find_soundfonts): "
+        "apt-get install fluid-soundfont-gm / timgm6mb-soundfont"
+    )
 
 
 def render_midi(pm, soundfont: Path, wav: Path, workdir: Path) -> float:
@@ -537,9 +576,25 @@ def render_midi(pm, soundfont: Path, wav: Path, workdir: Path) -> float:
     mid, raw = workdir / f"{wav.stem}.mid", workdir / f"{wav.stem}.raw.wav"
     pm.write(str(mid))
     expected = pm.get_end_time()
-    cmd = ["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(SAMPLE_RATE), "-F", str(raw),
-           "-o", "synth.dynamic-sample-loading=1", "-o", "synth.reverb.active=0",
-           "-o", "synth.chorus.active=0", str(soundfont), str(mid)]
+    cmd = [
+        "fluidsynth",
+        "-ni",
+        "-q",
+        "-g",
+        "0.5",
+        "-r",
+        str(SAMPLE_RATE),
+        "-F",
+        str(raw),
+        "-o",
+        "synth.dynamic-sample-loading=1",
+        "-o",
+        "synth.reverb.active=0",
+        "-o",
+        "synth.chorus.active=0",
+        str(soundfont),
+        str(mid),
+    ]
     timeout = 60 + expected  # fluidsynth -F renders far faster than real time
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
@@ -566,16 +621,26 @@ def render_midi(pm, soundfont: Path, wav: Path, workdir: Path) -> float:
 
 def render_key(synths, piece: Piece) -> str:
     """What a piece's renders depend on: a render under another key is made again."""
-    return json.dumps({"render": RENDER_VERSION, "synths": [asdict(s) for s in synths],
-                       "piece": asdict(piece)}, sort_keys=True)
+    return json.dumps(
+        {"render": RENDER_VERSION, "synths": [asdict(s) for s in synths], "piece": asdict(piece)},
+        sort_keys=True,
+    )
 
 
 def version_text(piece: Piece, synth: Synth) -> str:
     """The dataset's ``version`` of one recording: its synthesis and the scores played."""
-    return json.dumps({"synth": synth.name, "soundfont": synth.soundfont,
-                       "programs": "other" if synth.other_programs else "source",
-                       "kind": piece.kind, "items": list(piece.items), "skipped": list(piece.skipped),
-                       "minutes": round(piece.seconds / 60, 2), "cut": piece.cut})
+    return json.dumps(
+        {
+            "synth": synth.name,
+            "soundfont": synth.soundfont,
+            "programs": "other" if synth.other_programs else "source",
+            "kind": piece.kind,
+            "items": list(piece.items),
+            "skipped": list(piece.skipped),
+            "minutes": round(piece.seconds / 60, 2),
+            "cut": piece.cut,
+        }
+    )
 
 
 def render_piece(task) -> tuple[list[dict] | None, str | None]:
@@ -602,8 +667,9 @@ def render_piece(task) -> tuple[list[dict] | None, str | None]:
         with tempfile.TemporaryDirectory() as tmp:
             for v, synth in enumerate(synths):
                 wav = folder / f"v{v}.wav"
-                secs = render_midi(with_programs(pm, synth.other_programs), find_soundfont(synth.soundfont),
-                                   wav, Path(tmp))
+                secs = render_midi(
+                    with_programs(pm, synth.other_programs), find_soundfont(synth.soundfont), wav, Path(tmp)
+                )
                 rows.append({"wav": wav.name, "dur_s": round(secs, 3), "version": version_text(piece, synth)})
     except SkipPiece as e:
         return None, str(e)
@@ -622,13 +688,32 @@ def dataset_rows(pieces: list[Piece], rows: list[list[dict]], folders: list[Path
     out = []
     for w, (piece, rs, folder) in enumerate(zip(pieces, rows, folders)):
         for v, r in enumerate(rs):
-            out.append(Track(f"{prefix}_{w:03d}_{v}", str(folder / r["wav"]), r["dur_s"], piece.name,
-                             r["version"], {"split": "test"}))
+            out.append(
+                Track(
+                    f"{prefix}_{w:03d}_{v}",
+                    str(folder / r["wav"]),
+                    r["dur_s"],
+                    piece.name,
+                    r["version"],
+                    {"split": "test"},
+                )
+            )
     return out
 
 
-def build_corpus(out: Path, scores: Path, *, n: int, synths, seed: int, min_s: float, max_s: float,
-                 gap_s: float, quick_s: float | None, workers: int) -> Path:
+def build_corpus(
+    out: Path,
+    scores: Path,
+    *,
+    n: int,
+    synths,
+    seed: int,
+    min_s: float,
+    max_s: float,
+    gap_s: float,
+    quick_s: float | None,
+    workers: int,
+) -> Path:
     """Select, render and extract the corpus in ``out``; returns its ``full.txt``.
 
     ``quick_s``: a smoke corpus, each piece its first ``quick_s`` seconds (a quartet loads
@@ -652,11 +737,22 @@ def build_corpus(out: Path, scores: Path, *, n: int, synths, seed: int, min_s: f
     log.info("%d quartets, %d test-split scores for sequences", len(quartets), len(pool))
     if quick_s is None and workers > 1:  # whole quartets: parse the likely ones side by side first
         warm_scores([m for _, ms in quartets[:n] for m in ms], scores, workers)
-    chosen = select_pieces(quartets, pool, lambda item: load_score(item, scores), n,
-                           min_s=quick_s or min_s, max_s=quick_s or max_s, gap_s=gap_s,
-                           quartet_stop_s=quick_s)
-    log.info("selected %d pieces (%.1f h of music per version) in %.0f s", len(chosen),
-             sum(p.seconds for p, _ in chosen) / 3600, time.perf_counter() - t0)
+    chosen = select_pieces(
+        quartets,
+        pool,
+        lambda item: load_score(item, scores),
+        n,
+        min_s=quick_s or min_s,
+        max_s=quick_s or max_s,
+        gap_s=gap_s,
+        quartet_stop_s=quick_s,
+    )
+    log.info(
+        "selected %d pieces (%.1f h of music per version) in %.0f s",
+        len(chosen),
+        sum(p.seconds for p, _ in chosen) / 3600,
+        time.perf_counter() - t0,
+    )
     folders = []
     for piece, pm in chosen:
         folder = out / "wav" / safe_name(piece.name)[:80]
@@ -693,11 +789,17 @@ def history_model(rev: str, folder: Path) -> Path:
     path = folder / f"default-{rev}.pt"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        got = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:models/default/model.pt"],
-                             capture_output=True, timeout=120, check=False)
+        got = subprocess.run(
+            ["git", "-C", str(REPO), "show", f"{rev}:models/default/model.pt"],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
         if got.returncode != 0:
-            raise ValueError(f"git show {rev}:models/default/model.pt failed: "
-                             f"{got.stderr.decode(errors='replace').strip()[:200]}")
+            raise ValueError(
+                f"git show {rev}:models/default/model.pt failed: "
+                f"{got.stderr.decode(errors='replace').strip()[:200]}"
+            )
         tmp = path.with_name(path.name + ".part")
         tmp.write_bytes(got.stdout)
         os.replace(tmp, path)
@@ -765,8 +867,9 @@ def model_alone(lm, tracks, device: str) -> dict:
 
     def run():
         cfg = lm.config
-        emb = embed_tracks(lm.model, [t.feat for t in tracks], windowing(cfg), device=device,
-                           batch_size=cfg.eval.batch_size)
+        emb = embed_tracks(
+            lm.model, [t.feat for t in tracks], windowing(cfg), device=device, batch_size=cfg.eval.batch_size
+        )
         e = [x for x, _ in emb]
         return distance_matrix(e, e, cfg.eval.distance)
 
@@ -804,11 +907,24 @@ def two_stage(lm, align: list, votes: np.ndarray, d_model: np.ndarray, k: int) -
 
     rr = R.RerankConfig(k=k, source="chroma")
     summaries, t_sum = timed(R.global_summaries, align, lm.summary_projection)
-    rk = R.Reranker(rr, query_align=align, ref_align=align, query_summary=summaries,
-                    ref_summary=summaries, votes=votes, symmetric=True)
+    rk = R.Reranker(
+        rr,
+        query_align=align,
+        ref_align=align,
+        query_summary=summaries,
+        ref_summary=summaries,
+        votes=votes,
+        symmetric=True,
+    )
     dist, t_rerank = timed(rk.rerank_block, d_model, 0, np.eye(len(align), dtype=bool))
-    return {"dist": dist, "summary_seconds": t_sum, "rerank_seconds": t_rerank, "n_pairs": rk.n_pairs,
-            "n_computed": rk.n_computed, "k_used": rk.k_used}
+    return {
+        "dist": dist,
+        "summary_seconds": t_sum,
+        "rerank_seconds": t_rerank,
+        "n_pairs": rk.n_pairs,
+        "n_computed": rk.n_computed,
+        "k_used": rk.k_used,
+    }
 
 
 def all_pairs_alignment(align: list) -> dict:
@@ -833,7 +949,7 @@ def extraction_cost(track) -> float:
     cfg = ExtractConfig()
     torch.set_num_threads(1)
     y = peak_normalize(load_audio(track.audio, cfg.features.sample_rate))
-    warm = y[:10 * cfg.features.sample_rate]  # compiled kernels and caches: not per-minute costs
+    warm = y[: 10 * cfg.features.sample_rate]  # compiled kernels and caches: not per-minute costs
     cqt(warm, cfg.features), audio_chroma(warm, cfg.chroma_views)
     t0 = time.process_time()
     y = peak_normalize(load_audio(track.audio, cfg.features.sample_rate))
@@ -846,8 +962,13 @@ def metrics(dist: np.ndarray, works: list, n_boot: int) -> dict:
     from coverhunter.metrics import evaluate_distances, self_exclusion
 
     rep = evaluate_distances(dist, works, works, exclude=self_exclusion(len(works)), bootstrap=n_boot)
-    return {"map": rep.map, "mr1": rep.mr1, "hr1": rep.hit_rate, "n_queries": rep.n_queries,
-            "ci": {"map": rep.ci.get("map"), "mr1": rep.ci.get("mr1"), "hr1": rep.ci.get("hit_rate")}}
+    return {
+        "map": rep.map,
+        "mr1": rep.mr1,
+        "hr1": rep.hit_rate,
+        "n_queries": rep.n_queries,
+        "ci": {"map": rep.ci.get("map"), "mr1": rep.ci.get("mr1"), "hr1": rep.ci.get("hit_rate")},
+    }
 
 
 def evaluate_corpus(tracks, models: dict, *, k: int, n_boot: int, device: str, cache_dir: Path) -> dict:
@@ -862,35 +983,57 @@ def evaluate_corpus(tracks, models: dict, *, k: int, n_boot: int, device: str, c
     align, spec, t_chroma = chroma_data(tracks)
 
     def key(*parts) -> str:
-        return hashlib.sha256(json.dumps([tracks_key(tracks), spec, *map(repr, parts)]).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps([tracks_key(tracks), spec, *map(repr, parts)]).encode()).hexdigest()[
+            :16
+        ]
 
-    al = cached(cache_dir / "bench-long-qmax-all-pairs.npz", key(C.QmaxParams()), lambda: all_pairs_alignment(align))
-    votes = cached(cache_dir / "bench-long-recurrence-votes.npz", key(RecurrenceParams()),
-                   lambda: recurrence_votes(align, spec))
+    al = cached(
+        cache_dir / "bench-long-qmax-all-pairs.npz", key(C.QmaxParams()), lambda: all_pairs_alignment(align)
+    )
+    votes = cached(
+        cache_dir / "bench-long-recurrence-votes.npz",
+        key(RecurrenceParams()),
+        lambda: recurrence_votes(align, spec),
+    )
     rows: dict = {}
     costs: dict = {}
     for label, (lm, mkey) in models.items():
-        alone = cached(cache_dir / f"bench-long-model-{mkey}.npz", key(mkey),
-                       lambda lm=lm: model_alone(lm, tracks, device))
-        two = cached(cache_dir / f"bench-long-two-stage-{mkey}-k{k}.npz",
-                     key(mkey, k, C.QmaxParams(), RecurrenceParams()),
-                     lambda lm=lm, d=alone["dist"]: two_stage(lm, align, votes["votes"], d, k))
+        alone = cached(
+            cache_dir / f"bench-long-model-{mkey}.npz",
+            key(mkey),
+            lambda lm=lm: model_alone(lm, tracks, device),
+        )
+        two = cached(
+            cache_dir / f"bench-long-two-stage-{mkey}-k{k}.npz",
+            key(mkey, k, C.QmaxParams(), RecurrenceParams()),
+            lambda lm=lm, d=alone["dist"]: two_stage(lm, align, votes["votes"], d, k),
+        )
         per_model = alone["seconds"] / n
         # one query alone shares no pairs: it pays every alignment it asks for
         per_rerank = two["rerank_seconds"] * two["n_pairs"] / max(1, two["n_computed"]) / n
         first = (t_chroma + votes["seconds"] + two["summary_seconds"]) / n
         rows[f"{label} alone"] = {**metrics(alone["dist"], works, n_boot), "ms_per_query": per_model * 1e3}
         rows[f"{label} + two-stage (evaluate --rerank {k})"] = {
-            **metrics(two["dist"], works, n_boot), "ms_per_query": (per_model + first + per_rerank) * 1e3}
+            **metrics(two["dist"], works, n_boot),
+            "ms_per_query": (per_model + first + per_rerank) * 1e3,
+        }
         costs[label] = {"alignments_per_query": two["n_pairs"] / n, "k_used": int(two["k_used"])}
     # a query alone aligns with each of the n - 1 others: 2 / n of the n (n - 1) / 2 pairs
-    rows[ALIGNMENT_ROW] = {**metrics(al["dist"], works, n_boot),
-                           "ms_per_query": (t_chroma + 2 * al["pair_seconds"]) / n * 1e3}
+    rows[ALIGNMENT_ROW] = {
+        **metrics(al["dist"], works, n_boot),
+        "ms_per_query": (t_chroma + 2 * al["pair_seconds"]) / n * 1e3,
+    }
     rng = np.random.default_rng(0)
     rows["chance"] = {**metrics(rng.random((n, n)), works, n_boot), "ms_per_query": 0.0}
-    return {"rows": rows, "two_stage": costs,
-            "seconds": {"chroma": t_chroma, "recurrence_votes": votes["seconds"],
-                        "all_pairs_alignment": al["pair_seconds"]}}
+    return {
+        "rows": rows,
+        "two_stage": costs,
+        "seconds": {
+            "chroma": t_chroma,
+            "recurrence_votes": votes["seconds"],
+            "all_pairs_alignment": al["pair_seconds"],
+        },
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -904,20 +1047,30 @@ def fmt_ci(v: float, ci, digits: int = 3) -> str:
 def format_table(res: dict) -> str:
     """The markdown table of a result dict (as ``results-*.json`` holds it)."""
     c = res["corpus"]
-    lines = [(f"\n{c['title']}: {c['n_tracks']} recordings of {c['n_works']} works, "
-              f"{c['minutes_min']:.1f}-{c['minutes_max']:.1f} min each ({c['hours']:.1f} h), every "
-              "recording a query against all others\n"),
-             "| method | MAP [95 % CI] | MR1 [95 % CI] | HR@1 [95 % CI] | ms per query |",
-             "|---|---|---|---|---|"]
+    lines = [
+        (
+            f"\n{c['title']}: {c['n_tracks']} recordings of {c['n_works']} works, "
+            f"{c['minutes_min']:.1f}-{c['minutes_max']:.1f} min each ({c['hours']:.1f} h), every "
+            "recording a query against all others\n"
+        ),
+        "| method | MAP [95 % CI] | MR1 [95 % CI] | HR@1 [95 % CI] | ms per query |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in res["rows"].items():
-        lines.append(f"| {name} | {fmt_ci(r['map'], r['ci']['map'])} | {fmt_ci(r['mr1'], r['ci']['mr1'], 2)} "
-                     f"| {fmt_ci(r['hr1'], r['ci']['hr1'])} | {r['ms_per_query']:,.0f} |")
-    lines.append(f"\nextraction (CQT + fine chroma): {res['extract_s_per_audio_min']:.2f} CPU s per audio "
-                 "minute; ms per query: CPU of one thread, one query alone against this catalogue.")
+        lines.append(
+            f"| {name} | {fmt_ci(r['map'], r['ci']['map'])} | {fmt_ci(r['mr1'], r['ci']['mr1'], 2)} "
+            f"| {fmt_ci(r['hr1'], r['ci']['hr1'])} | {r['ms_per_query']:,.0f} |"
+        )
+    lines.append(
+        f"\nextraction (CQT + fine chroma): {res['extract_s_per_audio_min']:.2f} CPU s per audio "
+        "minute; ms per query: CPU of one thread, one query alone against this catalogue."
+    )
     asked = {round(x["alignments_per_query"]) for x in res.get("two_stage", {}).values()}
     if asked:
-        lines.append(f"two-stage: {'/'.join(map(str, sorted(asked)))} alignments per query "
-                     f"(shortlist of {res['k']} and expansion) among {c['n_tracks'] - 1} others.")
+        lines.append(
+            f"two-stage: {'/'.join(map(str, sorted(asked)))} alignments per query "
+            f"(shortlist of {res['k']} and expansion) among {c['n_tracks'] - 1} others."
+        )
     for label, why in res.get("left_out", {}).items():
         lines.append(f"left out {label}: {why}")
     return "\n".join(lines)
@@ -925,28 +1078,54 @@ def format_table(res: dict) -> str:
 
 def corpus_summary(title: str, tracks) -> dict:
     mins = [t.duration / 60 for t in tracks]
-    return {"title": title, "n_tracks": len(tracks), "n_works": len({t.work for t in tracks}),
-            "minutes_min": min(mins), "minutes_max": max(mins), "hours": sum(mins) / 60}
+    return {
+        "title": title,
+        "n_tracks": len(tracks),
+        "n_works": len({t.work for t in tracks}),
+        "minutes_min": min(mins),
+        "minutes_max": max(mins),
+        "hours": sum(mins) / 60,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pieces", type=int, default=20, help="pieces (works) of the corpus (default 20)")
-    ap.add_argument("--versions", type=int, choices=[2, 3], default=3,
-                    help="versions per piece: FluidR3_GM, TimGM6mb (and FluidR3_GM with other instruments)")
+    ap.add_argument(
+        "--versions",
+        type=int,
+        choices=[2, 3],
+        default=3,
+        help="versions per piece: FluidR3_GM, TimGM6mb (and FluidR3_GM with other instruments)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="order of the quartets and of the sequences' scores")
     ap.add_argument("--min-minutes", type=float, default=MIN_MINUTES, help="shortest piece (default 10)")
-    ap.add_argument("--max-minutes", type=float, default=MAX_MINUTES,
-                    help="longer pieces are cut here (default 30; alignment cost grows as its square)")
+    ap.add_argument(
+        "--max-minutes",
+        type=float,
+        default=MAX_MINUTES,
+        help="longer pieces are cut here (default 30; alignment cost grows as its square)",
+    )
     ap.add_argument("--gap", type=float, default=GAP_S, help="seconds between movements (default 3)")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 3 pieces x 2 versions, each the first --quick-seconds")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 3 pieces x 2 versions, each the first --quick-seconds",
+    )
     ap.add_argument("--quick-seconds", type=float, default=90.0)
     ap.add_argument("--model", type=Path, default=Path("models/default/model.pt"))
-    ap.add_argument("--history", nargs="*", default=list(HISTORY), metavar="REV",
-                    help="git revisions whose models/default/model.pt join the table (default: "
-                         + ", ".join(HISTORY) + ")")
-    ap.add_argument("--k", type=int, default=50, help="shortlist of the two-stage search (evaluate --rerank K)")
+    ap.add_argument(
+        "--history",
+        nargs="*",
+        default=list(HISTORY),
+        metavar="REV",
+        help="git revisions whose models/default/model.pt join the table (default: "
+        + ", ".join(HISTORY)
+        + ")",
+    )
+    ap.add_argument(
+        "--k", type=int, default=50, help="shortlist of the two-stage search (evaluate --rerank K)"
+    )
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=0, help="rendering/extraction processes (0 = all cores)")
     ap.add_argument("--device", default="cpu")
@@ -962,20 +1141,33 @@ def main() -> None:
     if a.quick:
         a.pieces, a.versions = 3, 2
     quick_s = a.quick_seconds if a.quick else None
-    synths = SYNTHS[:a.versions]
+    synths = SYNTHS[: a.versions]
     if a.quick:
         name = f"quick-p{a.pieces}-v{a.versions}-s{a.seed}-c{a.quick_seconds:g}"
-        title = (f"quick smoke corpus ({a.pieces} pieces x {a.versions} versions, the first "
-                 f"{a.quick_seconds:g} s of each: NOT long recordings)")
+        title = (
+            f"quick smoke corpus ({a.pieces} pieces x {a.versions} versions, the first "
+            f"{a.quick_seconds:g} s of each: NOT long recordings)"
+        )
     else:
         name = f"long-p{a.pieces}-v{a.versions}-s{a.seed}"
-        title = (f"long recordings ({a.pieces} pieces of >= {a.min_minutes:g} min x {a.versions} "
-                 f"synthesizers, seed {a.seed})")
+        title = (
+            f"long recordings ({a.pieces} pieces of >= {a.min_minutes:g} min x {a.versions} "
+            f"synthesizers, seed {a.seed})"
+        )
     folder = a.out / name
     folder.mkdir(parents=True, exist_ok=True)
-    full = build_corpus(folder, a.out / "scores", n=a.pieces, synths=synths, seed=a.seed,
-                        min_s=a.min_minutes * 60, max_s=a.max_minutes * 60, gap_s=a.gap, quick_s=quick_s,
-                        workers=a.workers or os.cpu_count() or 1)
+    full = build_corpus(
+        folder,
+        a.out / "scores",
+        n=a.pieces,
+        synths=synths,
+        seed=a.seed,
+        min_s=a.min_minutes * 60,
+        max_s=a.max_minutes * 60,
+        gap_s=a.gap,
+        quick_s=quick_s,
+        workers=a.workers or os.cpu_count() or 1,
+    )
     tracks = [t for t in read_dataset(full, check_features=True) if "source_utt" not in t.extra]
     models, left_out = load_models(a.model, a.history, a.out / "models", a.device)
     cost_file = folder / "bench-long-extract-cost.json"
@@ -984,10 +1176,15 @@ def main() -> None:
     else:
         extract_cost = extraction_cost(tracks[0])
         cost_file.write_text(json.dumps({"utt": tracks[0].track_id, "s_per_audio_min": extract_cost}))
-    res = {"corpus": corpus_summary(title, tracks), "settings": {k: str(v) for k, v in vars(a).items()},
-           "k": a.k, "extract_s_per_audio_min": extract_cost,
-           "models": {label: key for label, (_, key) in models.items()}, "left_out": left_out,
-           **evaluate_corpus(tracks, models, k=a.k, n_boot=a.bootstrap, device=a.device, cache_dir=folder)}
+    res = {
+        "corpus": corpus_summary(title, tracks),
+        "settings": {k: str(v) for k, v in vars(a).items()},
+        "k": a.k,
+        "extract_s_per_audio_min": extract_cost,
+        "models": {label: key for label, (_, key) in models.items()},
+        "left_out": left_out,
+        **evaluate_corpus(tracks, models, k=a.k, n_boot=a.bootstrap, device=a.device, cache_dir=folder),
+    }
     print(format_table(res))
     out = a.out / ("results-quick.json" if a.quick else f"results-p{a.pieces}-v{a.versions}-s{a.seed}.json")
     out.write_text(json.dumps(res, indent=1))

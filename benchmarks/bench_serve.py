@@ -65,7 +65,7 @@ def looped(path: str, seconds: float) -> np.ndarray:
     from coverhunter.audio import load_audio
 
     y = load_audio(path)
-    return np.tile(y, int(np.ceil(seconds * SR / len(y))))[:int(seconds * SR)]
+    return np.tile(y, int(np.ceil(seconds * SR / len(y))))[: int(seconds * SR)]
 
 
 def build_catalogue(args, tracks, lm) -> Path:
@@ -78,8 +78,7 @@ def build_catalogue(args, tracks, lm) -> Path:
     first = [t for t in tracks if t.version == sorted(x.version for x in tracks if x.work == t.work)[0]]
     write_dataset(first, args.work_dir / "catalogue.txt")
     log(f"indexing {len(first)} real recordings")
-    idx, _ = build_index(index, lm, dataset=args.work_dir / "catalogue.txt", overwrite=True,
-                         backend="exact")
+    idx, _ = build_index(index, lm, dataset=args.work_dir / "catalogue.txt", overwrite=True, backend="exact")
     pad_with_distractors(idx, args.catalogue - len(first))
     return index
 
@@ -99,8 +98,16 @@ def pad_with_distractors(idx, n: int, chunks: int = 8, seed: int = 0) -> None:
     name = f"shard_{len(meta['shards']):05d}"
     np.save(idx.root / f"{name}.npy", v.astype(np.float32))
     n0 = meta["n_vectors"]
-    rows = [{"track_id": f"distractor_{i:05d}", "work": f"distractor work {i:05d}", "audio": "",
-             "row": n0 + i * chunks, "starts": [7.5 * k for k in range(chunks)]} for i in range(n)]
+    rows = [
+        {
+            "track_id": f"distractor_{i:05d}",
+            "work": f"distractor work {i:05d}",
+            "audio": "",
+            "row": n0 + i * chunks,
+            "starts": [7.5 * k for k in range(chunks)],
+        }
+        for i in range(n)
+    ]
     atomic_write_text(idx.root / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     meta["shards"].append(name)
     meta["n_tracks"] += n
@@ -122,7 +129,7 @@ def make_queries(args, tracks) -> list[tuple[Path, str]]:
         if not path.is_file():
             sf.write(path, looped(t.audio, args.query_s), SR)
         qs.append((path, t.work))
-    return qs[:args.max_queries]
+    return qs[: args.max_queries]
 
 
 def make_long(args, tracks, path: Path) -> list[tuple[float, float, str]]:
@@ -231,8 +238,15 @@ def load_test(url: str, queries, refs, clients: int, requests: int, server_pid: 
 
 
 def run_long(args, index: Path, path: Path, truth) -> dict:
-    cmd = [str(ROOT / ".venv/bin/coverhunter"), "identify", str(path), "--index", str(index),
-           "--segments", "--json"]
+    cmd = [
+        str(ROOT / ".venv/bin/coverhunter"),
+        "identify",
+        str(path),
+        "--index",
+        str(index),
+        "--segments",
+        "--json",
+    ]
     if not Path(cmd[0]).exists():
         cmd = [sys.executable, "-m", "coverhunter"] + cmd[1:]
     out_f, err_f = path.with_suffix(".json"), path.with_suffix(".log")
@@ -259,9 +273,14 @@ def run_long(args, index: Path, path: Path, truth) -> dict:
             overlap = min(b, s["end_s"]) - max(a, s["start_s"])
             if overlap > 0 and work == s["work"]:
                 right += overlap
-    return {"seconds": seconds, "peak_rss_mb": peak, "segments": len(segs),
-            "true_segments": len(truth),
-            "right_share": right / truth[-1][1], "progress_lines": err.count("analysed")}
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": peak,
+        "segments": len(segs),
+        "true_segments": len(truth),
+        "right_share": right / truth[-1][1],
+        "progress_lines": err.count("analysed"),
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -296,13 +315,28 @@ def main() -> None:
     index = build_catalogue(args, tracks, lm)
     idx = CatalogueIndex.load(index)
     queries = make_queries(args, tracks)
-    log(f"catalogue {idx.meta['n_tracks']} recordings ({idx.meta['n_vectors']} chunk vectors), "
-        f"{len(queries)} distinct {args.query_s / 60:.0f}-minute queries")
+    log(
+        f"catalogue {idx.meta['n_tracks']} recordings ({idx.meta['n_vectors']} chunk vectors), "
+        f"{len(queries)} distinct {args.query_s / 60:.0f}-minute queries"
+    )
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "coverhunter", "serve", "--index", str(index),
-                               "--port", str(port), "--queue-size", str(2 * args.clients + 2)],
-                              stderr=open(args.work_dir / "server.log", "w"), stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "coverhunter",
+            "serve",
+            "--index",
+            str(index),
+            "--port",
+            str(port),
+            "--queue-size",
+            str(2 * args.clients + 2),
+        ],
+        stderr=open(args.work_dir / "server.log", "w"),
+        stdout=subprocess.DEVNULL,
+    )
     import httpx
 
     url = f"http://127.0.0.1:{port}"
@@ -336,25 +370,40 @@ def main() -> None:
     long = run_long(args, index, long_path, truth)
 
     torch_threads = torch.get_num_threads()
-    print(f"\n## bench_serve ({os.cpu_count()} cores, torch threads {torch_threads}; catalogue "
-          f"{idx.meta['n_tracks']:,} recordings / {idx.meta['n_vectors']:,} chunk vectors; "
-          f"{len(queries)} distinct {args.query_s / 60:.0f}-min queries)\n")
+    print(
+        f"\n## bench_serve ({os.cpu_count()} cores, torch threads {torch_threads}; catalogue "
+        f"{idx.meta['n_tracks']:,} recordings / {idx.meta['n_vectors']:,} chunk vectors; "
+        f"{len(queries)} distinct {args.query_s / 60:.0f}-min queries)\n"
+    )
     print("| | requests | p50 latency | p99 latency | throughput | answers checked |")
     print("|---|---|---|---|---|---|")
-    print(f"| service, {args.clients} clients x {args.requests} | {n} | {np.percentile(lat, 50):.2f} s | "
-          f"{np.percentile(lat, 99):.2f} s | {n / wall:.2f} req/s | {n - len(problems)}/{n} same as in-process |")
-    print(f"| in-process, sequential | {len(t_in)} | {np.percentile(t_in, 50):.2f} s | "
-          f"{np.percentile(t_in, 99):.2f} s | {1 / np.mean(t_in):.2f} q/s | (reference) |")
-    print(f"\nthroughput ratio service / in-process: {(n / wall) * np.mean(t_in):.2f}; "
-          f"top-1 = true work: {np.mean([r[2] for r in results]):.0%} (service), {acc_in:.0%} (in-process)")
-    print(f"server RSS across the run (MB): {' -> '.join(f'{m:.0f}' for m in mem)}; peak {peak_server:.0f} MB")
+    print(
+        f"| service, {args.clients} clients x {args.requests} | {n} | {np.percentile(lat, 50):.2f} s | "
+        f"{np.percentile(lat, 99):.2f} s | {n / wall:.2f} req/s | "
+        f"{n - len(problems)}/{n} same as in-process |"
+    )
+    print(
+        f"| in-process, sequential | {len(t_in)} | {np.percentile(t_in, 50):.2f} s | "
+        f"{np.percentile(t_in, 99):.2f} s | {1 / np.mean(t_in):.2f} q/s | (reference) |"
+    )
+    print(
+        f"\nthroughput ratio service / in-process: {(n / wall) * np.mean(t_in):.2f}; "
+        f"top-1 = true work: {np.mean([r[2] for r in results]):.0%} (service), {acc_in:.0%} (in-process)"
+    )
+    print(
+        f"server RSS across the run (MB): {' -> '.join(f'{m:.0f}' for m in mem)}; peak {peak_server:.0f} MB"
+    )
     if problems:
         print(f"PROBLEMS ({len(problems)}): {problems[:5]}")
-    print(f"\n| {args.long_min:.0f}-minute recording, identify --segments | seconds | peak RSS | segments "
-          f"(true) | time on the right work |")
+    print(
+        f"\n| {args.long_min:.0f}-minute recording, identify --segments | seconds | peak RSS | segments "
+        f"(true) | time on the right work |"
+    )
     print("|---|---|---|---|---|")
-    print(f"| child process | {long['seconds']:.1f} | {long['peak_rss_mb']:.0f} MB | {long['segments']} "
-          f"({long['true_segments']}) | {long['right_share']:.0%} |")
+    print(
+        f"| child process | {long['seconds']:.1f} | {long['peak_rss_mb']:.0f} MB | {long['segments']} "
+        f"({long['true_segments']}) | {long['right_share']:.0%} |"
+    )
 
 
 if __name__ == "__main__":

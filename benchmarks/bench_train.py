@@ -74,8 +74,10 @@ def main() -> None:
         print(f"| embed, batch 32 ({label}) | {frames / FPS_POOLED:.0f} | {r:.0f} | s of audio / s |")
     print(f"\npeak resident memory: {peak_mb():.0f} MB")
     base = rows[0][2]
-    print("train speed relative to the 135 s chunks: " +
-          ", ".join(f"{f / FPS_POOLED:.0f} s: {r / base:.1f}x" for _, f, r in rows))
+    print(
+        "train speed relative to the 135 s chunks: "
+        + ", ".join(f"{f / FPS_POOLED:.0f} s: {r / base:.1f}x" for _, f, r in rows)
+    )
 
 
 if __name__ == "__main__":

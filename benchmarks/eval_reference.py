@@ -27,7 +27,7 @@ def distance_matrix(query: list[np.ndarray], ref: list[np.ndarray], block: int =
         qj = qi + 1
         while qj < len(query) and q_off[qj + 1] - q_off[qi] <= block:
             qj += 1
-        sim = qc[q_off[qi]:q_off[qj]] @ rc.T
+        sim = qc[q_off[qi] : q_off[qj]] @ rc.T
         best = torch.full((sim.shape[0], len(ref)), -2.0)
         best.scatter_reduce_(1, r_owner.expand_as(sim), sim, reduce="amax")
         q_owner = torch.repeat_interleave(torch.arange(qj - qi), q_len[qi:qj])
@@ -56,23 +56,30 @@ def relevant_ranks(d: torch.Tensor, rel: torch.Tensor, keep: torch.Tensor, stabl
     step = max(1, int(2e7 // max(1, b * n)))
     idx = torch.arange(n)[None, None, :]
     for k0 in range(0, r_max, step):
-        xs = x[:, k0:k0 + step, None]
+        xs = x[:, k0 : k0 + step, None]
         if stable:
-            js = order[:, k0:k0 + step, None]
+            js = order[:, k0 : k0 + step, None]
             before = (others[:, None, :] < xs) | ((others[:, None, :] == xs) & (idx < js))
-            ranks[:, k0:k0 + step] = before.sum(-1) + 1
+            ranks[:, k0 : k0 + step] = before.sum(-1) + 1
         else:
             le = (others[:, None, :] <= xs).sum(-1)
-            ranks[:, k0:k0 + step] = le + torch.arange(k0 + 1, k0 + xs.shape[1] + 1)[None, :]
+            ranks[:, k0 : k0 + step] = le + torch.arange(k0 + 1, k0 + xs.shape[1] + 1)[None, :]
     return torch.where(valid, ranks, torch.full_like(ranks, float("inf")))
 
 
-def evaluate_distances(dist, query_labels, ref_labels, *, exclude=None, mode: str = "standard",
-                       topk: int | None = None, block: int = 256) -> EvalReport:
+def evaluate_distances(
+    dist,
+    query_labels,
+    ref_labels,
+    *,
+    exclude=None,
+    mode: str = "standard",
+    topk: int | None = None,
+    block: int = 256,
+) -> EvalReport:
     """The previous ``coverhunter.metrics.evaluate_distances`` (no bootstrap); ``exclude``:
     None, a bool mask or a callable (start, stop) -> block."""
     ql, rl = np.asarray(query_labels), np.asarray(ref_labels)
-    shape = (len(ql), len(rl))
     rows = dist if callable(dist) else (lambda a, b: np.asarray(dist, np.float64)[a:b])
     excl = exclude if callable(exclude) or exclude is None else (lambda a, b: exclude[a:b])
     aps, firsts, top10s, hit1s = [], [], [], []
@@ -80,8 +87,13 @@ def evaluate_distances(dist, query_labels, ref_labels, *, exclude=None, mode: st
         e = min(len(ql), s + block)
         d = torch.from_numpy(np.ascontiguousarray(rows(s, e), dtype=np.float64))
         rel = torch.from_numpy(ql[s:e, None] == rl[None, :])
-        drop = d < 0 if mode == "original" else (
-            torch.from_numpy(np.asarray(excl(s, e), bool)) if excl is not None else torch.zeros_like(rel))
+        drop = (
+            d < 0
+            if mode == "original"
+            else (
+                torch.from_numpy(np.asarray(excl(s, e), bool)) if excl is not None else torch.zeros_like(rel)
+            )
+        )
         drop |= torch.isnan(d)
         rel &= ~drop
         ranks = relevant_ranks(d, rel, ~drop, stable=mode == "original")
@@ -91,6 +103,11 @@ def evaluate_distances(dist, query_labels, ref_labels, *, exclude=None, mode: st
     top10, hit1 = torch.cat(top10s).numpy(), torch.cat(hit1s).numpy()
     has_rel = first > 0
     use = has_rel if mode == "standard" else np.ones_like(has_rel)
-    return EvalReport(**{**_summarise(ap, first, top10, hit1, use, mode),
-                         "n_without_relevant": int((~has_rel).sum()), "per_query_ap": ap.tolist(),
-                         "per_query_rank1": first.astype(int).tolist()})
+    return EvalReport(
+        **{
+            **_summarise(ap, first, top10, hit1, use, mode),
+            "n_without_relevant": int((~has_rel).sum()),
+            "per_query_ap": ap.tolist(),
+            "per_query_rank1": first.astype(int).tolist(),
+        }
+    )

@@ -65,13 +65,14 @@ def melody(work: int, version: int, seconds: float = 6.0, sr: int = SR) -> np.nd
     idx = np.minimum((t * tempo * 2).astype(int) % len(notes), len(notes) - 1)
     f0 = 440.0 * 2 ** ((notes[idx] + shift - 69) / 12)
     phase = 2 * np.pi * np.cumsum(f0) / sr
-    y = sum(0.6 ** k * np.sin((k + 1) * phase) for k in range(4))
+    y = sum(0.6**k * np.sin((k + 1) * phase) for k in range(4))
     y = y + 0.01 * vr.standard_normal(n)
     return (0.5 * y / np.abs(y).max()).astype(np.float32)
 
 
-def make_dataset(root: Path, n_works: int = 4, n_versions: int = 3, seconds: float = 6.0,
-                 hparams: str | None = None) -> Path:
+def make_dataset(
+    root: Path, n_works: int = 4, n_versions: int = 3, seconds: float = 6.0, hparams: str | None = None
+) -> Path:
     """Write ``root/dataset.txt`` and its wavs; returns root."""
     (root / "wav").mkdir(parents=True, exist_ok=True)
     lines = []
@@ -80,8 +81,15 @@ def make_dataset(root: Path, n_works: int = 4, n_versions: int = 3, seconds: flo
             utt = f"t_{w:02d}_{v}"
             wav = root / "wav" / f"{utt}.wav"
             sf.write(wav, melody(w, v, seconds), SR, subtype="PCM_16")
-            lines.append({"utt": utt, "wav": f"wav/{utt}.wav", "dur_s": seconds,
-                          "song": f"work{w}", "version": f"v{v}"})
+            lines.append(
+                {
+                    "utt": utt,
+                    "wav": f"wav/{utt}.wav",
+                    "dur_s": seconds,
+                    "song": f"work{w}",
+                    "version": f"v{v}",
+                }
+            )
     (root / "dataset.txt").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     if hparams is not None:
         (root / "hparams.yaml").write_text(hparams)
@@ -96,12 +104,15 @@ def tiny_dataset(tmp_path: Path) -> Path:
 def write_fine_chroma(feat_path: Path, cqt_db: np.ndarray) -> None:
     """Beside a synthetic CQT (no audio), the fine chroma views extract would store: here
     the CQT's own chroma, so that versions of a work align as their CQTs do."""
-    save_chroma(chroma_path(feat_path), {"c3": chroma_from_cqt(cqt_db),
-                                         "c1": chroma_from_cqt(cqt_db, lowest_octave=0, power=1.0)})
+    save_chroma(
+        chroma_path(feat_path),
+        {"c3": chroma_from_cqt(cqt_db), "c1": chroma_from_cqt(cqt_db, lowest_octave=0, power=1.0)},
+    )
 
 
-def make_feature_lists(root: Path, n_works: int = 6, n_versions: int = 3, frames: int = 300,
-                       val_works: int = 2) -> Path:
+def make_feature_lists(
+    root: Path, n_works: int = 6, n_versions: int = 3, frames: int = 300, val_works: int = 2
+) -> Path:
     """CQT-like .npy files (a work = a random pattern, versions = shifted and noisy copies)
     and ``train.txt`` / ``val.txt`` lists, without any audio."""
     feat_dir = root / "cqt_feat"
@@ -117,9 +128,17 @@ def make_feature_lists(root: Path, n_works: int = 6, n_versions: int = 3, frames
             utt = f"f_{w}_{v}"
             np.save(feat_dir / f"{utt}.cqt.npy", x - x.max())
             write_fine_chroma(feat_dir / f"{utt}.cqt.npy", x - x.max())
-            lists[split].append({"utt": utt, "wav": f"wav/{utt}.wav", "dur_s": frames / 25,
-                                 "song": f"work{w}", "version": str(v),
-                                 "feat": f"cqt_feat/{utt}.cqt.npy", "feat_len": frames})
+            lists[split].append(
+                {
+                    "utt": utt,
+                    "wav": f"wav/{utt}.wav",
+                    "dur_s": frames / 25,
+                    "song": f"work{w}",
+                    "version": str(v),
+                    "feat": f"cqt_feat/{utt}.cqt.npy",
+                    "feat_len": frames,
+                }
+            )
     for split, lines in lists.items():
         (root / f"{split}.txt").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     return root

@@ -39,8 +39,7 @@ def float64_trainer(exp: Path) -> Trainer:
     Validation embeds float32 features; the early-stopping monitor falls back to the
     training loss, which does not change what the steps compute.
     """
-    trainer = Trainer(exp, load_config(exp / "config" / "hparams.yaml"), torch.device("cpu"),
-                      verbose=False)
+    trainer = Trainer(exp, load_config(exp / "config" / "hparams.yaml"), torch.device("cpu"), verbose=False)
     trainer.dataset = Float64Chunks(trainer.dataset)
     trainer.val_tracks = []
     return trainer
@@ -50,8 +49,10 @@ def main(exp: Path) -> None:
     torch.set_default_dtype(torch.float64)
     trainer = float64_trainer(exp)
     trainer.run()
-    torch.save({k: v.detach().clone() for k, v in trainer.module.module.named_parameters()},
-               exp / f"rank{trainer.rank}.pt")
+    torch.save(
+        {k: v.detach().clone() for k, v in trainer.module.module.named_parameters()},
+        exp / f"rank{trainer.rank}.pt",
+    )
     # leave together: a rank that tears down its process group while the other still talks
     # to it can abort ("terminate called without an active exception")
     dist.barrier()

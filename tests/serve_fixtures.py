@@ -13,8 +13,7 @@ DEFAULT_MODEL = ROOT / "models" / "default" / "model.pt"
 SR = 16000
 
 
-def tune(work: int, seconds: float = 30.0, sr: int = SR, noise: float = 0.003,
-         take: int = 0) -> np.ndarray:
+def tune(work: int, seconds: float = 30.0, sr: int = SR, noise: float = 0.003, take: int = 0) -> np.ndarray:
     """A melody with rhythm and a bass line, distinct per work (float32 mono at ``sr``), over
     a noise floor that differs per ``take`` (as two recordings of one performance)."""
     rng = np.random.default_rng(work)
@@ -29,8 +28,8 @@ def tune(work: int, seconds: float = 30.0, sr: int = SR, noise: float = 0.003,
         tt = np.arange(n1 - n0) / sr
         f = 440 * 2 ** ((notes[i % 16] - 69) / 12)
         fb = 440 * 2 ** ((bass[(i // 4) % 4] - 69) / 12)
-        out[n0:n1] += np.exp(-3 * tt) * sum(0.6 ** k * np.sin(2 * np.pi * f * (k + 1) * tt) for k in range(5))
-        out[n0:n1] += 0.5 * sum(0.5 ** k * np.sin(2 * np.pi * fb * (k + 1) * tt) for k in range(3))
+        out[n0:n1] += np.exp(-3 * tt) * sum(0.6**k * np.sin(2 * np.pi * f * (k + 1) * tt) for k in range(5))
+        out[n0:n1] += 0.5 * sum(0.5**k * np.sin(2 * np.pi * fb * (k + 1) * tt) for k in range(3))
         t, i = t + d, i + 1
     out = 0.5 * out / np.abs(out).max()
     if noise:
@@ -53,8 +52,15 @@ def make_catalogue(root: Path, n_works: int = 5, seconds: float = 30.0) -> tuple
     for w in range(n_works):  # other takes of every work, labelled
         for take in range(3, 9):
             sf.write(calib / f"w{w}_{take}.wav", tune(w, 15.0, take=take), SR, subtype="PCM_16")
-            lines.append({"utt": f"w{w}_{take}", "wav": f"w{w}_{take}.wav", "dur_s": 15.0,
-                          "song": f"work{w}", "version": str(take)})
+            lines.append(
+                {
+                    "utt": f"w{w}_{take}",
+                    "wav": f"w{w}_{take}.wav",
+                    "dur_s": 15.0,
+                    "song": f"work{w}",
+                    "version": str(take),
+                }
+            )
     (calib / "dataset.txt").write_text("".join(json.dumps(x) + "\n" for x in lines))
     lm = load_model(DEFAULT_MODEL)
     build_index(root / "index", lm, folder=audio, calibrate_with=calib / "dataset.txt")
@@ -115,10 +121,11 @@ def encode(path, y: np.ndarray, sr: int, codec: str, channels: int = 2) -> None:
         frame_n = s.codec_context.frame_size or 1024
         x = np.stack([y] * channels).astype(np.float32)
         for i in range(0, x.shape[1], frame_n):
-            part = x[:, i:i + frame_n]
+            part = x[:, i : i + frame_n]
             if fmt == "s16":
-                frame = av.AudioFrame.from_ndarray((part.T.reshape(1, -1) * 32767).astype(np.int16),
-                                                   format="s16", layout=layout)
+                frame = av.AudioFrame.from_ndarray(
+                    (part.T.reshape(1, -1) * 32767).astype(np.int16), format="s16", layout=layout
+                )
             elif fmt == "flt":
                 frame = av.AudioFrame.from_ndarray(part.T.reshape(1, -1).copy(), format="flt", layout=layout)
             else:

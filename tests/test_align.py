@@ -21,12 +21,18 @@ def _versions(order, n=40, noise=0.3, seed=0):
     return a, b
 
 
-@pytest.mark.parametrize("name,order", [
-    ("offset", list(range(7, 40))),                                # b starts 7 chunks later
-    ("repeat", list(range(0, 20)) + list(range(12, 20)) + list(range(20, 40))),
-    ("drop", list(range(0, 10)) + list(range(22, 40))),
-    ("repeat+drop+crop", list(range(5, 10)) + list(range(16, 26)) + list(range(20, 26)) + list(range(26, 35))),
-])
+@pytest.mark.parametrize(
+    "name,order",
+    [
+        ("offset", list(range(7, 40))),  # b starts 7 chunks later
+        ("repeat", list(range(0, 20)) + list(range(12, 20)) + list(range(20, 40))),
+        ("drop", list(range(0, 10)) + list(range(22, 40))),
+        (
+            "repeat+drop+crop",
+            list(range(5, 10)) + list(range(16, 26)) + list(range(20, 26)) + list(range(26, 35)),
+        ),
+    ],
+)
 def test_aligner_finds_known_correspondences(name, order):
     a, b = _versions(order)
     path = align_path(chunk_distances(a, b))
@@ -53,8 +59,7 @@ def test_aligner_follows_tempo_changes():
 
 def test_aligned_sampler_picks_matching_passages():
     labels = [0, 0, 0, 1, 1, 1]
-    alignment = {0: {1: [(100, 300), (200, 400)], 2: [(100, 150), (200, 250)]},
-                 3: {4: [(50, 60)]}}
+    alignment = {0: {1: [(100, 300), (200, 400)], 2: [(100, 150), (200, 250)]}, 3: {4: [(50, 60)]}}
     cfg = DataConfig(batch_size=6, m_per_class=3, chunk_frame=(10,))
     s = WorkBatchSampler(labels, cfg, 0, 0, 20, alignment=alignment, aligned_prob=1.0)
     for batch in s:
@@ -75,8 +80,21 @@ def test_aligned_sampler_picks_matching_passages():
 def test_one_command_coarse_to_fine(tmp_path):
     data = make_feature_lists(tmp_path / "data", n_works=6, n_versions=3, frames=400)
     exp = make_experiment(tmp_path / "exp", data)
-    assert main(["coarse-to-fine", str(exp), "data.chunk_frame=[40]", "--coarse-epochs", "1",
-                 "--fine-epochs", "1"], exit=False) == 0
+    assert (
+        main(
+            [
+                "coarse-to-fine",
+                str(exp),
+                "data.chunk_frame=[40]",
+                "--coarse-epochs",
+                "1",
+                "--fine-epochs",
+                "1",
+            ],
+            exit=False,
+        )
+        == 0
+    )
     records = [json.loads(x) for x in (exp / "alignment.jsonl").read_text().splitlines()]
     assert len(records) == 4 * 3 * 2  # 4 training works x 3 versions x 2 partners each
     assert all(r["pairs"] and r["utt_i"] != r["utt_j"] for r in records)
@@ -89,6 +107,5 @@ def test_one_command_coarse_to_fine(tmp_path):
     assert state["config"]["data"]["align_path"].endswith("alignment.jsonl")
     # the plot of one pair
     png = tmp_path / "pair.png"
-    assert main(["align", str(exp / "coarse"), str(data / "train.txt"), "--plot", str(png)],
-                exit=False) == 0
+    assert main(["align", str(exp / "coarse"), str(data / "train.txt"), "--plot", str(png)], exit=False) == 0
     assert png.stat().st_size > 1000

@@ -1,8 +1,8 @@
 """Arrangements keep the melody and change the accompaniment; corpus v2 splits and resumes."""
 
 import json
-from dataclasses import replace
 import os
+from dataclasses import replace
 
 import numpy as np
 import pretty_midi
@@ -48,10 +48,10 @@ def test_harmonization_fits_the_melody_and_ends_on_the_tonic():
     mel = arr.extract_melody(pm)
     beats, downs, meter = arr.beat_grid(pm)
     assert meter == 4 and len(downs) >= 8
-    plan = _plan(np.random.default_rng(0), temperature=0.3, substitution=0.0, seventh_prob=0.0,
-                 chords_per_bar=1)
-    chords = arr.harmonize(mel, downs, pm.get_end_time(), (0, "major"), plan,
-                           np.random.default_rng(0))
+    plan = _plan(
+        np.random.default_rng(0), temperature=0.3, substitution=0.0, seventh_prob=0.0, chords_per_bar=1
+    )
+    chords = arr.harmonize(mel, downs, pm.get_end_time(), (0, "major"), plan, np.random.default_rng(0))
     assert chords[0].root == 0 and chords[-1].root == 0
     # bars 2 and 4 of the figure outline G major: a cool harmonisation picks G there
     assert chords[1].root == 7
@@ -66,17 +66,23 @@ def test_arrangement_keeps_melody_and_changes_accompaniment():
     versions = []
     for seed in range(6):
         rng = np.random.default_rng(seed)
-        plan = _plan(rng, style=["block", "arpeggio", "pad", "waltz", "strum", "dense"][seed],
-                     ornament_prob=0.0, rhythm_prob=0.0, melody_octave=seed % 3 - 1,
-                     temperature=1.5, substitution=2.0)
+        plan = _plan(
+            rng,
+            style=["block", "arpeggio", "pad", "waltz", "strum", "dense"][seed],
+            ornament_prob=0.0,
+            rhythm_prob=0.0,
+            melody_octave=seed % 3 - 1,
+            temperature=1.5,
+            substitution=2.0,
+        )
         parts = arr.arrange_parts(pm, plan, rng)
         melody_part = parts[0]
         shift = 12 * plan.melody_octave
-        assert [(round(n.start, 3), n.pitch) for n in melody_part.notes] == \
-               [(round(n.start, 3), n.pitch + shift) for n in mel]
+        assert [(round(n.start, 3), n.pitch) for n in melody_part.notes] == [
+            (round(n.start, 3), n.pitch + shift) for n in mel
+        ]
         assert len(parts) >= 2 and all(p.notes for p in parts)
-        acc = sorted((round(n.start, 2), n.pitch) for p in parts[1:] if not p.is_drum
-                     for n in p.notes)
+        acc = sorted((round(n.start, 2), n.pitch) for p in parts[1:] if not p.is_drum for n in p.notes)
         versions.append(acc)
     # no two versions share their accompaniment
     assert len({tuple(v) for v in versions}) == len(versions)
@@ -110,10 +116,23 @@ def test_perform_transposes_all_but_drums_and_keeps_time_monotonic():
     rng = np.random.default_rng(1)
     plan = _plan(rng, style="block", drums="backbeat")
     parts = arr.arrange_parts(pm, plan, rng)
-    vp = corpus.VersionPlan("fluidsynth", "x.sf2", plan, transpose=3, tempo=1.2, tempo_drift=0.15,
-                            sections=((0.0, pm.get_end_time()),), swing_depth=0.03,
-                            velocity_scale=1.0, reverb=0.0, chorus=False, tilt_db=0.0,
-                            snr_db=30.0, codec="none", gain_db=0.0)
+    vp = corpus.VersionPlan(
+        "fluidsynth",
+        "x.sf2",
+        plan,
+        transpose=3,
+        tempo=1.2,
+        tempo_drift=0.15,
+        sections=((0.0, pm.get_end_time()),),
+        swing_depth=0.03,
+        velocity_scale=1.0,
+        reverb=0.0,
+        chorus=False,
+        tilt_db=0.0,
+        snr_db=30.0,
+        codec="none",
+        gain_db=0.0,
+    )
     out = corpus.perform(parts, vp, pm.get_end_time(), rng)
     drums = [i for i in out.instruments if i.is_drum]
     assert drums and {n.pitch for n in drums[0].notes} <= {36, 38, 42}
@@ -157,8 +176,16 @@ def test_corpus_resumes_after_a_kill(tmp_path):
 
 
 def test_arrangement_only_corpus_keeps_key_and_tempo(tmp_path):
-    tracks = corpus.make_corpus(tmp_path / "t", works=1, versions=3, seed=2, split="test",
-                                arrangement_only=True, num_workers=1, verbose=False)
+    tracks = corpus.make_corpus(
+        tmp_path / "t",
+        works=1,
+        versions=3,
+        seed=2,
+        split="test",
+        arrangement_only=True,
+        num_workers=1,
+        verbose=False,
+    )
     plans = [json.loads(t.version) for t in tracks]
     assert all(p["transpose"] == 0 and p["tempo"] == 1.0 for p in plans)
     assert all(p["soundfont"] == corpus.TEST_SOUNDFONT for p in plans)
@@ -179,8 +206,9 @@ def test_arrangement_only_corpus_keeps_key_and_tempo(tmp_path):
 def _chord_classes(parts, window):
     """Pitch classes the accompaniment (all but melody and drums) starts in a time window."""
     a, b = window
-    return {n.pitch % 12 for p in parts[1:] if not p.is_drum for n in p.notes
-            if a - 1e-3 <= n.start < b - 1e-3}
+    return {
+        n.pitch % 12 for p in parts[1:] if not p.is_drum for n in p.notes if a - 1e-3 <= n.start < b - 1e-3
+    }
 
 
 def test_harmony_kept_versions_share_the_work_chords_and_change_the_rest():
@@ -190,8 +218,14 @@ def test_harmony_kept_versions_share_the_work_chords_and_change_the_rest():
     kept, new = [], []
     for seed in range(4):
         rng = np.random.default_rng(100 + seed)
-        plan = _plan(rng, style=["block", "arpeggio", "pad", "melody_only"][seed], substitution=2.0,
-                     temperature=1.5, bass="none", counter_melody=False)
+        plan = _plan(
+            rng,
+            style=["block", "arpeggio", "pad", "melody_only"][seed],
+            substitution=2.0,
+            temperature=1.5,
+            bass="none",
+            counter_melody=False,
+        )
         k = arr.keep_harmony(plan, rng)
         assert k.harmony == "kept" and k.style != "melody_only"  # a kept version plays chords
         kept.append(arr.arrange_parts(pm, k, np.random.default_rng(seed), work_chords=chords))
@@ -202,25 +236,43 @@ def test_harmony_kept_versions_share_the_work_chords_and_change_the_rest():
             sounded = _chord_classes(parts, (c.start, c.end))
             assert sounded and sounded <= set(c.pcs)
     # the re-harmonised versions leave the work's chords somewhere
-    assert any(not _chord_classes(parts, (c.start, c.end)) <= set(c.pcs) for parts in new
-               for c in chords)
+    assert any(not _chord_classes(parts, (c.start, c.end)) <= set(c.pcs) for parts in new for c in chords)
     # kept versions still differ in texture
-    textures = {tuple(sorted((round(n.start, 2), n.pitch) for p in parts[1:] for n in p.notes))
-                for parts in kept}
+    textures = {
+        tuple(sorted((round(n.start, 2), n.pitch) for p in parts[1:] for n in p.notes)) for parts in kept
+    }
     assert len(textures) == len(kept)
     with pytest.raises(ValueError, match="work_chords"):
-        arr.arrange_parts(pm, kept_plan := arr.keep_harmony(_plan(np.random.default_rng(0)),
-                                                            np.random.default_rng(0)),
-                          np.random.default_rng(0))
+        arr.arrange_parts(
+            pm,
+            kept_plan := arr.keep_harmony(_plan(np.random.default_rng(0)), np.random.default_rng(0)),
+            np.random.default_rng(0),
+        )
     assert kept_plan.harmony == "kept"
 
 
 def test_harmony_share_labels_versions_and_zero_keeps_the_old_corpus(tmp_path):
-    kept = corpus.make_corpus(tmp_path / "k", works=1, versions=3, seed=2, split="test",
-                              harmony_kept=1.0, num_workers=1, verbose=False)
+    kept = corpus.make_corpus(
+        tmp_path / "k",
+        works=1,
+        versions=3,
+        seed=2,
+        split="test",
+        harmony_kept=1.0,
+        num_workers=1,
+        verbose=False,
+    )
     assert [corpus.harmony_subset(t) for t in kept] == ["kept"] * 3
-    old = corpus.make_corpus(tmp_path / "o", works=1, versions=3, seed=2, split="test",
-                             harmony_kept=0.0, num_workers=1, verbose=False)
+    old = corpus.make_corpus(
+        tmp_path / "o",
+        works=1,
+        versions=3,
+        seed=2,
+        split="test",
+        harmony_kept=0.0,
+        num_workers=1,
+        verbose=False,
+    )
     assert {corpus.harmony_subset(t) for t in old} <= {"new", "none"}
     # share 0 draws nothing more: the spec key and every plan are those of before the share
     spec = corpus.CorpusSpec(2, (3, 3), "test", False)

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from coverhunter.audio import AudioError, check_wav_truncation, iter_audio_blocks, load_audio
+from coverhunter.audio import AudioError, check_wav_truncation, iter_audio_blocks, load_audio, peak_normalize
 from coverhunter.features import cqt
-from coverhunter.audio import peak_normalize
 from coverhunter.stream import recording_cqt, stream_cqt
 
 from .serve_fixtures import SR, encode, tune
@@ -18,8 +17,14 @@ from .serve_fixtures import SR, encode, tune
 av = pytest.importorskip("av", reason="PyAV is in the dev extra")
 
 
-FORMATS = [("m4a", "aac", 44100), ("webm", "libopus", 48000), ("mp3", "libmp3lame", 44100),
-           ("flac", "flac", 22050), ("wav", "pcm_s16le", 8000), ("opus", "libopus", 24000)]
+FORMATS = [
+    ("m4a", "aac", 44100),
+    ("webm", "libopus", 48000),
+    ("mp3", "libmp3lame", 44100),
+    ("flac", "flac", 22050),
+    ("wav", "pcm_s16le", 8000),
+    ("opus", "libopus", 24000),
+]
 
 
 @pytest.mark.parametrize("ext,codec,rate", FORMATS)
@@ -39,19 +44,19 @@ def test_every_format_decodes_to_the_same_music(tmp_path, ext, codec, rate):
     lag = _best_lag(base, other)  # AAC/Opus add an encoder delay
     n = min(len(base), len(other) - lag) - 5
     loud = base[:n] > -40
-    assert np.median(np.abs(other[lag:lag + n][loud] - base[:n][loud])) < 1.5, ext
+    assert np.median(np.abs(other[lag : lag + n][loud] - base[:n][loud])) < 1.5, ext
 
 
 def _best_lag(a: np.ndarray, b: np.ndarray, max_lag: int = 5) -> int:
     n = min(len(a), len(b)) - max_lag
-    return int(np.argmin([np.abs(b[k:k + n] - a[:n]).mean() for k in range(max_lag)]))
+    return int(np.argmin([np.abs(b[k : k + n] - a[:n]).mean() for k in range(max_lag)]))
 
 
 def test_stream_cqt_equals_whole_cqt_for_any_block_size():
     y = np.concatenate([tune(1, 7.3), tune(2, 5.0)]) * 0.3
     whole = cqt(peak_normalize(y))
-    for bs in (7001, 48000, 10 ** 7):
-        s = stream_cqt(y[i:i + bs] for i in range(0, len(y), bs))
+    for bs in (7001, 48000, 10**7):
+        s = stream_cqt(y[i : i + bs] for i in range(0, len(y), bs))
         assert s.shape == whole.shape
         loud = whole > -80
         assert np.abs(s - whole)[loud].max() < 1e-3
@@ -63,7 +68,7 @@ def test_truncated_wav_warns_with_the_file_name(tmp_path, caplog):
     sf.write(path, tune(0, 2.0), SR, subtype="PCM_16")
     assert check_wav_truncation(path) is None
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])  # header still announces 2 s
+    path.write_bytes(data[: len(data) // 2])  # header still announces 2 s
     with caplog.at_level(logging.WARNING, logger="coverhunter.audio"):
         y = load_audio(path)
     assert 0.9 * SR < len(y) < 1.1 * SR

@@ -10,8 +10,11 @@ from .conftest import load_benchmark
 
 
 def test_tuning_leaves_out_the_models_training_works(caplog):
-    tracks = [Track(track_id=f"{w}_{v}", audio=f"{w}_{v}.wav", duration=30.0, work=w, version=str(v))
-              for w in ("a", "b", "c") for v in range(2)]
+    tracks = [
+        Track(track_id=f"{w}_{v}", audio=f"{w}_{v}.wav", duration=30.0, work=w, version=str(v))
+        for w in ("a", "b", "c")
+        for v in range(2)
+    ]
     unseen = load_benchmark("bench_accuracy").unseen
     with caplog.at_level(logging.WARNING):
         kept = unseen(tracks, ["b", "z"])

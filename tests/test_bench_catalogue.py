@@ -35,8 +35,9 @@ def _recordings(bc, n_works: int = 4, versions: int = 3, seed: int = 0):
             embs.append((centre + 0.3 * rng.normal(size=(1 + v % 2, 16))).astype(np.float32))
             ids.append(f"w{w}_{v}")
             works.append(f"work{w}")
-    return bc.Recordings(np.asarray(ids), np.asarray(works), np.full(len(ids), 24.0), embs, chromas,
-                         {"model_fingerprint": "x"})
+    return bc.Recordings(
+        np.asarray(ids), np.asarray(works), np.full(len(ids), 24.0), embs, chromas, {"model_fingerprint": "x"}
+    )
 
 
 def test_chunk_file_round_trip(tmp_path):
@@ -59,8 +60,10 @@ def test_recall_breaks_ties_against_covers_and_sample_is_seeded():
     assert bc.recall_at(dist, works[:1], works, ex, 1) == 0.0
     assert bc.recall_at(dist, works[:1], works, ex, 3) == 1.0
     ids = np.array(["test:a_0", "test:a_1", "kept:a_0", "dis_0"])
-    assert bc.query_exclusion(ids, np.array([0, 3])).tolist() == [[True, False, True, False],
-                                                                [False, False, False, True]]
+    assert bc.query_exclusion(ids, np.array([0, 3])).tolist() == [
+        [True, False, True, False],
+        [False, False, False, True],
+    ]
     assert np.array_equal(bc.query_sample(10, 4, 1), bc.query_sample(10, 4, 1))
     assert len(bc.query_sample(10, 0, 1)) == 10
     ratio, lo, hi = bc.map_ratio_ci([0.5, 1.0], [0.5, 1.0])
@@ -72,8 +75,9 @@ def test_tiny_measurement_has_every_row():
     tests, dis = _recordings(bc, 3), _recordings(bc, 3, seed=1)
     dis.works = np.asarray([f"d{w}" for w in dis.works])
     cat = bc.make_catalogue(tests, dis)
-    lm = SimpleNamespace(config=SimpleNamespace(eval=SimpleNamespace(distance="min")),
-                         summary_projection=None)
+    lm = SimpleNamespace(
+        config=SimpleNamespace(eval=SimpleNamespace(distance="min")), summary_projection=None
+    )
     queries = bc.query_sample(cat.n_test, 0, 0)
     res = bc.measure(cat, queries, bc.query_sample(len(queries), 4, 1), lm)
     rows = res["rows"]
@@ -82,7 +86,15 @@ def test_tiny_measurement_has_every_row():
     assert len(rows) == 5 + n_stages and res["k"] == 50
     assert all(0.0 <= r["map"] <= 1.0 and r["ms"] >= 0 for r in rows.values())
     assert rows["all-pairs alignment, 4 sampled queries"]["map"] > 0.9  # shifted copies align
-    res.update(command="x", commit="y", n_catalogue=len(cat), n_test=cat.n_test, n_test_works=3,
-               n_distractors=len(dis), n_distractor_works=3, n_queries=len(queries))
+    res.update(
+        command="x",
+        commit="y",
+        n_catalogue=len(cat),
+        n_test=cat.n_test,
+        n_test_works=3,
+        n_distractors=len(dis),
+        n_distractor_works=3,
+        n_queries=len(queries),
+    )
     res["summary"] = bc.summarise(res)
     assert "| two-stage (evaluate --rerank) |" in bc.format_table(res)

@@ -24,30 +24,48 @@ def tune(seconds: float, program: int = 40, pitch: int = 60):
 
 def loader(lengths: dict):
     """item -> a score of ``lengths[item]`` seconds; None: the item does not load."""
+
     def load(item):
         if lengths[item] is None:
             raise B.SkipPiece(f"{item}: cannot load")
         return tune(lengths[item])
+
     return load
 
 
 def test_quartet_groups_concatenate_movements_in_order_and_never_read_other_folders():
-    paths = ["beethoven/opus59no1/movement10.mxl", "beethoven/opus59no1/movement2.mxl",
-             "beethoven/opus18no1/movement1.krn", "beethoven/opus18no1/movement1.mxl",
-             "beethoven/opus132.mxl", "mozart/k545/movement1_exposition.mxl",
-             "bach/bwv66.6.mxl", "palestrina/Agnus_01.krn", "monteverdi/madrigal.3.1.rntxt"]
+    paths = [
+        "beethoven/opus59no1/movement10.mxl",
+        "beethoven/opus59no1/movement2.mxl",
+        "beethoven/opus18no1/movement1.krn",
+        "beethoven/opus18no1/movement1.mxl",
+        "beethoven/opus132.mxl",
+        "mozart/k545/movement1_exposition.mxl",
+        "bach/bwv66.6.mxl",
+        "palestrina/Agnus_01.krn",
+        "monteverdi/madrigal.3.1.rntxt",
+    ]
     assert B.quartet_groups(paths) == [
         ("beethoven/opus132", ("beethoven/opus132.mxl",)),
         ("beethoven/opus18no1", ("beethoven/opus18no1/movement1.mxl",)),  # .mxl over .krn
-        ("beethoven/opus59no1", ("beethoven/opus59no1/movement2.mxl", "beethoven/opus59no1/movement10.mxl"))]
+        ("beethoven/opus59no1", ("beethoven/opus59no1/movement2.mxl", "beethoven/opus59no1/movement10.mxl")),
+    ]
 
 
 def test_sequence_pool_keeps_the_order_and_only_scores_of_its_folders():
-    cands = [("monteverdi/madrigal.3.1.mxl", None), ("bach/bwv66.6.mxl", None),
-             ("essenFolksong/han1.abc", 3), ("monteverdi/madrigal.3.1.rntxt", None),
-             ("josquin/milleRegrets.abc", 2), ("palestrina/Agnus_01.krn", None)]
-    assert B.sequence_pool(cands) == ["monteverdi/madrigal.3.1.mxl", "josquin/milleRegrets.abc#2",
-                                      "palestrina/Agnus_01.krn"]
+    cands = [
+        ("monteverdi/madrigal.3.1.mxl", None),
+        ("bach/bwv66.6.mxl", None),
+        ("essenFolksong/han1.abc", 3),
+        ("monteverdi/madrigal.3.1.rntxt", None),
+        ("josquin/milleRegrets.abc", 2),
+        ("palestrina/Agnus_01.krn", None),
+    ]
+    assert B.sequence_pool(cands) == [
+        "monteverdi/madrigal.3.1.mxl",
+        "josquin/milleRegrets.abc#2",
+        "palestrina/Agnus_01.krn",
+    ]
     assert B.seeded_order(list(range(10)), 3) == B.seeded_order(list(range(10)), 3)
     assert B.interleave([1, 2, 3], ["a"]) == [1, "a", 2, 3]
 
@@ -55,8 +73,19 @@ def test_sequence_pool_keeps_the_order_and_only_scores_of_its_folders():
 def test_selection_alternates_kinds_skips_unloadable_scores_and_keeps_long_pieces_only(caplog):
     quartets = [("q/short", ("q/short/m1",)), ("q/a", ("q/a/m1", "q/a/m2", "q/a/m3")), ("q/b", ("q/b/m1",))]
     pool = ["s1", "s2", "bad", "s3", "s4", "s5"]
-    lengths = {"q/short/m1": 50, "q/a/m1": 40, "q/a/m2": None, "q/a/m3": 30, "q/b/m1": 200,
-               "s1": 30, "s2": 20, "bad": None, "s3": 15, "s4": 40, "s5": 5}
+    lengths = {
+        "q/short/m1": 50,
+        "q/a/m1": 40,
+        "q/a/m2": None,
+        "q/a/m3": 30,
+        "q/b/m1": 200,
+        "s1": 30,
+        "s2": 20,
+        "bad": None,
+        "s3": 15,
+        "s4": 40,
+        "s5": 5,
+    }
     got = B.select_pieces(quartets, pool, loader(lengths), 5, min_s=60, max_s=120, gap_s=2.0)
     pieces = [p for p, _ in got]
     # q/short is too short; the last sequence (s4, s5: 47 s) too: the sources run out at 3
@@ -72,8 +101,9 @@ def test_selection_alternates_kinds_skips_unloadable_scores_and_keeps_long_piece
     # quick mode: a quartet loads only the movements it needs
     seen = []
     load = loader(lengths)
-    got = B.select_pieces(quartets[1:], pool, lambda i: seen.append(i) or load(i), 1, min_s=30, max_s=30,
-                          quartet_stop_s=30)
+    got = B.select_pieces(
+        quartets[1:], pool, lambda i: seen.append(i) or load(i), 1, min_s=30, max_s=30, quartet_stop_s=30
+    )
     assert seen == ["q/a/m1"] and got[0][0].seconds == pytest.approx(30) and got[0][0].cut
 
 
@@ -105,8 +135,10 @@ def test_dataset_rows_and_render_key(tmp_path):
 
     piece = B.Piece("beethoven/opus59no1", "quartet", ("m1", "m3"), ("m2",), 700.0)
     folder = tmp_path / "wav" / "p"
-    rows = [{"wav": f"v{v}.wav", "dur_s": 701.0, "version": B.version_text(piece, s)}
-            for v, s in enumerate(B.SYNTHS)]
+    rows = [
+        {"wav": f"v{v}.wav", "dur_s": 701.0, "version": B.version_text(piece, s)}
+        for v, s in enumerate(B.SYNTHS)
+    ]
     tracks = B.dataset_rows([piece], [rows], [folder])
     write_dataset(tracks, tmp_path / "dataset.txt")
     back = read_dataset(tmp_path / "dataset.txt")
@@ -138,10 +170,19 @@ def test_table_has_every_row_and_the_costs():
     d = np.array([[0, 1, 5, 5], [1, 0, 5, 5], [5, 5, 0, 1], [5, 5, 1, 0]], float)
     row = {**B.metrics(d, works, 10), "ms_per_query": 1234.5}
     assert row["map"] == 1.0
-    res = {"corpus": {"title": "t", "n_tracks": 4, "n_works": 2, "minutes_min": 10.0, "minutes_max": 12.5,
-                      "hours": 0.8},
-           "rows": {"m alone": row, B.ALIGNMENT_ROW: row}, "extract_s_per_audio_min": 2.25,
-           "left_out": {"default v1": "ValueError: bad"}}
+    res = {
+        "corpus": {
+            "title": "t",
+            "n_tracks": 4,
+            "n_works": 2,
+            "minutes_min": 10.0,
+            "minutes_max": 12.5,
+            "hours": 0.8,
+        },
+        "rows": {"m alone": row, B.ALIGNMENT_ROW: row},
+        "extract_s_per_audio_min": 2.25,
+        "left_out": {"default v1": "ValueError: bad"},
+    }
     text = B.format_table(res)
     assert "| m alone | 1.000 [1.000, 1.000] | 1.00 [1.00, 1.00] | 1.000 [1.000, 1.000] | 1,234 |" in text
     assert "4 recordings of 2 works, 10.0-12.5 min each" in text and "2.25 CPU s per audio minute" in text

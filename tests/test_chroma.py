@@ -11,8 +11,9 @@ from coverhunter import classical as C
 SR = 16000
 
 
-def _tones(notes, seconds_per_note: float, cents: float = 0.0, harmonics=(1.0, 0.5, 0.25),
-           sr: int = SR) -> np.ndarray:
+def _tones(
+    notes, seconds_per_note: float, cents: float = 0.0, harmonics=(1.0, 0.5, 0.25), sr: int = SR
+) -> np.ndarray:
     """Harmonic tones for MIDI ``notes`` (a list of chords: tuples of pitches), detuned by
     ``cents``."""
     n = int(seconds_per_note * sr)
@@ -68,8 +69,7 @@ def test_planted_melody_in_another_key_tempo_and_tuning_aligns_with_its_source()
     # the cover: 3 semitones up, 20 % slower, 30 cents sharp, another timbre
     cover = _tones([(p + 3,) for (p,) in source_notes], 0.6, cents=30, harmonics=(1.0, 0.1, 0.4))
     strangers = [_tones([(int(p),) for p in rng.integers(60, 76, 40)], 0.5) for _ in range(5)]
-    feats = [C.AlignmentFeatures.from_chroma(CH.audio_chroma(y)["c3"])
-             for y in [source, cover, *strangers]]
+    feats = [C.AlignmentFeatures.from_chroma(CH.audio_chroma(y)["c3"]) for y in [source, cover, *strangers]]
     scores = C.qmax_scores(feats[0], feats[1:])
     assert scores[0] > scores[1:].max() + 0.1, scores
 

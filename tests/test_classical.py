@@ -79,7 +79,9 @@ def test_summary_of_a_long_recording_takes_a_bounded_number_of_patches():
     ch = C.chroma_from_cqt(synthetic_cqt(melody(rng, 400), 12, rng))  # 480 chroma frames
     everything = dict(max_patches=10**9)
     # up to max_patches windows: exactly the median over all of them
-    np.testing.assert_array_equal(C.fourier_summary(ch, patch=75), C.fourier_summary(ch, patch=75, **everything))
+    np.testing.assert_array_equal(
+        C.fourier_summary(ch, patch=75), C.fourier_summary(ch, patch=75, **everything)
+    )
     # beyond: every n-th window, close to the full median, at a fraction of the cost
     few = C.fourier_summary(ch, patch=75, max_patches=40)
     np.testing.assert_array_equal(few, C.fourier_summary(ch, patch=75, hop=-(-(480 - 75 + 1) // 40)))
@@ -176,8 +178,10 @@ def test_qmax_finds_planted_transposed_time_stretched_match(chroma):
     query = C.chroma_from_cqt(synthetic_cqt(source, 12, rng), **kw)
     # the cover: 5 semitones up, 25 % slower, starts 10 notes later, with noise
     cover = C.chroma_from_cqt(synthetic_cqt(source[10:] + 5, 15, rng), **kw)
-    distractors = [C.chroma_from_cqt(synthetic_cqt(melody(rng, int(rng.integers(50, 90))), 12, rng), **kw)
-                   for _ in range(12)]
+    distractors = [
+        C.chroma_from_cqt(synthetic_cqt(melody(rng, int(rng.integers(50, 90))), 12, rng), **kw)
+        for _ in range(12)
+    ]
     cands = distractors[:6] + [_stretch(cover, 1.0)] + distractors[6:]
     feats = [C.AlignmentFeatures.from_chroma(c) for c in cands]
     scores = C.qmax_scores(C.AlignmentFeatures.from_chroma(query), feats)
@@ -193,8 +197,12 @@ def test_qmax_finds_planted_transposed_time_stretched_match(chroma):
 
 def test_small_batches_give_same_scores():
     rng = np.random.default_rng(6)
-    feats = [C.AlignmentFeatures.from_chroma(C.chroma_from_cqt(
-        synthetic_cqt(melody(rng, int(rng.integers(20, 60))), 10, rng))) for _ in range(6)]
+    feats = [
+        C.AlignmentFeatures.from_chroma(
+            C.chroma_from_cqt(synthetic_cqt(melody(rng, int(rng.integers(20, 60))), 10, rng))
+        )
+        for _ in range(6)
+    ]
     a = C.qmax_scores(feats[0], feats[1:])
     b = C.qmax_scores(feats[0], feats[1:], max_cells=1)  # one pair per batch
     np.testing.assert_allclose(a, b)

@@ -1,7 +1,6 @@
 import pytest
 
-from coverhunter.config import (Config, ConfigError, ExtractConfig, load_config,
-                                load_extract_config, to_dict)
+from coverhunter.config import Config, ConfigError, ExtractConfig, load_config, load_extract_config, to_dict
 
 from .conftest import reference_dir
 

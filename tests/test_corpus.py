@@ -10,8 +10,10 @@ from coverhunter.corpus import make
 from coverhunter.dataset import read_dataset
 from coverhunter.extract import extract_features
 
-needs_tools = pytest.mark.skipif(shutil.which("fluidsynth") is None or not corpus.find_soundfonts(),
-                                 reason="fluidsynth or a GM soundfont missing (scripts/setup.sh installs them)")
+needs_tools = pytest.mark.skipif(
+    shutil.which("fluidsynth") is None or not corpus.find_soundfonts(),
+    reason="fluidsynth or a GM soundfont missing (scripts/setup.sh installs them)",
+)
 
 
 def test_reserved_folders_are_never_candidates():
@@ -26,13 +28,12 @@ def test_reserved_folders_are_never_candidates():
 
 @needs_tools
 def test_tiny_corpus_end_to_end(tmp_path):
-    a = corpus.make_demo_corpus(tmp_path / "a", works=2, versions=2, seed=5, num_workers=2,
-                                verbose=False)
-    b = corpus.make_demo_corpus(tmp_path / "b", works=2, versions=2, seed=5, num_workers=1,
-                                verbose=False)
+    a = corpus.make_demo_corpus(tmp_path / "a", works=2, versions=2, seed=5, num_workers=2, verbose=False)
+    b = corpus.make_demo_corpus(tmp_path / "b", works=2, versions=2, seed=5, num_workers=1, verbose=False)
     assert len(a) == 4 and len({t.work for t in a}) == 2
     assert [(t.work, t.version, t.duration) for t in a] == [(t.work, t.version, t.duration) for t in b]
     import soundfile as sf
+
     ya, sr = sf.read(a[1].audio)
     yb, _ = sf.read(b[1].audio)
     assert sr == 16000 and np.array_equal(ya, yb)  # same seed, same audio
@@ -57,8 +58,9 @@ def test_enough_works_cancels_the_spare_renders():
     # make_corpus asks for a margin of spare pieces; once it has enough usable works
     # the spares not started yet must not be rendered (they would only be deleted)
     seen = []
-    out = make._run_isolated(list(range(40)), workers=1, fn=_echo,
-                             on_done=lambda r: seen.append(r[0]) or len(seen) >= 3)
+    out = make._run_isolated(
+        list(range(40)), workers=1, fn=_echo, on_done=lambda r: seen.append(r[0]) or len(seen) >= 3
+    )
     ran = [r for r in out if r != (None, None)]
     assert ran == [(i, "rendered") for i in range(len(ran))]  # a prefix, in order
     assert 3 <= len(ran) < 10  # at most the pool's few queued calls beyond the third

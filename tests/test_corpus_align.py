@@ -42,13 +42,22 @@ def test_tempo_scales_the_partner_times():
 
 
 def test_corpus_alignment_pairs_versions_of_each_work(tmp_path):
-    tracks = [Track(f"t{i}", f"{i}.wav", 30.0, w, json.dumps(plan([[0, 30]], tempo=1 + 0.1 * i)))
-              for i, w in enumerate(["a", "a", "a", "b", "b"])]
+    tracks = [
+        Track(f"t{i}", f"{i}.wav", 30.0, w, json.dumps(plan([[0, 30]], tempo=1 + 0.1 * i)))
+        for i, w in enumerate(["a", "a", "a", "b", "b"])
+    ]
     tracks.append(Track("bad", "x.wav", 30.0, "b", "not a plan"))
     records, skipped = corpus_alignment(tracks)
     assert {(r["utt_i"], r["utt_j"]) for r in records} == {
-        ("t0", "t1"), ("t0", "t2"), ("t1", "t0"), ("t1", "t2"), ("t2", "t0"), ("t2", "t1"),
-        ("t3", "t4"), ("t4", "t3")}
+        ("t0", "t1"),
+        ("t0", "t2"),
+        ("t1", "t0"),
+        ("t1", "t2"),
+        ("t2", "t0"),
+        ("t2", "t1"),
+        ("t3", "t4"),
+        ("t4", "t3"),
+    }
     assert len(skipped) == 1 and skipped[0].startswith("bad:")
     # the file reads back in coverhunter.align's format: centres in seconds
     from coverhunter.align import read_alignment

@@ -28,7 +28,7 @@ def test_chunk_is_a_pooled_slice_and_padding(tmp_path, monkeypatch):
     assert x.shape == (20, 96) and x.dtype == torch.float32 and y == 7
     full = real_load(paths[0])
     start = int(np.random.default_rng(123).integers(0, 200 - 60 + 1))
-    np.testing.assert_allclose(x.numpy(), pool_frames(full[start:start + 60], 3), atol=1e-5)
+    np.testing.assert_allclose(x.numpy(), pool_frames(full[start : start + 60], 3), atol=1e-5)
     long, _ = ds[(0, 100, 1.0, 1, -1)]  # 300 raw frames from a 200-frame file: padded
     assert long.shape == (100, 96)
     assert torch.all(long[67:] == -100)

@@ -22,8 +22,16 @@ def _free_port() -> int:
 
 
 def _torchrun(args, cwd=ROOT):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        *args,
+    ]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     import os
 
@@ -52,8 +60,10 @@ def test_ddp_ranks_agree_with_each_other_and_with_one_process(tmp_path):
         lrs = []
         for epoch in range(cfg.optim.max_epochs):
             t.epoch = epoch
-            samplers = [WorkBatchSampler(t.labels, cfg.data, cfg.optim.seed, epoch, t.steps_per_epoch,
-                                         rank, 2) for rank in (0, 1)]
+            samplers = [
+                WorkBatchSampler(t.labels, cfg.data, cfg.optim.seed, epoch, t.steps_per_epoch, rank, 2)
+                for rank in (0, 1)
+            ]
             gens = [t.augment_rng(rank) for rank in (0, 1)]
             for b0, b1 in zip(*samplers):
                 shards = [(*collate([t.dataset[r] for r in b]), g) for b, g in zip((b0, b1), gens)]

@@ -19,8 +19,14 @@ from coverhunter.dataset import read_dataset
 from coverhunter.embed import EmbeddingCache, Windowing
 from coverhunter.evaluate import run_evaluation
 from coverhunter.extract import extract_features
-from coverhunter.index import (CatalogueError, CatalogueIndex, build_index, identify, p_impostor,
-                               probability_same)
+from coverhunter.index import (
+    CatalogueError,
+    CatalogueIndex,
+    build_index,
+    identify,
+    p_impostor,
+    probability_same,
+)
 from coverhunter.train import train
 
 from .conftest import SR, make_dataset, make_experiment, melody
@@ -32,8 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def trained(tmp_path_factory):
     """A tiny corpus of synthetic recordings, its features and a model trained one epoch."""
     root = tmp_path_factory.mktemp("corpus")
-    data = make_dataset(root / "data", n_works=6, n_versions=3, seconds=6.0,
-                        hparams="split: {train: 0.5, val: 0.25, test: 0.25, seed: 0}\n")
+    data = make_dataset(
+        root / "data",
+        n_works=6,
+        n_versions=3,
+        seconds=6.0,
+        hparams="split: {train: 0.5, val: 0.25, test: 0.25, seed: 0}\n",
+    )
     assert extract_features(data, num_workers=1, verbose=False).ok
     exp = make_experiment(root / "exp", data, "")
     train(exp, overrides=["optim.max_epochs=1", "data.chunk_frame=[40]"], verbose=False)
@@ -73,8 +84,18 @@ def test_seed_eval_command_with_query_in_ref(trained, tmp_path):
     (tmp_path / "q.txt").write_text("".join(json.dumps({**t.to_json()}) + "\n" for t in q))
     (tmp_path / "qir.txt").write_text(json.dumps({"query_in_ref": [[0, 0], [1, 1], [2, 2]]}) + "\n")
     out = tmp_path / "res.json"
-    cmd = [sys.executable, "-m", "tools.eval_testset", str(exp), str(tmp_path / "q.txt"),
-           str(data / "full.txt"), "-query_in_ref_path", str(tmp_path / "qir.txt"), "--output", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tools.eval_testset",
+        str(exp),
+        str(tmp_path / "q.txt"),
+        str(data / "full.txt"),
+        "-query_in_ref_path",
+        str(tmp_path / "qir.txt"),
+        "--output",
+        str(out),
+    ]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "MAP" in p.stdout and "MR1" in p.stdout
@@ -90,7 +111,10 @@ def test_index_build_search_add_reload_calibrate(trained, tmp_path, caplog):
     data, exp = trained
     lm = load_model(exp)
     full = read_dataset(data / "full.txt")
-    first, rest = [t for t in full if t.track_id.endswith("_0")], [t for t in full if not t.track_id.endswith("_0")]
+    first, rest = (
+        [t for t in full if t.track_id.endswith("_0")],
+        [t for t in full if not t.track_id.endswith("_0")],
+    )
     (tmp_path / "first.txt").write_text("".join(json.dumps(t.to_json()) + "\n" for t in first))
     idx, failed = build_index(tmp_path / "idx", lm, dataset=tmp_path / "first.txt")
     assert not failed and idx.meta["n_tracks"] == 6
@@ -125,8 +149,12 @@ def test_index_build_search_add_reload_calibrate(trained, tmp_path, caplog):
         assert m.probability == pytest.approx(probability_same(cal["alignment"], m.alignment))
         assert m.p_value == pytest.approx(p_impostor(cal["alignment"], m.alignment, 3 * len(aligned)))
     one = identify(loaded, lm, [full[1]], top=10, rerank_versions=1)[0]
-    assert all(b.alignment >= a.alignment for a in one.matches for b in res.matches  # a work's best
-               if a.work == b.work and a.alignment is not None)
+    assert all(
+        b.alignment >= a.alignment
+        for a in one.matches
+        for b in res.matches  # a work's best
+        if a.work == b.work and a.alignment is not None
+    )
     off = identify(CatalogueIndex.load(tmp_path / "idx"), lm, [full[1]], top=10, rerank=0)[0]
     assert all(m.alignment is None for m in off.matches)  # the embedding's own calibration
     assert all(m.p_value == pytest.approx(p_impostor(cal, m.score, 18)) for m in off.matches)
@@ -156,8 +184,23 @@ def test_index_build_search_add_reload_calibrate(trained, tmp_path, caplog):
 def test_identify_cli_on_audio_with_bad_files(trained, tmp_path, capsys):
     data, exp = trained
     idx_dir = tmp_path / "idx"
-    assert main(["index", "build", str(idx_dir), "--model", str(exp), "--dataset",
-                 str(data / "full.txt"), "--calibrate", str(data / "full.txt")], exit=False) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                str(idx_dir),
+                "--model",
+                str(exp),
+                "--dataset",
+                str(data / "full.txt"),
+                "--calibrate",
+                str(data / "full.txt"),
+            ],
+            exit=False,
+        )
+        == 0
+    )
     meta_before = (idx_dir / "meta.json").read_text()
     good = tmp_path / "query.wav"
     sf.write(good, melody(2, 5, 6.0), SR)
@@ -165,8 +208,10 @@ def test_identify_cli_on_audio_with_bad_files(trained, tmp_path, capsys):
     sf.write(empty, np.zeros(0, np.float32), SR)
     junk = tmp_path / "junk.mp3"
     junk.write_bytes(b"not audio at all")
-    code = main(["identify", str(good), str(empty), str(junk), "--index", str(idx_dir), "--top", "3",
-                 "--json"], exit=False)
+    code = main(
+        ["identify", str(good), str(empty), str(junk), "--index", str(idx_dir), "--top", "3", "--json"],
+        exit=False,
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 1  # some queries failed
     assert out[0]["error"] is None and len(out[0]["matches"]) == 3
@@ -176,8 +221,10 @@ def test_identify_cli_on_audio_with_bad_files(trained, tmp_path, capsys):
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
     (bad_dir / "broken.wav").write_bytes(b"xx")
-    assert main(["index", "add", str(idx_dir), "--model", str(exp), "--audio-dir", str(bad_dir)],
-                exit=False) == 1
+    assert (
+        main(["index", "add", str(idx_dir), "--model", str(exp), "--audio-dir", str(bad_dir)], exit=False)
+        == 1
+    )
     assert (idx_dir / "meta.json").read_text() == meta_before
     assert CatalogueIndex.load(idx_dir).meta["n_tracks"] == 18
 

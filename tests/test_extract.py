@@ -37,8 +37,7 @@ def test_split_by_work_and_copies_never_cross(tmp_path):
     split_of_work = {}
     for t in full:  # every line of a work, copies included, is in one split
         assert split_of_work.setdefault(t.work, t.extra["split"]) == t.extra["split"]
-    per_split = {s: {t.track_id for t in read_dataset(data / f"{s}.txt")}
-                 for s in ("train", "val", "test")}
+    per_split = {s: {t.track_id for t in read_dataset(data / f"{s}.txt")} for s in ("train", "val", "test")}
     works = {s: {t.work for t in read_dataset(data / f"{s}.txt")} for s in per_split}
     assert not (works["train"] & works["val"]) and not (works["train"] & works["test"])
     assert not (works["val"] & works["test"])

@@ -21,9 +21,14 @@ LISTS = ("full.txt", "train.txt", "val.txt", "test.txt", "song_id.map")
 
 
 def _proc(args, env=None):
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
 
 
 def _features(data: Path) -> dict[str, bytes]:
@@ -42,10 +47,15 @@ def test_two_ranks_at_once_equal_one_process(tmp_path):
     one = _data(tmp_path / "one")
     assert extract_features(one, num_workers=1, verbose=False).ok
     two = _data(tmp_path / "two")
-    procs = [_proc(["-m", "coverhunter", "extract", str(two), "--workers", "1",
-                    "--rank", "0", "--world-size", "2"]),
-             _proc(["-m", "tools.extract_csi_features", str(two), "--workers", "1"],
-                   env={"RANK": "1", "WORLD_SIZE": "2"})]  # torchrun's way
+    procs = [
+        _proc(
+            ["-m", "coverhunter", "extract", str(two), "--workers", "1", "--rank", "0", "--world-size", "2"]
+        ),
+        _proc(
+            ["-m", "tools.extract_csi_features", str(two), "--workers", "1"],
+            env={"RANK": "1", "WORLD_SIZE": "2"},
+        ),
+    ]  # torchrun's way
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
@@ -71,8 +81,7 @@ def test_a_lone_slice_leaves_the_lists_to_a_plain_run(tmp_path):
 
 def test_a_bad_rank_is_a_one_line_error(tmp_path):
     data = _data(tmp_path / "d")
-    for args, env in ((["--rank", "2", "--world-size", "2"], None),
-                      ([], {"RANK": "-1", "WORLD_SIZE": "2"})):
+    for args, env in ((["--rank", "2", "--world-size", "2"], None), ([], {"RANK": "-1", "WORLD_SIZE": "2"})):
         p = _proc(["-m", "coverhunter", "extract", str(data), *args], env=env)
         _, err = p.communicate(timeout=60)
         assert p.returncode == 1 and "Traceback" not in err, err

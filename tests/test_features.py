@@ -52,8 +52,9 @@ def test_bad_precision():
         cqt(melody(0, 0, 1.0), FeatureConfig(precision="float16"))
 
 
-@pytest.mark.parametrize("fmt,sub,ext", [("FLAC", "PCM_16", "flac"), ("OGG", "VORBIS", "ogg"),
-                                         ("MP3", "MPEG_LAYER_III", "mp3")])
+@pytest.mark.parametrize(
+    "fmt,sub,ext", [("FLAC", "PCM_16", "flac"), ("OGG", "VORBIS", "ogg"), ("MP3", "MPEG_LAYER_III", "mp3")]
+)
 def test_formats_rates_and_channels_agree(tmp_path, fmt, sub, ext):
     """Stereo 44.1 kHz in any format gives nearly the CQT of the 16 kHz mono original."""
     import soxr

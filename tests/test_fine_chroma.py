@@ -55,8 +55,7 @@ def test_key_shift_rotates_every_view_by_the_same_pitch_classes():
     seen = set()
     for i in range(16):
         views = x[i].view(10, 2, 12)
-        shift = [s for s in range(1, 12)
-                 if torch.equal(y[i], torch.roll(views, s, dims=-1).reshape(10, 24))]
+        shift = [s for s in range(1, 12) if torch.equal(y[i], torch.roll(views, s, dims=-1).reshape(10, 24))]
         assert len(shift) == 1  # a transposition by 1..11 classes, the same for both views
         seen.add(shift[0])
     assert len(seen) > 3
@@ -69,8 +68,17 @@ def test_key_shift_rotates_every_view_by_the_same_pitch_classes():
 def test_fifths_key_makes_the_embedding_the_same_in_every_key():
     x = torch.rand(4, 20, 24, generator=torch.Generator().manual_seed(2))
     for key, same in (("fifths", True), ("none", False)):
-        cfg = load_config(None, [*FINE, f"model.chroma_key={key}", "model.d_model=32",
-                                 "model.n_layers=1", "model.n_heads=2", "model.ffn_dim=32"])
+        cfg = load_config(
+            None,
+            [
+                *FINE,
+                f"model.chroma_key={key}",
+                "model.d_model=32",
+                "model.n_layers=1",
+                "model.n_heads=2",
+                "model.ffn_dim=32",
+            ],
+        )
         model = CoverHunter(cfg.model).eval()
         for s in (1, 5, 7):
             up = torch.roll(x.view(4, 20, 2, 12), s, dims=-1).reshape(4, 20, 24)
@@ -90,10 +98,19 @@ def write_alignment(data: Path, n_works: int = 4, n_versions: int = 3) -> Path:
         for v in range(n_versions):
             for u in range(n_versions):
                 if u != v:
-                    pairs = [[t / 25, ((t - _rolls(w, v) + _rolls(w, u)) % FRAMES) / 25]
-                             for t in range(12, FRAMES, 25)]
-                    lines.append({"utt_i": f"f_{w}_{v}", "utt_j": f"f_{w}_{u}", "work": f"work{w}",
-                                  "chunk_s": 0.0, "pairs": pairs})
+                    pairs = [
+                        [t / 25, ((t - _rolls(w, v) + _rolls(w, u)) % FRAMES) / 25]
+                        for t in range(12, FRAMES, 25)
+                    ]
+                    lines.append(
+                        {
+                            "utt_i": f"f_{w}_{v}",
+                            "utt_j": f"f_{w}_{u}",
+                            "work": f"work{w}",
+                            "chunk_s": 0.0,
+                            "pairs": pairs,
+                        }
+                    )
     path = data / "alignment.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     return path
@@ -103,8 +120,11 @@ def test_passage_model_on_fine_chroma_trains_reloads_embeds_and_evaluates(tmp_pa
     data = make_feature_lists(tmp_path / "data")
     align = write_alignment(data)
     exp = make_experiment(tmp_path / "exp", data)
-    r = train(exp, overrides=[*FINE, f"data.align_path='{align}'", "loss.objective=passage",
-                              "loss.queue_size=8"], verbose=False)
+    r = train(
+        exp,
+        overrides=[*FINE, f"data.align_path='{align}'", "loss.objective=passage", "loss.queue_size=8"],
+        verbose=False,
+    )
     assert r.steps == 6 and "train_nce" in r.history[0] and "train_ce" not in r.history[0]
     assert 0.0 <= r.history[-1]["val_map"] <= 1.0
     lm = load_model(exp)
@@ -115,8 +135,7 @@ def test_passage_model_on_fine_chroma_trains_reloads_embeds_and_evaluates(tmp_pa
     # embed one feature file as evaluation does: 30 chroma frames, 4.8 s windows every 2.4 s
     feat = data / "cqt_feat" / "f_5_0.cqt.npy"
     inp = model_input(lm.config)
-    (emb, starts), = embed_tracks(lm.model, [inp.source(feat)], windowing(lm.config),
-                                  load=inp.loader())
+    ((emb, starts),) = embed_tracks(lm.model, [inp.source(feat)], windowing(lm.config), load=inp.loader())
     assert emb.shape == (4, 16) and starts == [0, 6, 12, 18]
     x = torch.from_numpy(input_of_path(feat, lm.config)[6:18][None])
     assert np.allclose(emb[1], lm.model(x)[0].detach().numpy(), atol=1e-5)
@@ -126,8 +145,13 @@ def test_passage_model_on_fine_chroma_trains_reloads_embeds_and_evaluates(tmp_pa
 
 def test_passage_training_with_a_queue_resumes_exactly(tmp_path):
     data = make_feature_lists(tmp_path / "data")
-    sets = [*FINE, f"data.align_path='{write_alignment(data)}'", "loss.objective=passage",
-            "loss.queue_size=8", "data.val_path=''"]
+    sets = [
+        *FINE,
+        f"data.align_path='{write_alignment(data)}'",
+        "loss.objective=passage",
+        "loss.queue_size=8",
+        "data.val_path=''",
+    ]
     straight = make_experiment(tmp_path / "a", data)
     train(straight, overrides=sets, verbose=False)
     split = make_experiment(tmp_path / "b", data)

@@ -58,8 +58,11 @@ def test_p_values_are_uniform_for_queries_with_no_cover():
     p-value must be uniform: P(p <= alpha) = alpha."""
     rng = np.random.default_rng(3)
     n_diff = 400_000  # the empirical tail must resolve P(S >= s) ~ alpha / 200
-    cal = fit_calibration(np.r_[rng.normal(0.8, 0.05, 100), rng.normal(0.3, 0.1, n_diff)],
-                          np.r_[np.ones(100, bool), np.zeros(n_diff, bool)], max_keep=n_diff)
+    cal = fit_calibration(
+        np.r_[rng.normal(0.8, 0.05, 100), rng.normal(0.3, 0.1, n_diff)],
+        np.r_[np.ones(100, bool), np.zeros(n_diff, bool)],
+        max_keep=n_diff,
+    )
     n_works, per_work, n_queries = 50, 4, 4000
     track_scores = rng.normal(0.3, 0.1, (n_queries, n_works, per_work))
     best = track_scores.max(axis=2).max(axis=1)  # best work = best of its tracks
@@ -82,13 +85,14 @@ def _works_of_melodies(n_works: int, versions: int, seed: int = 3):
     """Chroma of ``versions`` takes of each of ``n_works`` random melodies (each take
     transposed and at its own tempo), with their work labels."""
     from coverhunter.classical import AlignmentFeatures, chroma_from_cqt
+
     from .test_classical import melody, synthetic_cqt
 
     rng = np.random.default_rng(seed)
     feats, labels = [], []
     for w in range(n_works):
         source = melody(rng, 60)
-        for v in range(versions):
+        for _ in range(versions):
             cqt = synthetic_cqt(source + int(rng.integers(0, 12)), float(rng.uniform(10, 15)), rng)
             feats.append(AlignmentFeatures.from_chroma(chroma_from_cqt(cqt)))
             labels.append(f"work{w}")
@@ -148,11 +152,13 @@ def test_alignment_pairs_align_each_query_with_the_candidates_as_stored():
     assert all(s.chroma.shape == f.chroma.shape for s, f in zip(stored, feats))
     assert max(np.abs(s.chroma - f.chroma).max() for s, f in zip(stored, feats)) <= 1 / 510 + 1e-6
     scores, same, _ = alignment_pairs(feats, labels, candidates=stored)
-    expect = np.concatenate([qmax_scores(feats[i], [stored[j] for j in range(i + 1, len(feats))])
-                             for i in range(len(feats) - 1)])
+    expect = np.concatenate(
+        [qmax_scores(feats[i], [stored[j] for j in range(i + 1, len(feats))]) for i in range(len(feats) - 1)]
+    )
     np.testing.assert_array_equal(scores, expect)
-    np.testing.assert_array_equal(same, np.array([labels[i] == labels[j] for i in range(6)
-                                                  for j in range(i + 1, 6)]))
+    np.testing.assert_array_equal(
+        same, np.array([labels[i] == labels[j] for i in range(6) for j in range(i + 1, 6)])
+    )
     with pytest.raises(ValueError, match="5 candidate features for 6 recordings"):
         alignment_pairs(feats, labels, candidates=stored[:5])
 
@@ -163,8 +169,10 @@ def test_fitted_tail_resolves_small_p_values_of_a_small_calibration():
     wrong tracks gets p <= alpha about alpha of the time; without the tail, never at 0.01."""
     rng = np.random.default_rng(7)
     n_diff, n_tracks, n_queries = 5000, 300, 4000
-    cal = fit_calibration(np.r_[rng.normal(0.9, 0.05, 100), rng.gumbel(0.3, 0.05, n_diff)],
-                          np.r_[np.ones(100, bool), np.zeros(n_diff, bool)])
+    cal = fit_calibration(
+        np.r_[rng.normal(0.9, 0.05, 100), rng.gumbel(0.3, 0.05, n_diff)],
+        np.r_[np.ones(100, bool), np.zeros(n_diff, bool)],
+    )
     assert cal["tail"] is not None and cal["tail"]["share"] == pytest.approx(500 / n_diff)
     best = rng.gumbel(0.3, 0.05, (n_queries, n_tracks)).max(axis=1)
     p = np.array([p_impostor(cal, s, n_tracks) for s in best])
@@ -182,8 +190,10 @@ def test_p_value_monotone_where_the_tail_takes_over_a_subsampled_calibration():
     (here the subsample counts a little under the tail's share at the threshold)."""
     n_diff = 50_000
     r = np.random.default_rng(0)
-    cal = fit_calibration(np.r_[r.normal(0.9, 0.05, 50), r.gumbel(0.3, 0.05, n_diff)],
-                          np.r_[np.ones(50, bool), np.zeros(n_diff, bool)])
+    cal = fit_calibration(
+        np.r_[r.normal(0.9, 0.05, 50), r.gumbel(0.3, 0.05, n_diff)],
+        np.r_[np.ones(50, bool), np.zeros(n_diff, bool)],
+    )
     u = cal["tail"]["threshold"]
     grid = np.r_[np.linspace(u - 0.02, u + 0.02, 81), u - 1e-9, u, u + 1e-9]
     ps = [p_impostor(cal, s, 100) for s in np.sort(grid)]

@@ -8,7 +8,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from coverhunter.checkpoint import load_model
 from coverhunter.cli import main

@@ -21,11 +21,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_recording_named_like_a_tempo_copy_is_refused(tmp_path):
-    data = make_dataset(tmp_path / "data", n_works=2, n_versions=2,
-                        hparams="aug_speed_mode: [0.9, 1.0]\nsplit: {train: 1, val: 0, test: 0}\n")
+    data = make_dataset(
+        tmp_path / "data",
+        n_works=2,
+        n_versions=2,
+        hparams="aug_speed_mode: [0.9, 1.0]\nsplit: {train: 1, val: 0, test: 0}\n",
+    )
     with open(data / "dataset.txt", "a") as fh:  # a real recording called like x's 0.9 copy
-        fh.write(json.dumps({"utt": "sp_0.9-t_00_0", "wav": "wav/t_01_1.wav", "dur_s": 6.0,
-                             "song": "work1", "version": "x"}) + "\n")
+        fh.write(
+            json.dumps(
+                {
+                    "utt": "sp_0.9-t_00_0",
+                    "wav": "wav/t_01_1.wav",
+                    "dur_s": 6.0,
+                    "song": "work1",
+                    "version": "x",
+                }
+            )
+            + "\n"
+        )
     with pytest.raises(DatasetError, match="tempo copy"):
         extract_features(data, num_workers=1, verbose=False)
     assert not (data / "full.txt").exists()
@@ -35,8 +49,9 @@ def test_audio_outside_the_data_folder_gets_usable_paths(tmp_path, monkeypatch):
     data = make_dataset(tmp_path / "data", n_works=2, n_versions=2)
     (tmp_path / "data" / "wav").rename(tmp_path / "audio")
     lines = [json.loads(x) for x in (data / "dataset.txt").read_text().splitlines()]
-    (data / "dataset.txt").write_text("".join(
-        json.dumps({**x, "wav": "../audio/" + Path(x["wav"]).name}) + "\n" for x in lines))
+    (data / "dataset.txt").write_text(
+        "".join(json.dumps({**x, "wav": "../audio/" + Path(x["wav"]).name}) + "\n" for x in lines)
+    )
     monkeypatch.chdir(tmp_path)
     assert extract_features(Path("data"), num_workers=1, verbose=False).ok
     (tmp_path / "elsewhere").mkdir()
@@ -76,8 +91,13 @@ ex.extract_features(sys.argv[1], num_workers=1, verbose=False)
 
 
 def test_kill_keeps_the_progress_of_every_finished_recording(tiny_dataset):
-    r = subprocess.run([sys.executable, "-c", _KILL_AFTER_FOUR, str(tiny_dataset)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER_FOUR, str(tiny_dataset)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == -9, r.stderr
     again = extract_features(tiny_dataset, num_workers=1, verbose=False)
     assert again.skipped == 4 and again.computed == 8 and again.ok

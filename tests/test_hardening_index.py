@@ -4,7 +4,6 @@ reports damage in one line naming the file, and embeds through the one batched p
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zlib
@@ -26,8 +25,16 @@ from coverhunter.model import CoverHunter
 from .conftest import SR, melody, write_fine_chroma
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.ffn_dim=64",
-        "model.embed_dim=16", "eval.chunk_s=4.8", "eval.hop_s=2.4", "eval.batch_size=8"]
+TINY = [
+    "model.d_model=32",
+    "model.n_layers=1",
+    "model.n_heads=2",
+    "model.ffn_dim=64",
+    "model.embed_dim=16",
+    "eval.chunk_s=4.8",
+    "eval.hop_s=2.4",
+    "eval.batch_size=8",
+]
 
 
 def tiny_model(path: Path) -> Path:
@@ -49,16 +56,29 @@ def feature_list(root: Path, name: str, n: int, frames: int = 300, prefix: str =
         x = np.random.default_rng(zlib.crc32(utt.encode())).uniform(-80, 0, (frames, 96))
         np.save(root / "feat" / f"{utt}.npy", x.astype(np.float32))
         write_fine_chroma(root / "feat" / f"{utt}.npy", x.astype(np.float32))
-        lines.append({"utt": utt, "wav": f"{utt}.wav", "dur_s": frames / 25, "song": f"{name}_w{i // 2}",
-                      "version": str(i % 2), "feat": f"feat/{utt}.npy"})
+        lines.append(
+            {
+                "utt": utt,
+                "wav": f"{utt}.wav",
+                "dur_s": frames / 25,
+                "song": f"{name}_w{i // 2}",
+                "version": str(i % 2),
+                "feat": f"feat/{utt}.npy",
+            }
+        )
     path = root / f"{name}.txt"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return path
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "coverhunter", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "coverhunter", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture()
@@ -75,12 +95,30 @@ def test_two_parallel_adds_keep_every_recording(setup):
     base = feature_list(tmp, "base", 2)
     a, b = feature_list(tmp, "a", 24, 600), feature_list(tmp, "b", 24, 600)
     idx_dir = tmp / "idx"
-    assert main(["index", "build", str(idx_dir), "--model", str(model), "--dataset", str(base)],
-                exit=False) == 0
-    procs = [subprocess.Popen([sys.executable, "-m", "coverhunter", "index", "add", str(idx_dir),
-                               "--model", str(model), "--dataset", str(lst)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for lst in (a, b)]
+    assert (
+        main(["index", "build", str(idx_dir), "--model", str(model), "--dataset", str(base)], exit=False) == 0
+    )
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "coverhunter",
+                "index",
+                "add",
+                str(idx_dir),
+                "--model",
+                str(model),
+                "--dataset",
+                str(lst),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for lst in (a, b)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
@@ -107,8 +145,13 @@ main(sys.argv[1:])
 
 
 def _killed_build(*args: str) -> None:
-    r = subprocess.run([sys.executable, "-c", _KILL_DURING_BUILD, "index", "build", *args],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", _KILL_DURING_BUILD, "index", "build", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert r.returncode == -9, r.stderr
 
 
@@ -116,25 +159,37 @@ def test_overwrite_build_that_fails_or_is_killed_keeps_the_old_index(setup):
     tmp, model = setup
     good = feature_list(tmp, "good", 6)
     idx_dir = tmp / "idx"
-    assert main(["index", "build", str(idx_dir), "--model", str(model), "--dataset", str(good)],
-                exit=False) == 0
+    assert (
+        main(["index", "build", str(idx_dir), "--model", str(model), "--dataset", str(good)], exit=False) == 0
+    )
     # a build where every recording fails
     bad = tmp / "bad.txt"
-    bad.write_text(json.dumps({"utt": "x", "wav": "missing.wav", "dur_s": 1, "song": "w",
-                               "version": "0"}) + "\n")
-    assert main(["index", "build", str(idx_dir), "--model", str(model), "--dataset", str(bad),
-                 "--overwrite"], exit=False) == 1
+    bad.write_text(
+        json.dumps({"utt": "x", "wav": "missing.wav", "dur_s": 1, "song": "w", "version": "0"}) + "\n"
+    )
+    assert (
+        main(
+            ["index", "build", str(idx_dir), "--model", str(model), "--dataset", str(bad), "--overwrite"],
+            exit=False,
+        )
+        == 1
+    )
     assert CatalogueIndex.load(idx_dir).meta["n_tracks"] == 6
     # a build killed while it embeds
-    _killed_build(str(idx_dir), "--model", str(model), "--dataset", str(feature_list(tmp, "new", 4)),
-                  "--overwrite")
+    _killed_build(
+        str(idx_dir), "--model", str(model), "--dataset", str(feature_list(tmp, "new", 4)), "--overwrite"
+    )
     idx = CatalogueIndex.load(idx_dir)
-    assert sorted(t["track_id"] for t in idx.tracks()) == sorted(
-        t.track_id for t in read_dataset(good))
+    assert sorted(t["track_id"] for t in idx.tracks()) == sorted(t.track_id for t in read_dataset(good))
     assert list(tmp.glob(".idx.build-*"))  # the kill's leftover, hidden beside the index
     # and the next build cleans what the kill left
-    assert main(["index", "build", str(idx_dir), "--model", str(model), "--dataset", str(good),
-                 "--overwrite"], exit=False) == 0
+    assert (
+        main(
+            ["index", "build", str(idx_dir), "--model", str(model), "--dataset", str(good), "--overwrite"],
+            exit=False,
+        )
+        == 0
+    )
     assert not [p for p in tmp.iterdir() if p.name.startswith(".idx.") and p.is_dir()]
 
 
@@ -146,12 +201,12 @@ def test_killed_first_build_leaves_no_empty_index_and_rebuilds(setup, capsys):
     wav = tmp / "q.wav"
     sf.write(wav, melody(1, 0, 6.0), SR)
     # identify does not answer from a missing/empty index with exit 0
-    assert main(["identify", str(wav), "--index", str(idx_dir), "--model", str(model)],
-                exit=False) == 1
+    assert main(["identify", str(wav), "--index", str(idx_dir), "--model", str(model)], exit=False) == 1
     assert "idx" in capsys.readouterr().err
     # a re-build without --overwrite is accepted
-    assert main(["index", "build", str(idx_dir), "--model", str(model), "--dataset", str(lst)],
-                exit=False) == 0
+    assert (
+        main(["index", "build", str(idx_dir), "--model", str(model), "--dataset", str(lst)], exit=False) == 0
+    )
     assert CatalogueIndex.load(idx_dir).meta["n_tracks"] == 4
 
 
@@ -168,15 +223,18 @@ def test_empty_index_is_said_to_be_empty(setup, capsys):
     assert main(["identify", str(wav), "--index", str(tmp / "idx")], exit=False) == 1
     assert "empty" in capsys.readouterr().err
     lst = feature_list(tmp, "cat", 2)
-    assert main(["index", "build", str(tmp / "idx"), "--model", str(model), "--dataset", str(lst)],
-                exit=False) == 0
+    assert (
+        main(["index", "build", str(tmp / "idx"), "--model", str(model), "--dataset", str(lst)], exit=False)
+        == 0
+    )
 
 
 # -- item 11: damage is one line naming the file --------------------------------------------
 
 
-@pytest.mark.parametrize("damage", ["meta_without_shards", "truncated_npy", "truncated_jsonl",
-                                    "meta_not_json"])
+@pytest.mark.parametrize(
+    "damage", ["meta_without_shards", "truncated_npy", "truncated_jsonl", "meta_not_json"]
+)
 def test_damaged_index_is_one_line_naming_the_file(setup, damage, capsys):
     tmp, model = setup
     idx_dir = tmp / "idx"
@@ -201,8 +259,7 @@ def test_damaged_index_is_one_line_naming_the_file(setup, damage, capsys):
     wav = tmp / "q.wav"
     sf.write(wav, melody(1, 0, 6.0), SR)
     capsys.readouterr()
-    assert main(["identify", str(wav), "--index", str(idx_dir), "--model", str(model)],
-                exit=False) == 1
+    assert main(["identify", str(wav), "--index", str(idx_dir), "--model", str(model)], exit=False) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(culprit) in err and "Traceback" not in err
 

@@ -11,14 +11,11 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
-import pytest
+import tomllib
 import torch
-import yaml
 
 from coverhunter.config import load_config, to_dict
 from coverhunter.embed import EmbeddingCache, Windowing, default_cache_dir
@@ -62,12 +59,12 @@ def _flat(d: dict, prefix=()) -> dict:
 
 
 def test_shipped_model_config_is_the_committed_recipe():
-    shipped = torch.load(ROOT / "models" / "default" / "model.pt", map_location="cpu",
-                         weights_only=True)["config"]
+    shipped = torch.load(ROOT / "models" / "default" / "model.pt", map_location="cpu", weights_only=True)[
+        "config"
+    ]
     recipe = to_dict(load_config(ROOT / "models" / "default" / "hparams.yaml"))
     a, b = _flat(to_dict(load_config(shipped))), _flat(recipe)
-    diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b)
-            if k not in PATH_KEYS and a.get(k) != b.get(k)}
+    diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in PATH_KEYS and a.get(k) != b.get(k)}
     assert not diff, f"model.pt vs hparams.yaml (shipped, recipe): {diff}"
 
 
@@ -169,18 +166,27 @@ def test_setup_pins_torch_by_default_and_lets_the_user_choose(tmp_path):
     lines = log.read_text().splitlines()
     assert lines[0] == "install -q torch==2.13.0" and lines[1] == "install -q -e .[dev]"
     log.unlink()
-    env2 = {**env, "COVERHUNTER_TORCH_SPEC": "torch==2.13.0+cpu",
-            "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu"}
+    env2 = {
+        **env,
+        "COVERHUNTER_TORCH_SPEC": "torch==2.13.0+cpu",
+        "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu",
+    }
     r = subprocess.run(["bash", "scripts/setup.sh"], cwd=repo, env=env2, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert log.read_text().splitlines()[0] == (
-        "install -q --index-url https://download.pytorch.org/whl/cpu torch==2.13.0+cpu")
+        "install -q --index-url https://download.pytorch.org/whl/cpu torch==2.13.0+cpu"
+    )
 
 
 def test_setup_refuses_an_unpinned_torch(tmp_path):
     repo, log, env = _sandbox(tmp_path)
-    r = subprocess.run(["bash", "scripts/setup.sh"], cwd=repo, capture_output=True, text=True,
-                       env={**env, "COVERHUNTER_TORCH_SPEC": "torch"})
+    r = subprocess.run(
+        ["bash", "scripts/setup.sh"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**env, "COVERHUNTER_TORCH_SPEC": "torch"},
+    )
     assert r.returncode != 0 and "pin" in r.stderr
     assert not log.exists()  # pip never asked for an unpinned torch
 
@@ -198,8 +204,13 @@ def test_setup_waits_for_the_dpkg_lock_with_a_bound(tmp_path):
     (bin_ / "apt-get").chmod(0o755)
     (bin_ / "sudo").write_text(f'#!{shutil.which("bash")}\nexec "$@"\n')  # when not run as root
     (bin_ / "sudo").chmod(0o755)
-    r = subprocess.run([str(bin_ / "bash"), "scripts/setup.sh"], cwd=repo, capture_output=True, text=True,
-                       env={**env, "PATH": str(bin_), "COVERHUNTER_APT_LOCK_TIMEOUT": "42"})
+    r = subprocess.run(
+        [str(bin_ / "bash"), "scripts/setup.sh"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**env, "PATH": str(bin_), "COVERHUNTER_APT_LOCK_TIMEOUT": "42"},
+    )
     assert r.returncode == 0, r.stderr
     calls = apt_log.read_text().splitlines()
     assert len(calls) == 2 and all(c.startswith("-o DPkg::Lock::Timeout=42 ") for c in calls), calls

@@ -49,8 +49,9 @@ def _exp(tmp_path, extra: str = "") -> Path:
 
 def test_kill_while_best_is_written_then_resume_writes_best(tmp_path):
     exp = _exp(tmp_path)
-    r = subprocess.run([sys.executable, "-c", _KILL_AT_BEST, str(exp)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", _KILL_AT_BEST, str(exp)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == -9, r.stderr
     assert list((exp / "checkpoints").glob("*.tmp"))  # the kill's leftover
     train(exp, overrides=["optim.max_epochs=1"], verbose=False)  # the re-run
@@ -154,18 +155,26 @@ def test_one_v_shows_debug(monkeypatch):
 
 def test_seed_first_eval_on_a_fresh_experiment_evaluates_then_trains(tmp_path):
     exp = _exp(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "tools.train", str(exp), "--first_eval"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "tools.train", str(exp), "--first_eval"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "first eval" in r.stderr and (exp / "checkpoints" / "best.pt").is_file()
     assert len(json.loads((exp / "history.json").read_text())) == 2
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "E", "--config", "c.yaml", "data.batch_size=32", "optim.max_epochs=3"],
-    ["train", "E", "data.batch_size=32", "--config", "c.yaml", "optim.max_epochs=3"],
-    ["train", "--config", "c.yaml", "E", "data.batch_size=32", "optim.max_epochs=3"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "E", "--config", "c.yaml", "data.batch_size=32", "optim.max_epochs=3"],
+        ["train", "E", "data.batch_size=32", "--config", "c.yaml", "optim.max_epochs=3"],
+        ["train", "--config", "c.yaml", "E", "data.batch_size=32", "optim.max_epochs=3"],
+    ],
+)
 def test_overrides_in_any_order(argv):
     args = cli._parse(argv)
     assert args.exp_dir == Path("E") and args.config == Path("c.yaml")

@@ -54,17 +54,26 @@ def _kwargs(backend, where):
 def answers(idx: CatalogueIndex, queries, top: int = 3) -> list:
     """(work, track, score to 4 places) of every query's best works (the untrained tiny
     model puts many works within 1e-4 of each other, so deeper places can tie)."""
-    return [[(m.work, m.track_id, round(m.score, 4)) for m in idx.search(e, s, top)]
-            for e, s in queries]
+    return [[(m.work, m.track_id, round(m.score, 4)) for m in idx.search(e, s, top)] for e, s in queries]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_add_appends_in_place_and_equals_a_rebuild(setup, backend, tmp_path):
     _, _, lm, tracks, _, queries, cache = setup
-    whole, _ = build_index(tmp_path / "whole", lm, dataset=_list(tmp_path, "all", tracks),
-                           **_kwargs(backend, tmp_path), cache=cache)
-    grown, _ = build_index(tmp_path / "grown", lm, dataset=_list(tmp_path, "half", tracks[:8]),
-                           **_kwargs(backend, tmp_path), cache=cache)
+    whole, _ = build_index(
+        tmp_path / "whole",
+        lm,
+        dataset=_list(tmp_path, "all", tracks),
+        **_kwargs(backend, tmp_path),
+        cache=cache,
+    )
+    grown, _ = build_index(
+        tmp_path / "grown",
+        lm,
+        dataset=_list(tmp_path, "half", tracks[:8]),
+        **_kwargs(backend, tmp_path),
+        cache=cache,
+    )
     before = _engine_state(grown)
     assert grown.add(lm, tracks[8:], verbose=False, cache=cache) == []
     grown = CatalogueIndex.load(tmp_path / "grown")
@@ -84,8 +93,10 @@ def test_add_appends_in_place_and_equals_a_rebuild(setup, backend, tmp_path):
 def test_row_view_reads_shards_as_one_array():
     from coverhunter.index.search import RowView
 
-    parts = [np.arange(i * 12, (i + n) * 12, dtype=np.float32).reshape(n, 12)
-             for i, n in ((0, 3), (3, 0), (3, 5), (8, 2))]
+    parts = [
+        np.arange(i * 12, (i + n) * 12, dtype=np.float32).reshape(n, 12)
+        for i, n in ((0, 3), (3, 0), (3, 5), (8, 2))
+    ]
     whole = np.concatenate(parts)
     view = RowView(parts, 12)
     assert view.shape == (10, 12) and len(view) == 10
@@ -120,8 +131,13 @@ def _engine_state(idx: CatalogueIndex) -> dict:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_remove_replace_and_compact(setup, backend, tmp_path):
     _, _, lm, tracks, other, queries, cache = setup
-    idx, _ = build_index(tmp_path / "idx", lm, dataset=_list(tmp_path, "all", tracks),
-                         **_kwargs(backend, tmp_path), cache=cache)
+    idx, _ = build_index(
+        tmp_path / "idx",
+        lm,
+        dataset=_list(tmp_path, "all", tracks),
+        **_kwargs(backend, tmp_path),
+        cache=cache,
+    )
     gone = [tracks[0].track_id, tracks[5].track_id]
     assert idx.remove(gone + ["no_such_track"]) == ["no_such_track"]
     idx = CatalogueIndex.load(tmp_path / "idx")
@@ -162,8 +178,19 @@ def test_remove_replace_and_compact(setup, backend, tmp_path):
 def test_qdrant_build_from_the_command_line(setup, tmp_path):
     _, model, _, tracks, _, _, _ = setup
     lst = _list(tmp_path, "all", tracks)
-    args = ["index", "build", str(tmp_path / "idx"), "--model", str(model), "--dataset", str(lst),
-            "--backend", "qdrant", "--uri", str(tmp_path / "q")]
+    args = [
+        "index",
+        "build",
+        str(tmp_path / "idx"),
+        "--model",
+        str(model),
+        "--dataset",
+        str(lst),
+        "--backend",
+        "qdrant",
+        "--uri",
+        str(tmp_path / "q"),
+    ]
     assert main(args, exit=False) == 0
     first = CatalogueIndex.load(tmp_path / "idx").meta["engine"]["collection"]
     assert main(args + ["--overwrite"], exit=False) == 0  # a new collection; the old one goes
@@ -197,9 +224,14 @@ def test_rank_slices_cover_the_input_once():
 
 
 def _cli_proc(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "coverhunter", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "coverhunter", *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_sharded_build_by_two_processes_equals_one(setup, tmp_path):
@@ -207,22 +239,60 @@ def test_sharded_build_by_two_processes_equals_one(setup, tmp_path):
     lst = _list(tmp_path, "all", tracks)
     one, _ = build_index(tmp_path / "one", lm, dataset=lst, cache=cache)
     two = tmp_path / "two"
-    procs = [_cli_proc("index", "build", str(two), "--model", str(model), "--dataset", str(lst),
-                       "--rank", "0", "--world-size", "2"),
-             _cli_proc("index", "build", str(two), "--model", str(model), "--dataset", str(lst),
-                       env={"RANK": "1", "WORLD_SIZE": "2"})]  # torchrun's way
+    procs = [
+        _cli_proc(
+            "index",
+            "build",
+            str(two),
+            "--model",
+            str(model),
+            "--dataset",
+            str(lst),
+            "--rank",
+            "0",
+            "--world-size",
+            "2",
+        ),
+        _cli_proc(
+            "index",
+            "build",
+            str(two),
+            "--model",
+            str(model),
+            "--dataset",
+            str(lst),
+            env={"RANK": "1", "WORLD_SIZE": "2"},
+        ),
+    ]  # torchrun's way
     for p in procs:
         assert p.communicate(timeout=300) and p.returncode == 0, p.stderr
     idx = CatalogueIndex.load(two)
     assert sorted(t["track_id"] for t in idx.tracks()) == sorted(t.track_id for t in tracks)
     # every work's score for every query (all works: the untrained tiny model puts works
     # within 1e-4 of each other, and two processes' float noise may swap such a tie at a cut)
-    for (e, st) in queries:
+    for e, st in queries:
         got, want = ({m.work: m.score for m in x.search(e, st, 100)} for x in (idx, one))
         assert got.keys() == want.keys() and all(abs(got[w] - want[w]) < 1e-4 for w in want)
     # re-running a slice resumes it: nothing is added twice
-    assert main(["index", "build", str(two), "--model", str(model), "--dataset", str(lst),
-                 "--rank", "1", "--world-size", "2"], exit=False) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                str(two),
+                "--model",
+                str(model),
+                "--dataset",
+                str(lst),
+                "--rank",
+                "1",
+                "--world-size",
+                "2",
+            ],
+            exit=False,
+        )
+        == 0
+    )
     assert CatalogueIndex.load(two).meta["n_vectors"] == idx.meta["n_vectors"]
 
 
@@ -235,21 +305,23 @@ def test_concurrent_add_remove_and_readers(setup, tmp_path):
     root = tmp_path / "idx"
     build_index(root, lm, dataset=base, backend="hnsw", cache=cache)
     gone = [t.track_id for t in tracks[:3]]
-    procs = [_cli_proc("index", "add", str(root), "--model", str(model), "--dataset", str(more)),
-             _cli_proc("index", "remove", str(root), *gone)]
+    procs = [
+        _cli_proc("index", "add", str(root), "--model", str(model), "--dataset", str(more)),
+        _cli_proc("index", "remove", str(root), *gone),
+    ]
     loads = 0
     while any(p.poll() is None for p in procs) or loads == 0:
         idx = CatalogueIndex.load(root)  # raises on a half-written index
         assert len(idx.tracks()) == idx.meta["n_tracks"]
-        assert all(m.track_id in {t["track_id"] for t in idx.tracks()}
-                   for m in idx.search(*queries[9], 5))
+        assert all(m.track_id in {t["track_id"] for t in idx.tracks()} for m in idx.search(*queries[9], 5))
         loads += 1
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     idx = CatalogueIndex.load(root)
     assert sorted(t["track_id"] for t in idx.tracks()) == sorted(
-        t.track_id for t in tracks if t.track_id not in gone)
+        t.track_id for t in tracks if t.track_id not in gone
+    )
     ann = fb.load_ann(root / idx.meta.get("ann_file", fb.ANN_FILE))
     assert ann.ntotal == idx.meta["n_vectors"]
 
@@ -259,11 +331,11 @@ def test_a_lagging_engine_file_is_searched_exactly_and_caught_up(setup, backend,
     """An add killed between its commit and writing the faiss file leaves the file behind
     meta.json: searches cover the missing rows exactly, and the next add appends them."""
     _, _, lm, tracks, _, queries, cache = setup
-    whole, _ = build_index(tmp_path / "whole", lm, dataset=_list(tmp_path, "all", tracks),
-                           backend=backend, cache=cache)
+    whole, _ = build_index(
+        tmp_path / "whole", lm, dataset=_list(tmp_path, "all", tracks), backend=backend, cache=cache
+    )
     root = tmp_path / "idx"
-    idx, _ = build_index(root, lm, dataset=_list(tmp_path, "half", tracks[:8]), backend=backend,
-                         cache=cache)
+    idx, _ = build_index(root, lm, dataset=_list(tmp_path, "half", tracks[:8]), backend=backend, cache=cache)
     early = (root / fb.ANN_FILE).read_bytes()
     idx.add(lm, tracks[8:15], verbose=False, cache=cache)
     (root / fb.ANN_FILE).write_bytes(early)  # as a kill before the write would leave it

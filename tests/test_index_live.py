@@ -27,8 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli(*args, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
     """``coverhunter ARGS`` in a process of its own (this checkout's code, via PYTHONPATH)."""
-    return subprocess.run([sys.executable, "-m", "coverhunter", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "coverhunter", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def run(*args) -> subprocess.CompletedProcess:
@@ -147,8 +152,9 @@ def test_damaged_chroma_is_named_reported_and_repaired(catalogue, tmp_path, how)
             h = httpx.get(f"{url}/health", timeout=60)
             assert h.status_code == 503 and h.json()["status"] == "damaged"
             assert str(chroma) in h.json()["problem"]
-            r = httpx.post(f"{url}/identify", files={"file": ("q.wav", wav_bytes(query), "audio/wav")},
-                           timeout=120)
+            r = httpx.post(
+                f"{url}/identify", files={"file": ("q.wav", wav_bytes(query), "audio/wav")}, timeout=120
+            )
             assert r.status_code == 503 and str(chroma) in r.json()["detail"]
             q = tmp_path / "q.wav"
             sf.write(q, query, SR)
@@ -157,8 +163,9 @@ def test_damaged_chroma_is_named_reported_and_repaired(catalogue, tmp_path, how)
                 new = tmp_path / "new"
                 new.mkdir()
                 sf.write(new / "work7.wav", tune(7, 20.0), SR, subtype="PCM_16")
-                _one_line_naming(run("index", "add", catalogue, "--model", DEFAULT_MODEL, "--audio-dir",
-                                     new), chroma)
+                _one_line_naming(
+                    run("index", "add", catalogue, "--model", DEFAULT_MODEL, "--audio-dir", new), chroma
+                )
             r = cli("index", "repair", catalogue)
             assert r.returncode == 0, r.stderr
             assert httpx.get(f"{url}/health", timeout=60).json()["status"] == "ok"  # the server reloaded
@@ -233,9 +240,26 @@ def test_build_killed_inside_its_swap_is_finished_by_the_next_command(tmp_path, 
     idx = tmp_path / "idx"
     old, new = feature_list(tmp_path, "old", 2), feature_list(tmp_path, "new", 4)
     assert run("index", "build", idx, "--model", model, "--dataset", old).returncode == 0
-    r = subprocess.run([sys.executable, "-c", _KILL_IN_SWAP, "index", "build", str(idx), "--model",
-                        str(model), "--dataset", str(new), "--overwrite"], capture_output=True,
-                       text=True, cwd=ROOT, env={**os.environ, "KILL_AT": str(kill_at)}, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _KILL_IN_SWAP,
+            "index",
+            "build",
+            str(idx),
+            "--model",
+            str(model),
+            "--dataset",
+            str(new),
+            "--overwrite",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "KILL_AT": str(kill_at)},
+        timeout=300,
+    )
     assert r.returncode == -9, r.stderr  # killed inside the swap
     assert any(p.name.startswith(".idx.") for p in tmp_path.iterdir())  # left unfinished
     r = cli("index", "compact", idx)  # any command that opens the index
@@ -252,8 +276,10 @@ def test_index_moved_aside_by_an_older_swap_is_put_back(tmp_path):
 
     model = tiny_model(tmp_path / "model.pt")
     idx = tmp_path / "idx"
-    assert run("index", "build", idx, "--model", model, "--dataset",
-               feature_list(tmp_path, "old", 2)).returncode == 0
+    assert (
+        run("index", "build", idx, "--model", model, "--dataset", feature_list(tmp_path, "old", 2)).returncode
+        == 0
+    )
     idx.rename(tmp_path / ".idx.old-12345")  # where the older swap left it when killed
     assert CatalogueIndex.load(idx).meta["n_tracks"] == 2
 
@@ -267,8 +293,13 @@ def test_upload_to_a_relative_index_is_served_from_any_folder(catalogue, tmp_pat
     auth = {"Authorization": "Bearer T"}
     try:
         with live_server(create_app(eng.cfg, eng)) as url:
-            r = httpx.post(f"{url}/tracks", data={"work": "work7", "track_id": "w7"}, headers=auth,
-                           files={"file": ("w7.wav", wav_bytes(tune(7, 20.0)), "audio/wav")}, timeout=120)
+            r = httpx.post(
+                f"{url}/tracks",
+                data={"work": "work7", "track_id": "w7"},
+                headers=auth,
+                files={"file": ("w7.wav", wav_bytes(tune(7, 20.0)), "audio/wav")},
+                timeout=120,
+            )
             assert r.status_code == 201, r.text
             assert httpx.get(f"{url}/tracks/w7/audio", timeout=60).status_code == 200
     finally:
@@ -280,7 +311,11 @@ def test_upload_to_a_relative_index_is_served_from_any_folder(catalogue, tmp_pat
     finally:
         other.close()
     # item 7: once the track is removed and compacted away, its upload goes too
-    assert sorted(p.name for p in (catalogue / "uploads").iterdir()) == ["w7.chroma.npz", "w7.cqt.npy", "w7.wav"]
+    assert sorted(p.name for p in (catalogue / "uploads").iterdir()) == [
+        "w7.chroma.npz",
+        "w7.cqt.npy",
+        "w7.wav",
+    ]
     r = cli("index", "remove", catalogue, "w7", "--compact")
     assert r.returncode == 0, r.stderr
     assert not list((catalogue / "uploads").iterdir())
@@ -331,8 +366,11 @@ def test_serve_start_up_errors_are_one_line_and_exit_1(catalogue, problem):
         meta.write_text(json.dumps({**json.loads(meta.read_text()), "model": "/nowhere/model.pt"}))
         words = "/nowhere/model.pt"
     # one case as its own process (the exit status a user sees), the others in this one
-    r = cli("serve", "--index", catalogue, "--port", "0", timeout=120) if problem == "no model" \
+    r = (
+        cli("serve", "--index", catalogue, "--port", "0", timeout=120)
+        if problem == "no model"
         else run("serve", "--index", catalogue, "--port", "0")
+    )
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
@@ -356,7 +394,8 @@ def test_identify_on_a_folder_without_audio_says_so(catalogue, tmp_path):
     (empty / "notes.txt").write_text("no audio here")
     r = run("identify", empty, "--index", catalogue)
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
-        f"coverhunter: error: no audio files in {empty}"), r.stderr
+        f"coverhunter: error: no audio files in {empty}"
+    ), r.stderr
 
 
 def test_damaged_checkpoint_message_never_suggests_an_unsafe_load(catalogue, tmp_path):

@@ -14,10 +14,11 @@ def _case(name):
     ref = reference_dir()
     exp = json.loads((ref / "metrics_expected.json").read_text())[name]
     labels = np.load(ref / "metrics_labels.npy")
-    files = {"self": ("metrics_dist.npy", None, None),
-             "query_ref": ("metrics_qr_dist.npy", "metrics_qr_query_labels.npy", None),
-             "edge": ("metrics_edge_dist.npy", "metrics_edge_query_labels.npy",
-                      "metrics_edge_ref_labels.npy")}[name]
+    files = {
+        "self": ("metrics_dist.npy", None, None),
+        "query_ref": ("metrics_qr_dist.npy", "metrics_qr_query_labels.npy", None),
+        "edge": ("metrics_edge_dist.npy", "metrics_edge_query_labels.npy", "metrics_edge_ref_labels.npy"),
+    }[name]
     dist = np.load(ref / files[0])
     q = np.load(ref / files[1]) if files[1] else labels
     r = np.load(ref / files[2]) if files[2] else labels
@@ -109,8 +110,9 @@ def test_large_evaluation_is_fast_and_blockwise():
     assert rep.per_query_ap[:300] == pytest.approx(small.per_query_ap)
     # distances asked for by blocks (never the whole matrix) give the same report
     calls = []
-    lazy = evaluate_distances(lambda a, b: calls.append((a, b)) or d[a:b], labels, labels,
-                              exclude=self_exclusion(n), block=1000)
+    lazy = evaluate_distances(
+        lambda a, b: calls.append((a, b)) or d[a:b], labels, labels, exclude=self_exclusion(n), block=1000
+    )
     assert calls == [(0, 1000), (1000, 2000), (2000, 3000)]
     assert lazy.per_query_ap == pytest.approx(rep.per_query_ap) and lazy.map == pytest.approx(rep.map)
 
@@ -181,5 +183,10 @@ def test_label_group_path_equals_the_mask_path(dtype):
         a = evaluate_distances(d, labels, labels, exclude=fast, block=64)
         b = evaluate_distances(d, labels, labels, exclude=slow, block=64)
         assert a.per_query_ap == b.per_query_ap and a.per_query_rank1 == b.per_query_rank1
-        assert (a.map, a.mr1, a.top10, a.hit_rate, a.n_queries) == (b.map, b.mr1, b.top10, b.hit_rate,
-                                                                     b.n_queries)
+        assert (a.map, a.mr1, a.top10, a.hit_rate, a.n_queries) == (
+            b.map,
+            b.mr1,
+            b.top10,
+            b.hit_rate,
+            b.n_queries,
+        )

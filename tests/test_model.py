@@ -53,8 +53,7 @@ def test_original_training_loss_parity():
     np.testing.assert_allclose(out.ce, exp["ce_loss"], rtol=1e-5)
     np.testing.assert_allclose(out.triplet, exp["tri_loss"], rtol=1e-5)
     np.testing.assert_allclose(emb.detach().numpy(), np.load(ref / "loss_train_embed.npy"), atol=1e-5)
-    np.testing.assert_allclose(out.logits.detach().numpy(), np.load(ref / "loss_train_logits.npy"),
-                               atol=1e-4)
+    np.testing.assert_allclose(out.logits.detach().numpy(), np.load(ref / "loss_train_logits.npy"), atol=1e-4)
 
 
 def test_sizes_come_from_config():
@@ -70,7 +69,7 @@ def test_batch_equals_single_items():
     x = torch.randn(4, 60, 96) * 20 - 40
     with torch.no_grad():
         full = m(x)
-        single = torch.cat([m(x[i:i + 1]) for i in range(4)])
+        single = torch.cat([m(x[i : i + 1]) for i in range(4)])
     torch.testing.assert_close(full, single, atol=1e-5, rtol=1e-5)
 
 
@@ -83,8 +82,9 @@ def test_own_checkpoint_is_self_describing(tmp_path):
     cfg = Config(model=ModelConfig(d_model=32, n_layers=1, n_heads=2, ffn_dim=32, embed_dim=8))
     m = CoverHunter(cfg.model)
     loss = CoverLoss(cfg.loss, 8, 3)
-    save_checkpoint(tmp_path / "checkpoints" / "best.pt", config=cfg, model=m, loss=loss,
-                    works=["a", "b", "c"])
+    save_checkpoint(
+        tmp_path / "checkpoints" / "best.pt", config=cfg, model=m, loss=loss, works=["a", "b", "c"]
+    )
     assert find_checkpoint(tmp_path).name == "best.pt"
     lm = load_model(tmp_path)
     assert lm.config == cfg and lm.works == ["a", "b", "c"]
@@ -107,8 +107,9 @@ def test_focal_loss_and_triplet_behaviour():
     # gamma = 0 is cross entropy
     z = torch.randn(5, 7)
     y = torch.randint(0, 7, (5,))
-    torch.testing.assert_close(focal_loss(z, y, 0.0), torch.nn.functional.cross_entropy(z, y),
-                               atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        focal_loss(z, y, 0.0), torch.nn.functional.cross_entropy(z, y), atol=1e-6, rtol=1e-6
+    )
     x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [5.0, 0.0], [5.0, 1.0]])
     d = pairwise_distances(x)
     assert d[0, 0] == 0 and torch.isclose(d[0, 1], torch.tensor(1.0))

@@ -37,8 +37,11 @@ def test_chroma_model_embeds_pack_and_cqt_alike(tmp_path):
     assert chroma.shape == (len(cqt) // 3 * 3, 12) and line["feat_len"] == len(chroma)
 
     torch.manual_seed(0)
-    model = CoverHunter(ModelConfig(front_end="chroma", d_model=32, n_layers=1, n_heads=2,
-                                    ffn_dim=64, embed_dim=16, dropout=0.0)).eval()
+    model = CoverHunter(
+        ModelConfig(
+            front_end="chroma", d_model=32, n_layers=1, n_heads=2, ffn_dim=64, embed_dim=16, dropout=0.0
+        )
+    ).eval()
     a = torch.from_numpy(pool_frames(cqt, 3)).unsqueeze(0)  # what inference feeds
     b = torch.from_numpy(pool_frames(chroma, 3)).unsqueeze(0)  # what training on the pack feeds
     with torch.no_grad():
@@ -53,7 +56,7 @@ def test_pack_leaves_out_bad_files_and_says_which(tmp_path, capsys):
     data = make_feature_lists(tmp_path / "data")
     (data / "cqt_feat" / "f_1_2.cqt.npy").write_bytes(b"not numpy")
     (data / "cqt_feat" / "f_2_0.cqt.npy").unlink()
-    code = main([str("pack"), str(data), str(tmp_path / "p.npz")], exit=False)
+    code = main(["pack", str(data), str(tmp_path / "p.npz")], exit=False)
     assert code == 1
     err = capsys.readouterr().err
     assert "2 recording(s) left out" in err and "f_1_2" in err and "f_2_0" in err

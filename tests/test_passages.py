@@ -33,9 +33,11 @@ def _tiny_corpus(n_works=6, seconds=40.0, seed=0):
     for w in range(n_works):
         # a new random chord every 2 s (5 frames), so a passage is recognisable at any tempo
         score = np.repeat(rng.random((int(seconds / 2) + 1, 12)), 5, axis=0).astype(np.float32)
-        plans = [{"tempo": 1.0, "tempo_drift": 0.0, "sections": [[0, seconds]]},
-                 {"tempo": 1.25, "tempo_drift": 0.05, "sections": [[8, seconds], [0, 8]]},
-                 {"tempo": 0.8, "tempo_drift": -0.05, "sections": [[0, 20], [0, 20]]}]
+        plans = [
+            {"tempo": 1.0, "tempo_drift": 0.0, "sections": [[0, seconds]]},
+            {"tempo": 1.25, "tempo_drift": 0.05, "sections": [[8, seconds], [0, 8]]},
+            {"tempo": 0.8, "tempo_drift": -0.05, "sections": [[0, 20], [0, 20]]},
+        ]
         for v, plan in enumerate(plans):
             perf = Performance(plan)
             duration = float(perf.warp(perf.total))
@@ -52,15 +54,21 @@ def _alignment_frames(tracks, tmp_path):
     assert not skipped
     write_records(records, tmp_path / "alignment.jsonl")
     index = {t.track_id: i for i, t in enumerate(tracks)}
-    return {index[a]: {index[b]: [(round(x * FPS), round(y * FPS)) for x, y in pairs]
-                       for b, pairs in partners.items()}
-            for a, partners in read_alignment(tmp_path / "alignment.jsonl").items()}
+    return {
+        index[a]: {
+            index[b]: [(round(x * FPS), round(y * FPS)) for x, y in pairs] for b, pairs in partners.items()
+        }
+        for a, partners in read_alignment(tmp_path / "alignment.jsonl").items()
+    }
 
 
 def _sampler(labels, alignment, batch_size=6, steps=5, stretch=0.0, epoch=0):
-    cfg = DataConfig(chunk_frame=(20, 15), mean_size=1, batch_size=batch_size,
-                     spec_augment=SpecAugConfig(stretch_prob=1.0 if stretch else 0.0,
-                                                stretch_range=stretch))
+    cfg = DataConfig(
+        chunk_frame=(20, 15),
+        mean_size=1,
+        batch_size=batch_size,
+        spec_augment=SpecAugConfig(stretch_prob=1.0 if stretch else 0.0, stretch_range=stretch),
+    )
     return PassageBatchSampler(labels, alignment, cfg, seed=3, epoch=epoch, steps=steps)
 
 
@@ -69,8 +77,13 @@ def test_passage_sampler_returns_the_same_music_in_two_versions(tmp_path):
     labels = [int(t.work[4:]) for t in tracks]
     alignment = _alignment_frames(tracks, tmp_path)
     sampler = _sampler(labels, alignment, steps=8)
-    data = ChunkDataset([str(i) for i in range(len(inputs))], labels, mean_size=1,
-                        load=lambda p: inputs[int(p)], pad_value=0.0)
+    data = ChunkDataset(
+        [str(i) for i in range(len(inputs))],
+        labels,
+        mean_size=1,
+        load=lambda p: inputs[int(p)],
+        pad_value=0.0,
+    )
     batches = list(sampler)
     assert len(batches) == 8 and all(len(b) == 6 for b in batches)
     same, other = [], []
@@ -129,8 +142,7 @@ def test_info_nce_never_counts_the_same_work_as_a_negative():
     # queued passages of a row's own work are skipped, those of other works are negatives
     own = info_nce(z, labels, 0.1, queue=queue[:1], queue_labels=torch.tensor([0]))[0]
     z_own_rows = info_nce(z[:2], labels[:2], 0.1)[0]  # rows 0, 1 alone: no other negative
-    assert info_nce(z[:2], labels[:2], 0.1, queue=queue[:1],
-                    queue_labels=torch.tensor([0]))[0] == z_own_rows
+    assert info_nce(z[:2], labels[:2], 0.1, queue=queue[:1], queue_labels=torch.tensor([0]))[0] == z_own_rows
     assert info_nce(z, labels, 0.1, queue=queue, queue_labels=torch.tensor([5, 5]))[0] > own > far
 
 

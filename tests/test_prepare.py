@@ -29,8 +29,9 @@ def _covers80_tree(root):
             _mp3(root / "covers32k" / song / f"{n}.mp3", si, vi)
         songs[song] = names
     (root / "list1.list").write_text("".join(f"{s}/{n[0]}\n" for s, n in songs.items()))
-    (root / "list2.list").write_text("".join(f"{s}/{n[1]}\n" for s, n in songs.items())
-                                     + "Missing Song/nobody+nothing+01-x\n")
+    (root / "list2.list").write_text(
+        "".join(f"{s}/{n[1]}\n" for s, n in songs.items()) + "Missing Song/nobody+nothing+01-x\n"
+    )
     (root / "covers32k" / ODD[1] / "broken.mp3").write_bytes(b"not an mp3")
     return songs
 
@@ -88,9 +89,11 @@ def test_shs100k(tmp_path):
 
 
 def test_datacos(tmp_path):
-    meta = {"W_1": {"P_1": {"perf_title": "Yesterday", "perf_artist": "A & B"}, "P_2": {}},
-            "W_2": {"P_3": {}, "P_4": {}, "P_9": {}},  # P_9 has no audio
-            "W_3": {"P_5": {}}}  # a noise work of one performance
+    meta = {
+        "W_1": {"P_1": {"perf_title": "Yesterday", "perf_artist": "A & B"}, "P_2": {}},
+        "W_2": {"P_3": {}, "P_4": {}, "P_9": {}},  # P_9 has no audio
+        "W_3": {"P_5": {}},
+    }  # a noise work of one performance
     mpath = tmp_path / "da-tacos_benchmark_subset_metadata.json"
     mpath.write_text(json.dumps(meta))
     audio = tmp_path / "audio"

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coverhunter.index.recurrence import (RecurrenceIndex, RecurrenceParams, band_scores, canonical_shift,
-                                          roll_shingles, shingles)
+from coverhunter.index.recurrence import (
+    RecurrenceIndex,
+    RecurrenceParams,
+    band_scores,
+    canonical_shift,
+    roll_shingles,
+    shingles,
+)
 
 
 def melody_chroma(rng: np.random.Generator, n_frames: int) -> np.ndarray:
@@ -19,8 +25,8 @@ def melody_chroma(rng: np.random.Generator, n_frames: int) -> np.ndarray:
         if rng.random() < 0.3:
             chord_root = rng.integers(12)
         note = (chord_root + rng.choice([0, 2, 4, 5, 7, 9, 11])) % 12
-        x[t:t + hold, note] += 1.0
-        x[t:t + hold, [chord_root, (chord_root + 4) % 12, (chord_root + 7) % 12]] += 0.4
+        x[t : t + hold, note] += 1.0
+        x[t : t + hold, [chord_root, (chord_root + 4) % 12, (chord_root + 7) % 12]] += 0.4
         t += hold
     x += 0.15 * rng.random(x.shape).astype(np.float32)
     return x / x.max(1, keepdims=True)
@@ -30,7 +36,7 @@ def partial_cover(rng: np.random.Generator, x: np.ndarray, share=0.4, shift=3, s
     """A ``share`` excerpt of ``x``, transposed by ``shift`` and slowed by ``stretch``, noisy."""
     n = int(len(x) * share)
     start = int(rng.integers(0, len(x) - n))
-    part = x[start:start + n]
+    part = x[start : start + n]
     pos = np.arange(0, n - 1, 1.0 / stretch)  # stretched time axis, linear interpolation
     lo = np.floor(pos).astype(int)
     frac = (pos - lo)[:, None]
@@ -65,8 +71,16 @@ def test_planted_partial_cover_in_top10(catalogue, index):
 
 def test_all_transpositions_and_slopes_find_the_cover(catalogue):
     rng, chromas = catalogue
-    idx = RecurrenceIndex(RecurrenceParams(transpositions="all", slopes=(0.9, 1.0, 1.1), stride=2,
-                                           vote="margin", hub_power=0.5, hub_probes=2000))
+    idx = RecurrenceIndex(
+        RecurrenceParams(
+            transpositions="all",
+            slopes=(0.9, 1.0, 1.1),
+            stride=2,
+            vote="margin",
+            hub_power=0.5,
+            hub_probes=2000,
+        )
+    )
     idx.add(np.arange(200), chromas[:200])
     query = partial_cover(rng, chromas[42], shift=5)
     ids, _ = idx.search(query, k=10)

@@ -29,8 +29,13 @@ def _align(cqt):
 
 def _tiny_trained(tmp_path, n_versions):
     """A 4-work dataset of 8 s tracks with features, and an experiment trained one epoch."""
-    data = make_dataset(tmp_path / "data", n_works=4, n_versions=n_versions, seconds=8.0,
-                        hparams="split: {train: 0.5, val: 0.25, test: 0.25, seed: 0}\n")
+    data = make_dataset(
+        tmp_path / "data",
+        n_works=4,
+        n_versions=n_versions,
+        seconds=8.0,
+        hparams="split: {train: 0.5, val: 0.25, test: 0.25, seed: 0}\n",
+    )
     assert extract_features(data, num_workers=1, verbose=False).ok
     exp = make_experiment(tmp_path / "exp", data)
     train(exp, overrides=["optim.max_epochs=1", "data.chunk_frame=[40]"], verbose=False)
@@ -77,8 +82,9 @@ def test_weight_zero_keeps_embedding_order_and_one_follows_alignment():
 
 def test_shortlist_shorter_than_k_and_nan():
     d = np.array([0.3, np.nan, 0.1])
-    out = R.rerank_row(d, lambda refs: np.zeros(len(refs)), R.RerankConfig(k=10),
-                       np.array([False, False, True]))
+    out = R.rerank_row(
+        d, lambda refs: np.zeros(len(refs)), R.RerankConfig(k=10), np.array([False, False, True])
+    )
     assert np.isnan(out[1]) and out[0] == 0.0
 
 
@@ -138,8 +144,12 @@ def test_expansion_finds_the_anchors_cover():
     # the rest keep their embedding order after the 5 aligned
     assert order[5:].tolist() == [4, 5, 6, 7, 8, 9, 11]
     # added recordings alone (no anchor weight) or the anchor weight alone
-    only_add = R.rerank_row(d, score, R.RerankConfig(k=4, pool=4, global_pool=0, expand=1,
-                                                     expansion_weight=0.0), neighbours=neighbours)
+    only_add = R.rerank_row(
+        d,
+        score,
+        R.RerankConfig(k=4, pool=4, global_pool=0, expand=1, expansion_weight=0.0),
+        neighbours=neighbours,
+    )
     assert set(np.argsort(only_add)[:5]) == {0, 1, 2, 3, 10}
 
 
@@ -159,16 +169,24 @@ def test_expansion_never_drops_or_adds_an_excluded_item(seed):
         added.extend(out)
         return np.array(out, np.int64)
 
-    cfg = R.RerankConfig(k=k, pool=k, global_pool=0, expand=extra, expansion_weight=float(rng.uniform(0.1, 2)))
-    out = R.rerank_row(d, _random_scores(seed), cfg, exclude, neighbours=neighbours,
-                       anchor_scores=lambda a, refs: rng.uniform(0, 1, len(refs)))
+    cfg = R.RerankConfig(
+        k=k, pool=k, global_pool=0, expand=extra, expansion_weight=float(rng.uniform(0.1, 2))
+    )
+    out = R.rerank_row(
+        d,
+        _random_scores(seed),
+        cfg,
+        exclude,
+        neighbours=neighbours,
+        anchor_scores=lambda a, refs: rng.uniform(0, 1, len(refs)),
+    )
     sl = R.shortlist(d, k, exclude)
     head = set(sl) | set(added)
     assert len(head) == k + extra and not exclude[list(head)].any() and not np.isnan(d[list(head)]).any()
     order = np.argsort(out, kind="stable")
-    assert set(order[:k + extra]) == head
+    assert set(order[: k + extra]) == head
     assert np.array_equal(np.isnan(out), np.isnan(d))  # the same entries, re-ordered
-    rest = [j for j in order[k + extra:] if not np.isnan(d[j])]
+    rest = [j for j in order[k + extra :] if not np.isnan(d[j])]
     assert np.all(np.diff(d[rest]) >= 0)
 
 
@@ -230,8 +248,11 @@ def test_shortlist_grows_with_the_catalogue():
     # rerank_row aligns the grown shortlist: 8 references beyond 2 recordings -> k 2 * sqrt(4)
     asked = []
     d = np.linspace(0.1, 0.9, 8)
-    R.rerank_row(d, lambda refs: asked.append(len(refs)) or np.zeros(len(refs)),
-                 R.RerankConfig(k=2, pool=2, global_pool=0, expand=0, grow_after=2))
+    R.rerank_row(
+        d,
+        lambda refs: asked.append(len(refs)) or np.zeros(len(refs)),
+        R.RerankConfig(k=2, pool=2, global_pool=0, expand=0, grow_after=2),
+    )
     assert asked == [4]
 
 
@@ -257,12 +278,45 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
     assert "the model alone" in caplog.text and "--rerank 50" in caplog.text  # says what it left out
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="coverhunter"):
-        assert main(["evaluate", str(exp), str(full), "--rerank", "5", "--rerank-expand", "0",
-                     "--output", str(rr)], exit=False) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    str(exp),
+                    str(full),
+                    "--rerank",
+                    "5",
+                    "--rerank-expand",
+                    "0",
+                    "--output",
+                    str(rr),
+                ],
+                exit=False,
+            )
+            == 0
+        )
     assert "the model alone" not in caplog.text
-    assert main(["evaluate", str(exp), str(full), "--rerank", "4", "--rerank-source", "both",
-                 "--rerank-weight", "0.3", "--rerank-first-stage", "summary", "--output", str(both)],
-                exit=False) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(exp),
+                str(full),
+                "--rerank",
+                "4",
+                "--rerank-source",
+                "both",
+                "--rerank-weight",
+                "0.3",
+                "--rerank-first-stage",
+                "summary",
+                "--output",
+                str(both),
+            ],
+            exit=False,
+        )
+        == 0
+    )
     b, r, x = (json.loads(p.read_text()) for p in (base, rr, both))
     assert b["n_queries"] == r["n_queries"] == x["n_queries"] == 12
     assert "rerank" not in b
@@ -330,18 +384,22 @@ def test_rerank_matches_aligns_other_versions_of_a_shortlisted_work():
     names = [f"d{i}" for i in by_score]  # worst first
     store = {**{f"s{r}": store[n] for r, n in enumerate(names)}, "cover": store["cover"]}
     works = {"w0": ["s2"], "w1": ["s3"], "w2": ["s0", "s1", "cover"], "w4": ["s4"]}
-    matches = [Match(w, tid, 0.9 - 0.01 * i, 0.0, 0.0) for i, (w, tid) in
-               enumerate([("w0", "s2"), ("w1", "s3"), ("w2", "s0"), ("w4", "s4")])]
+    matches = [
+        Match(w, tid, 0.9 - 0.01 * i, 0.0, 0.0)
+        for i, (w, tid) in enumerate([("w0", "s2"), ("w1", "s3"), ("w2", "s0"), ("w4", "s4")])
+    ]
     seen = []
 
     def calibrate(ms, n):
         seen.append(n)
         return ms
 
-    one = R.rerank_matches(matches, query, store.get, replace(cfg, versions=1), versions=works.get,
-                           calibrate=calibrate)
-    three = R.rerank_matches(matches, query, store.get, replace(cfg, versions=3), versions=works.get,
-                             calibrate=calibrate)
+    one = R.rerank_matches(
+        matches, query, store.get, replace(cfg, versions=1), versions=works.get, calibrate=calibrate
+    )
+    three = R.rerank_matches(
+        matches, query, store.get, replace(cfg, versions=3), versions=works.get, calibrate=calibrate
+    )
     assert seen == [4, 6]  # alignments made: one per work, then all three of w2's
     assert one[0].work != "w2" and three[0].work == "w2"
     assert three[0].track_id == "s0"  # the recording the search found, with its work's best score
@@ -408,9 +466,12 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     first_view = R.summary_chroma(got.chroma)  # the summary reads the CQT's chroma
     np.testing.assert_allclose(stored.summary(one.track_id), C.fourier_summary(first_view), atol=1e-3)
     for patches in ((300,), (75, 300), (150,)):
-        proj = C.SummaryProjection(np.zeros(C.summary_size(patches), np.float32),
-                                   np.eye(3, C.summary_size(patches), dtype=np.float32),
-                                   np.ones(3, np.float32), patches)
+        proj = C.SummaryProjection(
+            np.zeros(C.summary_size(patches), np.float32),
+            np.eye(3, C.summary_size(patches), dtype=np.float32),
+            np.ones(3, np.float32),
+            patches,
+        )
         other = IndexChroma.of(idx, proj)
         want = proj(C.multiscale_summary(first_view, patches))[0]
         np.testing.assert_allclose(other.summary(one.track_id), want, atol=1e-3)
@@ -422,7 +483,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     from coverhunter.segments import whole_matches
 
     q = queries[0]
-    (emb, starts), = embed_recordings(lm, [q], idx.windowing)
+    ((emb, starts),) = embed_recordings(lm, [q], idx.windowing)
     fine = load_chroma(chroma_path(q.feat), ("c3",))
     served = whole_matches(idx, emb, starts, 4, feat=np.load(q.feat), fine=fine)
     assert [m.track_id for m in served] == [m.track_id for m in ranked[0].matches]
@@ -435,8 +496,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     old = IndexChroma.of(idx)
     ids, mat = old.summaries()
     assert len(ids) == len(stored_summary)
-    np.testing.assert_allclose(mat, stored_summary[:, R.summary_columns(C.SUMMARY_PATCHES, (75,))],
-                               atol=1e-3)
+    np.testing.assert_allclose(mat, stored_summary[:, R.summary_columns(C.SUMMARY_PATCHES, (75,))], atol=1e-3)
     # and one written with the plain summary alone (no summary_patches) is read as such
     np.savez(str(npz)[:-4], data=data, offsets=offsets, summary=mat)
     assert np.array_equal(IndexChroma.of(idx).summaries()[1], mat)
@@ -540,8 +600,12 @@ def test_summary_projection_is_fitted_stored_and_used(tmp_path):
     model = export_model(exp, tmp_path / "m.pt")
     before = load_model(model)
     assert before.summary_projection is None
-    assert main(["fit-summary", str(model), str(data / "full.txt"), "--method", "pca", "--dims", "4"],
-                exit=False) == 0
+    assert (
+        main(
+            ["fit-summary", str(model), str(data / "full.txt"), "--method", "pca", "--dims", "4"], exit=False
+        )
+        == 0
+    )
     assert len(load_model(model).summary_projection.scale) == 4
     # the default is the discriminant from the list's work labels: 4 works give at most 3 axes
     assert main(["fit-summary", str(model), str(data / "full.txt"), "--dims", "4"], exit=False) == 1
@@ -591,9 +655,11 @@ def test_query_chroma_is_made_as_the_index_made_its_own(tmp_path, caplog):
     (shard,) = idx.meta["shards"]
     npz = tmp_path / "index" / f"{shard}{R.CHROMA_SUFFIX}"
     for params, recorded in ((C.CHROMA_PARAMS, True), (C.LEGACY_CHROMA_PARAMS, False)):
-        legacy = [C.chroma_to_uint8(C.chroma_from_cqt(np.load(t.feat), lowest_octave=params[0],
-                                                      power=params[1]))
-                  for t in full if t.version == "v0"]
+        legacy = [
+            C.chroma_to_uint8(C.chroma_from_cqt(np.load(t.feat), lowest_octave=params[0], power=params[1]))
+            for t in full
+            if t.version == "v0"
+        ]
         with np.load(npz) as z:
             members = {k: z[k] for k in z.files if k not in ("chroma_params", "chroma_spec")}
         members["data"] = np.concatenate(legacy)
@@ -602,9 +668,10 @@ def test_query_chroma_is_made_as_the_index_made_its_own(tmp_path, caplog):
         np.savez(str(npz)[:-4], **members)
         old = IndexChroma.of(idx)
         assert old.params == params and old.fine_views == ()
-        np.testing.assert_array_equal(old.query_features(np.load(q)).chroma,
-                                      C.chroma_from_cqt(np.load(q), lowest_octave=params[0],
-                                                        power=params[1]))
+        np.testing.assert_array_equal(
+            old.query_features(np.load(q)).chroma,
+            C.chroma_from_cqt(np.load(q), lowest_octave=params[0], power=params[1]),
+        )
     assert old.get(full[0].track_id) is not None
     assert old.query_features(q).chroma.shape != stored.query_features(q).chroma.shape
     queries = [t for t in full if t.version == "v1"]
@@ -640,8 +707,9 @@ def test_recurrence_votes_bring_a_cover_the_embedding_and_summary_miss(first_sta
     align = _planted_cover(11)
     cfg = R.RerankConfig(k=3, pool=3, global_pool=3, expand=0, first_stage=first_stage)
     far = np.arange(12, dtype=np.float64)[:, None]  # summary distances: the cover is farthest
-    rk = R.Reranker(cfg, query_align=align[:1], ref_align=align[1:],
-                    query_summary=np.zeros((1, 1)), ref_summary=far)
+    rk = R.Reranker(
+        cfg, query_align=align[:1], ref_align=align[1:], query_summary=np.zeros((1, 1)), ref_summary=far
+    )
     rk.votes = R.recurrence_votes(align[:1], align[1:], "cqt")
     assert int(np.argmax(rk.votes[0])) == 11  # recurrence voting finds the cover
     d = np.linspace(0.1, 0.9, 12)[None, :]  # the embedding ranks it last
@@ -664,5 +732,6 @@ def test_two_chroma_searches_each_propose_candidates_and_share_the_score():
     assert 8 in one and 9 not in one
     # one search given as (1, n) or (n,) scores the same
     np.testing.assert_allclose(R.chroma_search_score(summ[None]), R.chroma_search_score(summ))
-    np.testing.assert_allclose(R.first_stage_distances(d, both, cfg),
-                               -R.fuse(d, (R.zscore(votes) + R.zscore(-summ)) / 2, 0.9))
+    np.testing.assert_allclose(
+        R.first_stage_distances(d, both, cfg), -R.fuse(d, (R.zscore(votes) + R.zscore(-summ)) / 2, 0.9)
+    )

@@ -106,16 +106,49 @@ def test_identify_shortlist_growth_can_be_fixed_or_forced(catalogue, tmp_path, c
     monkeypatch.setattr(R, "qmax_scores", lambda q, refs, *a: aligned.append(len(refs)) or qmax(q, refs, *a))
     # never grow: 2 aligned; grow from 1 recording on: ceil(2 sqrt(5)) -> all 5 works
     for grow, want in (("0", 2), ("1", 5)):
-        assert main(["identify", str(path), "--index", str(index_dir), "--json", "--rerank", "2",
-                     "--rerank-grow-after", grow], exit=False) == 0
+        assert (
+            main(
+                [
+                    "identify",
+                    str(path),
+                    "--index",
+                    str(index_dir),
+                    "--json",
+                    "--rerank",
+                    "2",
+                    "--rerank-grow-after",
+                    grow,
+                ],
+                exit=False,
+            )
+            == 0
+        )
         assert json.loads(capsys.readouterr().out)[0]["matches"][0]["work"] == "work3"
         assert aligned.pop() == want and not aligned
-    assert main(["identify", str(path), "--index", str(index_dir), "--rerank-grow-after", "-1"],
-                exit=False) != 0
+    assert (
+        main(["identify", str(path), "--index", str(index_dir), "--rerank-grow-after", "-1"], exit=False) != 0
+    )
     assert "grow_after must be >= 0" in capsys.readouterr().err
     # one recording aligned per work (this catalogue holds one of each): the same answer
-    assert main(["identify", str(path), "--index", str(index_dir), "--json", "--rerank", "2",
-                 "--rerank-grow-after", "0", "--rerank-versions", "1"], exit=False) == 0
+    assert (
+        main(
+            [
+                "identify",
+                str(path),
+                "--index",
+                str(index_dir),
+                "--json",
+                "--rerank",
+                "2",
+                "--rerank-grow-after",
+                "0",
+                "--rerank-versions",
+                "1",
+            ],
+            exit=False,
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)[0]["matches"][0]["work"] == "work3"
     assert aligned.pop() == 2 and not aligned
     with pytest.raises(SystemExit):

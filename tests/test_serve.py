@@ -52,8 +52,16 @@ def test_identify_m4a_gives_identify_json(engine, tmp_path):
     assert {"query", "verdict", "error", "matches", "duration_s"} <= set(body)
     assert body["query"] == "query.m4a" and body["error"] is None
     assert body["matches"][0]["work"] == "work2"
-    assert set(body["matches"][0]) == {"work", "track_id", "score", "query_offset_s", "ref_offset_s",
-                                       "probability", "p_value", "alignment"}
+    assert set(body["matches"][0]) == {
+        "work",
+        "track_id",
+        "score",
+        "query_offset_s",
+        "ref_offset_s",
+        "probability",
+        "p_value",
+        "alignment",
+    }
     ref = identify(engine.index, load_model(DEFAULT_MODEL), [path])[0]  # in-process, same file
     got = {m["work"]: m["score"] for m in body["matches"]}
     assert got.keys() == {m.work for m in ref.matches}  # the same works, nearly the same scores
@@ -69,11 +77,21 @@ def test_rerank_per_request_and_as_the_service_default(engine, tmp_path):
     sf.write(path, tune(3, 25.0, take=2), SR)
     lm = load_model(DEFAULT_MODEL)
     with client(engine) as c:
-        assert c.get("/health").json()["search"] == {"rerank": 5, "rerank_grow_after": 450,
-                                                     "rerank_versions": 3}
-        bodies = {k: c.post("/identify", params=p, files={"file": ("q.wav", path.read_bytes(), "audio/wav")})
-                  for k, p in (("on", {}), ("off", {"rerank": 0}), ("one", {"rerank_versions": 1}),
-                               ("bad", {"rerank": -1}), ("bad_v", {"rerank_versions": 0}))}
+        assert c.get("/health").json()["search"] == {
+            "rerank": 5,
+            "rerank_grow_after": 450,
+            "rerank_versions": 3,
+        }
+        bodies = {
+            k: c.post("/identify", params=p, files={"file": ("q.wav", path.read_bytes(), "audio/wav")})
+            for k, p in (
+                ("on", {}),
+                ("off", {"rerank": 0}),
+                ("one", {"rerank_versions": 1}),
+                ("bad", {"rerank": -1}),
+                ("bad_v", {"rerank_versions": 0}),
+            )
+        }
     assert bodies["bad"].status_code == 422 and "rerank" in bodies["bad"].text
     assert bodies["bad_v"].status_code == 422 and "rerank_versions" in bodies["bad_v"].text
     for key, rerank, versions in (("on", None, None), ("off", 0, None), ("one", None, 1)):
@@ -89,8 +107,9 @@ def test_rerank_per_request_and_as_the_service_default(engine, tmp_path):
             assert c.get("/health").json()["search"]["rerank"] == 0
             r = c.post("/identify", files={"file": ("q.wav", path.read_bytes(), "audio/wav")}).json()
             assert r["search"]["rerank"] == 0 and r["matches"] == bodies["off"].json()["matches"]
-            r = c.post("/identify", params={"rerank": 3},
-                       files={"file": ("q.wav", path.read_bytes(), "audio/wav")}).json()
+            r = c.post(
+                "/identify", params={"rerank": 3}, files={"file": ("q.wav", path.read_bytes(), "audio/wav")}
+            ).json()
             assert r["search"]["rerank"] == 3
     finally:
         off.close()
@@ -102,8 +121,11 @@ def test_rerank_per_request_and_as_the_service_default(engine, tmp_path):
 
 def test_segments_through_the_api(engine):
     with client(engine) as c:
-        r = c.post("/identify", params={"segments": "true"},
-                   files={"file": ("medley.flac", wav_bytes(medley((3, 0, 4)), "FLAC"), "audio/flac")})
+        r = c.post(
+            "/identify",
+            params={"segments": "true"},
+            files={"file": ("medley.flac", wav_bytes(medley((3, 0, 4)), "FLAC"), "audio/flac")},
+        )
     assert r.status_code == 200, r.text
     assert [s["work"] for s in r.json()["segments"]] == ["work3", "work0", "work4"]
 
@@ -129,12 +151,15 @@ def test_catalogue_reads_health_and_docs(engine):
         assert c.post("/tracks", files={"file": ("a.wav", b"x", "audio/wav")}).status_code in (404, 405)
 
 
-@pytest.mark.parametrize("name,data,ctype,status,words", [
-    ("notes.txt", b"hello", "text/plain", 415, "expected an audio file"),
-    ("fake.wav", b"this is not audio" * 50, "audio/wav", 422, "fake.wav: cannot decode"),
-    ("empty.mp3", b"", "audio/mpeg", 422, "empty upload"),
-    ("cut.wav", None, "audio/wav", 422, "too short"),
-])
+@pytest.mark.parametrize(
+    "name,data,ctype,status,words",
+    [
+        ("notes.txt", b"hello", "text/plain", 415, "expected an audio file"),
+        ("fake.wav", b"this is not audio" * 50, "audio/wav", 422, "fake.wav: cannot decode"),
+        ("empty.mp3", b"", "audio/mpeg", 422, "empty upload"),
+        ("cut.wav", None, "audio/wav", 422, "too short"),
+    ],
+)
 def test_bad_input_gets_4xx_naming_the_problem(engine, name, data, ctype, status, words):
     if data is None:
         data = wav_bytes(np.zeros(100, np.float32))  # less than one frame
@@ -173,13 +198,20 @@ def test_token_protects_reads_and_writes(engine, tmp_path):
         r = c.post("/tracks", data=form, files={"file": ("w7.wav", new, "audio/wav")}, headers=auth)
         assert r.status_code == 201, r.text
         assert r.json()["work"] == "work7" and r.json()["audio_url"] == "/tracks/w7/audio"
-        bad = c.post("/tracks", data={"work": "x", "track_id": "../../etc"}, headers=auth,
-                     files={"file": ("x.wav", new, "audio/wav")})
+        bad = c.post(
+            "/tracks",
+            data={"work": "x", "track_id": "../../etc"},
+            headers=auth,
+            files={"file": ("x.wav", new, "audio/wav")},
+        )
         assert bad.status_code == 422 and "track_id" in bad.json()["detail"]
         again = c.post("/tracks", data=form, files={"file": ("w7.wav", new, "audio/wav")}, headers=auth)
         assert again.status_code == 409
-        q = c.post("/identify", headers=auth,
-                   files={"file": ("q.wav", wav_bytes(tune(7, 20.0, take=1)), "audio/wav")})
+        q = c.post(
+            "/identify",
+            headers=auth,
+            files={"file": ("q.wav", wav_bytes(tune(7, 20.0, take=1)), "audio/wav")},
+        )
         assert q.json()["matches"][0]["work"] == "work7"
     own.close()
     assert CatalogueIndex.load(tmp_path / "index").meta["n_tracks"] == 6  # on disk too
@@ -200,7 +232,9 @@ def test_full_queue_answers_503_with_retry_after(engine, monkeypatch):
         first: dict = {}
 
         def send():
-            first["r"] = httpx.post(f"{url}/identify", files={"file": ("a.wav", body, "audio/wav")}, timeout=60)
+            first["r"] = httpx.post(
+                f"{url}/identify", files={"file": ("a.wav", body, "audio/wav")}, timeout=60
+            )
 
         t = threading.Thread(target=send)
         t.start()

@@ -19,8 +19,16 @@ from coverhunter.serve.engine import Engine
 
 from .serve_fixtures import ROOT, SR, encode, live_server, shared_catalogue, tune
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium() -> str:
@@ -46,12 +54,18 @@ def test_page_identifies_an_uploaded_recording(tmp_path_factory, tmp_path):
     try:
         with live_server(create_app(engine.cfg, engine)) as url, sync_api.sync_playwright() as p:
             browser = p.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path=exe, args=CHROMIUM_ARGS, headless=True,
-                viewport={"width": 1100, "height": 900})
+                str(tmp_path / "profile"),
+                executable_path=exe,
+                args=CHROMIUM_ARGS,
+                headless=True,
+                viewport={"width": 1100, "height": 900},
+            )
             try:
                 page = browser.new_page()
                 page.goto(url + "/")
-                page.wait_for_function("document.getElementById('catalogue').textContent.includes('5 recordings')")
+                page.wait_for_function(
+                    "document.getElementById('catalogue').textContent.includes('5 recordings')"
+                )
                 page.set_input_files("#file", str(query))
                 page.wait_for_selector("#results tbody tr", timeout=60_000)
                 rows = page.locator("#results tbody tr")

@@ -15,8 +15,18 @@ import torch
 
 from coverhunter.audio import peak_normalize
 from coverhunter.config import FeatureConfig, ModelConfig
-from coverhunter.embed import (MinChunkDistance, Windowing, chunk_starts, cut_chunk, distance_matrix,
-                               distances_to, embed_audio_files, embed_chunks, embed_tracks, track_chunks)
+from coverhunter.embed import (
+    MinChunkDistance,
+    Windowing,
+    chunk_starts,
+    cut_chunk,
+    distance_matrix,
+    distances_to,
+    embed_audio_files,
+    embed_chunks,
+    embed_tracks,
+    track_chunks,
+)
 from coverhunter.features import cqt
 from coverhunter.metrics import evaluate_distances, self_exclusion
 from coverhunter.model import CoverHunter
@@ -51,8 +61,9 @@ def test_fast_cqt_within_tolerance_of_float64():
 
 def _model(front_end: str) -> CoverHunter:
     torch.manual_seed(0)
-    return CoverHunter(ModelConfig(d_model=32, n_layers=2, n_heads=2, ffn_dim=64, embed_dim=16,
-                                   front_end=front_end)).eval()
+    return CoverHunter(
+        ModelConfig(d_model=32, n_layers=2, n_heads=2, ffn_dim=64, embed_dim=16, front_end=front_end)
+    ).eval()
 
 
 def _cosines(a, b) -> np.ndarray:
@@ -76,21 +87,26 @@ def test_embed_audio_agrees_with_extract_then_embed(tmp_path, front_end):
         assert [s for _, s in after] == [s for _, s in before]
         assert _cosines([e for e, _ in after], [e for e, _ in before]).min() > min_cos
     arrays = embed_audio_files(model, [load_audio(p) for p in paths], WIN, FeatureConfig())
-    np.testing.assert_array_equal(np.concatenate([e for e, _ in arrays]),
-                                  np.concatenate([e for e, _ in embed_audio_files(model, paths, WIN, FeatureConfig())]))
+    np.testing.assert_array_equal(
+        np.concatenate([e for e, _ in arrays]),
+        np.concatenate([e for e, _ in embed_audio_files(model, paths, WIN, FeatureConfig())]),
+    )
 
 
 def test_embed_chunks_precision_is_checked():
     with pytest.raises(ValueError, match="precision"):
         embed_chunks(_model("cqt"), np.zeros((1, 50, 96), np.float32), precision="int4")
 
+
 def _previous():
     return load_benchmark("eval_reference")
 
 
 def _recordings(rng, n, max_chunks, dim=128, min_chunks=1):
-    return [rng.standard_normal((rng.integers(min_chunks, max_chunks + 1), dim)).astype(np.float32)
-            for _ in range(n)]
+    return [
+        rng.standard_normal((rng.integers(min_chunks, max_chunks + 1), dim)).astype(np.float32)
+        for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -125,7 +141,12 @@ def _random_case(seed):
 def _same_report(a, b):
     assert a.per_query_ap == b.per_query_ap and a.per_query_rank1 == b.per_query_rank1
     assert (a.map, a.top10, a.hit_rate, a.n_queries, a.n_without_relevant) == (
-        b.map, b.top10, b.hit_rate, b.n_queries, b.n_without_relevant)
+        b.map,
+        b.top10,
+        b.hit_rate,
+        b.n_queries,
+        b.n_without_relevant,
+    )
     assert a.mr1 == b.mr1 or (np.isnan(a.mr1) and np.isnan(b.mr1))
 
 
@@ -134,11 +155,15 @@ def _same_report(a, b):
 def test_metrics_identical_to_previous(seed, block):
     d, q, r, drop = _random_case(seed)
     prev = _previous()
-    _same_report(evaluate_distances(d, q, r, exclude=drop, block=block),
-                 prev.evaluate_distances(d, q, r, exclude=drop, block=block))
+    _same_report(
+        evaluate_distances(d, q, r, exclude=drop, block=block),
+        prev.evaluate_distances(d, q, r, exclude=drop, block=block),
+    )
     dneg = np.where(drop, -1.0, d)
-    _same_report(evaluate_distances(dneg, q, r, mode="original", topk=5, block=block),
-                 prev.evaluate_distances(dneg, q, r, mode="original", topk=5, block=block))
+    _same_report(
+        evaluate_distances(dneg, q, r, mode="original", topk=5, block=block),
+        prev.evaluate_distances(dneg, q, r, mode="original", topk=5, block=block),
+    )
 
 
 def test_self_query_metrics_identical_to_previous():
@@ -146,8 +171,10 @@ def test_self_query_metrics_identical_to_previous():
     embs = _recordings(rng, 60, 4, dim=16)
     labels = np.arange(60) // 4
     d = distance_matrix(embs, embs)
-    _same_report(evaluate_distances(d, labels, labels, block=16),
-                 _previous().evaluate_distances(d, labels, labels, exclude=self_exclusion(60), block=16))
+    _same_report(
+        evaluate_distances(d, labels, labels, block=16),
+        _previous().evaluate_distances(d, labels, labels, exclude=self_exclusion(60), block=16),
+    )
 
 
 def test_user_mask_is_not_modified():

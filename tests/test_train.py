@@ -56,8 +56,11 @@ def test_resume_is_exact_and_runs_repeat(tmp_path):
 def test_early_stopping(tmp_path):
     data = make_feature_lists(tmp_path / "data")
     exp = make_experiment(tmp_path / "exp", data)
-    r = train(exp, overrides=["optim.learning_rate=0.0", "optim.min_lr=0.0", "optim.patience=1",
-                              "optim.max_epochs=5"], verbose=False)
+    r = train(
+        exp,
+        overrides=["optim.learning_rate=0.0", "optim.min_lr=0.0", "optim.patience=1", "optim.max_epochs=5"],
+        verbose=False,
+    )
     assert r.epochs_run == 2  # epoch 1 did not improve on epoch 0
 
 

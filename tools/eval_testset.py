@@ -20,12 +20,18 @@ if __name__ == "__main__":
     p.add_argument("--output", default=None)
     p.add_argument("--mode", choices=["standard", "original"], default="standard")
     p.add_argument("--device", default=None)
-    p.add_argument("--rerank", type=int, default=0, metavar="K",
-                   help="two-stage search: re-order each query's top K by chroma alignment "
-                        "(coverhunter.rerank; 0 = the model alone, as the original evaluates)")
+    p.add_argument(
+        "--rerank",
+        type=int,
+        default=0,
+        metavar="K",
+        help="two-stage search: re-order each query's top K by chroma alignment "
+        "(coverhunter.rerank; 0 = the model alone, as the original evaluates)",
+    )
     a = p.parse_args()
-    out = a.output or str((Path(a.model_dir) if Path(a.model_dir).is_dir()
-                           else Path(a.model_dir).parent) / "eval_results.json")
+    out = a.output or str(
+        (Path(a.model_dir) if Path(a.model_dir).is_dir() else Path(a.model_dir).parent) / "eval_results.json"
+    )
     argv = ["evaluate", a.model_dir, a.query_path, a.ref_path, "--output", out, "--mode", a.mode]
     if a.query_in_ref_path:
         argv += ["--query-in-ref", a.query_in_ref_path]

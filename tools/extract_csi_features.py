@@ -18,8 +18,14 @@ if __name__ == "__main__":
     p.add_argument("--end_stage", type=int, default=100, help="ignored (kept for compatibility)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--rank", type=int, default=None, help="this process's slice (default: $RANK)")
-    p.add_argument("--world-size", "--world_size", dest="world_size", type=int, default=None,
-                   help="processes sharing the dataset (default: $WORLD_SIZE, else 1)")
+    p.add_argument(
+        "--world-size",
+        "--world_size",
+        dest="world_size",
+        type=int,
+        default=None,
+        help="processes sharing the dataset (default: $WORLD_SIZE, else 1)",
+    )
     a = p.parse_args()
     argv = ["extract", a.feat_dir]
     for flag, value in (("--workers", a.workers), ("--rank", a.rank), ("--world-size", a.world_size)):

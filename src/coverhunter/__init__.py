@@ -17,11 +17,22 @@ import importlib
 # The public names load their modules on first use (PEP 562), so ``import coverhunter`` and
 # the training path need neither the audio stack (soundfile, soxr) nor faiss: a GPU machine
 # that trains from features has only numpy, torch, pyyaml and tqdm.
-_LAZY = {"LoadedModel": "checkpoint", "load_model": "checkpoint", "Config": "config",
-         "load_config": "config", "Track": "dataset", "read_dataset": "dataset",
-         "write_dataset": "dataset", "cqt": "features", "CatalogueIndex": "index",
-         "Match": "index", "build_index": "index", "identify": "index",
-         "EvalReport": "metrics", "evaluate_distances": "metrics"}
+_LAZY = {
+    "LoadedModel": "checkpoint",
+    "load_model": "checkpoint",
+    "Config": "config",
+    "load_config": "config",
+    "Track": "dataset",
+    "read_dataset": "dataset",
+    "write_dataset": "dataset",
+    "cqt": "features",
+    "CatalogueIndex": "index",
+    "Match": "index",
+    "build_index": "index",
+    "identify": "index",
+    "EvalReport": "metrics",
+    "evaluate_distances": "metrics",
+}
 
 
 def __getattr__(name: str):
@@ -33,7 +44,8 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
-def embed_audio(lm: "LoadedModel", audio, device="cpu"):  # noqa: F821
+
+def embed_audio(lm: LoadedModel, audio, device="cpu"):  # noqa: F821
     """Chunk embeddings of a recording (path, or Track with features) with ``lm``.
 
     Returns
@@ -47,6 +59,21 @@ def embed_audio(lm: "LoadedModel", audio, device="cpu"):  # noqa: F821
     return embed_recording(lm, audio, windowing(lm.config), device)
 
 
-__all__ = ["load_model", "embed_audio", "cqt", "Config", "load_config", "Track", "read_dataset",
-           "write_dataset", "CatalogueIndex", "Match", "build_index", "identify", "EvalReport",
-           "evaluate_distances", "LoadedModel", "__version__"]
+__all__ = [
+    "load_model",
+    "embed_audio",
+    "cqt",
+    "Config",
+    "load_config",
+    "Track",
+    "read_dataset",
+    "write_dataset",
+    "CatalogueIndex",
+    "Match",
+    "build_index",
+    "identify",
+    "EvalReport",
+    "evaluate_distances",
+    "LoadedModel",
+    "__version__",
+]

@@ -86,8 +86,14 @@ def chunk_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 1.0 - l2_normalise(a) @ l2_normalise(b).T
 
 
-def align_tracks(lm: LoadedModel, tracks: list[Track], cfg: AlignConfig | None = None, *,
-                 device="cpu", verbose: bool = True) -> list[dict]:
+def align_tracks(
+    lm: LoadedModel,
+    tracks: list[Track],
+    cfg: AlignConfig | None = None,
+    *,
+    device="cpu",
+    verbose: bool = True,
+) -> list[dict]:
     """Alignment records for every ordered pair of versions of each work in ``tracks``."""
     cfg = cfg or AlignConfig()
     inp = model_input(lm.config)  # the CQT, or the fine chroma beside it
@@ -96,9 +102,16 @@ def align_tracks(lm: LoadedModel, tracks: list[Track], cfg: AlignConfig | None =
     by_work: dict[str, list[int]] = {}
     for i, t in enumerate(tracks):
         by_work.setdefault(t.work, []).append(i)
-    embs = embed_tracks(lm.model, [inp.source(t.feat) for t in tracks], win, device=device,
-                        batch_size=lm.config.eval.batch_size, verbose=verbose, desc="embed",
-                        load=inp.loader())
+    embs = embed_tracks(
+        lm.model,
+        [inp.source(t.feat) for t in tracks],
+        win,
+        device=device,
+        batch_size=lm.config.eval.batch_size,
+        verbose=verbose,
+        desc="embed",
+        load=inp.loader(),
+    )
     records = []
     works = [w for w, ids in by_work.items() if len(ids) > 1]
     for w in tqdm(works, desc="align", unit="work", disable=not verbose):
@@ -110,12 +123,23 @@ def align_tracks(lm: LoadedModel, tracks: list[Track], cfg: AlignConfig | None =
                 d = chunk_distances(ei, ej)
                 path = align_path(d, cfg.jump)
                 limit = np.quantile(d, cfg.keep_quantile, axis=1)
-                pairs = [[round(si[a] / fps, 3), round(sj[b] / fps, 3), round(float(d[a, b]), 4)]
-                         for a, b in enumerate(path) if d[a, b] <= limit[a]]
+                pairs = [
+                    [round(si[a] / fps, 3), round(sj[b] / fps, 3), round(float(d[a, b]), 4)]
+                    for a, b in enumerate(path)
+                    if d[a, b] <= limit[a]
+                ]
                 shift = float(np.median([p[0] - p[1] for p in pairs])) if pairs else 0.0
-                records.append({"utt_i": tracks[i].track_id, "utt_j": tracks[j].track_id,
-                                "work": w, "chunk_s": cfg.chunk_s, "hop_s": cfg.hop_s,
-                                "pairs": pairs, "shift_s_i_to_j": round(shift, 3)})
+                records.append(
+                    {
+                        "utt_i": tracks[i].track_id,
+                        "utt_j": tracks[j].track_id,
+                        "work": w,
+                        "chunk_s": cfg.chunk_s,
+                        "hop_s": cfg.hop_s,
+                        "pairs": pairs,
+                        "shift_s_i_to_j": round(shift, 3),
+                    }
+                )
     return records
 
 
@@ -134,14 +158,16 @@ def read_alignment(path: str | Path) -> dict[str, dict[str, list[tuple[float, fl
             r = json.loads(line)
             half = float(r["chunk_s"]) / 2
             out.setdefault(r["utt_i"], {})[r["utt_j"]] = [
-                (float(a) + half, float(b) + half) for a, b, *_ in r["pairs"]]
+                (float(a) + half, float(b) + half) for a, b, *_ in r["pairs"]
+            ]
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path} line {n}: not an alignment record ({e})") from e
     return out
 
 
-def plot_alignment(lm: LoadedModel, a: Track, b: Track, path: str | Path,
-                   cfg: AlignConfig | None = None) -> Path:
+def plot_alignment(
+    lm: LoadedModel, a: Track, b: Track, path: str | Path, cfg: AlignConfig | None = None
+) -> Path:
     """PNG of the chunk distance matrix of two recordings with the path found through it."""
     from .plots import _pyplot
 
@@ -149,8 +175,9 @@ def plot_alignment(lm: LoadedModel, a: Track, b: Track, path: str | Path,
     inp = model_input(lm.config)
     fps = inp.frames_per_second
     win = Windowing.from_config(cfg, fps, lm.config.data.mean_size, inp.pad_value)
-    (ea, sa), (eb, sb) = embed_tracks(lm.model, [inp.source(a.feat), inp.source(b.feat)], win,
-                                      load=inp.loader())
+    (ea, sa), (eb, sb) = embed_tracks(
+        lm.model, [inp.source(a.feat), inp.source(b.feat)], win, load=inp.loader()
+    )
     d = chunk_distances(ea, eb)
     p = align_path(d, cfg.jump)
     plt = _pyplot()
@@ -169,8 +196,15 @@ def plot_alignment(lm: LoadedModel, a: Track, b: Track, path: str | Path,
     return Path(path)
 
 
-def run_alignment(model: str | Path, data_path: str | Path, output: str | Path, *,
-                  cfg: AlignConfig | None = None, device=None, verbose: bool = True) -> list[dict]:
+def run_alignment(
+    model: str | Path,
+    data_path: str | Path,
+    output: str | Path,
+    *,
+    cfg: AlignConfig | None = None,
+    device=None,
+    verbose: bool = True,
+) -> list[dict]:
     """Align every work of a list (with features) using a trained model; write the file."""
     from .checkpoint import load_model
     from .dataset import read_dataset
@@ -182,6 +216,11 @@ def run_alignment(model: str | Path, data_path: str | Path, output: str | Path, 
     records = align_tracks(lm, tracks, cfg, device=dev, verbose=verbose)
     write_alignment(records, output)
     n_pairs = sum(len(r["pairs"]) for r in records)
-    log.info("aligned %d version pairs (%d chunk matches) of %d works -> %s", len(records), n_pairs,
-             len({r["work"] for r in records}), output)
+    log.info(
+        "aligned %d version pairs (%d chunk matches) of %d works -> %s",
+        len(records),
+        n_pairs,
+        len({r["work"] for r in records}),
+        output,
+    )
     return records

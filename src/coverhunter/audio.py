@@ -26,8 +26,27 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # Hz, the rate every feature is computed at
 SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
-PYAV_EXTS = {".m4a", ".aac", ".mp4", ".m4b", ".webm", ".weba", ".mka", ".mkv", ".wma", ".ac3",
-             ".amr", ".caf", ".alac", ".ape", ".wv", ".mp2", ".oga", ".spx", ".au"}
+PYAV_EXTS = {
+    ".m4a",
+    ".aac",
+    ".mp4",
+    ".m4b",
+    ".webm",
+    ".weba",
+    ".mka",
+    ".mkv",
+    ".wma",
+    ".ac3",
+    ".amr",
+    ".caf",
+    ".alac",
+    ".ape",
+    ".wv",
+    ".mp2",
+    ".oga",
+    ".spx",
+    ".au",
+}
 AUDIO_EXTS = SOUNDFILE_EXTS | PYAV_EXTS  # what a folder scan picks up
 BLOCK_S = 30.0  # seconds per block when reading in blocks
 
@@ -73,9 +92,13 @@ def check_wav_truncation(path: str | Path) -> str | None:
                 if n in (0, 0xFFFFFFFF) or n <= held:
                     return None
                 if byte_rate:
-                    return (f"{path}: truncated WAV: the header announces {n / byte_rate:.2f} s of "
-                            f"audio, the file holds {held / byte_rate:.2f} s")
-                return f"{path}: truncated WAV: the header announces {n} bytes of audio, the file holds {held}"
+                    return (
+                        f"{path}: truncated WAV: the header announces {n / byte_rate:.2f} s of "
+                        f"audio, the file holds {held / byte_rate:.2f} s"
+                    )
+                return (
+                    f"{path}: truncated WAV: the header announces {n} bytes of audio, the file holds {held}"
+                )
     except OSError:
         return None
 
@@ -169,8 +192,12 @@ def _mono(y: np.ndarray) -> np.ndarray:
 # public API
 
 
-def iter_audio_blocks(path: str | Path, sample_rate: int = SAMPLE_RATE, block_s: float = BLOCK_S,
-                      max_seconds: float | None = None) -> Iterator[np.ndarray]:
+def iter_audio_blocks(
+    path: str | Path,
+    sample_rate: int = SAMPLE_RATE,
+    block_s: float = BLOCK_S,
+    max_seconds: float | None = None,
+) -> Iterator[np.ndarray]:
     """Read a recording block by block as float32 mono at ``sample_rate``.
 
     Parameters

@@ -108,12 +108,21 @@ def identify_batch(files: list[Path], output: Path, answer: Callable[[Path], dic
         for i, path in enumerate(files, 1):
             key, stamp = str(path.resolve()), _stamp(path)
             old = done.get(key)
-            if old and not old.get("error") and stamp and [old.get("size"), old.get("mtime_ns")] == list(stamp):
+            if (
+                old
+                and not old.get("error")
+                and stamp
+                and [old.get("size"), old.get("mtime_ns")] == list(stamp)
+            ):
                 report.skipped += 1
                 continue
             rec = answer(path)
-            rec = {"path": key, "size": stamp[0] if stamp else None,
-                   "mtime_ns": stamp[1] if stamp else None, **rec}
+            rec = {
+                "path": key,
+                "size": stamp[0] if stamp else None,
+                "mtime_ns": stamp[1] if stamp else None,
+                **rec,
+            }
             out.write(json.dumps(rec) + "\n")
             out.flush()
             os.fsync(out.fileno())

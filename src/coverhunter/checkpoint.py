@@ -35,11 +35,28 @@ class LoadedModel:
     summary_projection: object = None
 
 
-def save_checkpoint(path: Path, *, config: Config, model: torch.nn.Module, loss: torch.nn.Module,
-                    optimizer=None, step: int = 0, epoch: int = 0, works=(), extra=None) -> None:
+def save_checkpoint(
+    path: Path,
+    *,
+    config: Config,
+    model: torch.nn.Module,
+    loss: torch.nn.Module,
+    optimizer=None,
+    step: int = 0,
+    epoch: int = 0,
+    works=(),
+    extra=None,
+) -> None:
     """Write a checkpoint that holds everything needed to rebuild, resume and use the model."""
-    state = {"format": FORMAT, "config": to_dict(config), "model": model.state_dict(),
-             "loss": loss.state_dict(), "step": step, "epoch": epoch, "works": list(works)}
+    state = {
+        "format": FORMAT,
+        "config": to_dict(config),
+        "model": model.state_dict(),
+        "loss": loss.state_dict(),
+        "step": step,
+        "epoch": epoch,
+        "works": list(works),
+    }
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     state.update(extra or {})
@@ -69,8 +86,11 @@ def find_checkpoint(path: str | Path) -> Path:
     for cand in ("model.pt", "checkpoints/best.pt", "checkpoints/last.pt"):
         if (path / cand).is_file():
             if cand == "checkpoints/last.pt":
-                log.warning("%s: no checkpoints/best.pt; using checkpoints/last.pt (the latest "
-                            "epoch, not necessarily the best)", path)
+                log.warning(
+                    "%s: no checkpoints/best.pt; using checkpoints/last.pt (the latest "
+                    "epoch, not necessarily the best)",
+                    path,
+                )
             return path / cand
     for sub in ("pt_model", "checkpoints"):
         found = _latest_original(path / sub)
@@ -138,8 +158,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
 def export_model(src: str | Path, dst: str | Path, half: bool = True) -> Path:
     """Write an inference-only copy (config + weights, float16 by default) of a checkpoint."""
     lm = load_model(src)
-    sd = {k: (v.half() if half and v.is_floating_point() else v)
-          for k, v in lm.model.state_dict().items()}
+    sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in lm.model.state_dict().items()}
     state = {"format": FORMAT, "config": to_dict(lm.config), "model": sd, "works": lm.works}
     if lm.summary_projection is not None:
         state["summary_projection"] = _projection_state(lm.summary_projection)
@@ -163,6 +182,13 @@ def attach_summary_projection(path: str | Path, proj) -> Path:
     return path
 
 
-__all__ = ["LoadedModel", "save_checkpoint", "load_model", "find_checkpoint", "export_model",
-           "attach_summary_projection", "load_failure",
-           "from_dict"]
+__all__ = [
+    "LoadedModel",
+    "save_checkpoint",
+    "load_model",
+    "find_checkpoint",
+    "export_model",
+    "attach_summary_projection",
+    "load_failure",
+    "from_dict",
+]

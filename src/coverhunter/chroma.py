@@ -70,8 +70,9 @@ def spec_views(spec: str) -> tuple[str, ...]:
     views = tuple(spec.split("|"))
     bad = [v for v in views if v != CQT_VIEW and v not in VIEWS]
     if bad or not spec:
-        raise ValueError(f"unknown chroma view(s) {bad or [spec]} in {spec!r}; "
-                         f"known: {[CQT_VIEW, *sorted(VIEWS)]}")
+        raise ValueError(
+            f"unknown chroma view(s) {bad or [spec]} in {spec!r}; known: {[CQT_VIEW, *sorted(VIEWS)]}"
+        )
     return views
 
 
@@ -102,7 +103,7 @@ def view_of(chroma: np.ndarray, position: int) -> np.ndarray:
     x = np.asarray(chroma)
     if x.ndim != 2 or x.shape[1] % 12 or not 0 <= position < x.shape[1] // 12:
         raise ValueError(f"no view {position} in a chroma of shape {x.shape}")
-    return x[:, 12 * position:12 * (position + 1)]
+    return x[:, 12 * position : 12 * (position + 1)]
 
 
 def spec_chroma(spec: str, cqt_db: np.ndarray | None, fine: dict[str, np.ndarray]) -> np.ndarray:
@@ -124,8 +125,10 @@ def spec_chroma(spec: str, cqt_db: np.ndarray | None, fine: dict[str, np.ndarray
                 raise ValueError(f"chroma {spec!r} needs the recording's CQT")
             parts.append(chroma_from_cqt(np.asarray(cqt_db)))
         elif v not in fine:
-            raise ValueError(f"chroma {spec!r} needs the fine view {v!r} (computed from the audio "
-                             f"or stored beside the CQT by extract), which is missing")
+            raise ValueError(
+                f"chroma {spec!r} needs the fine view {v!r} (computed from the audio "
+                f"or stored beside the CQT by extract), which is missing"
+            )
         else:
             parts.append(fine[v])
     return parts[0] if len(parts) == 1 else stack_views(parts)
@@ -177,9 +180,15 @@ def fine_cqt(y: np.ndarray, sample_rate: int = SAMPLE_RATE, tuning: float | None
     n_frames = 1 + len(y) // HOP_LENGTH
     # the lowest octave's filters span about 1.6 s: shorter signals are padded with silence
     y = np.pad(y, (0, max(0, int(MIN_SECONDS * sample_rate) - len(y))))
-    c = librosa.cqt(y, sr=sample_rate, hop_length=HOP_LENGTH, fmin=librosa.note_to_hz("C1"),
-                    n_bins=BINS_PER_OCTAVE * N_OCTAVES, bins_per_octave=BINS_PER_OCTAVE,
-                    tuning=tuning)
+    c = librosa.cqt(
+        y,
+        sr=sample_rate,
+        hop_length=HOP_LENGTH,
+        fmin=librosa.note_to_hz("C1"),
+        n_bins=BINS_PER_OCTAVE * N_OCTAVES,
+        bins_per_octave=BINS_PER_OCTAVE,
+        tuning=tuning,
+    )
     return np.abs(c).T[:n_frames].astype(np.float32)
 
 
@@ -188,9 +197,10 @@ def _fold_matrix(lowest_octave: int) -> np.ndarray:
     import librosa
 
     n_bins = BINS_PER_OCTAVE * (N_OCTAVES - lowest_octave)
-    fmin = librosa.note_to_hz("C1") * 2.0 ** lowest_octave
-    return librosa.filters.cq_to_chroma(n_bins, bins_per_octave=BINS_PER_OCTAVE, n_chroma=12,
-                                        fmin=fmin).T.astype(np.float32)
+    fmin = librosa.note_to_hz("C1") * 2.0**lowest_octave
+    return librosa.filters.cq_to_chroma(
+        n_bins, bins_per_octave=BINS_PER_OCTAVE, n_chroma=12, fmin=fmin
+    ).T.astype(np.float32)
 
 
 def fold(cqt_mag: np.ndarray, view: ChromaView, block: int = BLOCK) -> np.ndarray:
@@ -210,17 +220,19 @@ def fold(cqt_mag: np.ndarray, view: ChromaView, block: int = BLOCK) -> np.ndarra
     """
     x = np.asarray(cqt_mag, np.float32)
     if x.ndim != 2 or x.shape[1] != BINS_PER_OCTAVE * N_OCTAVES or len(x) == 0:
-        raise ValueError(f"expected a fine CQT of shape (frames > 0, {BINS_PER_OCTAVE * N_OCTAVES}), "
-                         f"got {x.shape}")
+        raise ValueError(
+            f"expected a fine CQT of shape (frames > 0, {BINS_PER_OCTAVE * N_OCTAVES}), got {x.shape}"
+        )
     if not 0 <= view.lowest_octave < N_OCTAVES or view.power <= 0:
         raise ValueError(f"bad chroma view {view}")
-    x = x[:, view.lowest_octave * BINS_PER_OCTAVE:]
+    x = x[:, view.lowest_octave * BINS_PER_OCTAVE :]
     if view.power != 1.0:
-        x = x ** view.power
+        x = x**view.power
     avg = block_mean(x @ _fold_matrix(view.lowest_octave), block)  # (frames / block, 12)
     peak = avg.max(axis=1, keepdims=True)
-    return np.where(peak > 1e-9 * max(float(peak.max()), 1e-30), avg / np.maximum(peak, 1e-30),
-                    0.0).astype(np.float32)
+    return np.where(peak > 1e-9 * max(float(peak.max()), 1e-30), avg / np.maximum(peak, 1e-30), 0.0).astype(
+        np.float32
+    )
 
 
 def audio_chroma(y: np.ndarray, views=("c3",), sample_rate: int = SAMPLE_RATE) -> dict[str, np.ndarray]:
@@ -250,7 +262,7 @@ def chroma_path(feat_path) -> Path:
     """Where a recording's stored chroma lives: beside its CQT file (``x.cqt.npy`` ->
     ``x.chroma.npz``)."""
     p = Path(feat_path)
-    stem = p.name[:-len(".cqt.npy")] if p.name.endswith(".cqt.npy") else p.stem
+    stem = p.name[: -len(".cqt.npy")] if p.name.endswith(".cqt.npy") else p.stem
     return p.with_name(f"{stem}.chroma.npz")
 
 
@@ -321,7 +333,7 @@ class ChromaStream:
         self._buf = np.concatenate([self._buf, np.asarray(y, np.float32).ravel()])
         self._n += len(np.ravel(y))
         if self._tuning is None and self._n >= TUNING_S * SAMPLE_RATE:
-            self._tuning = estimate_tuning(self._buf[:int(TUNING_S * SAMPLE_RATE)])
+            self._tuning = estimate_tuning(self._buf[: int(TUNING_S * SAMPLE_RATE)])
         while self._n - self._start >= self._stretch + self._context and self._tuning is not None:
             self._analyse(self._stretch)
 
@@ -334,7 +346,7 @@ class ChromaStream:
         if length is None:
             frames = c[first:]
         else:
-            frames = c[first:first + length // HOP_LENGTH]
+            frames = c[first : first + length // HOP_LENGTH]
         for v in self.views:
             self._parts[v].append(fold(frames, VIEWS[v]))
         if length is not None:
@@ -352,6 +364,25 @@ class ChromaStream:
         return {v: np.concatenate(p) for v, p in self._parts.items()}
 
 
-__all__ = ["CHROMA_SPEC", "CQT_VIEW", "SEARCH_VIEW", "search_view", "view_of", "spec_views", "fine_views", "spec_chroma", "ChromaView", "VIEWS", "FRAMES_PER_SECOND", "BINS_PER_OCTAVE", "estimate_tuning",
-           "fine_cqt", "fold", "audio_chroma", "ChromaStream", "chroma_path", "save_chroma",
-           "load_chroma"]
+__all__ = [
+    "CHROMA_SPEC",
+    "CQT_VIEW",
+    "SEARCH_VIEW",
+    "search_view",
+    "view_of",
+    "spec_views",
+    "fine_views",
+    "spec_chroma",
+    "ChromaView",
+    "VIEWS",
+    "FRAMES_PER_SECOND",
+    "BINS_PER_OCTAVE",
+    "estimate_tuning",
+    "fine_cqt",
+    "fold",
+    "audio_chroma",
+    "ChromaStream",
+    "chroma_path",
+    "save_chroma",
+    "load_chroma",
+]

@@ -67,9 +67,15 @@ LEGACY_CHROMA_PARAMS = (0, 1.0)
 # chroma
 
 
-def chroma_from_cqt(cqt_db: np.ndarray, *, block: int = BLOCK, bins_per_octave: int = 12,
-                    floor_db: float = -70.0, lowest_octave: int = LOWEST_OCTAVE,
-                    power: float = CHROMA_POWER) -> np.ndarray:
+def chroma_from_cqt(
+    cqt_db: np.ndarray,
+    *,
+    block: int = BLOCK,
+    bins_per_octave: int = 12,
+    floor_db: float = -70.0,
+    lowest_octave: int = LOWEST_OCTAVE,
+    power: float = CHROMA_POWER,
+) -> np.ndarray:
     """Block-averaged, max-normalised chroma of a CQT.
 
     Parameters
@@ -99,11 +105,12 @@ def chroma_from_cqt(cqt_db: np.ndarray, *, block: int = BLOCK, bins_per_octave: 
         raise ValueError(f"expected a CQT of shape (frames, bins) with frames > 0, got {x.shape}")
     n_oct = x.shape[1] // N_CHROMA
     if not 0 <= lowest_octave < n_oct:
-        raise ValueError(f"lowest_octave must be in [0, {n_oct}) for a CQT of {x.shape[1]} bins, "
-                         f"got {lowest_octave}")
+        raise ValueError(
+            f"lowest_octave must be in [0, {n_oct}) for a CQT of {x.shape[1]} bins, got {lowest_octave}"
+        )
     if power <= 0:
         raise ValueError(f"chroma power must be > 0, got {power}")
-    x = x[:, lowest_octave * N_CHROMA:n_oct * N_CHROMA]
+    x = x[:, lowest_octave * N_CHROMA : n_oct * N_CHROMA]
     # dB / 20 * power: the magnitude raised to `power` in one exponential
     mag = np.where(x > floor_db, 10.0 ** (x * (power / 20.0)), 0.0)
     fold = mag.reshape(len(x), n_oct - lowest_octave, N_CHROMA).sum(1)  # (frames, 12)
@@ -157,8 +164,9 @@ def patch_2dftm(patches: np.ndarray) -> np.ndarray:
     return np.abs(np.fft.rfft2(patches, axes=(-2, -1)))
 
 
-def fourier_summary(chroma: np.ndarray, *, patch: int = 75, power: float = 1.96,
-                    hop: int = 1, max_patches: int = 1000) -> np.ndarray:
+def fourier_summary(
+    chroma: np.ndarray, *, patch: int = 75, power: float = 1.96, hop: int = 1, max_patches: int = 1000
+) -> np.ndarray:
     """One vector per recording: median 2D Fourier magnitude of its chroma patches.
 
     Parameters
@@ -227,7 +235,7 @@ class PCA:
     components: np.ndarray  # (n, D)
 
     @classmethod
-    def fit(cls, x: np.ndarray, n_components: int = 50) -> "PCA":
+    def fit(cls, x: np.ndarray, n_components: int = 50) -> PCA:
         """Principal axes of rows ``x`` (n_samples, D); fit on training-type data."""
         mean, _, axes = _principal_axes(x, n_components)
         return cls(mean, axes)
@@ -267,26 +275,40 @@ class SummaryProjection(PCA):
     @staticmethod
     def _check(s: np.ndarray, patches) -> None:
         if s.ndim != 2 or s.shape[1] != summary_size(patches):
-            raise ValueError(f"summaries of patches {tuple(patches)} have {summary_size(patches)} "
-                             f"values each, got shape {s.shape}")
+            raise ValueError(
+                f"summaries of patches {tuple(patches)} have {summary_size(patches)} "
+                f"values each, got shape {s.shape}"
+            )
 
     @classmethod
-    def fit(cls, summaries: np.ndarray, dims: int = 20, patches=(75,)) -> "SummaryProjection":
+    def fit(cls, summaries: np.ndarray, dims: int = 20, patches=(75,)) -> SummaryProjection:
         """Fit on ``summaries`` (n, D) of training recordings (never the test set), made by
         :func:`multiscale_summary` with ``patches``."""
         s = np.asarray(summaries, np.float64)
         cls._check(s, patches)
         if len(s) <= dims:
-            raise ValueError(f"a {dims}-dimensional summary projection needs more than {dims} "
-                             f"recordings, got {len(s)}")
+            raise ValueError(
+                f"a {dims}-dimensional summary projection needs more than {dims} recordings, got {len(s)}"
+            )
         mean, sv, axes = _principal_axes(s, dims)
         keep = sv > 1e-9 * sv[0]
-        return cls(mean.astype(np.float32), axes[keep].astype(np.float32), sv[keep].astype(np.float32),
-                   tuple(int(p) for p in patches))
+        return cls(
+            mean.astype(np.float32),
+            axes[keep].astype(np.float32),
+            sv[keep].astype(np.float32),
+            tuple(int(p) for p in patches),
+        )
 
     @classmethod
-    def fit_discriminant(cls, summaries: np.ndarray, works, dims: int = 30, pca_dims: int = 100,
-                         patches=SUMMARY_PATCHES, ridge: float = 1e-3) -> "SummaryProjection":
+    def fit_discriminant(
+        cls,
+        summaries: np.ndarray,
+        works,
+        dims: int = 30,
+        pca_dims: int = 100,
+        patches=SUMMARY_PATCHES,
+        ridge: float = 1e-3,
+    ) -> SummaryProjection:
         """Linear discriminant analysis of ``summaries`` (n, D) of training recordings
         (:func:`multiscale_summary` with ``patches``) labelled with their ``works`` (n,);
         never the test set.
@@ -303,12 +325,16 @@ class SummaryProjection(PCA):
         labels, inv = np.unique(np.asarray(works), return_inverse=True)
         counts = np.bincount(inv)
         if (counts >= 2).sum() < 2:
-            raise ValueError("a discriminant summary projection needs at least 2 works with "
-                             f"2 or more recordings each, got {(counts >= 2).sum()}")
+            raise ValueError(
+                "a discriminant summary projection needs at least 2 works with "
+                f"2 or more recordings each, got {(counts >= 2).sum()}"
+            )
         pca_dims = min(pca_dims, s.shape[1], len(s) - 1)
         if not 0 < dims <= min(pca_dims, len(labels) - 1):
-            raise ValueError(f"a {dims}-dimensional discriminant projection of {len(labels)} works "
-                             f"needs 1 <= dims <= {min(pca_dims, len(labels) - 1)}")
+            raise ValueError(
+                f"a {dims}-dimensional discriminant projection of {len(labels)} works "
+                f"needs 1 <= dims <= {min(pca_dims, len(labels) - 1)}"
+            )
         mean, sv, axes = _principal_axes(s, pca_dims)
         keep = sv > 1e-9 * sv[0]
         to_white = axes[keep].T / sv[keep] * math.sqrt(len(s))  # (D, p): unit total covariance
@@ -325,22 +351,31 @@ class SummaryProjection(PCA):
         eb, vb = np.linalg.eigh(w_white.T @ sb @ w_white)
         order = np.argsort(eb)[::-1][:dims]
         proj = to_white @ w_white @ vb[:, order]  # (D, dims)
-        return cls(mean.astype(np.float32), proj.T.astype(np.float32), np.ones(dims, np.float32),
-                   tuple(int(p) for p in patches))
+        return cls(
+            mean.astype(np.float32),
+            proj.T.astype(np.float32),
+            np.ones(dims, np.float32),
+            tuple(int(p) for p in patches),
+        )
 
     def to_state(self) -> dict:
-        return {"mean": self.mean, "components": self.components, "scale": self.scale,
-                "patches": np.asarray(self.patches, np.int64),
-                "chroma": np.asarray(self.chroma, np.float64)}
+        return {
+            "mean": self.mean,
+            "components": self.components,
+            "scale": self.scale,
+            "patches": np.asarray(self.patches, np.int64),
+            "chroma": np.asarray(self.chroma, np.float64),
+        }
 
     @classmethod
-    def from_state(cls, state: dict) -> "SummaryProjection":
+    def from_state(cls, state: dict) -> SummaryProjection:
         """Inverse of :meth:`to_state`; states written before ``patches`` existed read (75,),
         before ``chroma`` existed :data:`LEGACY_CHROMA_PARAMS`."""
         patches = tuple(int(p) for p in np.asarray(state.get("patches", (75,))).ravel())
         chroma = chroma_params_of(state.get("chroma"))
-        return cls(*(np.asarray(state[k], np.float32) for k in ("mean", "components", "scale")),
-                   patches, chroma)
+        return cls(
+            *(np.asarray(state[k], np.float32) for k in ("mean", "components", "scale")), patches, chroma
+        )
 
 
 def chroma_params_of(stored) -> tuple:
@@ -427,7 +462,7 @@ def delay_embed(chroma: np.ndarray, m: int = 10, tau: int = 1) -> np.ndarray:
     if len(x) < span:
         x = np.pad(x, ((0, span - len(x)), (0, 0)))
     n = len(x) - span + 1
-    return np.concatenate([x[k * tau:k * tau + n] for k in range(m)], axis=1)
+    return np.concatenate([x[k * tau : k * tau + n] for k in range(m)], axis=1)
 
 
 def cross_recurrence(x: np.ndarray, y: np.ndarray, kappa: float = 0.15) -> np.ndarray:
@@ -456,8 +491,9 @@ def cross_recurrence(x: np.ndarray, y: np.ndarray, kappa: float = 0.15) -> np.nd
     return (d <= row_thr[:, None]) & (d <= col_thr[None, :])
 
 
-def qmax_batch(crp: np.ndarray, gap_onset: float = 2.0, gap_extension: float = 0.5,
-               lengths: np.ndarray | None = None) -> np.ndarray:
+def qmax_batch(
+    crp: np.ndarray, gap_onset: float = 2.0, gap_extension: float = 0.5, lengths: np.ndarray | None = None
+) -> np.ndarray:
     """Qmax of a stack of cross-recurrence plots.
 
     The recursion (Serra et al. 2009) runs compiled (numba, a dependency of librosa),
@@ -493,8 +529,8 @@ def _qmax_kernel(crp, cols, gap_onset, gap_extension):  # pragma: no cover - com
     g = np.empty((n + 2, m + 2), np.float32)
     for b in range(k):
         mb = cols[b]
-        q[:, :mb + 2] = zero
-        g[:, :mb + 2] = gap_extension
+        q[:, : mb + 2] = zero
+        g[:, : mb + 2] = gap_extension
         top = zero
         for i in range(n):
             for j in range(mb):
@@ -526,14 +562,18 @@ class AlignmentFeatures:
     profile: np.ndarray  # (k, 12): each view's global profile
 
     @classmethod
-    def from_chroma(cls, chroma: np.ndarray) -> "AlignmentFeatures":
+    def from_chroma(cls, chroma: np.ndarray) -> AlignmentFeatures:
         x = np.asarray(chroma, np.float32)
         views = range(x.shape[1] // N_CHROMA)
-        return cls(x, np.stack([global_profile(x[:, v * N_CHROMA:(v + 1) * N_CHROMA]) for v in views]))
+        return cls(x, np.stack([global_profile(x[:, v * N_CHROMA : (v + 1) * N_CHROMA]) for v in views]))
 
 
-def qmax_scores(query: AlignmentFeatures, candidates: list[AlignmentFeatures],
-                params: QmaxParams = QmaxParams(), max_cells: int = 20_000_000) -> np.ndarray:
+def qmax_scores(
+    query: AlignmentFeatures,
+    candidates: list[AlignmentFeatures],
+    params: QmaxParams = QmaxParams(),
+    max_cells: int = 20_000_000,
+) -> np.ndarray:
     """Normalised Qmax score of one query against many candidates (chroma alignment).
 
     Each candidate is transposed to the query by the OTI of their global profiles, both
@@ -564,14 +604,17 @@ def qmax_scores(query: AlignmentFeatures, candidates: list[AlignmentFeatures],
         cols = slice(v * N_CHROMA, (v + 1) * N_CHROMA)
         shifts = optimal_transpositions(query.profile[v], [c.profile[v] for c in candidates])
         qx = delay_embed(query.chroma[:, cols], params.m, params.tau)
-        ys = [delay_embed(np.roll(c.chroma[:, cols], k, axis=1), params.m, params.tau)
-              for c, k in zip(candidates, shifts)]
+        ys = [
+            delay_embed(np.roll(c.chroma[:, cols], k, axis=1), params.m, params.tau)
+            for c, k in zip(candidates, shifts)
+        ]
         out += qmax_sequences(qx, ys, params, max_cells)
     return out / n_views
 
 
-def qmax_sequences(x: np.ndarray, ys: list[np.ndarray], params: QmaxParams = QmaxParams(),
-                   max_cells: int = 20_000_000) -> np.ndarray:
+def qmax_sequences(
+    x: np.ndarray, ys: list[np.ndarray], params: QmaxParams = QmaxParams(), max_cells: int = 20_000_000
+) -> np.ndarray:
     """Normalised Qmax of a sequence against many, in padded batches of similar lengths.
 
     Parameters
@@ -600,7 +643,7 @@ def qmax_sequences(x: np.ndarray, ys: list[np.ndarray], params: QmaxParams = Qma
         idx = order[s:e]
         crp = np.zeros((len(idx), len(x), m_max), bool)
         for b, j in enumerate(idx):
-            crp[b, :, :len(ys[j])] = cross_recurrence(x, ys[j], params.kappa)
+            crp[b, :, : len(ys[j])] = cross_recurrence(x, ys[j], params.kappa)
         lengths = np.array([len(ys[j]) for j in idx], np.int64)
         q = qmax_batch(crp, params.gap_onset, params.gap_extension, lengths)
         out[idx] = q / np.sqrt(len(x) * lengths.astype(np.float64))
@@ -608,8 +651,9 @@ def qmax_sequences(x: np.ndarray, ys: list[np.ndarray], params: QmaxParams = Qma
     return out
 
 
-def alignment_distance_matrix(feats: list[AlignmentFeatures], params: QmaxParams = QmaxParams(),
-                              verbose: bool = False) -> np.ndarray:
+def alignment_distance_matrix(
+    feats: list[AlignmentFeatures], params: QmaxParams = QmaxParams(), verbose: bool = False
+) -> np.ndarray:
     """All-pairs alignment distances ``1 - Qmax / sqrt(N M)`` (n, n); the diagonal is 0.
 
     The score is symmetric (the recursion and the mutual-neighbour plot are unchanged by
@@ -620,16 +664,42 @@ def alignment_distance_matrix(feats: list[AlignmentFeatures], params: QmaxParams
     n = len(feats)
     score = np.eye(n)
     for i in tqdm(range(n - 1), desc="qmax", unit="query", disable=not verbose):
-        s = qmax_scores(feats[i], feats[i + 1:], params)
-        score[i, i + 1:] = s
-        score[i + 1:, i] = s
+        s = qmax_scores(feats[i], feats[i + 1 :], params)
+        score[i, i + 1 :] = s
+        score[i + 1 :, i] = s
     return 1.0 - score
 
 
-__all__ = ["chroma_from_cqt", "block_mean", "CHROMA_PARAMS", "LEGACY_CHROMA_PARAMS", "LOWEST_OCTAVE",
-           "CHROMA_POWER", "LEGACY_QMAX_PARAMS", "chroma_params_of", "chroma_to_uint8", "chroma_from_uint8",
-           "fourier_summary", "multiscale_summary", "summary_size", "SUMMARY_PATCHES",
-           "patch_2dftm", "PCA", "SummaryProjection", "euclidean_distances", "QmaxParams",
-           "global_profile", "stack_views", "optimal_transposition", "optimal_transpositions", "delay_embed", "cross_recurrence", "qmax_batch",
-           "qmax_pair", "AlignmentFeatures", "qmax_scores", "qmax_sequences",
-           "alignment_distance_matrix"]
+__all__ = [
+    "chroma_from_cqt",
+    "block_mean",
+    "CHROMA_PARAMS",
+    "LEGACY_CHROMA_PARAMS",
+    "LOWEST_OCTAVE",
+    "CHROMA_POWER",
+    "LEGACY_QMAX_PARAMS",
+    "chroma_params_of",
+    "chroma_to_uint8",
+    "chroma_from_uint8",
+    "fourier_summary",
+    "multiscale_summary",
+    "summary_size",
+    "SUMMARY_PATCHES",
+    "patch_2dftm",
+    "PCA",
+    "SummaryProjection",
+    "euclidean_distances",
+    "QmaxParams",
+    "global_profile",
+    "stack_views",
+    "optimal_transposition",
+    "optimal_transpositions",
+    "delay_embed",
+    "cross_recurrence",
+    "qmax_batch",
+    "qmax_pair",
+    "AlignmentFeatures",
+    "qmax_scores",
+    "qmax_sequences",
+    "alignment_distance_matrix",
+]

@@ -23,8 +23,9 @@ def _error_line(msg: str) -> str:
 def setup_logging(verbose: int = 0) -> None:
     """INFO by default; ``-v`` (once or more) shows DEBUG messages too."""
     level = logging.DEBUG if verbose >= 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     logging.getLogger().setLevel(level)  # also when logging was configured before
 
 
@@ -63,22 +64,33 @@ def _positive_int(text: str) -> int:
 def cmd_make_demo_corpus(args) -> int:
     from .corpus import make_corpus
 
-    tracks = make_corpus(args.out_dir, works=args.works, versions=args.versions,
-                         seed=args.seed, num_workers=args.workers,
-                         split=getattr(args, "split", "train"),
-                         arrangement_only=getattr(args, "arrangement_only", False),
-                         **({} if args.harmony_kept is None else {"harmony_kept": args.harmony_kept}))
+    tracks = make_corpus(
+        args.out_dir,
+        works=args.works,
+        versions=args.versions,
+        seed=args.seed,
+        num_workers=args.workers,
+        split=getattr(args, "split", "train"),
+        arrangement_only=getattr(args, "arrangement_only", False),
+        **({} if args.harmony_kept is None else {"harmony_kept": args.harmony_kept}),
+    )
     hours = sum(t.duration for t in tracks) / 3600
-    log.info("wrote %d recordings of %d works (%.2f h) to %s", len(tracks),
-             len({t.work for t in tracks}), hours, Path(args.out_dir) / "dataset.txt")
+    log.info(
+        "wrote %d recordings of %d works (%.2f h) to %s",
+        len(tracks),
+        len({t.work for t in tracks}),
+        hours,
+        Path(args.out_dir) / "dataset.txt",
+    )
     return 0
 
 
 def cmd_extract(args) -> int:
     from .extract import extract_features
 
-    report = extract_features(args.data_dir, num_workers=args.workers,
-                              rank=args.rank, world_size=args.world_size)
+    report = extract_features(
+        args.data_dir, num_workers=args.workers, rank=args.rank, world_size=args.world_size
+    )
     log.info("%s", report.summary())
     if report.failed:
         print(f"{len(report.failed)} recording(s) failed:", file=sys.stderr)
@@ -91,8 +103,13 @@ def cmd_extract(args) -> int:
 def cmd_pack(args) -> int:
     from .pack import pack_features
 
-    report = pack_features(args.data_dir, args.out, lists=tuple(args.lists),
-                           mean_size=args.mean_size, alignment=not args.no_alignment)
+    report = pack_features(
+        args.data_dir,
+        args.out,
+        lists=tuple(args.lists),
+        mean_size=args.mean_size,
+        alignment=not args.no_alignment,
+    )
     if report["failed"]:
         print(f"{len(report['failed'])} recording(s) left out:", file=sys.stderr)
         for line in report["failed"]:
@@ -124,17 +141,28 @@ def cmd_fit_summary(args) -> int:
         rows = np.sort(np.random.default_rng(args.seed).choice(len(tracks), args.sample, replace=False))
         tracks = [tracks[i] for i in rows]
     patches = tuple(args.patches)
-    summaries = np.stack([multiscale_summary(alignment_features(t.feat, CHROMA_PARAMS).chroma, patches)
-                          for t in tqdm(tracks, desc="2D Fourier summaries", unit="rec", mininterval=5.0)])
+    summaries = np.stack(
+        [
+            multiscale_summary(alignment_features(t.feat, CHROMA_PARAMS).chroma, patches)
+            for t in tqdm(tracks, desc="2D Fourier summaries", unit="rec", mininterval=5.0)
+        ]
+    )
     if args.method == "lda":
-        proj = SummaryProjection.fit_discriminant(summaries, [t.work for t in tracks], args.dims,
-                                                  args.pca_dims, patches)
+        proj = SummaryProjection.fit_discriminant(
+            summaries, [t.work for t in tracks], args.dims, args.pca_dims, patches
+        )
     else:
         proj = SummaryProjection.fit(summaries, args.dims, patches)
     path = attach_summary_projection(find_checkpoint(args.model), proj)
-    log.info("fitted a %d-dimensional %s summary projection on %d recordings (%d works) of %s; "
-             "stored in %s", len(proj.scale), args.method, len(tracks),
-             len({t.work for t in tracks}), args.train_list, path)
+    log.info(
+        "fitted a %d-dimensional %s summary projection on %d recordings (%d works) of %s; stored in %s",
+        len(proj.scale),
+        args.method,
+        len(tracks),
+        len({t.work for t in tracks}),
+        args.train_list,
+        path,
+    )
     return 0
 
 
@@ -150,12 +178,24 @@ def cmd_train(args) -> int:
 
         print(json.dumps(evaluate_experiment(args.exp_dir, device=args.device), indent=2))
         return 0
-    result = train(args.exp_dir, config=config, overrides=None if config else args.set,
-                   device=args.device, init_from=args.init_from, max_epochs=args.max_epochs,
-                   first_eval=args.first_eval)
-    log.info("trained %d epochs (%d steps) in %.0f s; best %s = %s; checkpoint %s",
-             result.epochs_run, result.steps, result.seconds, result.monitor, result.best_metric,
-             result.best_checkpoint)
+    result = train(
+        args.exp_dir,
+        config=config,
+        overrides=None if config else args.set,
+        device=args.device,
+        init_from=args.init_from,
+        max_epochs=args.max_epochs,
+        first_eval=args.first_eval,
+    )
+    log.info(
+        "trained %d epochs (%d steps) in %.0f s; best %s = %s; checkpoint %s",
+        result.epochs_run,
+        result.steps,
+        result.seconds,
+        result.monitor,
+        result.best_metric,
+        result.best_checkpoint,
+    )
     return 0
 
 
@@ -164,26 +204,42 @@ def cmd_evaluate(args) -> int:
 
     from .evaluate import run_evaluation
 
-    report = run_evaluation(args.model, args.query, args.ref, query_in_ref_path=args.query_in_ref,
-                            device=args.device, mode=args.mode, bootstrap=args.bootstrap,
-                            output=args.output, plots=args.plots, chunk_s=args.chunk_s,
-                            hop_s=args.hop_s, distance=args.distance, rerank=args.rerank,
-                            rerank_source=args.rerank_source, rerank_weight=args.rerank_weight,
-                            rerank_expand=args.rerank_expand,
-                            rerank_expansion_weight=args.rerank_expansion_weight,
-                            rerank_grow_after=args.rerank_grow_after,
-                            rerank_first_stage=args.rerank_first_stage)
+    report = run_evaluation(
+        args.model,
+        args.query,
+        args.ref,
+        query_in_ref_path=args.query_in_ref,
+        device=args.device,
+        mode=args.mode,
+        bootstrap=args.bootstrap,
+        output=args.output,
+        plots=args.plots,
+        chunk_s=args.chunk_s,
+        hop_s=args.hop_s,
+        distance=args.distance,
+        rerank=args.rerank,
+        rerank_source=args.rerank_source,
+        rerank_weight=args.rerank_weight,
+        rerank_expand=args.rerank_expand,
+        rerank_expansion_weight=args.rerank_expansion_weight,
+        rerank_grow_after=args.rerank_grow_after,
+        rerank_first_stage=args.rerank_first_stage,
+    )
     d = report.to_dict()
-    print(f"MAP {d['map']:.4f}  top10 {d['top10']:.4f}  MR1 {d['mr1']:.2f}  "
-          f"hit rate {d['hit_rate']:.4f}  ({d['n_queries']} queries, {d['mode']} definitions)")
+    print(
+        f"MAP {d['map']:.4f}  top10 {d['top10']:.4f}  MR1 {d['mr1']:.2f}  "
+        f"hit rate {d['hit_rate']:.4f}  ({d['n_queries']} queries, {d['mode']} definitions)"
+    )
     if d["ci"]:
         print("95% CI: " + ", ".join(f"{k} [{a:.4f}, {b:.4f}]" for k, (a, b) in d["ci"].items()))
     if args.json:
         print(json.dumps(d, indent=2))
     if not args.rerank:
-        log.info("this is the model alone, as the original evaluates; --rerank 50 evaluates the "
-                 "two-stage search (embedding shortlist re-ranked by chroma alignment), which finds "
-                 "far more of the covers that change the arrangement (docs/accuracy.md)")
+        log.info(
+            "this is the model alone, as the original evaluates; --rerank 50 evaluates the "
+            "two-stage search (embedding shortlist re-ranked by chroma alignment), which finds "
+            "far more of the covers that change the arrangement (docs/accuracy.md)"
+        )
     return 0
 
 
@@ -199,10 +255,20 @@ def cmd_index_build(args) -> int:
     from .index import build_index
 
     lm, device = _load(args)
-    idx, failed = build_index(args.index, lm, dataset=args.dataset, folder=args.audio_dir,
-                              backend=args.backend, overwrite=args.overwrite, device=device,
-                              calibrate_with=args.calibrate, cache=_cache(lm), uri=args.uri,
-                              rank=args.rank, world_size=args.world_size)
+    idx, failed = build_index(
+        args.index,
+        lm,
+        dataset=args.dataset,
+        folder=args.audio_dir,
+        backend=args.backend,
+        overwrite=args.overwrite,
+        device=device,
+        calibrate_with=args.calibrate,
+        cache=_cache(lm),
+        uri=args.uri,
+        rank=args.rank,
+        world_size=args.world_size,
+    )
     return _report_index(idx, failed)
 
 
@@ -212,10 +278,20 @@ def _report_index(idx, failed) -> int:
     # the first stage's recurrence index, built now rather than at the first search
     IndexChroma.of(idx).prepare_recurrence()
     m = idx.meta
-    log.info("index %s: %d recordings of %d works, %d chunk vectors%s", idx.root, m["n_tracks"],
-             idx.n_works, m["n_vectors"],
-             (", calibrated (embedding and alignment)" if idx.alignment_calibration
-              else ", calibrated" if m.get("calibration") else ""))
+    log.info(
+        "index %s: %d recordings of %d works, %d chunk vectors%s",
+        idx.root,
+        m["n_tracks"],
+        idx.n_works,
+        m["n_vectors"],
+        (
+            ", calibrated (embedding and alignment)"
+            if idx.alignment_calibration
+            else ", calibrated"
+            if m.get("calibration")
+            else ""
+        ),
+    )
     for tid, msg in failed:
         print(f"  not added: {tid}: {msg}", file=sys.stderr)
     return 1 if any(msg != "already in the index" for _, msg in failed) else 0
@@ -266,8 +342,10 @@ def cmd_index_repair(args) -> int:
     for tid, why in report.removed:
         print(f"  removed: {tid}: {why} (add it again)", file=sys.stderr)
     for shard in report.lost:
-        print(f"  {shard}: its list of recordings was unreadable; they were dropped (add them again)",
-              file=sys.stderr)
+        print(
+            f"  {shard}: its list of recordings was unreadable; they were dropped (add them again)",
+            file=sys.stderr,
+        )
     return _report_index(CatalogueIndex.load(args.index), []) or (0 if report.complete else 1)
 
 
@@ -278,12 +356,21 @@ def cmd_index_calibrate(args) -> int:
     lm, device = _load(args)
     idx = CatalogueIndex.load(args.index)
     cal = idx.calibrate(lm, read_dataset(args.dataset), device)
-    log.info("calibrated on %s: %d same-work and %d different-work pairs", cal["source"],
-             cal["n_same"], cal["n_different"])
+    log.info(
+        "calibrated on %s: %d same-work and %d different-work pairs",
+        cal["source"],
+        cal["n_same"],
+        cal["n_different"],
+    )
     if cal.get("alignment"):
         a = cal["alignment"]
-        log.info("alignment calibrated on %s: %d same-work and %d different-work pairs (verdicts of "
-                 "re-ranked searches)", a["source"], a["n_same"], a["n_different"])
+        log.info(
+            "alignment calibrated on %s: %d same-work and %d different-work pairs (verdicts of "
+            "re-ranked searches)",
+            a["source"],
+            a["n_same"],
+            a["n_different"],
+        )
     return 0
 
 
@@ -299,9 +386,18 @@ def cmd_identify(args) -> int:
     approx = {"auto": None, "exact": False, "approximate": True}[args.search]
     if args.segments or args.output or args.recursive or any(p.is_dir() for p in args.audio):
         return _identify_files(args, idx, lm, device, approx)
-    results = identify(idx, lm, args.audio, top=args.top, false_alarm=args.false_alarm,
-                       device=device, approximate=approx, rerank=args.rerank,
-                       rerank_grow_after=args.rerank_grow_after, rerank_versions=args.rerank_versions)
+    results = identify(
+        idx,
+        lm,
+        args.audio,
+        top=args.top,
+        false_alarm=args.false_alarm,
+        device=device,
+        approximate=approx,
+        rerank=args.rerank,
+        rerank_grow_after=args.rerank_grow_after,
+        rerank_versions=args.rerank_versions,
+    )
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -319,22 +415,35 @@ def _identify_files(args, idx, lm, device, approx) -> int:
     from .index import QueryResult, format_result
     from .segments import format_segments, identify_file
 
-    search = functools.partial(identify_file, lm=lm, top=args.top, false_alarm=args.false_alarm,
-                               segments=args.segments, device=device, approximate=approx,
-                               rerank=getattr(args, "rerank", None),
-                               rerank_grow_after=getattr(args, "rerank_grow_after", None),
-                               rerank_versions=getattr(args, "rerank_versions", None))
+    search = functools.partial(
+        identify_file,
+        lm=lm,
+        top=args.top,
+        false_alarm=args.false_alarm,
+        segments=args.segments,
+        device=device,
+        approximate=approx,
+        rerank=getattr(args, "rerank", None),
+        rerank_grow_after=getattr(args, "rerank_grow_after", None),
+        rerank_versions=getattr(args, "rerank_versions", None),
+    )
     current = [idx]
 
     def answer(path):
         # a long batch follows the index as other processes change it (one stat per file)
         current[0] = current[0].fresh()
         return search(current[0], path=path)
+
     files = audio_files(args.audio, args.recursive)
     if args.output:
         report = identify_batch(files, args.output, answer)
-        log.info("%d answered, %d already answered, %d failed -> %s", report.answered,
-                 report.skipped, len(report.failed), args.output)
+        log.info(
+            "%d answered, %d already answered, %d failed -> %s",
+            report.answered,
+            report.skipped,
+            len(report.failed),
+            args.output,
+        )
         for path, msg in report.failed:
             print(f"  failed: {path}: {msg}", file=sys.stderr)
         return 1 if report.failed else 0
@@ -345,8 +454,11 @@ def _identify_files(args, idx, lm, device, approx) -> int:
         from .index import Match
 
         for r in results:
-            print(format_result(QueryResult(r["query"], [Match(**m) for m in r["matches"]],
-                                            r["verdict"], r["error"])))
+            print(
+                format_result(
+                    QueryResult(r["query"], [Match(**m) for m in r["matches"]], r["verdict"], r["error"])
+                )
+            )
             if r.get("segments"):
                 print(format_segments(r["segments"]))
     return 1 if any(r["error"] for r in results) else 0
@@ -355,12 +467,24 @@ def _identify_files(args, idx, lm, device, approx) -> int:
 def cmd_serve(args) -> int:
     from .serve.app import ServeConfig, serve
 
-    serve(ServeConfig(index=args.index, model=args.model, device=args.device, token=args.token,
-                      open_reads=not args.protect_reads, max_upload_mb=args.max_upload_mb,
-                      max_duration_s=args.max_duration_s, decode_timeout_s=args.decode_timeout_s,
-                      queue_size=args.queue_size, rerank=args.rerank,
-                      rerank_grow_after=args.rerank_grow_after, rerank_versions=args.rerank_versions),
-          host=args.host, port=args.port)
+    serve(
+        ServeConfig(
+            index=args.index,
+            model=args.model,
+            device=args.device,
+            token=args.token,
+            open_reads=not args.protect_reads,
+            max_upload_mb=args.max_upload_mb,
+            max_duration_s=args.max_duration_s,
+            decode_timeout_s=args.decode_timeout_s,
+            queue_size=args.queue_size,
+            rerank=args.rerank,
+            rerank_grow_after=args.rerank_grow_after,
+            rerank_versions=args.rerank_versions,
+        ),
+        host=args.host,
+        port=args.port,
+    )
     return 0
 
 
@@ -375,8 +499,11 @@ def cmd_prepare(args) -> int:
         report = prepare.prepare_datacos(args.metadata, args.audio_dir, args.data_dir)
     log.info("%s", report.summary())
     if report.missing or report.problems:
-        print(f"{len(report.missing)} missing, {len(report.problems)} problem(s): see "
-              f"{report.data_dir / 'missing.txt'}", file=sys.stderr)
+        print(
+            f"{len(report.missing)} missing, {len(report.problems)} problem(s): see "
+            f"{report.data_dir / 'missing.txt'}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -412,8 +539,14 @@ def _first_pair(tracks) -> tuple[str, str]:
 def cmd_coarse_to_fine(args) -> int:
     from .train import coarse_to_fine
 
-    r = coarse_to_fine(args.exp_dir, coarse_epochs=args.coarse_epochs, fine_epochs=args.fine_epochs,
-                       fine_lr_scale=args.fine_lr_scale, device=args.device, overrides=args.set)
+    r = coarse_to_fine(
+        args.exp_dir,
+        coarse_epochs=args.coarse_epochs,
+        fine_epochs=args.fine_epochs,
+        fine_lr_scale=args.fine_lr_scale,
+        device=args.device,
+        overrides=args.set,
+    )
     log.info("coarse-to-fine done: best %s = %s (%s)", r.monitor, r.best_metric, r.best_checkpoint)
     return 0
 
@@ -423,8 +556,14 @@ def cmd_demo(args) -> int:
 
     from .demo import run_demo
 
-    summary = run_demo(args.out_dir, works=args.works, versions=args.versions, seed=args.seed,
-                       max_epochs=args.max_epochs, compare_model=args.compare_model)
+    summary = run_demo(
+        args.out_dir,
+        works=args.works,
+        versions=args.versions,
+        seed=args.seed,
+        max_epochs=args.max_epochs,
+        compare_model=args.compare_model,
+    )
     for text in summary.pop("identify_text"):
         print(text + "\n")
     print(json.dumps(summary, indent=2))
@@ -553,7 +692,9 @@ def get_parser() -> argparse.ArgumentParser:
         t.add_argument("--model", type=Path, required=True)
         src = t.add_mutually_exclusive_group(required=True)
         src.add_argument("--dataset", type=Path, help="dataset.txt / full.txt (work = song)")
-        src.add_argument("--audio-dir", type=Path, help="folder of audio files (work = sub-folder or file name)")
+        src.add_argument(
+            "--audio-dir", type=Path, help="folder of audio files (work = sub-folder or file name)"
+        )
         t.add_argument("--device", default=None)
         t.add_argument("--rank", type=int, default=None,
                        help="this process's slice of the input (default: $RANK, else 0)")
@@ -566,7 +707,9 @@ def get_parser() -> argparse.ArgumentParser:
                            "collection at --uri")
             t.add_argument("--uri", default=None,
                            help="Qdrant server (http://host:6333) or local-mode folder")
-            t.add_argument("--calibrate", type=Path, default=None, help="labelled list to calibrate scores on")
+            t.add_argument(
+                "--calibrate", type=Path, default=None, help="labelled list to calibrate scores on"
+            )
             t.add_argument("--overwrite", action="store_true")
         else:
             t.add_argument("--replace", action="store_true",
@@ -672,7 +815,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--works", type=int, default=60)
     s.add_argument("--versions", type=int, default=4)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-epochs", type=int, default=None, help="training budget (default: the demo config's)")
+    s.add_argument(
+        "--max-epochs", type=int, default=None, help="training budget (default: the demo config's)"
+    )
     s.add_argument("--compare-model", type=Path, default=None,
                    help="also evaluate this model on the held-out works (e.g. models/default/model.pt)")
     s.set_defaults(func=cmd_demo)
@@ -682,16 +827,31 @@ def get_parser() -> argparse.ArgumentParser:
 
 def _add_identify_rerank(s, note: str = "") -> None:
     """identify's and serve's two-stage search options: shortlist K and its growth."""
-    s.add_argument("--rerank", type=int, default=None, metavar="K",
-                   help="re-order the best K works by chroma alignment when the index stores "
-                        "chroma (default 50; 0 = off)" + note)
-    s.add_argument("--rerank-grow-after", type=int, default=None, metavar="N",
-                   help="in a catalogue of more than N recordings, K grows as K * sqrt(size / N) "
-                        "(0 = always K; default: coverhunter.rerank's)")
-    s.add_argument("--rerank-versions", type=_positive_int, default=None, metavar="V",
-                   help="align up to V recordings of each shortlisted work: the one found, then the "
-                        "work's others nearest by the 2D Fourier summary (default: coverhunter.rerank's, "
-                        "3; 1 = the one found)")
+    s.add_argument(
+        "--rerank",
+        type=int,
+        default=None,
+        metavar="K",
+        help="re-order the best K works by chroma alignment when the index stores "
+        "chroma (default 50; 0 = off)" + note,
+    )
+    s.add_argument(
+        "--rerank-grow-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="in a catalogue of more than N recordings, K grows as K * sqrt(size / N) "
+        "(0 = always K; default: coverhunter.rerank's)",
+    )
+    s.add_argument(
+        "--rerank-versions",
+        type=_positive_int,
+        default=None,
+        metavar="V",
+        help="align up to V recordings of each shortlisted work: the one found, then the "
+        "work's others nearest by the 2D Fourier summary (default: coverhunter.rerank's, "
+        "3; 1 = the one found)",
+    )
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -140,9 +140,11 @@ class LossConfig:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"loss.objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.temperature <= 0 or self.queue_size < 0 or not 0 <= self.momentum < 1:
-            raise ValueError(f"loss.temperature must be > 0, loss.queue_size >= 0 and "
-                             f"loss.momentum in [0, 1), got {self.temperature}, "
-                             f"{self.queue_size}, {self.momentum}")
+            raise ValueError(
+                f"loss.temperature must be > 0, loss.queue_size >= 0 and "
+                f"loss.momentum in [0, 1), got {self.temperature}, "
+                f"{self.queue_size}, {self.momentum}"
+            )
 
 
 @dataclass(frozen=True)
@@ -217,8 +219,7 @@ class OptimConfig:
 
     def __post_init__(self):
         if self.budget_clock not in BUDGET_CLOCKS:
-            raise ValueError(f"optim.budget_clock must be one of {BUDGET_CLOCKS}, "
-                             f"got {self.budget_clock!r}")
+            raise ValueError(f"optim.budget_clock must be one of {BUDGET_CLOCKS}, got {self.budget_clock!r}")
 
 
 @dataclass(frozen=True)
@@ -302,9 +303,21 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     return cls(**kwargs)
 
 
-_TYPES = {c.__name__: c for c in (FeatureConfig, SplitConfig, ExtractConfig, ModelConfig,
-                                   LossConfig, SpecAugConfig, DataConfig, OptimConfig,
-                                   EvalConfig, Config)}
+_TYPES = {
+    c.__name__: c
+    for c in (
+        FeatureConfig,
+        SplitConfig,
+        ExtractConfig,
+        ModelConfig,
+        LossConfig,
+        SpecAugConfig,
+        DataConfig,
+        OptimConfig,
+        EvalConfig,
+        Config,
+    )
+}
 _TYPES.update(tuple=tuple, float=float, int=int, str=str, bool=bool)
 
 
@@ -315,8 +328,13 @@ def to_dict(cfg: Any) -> dict:
         if is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
         if isinstance(v, tuple):
-            if v and all(isinstance(x, tuple) and len(x) == 2 for x in v) and v and \
-                    isinstance(v[0][0], str) and isinstance(v[0][1], tuple):
+            if (
+                v
+                and all(isinstance(x, tuple) and len(x) == 2 for x in v)
+                and v
+                and isinstance(v[0][0], str)
+                and isinstance(v[0][1], tuple)
+            ):
                 return {n: dict(d) for n, d in v}  # test_sets
             return [plain(x) for x in v]
         return v
@@ -377,8 +395,7 @@ def load_extract_config(path: str | Path | None) -> ExtractConfig:
         return ExtractConfig()
     data = read_yaml(path)
     for key in sorted(_SEED_EXTRACT_IGNORED & set(data)):
-        warnings.warn(f"{path}: '{key}' of the original is not supported and is ignored",
-                      stacklevel=2)
+        warnings.warn(f"{path}: '{key}' of the original is not supported and is ignored", stacklevel=2)
         data.pop(key)
     try:
         return from_dict(ExtractConfig, data, str(path))
@@ -414,8 +431,17 @@ _SEED_MAP = {
     "embed_dim": ("model", "embed_dim"),
 }
 # seed keys that we read elsewhere or deliberately ignore (the seed's format: docs/training.md)
-_SEED_IGNORED = {"train_sample_path", "data_type", "mode", "cqt", "num_gpus", "lr_decay",
-                 "warmup", "pool_type", "every_n_epoch_to_dev"}
+_SEED_IGNORED = {
+    "train_sample_path",
+    "data_type",
+    "mode",
+    "cqt",
+    "num_gpus",
+    "lr_decay",
+    "warmup",
+    "pool_type",
+    "every_n_epoch_to_dev",
+}
 
 
 def _from_seed(data: dict, where: str) -> dict:
@@ -428,28 +454,50 @@ def _from_seed(data: dict, where: str) -> dict:
             out[sec][name] = value
         elif key == "encoder":
             enc = value or {}
-            out["model"].update({k2: enc[k1] for k1, k2 in (
-                ("output_dims", "d_model"), ("num_blocks", "n_layers"),
-                ("attention_dim", "ffn_dim")) if k1 in enc})
+            out["model"].update(
+                {
+                    k2: enc[k1]
+                    for k1, k2 in (
+                        ("output_dims", "d_model"),
+                        ("num_blocks", "n_layers"),
+                        ("attention_dim", "ffn_dim"),
+                    )
+                    if k1 in enc
+                }
+            )
         elif key == "ce":
-            out["loss"].update({k2: value[k1] for k1, k2 in (
-                ("weight", "ce_weight"), ("gamma", "focal_gamma")) if k1 in value})
+            out["loss"].update(
+                {
+                    k2: value[k1]
+                    for k1, k2 in (("weight", "ce_weight"), ("gamma", "focal_gamma"))
+                    if k1 in value
+                }
+            )
             if "output_dims" in value:
                 out["model"]["n_classes"] = value["output_dims"]
         elif key == "triplet":
-            out["loss"].update({k2: value[k1] for k1, k2 in (
-                ("weight", "triplet_weight"), ("margin", "triplet_margin")) if k1 in value})
+            out["loss"].update(
+                {
+                    k2: value[k1]
+                    for k1, k2 in (("weight", "triplet_weight"), ("margin", "triplet_margin"))
+                    if k1 in value
+                }
+            )
         elif key == "center":
             if "weight" in value:
                 out["loss"]["center_weight"] = value["weight"]
         elif key == "spec_augmentation":
             sa = {}
             if "random_erase" in (value or {}):
-                sa.update(erase_prob=value["random_erase"].get("prob", 0.5),
-                          erase_num=value["random_erase"].get("erase_num", 4))
+                sa.update(
+                    erase_prob=value["random_erase"].get("prob", 0.5),
+                    erase_num=value["random_erase"].get("erase_num", 4),
+                )
             if "roll_pitch" in (value or {}):
-                sa.update(roll_prob=value["roll_pitch"].get("prob", 0.5),
-                          roll_max=value["roll_pitch"].get("shift_num", 12))
+                sa.update(
+                    roll_prob=value["roll_pitch"].get("prob", 0.5),
+                    roll_max=value["roll_pitch"].get("shift_num", 12),
+                )
             out["data"]["spec_augment"] = sa
         elif isinstance(value, dict) and "query_path" in value:
             test_sets[key] = {k: v for k, v in value.items() if k != "every_n_epoch_to_dev"}
@@ -466,8 +514,7 @@ def is_seed_format(data: dict) -> bool:
     return bool(data) and not (set(data) <= _SECTIONS)
 
 
-def load_config(path: str | Path | dict | None = None,
-                overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path | dict | None = None, overrides: list[str] | None = None) -> Config:
     """Load a training :class:`Config` from YAML (ours or the seed's) plus overrides.
 
     Parameters

@@ -34,8 +34,14 @@ class ChunkDataset(Dataset):
     CQT (:meth:`coverhunter.inputs.ModelInput.load`, e.g. the stored fine chroma).
     """
 
-    def __init__(self, feat_paths: list[str], labels: list[int], mean_size: int = 3,
-                 load=None, pad_value: float = PAD_DB):
+    def __init__(
+        self,
+        feat_paths: list[str],
+        labels: list[int],
+        mean_size: int = 3,
+        load=None,
+        pad_value: float = PAD_DB,
+    ):
         if len(feat_paths) != len(labels):
             raise ValueError("one label per feature file is needed")
         self.paths, self.labels, self.mean_size = list(feat_paths), list(labels), mean_size
@@ -55,7 +61,7 @@ class ChunkDataset(Dataset):
                 start = int(np.clip(centre - need // 2, 0, len(feat) - need))
             else:
                 start = int(np.random.default_rng(seed).integers(0, len(feat) - need + 1))
-        x = np.asarray(feat[start:start + need], dtype=np.float32)
+        x = np.asarray(feat[start : start + need], dtype=np.float32)
         if rate != 1.0 and len(x) > 1:
             x = stretch_frames(x, rate)
         x = x[:raw]
@@ -98,8 +104,10 @@ class WorkBatchSampler:
             self.by_label.setdefault(lab, []).append(i)
         need = bs * self.world_size // m
         if len(self.by_label) < need:
-            raise ValueError(f"a batch needs {need} works but the training list has "
-                             f"{len(self.by_label)}; lower batch_size or raise m_per_class")
+            raise ValueError(
+                f"a batch needs {need} works but the training list has "
+                f"{len(self.by_label)}; lower batch_size or raise m_per_class"
+            )
 
     @staticmethod
     def default_steps(labels: list[int], cfg: DataConfig, world_size: int = 1) -> int:
@@ -158,9 +166,7 @@ class WorkBatchSampler:
                     if aug.stretch_prob > 0 and rng.random() < aug.stretch_prob:
                         rate = float(rng.uniform(1 - aug.stretch_range, 1 + aug.stretch_range))
                     batch.append((i, n_frames, rate, int(rng.integers(2**31)), centre))
-            yield batch[self.rank * c.batch_size:(self.rank + 1) * c.batch_size]
-
-
+            yield batch[self.rank * c.batch_size : (self.rank + 1) * c.batch_size]
 
 
 def augment_batch(x: torch.Tensor, cfg: SpecAugConfig, gen: torch.Generator) -> torch.Tensor:
@@ -196,7 +202,7 @@ def augment_batch(x: torch.Tensor, cfg: SpecAugConfig, gen: torch.Generator) -> 
                 x[i, :, s:] = floor
         if do_erase[i]:
             for k in range(cfg.erase_num):
-                x[i, t0[i, k]:t0[i, k] + ht, f0[i, k]:f0[i, k] + hf] = fill[i]
+                x[i, t0[i, k] : t0[i, k] + ht, f0[i, k] : f0[i, k] + hf] = fill[i]
     return x
 
 
@@ -228,5 +234,5 @@ def augment_chroma_batch(x: torch.Tensor, cfg: SpecAugConfig, gen: torch.Generat
             views[i] = torch.roll(views[i], int(shifts[i]), dims=-1)
         if do_erase[i]:
             for k in range(cfg.erase_num):
-                x[i, t0[i, k]:t0[i, k] + ht, f0[i, k]:f0[i, k] + hf] = 0.0
+                x[i, t0[i, k] : t0[i, k] + ht, f0[i, k] : f0[i, k] + hf] = 0.0
     return x

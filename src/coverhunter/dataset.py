@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -48,12 +48,17 @@ class Track:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def to_json(self) -> dict:
-        line = {"utt": self.track_id, "wav": self.audio, "dur_s": self.duration,
-                "song": self.work, "version": self.version}
+        line = {
+            "utt": self.track_id,
+            "wav": self.audio,
+            "dur_s": self.duration,
+            "song": self.work,
+            "version": self.version,
+        }
         line.update(self.extra)
         return line
 
-    def with_extra(self, **kw) -> "Track":
+    def with_extra(self, **kw) -> Track:
         return replace(self, extra={**self.extra, **kw})
 
     @property
@@ -87,8 +92,7 @@ def _parse_line(obj: object, lineno: int) -> tuple[Track | None, list[str]]:
     return Track(obj["utt"], obj["wav"], duration, obj["song"], str(obj["version"]), extra), []
 
 
-def read_dataset(path: str | Path, *, check_audio: bool = False,
-                 check_features: bool = False) -> list[Track]:
+def read_dataset(path: str | Path, *, check_audio: bool = False, check_features: bool = False) -> list[Track]:
     """Read and validate a JSON-lines list file.
 
     Parameters
@@ -133,8 +137,9 @@ def read_dataset(path: str | Path, *, check_audio: bool = False,
             if track is None:
                 continue
             if track.track_id in seen:
-                problems.append(f"line {lineno}: duplicate utt {track.track_id!r} "
-                                f"(first on line {seen[track.track_id]})")
+                problems.append(
+                    f"line {lineno}: duplicate utt {track.track_id!r} (first on line {seen[track.track_id]})"
+                )
                 continue
             seen[track.track_id] = lineno
             audio = Path(os.path.abspath(resolve_path(track.audio, base)))
@@ -182,8 +187,9 @@ def write_dataset(tracks: Iterable[Track], path: str | Path, *, relative_to: Pat
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
-def split_by_work(tracks: list[Track], ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                  seed: int = 0) -> dict[str, str]:
+def split_by_work(
+    tracks: list[Track], ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> dict[str, str]:
     """Assign every work to one of train/val/test; all its tracks go with it.
 
     Returns
@@ -209,7 +215,7 @@ def split_by_work(tracks: list[Track], ratios: tuple[float, float, float] = (0.8
         raise ValueError(f"cannot split {n} works with ratios {ratios}")
     out, i = {}, 0
     for name, c in zip(SPLITS, counts):
-        for w in order[i:i + c]:
+        for w in order[i : i + c]:
             out[w] = name
         i += c
     return out

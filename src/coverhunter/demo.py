@@ -33,11 +33,9 @@ def demo_config_text() -> str:
 def _corpus(data_dir: Path, works: int, versions: int, seed: int) -> None:
     from .corpus import CORPUS_VERSION, make_demo_corpus
 
-    params = {"works": works, "versions": versions, "seed": seed,
-              "corpus_version": CORPUS_VERSION}
+    params = {"works": works, "versions": versions, "seed": seed, "corpus_version": CORPUS_VERSION}
     stamp = data_dir / "demo_corpus.json"
-    if (data_dir / "dataset.txt").is_file() and stamp.is_file() and \
-            json.loads(stamp.read_text()) == params:
+    if (data_dir / "dataset.txt").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == params:
         log.info("demo corpus already in %s", data_dir)
         return
     make_demo_corpus(data_dir, works=works, versions=versions, seed=seed)
@@ -92,8 +90,15 @@ def _identify_demo(out_dir: Path, exp: Path, data_dir: Path) -> list:
     return [(r, truth[r.query]) for r in results]
 
 
-def run_demo(out_dir: str | Path, *, works: int = 60, versions: int = 4, seed: int = 0,
-             max_epochs: int | None = None, compare_model: str | Path | None = None) -> dict:
+def run_demo(
+    out_dir: str | Path,
+    *,
+    works: int = 60,
+    versions: int = 4,
+    seed: int = 0,
+    max_epochs: int | None = None,
+    compare_model: str | Path | None = None,
+) -> dict:
     """Run every stage on the demo corpus in ``out_dir``; returns a summary dict.
 
     ``compare_model`` (e.g. the shipped ``models/default/model.pt``) is evaluated on the
@@ -144,17 +149,24 @@ def run_demo(out_dir: str | Path, *, works: int = 60, versions: int = 4, seed: i
     full = read_dataset(data_dir / "full.txt")
     pick = ("map", "mr1", "hit_rate", "top10", "n_queries")
     summary = {
-        "recordings": len(full), "works": len({t.work for t in full}),
+        "recordings": len(full),
+        "works": len({t.work for t in full}),
         "audio_hours": round(sum(t.duration for t in full) / 3600, 3),
         "split_works": report.split_counts,
-        "epochs": result.epochs_run, "steps": result.steps,
-        "test_trained": {k: round(v, 4) if isinstance(v, float) else v
-                         for k, v in trained.to_dict().items() if k in pick},
-        "test_untrained": {k: round(v, 4) if isinstance(v, float) else v
-                           for k, v in untrained.to_dict().items() if k in pick},
-        **{f"test_{name}": {k: round(v, 4) if isinstance(v, float) else v
-                            for k, v in rep.to_dict().items() if k in pick}
-           for name, rep in others.items()},
+        "epochs": result.epochs_run,
+        "steps": result.steps,
+        "test_trained": {
+            k: round(v, 4) if isinstance(v, float) else v for k, v in trained.to_dict().items() if k in pick
+        },
+        "test_untrained": {
+            k: round(v, 4) if isinstance(v, float) else v for k, v in untrained.to_dict().items() if k in pick
+        },
+        **{
+            f"test_{name}": {
+                k: round(v, 4) if isinstance(v, float) else v for k, v in rep.to_dict().items() if k in pick
+            }
+            for name, rep in others.items()
+        },
         "identify_top1_correct": sum(1 for r, t in answers if t and r.matches and r.matches[0].work == t),
         "model": str(lm.source),
         **{k: round(v, 1) for k, v in timings.items()},

@@ -50,10 +50,11 @@ def chunk_starts(n_frames: int, chunk: int, hop: int) -> list[int]:
 
 def cut_chunk(feat: np.ndarray, start: int, length: int, mean_size: int) -> np.ndarray:
     """Raw frames [start, start+length), padded with -100 dB, then mean-pooled (float32)."""
-    x = np.asarray(feat[start:start + length], dtype=np.float32)
+    x = np.asarray(feat[start : start + length], dtype=np.float32)
     if len(x) < length:
-        x = np.concatenate([x, np.full((length - len(x), x.shape[1] if x.ndim == 2 else feat.shape[1]),
-                                       PAD_DB, np.float32)])
+        x = np.concatenate(
+            [x, np.full((length - len(x), x.shape[1] if x.ndim == 2 else feat.shape[1]), PAD_DB, np.float32)]
+        )
     return pool_frames(x, mean_size)
 
 
@@ -68,11 +69,16 @@ class Windowing:
     pad_value: float = PAD_DB
 
     @classmethod
-    def from_config(cls, cfg: EvalConfig, frames_per_second: float, mean_size: int,
-                    pad_value: float = PAD_DB) -> "Windowing":
+    def from_config(
+        cls, cfg: EvalConfig, frames_per_second: float, mean_size: int, pad_value: float = PAD_DB
+    ) -> Windowing:
         """Windows of ``cfg.chunk_s`` every ``cfg.hop_s`` seconds (any config with those fields)."""
-        return cls(max(1, round(cfg.chunk_s * frames_per_second)),
-                   max(1, round(cfg.hop_s * frames_per_second)), mean_size, pad_value)
+        return cls(
+            max(1, round(cfg.chunk_s * frames_per_second)),
+            max(1, round(cfg.hop_s * frames_per_second)),
+            mean_size,
+            pad_value,
+        )
 
     def key(self) -> str:
         pad = "" if self.pad_value == PAD_DB else f"p{self.pad_value:g}"
@@ -101,7 +107,7 @@ def track_chunks(feat: np.ndarray, win: Windowing) -> tuple[np.ndarray, list[int
     m, n = win.mean_size, len(x) - win.mean_size + 1
     total = x[:n].copy()
     for k in range(1, m):  # the order of pool_frames' sum
-        total += x[k:k + n]
+        total += x[k : k + n]
     means = total / m  # (frames - m + 1, n_bins): mean of frames t .. t + m - 1
     return means[np.asarray(starts)[:, None] + m * np.arange(win.chunk // m)], starts
 
@@ -109,8 +115,13 @@ def track_chunks(feat: np.ndarray, win: Windowing) -> tuple[np.ndarray, list[int
 PRECISIONS = ("float32", "bfloat16")
 
 
-def embed_chunks(model: torch.nn.Module, chunks: np.ndarray, device: torch.device | str = "cpu",
-                 batch_size: int = 32, precision: str = "float32") -> np.ndarray:
+def embed_chunks(
+    model: torch.nn.Module,
+    chunks: np.ndarray,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+    precision: str = "float32",
+) -> np.ndarray:
     """Embeddings of pooled chunks, model in eval mode.
 
     Parameters
@@ -127,12 +138,15 @@ def embed_chunks(model: torch.nn.Module, chunks: np.ndarray, device: torch.devic
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = torch.device(device)
-    cast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bfloat16"
-            else contextlib.nullcontext())
+    cast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if precision == "bfloat16"
+        else contextlib.nullcontext()
+    )
     out = []
     with torch.inference_mode(), cast:
         for i in range(0, len(chunks), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(chunks[i:i + batch_size])).to(device)
+            x = torch.from_numpy(np.ascontiguousarray(chunks[i : i + batch_size])).to(device)
             out.append(model(x).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.cfg.embed_dim), np.float32)
 
@@ -194,11 +208,19 @@ class EmbeddingCache:
             log.warning("embedding cache %s: not written (%s)", self.dir, e)
 
 
-def embed_tracks(model: torch.nn.Module, feats: list, win: Windowing, *,
-                 device: torch.device | str = "cpu", batch_size: int = 32,
-                 cache: EmbeddingCache | None = None, verbose: bool = False,
-                 desc: str = "embed", precision: str = "float32",
-                 load=None) -> list[tuple[np.ndarray, list[int]]]:
+def embed_tracks(
+    model: torch.nn.Module,
+    feats: list,
+    win: Windowing,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+    cache: EmbeddingCache | None = None,
+    verbose: bool = False,
+    desc: str = "embed",
+    precision: str = "float32",
+    load=None,
+) -> list[tuple[np.ndarray, list[int]]]:
     """Chunk embeddings of many recordings.
 
     Parameters
@@ -217,8 +239,10 @@ def embed_tracks(model: torch.nn.Module, feats: list, win: Windowing, *,
     list of (np.ndarray (n_chunks, E), list of start frames)
     """
     if load is None and getattr(getattr(model, "cfg", None), "front_end", "cqt") == "fine_chroma":
-        raise ValueError("this model reads fine chroma (model.front_end='fine_chroma'), but was "
-                         "handed CQT features: its caller cannot feed it yet")
+        raise ValueError(
+            "this model reads fine chroma (model.front_end='fine_chroma'), but was "
+            "handed CQT features: its caller cannot feed it yet"
+        )
     results: list = [None] * len(feats)
     todo = []
     for i, f in enumerate(feats):
@@ -236,7 +260,7 @@ def embed_tracks(model: torch.nn.Module, feats: list, win: Windowing, *,
         emb = embed_chunks(model, np.concatenate(pending_chunks), device, batch_size, precision)
         pos = 0
         for i, starts in owners:
-            results[i] = (emb[pos:pos + len(starts)], starts)
+            results[i] = (emb[pos : pos + len(starts)], starts)
             pos += len(starts)
             if cache is not None and not isinstance(feats[i], np.ndarray):
                 cache.put(feats[i], *results[i])
@@ -254,10 +278,17 @@ def embed_tracks(model: torch.nn.Module, feats: list, win: Windowing, *,
     return results
 
 
-def embed_audio_files(model: torch.nn.Module, audio: list, win: Windowing, features: FeatureConfig,
-                      *, device: torch.device | str = "cpu", batch_size: int = 16,
-                      precision: str = "float32", verbose: bool = False
-                      ) -> list[tuple[np.ndarray, list[int]]]:
+def embed_audio_files(
+    model: torch.nn.Module,
+    audio: list,
+    win: Windowing,
+    features: FeatureConfig,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+    precision: str = "float32",
+    verbose: bool = False,
+) -> list[tuple[np.ndarray, list[int]]]:
     """Chunk embeddings straight from audio: decode -> float32 CQT -> windows -> model.
 
     No feature file is written: the fast path for embedding a catalogue. The CQT is
@@ -282,8 +313,17 @@ def embed_audio_files(model: torch.nn.Module, audio: list, win: Windowing, featu
         y = item if isinstance(item, np.ndarray) else load_audio(item, features.sample_rate)
         return cqt(peak_normalize(y), features, fast=True)
 
-    return embed_tracks(model, audio, win, device=device, batch_size=batch_size, verbose=verbose,
-                        desc="embed audio", precision=precision, load=features_of)
+    return embed_tracks(
+        model,
+        audio,
+        win,
+        device=device,
+        batch_size=batch_size,
+        verbose=verbose,
+        desc="embed audio",
+        precision=precision,
+        load=features_of,
+    )
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -294,8 +334,12 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 def _by_count(lengths: np.ndarray) -> list[tuple[np.ndarray, int, np.ndarray]]:
     """Recordings grouped by chunk count: (recording indices, count, their chunk rows)."""
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    return [(idx, int(c), (offsets[idx, None] + np.arange(c)).ravel())
-            for c in np.unique(lengths) if c > 0 for idx in [np.flatnonzero(lengths == c)]]
+    return [
+        (idx, int(c), (offsets[idx, None] + np.arange(c)).ravel())
+        for c in np.unique(lengths)
+        if c > 0
+        for idx in [np.flatnonzero(lengths == c)]
+    ]
 
 
 def _max_by_count(sim: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
@@ -352,7 +396,7 @@ class MinChunkDistance:
             qj = qi + 1
             while qj < len(query) and q_off[qj + 1] - q_off[qi] <= block:
                 qj += 1
-            sim = qc[q_off[qi]:q_off[qj]] @ self.chunks.T  # (query chunks, reference chunks)
+            sim = qc[q_off[qi] : q_off[qj]] @ self.chunks.T  # (query chunks, reference chunks)
             parts = sim.split([n * c for n, c in self.counts], dim=1)
             best = [g.view(len(sim), c, n).amax(1) for g, (n, c) in zip(parts, self.counts)]
             best = _max_by_count(best[0] if len(best) == 1 else torch.cat(best, dim=1), lengths[qi:qj])

@@ -34,7 +34,7 @@ def read_query_in_ref(path: str | Path) -> list[tuple[int, int]]:
         pairs = json.loads(first)["query_in_ref"]
         return [(int(q), int(r)) for q, r in pairs]
     except (OSError, StopIteration, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: expected a JSON line {{\"query_in_ref\": [[q, r], ...]}} ({e})") from e
+        raise ValueError(f'{path}: expected a JSON line {{"query_in_ref": [[q, r], ...]}} ({e})') from e
 
 
 def read_eval_list(path: str | Path) -> list[Track]:
@@ -46,20 +46,35 @@ def read_eval_list(path: str | Path) -> list[Track]:
         return read_dataset(path, check_features=True)
     full_path = path.parent / "full.txt"
     if not full_path.is_file():
-        raise ValueError(f"{path}: lines have no 'feat' and there is no full.txt beside it; "
-                         f"run 'coverhunter extract {path.parent}' first")
+        raise ValueError(
+            f"{path}: lines have no 'feat' and there is no full.txt beside it; "
+            f"run 'coverhunter extract {path.parent}' first"
+        )
     full = {t.track_id: t for t in read_dataset(full_path, check_features=True)}
     missing = [t.track_id for t in tracks if not t.feat and t.track_id not in full]
     if missing:
-        raise ValueError(f"{path}: {len(missing)} recording(s) have no features in {full_path} "
-                         f"(e.g. {missing[:3]}); did their extraction fail?")
+        raise ValueError(
+            f"{path}: {len(missing)} recording(s) have no features in {full_path} "
+            f"(e.g. {missing[:3]}); did their extraction fail?"
+        )
     return [t if t.feat else full[t.track_id] for t in tracks]
 
 
-def evaluate_tracks(model: torch.nn.Module, queries: list[Track], refs: list[Track] | None,
-                    cfg: Config, *, device="cpu", cache: EmbeddingCache | None = None,
-                    query_in_ref=None, mode: str = "standard", bootstrap: int = 0,
-                    verbose: bool = False, return_dist: bool = False, reranker=None):
+def evaluate_tracks(
+    model: torch.nn.Module,
+    queries: list[Track],
+    refs: list[Track] | None,
+    cfg: Config,
+    *,
+    device="cpu",
+    cache: EmbeddingCache | None = None,
+    query_in_ref=None,
+    mode: str = "standard",
+    bootstrap: int = 0,
+    verbose: bool = False,
+    return_dist: bool = False,
+    reranker=None,
+):
     """Metrics of ``queries`` against ``refs`` (None: the queries themselves, self excluded).
 
     Returns the report and, with ``return_dist``, the full distance matrix (else None:
@@ -72,13 +87,32 @@ def evaluate_tracks(model: torch.nn.Module, queries: list[Track], refs: list[Tra
     was_training = model.training
     model.eval()
     try:
-        q_emb = embed_tracks(model, [inp.source(t.feat) for t in queries], win, device=device,
-                             batch_size=cfg.eval.batch_size, cache=cache, verbose=verbose,
-                             desc="embed queries", load=inp.loader())
-        r_emb = q_emb if refs is None else embed_tracks(
-            model, [inp.source(t.feat) for t in refs], win, device=device,
-            batch_size=cfg.eval.batch_size, cache=cache, verbose=verbose, desc="embed refs",
-            load=inp.loader())
+        q_emb = embed_tracks(
+            model,
+            [inp.source(t.feat) for t in queries],
+            win,
+            device=device,
+            batch_size=cfg.eval.batch_size,
+            cache=cache,
+            verbose=verbose,
+            desc="embed queries",
+            load=inp.loader(),
+        )
+        r_emb = (
+            q_emb
+            if refs is None
+            else embed_tracks(
+                model,
+                [inp.source(t.feat) for t in refs],
+                win,
+                device=device,
+                batch_size=cfg.eval.batch_size,
+                cache=cache,
+                verbose=verbose,
+                desc="embed refs",
+                load=inp.loader(),
+            )
+        )
     finally:
         model.train(was_training)
     refs_ = queries if refs is None else refs
@@ -115,16 +149,29 @@ def _mask(exclude, a: int, b: int):
     return None if exclude is None else (exclude(a, b) if callable(exclude) else exclude[a:b])
 
 
-def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str | Path | None = None,
-                   *, query_in_ref_path=None, device: str | None = None, mode: str = "standard",
-                   bootstrap: int = 0, output: str | Path | None = None, plots: Path | None = None,
-                   cache_dir: Path | None = None, chunk_s: float | None = None,
-                   hop_s: float | None = None, distance: str | None = None,
-                   rerank: int = 0, rerank_source: str = "chroma",
-                   rerank_weight: float | None = None, rerank_expand: int | None = None,
-                   rerank_expansion_weight: float | None = None,
-                   rerank_grow_after: int | None = None,
-                   rerank_first_stage: str | None = None) -> EvalReport:
+def run_evaluation(
+    model_dir: str | Path,
+    query_path: str | Path,
+    ref_path: str | Path | None = None,
+    *,
+    query_in_ref_path=None,
+    device: str | None = None,
+    mode: str = "standard",
+    bootstrap: int = 0,
+    output: str | Path | None = None,
+    plots: Path | None = None,
+    cache_dir: Path | None = None,
+    chunk_s: float | None = None,
+    hop_s: float | None = None,
+    distance: str | None = None,
+    rerank: int = 0,
+    rerank_source: str = "chroma",
+    rerank_weight: float | None = None,
+    rerank_expand: int | None = None,
+    rerank_expansion_weight: float | None = None,
+    rerank_grow_after: int | None = None,
+    rerank_first_stage: str | None = None,
+) -> EvalReport:
     """The ``evaluate`` command: load a model (ours or the original's), evaluate, write JSON.
 
     ``rerank`` > 0 re-ranks each query's top ``rerank`` (:mod:`coverhunter.rerank`);
@@ -150,34 +197,84 @@ def run_evaluation(model_dir: str | Path, query_path: str | Path, ref_path: str 
     if rerank:  # two-stage search: re-order each query's top `rerank` (coverhunter.rerank)
         from .rerank import RerankConfig, build_reranker
 
-        given = {"weight": rerank_weight, "expand": rerank_expand,
-                 "expansion_weight": rerank_expansion_weight, "grow_after": rerank_grow_after,
-                 "first_stage": rerank_first_stage}
+        given = {
+            "weight": rerank_weight,
+            "expand": rerank_expand,
+            "expansion_weight": rerank_expansion_weight,
+            "grow_after": rerank_grow_after,
+            "first_stage": rerank_first_stage,
+        }
         rr = RerankConfig(k=rerank, source=rerank_source, **{k: v for k, v in given.items() if v is not None})
-        reranker = build_reranker(lm.model, cfg, queries, refs, rr, device=dev, cache_dir=cache_root,
-                                  fingerprint=lm.fingerprint, verbose=True,
-                                  projection=lm.summary_projection)
-    report, dist = evaluate_tracks(lm.model, queries, refs, cfg, device=dev, cache=cache,
-                                   query_in_ref=pairs, mode=mode, bootstrap=bootstrap, verbose=True,
-                                   return_dist=plots is not None, reranker=reranker)
+        reranker = build_reranker(
+            lm.model,
+            cfg,
+            queries,
+            refs,
+            rr,
+            device=dev,
+            cache_dir=cache_root,
+            fingerprint=lm.fingerprint,
+            verbose=True,
+            projection=lm.summary_projection,
+        )
+    report, dist = evaluate_tracks(
+        lm.model,
+        queries,
+        refs,
+        cfg,
+        device=dev,
+        cache=cache,
+        query_in_ref=pairs,
+        mode=mode,
+        bootstrap=bootstrap,
+        verbose=True,
+        return_dist=plots is not None,
+        reranker=reranker,
+    )
     if reranker is not None:
         log.info("%s", reranker.summary())
     if report.n_queries == 0:
-        raise ValueError(f"{query_path}: no query has a relevant reference (a recording of the same "
-                         f"work) in {ref_path or query_path}; nothing to evaluate")
+        raise ValueError(
+            f"{query_path}: no query has a relevant reference (a recording of the same "
+            f"work) in {ref_path or query_path}; nothing to evaluate"
+        )
     if output is not None:
-        extra = {} if reranker is None else {"rerank": {
-            "k": reranker.cfg.k, "grow_after": reranker.cfg.grow_after, "k_used": reranker.k_used,
-            "pool": reranker.cfg.pool, "global_weight": reranker.cfg.global_weight,
-            "first_stage": reranker.cfg.first_stage,
-            "source": reranker.cfg.source, "weight": reranker.cfg.weight,
-            "expand": reranker.cfg.expand, "expansion_weight": reranker.cfg.expansion_weight,
-            "seconds": reranker.seconds, "seconds_per_query": reranker.seconds / max(1, reranker.n_queries),
-            "alignments_per_query": reranker.n_pairs / max(1, reranker.n_queries),
-            "alignments_computed_per_query": reranker.n_computed / max(1, reranker.n_queries)}}
-        atomic_write_text(Path(output), json.dumps(
-            {**report.to_dict(per_query=True), "model": str(lm.source), "query": str(query_path),
-             "ref": str(ref_path or query_path), **extra}, indent=2, allow_nan=False))
+        extra = (
+            {}
+            if reranker is None
+            else {
+                "rerank": {
+                    "k": reranker.cfg.k,
+                    "grow_after": reranker.cfg.grow_after,
+                    "k_used": reranker.k_used,
+                    "pool": reranker.cfg.pool,
+                    "global_weight": reranker.cfg.global_weight,
+                    "first_stage": reranker.cfg.first_stage,
+                    "source": reranker.cfg.source,
+                    "weight": reranker.cfg.weight,
+                    "expand": reranker.cfg.expand,
+                    "expansion_weight": reranker.cfg.expansion_weight,
+                    "seconds": reranker.seconds,
+                    "seconds_per_query": reranker.seconds / max(1, reranker.n_queries),
+                    "alignments_per_query": reranker.n_pairs / max(1, reranker.n_queries),
+                    "alignments_computed_per_query": reranker.n_computed / max(1, reranker.n_queries),
+                }
+            }
+        )
+        atomic_write_text(
+            Path(output),
+            json.dumps(
+                {
+                    **report.to_dict(per_query=True),
+                    "model": str(lm.source),
+                    "query": str(query_path),
+                    "ref": str(ref_path or query_path),
+                    **extra,
+                },
+                indent=2,
+                allow_nan=False,
+            ),
+        )
     if plots is not None:
         from .plots import write_plots
 

@@ -70,17 +70,22 @@ class ExtractReport:
         return not self.failed
 
     def summary(self) -> str:
-        s = (f"{self.n_tracks} recordings: {self.computed} computed, {self.skipped} up to date, "
-             f"{len(self.failed)} failed")
+        s = (
+            f"{self.n_tracks} recordings: {self.computed} computed, {self.skipped} up to date, "
+            f"{len(self.failed)} failed"
+        )
         if self.world_size > 1:
             s = f"rank {self.rank} of {self.world_size}: {s}"
         if self.lists_written:
-            s += (f"; {self.copies} tempo copies; split (works): "
-                  + ", ".join(f"{k} {v}" for k, v in self.split_counts.items()))
+            s += f"; {self.copies} tempo copies; split (works): " + ", ".join(
+                f"{k} {v}" for k, v in self.split_counts.items()
+            )
         else:
-            s += (f"; lists not written yet: {self.waiting} recording(s) of the dataset have no "
-                  "features (other slices still running, or failed: a plain `extract` "
-                  "retries them and writes the lists)")
+            s += (
+                f"; lists not written yet: {self.waiting} recording(s) of the dataset have no "
+                "features (other slices still running, or failed: a plain `extract` "
+                "retries them and writes the lists)"
+            )
         return s
 
 
@@ -96,15 +101,21 @@ def copy_id(track_id: str, rate: float) -> str:
     return f"sp_{rate:g}-{track_id}"
 
 
-def _fingerprint(track: Track, cfg: FeatureConfig, rates: tuple[float, ...],
-                 views: tuple[str, ...] = ()) -> dict:
+def _fingerprint(
+    track: Track, cfg: FeatureConfig, rates: tuple[float, ...], views: tuple[str, ...] = ()
+) -> dict:
     """What a recording's features depend on: its audio (by resolved path, size and
     modification time), the CQT settings, the tempo copies and the chroma views (a state
     written before chroma views existed lacks them: its recordings are computed again)."""
     audio = Path(track.audio).resolve()
     st = audio.stat()
-    fp = {"audio": str(audio), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-          "features": asdict(cfg), "rates": list(rates)}
+    fp = {
+        "audio": str(audio),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "features": asdict(cfg),
+        "rates": list(rates),
+    }
     if views:
         fp["chroma"] = list(views)
     return fp
@@ -131,9 +142,13 @@ def check_copy_names(tracks: list[Track], rates_of, path: Path) -> None:
     """Refuse a recording whose utt is the name of another's tempo copy (``sp_0.9-x`` beside
     ``x``): its features and its line in ``full.txt`` would collide."""
     utts = {t.track_id for t in tracks}
-    problems = [f"utt {copy_id(t.track_id, r)!r} is also the name of the {r:g} tempo copy of "
-                f"{t.track_id!r}; rename it (names 'sp_<rate>-<utt>' are reserved for copies)"
-                for t in tracks for r in rates_of(t) if copy_id(t.track_id, r) in utts]
+    problems = [
+        f"utt {copy_id(t.track_id, r)!r} is also the name of the {r:g} tempo copy of "
+        f"{t.track_id!r}; rename it (names 'sp_<rate>-<utt>' are reserved for copies)"
+        for t in tracks
+        for r in rates_of(t)
+        if copy_id(t.track_id, r) in utts
+    ]
     if problems:
         from .dataset import DatasetError
 
@@ -159,8 +174,9 @@ def given_split(tracks: list[Track], path: Path) -> dict[str, str] | None:
     return out
 
 
-def _extract_one(track: Track, out_dir: Path, cfg: FeatureConfig,
-                 rates: tuple[float, ...], views: tuple[str, ...] = ()) -> dict[str, int]:
+def _extract_one(
+    track: Track, out_dir: Path, cfg: FeatureConfig, rates: tuple[float, ...], views: tuple[str, ...] = ()
+) -> dict[str, int]:
     """Compute (and save) the CQT of one track, its tempo copies and its chroma views
     (:mod:`coverhunter.chroma`, from the same audio); returns frame counts."""
     import torch
@@ -231,8 +247,9 @@ def _plan(tracks, splits, cfg, out_dir, state):
         entry = state.get(t.track_id)
         names = [t.track_id] + [copy_id(t.track_id, r) for r in rates]
         try:  # every file there, with the size it was written with (not truncated)
-            complete = bool(entry) and entry.get("feat_bytes") == _feature_sizes(out_dir, names,
-                                                                                 cfg.chroma_views)
+            complete = bool(entry) and entry.get("feat_bytes") == _feature_sizes(
+                out_dir, names, cfg.chroma_views
+            )
         except OSError:
             complete = False
         if complete and _same_audio(entry.get("fp", {}), fp, entry):
@@ -244,9 +261,15 @@ def _plan(tracks, splits, cfg, out_dir, state):
     return todo, done
 
 
-def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = None,
-                     num_workers: int | None = None, verbose: bool = True,
-                     rank: int | None = None, world_size: int | None = None) -> ExtractReport:
+def extract_features(
+    data_dir: str | Path,
+    *,
+    config: ExtractConfig | None = None,
+    num_workers: int | None = None,
+    verbose: bool = True,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> ExtractReport:
     """Extract CQT features for ``DATA_DIR/dataset.txt`` (see module docstring).
 
     Parameters
@@ -288,8 +311,9 @@ def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = Non
         s = cfg.split
         splits = split_by_work(tracks, (s.train, s.val, s.test), s.seed)
     rates_all = tuple(r for r in cfg.aug_speed_mode if abs(r - 1.0) > 1e-6)
-    check_copy_names(tracks, lambda t: rates_all if splits[t.work] in cfg.aug_splits else (),
-                     data_dir / "dataset.txt")
+    check_copy_names(
+        tracks, lambda t: rates_all if splits[t.work] in cfg.aug_splits else (), data_dir / "dataset.txt"
+    )
     mine = rank_slice(sorted(tracks, key=lambda t: t.track_id), rank, world_size)
     out_dir = data_dir / FEAT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -305,15 +329,23 @@ def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = Non
     report = ExtractReport(n_tracks=len(mine), skipped=len(done), rank=rank, world_size=world_size)
     workers = num_workers if num_workers is not None else cfg.num_workers
     workers = workers or os.cpu_count() or 1
-    log.info("%s%d recordings, %d to compute, %d up to date",
-             f"rank {rank} of {world_size}: " if world_size > 1 else "",
-             len(mine), len(todo), len(done))
+    log.info(
+        "%s%d recordings, %d to compute, %d up to date",
+        f"rank {rank} of {world_size}: " if world_size > 1 else "",
+        len(mine),
+        len(todo),
+        len(done),
+    )
 
     def record(t, rates, fp, lengths):
         done[t.track_id] = lengths
         if fp is not None:
-            entry = {"fp": fp, "lengths": lengths, "audio_sha256": sha256_file(fp["audio"]),
-                     "feat_bytes": _feature_sizes(out_dir, list(lengths), cfg.chroma_views)}
+            entry = {
+                "fp": fp,
+                "lengths": lengths,
+                "audio_sha256": sha256_file(fp["audio"]),
+                "feat_bytes": _feature_sizes(out_dir, list(lengths), cfg.chroma_views),
+            }
             state[t.track_id] = entry
             _append_journal(state_path, json.dumps([t.track_id, entry]) + "\n")  # per recording
         report.computed += 1
@@ -328,10 +360,11 @@ def extract_features(data_dir: str | Path, *, config: ExtractConfig | None = Non
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-            futs = {pool.submit(_extract_one, t, out_dir, cfg.features, rates, cfg.chroma_views):
-                    (t, rates, fp)
-                    for t, rates, fp in todo}
-            for i, fut in enumerate(as_completed(futs)):
+            futs = {
+                pool.submit(_extract_one, t, out_dir, cfg.features, rates, cfg.chroma_views): (t, rates, fp)
+                for t, rates, fp in todo
+            }
+            for fut in as_completed(futs):
                 t, rates, fp = futs[fut]
                 try:
                     record(t, rates, fp, fut.result())
@@ -367,8 +400,14 @@ def _write_lists(data_dir, tracks, splits, done, out_dir, report) -> None:
             rate = float(utt.split("-", 1)[0][3:]) if is_copy else 1.0
             vid = next_version.get(t.work, 0)
             next_version[t.work] = vid + 1
-            extra = {**t.extra, "feat": str(out_dir / feature_name(utt)), "feat_len": n_frames,
-                     "song_id": song_id[t.work], "version_id": vid, "split": splits[t.work]}
+            extra = {
+                **t.extra,
+                "feat": str(out_dir / feature_name(utt)),
+                "feat_len": n_frames,
+                "song_id": song_id[t.work],
+                "version_id": vid,
+                "split": splits[t.work],
+            }
             if is_copy:
                 extra.update(speed=rate, source_utt=t.track_id)
                 report.copies += 1

@@ -43,14 +43,14 @@ class CQTKernel:
             t = np.arange(length) - (length - 1) / 2
             temporal = np.hamming(length) * np.exp(2j * np.pi * q * t / length) / length
             start = (n - length + 1) // 2  # centred in the FFT frame
-            kernel[i, start:start + length] = temporal
+            kernel[i, start : start + length] = temporal
         kernel = np.fft.fft(kernel, axis=1)
         kernel[np.abs(kernel) < 0.01] = 0.0
         kernel = np.conj(kernel) / n
         half = n // 2
-        a = kernel[:, :half + 1]
+        a = kernel[:, : half + 1]
         b = np.zeros_like(a)
-        b[:, 1:half] = kernel[:, n - 1:half:-1]  # column N-k lands on k
+        b[:, 1:half] = kernel[:, n - 1 : half : -1]  # column N-k lands on k
         plus, minus = a + b, a - b
         self.groups = []  # (first bin, end bin, first col, end col, weights [2w, 2g])
         for g0 in range(0, n_bins, bins_per_octave):
@@ -77,14 +77,22 @@ class CQTKernel:
 
 
 @functools.lru_cache(maxsize=4)
-def cqt_kernel(sample_rate: int = SAMPLE_RATE, fmin: float = 32.0, n_bins: int = N_BINS,
-               bins_per_octave: int = 12) -> CQTKernel:
+def cqt_kernel(
+    sample_rate: int = SAMPLE_RATE, fmin: float = 32.0, n_bins: int = N_BINS, bins_per_octave: int = 12
+) -> CQTKernel:
     return CQTKernel(sample_rate, fmin, n_bins, bins_per_octave)
 
 
-def cqt_magnitude(y: np.ndarray, *, sample_rate: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH,
-                  fmin: float = 32.0, n_bins: int = N_BINS, bins_per_octave: int = 12,
-                  dtype: torch.dtype = torch.float64) -> np.ndarray:
+def cqt_magnitude(
+    y: np.ndarray,
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    hop_length: int = HOP_LENGTH,
+    fmin: float = 32.0,
+    n_bins: int = N_BINS,
+    bins_per_octave: int = 12,
+    dtype: torch.dtype = torch.float64,
+) -> np.ndarray:
     """Linear CQT magnitude, shape (frames, n_bins), frames = len(y) // hop_length.
 
     ``dtype`` is the arithmetic of the FFT and the kernel product (and of the result):
@@ -103,7 +111,7 @@ def cqt_magnitude(y: np.ndarray, *, sample_rate: int = SAMPLE_RATE, hop_length: 
     padded = torch.from_numpy(np.pad(np.asarray(y, dtype=np_dtype), (left, right)))
     for s in range(0, n_frames, _BLOCK):
         e = min(n_frames, s + _BLOCK)
-        spec = torch.fft.rfft(padded[s * hop_length:(e - 1) * hop_length + n].unfold(0, n, hop_length))
+        spec = torch.fft.rfft(padded[s * hop_length : (e - 1) * hop_length + n].unfold(0, n, hop_length))
         spec = torch.view_as_real(spec)  # [B, n/2+1, 2], no copy
         for g0, g1, c0, c1, w in kern.groups_as(dtype):
             x = spec[:, c0:c1].reshape(e - s, -1) @ w  # [B, 2g] = (Re X, Im X)
@@ -138,9 +146,15 @@ def cqt(y: np.ndarray, cfg: FeatureConfig | None = None, *, fast: bool = False) 
     cfg = cfg or FeatureConfig()
     if cfg.precision not in ("float32", "float64"):
         raise ValueError(f"precision must be 'float32' or 'float64', got {cfg.precision!r}")
-    mag = cqt_magnitude(y, sample_rate=cfg.sample_rate, hop_length=cfg.hop_length, fmin=cfg.fmin,
-                        n_bins=cfg.n_bins, bins_per_octave=cfg.bins_per_octave,
-                        dtype=torch.float32 if fast else torch.float64)
+    mag = cqt_magnitude(
+        y,
+        sample_rate=cfg.sample_rate,
+        hop_length=cfg.hop_length,
+        fmin=cfg.fmin,
+        n_bins=cfg.n_bins,
+        bins_per_octave=cfg.bins_per_octave,
+        dtype=torch.float32 if fast else torch.float64,
+    )
     db = 20.0 * np.log10(mag + mag.dtype.type(1e-9))
     if db.size:
         db -= db.max()

@@ -88,7 +88,8 @@ class ModelInput:
             raise MissingInputError(
                 f"{source}: missing, or lacks chroma view(s) {list(self.views)}: this model "
                 f"(model.front_end='fine_chroma') reads them; run 'coverhunter extract' with "
-                f"chroma_views including {list(self.views)} on its data folder")
+                f"chroma_views including {list(self.views)} on its data folder"
+            )
         return stack_views(views, self.views)
 
     def loader(self):
@@ -123,7 +124,8 @@ def require_cqt_input(cfg: Config | ModelConfig, model_source, path_name: str) -
         raise ValueError(
             f"{model_source}: this model reads fine chroma views {list(inp.views)} "
             f"(model.front_end='fine_chroma'), but {path_name} can only feed it CQT frames "
-            "so far; use a CQT model there, or 'coverhunter evaluate' for this one")
+            "so far; use a CQT model there, or 'coverhunter evaluate' for this one"
+        )
 
 
 def input_of_path(feat: str | Path, cfg: Config | ModelConfig) -> np.ndarray:
@@ -132,5 +134,12 @@ def input_of_path(feat: str | Path, cfg: Config | ModelConfig) -> np.ndarray:
     return np.asarray(inp.load(inp.source(feat)), np.float32)
 
 
-__all__ = ["ModelInput", "MissingInputError", "model_input", "require_cqt_input",
-           "input_of_path", "stack_views", "CHROMA_PAD"]
+__all__ = [
+    "ModelInput",
+    "MissingInputError",
+    "model_input",
+    "require_cqt_input",
+    "input_of_path",
+    "stack_views",
+    "CHROMA_PAD",
+]

@@ -99,5 +99,4 @@ class CoverLoss(nn.Module):
         cen = self.center(embeddings, labels) if self.center is not None else None
         if cen is not None:
             total = total + c.center_weight * cen
-        return LossOutput(total, ce.item(), tri.item(), cen.item() if cen is not None else 0.0,
-                          logits)
+        return LossOutput(total, ce.item(), tri.item(), cen.item() if cen is not None else 0.0, logits)

@@ -113,13 +113,16 @@ def _ranks_by_label(d: np.ndarray, start: int, groups, self_excluded: bool) -> n
     """
     lo, hi, order = groups
     b = d.shape[0]
-    lo, hi = lo[start:start + b], hi[start:start + b]
+    lo, hi = lo[start : start + b], hi[start : start + b]
     counts = hi - lo
     r_max = max(1, int(counts.max()) if b else 1)
     slot = np.arange(r_max)
     present = slot[None, :] < counts[:, None]
-    j = order[np.where(present, lo[:, None] + slot[None, :], 0).clip(max=len(order) - 1)] \
-        if len(order) else np.zeros((b, r_max), np.int64)
+    j = (
+        order[np.where(present, lo[:, None] + slot[None, :], 0).clip(max=len(order) - 1)]
+        if len(order)
+        else np.zeros((b, r_max), np.int64)
+    )
     rows = np.arange(b)[:, None]
     x = np.where(present, d[rows, j], np.inf)
     x[np.isnan(x)] = np.inf
@@ -153,9 +156,18 @@ def _block_stats(ranks: torch.Tensor, topk: int | None):
     return ap, first, top10, (ranks[:, 0] == 1).to(torch.float64)
 
 
-def evaluate_distances(dist, query_labels, ref_labels, *, exclude="auto", mode: str = "standard",
-                       topk: int | None = None, block: int = 256, bootstrap: int = 0,
-                       seed: int = 0) -> EvalReport:
+def evaluate_distances(
+    dist,
+    query_labels,
+    ref_labels,
+    *,
+    exclude="auto",
+    mode: str = "standard",
+    topk: int | None = None,
+    block: int = 256,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> EvalReport:
     """Rank every reference for every query and compute the metrics.
 
     Parameters
@@ -185,7 +197,9 @@ def evaluate_distances(dist, query_labels, ref_labels, *, exclude="auto", mode: 
     if not callable(dist):
         dist = np.asarray(dist, dtype=np.float64)
         if dist.ndim != 2 or dist.shape != shape:
-            raise ValueError(f"distance matrix {dist.shape} does not match {shape[0]} queries x {shape[1]} refs")
+            raise ValueError(
+                f"distance matrix {dist.shape} does not match {shape[0]} queries x {shape[1]} refs"
+            )
     if isinstance(exclude, str):
         if exclude != "auto":
             raise ValueError(f"exclude must be 'auto', a mask, a callable or None, got {exclude!r}")
@@ -196,8 +210,9 @@ def evaluate_distances(dist, query_labels, ref_labels, *, exclude="auto", mode: 
     rows = dist if callable(dist) else (lambda a, b: dist[a:b])
     excl = exclude if callable(exclude) or exclude is None else (lambda a, b: exclude[a:b])
     # the common cases (no exclusion, or each query's own entry) never build (b, n) masks
-    by_label = mode == "standard" and (excl is None or (isinstance(excl, SelfExclusion)
-                                                        and excl.n == shape[1]))
+    by_label = mode == "standard" and (
+        excl is None or (isinstance(excl, SelfExclusion) and excl.n == shape[1])
+    )
     groups = _label_groups(ql, rl) if by_label else None
     aps, firsts, top10s, hit1s = [], [], [], []
     for s in range(0, len(ql), block):
@@ -213,8 +228,11 @@ def evaluate_distances(dist, query_labels, ref_labels, *, exclude="auto", mode: 
             aps.append(ap), firsts.append(first), top10s.append(top10), hit1s.append(hit1)
             continue
         rel = ql[s:e, None] == rl[None, :]
-        drop = d < 0 if mode == "original" else (
-            np.array(excl(s, e), bool) if excl is not None else np.zeros(d.shape, bool))
+        drop = (
+            d < 0
+            if mode == "original"
+            else (np.array(excl(s, e), bool) if excl is not None else np.zeros(d.shape, bool))
+        )
         drop |= np.isnan(d)
         rel &= ~drop
         ranks = _relevant_ranks(d, rel, ~drop, stable=mode == "original")
@@ -226,18 +244,29 @@ def evaluate_distances(dist, query_labels, ref_labels, *, exclude="auto", mode: 
     use = has_rel if mode == "standard" else np.ones_like(has_rel)
     report = _summarise(ap, first, top10, hit1, use, mode)
     ci = _bootstrap(ap, first, top10, hit1, use, bootstrap, seed) if bootstrap else {}
-    return EvalReport(**{**report, "n_without_relevant": int((~has_rel).sum()),
-                         "per_query_ap": ap.tolist(), "per_query_rank1": first.astype(int).tolist(),
-                         "ci": ci})
+    return EvalReport(
+        **{
+            **report,
+            "n_without_relevant": int((~has_rel).sum()),
+            "per_query_ap": ap.tolist(),
+            "per_query_rank1": first.astype(int).tolist(),
+            "ci": ci,
+        }
+    )
 
 
 def _summarise(ap, first, top10, hit1, use, mode) -> dict:
     n = int(use.sum())
     if n == 0:
         return dict(map=0.0, mr1=float("nan"), hit_rate=0.0, top10=0.0, n_queries=0, mode=mode)
-    return dict(map=float(ap[use].mean()), mr1=float(first[use].mean()),
-                hit_rate=float(hit1[use].mean()), top10=float(top10[use].mean() / 10),
-                n_queries=n, mode=mode)
+    return dict(
+        map=float(ap[use].mean()),
+        mr1=float(first[use].mean()),
+        hit_rate=float(hit1[use].mean()),
+        top10=float(top10[use].mean() / 10),
+        n_queries=n,
+        mode=mode,
+    )
 
 
 def _bootstrap(ap, first, top10, hit1, use, n_boot: int, seed: int) -> dict:

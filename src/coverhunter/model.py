@@ -84,8 +84,10 @@ def canonical_key(x: Tensor, bins: int = CHROMA_BINS) -> Tensor:
     v = x.reshape(b, t, f // bins, bins)
     k = torch.arange(bins, device=x.device, dtype=x.dtype)
     prof = v.sum((1, 2))  # (B, 12)
-    angle = torch.atan2((prof * torch.sin(2 * math.pi * FIFTH * k / bins)).sum(1),
-                        (prof * torch.cos(2 * math.pi * FIFTH * k / bins)).sum(1))
+    angle = torch.atan2(
+        (prof * torch.sin(2 * math.pi * FIFTH * k / bins)).sum(1),
+        (prof * torch.cos(2 * math.pi * FIFTH * k / bins)).sum(1),
+    )
     step = torch.round(angle * bins / (2 * math.pi)).long() % bins
     shift = (-step * FIFTH) % bins  # classes to rotate up by
     idx = (torch.arange(bins, device=x.device)[None, :] - shift[:, None]) % bins  # (B, 12)
@@ -207,7 +209,8 @@ class ConformerBlock(nn.Module):
         self.conv = ConvModule(d, cfg.conv_kernel)
         self.ff2 = FeedForward(d, cfg.ffn_dim, cfg.dropout)
         self.norm_ff1, self.norm_attn, self.norm_conv, self.norm_ff2, self.norm_out = (
-            nn.LayerNorm(d, eps=1e-5) for _ in range(5))
+            nn.LayerNorm(d, eps=1e-5) for _ in range(5)
+        )
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, pos: Tensor) -> Tensor:
@@ -303,7 +306,7 @@ class CoverHunter(nn.Module):
     @torch.no_grad()
     def embed(self, x: Tensor, batch_size: int = 64) -> Tensor:
         """Eval-mode embeddings of (N, T, F) chunks, in batches; the caller sets eval()."""
-        outs = [self(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        outs = [self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         return torch.cat(outs) if outs else x.new_zeros(0, self.cfg.embed_dim)
 
 
@@ -311,22 +314,36 @@ class CoverHunter(nn.Module):
 # the original's state_dict names
 
 _BLOCK_KEYS = {
-    "feed_forward_macaron.w_1": "ff1.w1", "feed_forward_macaron.w_2": "ff1.w2",
-    "feed_forward.w_1": "ff2.w1", "feed_forward.w_2": "ff2.w2",
-    "self_attn.linear_q": "attn.q", "self_attn.linear_k": "attn.k",
-    "self_attn.linear_v": "attn.v", "self_attn.linear_out": "attn.out",
-    "self_attn.linear_pos": "attn.pos", "self_attn.pos_bias_u": "attn.pos_bias_u",
+    "feed_forward_macaron.w_1": "ff1.w1",
+    "feed_forward_macaron.w_2": "ff1.w2",
+    "feed_forward.w_1": "ff2.w1",
+    "feed_forward.w_2": "ff2.w2",
+    "self_attn.linear_q": "attn.q",
+    "self_attn.linear_k": "attn.k",
+    "self_attn.linear_v": "attn.v",
+    "self_attn.linear_out": "attn.out",
+    "self_attn.linear_pos": "attn.pos",
+    "self_attn.pos_bias_u": "attn.pos_bias_u",
     "self_attn.pos_bias_v": "attn.pos_bias_v",
-    "conv_module.pointwise_conv1": "conv.pw1", "conv_module.depthwise_conv": "conv.dw",
-    "conv_module.norm": "conv.norm", "conv_module.pointwise_conv2": "conv.pw2",
-    "norm_ff_macaron": "norm_ff1", "norm_mha": "norm_attn", "norm_conv": "norm_conv",
-    "norm_ff": "norm_ff2", "norm_final": "norm_out",
+    "conv_module.pointwise_conv1": "conv.pw1",
+    "conv_module.depthwise_conv": "conv.dw",
+    "conv_module.norm": "conv.norm",
+    "conv_module.pointwise_conv2": "conv.pw2",
+    "norm_ff_macaron": "norm_ff1",
+    "norm_mha": "norm_attn",
+    "norm_conv": "norm_conv",
+    "norm_ff": "norm_ff2",
+    "norm_final": "norm_out",
 }
 _TOP_KEYS = {
-    "_global_cmvn": "input_norm", "_encoder.embed.conv.0": "subsample.conv1",
-    "_encoder.embed.conv.2": "subsample.conv2", "_encoder.embed.out.0": "subsample.proj",
-    "_encoder.after_norm": "final_norm", "_pool_layer._linear.linear_layer": "pool.attn_in",
-    "_pool_layer._conv.conv": "pool.attn_out", "_pool_layer._final_layer": "pool.proj",
+    "_global_cmvn": "input_norm",
+    "_encoder.embed.conv.0": "subsample.conv1",
+    "_encoder.embed.conv.2": "subsample.conv2",
+    "_encoder.embed.out.0": "subsample.proj",
+    "_encoder.after_norm": "final_norm",
+    "_pool_layer._linear.linear_layer": "pool.attn_in",
+    "_pool_layer._conv.conv": "pool.attn_out",
+    "_pool_layer._final_layer": "pool.proj",
 }
 # the original's training heads, which live in our CoverLoss
 _HEAD_KEYS = {"_bottleneck": "neck", "_ce_layer": "classifier", "_center_loss": "center"}
@@ -344,7 +361,7 @@ def _rename(key: str) -> tuple[str, str] | None:
     for table, part in ((_TOP_KEYS, "model"), (_HEAD_KEYS, "loss")):
         for old, new in table.items():
             if key.startswith(old + "."):
-                return part, new + key[len(old):]
+                return part, new + key[len(old) :]
     return None
 
 
@@ -372,11 +389,15 @@ def model_config_from_original(state: dict, base: ModelConfig | None = None) -> 
     base = base or ModelConfig()
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"_encoder\.encoders\.(\d+)\.", k))}
     d = state["_encoder.after_norm.weight"].shape[0]
-    kw = dict(input_dim=state["_global_cmvn.weight"].shape[0], d_model=d, n_layers=len(blocks),
-              embed_dim=state["_pool_layer._final_layer.weight"].shape[0],
-              ffn_dim=state["_encoder.encoders.0.feed_forward.w_1.weight"].shape[0],
-              n_heads=state["_encoder.encoders.0.self_attn.pos_bias_u"].shape[0],
-              conv_kernel=state["_encoder.encoders.0.conv_module.depthwise_conv.weight"].shape[-1])
+    kw = dict(
+        input_dim=state["_global_cmvn.weight"].shape[0],
+        d_model=d,
+        n_layers=len(blocks),
+        embed_dim=state["_pool_layer._final_layer.weight"].shape[0],
+        ffn_dim=state["_encoder.encoders.0.feed_forward.w_1.weight"].shape[0],
+        n_heads=state["_encoder.encoders.0.self_attn.pos_bias_u"].shape[0],
+        conv_kernel=state["_encoder.encoders.0.conv_module.depthwise_conv.weight"].shape[-1],
+    )
     if "_ce_layer.weight" in state:
         kw["n_classes"] = state["_ce_layer.weight"].shape[0]
     return ModelConfig(**{**base.__dict__, **kw})

@@ -56,9 +56,14 @@ def pooled_chroma(cqt: np.ndarray, mean_size: int) -> np.ndarray:
     return fold_chroma(torch.from_numpy(pooled).unsqueeze(0))[0].numpy()
 
 
-def pack_features(data_dir: str | Path, out_path: str | Path, *,
-                  lists: tuple[str, ...] = ("train.txt", "val.txt"), mean_size: int = 3,
-                  alignment: bool = True) -> dict:
+def pack_features(
+    data_dir: str | Path,
+    out_path: str | Path,
+    *,
+    lists: tuple[str, ...] = ("train.txt", "val.txt"),
+    mean_size: int = 3,
+    alignment: bool = True,
+) -> dict:
     """Pack the features of ``data_dir``'s list files into one ``.npz``.
 
     Parameters
@@ -114,14 +119,22 @@ def pack_features(data_dir: str | Path, out_path: str | Path, *,
     lengths = np.array([len(b) for b in blocks], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     frames = np.concatenate(blocks) if blocks else np.zeros((0, CHROMA_BINS), np.uint8)
-    meta = {"format": PACK_FORMAT, "kind": "chroma", "mean_size": mean_size,
-            "floor_db": CHROMA_FLOOR_DB, "levels": LEVELS, "lists": lines}
-    arrays = {"frames": frames, "offsets": offsets,
-              "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+    meta = {
+        "format": PACK_FORMAT,
+        "kind": "chroma",
+        "mean_size": mean_size,
+        "floor_db": CHROMA_FLOOR_DB,
+        "levels": LEVELS,
+        "lists": lines,
+    }
+    arrays = {
+        "frames": frames,
+        "offsets": offsets,
+        "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+    }
     align_file = data_dir / "alignment.jsonl"
     if alignment and align_file.is_file():
-        arrays["alignment_gz"] = np.frombuffer(gzip.compress(align_file.read_bytes(), 6),
-                                               dtype=np.uint8)
+        arrays["alignment_gz"] = np.frombuffer(gzip.compress(align_file.read_bytes(), 6), dtype=np.uint8)
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: Path) -> None:
@@ -130,8 +143,9 @@ def pack_features(data_dir: str | Path, out_path: str | Path, *,
 
     atomic_write(out_path, write)
     size = out_path.stat().st_size
-    log.info("packed %d recordings (%d pooled frames) into %s (%.1f MB)", n, len(frames),
-             out_path, size / 1e6)
+    log.info(
+        "packed %d recordings (%d pooled frames) into %s (%.1f MB)", n, len(frames), out_path, size / 1e6
+    )
     return {"recordings": n, "frames": int(len(frames)), "bytes": size, "failed": failed}
 
 
@@ -146,8 +160,10 @@ def read_pack(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict, bytes | N
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not a coverhunter chroma pack ({e})") from e
     if meta.get("format") != PACK_FORMAT or meta.get("kind") != "chroma":
-        raise ValueError(f"{path}: pack format {meta.get('format')!r}/{meta.get('kind')!r} "
-                         f"is not chroma format {PACK_FORMAT}")
+        raise ValueError(
+            f"{path}: pack format {meta.get('format')!r}/{meta.get('kind')!r} "
+            f"is not chroma format {PACK_FORMAT}"
+        )
     return frames, offsets, meta, align
 
 
@@ -172,7 +188,7 @@ def unpack_features(pack_path: str | Path, out_dir: str | Path) -> dict:
         out_lines = []
         for line in tqdm(lines, desc=f"unpack {name}", unit="rec", mininterval=5.0):
             i = int(line.pop("pack_index"))
-            codes = frames[offsets[i]:offsets[i + 1]]
+            codes = frames[offsets[i] : offsets[i + 1]]
             feat = np.repeat(dequantise(codes), m, axis=0)
             rel = f"cqt_feat/{line['utt']}.npy"
             atomic_save_npy(out_dir / rel, feat)

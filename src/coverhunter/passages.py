@@ -113,7 +113,7 @@ class PassageTables:
     reach: dict[tuple[int, int], np.ndarray]
 
     @classmethod
-    def build(cls, labels: list[int], alignment: Alignment) -> "PassageTables":
+    def build(cls, labels: list[int], alignment: Alignment) -> PassageTables:
         anchors: dict[int, list[int]] = {}
         ratios, reach = {}, {}
         for i, partners in alignment.items():
@@ -159,15 +159,19 @@ class PassageBatchSampler:
 
     def __post_init__(self):
         if self.cfg.batch_size % 2:
-            raise ValueError(f"the passage objective needs an even data.batch_size, got {self.cfg.batch_size}")
+            raise ValueError(
+                f"the passage objective needs an even data.batch_size, got {self.cfg.batch_size}"
+            )
         if self.tables is None:
             self.tables = PassageTables.build(self.labels, self.alignment)
         self.works = sorted(self.tables.anchors)
         need = self.cfg.batch_size // 2 * self.world_size
         if len(self.works) < need:
-            raise ValueError(f"a batch of {self.cfg.batch_size} passages needs {need} works with "
-                             f"aligned versions, the alignment has {len(self.works)}; lower "
-                             "data.batch_size or align more works")
+            raise ValueError(
+                f"a batch of {self.cfg.batch_size} passages needs {need} works with "
+                f"aligned versions, the alignment has {len(self.works)}; lower "
+                "data.batch_size or align more works"
+            )
 
     @staticmethod
     def default_steps(alignment: Alignment, cfg: DataConfig, world_size: int = 1) -> int:
@@ -177,8 +181,7 @@ class PassageBatchSampler:
     def __len__(self) -> int:
         return self.steps
 
-    def _pair(self, work: int, n_frames: int, rng: np.random.Generator
-              ) -> tuple[int, int, int, int, float]:
+    def _pair(self, work: int, n_frames: int, rng: np.random.Generator) -> tuple[int, int, int, int, float]:
         """(a, b, centre in a, centre in b, tempo ratio b/a) of one matched moment, drawn
         among those whose passage of ``n_frames`` stays clear of jumps and ends (any
         moment when the pair has none)."""
@@ -187,8 +190,11 @@ class PassageBatchSampler:
         partners = sorted(j for j, p in self.alignment[a].items() if p and self.labels[j] == work)
         b = partners[int(rng.integers(len(partners)))]
         clear = np.flatnonzero(self.tables.reach[a, b].min(axis=1) >= n_frames * self.cfg.mean_size / 2)
-        k = int(clear[rng.integers(len(clear))]) if len(clear) else \
-            int(rng.integers(len(self.alignment[a][b])))
+        k = (
+            int(clear[rng.integers(len(clear))])
+            if len(clear)
+            else int(rng.integers(len(self.alignment[a][b])))
+        )
         ca, cb = self.alignment[a][b][k]
         return a, b, int(ca), int(cb), float(self.tables.ratios[a, b][k])
 
@@ -212,12 +218,17 @@ class PassageBatchSampler:
                 a, b, ca, cb, ratio = self._pair(int(work), n_frames, rng)
                 batch.append((a, n_frames, self._stretch(rng), int(rng.integers(2**31)), ca))
                 batch.append((b, n_frames, ratio * self._stretch(rng), int(rng.integers(2**31)), cb))
-            yield batch[self.rank * c.batch_size:(self.rank + 1) * c.batch_size]
+            yield batch[self.rank * c.batch_size : (self.rank + 1) * c.batch_size]
 
 
-def info_nce(z: Tensor, labels: Tensor, temperature: float, keys: Tensor | None = None,
-             queue: Tensor | None = None, queue_labels: Tensor | None = None
-             ) -> tuple[Tensor, Tensor]:
+def info_nce(
+    z: Tensor,
+    labels: Tensor,
+    temperature: float,
+    keys: Tensor | None = None,
+    queue: Tensor | None = None,
+    queue_labels: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
     """InfoNCE of passages laid out in pairs (2k, 2k + 1), with optional queued negatives.
 
     Parameters
@@ -294,7 +305,7 @@ class PassageLoss(nn.Module):
                 raise ValueError("a passage queue needs the encoder (for its momentum copy)")
             self.key_encoder = copy.deepcopy(encoder).eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "PassageLoss":
+    def train(self, mode: bool = True) -> PassageLoss:
         super().train(mode)
         if self.key_encoder is not None:
             self.key_encoder.eval()  # no dropout; BatchNorm statistics copied from the encoder
@@ -328,14 +339,26 @@ class PassageLoss(nn.Module):
             with torch.no_grad():
                 keys = self.key_encoder(x).float()
         # copies: the backward pass needs the queue as it was, and _enqueue overwrites it
-        loss, top1 = info_nce(embeddings.float(), labels, self.cfg.temperature, keys,
-                              self.queue.clone(), self.queue_labels.clone())
+        loss, top1 = info_nce(
+            embeddings.float(),
+            labels,
+            self.cfg.temperature,
+            keys,
+            self.queue.clone(),
+            self.queue_labels.clone(),
+        )
         if self.training and keys is not None:
             self._enqueue(keys, labels)
         zero = embeddings.new_zeros(())
-        return LossOutput(loss, 0.0, 0.0, 0.0, zero,
-                          extra={"nce": loss.item(), "pair_top1": top1.item()})
+        return LossOutput(loss, 0.0, 0.0, 0.0, zero, extra={"nce": loss.item(), "pair_top1": top1.item()})
 
 
-__all__ = ["Alignment", "PassageBatchSampler", "PassageTables", "PassageLoss", "info_nce", "local_tempo_ratios",
-           "continuous_reach"]
+__all__ = [
+    "Alignment",
+    "PassageBatchSampler",
+    "PassageTables",
+    "PassageLoss",
+    "info_nce",
+    "local_tempo_ratios",
+    "continuous_reach",
+]

@@ -23,8 +23,7 @@ def _pyplot():
     return plt
 
 
-def distance_histogram(dist: np.ndarray, q_labels, r_labels, exclude: np.ndarray | None,
-                       path: Path) -> Path:
+def distance_histogram(dist: np.ndarray, q_labels, r_labels, exclude: np.ndarray | None, path: Path) -> Path:
     """Histograms of same-work and different-work distances (one PNG)."""
     plt = _pyplot()
     same = np.asarray(q_labels)[:, None] == np.asarray(r_labels)[None, :]
@@ -54,8 +53,9 @@ def embedding_map(embeddings: np.ndarray, labels, path: Path, seed: int = 0) -> 
 
     x = l2_normalise(embeddings)
     perplexity = float(max(2, min(30, (len(x) - 1) // 3)))
-    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-              metric="cosine").fit_transform(x)
+    xy = TSNE(
+        n_components=2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine"
+    ).fit_transform(x)
     works = sorted(set(labels))
     colour = {w: i for i, w in enumerate(works)}
     fig, ax = plt.subplots(figsize=(7, 7))
@@ -81,13 +81,25 @@ def write_plots(folder: Path, lm, queries, refs, dist, cfg, device, cache) -> li
     folder.mkdir(parents=True, exist_ok=True)
     refs_ = queries if refs is None else refs
     exclude = self_exclusion(len(queries))(0, len(queries)) if refs is None else None
-    out = [distance_histogram(dist, [t.work for t in queries], [t.work for t in refs_], exclude,
-                              folder / "distances.png")]
-    tracks = queries if refs is None else queries + [t for t in refs if t.track_id not in
-                                                     {q.track_id for q in queries}]
+    out = [
+        distance_histogram(
+            dist, [t.work for t in queries], [t.work for t in refs_], exclude, folder / "distances.png"
+        )
+    ]
+    tracks = (
+        queries
+        if refs is None
+        else queries + [t for t in refs if t.track_id not in {q.track_id for q in queries}]
+    )
     inp = model_input(cfg)
-    embs = embed_tracks(lm.model, [inp.source(t.feat) for t in tracks], windowing(cfg),
-                        device=device, cache=cache, load=inp.loader())
+    embs = embed_tracks(
+        lm.model,
+        [inp.source(t.feat) for t in tracks],
+        windowing(cfg),
+        device=device,
+        cache=cache,
+        load=inp.loader(),
+    )
     pooled = np.stack([e.mean(0) for e, _ in embs])
     out.append(embedding_map(pooled, [t.work for t in tracks], folder / "embedding_map.png"))
     log.info("plots written to %s", folder)

@@ -39,8 +39,10 @@ class PrepareReport:
 
     def summary(self) -> str:
         parts = ", ".join(f"{k}: {v}" for k, v in self.written.items())
-        return (f"{self.data_dir}: {parts}; {len(self.missing)} missing recording(s), "
-                f"{len(self.problems)} problem(s)")
+        return (
+            f"{self.data_dir}: {parts}; {len(self.missing)} missing recording(s), "
+            f"{len(self.problems)} problem(s)"
+        )
 
 
 def _audio_files(root: Path) -> dict[str, list[Path]]:
@@ -64,8 +66,9 @@ def _duration(path: Path, report: PrepareReport) -> float | None:
     return round(d, 3)
 
 
-def _locate(files: dict[str, list[Path]], stems: list[str], label: str,
-            report: PrepareReport) -> tuple[Path, float] | None:
+def _locate(
+    files: dict[str, list[Path]], stems: list[str], label: str, report: PrepareReport
+) -> tuple[Path, float] | None:
     """The audio file of the first stem found and its duration; a miss or an unreadable
     file is reported (as ``label``) and gives None."""
     cands = next((files[s] for s in stems if files.get(s)), None)
@@ -83,8 +86,11 @@ def _finish(report: PrepareReport, lists: dict[str, list[Track]], hparams: str |
         write_dataset(tracks, d / name, relative_to=d)
         report.written[name] = len(tracks)
     if report.missing or report.problems:
-        atomic_write_text(d / "missing.txt", "".join(f"missing: {m}\n" for m in report.missing)
-                          + "".join(f"problem: {p}\n" for p in report.problems))
+        atomic_write_text(
+            d / "missing.txt",
+            "".join(f"missing: {m}\n" for m in report.missing)
+            + "".join(f"problem: {p}\n" for p in report.problems),
+        )
     if hparams is not None and not (d / "hparams.yaml").exists():
         atomic_write_text(d / "hparams.yaml", hparams)
     for line in report.missing[:20] + report.problems[:20]:
@@ -198,18 +204,20 @@ def prepare_shs100k(list_dir: str | Path, audio_dir: str | Path, data_dir: str |
             if found is None:
                 continue
             seen[utt] = fname
-            chosen.append(Track(utt, str(found[0]), found[1], s, titles.get((s, v), ""),
-                                {"split": split}))
+            chosen.append(Track(utt, str(found[0]), found[1], s, titles.get((s, v), ""), {"split": split}))
         lists[f"{split}.list.txt"] = chosen
         lists["dataset.txt"] += chosen
     if not lists["dataset.txt"]:
-        raise FileNotFoundError(f"{audio_dir}: none of the listed recordings were found "
-                                "(expected files named <set_id>_<ver_id>.<ext>)")
+        raise FileNotFoundError(
+            f"{audio_dir}: none of the listed recordings were found "
+            "(expected files named <set_id>_<ver_id>.<ext>)"
+        )
     return _finish(report, lists, "aug_speed_mode: [1.0]\n")
 
 
 # ---------------------------------------------------------------------------
 # Da-TACOS benchmark
+
 
 def prepare_datacos(metadata: str | Path, audio_dir: str | Path, data_dir: str | Path) -> PrepareReport:
     """``dataset.txt``, ``query.txt``, ``ref.txt`` and ``query_in_ref.txt`` for the benchmark."""
@@ -245,7 +253,10 @@ def prepare_datacos(metadata: str | Path, audio_dir: str | Path, data_dir: str |
     queries = [t for t in refs if size[t.work] > 1]
     pos = {t.track_id: i for i, t in enumerate(refs)}
     pairs = [[qi, pos[t.track_id]] for qi, t in enumerate(queries)]
-    report = _finish(report, {"dataset.txt": refs, "query.txt": queries, "ref.txt": refs},
-                     COVERS80_HPARAMS.replace("Covers80", "The Da-TACOS benchmark"))
+    report = _finish(
+        report,
+        {"dataset.txt": refs, "query.txt": queries, "ref.txt": refs},
+        COVERS80_HPARAMS.replace("Covers80", "The Da-TACOS benchmark"),
+    )
     atomic_write_text(data_dir / "query_in_ref.txt", json.dumps({"query_in_ref": pairs}) + "\n")
     return report

@@ -68,12 +68,30 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .chroma import (CHROMA_SPEC, CQT_VIEW, chroma_path, fine_views, load_chroma, search_view, spec_chroma,
-                     view_of)
-from .classical import (CHROMA_PARAMS, N_CHROMA, SUMMARY_PATCHES, AlignmentFeatures, QmaxParams, chroma_from_cqt,
-                        euclidean_distances, fourier_summary, multiscale_summary,
-                        qmax_scores, qmax_sequences, summary_size)
-
+from .chroma import (
+    CHROMA_SPEC,
+    CQT_VIEW,
+    chroma_path,
+    fine_views,
+    load_chroma,
+    search_view,
+    spec_chroma,
+    view_of,
+)
+from .classical import (
+    CHROMA_PARAMS,
+    N_CHROMA,
+    SUMMARY_PATCHES,
+    AlignmentFeatures,
+    QmaxParams,
+    chroma_from_cqt,
+    euclidean_distances,
+    fourier_summary,
+    multiscale_summary,
+    qmax_scores,
+    qmax_sequences,
+    summary_size,
+)
 from .index.recurrence import vote_matrix
 
 log = logging.getLogger(__name__)
@@ -191,8 +209,10 @@ class RerankConfig:
         if not 0.0 <= self.global_weight <= 1.0:
             raise ValueError(f"rerank global_weight must be in [0, 1], got {self.global_weight}")
         if self.expand < 0 or self.expansion_weight < 0:
-            raise ValueError(f"rerank expand and expansion_weight must be >= 0, got {self.expand} "
-                             f"and {self.expansion_weight}")
+            raise ValueError(
+                f"rerank expand and expansion_weight must be >= 0, got {self.expand} "
+                f"and {self.expansion_weight}"
+            )
         if self.grow_after < 0:
             raise ValueError(f"rerank grow_after must be >= 0 (0 = fixed k), got {self.grow_after}")
         if self.versions < 1:
@@ -208,8 +228,9 @@ def shortlist_length(cfg: RerankConfig, n_refs: int) -> int:
     return int(np.ceil(cfg.k * np.sqrt(n_refs / cfg.grow_after) - 1e-9))
 
 
-def identify_config(rerank: int | None = None, grow_after: int | None = None,
-                    versions: int | None = None) -> RerankConfig | None:
+def identify_config(
+    rerank: int | None = None, grow_after: int | None = None, versions: int | None = None
+) -> RerankConfig | None:
     """``identify``'s re-ranking settings: shortlist ``rerank`` (None = :data:`DEFAULT_K`)
     growing beyond ``grow_after`` recordings (None = :data:`DEFAULT_GROW_AFTER`), up to
     ``versions`` recordings aligned per work (None = :data:`DEFAULT_VERSIONS`); None when
@@ -217,8 +238,11 @@ def identify_config(rerank: int | None = None, grow_after: int | None = None,
     k = DEFAULT_K if rerank is None else rerank
     if k <= 0:
         return None
-    return RerankConfig(k=k, grow_after=DEFAULT_GROW_AFTER if grow_after is None else grow_after,
-                        versions=DEFAULT_VERSIONS if versions is None else versions)
+    return RerankConfig(
+        k=k,
+        grow_after=DEFAULT_GROW_AFTER if grow_after is None else grow_after,
+        versions=DEFAULT_VERSIONS if versions is None else versions,
+    )
 
 
 def for_catalogue(cfg: RerankConfig, n_refs: int) -> RerankConfig:
@@ -243,11 +267,15 @@ def shortlist(dist_row: np.ndarray, k: int, exclude_row: np.ndarray | None = Non
     d[bad] = np.inf
     n_ok = int((~bad).sum())
     order = np.argsort(d, kind="stable")
-    return order[:min(k, n_ok)]
+    return order[: min(k, n_ok)]
 
 
-def cascade_shortlist(dist_row: np.ndarray, global_row: np.ndarray | None, cfg: "RerankConfig",
-                      exclude_row: np.ndarray | None = None) -> np.ndarray:
+def cascade_shortlist(
+    dist_row: np.ndarray,
+    global_row: np.ndarray | None,
+    cfg: RerankConfig,
+    exclude_row: np.ndarray | None = None,
+) -> np.ndarray:
     """The ``k`` references to align, chosen among the first stage's searches' candidates.
 
     The candidates are the ``pool`` nearest by embedding and the ``global_pool`` best by
@@ -269,20 +297,21 @@ def cascade_shortlist(dist_row: np.ndarray, global_row: np.ndarray | None, cfg: 
     """
     cand = shortlist(dist_row, max(cfg.k, cfg.pool), exclude_row)
     if global_row is None or cfg.global_weight == 0.0:
-        return cand[:cfg.k]
+        return cand[: cfg.k]
     rows = np.atleast_2d(np.asarray(global_row, np.float64))
     if cfg.global_pool > 0:
         missing = np.isnan(np.asarray(dist_row, np.float64))
         for g in rows:
             cand = np.union1d(cand, shortlist(np.where(missing, np.nan, g), cfg.global_pool, exclude_row))
     if len(cand) <= cfg.k and cfg.global_pool == 0:
-        return cand[:cfg.k]
+        return cand[: cfg.k]
     f = fuse(np.asarray(dist_row)[cand], chroma_search_score(rows[:, cand]), cfg.global_weight)
-    return cand[np.argsort(-f, kind="stable")][:cfg.k]
+    return cand[np.argsort(-f, kind="stable")][: cfg.k]
 
 
-def first_stage_searches(first_stage: str, votes: np.ndarray | None = None,
-                         summary_dist: np.ndarray | None = None) -> np.ndarray | None:
+def first_stage_searches(
+    first_stage: str, votes: np.ndarray | None = None, summary_dist: np.ndarray | None = None
+) -> np.ndarray | None:
     """The chroma searches' distances a first stage chooses its shortlist with (smaller =
     closer), stacked on the second-to-last axis: minus the recurrence ``votes`` for
     ``"recurrence"`` and ``"both"``, the 2D Fourier ``summary_dist`` for ``"summary"`` and
@@ -303,7 +332,7 @@ def chroma_search_score(glob: np.ndarray) -> np.ndarray:
     return np.mean([zscore(-g) for g in rows], axis=0)
 
 
-def first_stage_distances(dist: np.ndarray, glob: np.ndarray | None, cfg: "RerankConfig") -> np.ndarray:
+def first_stage_distances(dist: np.ndarray, glob: np.ndarray | None, cfg: RerankConfig) -> np.ndarray:
     """What the alignment score is fused with, as distances (smaller = closer): the
     embedding distances ``dist``, or, with 2D Fourier summary distances ``glob`` (same
     items), minus the score :func:`cascade_shortlist` chose the shortlist by."""
@@ -312,7 +341,7 @@ def first_stage_distances(dist: np.ndarray, glob: np.ndarray | None, cfg: "Reran
     return -fuse(dist, chroma_search_score(glob), cfg.global_weight)
 
 
-def first_stage_matrix(dist: np.ndarray, glob: np.ndarray | None, cfg: "RerankConfig") -> np.ndarray:
+def first_stage_matrix(dist: np.ndarray, glob: np.ndarray | None, cfg: RerankConfig) -> np.ndarray:
     """:func:`first_stage_distances` of many queries at once: row i fuses query i's
     distances to every item over that row's finite entries (NaN ones, e.g. a query
     against itself, stay NaN and take no part).
@@ -349,8 +378,7 @@ def fuse(embed_dist: np.ndarray, align_score: np.ndarray, weight: float) -> np.n
     return (1.0 - weight) * zscore(-np.asarray(embed_dist)) + weight * zscore(align_score)
 
 
-def anchor_expansion(fused: np.ndarray, anchor: int, anchor_scores: np.ndarray,
-                     weight: float) -> np.ndarray:
+def anchor_expansion(fused: np.ndarray, anchor: int, anchor_scores: np.ndarray, weight: float) -> np.ndarray:
     """Fused scores raised by each item's alignment with the anchor (query expansion).
 
     Parameters
@@ -397,10 +425,16 @@ def reordered_distances(dist_row: np.ndarray, head: np.ndarray) -> np.ndarray:
     return out
 
 
-def rerank_row(dist_row: np.ndarray, score_fn, cfg: RerankConfig,
-               exclude_row: np.ndarray | None = None,
-               global_row: np.ndarray | None = None, *, neighbours=None,
-               anchor_scores=None) -> np.ndarray:
+def rerank_row(
+    dist_row: np.ndarray,
+    score_fn,
+    cfg: RerankConfig,
+    exclude_row: np.ndarray | None = None,
+    global_row: np.ndarray | None = None,
+    *,
+    neighbours=None,
+    anchor_scores=None,
+) -> np.ndarray:
     """Re-rank one query's distance row (steps 1 to 5 of the module docstring).
 
     Parameters
@@ -446,8 +480,9 @@ def rerank_row(dist_row: np.ndarray, score_fn, cfg: RerankConfig,
             fused = fused_of(sl, scores)
     if cfg.expansion_weight > 0 and anchor_scores is not None and len(sl) > 2:
         a = int(np.argmax(fused))
-        fused = anchor_expansion(fused, a, np.asarray(anchor_scores(int(sl[a]), np.delete(sl, a))),
-                                 cfg.expansion_weight)
+        fused = anchor_expansion(
+            fused, a, np.asarray(anchor_scores(int(sl[a]), np.delete(sl, a))), cfg.expansion_weight
+        )
     head = sl[np.argsort(-fused, kind="stable")]
     return reordered_distances(d, head)
 
@@ -475,12 +510,15 @@ def alignment_features(feat, chroma_params=CHROMA_SPEC, fine: dict | None = None
             fine = None if isinstance(feat, np.ndarray) else load_chroma(chroma_path(feat), views)
             if fine is None:
                 where = "this CQT array" if isinstance(feat, np.ndarray) else str(chroma_path(feat))
-                raise ValueError(f"no fine chroma ({', '.join(views)}) for {where}: features "
-                                 "extracted before it existed; run extract again")
+                raise ValueError(
+                    f"no fine chroma ({', '.join(views)}) for {where}: features "
+                    "extracted before it existed; run extract again"
+                )
         return AlignmentFeatures.from_chroma(spec_chroma(chroma_params, np.asarray(cqt), fine or {}))
     lowest, power = chroma_params
-    return AlignmentFeatures.from_chroma(chroma_from_cqt(np.asarray(cqt), lowest_octave=int(lowest),
-                                                         power=float(power)))
+    return AlignmentFeatures.from_chroma(
+        chroma_from_cqt(np.asarray(cqt), lowest_octave=int(lowest), power=float(power))
+    )
 
 
 def summary_params(params) -> tuple:
@@ -518,8 +556,7 @@ def summary_columns(stored_patches, patches) -> np.ndarray | None:
         pos += summary_size([p])
     if any(int(p) not in starts for p in patches):
         return None
-    return np.concatenate([np.arange(starts[int(p)], starts[int(p)] + summary_size([p]))
-                           for p in patches])
+    return np.concatenate([np.arange(starts[int(p)], starts[int(p)] + summary_size([p])) for p in patches])
 
 
 def chunk_windowing(cfg, rr: RerankConfig):
@@ -527,12 +564,20 @@ def chunk_windowing(cfg, rr: RerankConfig):
     from .embed import Windowing
 
     fps = cfg.features.frames_per_second
-    return Windowing(max(1, round(rr.chunk_s * fps)), max(1, round(rr.hop_s * fps)),
-                     cfg.data.mean_size)
+    return Windowing(max(1, round(rr.chunk_s * fps)), max(1, round(rr.hop_s * fps)), cfg.data.mean_size)
 
 
-def chunk_embeddings(model, feats: list, cfg, rr: RerankConfig, *, device="cpu", cache_dir=None,
-                     fingerprint: str | None = None, verbose: bool = False) -> list[np.ndarray]:
+def chunk_embeddings(
+    model,
+    feats: list,
+    cfg,
+    rr: RerankConfig,
+    *,
+    device="cpu",
+    cache_dir=None,
+    fingerprint: str | None = None,
+    verbose: bool = False,
+) -> list[np.ndarray]:
     """L2-normalised short-chunk embeddings (n_chunks, E) of each recording."""
     from .embed import EmbeddingCache, embed_tracks, l2_normalise
 
@@ -541,8 +586,16 @@ def chunk_embeddings(model, feats: list, cfg, rr: RerankConfig, *, device="cpu",
     was = model.training
     model.eval()
     try:
-        out = embed_tracks(model, feats, win, device=device, batch_size=cfg.eval.batch_size,
-                           cache=cache, verbose=verbose, desc="embed short chunks")
+        out = embed_tracks(
+            model,
+            feats,
+            win,
+            device=device,
+            batch_size=cfg.eval.batch_size,
+            cache=cache,
+            verbose=verbose,
+            desc="embed short chunks",
+        )
     finally:
         model.train(was)
     return [l2_normalise(e).astype(np.float32) for e, _ in out]
@@ -627,20 +680,28 @@ class Reranker:
 
     def scores(self, qi: int, refs: np.ndarray) -> np.ndarray:
         """Alignment scores (larger = closer) of query ``qi`` against reference indices."""
-        return self._align(qi, None if self.query_align is None else self.query_align[qi],
-                           None if self.query_chunks is None else self.query_chunks[qi], refs)
+        return self._align(
+            qi,
+            None if self.query_align is None else self.query_align[qi],
+            None if self.query_chunks is None else self.query_chunks[qi],
+            refs,
+        )
 
     def anchor_scores(self, ri: int, refs: np.ndarray) -> np.ndarray:
         """Alignment scores of reference ``ri`` (an anchor) against other reference indices."""
-        return self._align(ri, None if self.ref_align is None else self.ref_align[ri],
-                           None if self.ref_chunks is None else self.ref_chunks[ri], refs)
+        return self._align(
+            ri,
+            None if self.ref_align is None else self.ref_align[ri],
+            None if self.ref_chunks is None else self.ref_chunks[ri],
+            refs,
+        )
 
     def neighbours(self, ri: int, n: int, blocked: np.ndarray) -> np.ndarray:
         """The ``n`` references nearest to reference ``ri`` by the 2D Fourier summary, none
         blocked and not ``ri`` itself; empty without summaries."""
         if self.ref_summary is None:
             return np.zeros(0, np.int64)
-        d = euclidean_distances(self.ref_summary[ri:ri + 1], self.ref_summary)[0]
+        d = euclidean_distances(self.ref_summary[ri : ri + 1], self.ref_summary)[0]
         d[np.asarray(blocked, bool)] = np.inf
         d[ri] = np.inf
         n_ok = int(np.isfinite(d).sum())
@@ -666,13 +727,20 @@ class Reranker:
         summ = None
         if self.query_summary is not None and self.ref_summary is not None:
             summ = euclidean_distances(self.query_summary[rows], self.ref_summary)
-        glob = first_stage_searches(self.cfg.first_stage, None if self.votes is None else self.votes[rows],
-                                    summ)  # (b, n_searches, n_refs)
+        glob = first_stage_searches(
+            self.cfg.first_stage, None if self.votes is None else self.votes[rows], summ
+        )  # (b, n_searches, n_refs)
         for r in range(len(dist)):
             ex = None if exclude is None else exclude[r]
-            out[r] = rerank_row(dist[r], lambda refs, qi=start + r: self.scores(qi, refs), self.cfg, ex,
-                                None if glob is None else glob[r], neighbours=self.neighbours,
-                                anchor_scores=self.anchor_scores)
+            out[r] = rerank_row(
+                dist[r],
+                lambda refs, qi=start + r: self.scores(qi, refs),
+                self.cfg,
+                ex,
+                None if glob is None else glob[r],
+                neighbours=self.neighbours,
+                anchor_scores=self.anchor_scores,
+            )
         self.n_queries += len(dist)
         self.seconds += time.perf_counter() - t0
         return out
@@ -680,12 +748,17 @@ class Reranker:
     def summary(self) -> str:
         per = self.seconds / max(1, self.n_queries)
         pairs = self.n_pairs / max(1, self.n_queries)
-        shared = (f" ({self.n_computed / max(1, self.n_queries):.0f} computed, the rest shared "
-                  "by symmetric pairs)" if self.symmetric else "")
-        return (f"re-ranked {self.n_queries} queries (top {self.k_used or self.cfg.k}, {self.cfg.source}, "
-                f"weight {self.cfg.weight}, expand {self.cfg.expand}, expansion weight "
-                f"{self.cfg.expansion_weight}): {self.seconds:.2f} s, {per * 1e3:.1f} ms and "
-                f"{pairs:.0f} alignments per query{shared}")
+        shared = (
+            f" ({self.n_computed / max(1, self.n_queries):.0f} computed, the rest shared by symmetric pairs)"
+            if self.symmetric
+            else ""
+        )
+        return (
+            f"re-ranked {self.n_queries} queries (top {self.k_used or self.cfg.k}, {self.cfg.source}, "
+            f"weight {self.cfg.weight}, expand {self.cfg.expand}, expansion weight "
+            f"{self.cfg.expansion_weight}): {self.seconds:.2f} s, {per * 1e3:.1f} ms and "
+            f"{pairs:.0f} alignments per query{shared}"
+        )
 
 
 def recurrence_chroma(align: AlignmentFeatures, spec) -> np.ndarray:
@@ -714,15 +787,28 @@ def features_chroma(feats: list) -> str | tuple:
     if all(chroma_path(f).is_file() for f in feats if not isinstance(f, np.ndarray)):
         return CHROMA_SPEC
     missing = next(f for f in feats if not isinstance(f, np.ndarray) and not chroma_path(f).is_file())
-    log.warning("%s and maybe others have no fine chroma beside them (extracted before it "
-                "existed): re-ranking aligns the CQT's chroma alone; run 'coverhunter extract' "
-                "on the data folder again for the fine chroma", missing)
+    log.warning(
+        "%s and maybe others have no fine chroma beside them (extracted before it "
+        "existed): re-ranking aligns the CQT's chroma alone; run 'coverhunter extract' "
+        "on the data folder again for the fine chroma",
+        missing,
+    )
     return CHROMA_PARAMS
 
 
-def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfig, *, device="cpu",
-                   cache_dir=None, fingerprint: str | None = None, verbose: bool = False,
-                   projection=None) -> Reranker:
+def build_reranker(
+    model,
+    cfg,
+    queries: list,
+    refs: list | None,
+    rr: RerankConfig,
+    *,
+    device="cpu",
+    cache_dir=None,
+    fingerprint: str | None = None,
+    verbose: bool = False,
+    projection=None,
+) -> Reranker:
     """A :class:`Reranker` for query/reference tracks (``Track`` with ``feat``; refs None = queries,
     an all-vs-all evaluation, where each symmetric pair is aligned once).
 
@@ -749,10 +835,12 @@ def build_reranker(model, cfg, queries: list, refs: list | None, rr: RerankConfi
         kw = dict(device=device, cache_dir=cache_dir, fingerprint=fingerprint, verbose=verbose)
         rk.query_chunks = chunk_embeddings(model, q_feats, cfg, rr, **kw)
         rk.ref_chunks = rk.query_chunks if refs is None else chunk_embeddings(model, r_feats, cfg, rr, **kw)
-    log.info("re-ranking data of %d recordings in %.2f s", len(set(map(str, q_feats + r_feats))),
-             time.perf_counter() - t0)
+    log.info(
+        "re-ranking data of %d recordings in %.2f s",
+        len(set(map(str, q_feats + r_feats))),
+        time.perf_counter() - t0,
+    )
     return rk
-
 
 
 # ---------------------------------------------------------------------------
@@ -802,12 +890,20 @@ def write_shard_chroma(root, shard: str, chromas: list[np.ndarray], spec: str = 
     offsets = np.cumsum([0] + [len(c) for c in chromas]).astype(np.int64)
     data = np.concatenate(chromas) if chromas else np.zeros((0, 12), np.uint8)
     # 2D Fourier summaries (n, D) for the global candidates of identify, from the stored chroma
-    summaries = np.stack([multiscale_summary(summary_chroma(chroma_from_uint8(c)), SUMMARY_PATCHES)
-                          for c in chromas]) \
-        if chromas else np.zeros((0, summary_size(SUMMARY_PATCHES)), np.float32)
+    summaries = (
+        np.stack([multiscale_summary(summary_chroma(chroma_from_uint8(c)), SUMMARY_PATCHES) for c in chromas])
+        if chromas
+        else np.zeros((0, summary_size(SUMMARY_PATCHES)), np.float32)
+    )
     buf = io.BytesIO()
-    np.savez(buf, data=data.astype(np.uint8), offsets=offsets, summary=summaries.astype(np.float16),
-             summary_patches=np.asarray(SUMMARY_PATCHES, np.int64), chroma_spec=np.str_(spec))
+    np.savez(
+        buf,
+        data=data.astype(np.uint8),
+        offsets=offsets,
+        summary=summaries.astype(np.float16),
+        summary_patches=np.asarray(SUMMARY_PATCHES, np.int64),
+        chroma_spec=np.str_(spec),
+    )
     atomic_write_bytes(Path(root) / f"{shard}{CHROMA_SUFFIX}", buf.getvalue())
 
 
@@ -824,15 +920,25 @@ def version_choice(match, versions, n: int, summary=None, query_summary=None) ->
         # a recording without a summary has no stored chroma either: it cannot be aligned
         others = [t for t, v in zip(others, vecs) if v is not None]
         if others:
-            d = euclidean_distances(np.asarray(query_summary)[None],
-                                    np.stack([v for v in vecs if v is not None]))[0]
+            d = euclidean_distances(
+                np.asarray(query_summary)[None], np.stack([v for v in vecs if v is not None])
+            )[0]
             others = [others[i] for i in np.argsort(d, kind="stable")]
-    return [match.track_id] + others[:n - 1]
+    return [match.track_id] + others[: n - 1]
 
 
-def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankConfig,
-                   summary=None, extra: list | None = None, query_summary=None,
-                   versions=None, calibrate=None, votes: dict | None = None) -> list:
+def rerank_matches(
+    matches: list,
+    query: AlignmentFeatures,
+    lookup,
+    cfg: RerankConfig,
+    summary=None,
+    extra: list | None = None,
+    query_summary=None,
+    versions=None,
+    calibrate=None,
+    votes: dict | None = None,
+) -> list:
     """Re-order a query's best matches (best first) by chroma alignment.
 
     The first ``cfg.pool`` matches are the candidates; the ``cfg.k`` of them chosen by
@@ -885,7 +991,7 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     among them (they would only push the anchor's look-alike *works* up).
     """
     calibrate = calibrate or (lambda ms, n: ms)
-    cand, rest = list(matches[:max(cfg.k, cfg.pool)]), list(matches[max(cfg.k, cfg.pool):])
+    cand, rest = list(matches[: max(cfg.k, cfg.pool)]), list(matches[max(cfg.k, cfg.pool) :])
     if extra:
         seen = {m.work for m in cand}
         added = [m for m in extra if m.work not in seen and not seen.add(m.work)]
@@ -917,8 +1023,9 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     to_align, owner = [], []
     for r in sl_have:
         m = cand[sl[r]]
-        picked = [refs[sl[r]]] + [lookup(t) for t in version_choice(m, versions, cfg.versions, summary,
-                                                                    query_summary)[1:]]
+        picked = [refs[sl[r]]] + [
+            lookup(t) for t in version_choice(m, versions, cfg.versions, summary, query_summary)[1:]
+        ]
         picked = [f for f in picked if f is not None]
         to_align += picked
         owner += [r] * len(picked)
@@ -926,16 +1033,25 @@ def rerank_matches(matches: list, query: AlignmentFeatures, lookup, cfg: RerankC
     scores = np.full(len(sl), np.nan)
     np.fmax.at(scores, np.asarray(owner, int), flat)  # each work's best; NaN where none aligned
     have_score = set(sl_have)
-    aligned = [replace(cand[i], alignment=float(scores[r])) if r in have_score else cand[i]
-               for r, i in enumerate(sl)]
+    aligned = [
+        replace(cand[i], alignment=float(scores[r])) if r in have_score else cand[i] for r, i in enumerate(sl)
+    ]
     scores[np.isnan(scores)] = scores[sl_have].mean()
     first = first_stage_distances(dist[sl], None if glob is None else glob[:, sl], cfg)
     order = np.argsort(-fuse(first, scores, cfg.weight), kind="stable")
     return calibrate([aligned[r] for r in order] + others, len(to_align))
 
 
-def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFeatures,
-                    chroma, cfg: RerankConfig, approximate: bool | None = None) -> list:
+def search_reranked(
+    index,
+    emb: np.ndarray,
+    starts,
+    top: int,
+    query: AlignmentFeatures,
+    chroma,
+    cfg: RerankConfig,
+    approximate: bool | None = None,
+) -> list:
     """A query's catalogue search with its best matches re-ranked: the first ``top``.
 
     The shortlist length is that of the catalogue's size (:func:`for_catalogue`). The
@@ -974,23 +1090,60 @@ def search_reranked(index, emb: np.ndarray, starts, top: int, query: AlignmentFe
     if cfg.first_stage in ("recurrence", "both") and cfg.global_weight > 0:
         found = chroma.work_votes(query)
         votes = {w: v for w, (_, v) in found.items()}
-        found_ids += [t for t, _ in sorted(found.values(), key=lambda tv: -tv[1])[:cfg.global_pool]]
+        found_ids += [t for t, _ in sorted(found.values(), key=lambda tv: -tv[1])[: cfg.global_pool]]
     if cfg.first_stage != "recurrence" and cfg.global_pool > 0 and q_summary is not None:
         found_ids += chroma.nearest(q_summary, cfg.global_pool)
     if found_ids:
         extra = index.score_tracks(emb, starts, list(dict.fromkeys(found_ids)))
-    return rerank_matches(matches, query, chroma.get, cfg, chroma.summary, extra, q_summary,
-                          versions=index.work_tracks, calibrate=index.calibrated_alignments,
-                          votes=votes)[:top]
+    return rerank_matches(
+        matches,
+        query,
+        chroma.get,
+        cfg,
+        chroma.summary,
+        extra,
+        q_summary,
+        versions=index.work_tracks,
+        calibrate=index.calibrated_alignments,
+        votes=votes,
+    )[:top]
 
 
-__all__ = ["RerankConfig", "Reranker", "shortlist", "cascade_shortlist", "zscore", "fuse",
-           "reordered_distances", "rerank_row", "anchor_expansion", "first_stage_distances",
-           "first_stage_matrix",
-           "alignment_features", "global_summaries", "summary_columns", "chunk_embeddings",
-           "chunk_windowing", "build_reranker", "DEFAULT_K", "DEFAULT_WEIGHT", "DEFAULT_POOL",
-           "DEFAULT_GLOBAL_POOL", "DEFAULT_GLOBAL_WEIGHT", "DEFAULT_EXPAND", "DEFAULT_EXPANSION_WEIGHT",
-           "DEFAULT_GROW_AFTER", "shortlist_length", "for_catalogue", "identify_config",
-           "compact_chroma", "as_stored", "write_shard_chroma", "rerank_matches", "search_reranked",
-           "version_choice", "DEFAULT_VERSIONS",
-           "CHROMA_SUFFIX"]
+__all__ = [
+    "RerankConfig",
+    "Reranker",
+    "shortlist",
+    "cascade_shortlist",
+    "zscore",
+    "fuse",
+    "reordered_distances",
+    "rerank_row",
+    "anchor_expansion",
+    "first_stage_distances",
+    "first_stage_matrix",
+    "alignment_features",
+    "global_summaries",
+    "summary_columns",
+    "chunk_embeddings",
+    "chunk_windowing",
+    "build_reranker",
+    "DEFAULT_K",
+    "DEFAULT_WEIGHT",
+    "DEFAULT_POOL",
+    "DEFAULT_GLOBAL_POOL",
+    "DEFAULT_GLOBAL_WEIGHT",
+    "DEFAULT_EXPAND",
+    "DEFAULT_EXPANSION_WEIGHT",
+    "DEFAULT_GROW_AFTER",
+    "shortlist_length",
+    "for_catalogue",
+    "identify_config",
+    "compact_chroma",
+    "as_stored",
+    "write_shard_chroma",
+    "rerank_matches",
+    "search_reranked",
+    "version_choice",
+    "DEFAULT_VERSIONS",
+    "CHROMA_SUFFIX",
+]

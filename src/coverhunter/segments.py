@@ -32,8 +32,8 @@ from .audio import BLOCK_S, AudioError, audio_duration
 from .checkpoint import LoadedModel
 from .chroma import CHROMA_SPEC, fine_views
 from .embed import Windowing, chunk_starts, cut_chunk, embed_chunks, l2_normalise
-from .inputs import require_cqt_input
 from .index import CatalogueIndex, Match
+from .inputs import require_cqt_input
 from .stream import ProgressLog, recording_analysis
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,9 @@ def verdict_of(matches: list[Match], false_alarm: float) -> str:
 # embedding a CQT of any length
 
 
-def embed_features(lm: LoadedModel, feat: np.ndarray, win: Windowing, device="cpu",
-                   batch_chunks: int = 256) -> tuple[np.ndarray, list[float]]:
+def embed_features(
+    lm: LoadedModel, feat: np.ndarray, win: Windowing, device="cpu", batch_chunks: int = 256
+) -> tuple[np.ndarray, list[float]]:
     """L2-normalised chunk embeddings of a CQT, a batch of windows at a time.
 
     Parameters
@@ -86,8 +87,9 @@ def embed_features(lm: LoadedModel, feat: np.ndarray, win: Windowing, device="cp
     starts = chunk_starts(len(feat), win.chunk, win.hop)
     out = []
     for i in range(0, len(starts), batch_chunks):
-        chunks = np.stack([cut_chunk(feat, s, win.chunk, win.mean_size)
-                           for s in starts[i:i + batch_chunks]])
+        chunks = np.stack(
+            [cut_chunk(feat, s, win.chunk, win.mean_size) for s in starts[i : i + batch_chunks]]
+        )
         out.append(embed_chunks(lm.model, chunks, device, lm.config.eval.batch_size))
     emb = l2_normalise(np.concatenate(out)).astype(np.float32)
     fps = lm.config.features.frames_per_second
@@ -98,9 +100,15 @@ def embed_features(lm: LoadedModel, feat: np.ndarray, win: Windowing, device="cp
 # segmentation
 
 
-def chunk_work_scores(index: CatalogueIndex, emb: np.ndarray, k: int = NEIGHBOURS,
-                      per_chunk: int = 3, max_works: int = 256, block: int = 256,
-                      approximate: bool | None = None) -> tuple[list[str], np.ndarray]:
+def chunk_work_scores(
+    index: CatalogueIndex,
+    emb: np.ndarray,
+    k: int = NEIGHBOURS,
+    per_chunk: int = 3,
+    max_works: int = 256,
+    block: int = 256,
+    approximate: bool | None = None,
+) -> tuple[list[str], np.ndarray]:
     """Best similarity of every query chunk to each candidate work.
 
     Parameters
@@ -126,7 +134,7 @@ def chunk_work_scores(index: CatalogueIndex, emb: np.ndarray, k: int = NEIGHBOUR
     per_chunk_best: list[dict[str, float]] = []
     floors = []
     for i in range(0, len(emb), block):
-        sims, rows = index.search_vectors(emb[i:i + block], k, approximate)
+        sims, rows = index.search_vectors(emb[i : i + block], k, approximate)
         owner = np.searchsorted(row_starts, rows, side="right") - 1
         for srow, rrow, orow in zip(sims, rows, owner):
             best: dict[str, float] = {}
@@ -184,9 +192,17 @@ def _runs(labels: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b) - 1) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def find_segments(index: CatalogueIndex, emb: np.ndarray, starts: list[float], duration_s: float,
-                  chunk_s: float, *, false_alarm: float = 0.01, switch_cost: float = 3.0,
-                  approximate: bool | None = None) -> list[Segment]:
+def find_segments(
+    index: CatalogueIndex,
+    emb: np.ndarray,
+    starts: list[float],
+    duration_s: float,
+    chunk_s: float,
+    *,
+    false_alarm: float = 0.01,
+    switch_cost: float = 3.0,
+    approximate: bool | None = None,
+) -> list[Segment]:
     """Time ranges of the query, each with the work performed there.
 
     Parameters
@@ -217,28 +233,48 @@ def find_segments(index: CatalogueIndex, emb: np.ndarray, starts: list[float], d
     for i, (a, b) in enumerate(runs):
         lo = 0.0 if i == 0 else (starts[a - 1] + chunk_s + starts[a]) / 2
         hi = duration_s if i == len(runs) - 1 else (starts[b] + chunk_s + starts[b + 1]) / 2
-        seg = _segment(index, emb[a:b + 1], starts[a:b + 1], works[labels[a]], lo, hi,
-                       false_alarm, approximate)
+        seg = _segment(
+            index, emb[a : b + 1], starts[a : b + 1], works[labels[a]], lo, hi, false_alarm, approximate
+        )
         if segs and segs[-1].work == seg.work:  # same work after the search: one segment
             seg = _merge(segs.pop(), seg)
         segs.append(seg)
     return segs
 
 
-def _segment(index: CatalogueIndex, emb: np.ndarray, starts: list[float], work: str, lo: float,
-             hi: float, false_alarm: float, approximate: bool | None) -> Segment:
+def _segment(
+    index: CatalogueIndex,
+    emb: np.ndarray,
+    starts: list[float],
+    work: str,
+    lo: float,
+    hi: float,
+    false_alarm: float,
+    approximate: bool | None,
+) -> Segment:
     """The catalogue search of one range's chunks; the labelled work's match when the
     search lists it (else the search's best), with its own verdict."""
     matches = index.search(emb, list(starts), 10, approximate)
     m = next((x for x in matches if x.work == work), matches[0])
-    return Segment(round(lo, 2), round(hi, 2), m.work, m.track_id, m.score, m.query_offset_s,
-                   m.ref_offset_s, m.probability, m.p_value, verdict_of([m], false_alarm))
+    return Segment(
+        round(lo, 2),
+        round(hi, 2),
+        m.work,
+        m.track_id,
+        m.score,
+        m.query_offset_s,
+        m.ref_offset_s,
+        m.probability,
+        m.p_value,
+        verdict_of([m], false_alarm),
+    )
 
 
 def _merge(a: Segment, b: Segment) -> Segment:
     best = a if a.score >= b.score else b
-    return Segment(a.start_s, b.end_s, **{k: v for k, v in asdict(best).items()
-                                            if k not in ("start_s", "end_s")})
+    return Segment(
+        a.start_s, b.end_s, **{k: v for k, v in asdict(best).items() if k not in ("start_s", "end_s")}
+    )
 
 
 def matches_from_segments(segs: list[Segment], top: int) -> list[Match]:
@@ -248,19 +284,31 @@ def matches_from_segments(segs: list[Segment], top: int) -> list[Match]:
         if s.work not in best or s.score > best[s.work].score:
             best[s.work] = s
     ranked = sorted(best.values(), key=lambda s: -s.score)[:top]
-    return [Match(s.work, s.track_id, s.score, s.query_offset_s, s.ref_offset_s, s.probability,
-                  s.p_value) for s in ranked]
+    return [
+        Match(s.work, s.track_id, s.score, s.query_offset_s, s.ref_offset_s, s.probability, s.p_value)
+        for s in ranked
+    ]
 
 
 # ---------------------------------------------------------------------------
 # one recording, end to end
 
 
-def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], top: int, *,
-                  feat: np.ndarray | None = None, rerank: int | None = None, chroma=None,
-                  approximate: bool | None = None, projection=None,
-                  rerank_grow_after: int | None = None,
-                  rerank_versions: int | None = None, fine: dict | None = None) -> list[Match]:
+def whole_matches(
+    index: CatalogueIndex,
+    emb: np.ndarray,
+    starts: list[float],
+    top: int,
+    *,
+    feat: np.ndarray | None = None,
+    rerank: int | None = None,
+    chroma=None,
+    approximate: bool | None = None,
+    projection=None,
+    rerank_grow_after: int | None = None,
+    rerank_versions: int | None = None,
+    fine: dict | None = None,
+) -> list[Match]:
     """``identify``'s matches: the catalogue search, re-ranked by chroma alignment as
     ``index.identify`` does when the CQT ``feat`` is given and the index stores chroma.
 
@@ -276,21 +324,38 @@ def whole_matches(index: CatalogueIndex, emb: np.ndarray, starts: list[float], t
     from . import rerank as rr
     from .index.chroma_store import catalogue_reranking
 
-    setup = None if feat is None else catalogue_reranking(index, rerank, rerank_grow_after,
-                                                           chroma, projection, rerank_versions)
+    setup = (
+        None
+        if feat is None
+        else catalogue_reranking(index, rerank, rerank_grow_after, chroma, projection, rerank_versions)
+    )
     if setup is None:
         return index.search(emb, starts, top, approximate)
     cfg, chroma = setup
-    return rr.search_reranked(index, emb, starts, top, chroma.query_features(feat, fine), chroma, cfg,
-                              approximate)
+    return rr.search_reranked(
+        index, emb, starts, top, chroma.query_features(feat, fine), chroma, cfg, approximate
+    )
 
 
-def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float], duration_s: float,
-                      chunk_s: float, name: str, *, top: int = 10, false_alarm: float = 0.01,
-                      segments: bool = False, approximate: bool | None = None,
-                      feat: np.ndarray | None = None, rerank: int | None = None,
-                      chroma=None, rerank_grow_after: int | None = None,
-                      rerank_versions: int | None = None, fine: dict | None = None) -> dict:
+def identify_embedded(
+    index: CatalogueIndex,
+    emb: np.ndarray,
+    starts: list[float],
+    duration_s: float,
+    chunk_s: float,
+    name: str,
+    *,
+    top: int = 10,
+    false_alarm: float = 0.01,
+    segments: bool = False,
+    approximate: bool | None = None,
+    feat: np.ndarray | None = None,
+    rerank: int | None = None,
+    chroma=None,
+    rerank_grow_after: int | None = None,
+    rerank_versions: int | None = None,
+    fine: dict | None = None,
+) -> dict:
     """The answer for one recording's chunk embeddings, as ``identify --json`` gives it.
 
     With its CQT ``feat`` (and its fine chroma views ``fine``), the whole-recording matches
@@ -307,46 +372,95 @@ def identify_embedded(index: CatalogueIndex, emb: np.ndarray, starts: list[float
     """
     segs = None
     if segments or len(emb) > WHOLE_MAX_CHUNKS:
-        segs = find_segments(index, emb, starts, duration_s, chunk_s, false_alarm=false_alarm,
-                             approximate=approximate)
+        segs = find_segments(
+            index, emb, starts, duration_s, chunk_s, false_alarm=false_alarm, approximate=approximate
+        )
     if len(emb) <= WHOLE_MAX_CHUNKS:
-        matches = whole_matches(index, emb, starts, top, feat=feat, rerank=rerank, chroma=chroma,
-                                approximate=approximate, rerank_grow_after=rerank_grow_after,
-                                rerank_versions=rerank_versions, fine=fine)
+        matches = whole_matches(
+            index,
+            emb,
+            starts,
+            top,
+            feat=feat,
+            rerank=rerank,
+            chroma=chroma,
+            approximate=approximate,
+            rerank_grow_after=rerank_grow_after,
+            rerank_versions=rerank_versions,
+            fine=fine,
+        )
     else:
         matches = matches_from_segments(segs, top)
-    out = {"query": name, "verdict": verdict_of(matches, false_alarm), "error": None,
-           "matches": [asdict(m) for m in matches], "duration_s": duration_s}
+    out = {
+        "query": name,
+        "verdict": verdict_of(matches, false_alarm),
+        "error": None,
+        "matches": [asdict(m) for m in matches],
+        "duration_s": duration_s,
+    }
     if segments:
         out["segments"] = [asdict(s) for s in segs]
     return out
 
 
-def identify_features(index: CatalogueIndex, lm: LoadedModel, feat: np.ndarray, name: str, *,
-                      top: int = 10, false_alarm: float = 0.01, segments: bool = False,
-                      device="cpu", approximate: bool | None = None,
-                      rerank: int | None = None, rerank_grow_after: int | None = None,
-                      rerank_versions: int | None = None, fine: dict | None = None) -> dict:
+def identify_features(
+    index: CatalogueIndex,
+    lm: LoadedModel,
+    feat: np.ndarray,
+    name: str,
+    *,
+    top: int = 10,
+    false_alarm: float = 0.01,
+    segments: bool = False,
+    device="cpu",
+    approximate: bool | None = None,
+    rerank: int | None = None,
+    rerank_grow_after: int | None = None,
+    rerank_versions: int | None = None,
+    fine: dict | None = None,
+) -> dict:
     """The answer for one recording's CQT (frames, n_bins) and fine chroma views; see
     :func:`identify_embedded`."""
     index.check_model(lm)
     win = index.windowing
     fps = lm.config.features.frames_per_second
     emb, starts = embed_features(lm, feat, win, device)
-    return identify_embedded(index, emb, starts, round(len(feat) / fps, 3), win.chunk / fps, name,
-                             top=top, false_alarm=false_alarm, segments=segments,
-                             approximate=approximate, feat=feat, rerank=rerank,
-                             rerank_grow_after=rerank_grow_after, rerank_versions=rerank_versions,
-                             fine=fine)
+    return identify_embedded(
+        index,
+        emb,
+        starts,
+        round(len(feat) / fps, 3),
+        win.chunk / fps,
+        name,
+        top=top,
+        false_alarm=false_alarm,
+        segments=segments,
+        approximate=approximate,
+        feat=feat,
+        rerank=rerank,
+        rerank_grow_after=rerank_grow_after,
+        rerank_versions=rerank_versions,
+        fine=fine,
+    )
 
 
-def identify_file(index: CatalogueIndex, lm: LoadedModel, path: str | Path, *, top: int = 10,
-                  false_alarm: float = 0.01, segments: bool = False, device="cpu",
-                  approximate: bool | None = None, rerank: int | None = None,
-                  rerank_grow_after: int | None = None, rerank_versions: int | None = None,
-                  block_s: float = BLOCK_S,
-                  max_seconds: float | None = None,
-                  progress: Callable[[float], None] | None = None) -> dict:
+def identify_file(
+    index: CatalogueIndex,
+    lm: LoadedModel,
+    path: str | Path,
+    *,
+    top: int = 10,
+    false_alarm: float = 0.01,
+    segments: bool = False,
+    device="cpu",
+    approximate: bool | None = None,
+    rerank: int | None = None,
+    rerank_grow_after: int | None = None,
+    rerank_versions: int | None = None,
+    block_s: float = BLOCK_S,
+    max_seconds: float | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> dict:
     """Identify one audio file of any length in bounded memory; errors become ``error``.
 
     See :func:`identify_features` for the answer. With ``progress=None`` a recording
@@ -360,26 +474,45 @@ def identify_file(index: CatalogueIndex, lm: LoadedModel, path: str | Path, *, t
             except AudioError:
                 dur = None
             progress = ProgressLog(Path(path).name, duration_s=dur) if dur is None or dur > 600 else None
-        feat, fine = recording_analysis(path, lm.config.features, fine_views(CHROMA_SPEC),
-                                        block_s=block_s, max_seconds=max_seconds, progress=progress)
+        feat, fine = recording_analysis(
+            path,
+            lm.config.features,
+            fine_views(CHROMA_SPEC),
+            block_s=block_s,
+            max_seconds=max_seconds,
+            progress=progress,
+        )
         if len(feat) == 0:
             raise AudioError(f"{path}: too short to analyse")
-        return identify_features(index, lm, feat, name, top=top, false_alarm=false_alarm,
-                                 segments=segments, device=device, approximate=approximate,
-                                 rerank=rerank, rerank_grow_after=rerank_grow_after,
-                                 rerank_versions=rerank_versions, fine=fine)
+        return identify_features(
+            index,
+            lm,
+            feat,
+            name,
+            top=top,
+            false_alarm=false_alarm,
+            segments=segments,
+            device=device,
+            approximate=approximate,
+            rerank=rerank,
+            rerank_grow_after=rerank_grow_after,
+            rerank_versions=rerank_versions,
+            fine=fine,
+        )
     except (AudioError, OSError) as e:
         return {"query": name, "verdict": "error", "error": str(e), "matches": []}
 
 
 def format_segments(segs: list[dict]) -> str:
     """Segments as a small text table (times as m:ss)."""
+
     def t(s):
         return f"{int(s // 60)}:{s % 60:04.1f}"
 
     lines = [f"  {'from':>7}  {'to':>7}  {'score':>6}  verdict / work (track)"]
     for s in segs:
         v = f"[{s['verdict']}] " if s["verdict"] else ""
-        lines.append(f"  {t(s['start_s']):>7}  {t(s['end_s']):>7}  {s['score']:6.3f}  {v}"
-                     f"{s['work']} ({s['track_id']})")
+        lines.append(
+            f"  {t(s['start_s']):>7}  {t(s['end_s']):>7}  {s['score']:6.3f}  {v}{s['work']} ({s['track_id']})"
+        )
     return "\n".join(lines)

@@ -21,8 +21,9 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"${name}={value!r} is not an integer") from None
 
 
-def resolve_rank(rank: int | None = None, world_size: int | None = None,
-                 environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+def resolve_rank(
+    rank: int | None = None, world_size: int | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[int, int]:
     """``(rank, world_size)`` from the arguments, else torchrun's environment, else (0, 1).
 
     Parameters

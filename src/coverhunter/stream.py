@@ -34,21 +34,40 @@ from .features import cqt_kernel, cqt_magnitude
 log = logging.getLogger(__name__)
 
 
-def _frames(buf: np.ndarray, b0: int, fa: int, fb: int, total: int, final: bool,
-            cfg: FeatureConfig, lead: int, left: int, n_fft: int) -> np.ndarray:
+def _frames(
+    buf: np.ndarray,
+    b0: int,
+    fa: int,
+    fb: int,
+    total: int,
+    final: bool,
+    cfg: FeatureConfig,
+    lead: int,
+    left: int,
+    n_fft: int,
+) -> np.ndarray:
     """CQT magnitude frames [fa, fb) of the whole signal, from ``buf`` = y[b0:total]."""
     hop = cfg.hop_length
     zs = max(0, (fa - lead) * hop)  # first sample the first frame's window needs
     ze = total if final else (fb - 1) * hop - left + n_fft
-    z = buf[zs - b0:ze - b0]
-    mag = cqt_magnitude(z, sample_rate=cfg.sample_rate, hop_length=hop, fmin=cfg.fmin,
-                        n_bins=cfg.n_bins, bins_per_octave=cfg.bins_per_octave)
+    z = buf[zs - b0 : ze - b0]
+    mag = cqt_magnitude(
+        z,
+        sample_rate=cfg.sample_rate,
+        hop_length=hop,
+        fmin=cfg.fmin,
+        n_bins=cfg.n_bins,
+        bins_per_octave=cfg.bins_per_octave,
+    )
     j0 = fa - zs // hop
-    return mag[j0:j0 + fb - fa]
+    return mag[j0 : j0 + fb - fa]
 
 
-def stream_cqt(blocks: Iterable[np.ndarray], cfg: FeatureConfig | None = None,
-               progress: Callable[[float], None] | None = None) -> np.ndarray:
+def stream_cqt(
+    blocks: Iterable[np.ndarray],
+    cfg: FeatureConfig | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
     """``features.cqt(peak_normalize(y))`` of the concatenated blocks, in bounded memory.
 
     Parameters
@@ -87,7 +106,7 @@ def stream_cqt(blocks: Iterable[np.ndarray], cfg: FeatureConfig | None = None,
             parts.append(_frames(buf, b0, fa, fb, total, False, cfg, lead, left, n_fft).astype(dtype))
             fa = fb
             keep = max(0, (fa - lead) * hop)
-            buf, b0 = buf[keep - b0:], keep
+            buf, b0 = buf[keep - b0 :], keep
         if progress is not None:
             progress(total / cfg.sample_rate)
     fb = total // hop
@@ -103,16 +122,21 @@ def _to_db(parts: list[np.ndarray], peak: float, n_bins: int, dtype) -> np.ndarr
     pos = 0
     while parts:
         p = parts.pop(0)  # free each part once converted
-        out[pos:pos + len(p)] = 20.0 * np.log10(p.astype(np.float64) * scale + 1e-9)
+        out[pos : pos + len(p)] = 20.0 * np.log10(p.astype(np.float64) * scale + 1e-9)
         pos += len(p)
     if out.size:
         out -= out.max()
     return out
 
 
-def recording_cqt(path: str | Path, cfg: FeatureConfig | None = None, *, block_s: float = BLOCK_S,
-                  max_seconds: float | None = None, progress: Callable[[float], None] | None = None
-                  ) -> np.ndarray:
+def recording_cqt(
+    path: str | Path,
+    cfg: FeatureConfig | None = None,
+    *,
+    block_s: float = BLOCK_S,
+    max_seconds: float | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
     """CQT of an audio file of any length and format, decoded and analysed block by block.
 
     Parameters
@@ -131,14 +155,18 @@ def recording_cqt(path: str | Path, cfg: FeatureConfig | None = None, *, block_s
     np.ndarray, shape (frames, n_bins)
         As :func:`stream_cqt`.
     """
-    return recording_analysis(path, cfg, (), block_s=block_s, max_seconds=max_seconds,
-                              progress=progress)[0]
+    return recording_analysis(path, cfg, (), block_s=block_s, max_seconds=max_seconds, progress=progress)[0]
 
 
-def recording_analysis(path: str | Path, cfg: FeatureConfig | None = None, views=("c3",), *,
-                       block_s: float = BLOCK_S, max_seconds: float | None = None,
-                       progress: Callable[[float], None] | None = None
-                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def recording_analysis(
+    path: str | Path,
+    cfg: FeatureConfig | None = None,
+    views=("c3",),
+    *,
+    block_s: float = BLOCK_S,
+    max_seconds: float | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """CQT and fine chroma (:mod:`coverhunter.chroma`) of an audio file of any length, from
     one decoding pass, block by block.
 

@@ -32,8 +32,14 @@ from .inputs import model_input
 from .losses import CoverLoss
 from .model import CoverHunter
 from .passages import PassageBatchSampler, PassageLoss, PassageTables
-from .utils import (atomic_write_bytes, atomic_write_text, remove_stale_tmp, resolve_device,
-                    resolve_path, sha256_file)
+from .utils import (
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_stale_tmp,
+    resolve_device,
+    resolve_path,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +59,7 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def validate_model(model: CoverHunter, cfg: Config, exp_dir: Path, val_tracks: list[Track],
-                   device) -> dict:
+def validate_model(model: CoverHunter, cfg: Config, exp_dir: Path, val_tracks: list[Track], device) -> dict:
     """Validation MAP (self-query on the val list) and the metrics of configured test sets."""
     out = {}
     if val_tracks and len({t.work for t in val_tracks}) > 1:
@@ -66,11 +71,20 @@ def validate_model(model: CoverHunter, cfg: Config, exp_dir: Path, val_tracks: l
         rp = spec.get("ref_path", spec["query_path"])
         same = rp == spec["query_path"]
         r = None if same else read_dataset(resolve_path(rp, exp_dir), check_features=True)
-        pairs = read_query_in_ref(resolve_path(spec["query_in_ref_path"], exp_dir)) \
-            if spec.get("query_in_ref_path") and not same else None
+        pairs = (
+            read_query_in_ref(resolve_path(spec["query_in_ref_path"], exp_dir))
+            if spec.get("query_in_ref_path") and not same
+            else None
+        )
         report, _ = evaluate_tracks(model, q, r, cfg, device=device, query_in_ref=pairs)
-        out.update({f"{name}_map": report.map, f"{name}_mr1": report.mr1,
-                    f"{name}_hit_rate": report.hit_rate, f"{name}_top10": report.top10})
+        out.update(
+            {
+                f"{name}_map": report.map,
+                f"{name}_mr1": report.mr1,
+                f"{name}_hit_rate": report.hit_rate,
+                f"{name}_top10": report.top10,
+            }
+        )
     return out
 
 
@@ -132,8 +146,9 @@ def _set_rng_state(state: dict) -> None:
 class Trainer:
     """One training run; ``run()`` loops over epochs. Built by :func:`train`."""
 
-    def __init__(self, exp_dir: Path, cfg: Config, device: torch.device, init_from=None,
-                 verbose: bool = True):
+    def __init__(
+        self, exp_dir: Path, cfg: Config, device: torch.device, init_from=None, verbose: bool = True
+    ):
         self.exp_dir, self.cfg, self.verbose = exp_dir, cfg, verbose
         self.rank, self.local_rank, self.world = _dist_info()
         if self.world > 1 and device.type == "cuda":
@@ -147,12 +162,14 @@ class Trainer:
         self._load_data()
         n_classes = cfg.model.n_classes or len(self.works)
         if n_classes < len(self.works):
-            raise ValueError(f"model.n_classes={n_classes} but the training list has "
-                             f"{len(self.works)} works")
+            raise ValueError(f"model.n_classes={n_classes} but the training list has {len(self.works)} works")
         self.model = CoverHunter(cfg.model)
         self.passages = cfg.loss.objective == "passage"
-        self.loss = PassageLoss(cfg.loss, cfg.model.embed_dim, self.model) if self.passages \
+        self.loss = (
+            PassageLoss(cfg.loss, cfg.model.embed_dim, self.model)
+            if self.passages
             else CoverLoss(cfg.loss, cfg.model.embed_dim, n_classes)
+        )
         # the parts of the loss logged beside the total
         self.log_parts = ("nce", "pair_top1") if self.passages else ("ce", "triplet")
         self.augment = augment_batch if self.input.reads_cqt else augment_chroma_batch
@@ -161,11 +178,11 @@ class Trainer:
             if self.passages and self.loss.key_encoder is not None:  # keys start from these weights
                 self.loss.key_encoder.load_state_dict(self.model.state_dict())
         self.model.to(device), self.loss.to(device)
-        params = [p for p in list(self.model.parameters()) + list(self.loss.parameters())
-                  if p.requires_grad]
+        params = [p for p in list(self.model.parameters()) + list(self.loss.parameters()) if p.requires_grad]
         o = cfg.optim
-        self.opt = torch.optim.AdamW(params, lr=o.learning_rate, betas=(o.adam_b1, o.adam_b2),
-                                     weight_decay=o.weight_decay)
+        self.opt = torch.optim.AdamW(
+            params, lr=o.learning_rate, betas=(o.adam_b1, o.adam_b2), weight_decay=o.weight_decay
+        )
         self.step, self.epoch = 0, 0
         self.best, self.best_epoch, self.bad_epochs = None, -1, 0
         self.history: list[dict] = []
@@ -197,22 +214,29 @@ class Trainer:
         if not self.input.reads_cqt:  # a missing chroma file stops here, not in a batch
             missing = [str(p) for p in sources if not Path(p).is_file()]
             if missing:
-                raise ValueError(f"{train_path}: {len(missing)} recording(s) have no stored fine "
-                                 f"chroma (e.g. {missing[0]}); run 'coverhunter extract' with "
-                                 f"chroma_views {list(self.input.views)}")
+                raise ValueError(
+                    f"{train_path}: {len(missing)} recording(s) have no stored fine "
+                    f"chroma (e.g. {missing[0]}); run 'coverhunter extract' with "
+                    f"chroma_views {list(self.input.views)}"
+                )
             self.input.load(sources[0])  # and the views are there
             if c.mean_size != 1:
-                log.warning("data.mean_size=%d averages %d chroma frames (0.4 s each) into one: "
-                            "chunk_frame counts those; a fine_chroma model usually wants 1",
-                            c.mean_size, c.mean_size)
-        self.dataset = ChunkDataset(sources, labels, c.mean_size, self.input.loader(),
-                                    self.input.pad_value)
+                log.warning(
+                    "data.mean_size=%d averages %d chroma frames (0.4 s each) into one: "
+                    "chunk_frame counts those; a fine_chroma model usually wants 1",
+                    c.mean_size,
+                    c.mean_size,
+                )
+        self.dataset = ChunkDataset(sources, labels, c.mean_size, self.input.loader(), self.input.pad_value)
         self.labels = labels
-        self.val_tracks = read_dataset(resolve_path(c.val_path, self.exp_dir), check_features=True) \
-            if c.val_path else []
+        self.val_tracks = (
+            read_dataset(resolve_path(c.val_path, self.exp_dir), check_features=True) if c.val_path else []
+        )
         if self.cfg.loss.objective == "passage" and not c.align_path:
-            raise ValueError("loss.objective 'passage' needs data.align_path (the alignment.jsonl "
-                             "that make-corpus writes, or one from 'coverhunter align')")
+            raise ValueError(
+                "loss.objective 'passage' needs data.align_path (the alignment.jsonl "
+                "that make-corpus writes, or one from 'coverhunter align')"
+            )
         self.alignment = self._load_alignment() if c.align_path else None
         if self.cfg.loss.objective == "passage":
             self.passage_tables = PassageTables.build(labels, self.alignment)
@@ -220,8 +244,13 @@ class Trainer:
         else:
             steps = WorkBatchSampler.default_steps(labels, c, self.world)
         self.steps_per_epoch = self.cfg.optim.steps_per_epoch or steps
-        log.info("train: %d tracks of %d works, %d steps/epoch; val: %d tracks", len(paths),
-                 len(self.works), self.steps_per_epoch, len(self.val_tracks))
+        log.info(
+            "train: %d tracks of %d works, %d steps/epoch; val: %d tracks",
+            len(paths),
+            len(self.works),
+            self.steps_per_epoch,
+            len(self.val_tracks),
+        )
 
     def _load_alignment(self) -> dict:
         """The alignment file as track index -> partner index -> [(centre, centre)] frames."""
@@ -236,7 +265,8 @@ class Trainer:
             for uj, pairs in partners.items():
                 if ui in index and uj in index and pairs:
                     out.setdefault(index[ui], {})[index[uj]] = [
-                        (round(a * fps), round(b * fps)) for a, b in pairs]
+                        (round(a * fps), round(b * fps)) for a, b in pairs
+                    ]
         if not out:
             raise ValueError(f"{path}: no alignment between tracks of {self.cfg.data.train_path}")
         log.info("fine stage: aligned chunks for %d tracks from %s", len(out), path)
@@ -247,8 +277,11 @@ class Trainer:
 
         lm = load_model(path)
         self.model.load_state_dict(lm.model.state_dict())
-        heads = {k: v for k, v in lm.heads.items()
-                 if k in self.loss.state_dict() and v.shape == self.loss.state_dict()[k].shape}
+        heads = {
+            k: v
+            for k, v in lm.heads.items()
+            if k in self.loss.state_dict() and v.shape == self.loss.state_dict()[k].shape
+        }
         self.loss.load_state_dict(heads, strict=False)
         log.info("initialised from %s", lm.source)
 
@@ -259,14 +292,18 @@ class Trainer:
         try:
             state = torch.load(last, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises several types for bad files
-            raise ValueError(f"{last}: damaged checkpoint, cannot resume ({load_failure(e)}); restore it or "
-                             "remove it to train from the start") from e
+            raise ValueError(
+                f"{last}: damaged checkpoint, cannot resume ({load_failure(e)}); restore it or "
+                "remove it to train from the start"
+            ) from e
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{last}: not a coverhunter checkpoint")
         self._check_schedule(last, state.get("config", {}).get("optim", {}))
         if state.get("works") != self.works:
-            raise ValueError(f"{last}: trained on other works than {self.cfg.data.train_path}; "
-                             "use a new EXP_DIR or remove the checkpoints")
+            raise ValueError(
+                f"{last}: trained on other works than {self.cfg.data.train_path}; "
+                "use a new EXP_DIR or remove the checkpoints"
+            )
         self.model.load_state_dict(state["model"])
         self.loss.load_state_dict(state["loss"])
         self.opt.load_state_dict(state["optimizer"])
@@ -286,12 +323,15 @@ class Trainer:
     def _check_schedule(self, last: Path, saved: dict) -> None:
         """Refuse to resume under another learning-rate schedule (it would change silently)."""
         now = to_dict(self.cfg.optim)
-        diff = [f"optim.{k}: {saved[k]} -> {now[k]}" for k in self._SCHEDULE
-                if k in saved and saved[k] != now[k]]
+        diff = [
+            f"optim.{k}: {saved[k]} -> {now[k]}" for k in self._SCHEDULE if k in saved and saved[k] != now[k]
+        ]
         if diff:
-            raise ValueError(f"{last}: the run was started with another schedule ({'; '.join(diff)}); "
-                             "resuming would silently change its cosine decay. Use the original "
-                             "values, or a new EXP_DIR with --init-from to continue from these weights")
+            raise ValueError(
+                f"{last}: the run was started with another schedule ({'; '.join(diff)}); "
+                "resuming would silently change its cosine decay. Use the original "
+                "values, or a new EXP_DIR with --init-from to continue from these weights"
+            )
 
     def _repair_best(self, state: dict) -> None:
         """A kill between the two checkpoint writes of an older version left ``last.pt``
@@ -302,11 +342,13 @@ class Trainer:
             return
         if state["epoch"] == self.best_epoch + 1:
             atomic_write_bytes(best, (self.ckpt_dir / "last.pt").read_bytes())
-            log.warning("%s was missing; restored from last.pt (epoch %d, the best)", best,
-                        self.best_epoch)
+            log.warning("%s was missing; restored from last.pt (epoch %d, the best)", best, self.best_epoch)
         else:
-            log.warning("%s is missing and last.pt is not the best epoch (%d): the next "
-                        "improvement writes it", best, self.best_epoch)
+            log.warning(
+                "%s is missing and last.pt is not the best epoch (%d): the next improvement writes it",
+                best,
+                self.best_epoch,
+            )
             self.best = None  # so that the next epoch's result is kept as best.pt
 
     def _writer(self):
@@ -322,17 +364,38 @@ class Trainer:
     # -- one epoch -----------------------------------------------------------------------
     def _loader(self) -> DataLoader:
         if self.passages:
-            sampler = PassageBatchSampler(self.labels, self.alignment, self.cfg.data,
-                                          self.cfg.optim.seed, self.epoch, self.steps_per_epoch,
-                                          self.rank, self.world, self.passage_tables)
+            sampler = PassageBatchSampler(
+                self.labels,
+                self.alignment,
+                self.cfg.data,
+                self.cfg.optim.seed,
+                self.epoch,
+                self.steps_per_epoch,
+                self.rank,
+                self.world,
+                self.passage_tables,
+            )
         else:
-            sampler = WorkBatchSampler(self.labels, self.cfg.data, self.cfg.optim.seed, self.epoch,
-                                       self.steps_per_epoch, self.rank, self.world,
-                                       alignment=self.alignment,
-                                       aligned_prob=self.cfg.data.aligned_prob)
+            sampler = WorkBatchSampler(
+                self.labels,
+                self.cfg.data,
+                self.cfg.optim.seed,
+                self.epoch,
+                self.steps_per_epoch,
+                self.rank,
+                self.world,
+                alignment=self.alignment,
+                aligned_prob=self.cfg.data.aligned_prob,
+            )
         nw = self.cfg.data.num_workers
-        return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate, num_workers=nw,
-                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+        return DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=nw,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
 
     def train_step(self, shards: list[tuple[torch.Tensor, torch.Tensor, torch.Generator]]) -> dict:
         """One optimiser step on the mean loss of one or more (x, y, augmentation RNG) shards.
@@ -374,9 +437,15 @@ class Trainer:
         gen = self.augment_rng()
         sums: dict[str, float] = {}
         n = 0
-        bar = tqdm(self._loader(), total=self.steps_per_epoch, desc=f"epoch {self.epoch}",
-                   unit="step", disable=not (self.verbose and self.is_main), leave=False,
-                   mininterval=0.1 if sys.stderr.isatty() else 30.0)  # quiet in log files
+        bar = tqdm(
+            self._loader(),
+            total=self.steps_per_epoch,
+            desc=f"epoch {self.epoch}",
+            unit="step",
+            disable=not (self.verbose and self.is_main),
+            leave=False,
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,
+        )  # quiet in log files
         for x, y in bar:
             logs = self.train_step([(x, y, gen)])
             n += 1
@@ -401,13 +470,27 @@ class Trainer:
     # -- loop ----------------------------------------------------------------------------
     def _save(self, name: str) -> Path:
         path = self.ckpt_dir / name
-        save_checkpoint(path, config=self.cfg, model=self.model, loss=self.loss, optimizer=self.opt,
-                        step=self.step, epoch=self.epoch, works=self.works,
-                        extra={"rng": _rng_state(), "trainer": {
-                            "best": self.best, "best_epoch": self.best_epoch,
-                            "bad_epochs": self.bad_epochs, "history": self.history,
-                            "planned_epochs": self.planned_epochs,
-                            "train_seconds": self.train_seconds}})
+        save_checkpoint(
+            path,
+            config=self.cfg,
+            model=self.model,
+            loss=self.loss,
+            optimizer=self.opt,
+            step=self.step,
+            epoch=self.epoch,
+            works=self.works,
+            extra={
+                "rng": _rng_state(),
+                "trainer": {
+                    "best": self.best,
+                    "best_epoch": self.best_epoch,
+                    "bad_epochs": self.bad_epochs,
+                    "history": self.history,
+                    "planned_epochs": self.planned_epochs,
+                    "train_seconds": self.train_seconds,
+                },
+            },
+        )
         return path
 
     def run(self, max_epochs: int | None = None, first_eval: bool = False) -> TrainResult:
@@ -421,18 +504,24 @@ class Trainer:
         monitor_name = "val_map" if self.val_tracks else "train_loss"
         stop = o.patience > 0 and self.bad_epochs >= o.patience  # restored by a resume
         if stop and self.epoch < end:
-            log.info("this run stopped early at epoch %d (%s did not improve for %d epochs); "
-                     "nothing to do (raise optim.patience to train on)", self.epoch - 1,
-                     monitor_name, self.bad_epochs)
+            log.info(
+                "this run stopped early at epoch %d (%s did not improve for %d epochs); "
+                "nothing to do (raise optim.patience to train on)",
+                self.epoch - 1,
+                monitor_name,
+                self.bad_epochs,
+            )
         if first_eval and self.is_main:
-            log.info("first eval (epoch %d, before training): %s", self.epoch,
-                     json.dumps({k: round(v, 4) for k, v in self.validate().items()}))
+            log.info(
+                "first eval (epoch %d, before training): %s",
+                self.epoch,
+                json.dumps({k: round(v, 4) for k, v in self.validate().items()}),
+            )
         clock = time.process_time if o.budget_clock == "cpu" else time.perf_counter
         while self.epoch < min(end, self.planned_epochs) and not stop:
             t_epoch = clock()
             train_logs = self.train_epoch()
-            row = {"epoch": self.epoch, "step": self.step,
-                   **{f"train_{k}": v for k, v in train_logs.items()}}
+            row = {"epoch": self.epoch, "step": self.step, **{f"train_{k}": v for k, v in train_logs.items()}}
             if self.is_main:
                 row.update(self.validate())
                 monitor_name, value = self.monitor(row)
@@ -452,8 +541,11 @@ class Trainer:
                 # so the resumed run repeats that epoch and writes best.pt again
                 if improved:
                     self._save("best.pt")
-                if (self.epoch % o.every_n_epoch_to_save == 0) or improved or \
-                        self.epoch >= min(end, self.planned_epochs):
+                if (
+                    (self.epoch % o.every_n_epoch_to_save == 0)
+                    or improved
+                    or self.epoch >= min(end, self.planned_epochs)
+                ):
                     self._save("last.pt")
                 atomic_write_text(self.exp_dir / "history.json", json.dumps(self.history, indent=1))
                 stop = o.patience > 0 and self.bad_epochs >= o.patience
@@ -470,9 +562,17 @@ class Trainer:
             self.writer.close()
         best = self.ckpt_dir / "best.pt"
         last = self.ckpt_dir / "last.pt"
-        return TrainResult(self.exp_dir, best if best.is_file() else None,
-                           last if last.is_file() else None, self.epoch, self.step,
-                           self.best, monitor_name, self.history, time.perf_counter() - t0)
+        return TrainResult(
+            self.exp_dir,
+            best if best.is_file() else None,
+            last if last.is_file() else None,
+            self.epoch,
+            self.step,
+            self.best,
+            monitor_name,
+            self.history,
+            time.perf_counter() - t0,
+        )
 
     def _fit_budget(self, epoch_seconds: float) -> None:
         """Count an epoch's time and, under ``optim.time_budget_s``, plan only the epochs
@@ -485,9 +585,15 @@ class Trainer:
         self._slowest_epoch = max(self._slowest_epoch, epoch_seconds)
         fit = self.epoch + int(max(0.0, budget - self.train_seconds) // self._slowest_epoch)
         if fit < self.planned_epochs:
-            log.info("time budget %.0f s (%.0f s used, %.1f s per epoch): the schedule now "
-                     "ends after epoch %d instead of %d", budget, self.train_seconds,
-                     self._slowest_epoch, fit - 1, self.planned_epochs - 1)
+            log.info(
+                "time budget %.0f s (%.0f s used, %.1f s per epoch): the schedule now "
+                "ends after epoch %d instead of %d",
+                budget,
+                self.train_seconds,
+                self._slowest_epoch,
+                fit - 1,
+                self.planned_epochs - 1,
+            )
             self.planned_epochs = fit
 
     def _log_epoch(self, row: dict) -> None:
@@ -513,9 +619,17 @@ def evaluate_experiment(exp_dir: str | Path, device: str | None = None) -> dict:
     return validate_model(lm.model, lm.config, exp_dir, val, dev)
 
 
-def train(exp_dir: str | Path, *, config: Config | None = None, overrides: list[str] | None = None,
-          device: str | None = None, init_from=None, max_epochs: int | None = None,
-          verbose: bool = True, first_eval: bool = False) -> TrainResult:
+def train(
+    exp_dir: str | Path,
+    *,
+    config: Config | None = None,
+    overrides: list[str] | None = None,
+    device: str | None = None,
+    init_from=None,
+    max_epochs: int | None = None,
+    verbose: bool = True,
+    first_eval: bool = False,
+) -> TrainResult:
     """Train (or resume training) the model of an experiment folder.
 
     Parameters
@@ -567,9 +681,17 @@ def _teardown_distributed(finished: bool) -> None:
     dist.destroy_process_group()
 
 
-def coarse_to_fine(exp_dir: str | Path, *, coarse_epochs: int, fine_epochs: int,
-                   fine_lr_scale: float = 0.5, align_cfg=None, device: str | None = None,
-                   overrides: list[str] | None = None, verbose: bool = True) -> TrainResult:
+def coarse_to_fine(
+    exp_dir: str | Path,
+    *,
+    coarse_epochs: int,
+    fine_epochs: int,
+    fine_lr_scale: float = 0.5,
+    align_cfg=None,
+    device: str | None = None,
+    overrides: list[str] | None = None,
+    verbose: bool = True,
+) -> TrainResult:
     """Coarse training, chunk alignment with the coarse model, then fine training on aligned
     chunks starting from the coarse weights.
 
@@ -591,17 +713,32 @@ def coarse_to_fine(exp_dir: str | Path, *, coarse_epochs: int, fine_epochs: int,
     stamp = exp_dir / "alignment.source"
     # what the alignment depends on, by content: a retrained coarse model at the same
     # path, another training list or other alignment settings all redo it
-    source = json.dumps({"coarse_sha256": sha256_file(coarse.best_checkpoint),
-                         "train_list_sha256": sha256_file(base["data"]["train_path"]),
-                         "align": repr(align_cfg)}, sort_keys=True)
+    source = json.dumps(
+        {
+            "coarse_sha256": sha256_file(coarse.best_checkpoint),
+            "train_list_sha256": sha256_file(base["data"]["train_path"]),
+            "align": repr(align_cfg),
+        },
+        sort_keys=True,
+    )
     if not align_file.is_file() or not stamp.is_file() or stamp.read_text() != source:
-        run_alignment(coarse.best_checkpoint, base["data"]["train_path"], align_file,
-                      cfg=align_cfg, device=device, verbose=verbose)
+        run_alignment(
+            coarse.best_checkpoint,
+            base["data"]["train_path"],
+            align_file,
+            cfg=align_cfg,
+            device=device,
+            verbose=verbose,
+        )
         atomic_write_text(stamp, source)
     o = base["optim"]
-    fine_cfg = load_config(base, [
-        f"optim.max_epochs={fine_epochs}", f"data.align_path='{align_file.resolve()}'",
-        f"optim.learning_rate={o['learning_rate'] * fine_lr_scale}",
-        f"optim.warmup_steps={min(o['warmup_steps'], 20)}"])
-    return train(fine_dir, config=fine_cfg, device=device, init_from=coarse.best_checkpoint,
-                 verbose=verbose)
+    fine_cfg = load_config(
+        base,
+        [
+            f"optim.max_epochs={fine_epochs}",
+            f"data.align_path='{align_file.resolve()}'",
+            f"optim.learning_rate={o['learning_rate'] * fine_lr_scale}",
+            f"optim.warmup_steps={min(o['warmup_steps'], 20)}",
+        ],
+    )
+    return train(fine_dir, config=fine_cfg, device=device, init_from=coarse.best_checkpoint, verbose=verbose)

@@ -9,8 +9,8 @@ import io
 import logging
 import os
 import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def remove_stale_tmp(folder: Path) -> int:
     if not folder.is_dir():
         return 0
     for p in folder.glob(f".*{TMP_SUFFIX}"):
-        parts = p.name[:-len(TMP_SUFFIX)].rsplit(".", 2)
+        parts = p.name[: -len(TMP_SUFFIX)].rsplit(".", 2)
         if len(parts) != 3 or not parts[1].isdigit() or _pid_alive(int(parts[1])):
             continue
         try:
@@ -138,7 +138,7 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def resolve_device(device: str | None = "auto") -> "torch.device":  # noqa: F821
+def resolve_device(device: str | None = "auto") -> torch.device:  # noqa: F821
     """``"auto"`` picks cuda, then mps, then cpu; anything else is passed to torch."""
     import torch
 

@@ -124,8 +124,15 @@ def corpus_alignment(tracks: list[Track], hop_s: float = 2.0) -> tuple[list[dict
                     continue
                 pairs = pair_centres(perf[a.track_id], perf[b.track_id], a.duration, hop_s)
                 if pairs:
-                    records.append({"utt_i": a.track_id, "utt_j": b.track_id, "work": work,
-                                    "chunk_s": 0.0, "pairs": pairs})
+                    records.append(
+                        {
+                            "utt_i": a.track_id,
+                            "utt_j": b.track_id,
+                            "work": work,
+                            "chunk_s": 0.0,
+                            "pairs": pairs,
+                        }
+                    )
     return records, skipped
 
 

@@ -30,23 +30,61 @@ _KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69
 
 # chord qualities as pitch-class intervals above the root
 QUALITIES = {
-    "maj": (0, 4, 7), "min": (0, 3, 7), "dim": (0, 3, 6), "sus4": (0, 5, 7),
-    "dom7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11), "min7": (0, 3, 7, 10), "add9": (0, 4, 7, 14),
+    "maj": (0, 4, 7),
+    "min": (0, 3, 7),
+    "dim": (0, 3, 6),
+    "sus4": (0, 5, 7),
+    "dom7": (0, 4, 7, 10),
+    "maj7": (0, 4, 7, 11),
+    "min7": (0, 3, 7, 10),
+    "add9": (0, 4, 7, 14),
 }
 # diatonic triads: (scale-degree root in semitones above the tonic, quality, prior weight)
 _DIATONIC = {
-    "major": [(0, "maj", 3.0), (2, "min", 1.2), (4, "min", 0.6), (5, "maj", 2.2), (7, "maj", 2.6),
-              (9, "min", 1.4), (11, "dim", 0.3)],
-    "minor": [(0, "min", 3.0), (2, "dim", 0.4), (3, "maj", 1.2), (5, "min", 2.0), (7, "maj", 2.4),
-              (7, "min", 0.8), (8, "maj", 1.4), (10, "maj", 1.2)],
+    "major": [
+        (0, "maj", 3.0),
+        (2, "min", 1.2),
+        (4, "min", 0.6),
+        (5, "maj", 2.2),
+        (7, "maj", 2.6),
+        (9, "min", 1.4),
+        (11, "dim", 0.3),
+    ],
+    "minor": [
+        (0, "min", 3.0),
+        (2, "dim", 0.4),
+        (3, "maj", 1.2),
+        (5, "min", 2.0),
+        (7, "maj", 2.4),
+        (7, "min", 0.8),
+        (8, "maj", 1.4),
+        (10, "maj", 1.2),
+    ],
 }
 # substitutions a version may add: (root, quality, weight), relative to the tonic
 _SUBSTITUTES = {
-    "major": [(2, "dom7", 0.8), (9, "dom7", 0.6), (4, "dom7", 0.5), (5, "min", 0.6),
-              (10, "maj", 0.6), (8, "maj", 0.4), (7, "dom7", 1.2), (0, "maj7", 0.8),
-              (2, "min7", 0.8), (7, "sus4", 0.5), (0, "add9", 0.5)],
-    "minor": [(7, "dom7", 1.2), (5, "maj", 0.5), (0, "maj", 0.3), (10, "dom7", 0.6),
-              (3, "maj7", 0.6), (5, "min7", 0.6), (1, "maj", 0.3)],
+    "major": [
+        (2, "dom7", 0.8),
+        (9, "dom7", 0.6),
+        (4, "dom7", 0.5),
+        (5, "min", 0.6),
+        (10, "maj", 0.6),
+        (8, "maj", 0.4),
+        (7, "dom7", 1.2),
+        (0, "maj7", 0.8),
+        (2, "min7", 0.8),
+        (7, "sus4", 0.5),
+        (0, "add9", 0.5),
+    ],
+    "minor": [
+        (7, "dom7", 1.2),
+        (5, "maj", 0.5),
+        (0, "maj", 0.3),
+        (10, "dom7", 0.6),
+        (3, "maj7", 0.6),
+        (5, "min7", 0.6),
+        (1, "maj", 0.3),
+    ],
 }
 
 STYLES = ("melody_only", "block", "pad", "arpeggio", "alberti", "waltz", "strum", "dense")
@@ -55,10 +93,68 @@ BASS_LINES = ("none", "root", "root_fifth", "walking", "pedal")
 DRUMS = ("none", "straight", "backbeat", "shuffle", "brush")
 
 # General MIDI program groups
-MELODY_PROGRAMS = (0, 4, 6, 11, 19, 21, 22, 24, 25, 26, 40, 41, 42, 56, 57, 60, 64, 65, 66,
-                   68, 69, 71, 72, 73, 74, 75, 78, 79, 80, 81, 104, 105, 109)
-CHORD_PROGRAMS = (0, 1, 2, 4, 5, 6, 16, 17, 19, 24, 25, 26, 27, 46, 48, 49, 50, 52, 61, 88, 89,
-                  90, 91, 94, 95)
+MELODY_PROGRAMS = (
+    0,
+    4,
+    6,
+    11,
+    19,
+    21,
+    22,
+    24,
+    25,
+    26,
+    40,
+    41,
+    42,
+    56,
+    57,
+    60,
+    64,
+    65,
+    66,
+    68,
+    69,
+    71,
+    72,
+    73,
+    74,
+    75,
+    78,
+    79,
+    80,
+    81,
+    104,
+    105,
+    109,
+)
+CHORD_PROGRAMS = (
+    0,
+    1,
+    2,
+    4,
+    5,
+    6,
+    16,
+    17,
+    19,
+    24,
+    25,
+    26,
+    27,
+    46,
+    48,
+    49,
+    50,
+    52,
+    61,
+    88,
+    89,
+    90,
+    91,
+    94,
+    95,
+)
 BASS_PROGRAMS = (32, 33, 34, 35, 36, 37, 38, 39, 42, 43, 58, 70)
 COUNTER_PROGRAMS = (40, 41, 42, 60, 68, 70, 71, 73, 11, 12, 13, 46)
 
@@ -69,8 +165,8 @@ class Chord:
 
     start: float
     end: float
-    root: int          # pitch class 0-11
-    quality: str       # key of QUALITIES
+    root: int  # pitch class 0-11
+    quality: str  # key of QUALITIES
 
     @property
     def pcs(self) -> tuple[int, ...]:
@@ -81,20 +177,20 @@ class Chord:
 class ArrangementPlan:
     """What one version's arrangement does (stored, as JSON, in the dataset's ``version``)."""
 
-    style: str                  # one of STYLES or POLY_STYLES
-    chords_per_bar: int         # harmonic rhythm: 1 or 2 (bars of one beat group each)
-    substitution: float         # weight of the substitute chords (0 = diatonic only)
-    temperature: float          # randomness of the chord choice
-    seventh_prob: float         # chance a chord gains its seventh / added tone
-    inversion_prob: float       # chance a chord is voiced over its 3rd or 5th
-    bass: str                   # one of BASS_LINES
+    style: str  # one of STYLES or POLY_STYLES
+    chords_per_bar: int  # harmonic rhythm: 1 or 2 (bars of one beat group each)
+    substitution: float  # weight of the substitute chords (0 = diatonic only)
+    temperature: float  # randomness of the chord choice
+    seventh_prob: float  # chance a chord gains its seventh / added tone
+    inversion_prob: float  # chance a chord is voiced over its 3rd or 5th
+    bass: str  # one of BASS_LINES
     counter_melody: bool
-    drums: str                  # one of DRUMS
-    melody_octave: int          # -1, 0 or +1 octave
-    ornament_prob: float        # chance a melody note is ornamented
-    rhythm_prob: float          # chance a melody note is displaced (anticipation, swing)
-    melody_level: float         # melody velocity relative to the accompaniment (< 1 buries it)
-    register: int               # centre MIDI pitch of the accompaniment voicings
+    drums: str  # one of DRUMS
+    melody_octave: int  # -1, 0 or +1 octave
+    ornament_prob: float  # chance a melody note is ornamented
+    rhythm_prob: float  # chance a melody note is displaced (anticipation, swing)
+    melody_level: float  # melody velocity relative to the accompaniment (< 1 buries it)
+    register: int  # centre MIDI pitch of the accompaniment voicings
     programs: tuple[int, int, int, int]  # melody, chords, bass, counter-melody
     # "new": this version harmonises the melody afresh; "kept": it plays the work's own
     # chord progression (:func:`work_harmony`, shared by all such versions of a work)
@@ -105,8 +201,12 @@ class ArrangementPlan:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()}
 
 
-def plan_arrangement(rng: np.random.Generator, polyphonic: bool = False,
-                     meter: int = 4, programs: tuple[int, ...] | None = None) -> ArrangementPlan:
+def plan_arrangement(
+    rng: np.random.Generator,
+    polyphonic: bool = False,
+    meter: int = 4,
+    programs: tuple[int, ...] | None = None,
+) -> ArrangementPlan:
     """Draw one version's arrangement.
 
     Parameters
@@ -145,12 +245,12 @@ def plan_arrangement(rng: np.random.Generator, polyphonic: bool = False,
         rhythm_prob=float(rng.choice([0.0, 0.0, 0.15, 0.3])),
         melody_level=float(rng.choice([1.0, 1.0, 0.8, 0.55]) if not plain else 1.0),
         register=int(rng.integers(50, 62)),
-        programs=(pick(MELODY_PROGRAMS), pick(CHORD_PROGRAMS), pick(BASS_PROGRAMS),
-                  pick(COUNTER_PROGRAMS)),
+        programs=(pick(MELODY_PROGRAMS), pick(CHORD_PROGRAMS), pick(BASS_PROGRAMS), pick(COUNTER_PROGRAMS)),
     )
 
 
 # --------------------------------------------------------------------------- analysis
+
 
 def extract_melody(pm) -> list:
     """The top voice as a monophonic note list (pretty_midi Notes, sorted by start).
@@ -234,6 +334,7 @@ def beat_grid(pm, end: float | None = None) -> tuple[np.ndarray, np.ndarray, int
 
 # --------------------------------------------------------------------------- harmony
 
+
 def _candidates(key: tuple[int, str], substitution: float) -> list[tuple[int, str, float]]:
     tonic, mode = key
     cands = [((tonic + r) % 12, q, w) for r, q, w in _DIATONIC[mode]]
@@ -242,8 +343,14 @@ def _candidates(key: tuple[int, str], substitution: float) -> list[tuple[int, st
     return cands
 
 
-def harmonize(melody, downbeats: np.ndarray, end: float, key: tuple[int, str],
-              plan: ArrangementPlan, rng: np.random.Generator) -> list[Chord]:
+def harmonize(
+    melody,
+    downbeats: np.ndarray,
+    end: float,
+    key: tuple[int, str],
+    plan: ArrangementPlan,
+    rng: np.random.Generator,
+) -> list[Chord]:
     """Choose a chord per harmonic window so that it fits the melody.
 
     Each window (a bar, or half a bar) scores every candidate chord by the melody time
@@ -299,15 +406,16 @@ def harmonize(melody, downbeats: np.ndarray, end: float, key: tuple[int, str],
     return chords
 
 
-def voice_chord(chord: Chord, register: int, inversion: int, prev: list[int] | None,
-                spread: bool = False) -> list[int]:
+def voice_chord(
+    chord: Chord, register: int, inversion: int, prev: list[int] | None, spread: bool = False
+) -> list[int]:
     """MIDI pitches of a chord near ``register``, close to the previous voicing.
 
     ``inversion`` 0/1/2 puts the root, third or fifth lowest; ``spread`` opens the
     voicing by an octave between the lowest note and the rest.
     """
     pcs = list(chord.pcs)
-    pcs = pcs[inversion % len(pcs):] + pcs[:inversion % len(pcs)]
+    pcs = pcs[inversion % len(pcs) :] + pcs[: inversion % len(pcs)]
     base = register - 6 + ((pcs[0] - (register - 6)) % 12)
     pitches = [base]
     for pc in pcs[1:]:
@@ -324,12 +432,14 @@ def voice_chord(chord: Chord, register: int, inversion: int, prev: list[int] | N
 
 # --------------------------------------------------------------------------- parts
 
+
 def _note(vel, pitch, start, end):
     import pretty_midi
 
     # plain min/max: this runs per note and numpy's scalar clip is 10x slower
-    return pretty_midi.Note(int(min(max(vel, 1), 127)), int(min(max(pitch, 0), 127)),
-                            float(start), float(max(end, start + 0.03)))
+    return pretty_midi.Note(
+        int(min(max(vel, 1), 127)), int(min(max(pitch, 0), 127)), float(start), float(max(end, start + 0.03))
+    )
 
 
 def _beats_in(beats: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -337,8 +447,14 @@ def _beats_in(beats: np.ndarray, a: float, b: float) -> np.ndarray:
     return inside if len(inside) else np.array([a])
 
 
-def accompaniment(chords: list[Chord], beats: np.ndarray, plan: ArrangementPlan, meter: int,
-                  rng: np.random.Generator, velocity: int = 70) -> list:
+def accompaniment(
+    chords: list[Chord],
+    beats: np.ndarray,
+    plan: ArrangementPlan,
+    meter: int,
+    rng: np.random.Generator,
+    velocity: int = 70,
+) -> list:
     """Notes of the chord part in the plan's pattern (block, pad, arpeggio, ...)."""
     notes, prev = [], None
     beat_len = float(np.median(np.diff(beats))) if len(beats) > 1 else 0.5
@@ -372,8 +488,7 @@ def accompaniment(chords: list[Chord], beats: np.ndarray, plan: ArrangementPlan,
                 if j % meter == 0:
                     notes.append(_note(velocity + 5, v[0] - 12, t, min(t + beat_len, c.end)))
                 else:
-                    notes += [_note(velocity - 10, p, t, min(t + 0.6 * beat_len, c.end))
-                              for p in v[1:]]
+                    notes += [_note(velocity - 10, p, t, min(t + 0.6 * beat_len, c.end)) for p in v[1:]]
         elif style == "strum":
             pattern = [0.0, 0.5, 0.75] if rng.random() < 0.5 else [0.0, 0.5]
             for t in bs:
@@ -383,8 +498,14 @@ def accompaniment(chords: list[Chord], beats: np.ndarray, plan: ArrangementPlan,
                         continue
                     down = off == 0.0
                     for k, p in enumerate(v if down else v[::-1]):
-                        notes.append(_note(velocity - (0 if down else 15), p, s + 0.012 * k,
-                                           min(s + 0.45 * beat_len, c.end)))
+                        notes.append(
+                            _note(
+                                velocity - (0 if down else 15),
+                                p,
+                                s + 0.012 * k,
+                                min(s + 0.45 * beat_len, c.end),
+                            )
+                        )
         elif style == "dense":
             step = beat_len / 2
             t = c.start
@@ -395,8 +516,14 @@ def accompaniment(chords: list[Chord], beats: np.ndarray, plan: ArrangementPlan,
     return notes
 
 
-def bass_line(chords: list[Chord], beats: np.ndarray, kind: str, key: tuple[int, str],
-              rng: np.random.Generator, velocity: int = 80) -> list:
+def bass_line(
+    chords: list[Chord],
+    beats: np.ndarray,
+    kind: str,
+    key: tuple[int, str],
+    rng: np.random.Generator,
+    velocity: int = 80,
+) -> list:
     """Bass notes under the chords: root, root-fifth, walking or a tonic pedal."""
     if kind == "none":
         return []
@@ -426,8 +553,9 @@ def bass_line(chords: list[Chord], beats: np.ndarray, kind: str, key: tuple[int,
     return notes
 
 
-def counter_melody(chords: list[Chord], melody, register: int, rng: np.random.Generator,
-                   velocity: int = 60) -> list:
+def counter_melody(
+    chords: list[Chord], melody, register: int, rng: np.random.Generator, velocity: int = 60
+) -> list:
     """A slow line of chord tones, moving mostly against the melody's direction."""
     notes, prev = [], register
     for c in chords:
@@ -447,8 +575,7 @@ def counter_melody(chords: list[Chord], melody, register: int, rng: np.random.Ge
     return notes
 
 
-def drum_part(beats: np.ndarray, end: float, meter: int, kind: str,
-              rng: np.random.Generator) -> list:
+def drum_part(beats: np.ndarray, end: float, meter: int, kind: str, rng: np.random.Generator) -> list:
     """A General MIDI drum pattern on the beat grid (kick 36, snare 38, hats 42)."""
     if kind == "none" or len(beats) == 0:
         return []
@@ -466,21 +593,29 @@ def drum_part(beats: np.ndarray, end: float, meter: int, kind: str,
         subs = [0.0, 2 / 3] if kind == "shuffle" else [0.0, 0.5]
         for s in subs:
             if t + s * beat_len < end:
-                notes.append(_note(60 + int(rng.integers(-8, 8)), 42, t + s * beat_len,
-                                   t + s * beat_len + 0.05))
+                notes.append(
+                    _note(60 + int(rng.integers(-8, 8)), 42, t + s * beat_len, t + s * beat_len + 0.05)
+                )
     return notes
 
 
-def vary_melody(melody, key: tuple[int, str], plan: ArrangementPlan, beats: np.ndarray,
-                rng: np.random.Generator, velocity: float) -> list:
+def vary_melody(
+    melody,
+    key: tuple[int, str],
+    plan: ArrangementPlan,
+    beats: np.ndarray,
+    rng: np.random.Generator,
+    velocity: float,
+) -> list:
     """The melody as this version plays it: octave, ornaments, rhythmic displacement.
 
     Every source note keeps its pitch (plus the version's octave) and its position up
     to a fraction of a beat; ornaments only add short notes inside a note's time.
     """
     beat_len = float(np.median(np.diff(beats))) if len(beats) > 1 else 0.5
-    scale = {(key[0] + i) % 12 for i in ((0, 2, 4, 5, 7, 9, 11) if key[1] == "major"
-                                         else (0, 2, 3, 5, 7, 8, 10))}
+    scale = {
+        (key[0] + i) % 12 for i in ((0, 2, 4, 5, 7, 9, 11) if key[1] == "major" else (0, 2, 3, 5, 7, 8, 10))
+    }
     out = []
     shift = 12 * plan.melody_octave
     for i, n in enumerate(melody):
@@ -507,8 +642,11 @@ def vary_melody(melody, key: tuple[int, str], plan: ArrangementPlan, beats: np.n
             if kind == "neighbour":
                 q = start + dur * 0.25
                 up = pitch + (1 if (pitch + 1) % 12 in scale else 2)
-                out += [_note(vel, pitch, start, q), _note(vel * 0.85, up, q, q + dur * 0.2),
-                        _note(vel, pitch, q + dur * 0.2, end)]
+                out += [
+                    _note(vel, pitch, start, q),
+                    _note(vel * 0.85, up, q, q + dur * 0.2),
+                    _note(vel, pitch, q + dur * 0.2, end),
+                ]
                 continue
             if kind == "turn":
                 g = min(0.08, dur / 6)
@@ -549,8 +687,9 @@ def work_harmony(pm, rng: np.random.Generator) -> list[Chord]:
     return harmonize(melody, downs, end, key, plan, rng)
 
 
-def arrange_parts(pm, plan: ArrangementPlan, rng: np.random.Generator,
-                  work_chords: list[Chord] | None = None) -> list:
+def arrange_parts(
+    pm, plan: ArrangementPlan, rng: np.random.Generator, work_chords: list[Chord] | None = None
+) -> list:
     """A version's instruments (pretty_midi Instruments, melody first), in source time.
 
     ``keep_voices`` keeps every source part on the plan's programs; ``reorchestrate``
@@ -577,18 +716,26 @@ def arrange_parts(pm, plan: ArrangementPlan, rng: np.random.Generator,
             parts.append(inst)
 
     if plan.style in POLY_STYLES:
-        src = sorted((i for i in pm.instruments if i.notes and not i.is_drum),
-                     key=lambda i: -np.mean([n.pitch for n in i.notes]))
+        src = sorted(
+            (i for i in pm.instruments if i.notes and not i.is_drum),
+            key=lambda i: -np.mean([n.pitch for n in i.notes]),
+        )
         progs = [mel_prog, chord_prog, counter_prog, bass_prog]
         for k, inst in enumerate(src):
             shift = 12 * plan.melody_octave if k == 0 else 0
-            part(progs[min(k, 3)] if plan.style == "reorchestrate" else progs[k % 2],
-                 [_note(n.velocity * (plan.melody_level if k else 1.0), n.pitch + shift,
-                        n.start, n.end) for n in inst.notes])
+            part(
+                progs[min(k, 3)] if plan.style == "reorchestrate" else progs[k % 2],
+                [
+                    _note(n.velocity * (plan.melody_level if k else 1.0), n.pitch + shift, n.start, n.end)
+                    for n in inst.notes
+                ],
+            )
         if plan.style == "reorchestrate":
             low = src[-1]
-            part(bass_prog, [_note(n.velocity, n.pitch - 12, n.start, n.end)
-                             for n in low.notes if n.pitch - 12 >= 28])
+            part(
+                bass_prog,
+                [_note(n.velocity, n.pitch - 12, n.start, n.end) for n in low.notes if n.pitch - 12 >= 28],
+            )
             part(0, drum_part(beats, end, meter, plan.drums, rng), drum=True)
         return parts
 

@@ -49,8 +49,17 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 # music21 corpus folders used for works; the chorales ("bach") are reserved for
 # independent evaluation and must never be used here.
-FOLDERS = ("essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs", "miscFolk",
-           "palestrina", "trecento", "monteverdi", "josquin")
+FOLDERS = (
+    "essenFolksong",
+    "oneills1850",
+    "ryansMammoth",
+    "airdsAirs",
+    "miscFolk",
+    "palestrina",
+    "trecento",
+    "monteverdi",
+    "josquin",
+)
 RESERVED_FOLDERS = ("bach",)
 RESERVED_SOUNDFONTS = ("MuseScore_General",)  # any file whose name contains these
 SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/sounds/sf3", "/usr/share/soundfonts")
@@ -161,7 +170,7 @@ def candidate_pieces(seed: int, split: str = "all") -> list[tuple[str, int | Non
     bundle = corpus.corpora.CoreCorpus().metadataBundle
     # iterating the bundle itself takes ~15 s; its entry dict holds the same entries
     entries = getattr(bundle, "_metadataEntries", None)
-    for entry in (entries.values() if isinstance(entries, dict) else bundle):
+    for entry in entries.values() if isinstance(entries, dict) else bundle:
         path = str(entry.sourcePath).replace(os.sep, "/")
         folder = path.split("/", 1)[0]
         if folder in FOLDERS and folder not in RESERVED_FOLDERS:
@@ -202,12 +211,12 @@ def load_piece(path: str, number: int | None):
 class VersionPlan:
     """Everything that makes one version differ from the others (stored in ``version``)."""
 
-    renderer: str                 # "fluidsynth" or "timidity"
-    soundfont: str                # fluidsynth's soundfont ("" for timidity)
+    renderer: str  # "fluidsynth" or "timidity"
+    soundfont: str  # fluidsynth's soundfont ("" for timidity)
     arrangement: arr.ArrangementPlan
     transpose: int
     tempo: float
-    tempo_drift: float            # relative tempo change from start to end
+    tempo_drift: float  # relative tempo change from start to end
     sections: tuple[tuple[float, float], ...]  # source-time spans, in playing order
     swing_depth: float
     velocity_scale: float
@@ -246,10 +255,10 @@ def _sections(pm, rng: np.random.Generator, keep_whole: bool) -> tuple[tuple[flo
         return tuple(secs)
     op = rng.choice(["crop", "repeat", "drop", "late_start"])
     if op == "crop":
-        secs = secs[int(rng.integers(0, 2)):len(secs) - int(rng.integers(0, 2))]
+        secs = secs[int(rng.integers(0, 2)) : len(secs) - int(rng.integers(0, 2))]
     elif op == "repeat":
         i = int(rng.integers(0, len(secs)))
-        secs = secs[:i + 1] + [secs[i]] + secs[i + 1:]
+        secs = secs[: i + 1] + [secs[i]] + secs[i + 1 :]
     elif op == "drop":
         secs.pop(int(rng.integers(1, len(secs) - 1)))
     else:  # start somewhere in the first section
@@ -258,9 +267,14 @@ def _sections(pm, rng: np.random.Generator, keep_whole: bool) -> tuple[tuple[flo
     return tuple(secs)
 
 
-def plan_version(pm, rng: np.random.Generator, fonts: list[Path], first: bool,
-                 timidity: frozenset[int] = frozenset(), keep_performance: bool = False,
-                 ) -> VersionPlan:
+def plan_version(
+    pm,
+    rng: np.random.Generator,
+    fonts: list[Path],
+    first: bool,
+    timidity: frozenset[int] = frozenset(),
+    keep_performance: bool = False,
+) -> VersionPlan:
     """Draw the differences of one version.
 
     Parameters
@@ -281,8 +295,9 @@ def plan_version(pm, rng: np.random.Generator, fonts: list[Path], first: bool,
     use_timidity = bool(timidity) and rng.random() < 0.2
     polyphonic = sum(1 for i in pm.instruments if len(i.notes) > 4) > 1
     meter = arr.beat_grid(pm)[2]
-    arrangement = arr.plan_arrangement(rng, polyphonic=polyphonic, meter=meter,
-                                       programs=timidity if use_timidity else None)
+    arrangement = arr.plan_arrangement(
+        rng, polyphonic=polyphonic, meter=meter, programs=timidity if use_timidity else None
+    )
     same = first or keep_performance
     return VersionPlan(
         renderer="timidity" if use_timidity else "fluidsynth",
@@ -341,8 +356,7 @@ def perform(parts: list, plan: VersionPlan, length: float, rng: np.random.Genera
                     continue
                 s = offset + note.start - a + float(rng.normal(0, 0.008))
                 e = offset + min(note.end, b) - a
-                pitch = note.pitch if inst.is_drum else int(np.clip(note.pitch + plan.transpose,
-                                                                     12, 115))
+                pitch = note.pitch if inst.is_drum else int(np.clip(note.pitch + plan.transpose, 12, 115))
                 vel = int(np.clip(note.velocity * plan.velocity_scale + rng.normal(0, 6), 20, 127))
                 ws, we = warp(max(0.0, s)), warp(max(e, s + 0.05))
                 new.notes.append(pretty_midi.Note(vel, pitch, ws, we))
@@ -358,16 +372,43 @@ def render(pm, plan: VersionPlan, workdir: Path) -> np.ndarray:
     pm.write(str(mid))
     expected = pm.get_end_time()
     if plan.renderer == "timidity":
-        cmd = ["timidity", "-c", FREEPATS_CFG, "-Ow", "-s", str(SAMPLE_RATE), "-A", "70",
-               "-o", str(wav), str(mid)]
+        cmd = [
+            "timidity",
+            "-c",
+            FREEPATS_CFG,
+            "-Ow",
+            "-s",
+            str(SAMPLE_RATE),
+            "-A",
+            "70",
+            "-o",
+            str(wav),
+            str(mid),
+        ]
     else:
         # dynamic sample loading reads only the samples the piece plays: 2-4x faster
         # start-up with large soundfonts (4x with the compressed .sf3), same audio
-        cmd = ["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(SAMPLE_RATE), "-F", str(wav),
-               "-o", "synth.dynamic-sample-loading=1",
-               "-o", f"synth.reverb.active={int(plan.reverb > 0)}",
-               "-o", f"synth.reverb.room-size={plan.reverb}",
-               "-o", f"synth.chorus.active={int(plan.chorus)}", plan.soundfont, str(mid)]
+        cmd = [
+            "fluidsynth",
+            "-ni",
+            "-q",
+            "-g",
+            "0.5",
+            "-r",
+            str(SAMPLE_RATE),
+            "-F",
+            str(wav),
+            "-o",
+            "synth.dynamic-sample-loading=1",
+            "-o",
+            f"synth.reverb.active={int(plan.reverb > 0)}",
+            "-o",
+            f"synth.reverb.room-size={plan.reverb}",
+            "-o",
+            f"synth.chorus.active={int(plan.chorus)}",
+            plan.soundfont,
+            str(mid),
+        ]
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=60 + 2 * expected)
     except subprocess.TimeoutExpired as e:
@@ -396,11 +437,10 @@ def degrade(y: np.ndarray, plan: VersionPlan, rng: np.random.Generator) -> np.nd
     if peak < 1e-6:
         raise SkipPiece("render is silent")
     y = y / peak
-    sos = butter(1, 1000, "lowpass" if plan.tilt_db < 0 else "highpass", fs=SAMPLE_RATE,
-                 output="sos")
+    sos = butter(1, 1000, "lowpass" if plan.tilt_db < 0 else "highpass", fs=SAMPLE_RATE, output="sos")
     y = y + (10 ** (abs(plan.tilt_db) / 20) - 1) * sosfilt(sos, y)
     noise = rng.standard_normal(len(y)).astype(np.float32)
-    y = y + noise * np.sqrt(np.mean(y ** 2) / 10 ** (plan.snr_db / 10))
+    y = y + noise * np.sqrt(np.mean(y**2) / 10 ** (plan.snr_db / 10))
     y = (y / np.abs(y).max() * 0.9 * 10 ** (plan.gain_db / 20)).astype(np.float32)
     if plan.codec != "none":
         fmt, sub = ("MP3", "MPEG_LAYER_III") if plan.codec == "mp3" else ("OGG", "VORBIS")
@@ -409,7 +449,7 @@ def degrade(y: np.ndarray, plan: VersionPlan, rng: np.random.Generator) -> np.nd
         # and a whole long piece in one call overflowed it (segfault)
         with sf.SoundFile(buf, "w", SAMPLE_RATE, 1, format=fmt, subtype=sub) as f:
             for i in range(0, len(y), 16384):
-                f.write(y[i:i + 16384])
+                f.write(y[i : i + 16384])
         buf.seek(0)
         y, _ = sf.read(buf, dtype="float32")
     return np.clip(y, -1, 1).astype(np.float32)
@@ -426,10 +466,10 @@ class CorpusSpec:
     """What a corpus is made of; a work rendered under another spec is rendered again."""
 
     seed: int
-    versions: tuple[int, int]     # inclusive range of versions per work
-    split: str                    # "train" (training works and fonts) or "test"
-    arrangement_only: bool        # versions keep key, tempo and structure
-    harmony_kept: float = 0.0     # share of versions that play the work's own chords
+    versions: tuple[int, int]  # inclusive range of versions per work
+    split: str  # "train" (training works and fonts) or "test"
+    arrangement_only: bool  # versions keep key, tempo and structure
+    harmony_kept: float = 0.0  # share of versions that play the work's own chords
 
     def key(self) -> str:
         d = dict(self.__dict__, corpus_version=CORPUS_VERSION)
@@ -461,8 +501,9 @@ def render_work(path: str, number: int | None, spec: CorpusSpec, out_dir: Path) 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for v in range(n_versions):
-            plan = plan_version(pm, rng, fonts, first=(v == 0), timidity=timidity,
-                                keep_performance=spec.arrangement_only)
+            plan = plan_version(
+                pm, rng, fonts, first=(v == 0), timidity=timidity, keep_performance=spec.arrangement_only
+            )
             if keeps[v]:
                 plan = replace(plan, arrangement=arr.keep_harmony(plan.arrangement, keep_rng))
             parts = arr.arrange_parts(pm, plan.arrangement, rng, work_chords=chords)
@@ -470,8 +511,9 @@ def render_work(path: str, number: int | None, spec: CorpusSpec, out_dir: Path) 
             y = degrade(render(midi, plan, Path(tmp)), plan, rng)
             wav = out_dir / f"v{v}.wav"
             _write_wav(wav, y)
-            rows.append({"wav": wav.name, "dur_s": round(len(y) / SAMPLE_RATE, 3),
-                         "version": plan.describe()})
+            rows.append(
+                {"wav": wav.name, "dur_s": round(len(y) / SAMPLE_RATE, 3), "version": plan.describe()}
+            )
     atomic_write_text(out_dir / "done.json", json.dumps({"spec": spec.key(), "rows": rows}))
     return [dict(r, wav=str(out_dir / r["wav"])) for r in rows]
 
@@ -507,6 +549,8 @@ def _work_task(args):
         return render_work(path, number, spec, out_dir), None
     except SkipPiece as e:
         return None, str(e)
+
+
 def _run_isolated(tasks: list, workers: int, attempts: int = 3, on_done=None, fn=None) -> list:
     """Run ``fn`` (default ``_work_task``) over ``tasks`` in worker processes, surviving worker crashes.
 
@@ -548,10 +592,18 @@ def _run_isolated(tasks: list, workers: int, attempts: int = 3, on_done=None, fn
     return [results[i] for i in range(len(tasks))]
 
 
-def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[int, int] = 4,
-                seed: int = 0, split: str = "train", arrangement_only: bool = False,
-                harmony_kept: float = HARMONY_KEPT, num_workers: int = 0,
-                verbose: bool = True) -> list[Track]:
+def make_corpus(
+    out_dir: str | Path,
+    *,
+    works: int = 60,
+    versions: int | tuple[int, int] = 4,
+    seed: int = 0,
+    split: str = "train",
+    arrangement_only: bool = False,
+    harmony_kept: float = HARMONY_KEPT,
+    num_workers: int = 0,
+    verbose: bool = True,
+) -> list[Track]:
     """Render a cover corpus and write ``OUT_DIR/dataset.txt``.
 
     Parameters
@@ -593,8 +645,7 @@ def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[i
     if not 0.0 <= harmony_kept <= 1.0:
         raise ValueError(f"harmony_kept is a share in [0, 1], got {harmony_kept}")
     check_tools(split)
-    spec = CorpusSpec(seed, (int(vmin), int(vmax)), split, bool(arrangement_only),
-                      float(harmony_kept))
+    spec = CorpusSpec(seed, (int(vmin), int(vmax)), split, bool(arrangement_only), float(harmony_kept))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     skip_log = out_dir / "skipped.jsonl"
@@ -604,11 +655,16 @@ def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[i
     chosen: list[tuple[str, list[dict]]] = []
     skipped: list[str] = []
     pos = 0
-    bar = tqdm(total=works, desc=f"render {split}", unit="work", disable=not verbose,
-               mininterval=1.0 if verbose else 30.0)
+    bar = tqdm(
+        total=works,
+        desc=f"render {split}",
+        unit="work",
+        disable=not verbose,
+        mininterval=1.0 if verbose else 30.0,
+    )
     while len(chosen) < works and pos < len(cands):
         need = works - len(chosen)
-        batch = cands[pos:pos + need + max(2, need // 10)]
+        batch = cands[pos : pos + need + max(2, need // 10)]
         pos += len(batch)
         tasks = [(p, n, spec, out_dir / "wav" / _safe(piece_name(p, n))) for p, n in batch]
         done = [0]
@@ -638,16 +694,19 @@ def make_corpus(out_dir: str | Path, *, works: int = 60, versions: int | tuple[i
     if skipped:
         from collections import Counter
 
-        log.info("skipped %d unusable source piece(s) (listed in %s): %s", len(skipped),
-                 skip_log, "; ".join(f"{n}x {r}" for r, n in Counter(skipped).most_common()))
+        log.info(
+            "skipped %d unusable source piece(s) (listed in %s): %s",
+            len(skipped),
+            skip_log,
+            "; ".join(f"{n}x {r}" for r, n in Counter(skipped).most_common()),
+        )
     if len(chosen) < works:
         log.warning("only %d usable pieces found for %d works", len(chosen), works)
     prefix = "test" if split == "test" else "demo"
     tracks = []
     for w, (name, rows) in enumerate(chosen):
         for v, row in enumerate(rows):
-            tracks.append(Track(f"{prefix}_{w:05d}_{v}", row["wav"], row["dur_s"], name,
-                                row["version"]))
+            tracks.append(Track(f"{prefix}_{w:05d}_{v}", row["wav"], row["dur_s"], name, row["version"]))
     write_dataset(tracks, out_dir / "dataset.txt")
     records, bad = corpus_alignment(tracks)
     for line in bad:
@@ -678,11 +737,25 @@ def _read_skips(path: Path, spec: CorpusSpec) -> set[str]:
     return bad
 
 
-def make_demo_corpus(out_dir: str | Path, *, works: int = 60, versions: int = 4, seed: int = 0,
-                     num_workers: int = 0, verbose: bool = True) -> list[Track]:
+def make_demo_corpus(
+    out_dir: str | Path,
+    *,
+    works: int = 60,
+    versions: int = 4,
+    seed: int = 0,
+    num_workers: int = 0,
+    verbose: bool = True,
+) -> list[Track]:
     """The demo's corpus: :func:`make_corpus` on training works, ``versions`` per work."""
-    return make_corpus(out_dir, works=works, versions=versions, seed=seed, split="train",
-                       num_workers=num_workers, verbose=verbose)
+    return make_corpus(
+        out_dir,
+        works=works,
+        versions=versions,
+        seed=seed,
+        split="train",
+        num_workers=num_workers,
+        verbose=verbose,
+    )
 
 
 def harmony_subset(track: Track) -> str:

@@ -27,8 +27,27 @@ from .repair import RepairReport, repair_index
 from .results import CatalogueError, Match, QueryResult, format_result
 from .shard import rank_slice, resolve_rank
 
-__all__ = ["CatalogueIndex", "Match", "QueryResult", "identify", "build_index", "build_shard",
-           "CatalogueError", "format_result", "fit_calibration", "probability_same", "p_impostor",
-           "embed_recording", "embed_recordings", "recording_features", "tracks_from_folder",
-           "rank_slice", "resolve_rank", "BACKENDS", "APPROX_MIN_VECTORS", "FORMAT",
-           "RepairReport", "repair_index"]
+__all__ = [
+    "CatalogueIndex",
+    "Match",
+    "QueryResult",
+    "identify",
+    "build_index",
+    "build_shard",
+    "CatalogueError",
+    "format_result",
+    "fit_calibration",
+    "probability_same",
+    "p_impostor",
+    "embed_recording",
+    "embed_recordings",
+    "recording_features",
+    "tracks_from_folder",
+    "rank_slice",
+    "resolve_rank",
+    "BACKENDS",
+    "APPROX_MIN_VECTORS",
+    "FORMAT",
+    "RepairReport",
+    "repair_index",
+]

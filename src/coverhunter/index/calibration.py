@@ -52,8 +52,9 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[float,
     return float(a), float(b)
 
 
-def fit_calibration(scores: np.ndarray, same: np.ndarray, max_keep: int = 20000,
-                    prior: float | None = None) -> dict:
+def fit_calibration(
+    scores: np.ndarray, same: np.ndarray, max_keep: int = 20000, prior: float | None = None
+) -> dict:
     """Score distributions of same-work and different-work pairs, and P(same | score).
 
     Parameters
@@ -86,9 +87,15 @@ def fit_calibration(scores: np.ndarray, same: np.ndarray, max_keep: int = 20000,
         return v if len(v) <= max_keep else np.sort(rng.choice(v, max_keep, replace=False))
 
     a, b = _fit_logistic(scores, same.astype(float))
-    return {"same": keep(scores[same]).tolist(), "different": keep(scores[~same]).tolist(),
-            "logistic": [a, b], "prior": prior, "n_same": int(same.sum()),
-            "n_different": int((~same).sum()), "tail": fit_tail(scores[~same])}
+    return {
+        "same": keep(scores[same]).tolist(),
+        "different": keep(scores[~same]).tolist(),
+        "logistic": [a, b],
+        "prior": prior,
+        "n_same": int(same.sum()),
+        "n_different": int((~same).sum()),
+        "tail": fit_tail(scores[~same]),
+    }
 
 
 def fit_tail(different: np.ndarray) -> dict | None:
@@ -111,7 +118,7 @@ def fit_tail(different: np.ndarray) -> dict | None:
         return None
     k = int(min(1000, len(x) // 10))
     u = x[k - 1]
-    beta = float(np.mean(x[:k - 1] - u))
+    beta = float(np.mean(x[: k - 1] - u))
     if not beta > 0:
         return None
     return {"threshold": float(u), "beta": beta, "share": k / len(x)}
@@ -153,10 +160,16 @@ def p_impostor(cal: dict, score: float, n_tracks: int) -> float:
     return float(-math.expm1(max(1, n_tracks) * math.log1p(-tail)))  # 1 - (1 - t) ** n, exactly
 
 
-def alignment_pairs(feats: list, labels, first_stage: np.ndarray | None = None,
-                    fraction: float = SELECTED_FRACTION, min_strangers: int = MIN_STRANGERS,
-                    max_recordings: int = ALIGNMENT_MAX_RECORDINGS,
-                    seed: int = 0, candidates: list | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+def alignment_pairs(
+    feats: list,
+    labels,
+    first_stage: np.ndarray | None = None,
+    fraction: float = SELECTED_FRACTION,
+    min_strangers: int = MIN_STRANGERS,
+    max_recordings: int = ALIGNMENT_MAX_RECORDINGS,
+    seed: int = 0,
+    candidates: list | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Chroma alignment scores of a labelled set's pairs, for :func:`fit_calibration`.
 
     Every same-work pair is aligned. Of the different-work pairs, with ``first_stage``
@@ -237,5 +250,13 @@ def alignment_pairs(feats: list, labels, first_stage: np.ndarray | None = None,
     return np.concatenate(scores), np.concatenate(same), n
 
 
-__all__ = ["fit_calibration", "fit_tail", "probability_same", "p_impostor", "alignment_pairs",
-           "ALIGNMENT_MAX_RECORDINGS", "SELECTED_FRACTION", "MIN_STRANGERS"]
+__all__ = [
+    "fit_calibration",
+    "fit_tail",
+    "probability_same",
+    "p_impostor",
+    "alignment_pairs",
+    "ALIGNMENT_MAX_RECORDINGS",
+    "SELECTED_FRACTION",
+    "MIN_STRANGERS",
+]

@@ -49,8 +49,15 @@ from ..embed import EmbeddingCache, Windowing
 from ..utils import file_lock, remove_stale_tmp
 from . import faiss_backend as fb
 from . import folder as fs
-from .calibration import (ALIGNMENT_MAX_RECORDINGS, MIN_STRANGERS, SELECTED_FRACTION,
-                          alignment_pairs, fit_calibration, p_impostor, probability_same)
+from .calibration import (
+    ALIGNMENT_MAX_RECORDINGS,
+    MIN_STRANGERS,
+    SELECTED_FRACTION,
+    alignment_pairs,
+    fit_calibration,
+    p_impostor,
+    probability_same,
+)
 from .embedding import embed_recordings, tracks_from_folder
 from .qdrant_backend import QdrantStore, new_collection_name
 from .results import CatalogueError, Match, QueryResult
@@ -89,8 +96,15 @@ class CatalogueIndex:
 
     # -- creation and loading -----------------------------------------------------------
     @classmethod
-    def create(cls, root: str | Path, lm: LoadedModel, win: Windowing, backend: str = "auto",
-               overwrite: bool = False, uri: str | None = None) -> "CatalogueIndex":
+    def create(
+        cls,
+        root: str | Path,
+        lm: LoadedModel,
+        win: Windowing,
+        backend: str = "auto",
+        overwrite: bool = False,
+        uri: str | None = None,
+    ) -> CatalogueIndex:
         """An empty index in a new folder (``build_index`` uses it on a hidden sibling).
 
         Parameters
@@ -112,13 +126,22 @@ class CatalogueIndex:
         for old in list(root.glob("shard_*")) + list(root.glob("ann*.faiss")):
             old.unlink()
         # the model's path resolved: the index is used from other working directories
-        meta = {"format": FORMAT, "model_fingerprint": lm.fingerprint,
-                "model": str(Path(lm.source).resolve()),
-                "embed_dim": lm.config.model.embed_dim, "windowing": asdict(win),
-                "frames_per_second": lm.config.features.frames_per_second, "backend": backend,
-                "shards": [], "n_tracks": 0, "n_vectors": 0, "removed_rows": [],
-                "engine": _new_engine(root, uri, lm.config.model.embed_dim),
-                "calibration": None, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        meta = {
+            "format": FORMAT,
+            "model_fingerprint": lm.fingerprint,
+            "model": str(Path(lm.source).resolve()),
+            "embed_dim": lm.config.model.embed_dim,
+            "windowing": asdict(win),
+            "frames_per_second": lm.config.features.frames_per_second,
+            "backend": backend,
+            "shards": [],
+            "n_tracks": 0,
+            "n_vectors": 0,
+            "removed_rows": [],
+            "engine": _new_engine(root, uri, lm.config.model.embed_dim),
+            "calibration": None,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         idx = cls(root, meta)
         idx._commit()
         return idx
@@ -126,7 +149,7 @@ class CatalogueIndex:
     read_meta = staticmethod(fs.read_meta)
 
     @classmethod
-    def load(cls, root: str | Path) -> "CatalogueIndex":
+    def load(cls, root: str | Path) -> CatalogueIndex:
         """Open an index and check every shard (each problem names its file); a swap that
         a killed build left unfinished is finished first."""
         root = Path(root)
@@ -148,7 +171,7 @@ class CatalogueIndex:
         """Whether ``meta.json`` was committed (by any process) since this object read it."""
         return fs.meta_stamp(self.root) != self._stamp
 
-    def fresh(self) -> "CatalogueIndex":
+    def fresh(self) -> CatalogueIndex:
         """This index, or the index as it is on disk now when ``meta.json`` changed since
         it was read (a new object: searches running on this one are not disturbed).
 
@@ -172,21 +195,24 @@ class CatalogueIndex:
     def _check_shards(self) -> None:
         parts, tracks = self._read_all()
         ends = np.cumsum([len(p) for p in parts])
-        per_shard = np.bincount(np.searchsorted(ends, [t["row"] for t in tracks], side="right"),
-                                minlength=len(parts))
+        per_shard = np.bincount(
+            np.searchsorted(ends, [t["row"] for t in tracks], side="right"), minlength=len(parts)
+        )
         for s, n in zip(self.meta["shards"], per_shard):
             fs.check_shard_chroma(self.root, s, int(n))
         removed = set(self.meta.get("removed_rows", []))
         live = [t for t in tracks if t["row"] not in removed]
         n = sum(len(p) for p in parts)
         if n != self.meta["n_vectors"] or len(live) != self.meta["n_tracks"]:
-            raise CatalogueError(f"{self.root / 'meta.json'}: damaged (says {self.meta['n_tracks']} "
-                                 f"recordings / {self.meta['n_vectors']} vectors, shards hold "
-                                 f"{len(live)} / {n})")
+            raise CatalogueError(
+                f"{self.root / 'meta.json'}: damaged (says {self.meta['n_tracks']} "
+                f"recordings / {self.meta['n_vectors']} vectors, shards hold "
+                f"{len(live)} / {n})"
+            )
         self._dead = np.zeros(n, bool)
         for t in tracks:
             if t["row"] in removed:
-                self._dead[t["row"]:t["row"] + len(t["starts"])] = True
+                self._dead[t["row"] : t["row"] + len(t["starts"])] = True
         self._tracks, self._parts = live, parts
 
     def check_model(self, lm: LoadedModel) -> None:
@@ -194,12 +220,15 @@ class CatalogueIndex:
             raise CatalogueError(
                 f"{self.root}: built with model {self.meta['model_fingerprint']} "
                 f"({self.meta.get('model')}), not {lm.fingerprint} ({lm.source}); rebuild the "
-                "index with this model or use the one it was built with")
+                "index with this model or use the one it was built with"
+            )
 
     def check_not_empty(self) -> None:
         if self.meta["n_tracks"] == 0:
-            raise CatalogueError(f"{self.root}: the index is empty (no recordings); add some with "
-                                 "'coverhunter index add' or build it again")
+            raise CatalogueError(
+                f"{self.root}: the index is empty (no recordings); add some with "
+                "'coverhunter index add' or build it again"
+            )
 
     @property
     def windowing(self) -> Windowing:
@@ -227,8 +256,15 @@ class CatalogueIndex:
         self._by_id = None
 
     # -- adding -------------------------------------------------------------------------
-    def add(self, lm: LoadedModel, tracks: list[Track], device="cpu", verbose: bool = True,
-            cache: EmbeddingCache | None = None, replace: bool = False) -> list[tuple[str, str]]:
+    def add(
+        self,
+        lm: LoadedModel,
+        tracks: list[Track],
+        device="cpu",
+        verbose: bool = True,
+        cache: EmbeddingCache | None = None,
+        replace: bool = False,
+    ) -> list[tuple[str, str]]:
         """Embed and append recordings; returns the (track_id, error) pairs that failed.
 
         Embedding runs without the lock; the read-modify-write of the shard list runs
@@ -245,7 +281,7 @@ class CatalogueIndex:
         self.check_model(lm)
         failed = []
         for g in range(0, len(tracks), ADD_GROUP):
-            failed += self._add_group(lm, tracks[g:g + ADD_GROUP], device, verbose, cache, replace)
+            failed += self._add_group(lm, tracks[g : g + ADD_GROUP], device, verbose, cache, replace)
         self._flush_engine()
         return failed
 
@@ -273,10 +309,16 @@ class CatalogueIndex:
         from ..rerank import compact_chroma
 
         chroma = {}  # per-recording uint8 chroma for re-ranking, stored beside the shard
-        embs = embed_recordings(lm, todo, self.windowing, device, cache, verbose=verbose,
-                                on_features=lambda i, f, fine: chroma.__setitem__(
-                                    todo[i].track_id, compact_chroma(f, fine)),
-                                views=fine_views(CHROMA_SPEC))
+        embs = embed_recordings(
+            lm,
+            todo,
+            self.windowing,
+            device,
+            cache,
+            verbose=verbose,
+            on_features=lambda i, f, fine: chroma.__setitem__(todo[i].track_id, compact_chroma(f, fine)),
+            views=fine_views(CHROMA_SPEC),
+        )
         new, failed = [], []
         for t, (emb, starts) in zip(todo, embs):
             if emb is None:
@@ -296,8 +338,15 @@ class CatalogueIndex:
                     failed.append((t.track_id, ALREADY))
                     continue
                 replaced.append(live[t.track_id])
-            rows.append({"track_id": t.track_id, "work": t.work, "audio": t.audio,
-                         "row": n0 + sum(len(v) for v in vecs), "starts": starts})
+            rows.append(
+                {
+                    "track_id": t.track_id,
+                    "work": t.work,
+                    "audio": t.audio,
+                    "row": n0 + sum(len(v) for v in vecs),
+                    "starts": starts,
+                }
+            )
             vecs.append(emb)
         if not rows:
             return failed
@@ -334,8 +383,7 @@ class CatalogueIndex:
         if tracks and self.meta.get("engine"):
             rows = np.concatenate([np.arange(t["row"], t["row"] + len(t["starts"])) for t in tracks])
             self._store().remove(rows)
-        if self.meta["removed_rows"] and (
-                self._dead_rows().sum() >= COMPACT_AT * self.meta["n_vectors"]):
+        if self.meta["removed_rows"] and (self._dead_rows().sum() >= COMPACT_AT * self.meta["n_vectors"]):
             self._compact()
 
     def compact(self) -> int:
@@ -360,7 +408,7 @@ class CatalogueIndex:
                     dropped.append(t)
                 else:
                     a = t["row"] - first
-                    vecs.append(np.asarray(arr[a:a + len(t["starts"])]))
+                    vecs.append(np.asarray(arr[a : a + len(t["starts"])]))
                     rows.append({**t, "row": n})
                     chromas.append(chroma)
                     n += len(t["starts"])
@@ -372,8 +420,12 @@ class CatalogueIndex:
         arr = np.concatenate(vecs) if vecs else np.zeros((0, self.meta["embed_dim"]), np.float32)
         if rows:
             fs.write_shard(self.root, name, arr, rows, chromas)
-        self.meta.update(shards=[name] if rows else [], n_vectors=n, removed_rows=[],
-                         stale={k: self.meta.get(k) for k in ("shards", "ann_file", "engine")})
+        self.meta.update(
+            shards=[name] if rows else [],
+            n_vectors=n,
+            removed_rows=[],
+            stale={k: self.meta.get(k) for k in ("shards", "ann_file", "engine")},
+        )
         self._engine_rebuild(arr, name)
         self._commit()
         self._forget()
@@ -452,8 +504,7 @@ class CatalogueIndex:
             return
         with self._locked():
             self._reload()
-            if (self._writer[0] == self._ann_path().name
-                    and self._writer[1].ntotal <= self.meta["n_vectors"]):
+            if self._writer[0] == self._ann_path().name and self._writer[1].ntotal <= self.meta["n_vectors"]:
                 self._save_writer()
         self._writer = None
 
@@ -507,8 +558,11 @@ class CatalogueIndex:
         if self._vectors is None:
             if self._parts is None:
                 self._check_shards()
-            self._vectors = np.concatenate(self._parts) if self._parts else np.zeros(
-                (0, self.meta["embed_dim"]), np.float32)
+            self._vectors = (
+                np.concatenate(self._parts)
+                if self._parts
+                else np.zeros((0, self.meta["embed_dim"]), np.float32)
+            )
         return self._vectors
 
     def _dead_rows(self) -> np.ndarray:
@@ -553,15 +607,17 @@ class CatalogueIndex:
         ann = self._ann_index("hnsw" if kind == "exact" else kind)
         sims, rows = fb.search_ann(ann, q, k_engine)
         if ann.ntotal < len(dead):  # rows the last writer has not written into the file yet
-            t_sims, t_rows = exact_search(q, self._rows(ann.ntotal, len(dead)), dead[ann.ntotal:],
-                                          min(k, len(dead) - ann.ntotal))
+            t_sims, t_rows = exact_search(
+                q, self._rows(ann.ntotal, len(dead)), dead[ann.ntotal :], min(k, len(dead) - ann.ntotal)
+            )
             sims = np.concatenate([sims, t_sims], 1)
             rows = np.concatenate([rows, np.where(t_rows >= 0, t_rows + ann.ntotal, -1)], 1)
         rescore = self.row_view() if fb.kind_of(ann) == "ivfpq" else None
         return clean_shortlist(q, sims, rows, k, dead=dead, n_rows=len(dead), vectors=rescore)
 
-    def search(self, q: np.ndarray, q_starts: list[float], top: int = 10,
-               approximate: bool | None = None) -> list[Match]:
+    def search(
+        self, q: np.ndarray, q_starts: list[float], top: int = 10, approximate: bool | None = None
+    ) -> list[Match]:
         """Best works for one query recording (its normalised chunk embeddings)."""
         if self.meta["n_tracks"] == 0:
             return []
@@ -581,8 +637,9 @@ class CatalogueIndex:
             if t["work"] in best:
                 continue
             ref_chunk = int(rows[qi, j] - t["row"])
-            best[t["work"]] = Match(t["work"], t["track_id"], float(sims[qi, j]), q_starts[qi],
-                                    t["starts"][ref_chunk])
+            best[t["work"]] = Match(
+                t["work"], t["track_id"], float(sims[qi, j]), q_starts[qi], t["starts"][ref_chunk]
+            )
             if len(best) >= top:
                 break
         return self._calibrated(sorted(best.values(), key=lambda m: -m.score))
@@ -612,7 +669,7 @@ class CatalogueIndex:
             t = self._by_id.get(tid)
             if t is None:
                 continue
-            sims = q @ view[t["row"]:t["row"] + len(t["starts"])].T
+            sims = q @ view[t["row"] : t["row"] + len(t["starts"])].T
             qi, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
             m = Match(t["work"], t["track_id"], float(sims[qi, j]), q_starts[qi], t["starts"][j])
             if t["work"] not in best or m.score > best[t["work"]].score:
@@ -620,9 +677,15 @@ class CatalogueIndex:
         return self._calibrated(sorted(best.values(), key=lambda m: -m.score))
 
     # -- calibration ----------------------------------------------------------------------
-    def calibrate(self, lm: LoadedModel, tracks: list[Track], device="cpu",
-                  cache: EmbeddingCache | None = None, prior: float | None = None,
-                  max_aligned: int = ALIGNMENT_MAX_RECORDINGS) -> dict:
+    def calibrate(
+        self,
+        lm: LoadedModel,
+        tracks: list[Track],
+        device="cpu",
+        cache: EmbeddingCache | None = None,
+        prior: float | None = None,
+        max_aligned: int = ALIGNMENT_MAX_RECORDINGS,
+    ) -> dict:
         """Fit same-work / different-work score distributions on a labelled set (not the
         catalogue itself, to avoid optimism) and store them in the index (see the
         assumptions above :func:`fit_calibration`).
@@ -645,14 +708,22 @@ class CatalogueIndex:
         self.check_model(lm)
         chroma = IndexChroma.of(self, lm.summary_projection)
         align = {} if chroma.available() else None
-        embs = embed_recordings(lm, tracks, self.windowing, device, cache,
-                                on_features=None if align is None else
-                                lambda i, f, fine: align.__setitem__(i, chroma.query_features(f, fine)),
-                                views=chroma.fine_views if align is not None else ())
+        embs = embed_recordings(
+            lm,
+            tracks,
+            self.windowing,
+            device,
+            cache,
+            on_features=None
+            if align is None
+            else lambda i, f, fine: align.__setitem__(i, chroma.query_features(f, fine)),
+            views=chroma.fine_views if align is not None else (),
+        )
         bad = [(t.track_id, err) for t, (e, err) in zip(tracks, embs) if e is None]
         if bad:
-            raise CatalogueError(f"calibration set: {len(bad)} recording(s) failed, e.g. "
-                                 f"{bad[0][0]}: {bad[0][1]}")
+            raise CatalogueError(
+                f"calibration set: {len(bad)} recording(s) failed, e.g. {bad[0][0]}: {bad[0][1]}"
+            )
         vecs = [e for e, _ in embs]
         dist = distance_matrix(vecs, vecs, "min")
         labels = np.array([t.work for t in tracks])
@@ -672,8 +743,9 @@ class CatalogueIndex:
                 glob = euclidean_distances(vecs, vecs)
             off = np.where(np.eye(len(tracks), dtype=bool), np.nan, dist)
             first = rr.first_stage_matrix(off, glob, cfg)
-            a_scores, a_same, n_used = alignment_pairs(feats, labels, first, max_recordings=max_aligned,
-                                                       candidates=stored)
+            a_scores, a_same, n_used = alignment_pairs(
+                feats, labels, first, max_recordings=max_aligned, candidates=stored
+            )
             try:
                 # the embedding part's base rate (all pairs), not the aligned pairs' share
                 cal["alignment"] = fit_calibration(a_scores, a_same, prior=cal["prior"])
@@ -681,12 +753,20 @@ class CatalogueIndex:
                 cal["alignment"]["chroma"] = _chroma_record(chroma.params)  # and the chroma
                 cal["alignment"]["source"] = (
                     f"{n_used} recordings, {len(set(labels))} works; other works: the nearest "
-                    f"{SELECTED_FRACTION:.0%} (at least {MIN_STRANGERS}) by the first stage")
-                log.info("alignment calibration: %d pairs of %d recordings in %.0f s", len(a_scores),
-                         n_used, time.time() - t0)
+                    f"{SELECTED_FRACTION:.0%} (at least {MIN_STRANGERS}) by the first stage"
+                )
+                log.info(
+                    "alignment calibration: %d pairs of %d recordings in %.0f s",
+                    len(a_scores),
+                    n_used,
+                    time.time() - t0,
+                )
             except ValueError as e:  # too few same-work pairs among the aligned recordings
-                log.warning("calibration set: no alignment calibration (%s); re-ranked matches "
-                            "keep the embedding's probabilities", e)
+                log.warning(
+                    "calibration set: no alignment calibration (%s); re-ranked matches "
+                    "keep the embedding's probabilities",
+                    e,
+                )
         with self._locked():
             self._reload()
             self.meta["calibration"] = cal
@@ -705,8 +785,7 @@ class CatalogueIndex:
         if not cal:
             return matches
         n = max(1, n_aligned)
-        return [m if m.alignment is None else _with_calibration(m, cal, m.alignment, n)
-                for m in matches]
+        return [m if m.alignment is None else _with_calibration(m, cal, m.alignment, n) for m in matches]
 
     @property
     def alignment_calibration(self) -> dict | None:
@@ -727,14 +806,21 @@ class CatalogueIndex:
         # a calibration without a chroma record was fitted on the CQT's chroma alone
         chroma = cal.get("chroma", "cqt-only")
         current = _chroma_record(self._shard_chroma())
-        if fitted != asdict(rr.RerankConfig().qmax) or (chroma != current and not (
-                chroma == "cqt-only" and isinstance(current, list))):
+        if fitted != asdict(rr.RerankConfig().qmax) or (
+            chroma != current and not (chroma == "cqt-only" and isinstance(current, list))
+        ):
             if not self._warned_qmax:
                 self._warned_qmax = True
-                log.warning("%s: its alignment calibration was fitted with other alignment settings "
-                            "or chroma (%s, chroma %s; the index aligns %s); re-ranked matches take "
-                            "the embedding's probabilities until `coverhunter index calibrate` is "
-                            "run again", self.root, fitted, chroma, current)
+                log.warning(
+                    "%s: its alignment calibration was fitted with other alignment settings "
+                    "or chroma (%s, chroma %s; the index aligns %s); re-ranked matches take "
+                    "the embedding's probabilities until `coverhunter index calibrate` is "
+                    "run again",
+                    self.root,
+                    fitted,
+                    chroma,
+                    current,
+                )
             return None
         return cal
 
@@ -756,8 +842,9 @@ def _chroma_record(params) -> str | list:
 
 def _with_calibration(m: Match, cal: dict, score: float, n: int) -> Match:
     """``m`` with P(same work) and the p-value of ``score`` against ``n`` wrong tracks."""
-    return Match(**{**asdict(m), "probability": probability_same(cal, score),
-                    "p_value": p_impostor(cal, score, n)})
+    return Match(
+        **{**asdict(m), "probability": probability_same(cal, score), "p_value": p_impostor(cal, score, n)}
+    )
 
 
 def _new_engine(root: Path, uri: str | None, dim: int) -> dict | None:
@@ -790,8 +877,9 @@ def _delete_uploads(root: Path, dropped: list[dict], live: list[dict]) -> None:
     if not uploads.is_dir():
         return
     live_ids = {t["track_id"] for t in live}
-    live_audio = {Path(t.get("audio") or "").name for t in live
-                  if Path(t.get("audio") or "").parent.name == "uploads"}
+    live_audio = {
+        Path(t.get("audio") or "").name for t in live if Path(t.get("audio") or "").parent.name == "uploads"
+    }
     for t in dropped:
         if t["track_id"] in live_ids:
             continue
@@ -803,11 +891,20 @@ def _delete_uploads(root: Path, dropped: list[dict], live: list[dict]) -> None:
             (uploads / name).unlink(missing_ok=True)
 
 
-def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 10,
-             false_alarm: float = 0.01, device="cpu", approximate: bool | None = None,
-             cache: EmbeddingCache | None = None, rerank: int | None = None,
-             rerank_grow_after: int | None = None, rerank_versions: int | None = None
-             ) -> list[QueryResult]:
+def identify(
+    index: CatalogueIndex,
+    lm: LoadedModel,
+    audio: list,
+    *,
+    top: int = 10,
+    false_alarm: float = 0.01,
+    device="cpu",
+    approximate: bool | None = None,
+    cache: EmbeddingCache | None = None,
+    rerank: int | None = None,
+    rerank_grow_after: int | None = None,
+    rerank_versions: int | None = None,
+) -> list[QueryResult]:
     """Identify the works that each recording performs (paths, or Tracks with features).
 
     With ``rerank`` > 0 (default :data:`coverhunter.rerank.DEFAULT_K`) and an index that
@@ -830,15 +927,23 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
     from .. import rerank as rr
     from .chroma_store import catalogue_reranking
 
-    setup = catalogue_reranking(index, rerank, rerank_grow_after, projection=lm.summary_projection,
-                                versions=rerank_versions)
+    setup = catalogue_reranking(
+        index, rerank, rerank_grow_after, projection=lm.summary_projection, versions=rerank_versions
+    )
     rr_cfg, stored = setup or (None, None)
     q_chroma = None if setup is None else {}
     out = []
-    embs = embed_recordings(lm, list(audio), index.windowing, device, cache,
-                            on_features=None if q_chroma is None else
-                            lambda i, f, fine: q_chroma.__setitem__(i, stored.query_features(f, fine)),
-                            views=() if stored is None else stored.fine_views)
+    embs = embed_recordings(
+        lm,
+        list(audio),
+        index.windowing,
+        device,
+        cache,
+        on_features=None
+        if q_chroma is None
+        else lambda i, f, fine: q_chroma.__setitem__(i, stored.query_features(f, fine)),
+        views=() if stored is None else stored.fine_views,
+    )
     for i, (a, (emb, starts)) in enumerate(zip(audio, embs)):
         name = a.track_id if isinstance(a, Track) else str(a)
         if emb is None:
@@ -847,8 +952,7 @@ def identify(index: CatalogueIndex, lm: LoadedModel, audio: list, *, top: int = 
         if q_chroma is None:
             matches = index.search(emb, starts, top, approximate)
         else:
-            matches = rr.search_reranked(index, emb, starts, top, q_chroma[i], stored, rr_cfg,
-                                         approximate)
+            matches = rr.search_reranked(index, emb, starts, top, q_chroma[i], stored, rr_cfg, approximate)
         verdict = ""
         if matches and matches[0].p_value is not None:
             verdict = "match" if matches[0].p_value <= false_alarm else "no cover in the catalogue"
@@ -862,11 +966,21 @@ def _build_tracks(dataset, folder) -> list[Track]:
     return read_dataset(dataset) if dataset is not None else tracks_from_folder(Path(folder))
 
 
-def build_index(index_dir, lm: LoadedModel, *, dataset=None, folder=None, backend="auto",
-                overwrite=False, device="cpu", calibrate_with=None,
-                cache: EmbeddingCache | None = None, uri: str | None = None,
-                rank: int | None = None, world_size: int | None = None
-                ) -> tuple[CatalogueIndex, list]:
+def build_index(
+    index_dir,
+    lm: LoadedModel,
+    *,
+    dataset=None,
+    folder=None,
+    backend="auto",
+    overwrite=False,
+    device="cpu",
+    calibrate_with=None,
+    cache: EmbeddingCache | None = None,
+    uri: str | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> tuple[CatalogueIndex, list]:
     """Create an index from a dataset list or a folder of audio files.
 
     The index is built in a hidden sibling folder and swapped in only when at least one
@@ -883,9 +997,19 @@ def build_index(index_dir, lm: LoadedModel, *, dataset=None, folder=None, backen
     """
     rank, world_size = resolve_rank(rank, world_size)
     if world_size > 1:
-        return build_shard(index_dir, lm, dataset=dataset, folder=folder, backend=backend,
-                           overwrite=overwrite, device=device, cache=cache, uri=uri, rank=rank,
-                           world_size=world_size)
+        return build_shard(
+            index_dir,
+            lm,
+            dataset=dataset,
+            folder=folder,
+            backend=backend,
+            overwrite=overwrite,
+            device=device,
+            cache=cache,
+            uri=uri,
+            rank=rank,
+            world_size=world_size,
+        )
     root = Path(index_dir)
     root.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(fs.lock_path(root)):
@@ -917,10 +1041,20 @@ def build_index(index_dir, lm: LoadedModel, *, dataset=None, folder=None, backen
     return CatalogueIndex.load(root), failed
 
 
-def build_shard(index_dir, lm: LoadedModel, *, rank: int, world_size: int, dataset=None,
-                folder=None, backend="auto", overwrite=False, device="cpu",
-                cache: EmbeddingCache | None = None, uri: str | None = None
-                ) -> tuple[CatalogueIndex, list]:
+def build_shard(
+    index_dir,
+    lm: LoadedModel,
+    *,
+    rank: int,
+    world_size: int,
+    dataset=None,
+    folder=None,
+    backend="auto",
+    overwrite=False,
+    device="cpu",
+    cache: EmbeddingCache | None = None,
+    uri: str | None = None,
+) -> tuple[CatalogueIndex, list]:
     """Rank ``rank`` of ``world_size`` adds its slice of the catalogue to one index.
 
     The first rank to arrive creates the index in place (under the lock); every rank
@@ -928,8 +1062,10 @@ def build_shard(index_dir, lm: LoadedModel, *, rank: int, world_size: int, datas
     rank resumes its slice. There is no swap: ``overwrite`` is refused.
     """
     if overwrite:
-        raise ValueError("a sharded build (world size > 1) adds to one index in place; "
-                         "remove the old index first instead of --overwrite")
+        raise ValueError(
+            "a sharded build (world size > 1) adds to one index in place; "
+            "remove the old index first instead of --overwrite"
+        )
     root = Path(index_dir)
     root.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(fs.lock_path(root)):
@@ -949,5 +1085,12 @@ def _windowing(lm: LoadedModel) -> Windowing:
     return Windowing.from_config(cfg.eval, cfg.features.frames_per_second, cfg.data.mean_size)
 
 
-__all__ = ["CatalogueIndex", "identify", "build_index", "build_shard", "BACKENDS",
-           "APPROX_MIN_VECTORS", "FORMAT"]
+__all__ = [
+    "CatalogueIndex",
+    "identify",
+    "build_index",
+    "build_shard",
+    "BACKENDS",
+    "APPROX_MIN_VECTORS",
+    "FORMAT",
+]

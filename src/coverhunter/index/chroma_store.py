@@ -32,8 +32,16 @@ import numpy as np
 
 from ..chroma import CHROMA_SPEC, fine_views
 from ..classical import AlignmentFeatures, chroma_params_of, multiscale_summary
-from ..rerank import (CHROMA_SUFFIX, RerankConfig, alignment_features, identify_config, recurrence_chroma,
-                      summary_chroma, summary_columns, summary_params)
+from ..rerank import (
+    CHROMA_SUFFIX,
+    RerankConfig,
+    alignment_features,
+    identify_config,
+    recurrence_chroma,
+    summary_chroma,
+    summary_columns,
+    summary_params,
+)
 from .recurrence import RecurrenceIndex, RecurrenceParams
 
 log = logging.getLogger(__name__)
@@ -44,8 +52,9 @@ def _damaged(path, e: BaseException):
     from ..utils import DamagedFileError
 
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return DamagedFileError(f"{path}: damaged chroma file ({reason}); run 'coverhunter index "
-                            f"repair {path.parent}'")
+    return DamagedFileError(
+        f"{path}: damaged chroma file ({reason}); run 'coverhunter index repair {path.parent}'"
+    )
 
 
 class IndexChroma:
@@ -81,7 +90,7 @@ class IndexChroma:
         self._recurrence: RecurrenceIndex | None = None
 
     @classmethod
-    def of(cls, index, projection=None) -> "IndexChroma":
+    def of(cls, index, projection=None) -> IndexChroma:
         """The stored chroma of ``index``; ``projection``: its model's summary projection."""
         return cls(index.root, index.meta["shards"], projection)
 
@@ -90,8 +99,11 @@ class IndexChroma:
         if shard not in self._shard_chroma:
             try:
                 with np.load(self.root / f"{shard}{CHROMA_SUFFIX}") as z:
-                    self._shard_chroma[shard] = str(z["chroma_spec"]) if "chroma_spec" in z \
+                    self._shard_chroma[shard] = (
+                        str(z["chroma_spec"])
+                        if "chroma_spec" in z
                         else chroma_params_of(z["chroma_params"] if "chroma_params" in z else None)
+                    )
             except FileNotFoundError:
                 self._shard_chroma[shard] = None  # written before re-ranking existed
             except Exception as e:  # noqa: BLE001 - numpy and zipfile raise many types
@@ -107,15 +119,25 @@ class IndexChroma:
             found = [p for p in (self._shard_params(s) for s in self._shards) if p is not None]
             self._params = CHROMA_SPEC if (CHROMA_SPEC in found or not found) else found[0]
             if any(p != self._params for p in found):
-                log.warning("%s: %d of %d chroma files were written with other chroma parameters "
-                            "than %s; their recordings are not re-ranked (rebuild the index to "
-                            "re-rank them)", self.root, sum(p != self._params for p in found),
-                            len(found), self._params)
+                log.warning(
+                    "%s: %d of %d chroma files were written with other chroma parameters "
+                    "than %s; their recordings are not re-ranked (rebuild the index to "
+                    "re-rank them)",
+                    self.root,
+                    sum(p != self._params for p in found),
+                    len(found),
+                    self._params,
+                )
             summarised = summary_params(self._params)
             if self.projection is not None and tuple(self.projection.chroma) != summarised:
-                log.warning("%s: the index's summary chroma %s differs from the chroma %s the "
-                            "model's summary projection was fitted on; rebuild the index for the "
-                            "best shortlist", self.root, summarised, tuple(self.projection.chroma))
+                log.warning(
+                    "%s: the index's summary chroma %s differs from the chroma %s the "
+                    "model's summary projection was fitted on; rebuild the index for the "
+                    "best shortlist",
+                    self.root,
+                    summarised,
+                    tuple(self.projection.chroma),
+                )
         return self._params
 
     @property
@@ -166,13 +188,19 @@ class IndexChroma:
                 with np.load(path) as z:
                     self._files[shard] = (z["data"], z["offsets"])
                     # files written before summary_patches existed hold the plain (75,) summary
-                    cols = summary_columns(z["summary_patches"] if "summary_patches" in z else (75,),
-                                           self.patches)
-                    if cols is not None and "summary" in z and len(z["summary"]) == len(z["offsets"]) - 1 \
-                            and z["summary"].shape[1] > cols[-1]:
+                    cols = summary_columns(
+                        z["summary_patches"] if "summary_patches" in z else (75,), self.patches
+                    )
+                    if (
+                        cols is not None
+                        and "summary" in z
+                        and len(z["summary"]) == len(z["offsets"]) - 1
+                        and z["summary"].shape[1] > cols[-1]
+                    ):
                         raw = z["summary"][:, cols].astype(np.float32)
-                        self._stored_summaries[shard] = raw if self.projection is None \
-                            else self.projection(raw)
+                        self._stored_summaries[shard] = (
+                            raw if self.projection is None else self.projection(raw)
+                        )
             except FileNotFoundError:
                 self._files[shard] = None  # missing: no re-ranking for this shard
             except Exception as e:  # noqa: BLE001 - numpy and zipfile raise many types
@@ -188,7 +216,7 @@ class IndexChroma:
         if f is None or loc[1] + 1 >= len(f[1]):
             return None
         data, offsets = f
-        return AlignmentFeatures.from_chroma(chroma_from_uint8(data[offsets[loc[1]]:offsets[loc[1] + 1]]))
+        return AlignmentFeatures.from_chroma(chroma_from_uint8(data[offsets[loc[1]] : offsets[loc[1] + 1]]))
 
     def summary(self, track_id: str) -> np.ndarray | None:
         """2D Fourier summary of a catalogue recording (stored with its chroma, or computed
@@ -281,8 +309,13 @@ class IndexChroma:
         rec.add(np.asarray(ids, dtype=str), chromas)
         if rec.n_shingles:
             rec.hub_counts()  # computed once, stored with the index
-        log.info("%s: recurrence index of %d recordings (%d shingles) built in %.1f s", self.root,
-                 len(rec), rec.n_shingles, time.perf_counter() - t0)
+        log.info(
+            "%s: recurrence index of %d recordings (%d shingles) built in %.1f s",
+            self.root,
+            len(rec),
+            rec.n_shingles,
+            time.perf_counter() - t0,
+        )
         self._recurrence = rec
         _save_recurrence(rec, cache, key)
         return rec
@@ -299,7 +332,9 @@ class IndexChroma:
         """Build and keep the recurrence index (:meth:`recurrence`) unless the cache already
         holds it for these chroma files; reads nothing else (what index commands call
         before they return, so that the first search does not build it)."""
-        if self.available() and self._cached_key(self.root / RECURRENCE_CACHE) != self._recurrence_key(params):
+        if self.available() and self._cached_key(self.root / RECURRENCE_CACHE) != self._recurrence_key(
+            params
+        ):
             self.recurrence(params)
 
     def work_votes(self, query: AlignmentFeatures) -> dict[str, tuple[str, float]]:
@@ -344,9 +379,14 @@ def _save_recurrence(rec: RecurrenceIndex, cache, key: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def catalogue_reranking(index, rerank: int | None = None, grow_after: int | None = None,
-                        chroma: IndexChroma | None = None, projection=None,
-                        versions: int | None = None) -> tuple[RerankConfig, IndexChroma] | None:
+def catalogue_reranking(
+    index,
+    rerank: int | None = None,
+    grow_after: int | None = None,
+    chroma: IndexChroma | None = None,
+    projection=None,
+    versions: int | None = None,
+) -> tuple[RerankConfig, IndexChroma] | None:
     """How ``identify`` re-ranks searches of ``index``: its settings
     (:func:`coverhunter.rerank.identify_config`) and the index's stored chroma, or None
     when re-ranking is off (``rerank`` 0) or the index stores no chroma.

@@ -49,9 +49,17 @@ def recording_features(path_or_track, cfg: Config, views=()) -> tuple:
     return feat, audio_chroma(y, views, cfg.features.sample_rate) if views else {}
 
 
-def embed_recordings(lm: LoadedModel, items: list, win: Windowing, device="cpu",
-                     cache: EmbeddingCache | None = None, group: int = 64, verbose: bool = False,
-                     on_features=None, views=()):
+def embed_recordings(
+    lm: LoadedModel,
+    items: list,
+    win: Windowing,
+    device="cpu",
+    cache: EmbeddingCache | None = None,
+    group: int = 64,
+    verbose: bool = False,
+    on_features=None,
+    views=(),
+):
     """Normalised chunk embeddings of many recordings through :func:`embed.embed_tracks`.
 
     Parameters
@@ -87,8 +95,9 @@ def embed_recordings(lm: LoadedModel, items: list, win: Windowing, device="cpu",
                     on_features(i, feat, chroma)
             except (AudioError, OSError, ValueError) as e:
                 out[i] = (None, str(e))
-        embs = embed_tracks(lm.model, feats, win, device=device,
-                            batch_size=lm.config.eval.batch_size, cache=cache)
+        embs = embed_tracks(
+            lm.model, feats, win, device=device, batch_size=lm.config.eval.batch_size, cache=cache
+        )
         for i, (emb, starts) in zip(where, embs):
             out[i] = (l2_normalise(emb).astype(np.float32), [round(s / fps, 3) for s in starts])
         bar.update(min(len(items), g + group) - g)
@@ -96,8 +105,9 @@ def embed_recordings(lm: LoadedModel, items: list, win: Windowing, device="cpu",
     return out
 
 
-def embed_recording(lm: LoadedModel, path_or_track, win: Windowing, device="cpu",
-                    cache: EmbeddingCache | None = None):
+def embed_recording(
+    lm: LoadedModel, path_or_track, win: Windowing, device="cpu", cache: EmbeddingCache | None = None
+):
     """(L2-normalised chunk embeddings (n, E), chunk starts in seconds) of one recording."""
     emb, starts = embed_recordings(lm, [path_or_track], win, device, cache)[0]
     if emb is None:

@@ -119,7 +119,7 @@ def build_ann(kind: str, vectors: np.ndarray):
 def append(ann, vectors: np.ndarray, block: int = 100_000) -> None:
     """Add ``vectors`` (n, dim) after the ones ``ann`` holds (ids continue from ntotal)."""
     for i in range(0, len(vectors), block):
-        ann.add(np.ascontiguousarray(vectors[i:i + block], dtype=np.float32))
+        ann.add(np.ascontiguousarray(vectors[i : i + block], dtype=np.float32))
 
 
 def kind_of(ann) -> str:
@@ -157,5 +157,16 @@ def search_ann(ann, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return ann.search(np.ascontiguousarray(q, dtype=np.float32), max(1, k))
 
 
-__all__ = ["EXACT_MAX", "HNSW_MAX", "KINDS", "choose_kind", "build_ann", "append", "save_ann",
-           "load_ann", "search_ann", "kind_of", "ivf_lists"]
+__all__ = [
+    "EXACT_MAX",
+    "HNSW_MAX",
+    "KINDS",
+    "choose_kind",
+    "build_ann",
+    "append",
+    "save_ann",
+    "load_ann",
+    "search_ann",
+    "kind_of",
+    "ivf_lists",
+]

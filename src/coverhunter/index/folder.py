@@ -22,8 +22,7 @@ from .results import CatalogueError
 log = logging.getLogger(__name__)
 
 FORMAT = "coverhunter-index/1"
-META_KEYS = ("model_fingerprint", "embed_dim", "windowing", "backend", "shards", "n_tracks",
-             "n_vectors")
+META_KEYS = ("model_fingerprint", "embed_dim", "windowing", "backend", "shards", "n_tracks", "n_vectors")
 # hidden siblings of an index folder: a build in progress, a finished build waiting to be
 # swapped in, the index it replaces (see swap_in and recover)
 BUILD_TAG, READY_TAG, OLD_TAG = ".build-", ".ready-", ".old-"
@@ -86,8 +85,9 @@ def read_jsonl(path: Path) -> list[dict]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise CatalogueError(f"{path}: damaged (not UTF-8 text: {e.reason} at byte {e.start}); "
-                             f"{repair_hint(path.parent)}") from e
+        raise CatalogueError(
+            f"{path}: damaged (not UTF-8 text: {e.reason} at byte {e.start}); {repair_hint(path.parent)}"
+        ) from e
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -124,13 +124,15 @@ def read_shard(root: Path, shard: str, first_row: int, dim: int) -> tuple[np.nda
     end = first_row + len(arr)
     for r in rows:
         if not first_row <= r["row"] < end or r["row"] + len(r["starts"]) > end:
-            raise CatalogueError(f"{jsonl}: damaged (track {r['track_id']!r} points to rows "
-                                 f"outside {npy.name})")
+            raise CatalogueError(
+                f"{jsonl}: damaged (track {r['track_id']!r} points to rows outside {npy.name})"
+            )
     return arr, rows
 
 
-def write_shard(root: Path, name: str, vectors: np.ndarray, rows: list[dict],
-                chromas: list[np.ndarray]) -> None:
+def write_shard(
+    root: Path, name: str, vectors: np.ndarray, rows: list[dict], chromas: list[np.ndarray]
+) -> None:
     """A shard's vectors, re-ranking chroma and track lines (each file atomically)."""
     from ..rerank import write_shard_chroma
 
@@ -159,7 +161,7 @@ def read_shard_chroma(root: Path, shard: str) -> list[np.ndarray] | None:
             raise ValueError("its offsets do not match its data")
     except Exception as e:  # noqa: BLE001 - numpy and zipfile raise many types for bad files
         raise CatalogueError(f"{path}: damaged chroma file ({_reason(e)}); {repair_hint(root)}") from e
-    return [data[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    return [data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
 def check_shard_chroma(root: Path, shard: str, n_recordings: int) -> None:
@@ -176,8 +178,7 @@ def check_shard_chroma(root: Path, shard: str, n_recordings: int) -> None:
             offsets = z["offsets"]
             with z.zip.open("data.npy") as f:
                 fmt = np.lib.format
-                read = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) \
-                    else fmt.read_array_header_2_0
+                read = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
                 shape = read(f)[0]
         if offsets.ndim != 1 or len(offsets) != n_recordings + 1:
             raise ValueError(f"{len(offsets) - 1} recordings, its shard lists {n_recordings}")

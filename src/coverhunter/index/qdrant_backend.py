@@ -30,8 +30,9 @@ def _client(uri: str):
     try:
         from qdrant_client import QdrantClient
     except ImportError as e:
-        raise CatalogueError("the qdrant backend needs qdrant-client: "
-                             "pip install 'coverhunter[vectordb]'") from e
+        raise CatalogueError(
+            "the qdrant backend needs qdrant-client: pip install 'coverhunter[vectordb]'"
+        ) from e
     if uri not in _CLIENTS:
         remote = uri.startswith(("http://", "https://"))
         _CLIENTS[uri] = QdrantClient(url=uri) if remote else QdrantClient(path=uri)
@@ -67,8 +68,9 @@ class QdrantStore:
 
         if self.client.collection_exists(self.collection):
             raise CatalogueError(f"{self.uri}: collection {self.collection} exists already")
-        self.client.create_collection(self.collection, vectors_config=models.VectorParams(
-            size=dim, distance=models.Distance.DOT))
+        self.client.create_collection(
+            self.collection, vectors_config=models.VectorParams(size=dim, distance=models.Distance.DOT)
+        )
 
     def drop(self) -> None:
         """Delete the collection (nothing happens if it is gone)."""
@@ -83,10 +85,11 @@ class QdrantStore:
         from qdrant_client import models
 
         for i in range(0, len(vectors), UPSERT_BATCH):
-            block = np.asarray(vectors[i:i + UPSERT_BATCH], dtype=np.float32)
+            block = np.asarray(vectors[i : i + UPSERT_BATCH], dtype=np.float32)
             ids = list(range(first_row + i, first_row + i + len(block)))
-            self.client.upsert(self.collection, points=models.Batch(ids=ids, vectors=block.tolist()),
-                               wait=True)
+            self.client.upsert(
+                self.collection, points=models.Batch(ids=ids, vectors=block.tolist()), wait=True
+            )
 
     def remove(self, rows: np.ndarray) -> None:
         """Delete the points of ``rows`` (removed or replaced recordings)."""
@@ -94,8 +97,11 @@ class QdrantStore:
 
         rows = [int(r) for r in rows]
         for i in range(0, len(rows), UPSERT_BATCH):
-            self.client.delete(self.collection, wait=True,
-                               points_selector=models.PointIdsList(points=rows[i:i + UPSERT_BATCH]))
+            self.client.delete(
+                self.collection,
+                wait=True,
+                points_selector=models.PointIdsList(points=rows[i : i + UPSERT_BATCH]),
+            )
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(similarities (m, k), rows (m, k))`` of the query vectors ``q`` (m, dim); -1 pads."""

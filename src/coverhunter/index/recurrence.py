@@ -239,8 +239,9 @@ def prepare(x: np.ndarray, canonical: bool, centre: str = "none") -> tuple[np.nd
     return l2_normalise(centred(x, centre)), shift.astype(np.uint8)
 
 
-def vote_weights(sims: np.ndarray, ids: np.ndarray, vote: str,
-                 hub_weight: np.ndarray | None = None) -> np.ndarray:
+def vote_weights(
+    sims: np.ndarray, ids: np.ndarray, vote: str, hub_weight: np.ndarray | None = None
+) -> np.ndarray:
     """Weight of each neighbour's vote, (n, k) float64; missing neighbours (id -1) weigh 0.
 
     Parameters
@@ -271,9 +272,17 @@ def vote_weights(sims: np.ndarray, ids: np.ndarray, vote: str,
     return w
 
 
-def band_scores(n_tracks: int, track: np.ndarray, q_frame: np.ndarray, c_frame: np.ndarray,
-                weight: np.ndarray, group: np.ndarray, slopes: tuple, band: int,
-                one_vote: bool = False) -> np.ndarray:
+def band_scores(
+    n_tracks: int,
+    track: np.ndarray,
+    q_frame: np.ndarray,
+    c_frame: np.ndarray,
+    weight: np.ndarray,
+    group: np.ndarray,
+    slopes: tuple,
+    band: int,
+    one_vote: bool = False,
+) -> np.ndarray:
     """Each recording's best offset-band vote total, (n_tracks,) float64.
 
     Parameters
@@ -398,16 +407,22 @@ class RecurrenceIndex:
         meta = self.track_ids.nbytes + self.starts.nbytes + self.rolls.nbytes
         hub = 4 * self.n_shingles if self.params.hub_power or self.hubness is not None else 0  # float32
         total = index_bytes + meta + hub
-        return {"recordings": len(self), "shingles": self.n_shingles,
-                "kind": "hnsw" if is_hnsw(self.index) else "exact",
-                "index_bytes": index_bytes, "meta_bytes": int(meta), "hub_bytes": int(hub),
-                "total_bytes": int(total), "bytes_per_recording": total / max(1, len(self))}
+        return {
+            "recordings": len(self),
+            "shingles": self.n_shingles,
+            "kind": "hnsw" if is_hnsw(self.index) else "exact",
+            "index_bytes": index_bytes,
+            "meta_bytes": int(meta),
+            "hub_bytes": int(hub),
+            "total_bytes": int(total),
+            "bytes_per_recording": total / max(1, len(self)),
+        }
 
     # -- building ----------------------------------------------------------
 
     def _catalogue_vectors(self, chroma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
-        x = shingles(chroma, p.m, p.tau)[::p.stride]
+        x = shingles(chroma, p.m, p.tau)[:: p.stride]
         return prepare(x, p.transpositions == "canonical", p.centre)
 
     def add(self, track_ids, chromas) -> None:
@@ -497,15 +512,21 @@ class RecurrenceIndex:
         k = min(self.params.neighbours, self.n_shingles)
         return self.index.search(vectors, k, params=search_params(self.index, self.params, exclude))
 
-    def scores_from_neighbours(self, sims: np.ndarray, ids: np.ndarray, frames: np.ndarray,
-                               rolls: np.ndarray, params: RecurrenceParams | None = None) -> np.ndarray:
+    def scores_from_neighbours(
+        self,
+        sims: np.ndarray,
+        ids: np.ndarray,
+        frames: np.ndarray,
+        rolls: np.ndarray,
+        params: RecurrenceParams | None = None,
+    ) -> np.ndarray:
         """Every recording's score (n_tracks,) from a query's neighbour lists.
 
         ``params`` may change the voting settings (vote, band, slopes, length_power,
         and fewer neighbours than were searched) without searching again.
         """
         p = params or self.params
-        sims, ids = sims[:, :p.neighbours], ids[:, :p.neighbours]
+        sims, ids = sims[:, : p.neighbours], ids[:, : p.neighbours]
         hub = (1.0 + self.hub_counts()) ** -p.hub_power if p.hub_power else None
         w = vote_weights(sims, ids, p.vote, hub)
         ok = ids >= 0
@@ -518,8 +539,7 @@ class RecurrenceIndex:
             group = (roll - self.rolls[sid].astype(np.int64)) % N_CHROMA
         else:
             group = np.zeros(len(sid), np.int64)
-        score = band_scores(len(self), track, q_frame, c_frame, w[ok], group, p.slopes, p.band,
-                            p.one_vote)
+        score = band_scores(len(self), track, q_frame, c_frame, w[ok], group, p.slopes, p.band, p.one_vote)
         if p.length_power:
             score /= np.maximum(np.diff(self.starts), 1) ** p.length_power
         return score
@@ -565,8 +585,9 @@ class RecurrenceIndex:
             raise ValueError("the recurrence index is empty: add recordings before searching")
         vectors, frames, rolls = self.query_vectors(query_chroma)
         if len(vectors) == 0:
-            log.debug("query of %d frames is shorter than one shingle (%d)", len(query_chroma),
-                      self.params.span)
+            log.debug(
+                "query of %d frames is shorter than one shingle (%d)", len(query_chroma), self.params.span
+            )
             return np.zeros(len(self))
         sims, ids = self.neighbours(vectors, self._id_range(exclude))
         return self.scores_from_neighbours(sims, ids, frames, rolls)
@@ -601,7 +622,7 @@ class RecurrenceIndex:
         _atomic(folder / PARAMS_FILE, lambda t: Path(t).write_text(json.dumps(asdict(self.params), indent=1)))
 
     @classmethod
-    def load(cls, folder) -> "RecurrenceIndex":
+    def load(cls, folder) -> RecurrenceIndex:
         """Inverse of :meth:`save`."""
         folder = Path(folder)
         missing = [f for f in (PARAMS_FILE, META_FILE, INDEX_FILE) if not (folder / f).is_file()]
@@ -621,8 +642,12 @@ class RecurrenceIndex:
         return out
 
 
-def vote_matrix(queries: list[np.ndarray], refs: list[np.ndarray] | None = None,
-                params: RecurrenceParams = RecurrenceParams(), verbose: bool = False) -> np.ndarray:
+def vote_matrix(
+    queries: list[np.ndarray],
+    refs: list[np.ndarray] | None = None,
+    params: RecurrenceParams = RecurrenceParams(),
+    verbose: bool = False,
+) -> np.ndarray:
     """Recurrence votes of every query for every reference (an evaluation's first stage).
 
     Parameters
@@ -670,5 +695,18 @@ def _atomic(path: Path, write) -> None:
             tmp.unlink()
 
 
-__all__ = ["RecurrenceParams", "RecurrenceIndex", "vote_matrix", "shingles", "roll_shingles", "canonical_shift",
-           "centred", "l2_normalise", "key_candidates", "prepare", "vote_weights", "band_scores", "make_faiss_index"]
+__all__ = [
+    "RecurrenceParams",
+    "RecurrenceIndex",
+    "vote_matrix",
+    "shingles",
+    "roll_shingles",
+    "canonical_shift",
+    "centred",
+    "l2_normalise",
+    "key_candidates",
+    "prepare",
+    "vote_weights",
+    "band_scores",
+    "make_faiss_index",
+]

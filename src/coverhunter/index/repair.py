@@ -59,8 +59,9 @@ class _Shard:
     chroma_damaged: bool
 
 
-def repair_index(root: str | Path, lm: LoadedModel | None = None, device="cpu",
-                 verbose: bool = False) -> RepairReport:
+def repair_index(
+    root: str | Path, lm: LoadedModel | None = None, device="cpu", verbose: bool = False
+) -> RepairReport:
     """Rewrite the damaged files of the index at ``root`` (see the module's notes).
 
     Parameters
@@ -106,17 +107,21 @@ def _survey(idx: CatalogueIndex) -> list[_Shard]:
     """Every shard's readable parts, in order, with its first row."""
     out, first = [], 0
     for name in idx.meta["shards"]:
-        vectors = _try(lambda: fs.read_vectors(idx.root / f"{name}.npy", idx.meta["embed_dim"]))
-        lines = _try(lambda: fs.read_jsonl(idx.root / f"{name}.jsonl"))
+        # _try calls each function at once: the loop variables are bound when it runs
+        vectors = _try(lambda: fs.read_vectors(idx.root / f"{name}.npy", idx.meta["embed_dim"]))  # noqa: B023
+        lines = _try(lambda: fs.read_jsonl(idx.root / f"{name}.jsonl"))  # noqa: B023
         if vectors is not None:
             n = len(vectors)
         elif lines is not None:
             n = max((t["row"] + len(t["starts"]) for t in lines), default=first) - first
         else:
-            raise CatalogueError(f"{idx.root / name}.npy and .jsonl are both damaged: the index "
-                                 "cannot be repaired; build it again")
-        chroma_damaged = lines is not None and _try(
-            lambda: _read_chroma(idx.root, name, len(lines)), failed=True) is True
+            raise CatalogueError(
+                f"{idx.root / name}.npy and .jsonl are both damaged: the index "
+                "cannot be repaired; build it again"
+            )
+        chroma_damaged = (
+            lines is not None and _try(lambda: _read_chroma(idx.root, name, len(lines)), failed=True) is True  # noqa: B023
+        )
         out.append(_Shard(name, first, vectors, lines, chroma_damaged))
         first += n
     return out
@@ -134,8 +139,9 @@ def _read_chroma(root: Path, shard: str, n: int) -> None:
     """Read a shard's chroma wholly (a damaged file raises); the count must be ``n``."""
     chroma = fs.read_shard_chroma(root, shard)
     if chroma is not None and len(chroma) != n:
-        raise CatalogueError(f"{root / shard}.chroma.npz: damaged ({len(chroma)} recordings, "
-                             f"its shard lists {n})")
+        raise CatalogueError(
+            f"{root / shard}.chroma.npz: damaged ({len(chroma)} recordings, its shard lists {n})"
+        )
 
 
 def _drop_rows(idx: CatalogueIndex, s: _Shard, report: RepairReport) -> int:
@@ -143,15 +149,23 @@ def _drop_rows(idx: CatalogueIndex, s: _Shard, report: RepairReport) -> int:
     compaction drops them); returns its first row."""
     from ..rerank import write_shard_chroma
 
-    line = {"track_id": f"({s.name}: lost)", "work": "", "audio": "", "row": s.first,
-            "starts": [0.0] * len(s.vectors)}
+    line = {
+        "track_id": f"({s.name}: lost)",
+        "work": "",
+        "audio": "",
+        "row": s.first,
+        "starts": [0.0] * len(s.vectors),
+    }
     write_shard_chroma(idx.root, s.name, [np.zeros((0, 12), np.uint8)])
     atomic_write_text(idx.root / f"{s.name}.jsonl", json.dumps(line) + "\n")
     s.lines = [line]
     report.rewritten += [f"{s.name}.jsonl", f"{s.name}.chroma.npz"]
     report.lost.append(s.name)
-    log.warning("%s: its list of recordings was unreadable; its %d chunk rows are dropped (add "
-                "its recordings again)", idx.root / f"{s.name}.jsonl", len(s.vectors))
+    log.warning(
+        "%s: its list of recordings was unreadable; its %d chunk rows are dropped (add its recordings again)",
+        idx.root / f"{s.name}.jsonl",
+        len(s.vectors),
+    )
     return s.first
 
 
@@ -161,8 +175,9 @@ def _audio_path(idx: CatalogueIndex, audio: str) -> str:
     return str(p if p.is_absolute() or not (idx.root / p).is_file() else idx.root / p)
 
 
-def _recompute(idx: CatalogueIndex, s: _Shard, lm: LoadedModel, device, dead: set,
-               report: RepairReport, verbose: bool) -> set:
+def _recompute(
+    idx: CatalogueIndex, s: _Shard, lm: LoadedModel, device, dead: set, report: RepairReport, verbose: bool
+) -> set:
     """Embeddings and/or chroma of a shard's live recordings from their audio, written in
     place of the damaged files; returns the rows of recordings that had to be removed."""
     from ..rerank import compact_chroma, write_shard_chroma
@@ -170,9 +185,15 @@ def _recompute(idx: CatalogueIndex, s: _Shard, lm: LoadedModel, device, dead: se
     live = [t for t in s.lines if t["row"] not in dead]
     tracks = [Track(t["track_id"], _audio_path(idx, t["audio"]), 0.0, t["work"]) for t in live]
     chroma: dict[int, np.ndarray] = {}
-    embs = embed_recordings(lm, tracks, idx.windowing, device, verbose=verbose,
-                            on_features=lambda i, f, fine: chroma.__setitem__(i, compact_chroma(f, fine)),
-                            views=fine_views(CHROMA_SPEC))
+    embs = embed_recordings(
+        lm,
+        tracks,
+        idx.windowing,
+        device,
+        verbose=verbose,
+        on_features=lambda i, f, fine: chroma.__setitem__(i, compact_chroma(f, fine)),
+        views=fine_views(CHROMA_SPEC),
+    )
     got = {t["row"]: (e, i) for i, (t, e) in enumerate(zip(live, embs))}
     n_rows = max((t["row"] + len(t["starts"]) for t in s.lines), default=s.first) - s.first
     vectors = np.zeros((n_rows, idx.meta["embed_dim"]), np.float32)

@@ -34,8 +34,12 @@ class QueryResult:
     error: str | None = None
 
     def to_dict(self) -> dict:
-        return {"query": self.query, "verdict": self.verdict, "error": self.error,
-                "matches": [asdict(m) for m in self.matches]}
+        return {
+            "query": self.query,
+            "verdict": self.verdict,
+            "error": self.error,
+            "matches": [asdict(m) for m in self.matches],
+        }
 
 
 def format_result(r: QueryResult) -> str:
@@ -45,12 +49,18 @@ def format_result(r: QueryResult) -> str:
         return lines[0] + f"\n  error: {r.error}"
     calibrated = bool(r.matches) and r.matches[0].probability is not None
     aligned = any(m.alignment is not None for m in r.matches)
-    head = f"  {'#':>2}  {'score':>6}  " + ("align  " if aligned else "") + \
-        ("P(same)  p-value  " if calibrated else "") + f"{'query@s':>8}  {'ref@s':>7}  work (track)"
+    head = (
+        f"  {'#':>2}  {'score':>6}  "
+        + ("align  " if aligned else "")
+        + ("P(same)  p-value  " if calibrated else "")
+        + f"{'query@s':>8}  {'ref@s':>7}  work (track)"
+    )
     lines.append(head)
     for i, m in enumerate(r.matches, 1):
         al = (f"{m.alignment:5.3f}  " if m.alignment is not None else f"{'-':>5}  ") if aligned else ""
         cal = f"{m.probability:7.3f}  {m.p_value:7.2g}  " if calibrated else ""
-        lines.append(f"  {i:>2}  {m.score:6.3f}  {al}{cal}{m.query_offset_s:8.1f}  {m.ref_offset_s:7.1f}  "
-                     f"{m.work} ({m.track_id})")
+        lines.append(
+            f"  {i:>2}  {m.score:6.3f}  {al}{cal}{m.query_offset_s:8.1f}  {m.ref_offset_s:7.1f}  "
+            f"{m.work} ({m.track_id})"
+        )
     return "\n".join(lines)

@@ -37,7 +37,7 @@ class RowView:
             for part, first in zip(self.parts, self.offsets[:-1]):
                 a, b = max(start, first), min(stop, first + len(part))
                 if a < b:
-                    out.append(np.asarray(part[a - first:b - first], np.float32))
+                    out.append(np.asarray(part[a - first : b - first], np.float32))
             return np.concatenate(out) if out else np.zeros((0, self.shape[1]), np.float32)
         rows = np.asarray(key, np.int64)
         flat = rows.ravel()
@@ -51,8 +51,9 @@ class RowView:
         return out.reshape(*rows.shape, self.shape[1])
 
 
-def exact_search(q: np.ndarray, vectors: np.ndarray, dead: np.ndarray | None,
-                 k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(
+    q: np.ndarray, vectors: np.ndarray, dead: np.ndarray | None, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` rows by inner product.
 
     Parameters
@@ -67,8 +68,10 @@ def exact_search(q: np.ndarray, vectors: np.ndarray, dead: np.ndarray | None,
     (np.ndarray (m, k) float32, np.ndarray (m, k) int64)
         Similarities and rows, best first.
     """
-    sims = torch.from_numpy(np.ascontiguousarray(q, np.float32)) @ torch.from_numpy(
-        np.asarray(vectors, np.float32)).T
+    sims = (
+        torch.from_numpy(np.ascontiguousarray(q, np.float32))
+        @ torch.from_numpy(np.asarray(vectors, np.float32)).T
+    )
     if dead is not None and dead.any():
         sims[:, torch.from_numpy(dead)] = -torch.inf
     top = torch.topk(sims, k, dim=1)
@@ -78,9 +81,16 @@ def exact_search(q: np.ndarray, vectors: np.ndarray, dead: np.ndarray | None,
     return vals, rows
 
 
-def clean_shortlist(q: np.ndarray, sims: np.ndarray, rows: np.ndarray, k: int, *,
-                    dead: np.ndarray | None, n_rows: int,
-                    vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def clean_shortlist(
+    q: np.ndarray,
+    sims: np.ndarray,
+    rows: np.ndarray,
+    k: int,
+    *,
+    dead: np.ndarray | None,
+    n_rows: int,
+    vectors: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` valid rows of an engine's shortlist, re-scored exactly when ``vectors`` is given.
 
     Parameters
@@ -107,8 +117,11 @@ def clean_shortlist(q: np.ndarray, sims: np.ndarray, rows: np.ndarray, k: int, *
     if dead is not None:
         valid &= ~dead[safe]
     if vectors is not None:
-        sims = np.einsum("md,msd->ms", np.asarray(q, np.float32),
-                         np.asarray(vectors[safe.ravel()], np.float32).reshape(*safe.shape, -1))
+        sims = np.einsum(
+            "md,msd->ms",
+            np.asarray(q, np.float32),
+            np.asarray(vectors[safe.ravel()], np.float32).reshape(*safe.shape, -1),
+        )
     sims = np.where(valid, sims, -np.inf).astype(np.float32)
     order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     out_sims = np.take_along_axis(sims, order, 1)

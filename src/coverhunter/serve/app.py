@@ -76,8 +76,9 @@ class Admission:
             return await _send_json(send, 413, self._too_large())
         if self.busy >= self.size:
             wait = self.retry_after()
-            return await _send_json(send, 503, f"busy: {self.busy} requests in progress; retry in "
-                                    f"{wait} s", {"Retry-After": wait})
+            return await _send_json(
+                send, 503, f"busy: {self.busy} requests in progress; retry in {wait} s", {"Retry-After": wait}
+            )
         self.busy += 1
         try:
             with tempfile.SpooledTemporaryFile(max_size=1 << 20) as spool:
@@ -139,29 +140,39 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None):
         if engine is None:
             state["engine"].close()
 
-    api = FastAPI(title="coverhunter", lifespan=lifespan,
-                  summary="Cover song identification against a catalogue",
-                  description="Upload a recording and get the catalogue works it performs, with "
-                              "scores, calibrated probabilities, verdicts and time offsets; "
-                              "long recordings are split into segments (which work where).")
+    api = FastAPI(
+        title="coverhunter",
+        lifespan=lifespan,
+        summary="Cover song identification against a catalogue",
+        description="Upload a recording and get the catalogue works it performs, with "
+        "scores, calibrated probabilities, verdicts and time offsets; "
+        "long recordings are split into segments (which work where).",
+    )
     bearer = HTTPBearer(auto_error=False, description="the token the server was started with")
 
     def eng() -> Engine:
         return state["engine"]
 
     def _token_ok(cred: HTTPAuthorizationCredentials | None) -> bool:
-        return bool(cfg.token and cred and secrets.compare_digest(cred.credentials.encode(),
-                                                                  cfg.token.encode()))
+        return bool(
+            cfg.token and cred and secrets.compare_digest(cred.credentials.encode(), cfg.token.encode())
+        )
 
     def reader(cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if not cfg.open_reads and not _token_ok(cred):
-            raise HTTPException(401, "this server needs a token for reads (Authorization: Bearer ...)",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "this server needs a token for reads (Authorization: Bearer ...)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     def writer(cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if not _token_ok(cred):
-            raise HTTPException(401, "adding tracks needs the server's token (Authorization: Bearer ...)",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "adding tracks needs the server's token (Authorization: Bearer ...)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @api.exception_handler(InputError)
     async def _input_error(_request, e: InputError):
@@ -179,8 +190,7 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None):
             src.unlink(missing_ok=True)
             raise InputError(422, f"{name}: empty upload, no audio in it")
         try:
-            feat = await run_in_threadpool(eng().decode, src, name, cfg.max_duration_s,
-                                           cfg.decode_timeout_s)
+            feat = await run_in_threadpool(eng().decode, src, name, cfg.max_duration_s, cfg.decode_timeout_s)
         except BaseException:
             src.unlink(missing_ok=True)
             raise
@@ -193,39 +203,74 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None):
     @api.get("/health", summary="Liveness, catalogue size and load (503: the catalogue is damaged)")
     def health():
         h = eng().health()
-        body = {**h, "token_for_reads": not cfg.open_reads,
-                "writes": bool(cfg.token), "limits": {
-                    "max_upload_mb": cfg.max_upload_mb, "max_duration_s": cfg.max_duration_s,
-                    "decode_timeout_s": cfg.decode_timeout_s, "queue_size": cfg.queue_size}}
+        body = {
+            **h,
+            "token_for_reads": not cfg.open_reads,
+            "writes": bool(cfg.token),
+            "limits": {
+                "max_upload_mb": cfg.max_upload_mb,
+                "max_duration_s": cfg.max_duration_s,
+                "decode_timeout_s": cfg.decode_timeout_s,
+                "queue_size": cfg.queue_size,
+            },
+        }
         return JSONResponse(body, status_code=200 if h["status"] == "ok" else 503)
 
-    @api.post("/identify", dependencies=[Depends(reader)],
-              summary="Which catalogue works does this recording perform?")
-    async def identify(file: UploadFile = File(..., description="a recording in any audio format"),
-                       top: int = Query(10, ge=1, le=100),
-                       segments: bool | None = Query(None, description="which work where; default: "
-                                                     "for recordings longer than 10 minutes"),
-                       alignment: bool = Query(False, description="chunk similarities of the query "
-                                                                 "and its best match"),
-                       rerank: int | None = Query(None, ge=0, le=10_000, description=(
-                           "shortlist length re-ranked by chroma alignment (0 = embedding search "
-                           "alone; default: the service's)")),
-                       rerank_grow_after: int | None = Query(None, ge=0, description=(
-                           "catalogue size beyond which the shortlist grows as rerank * "
-                           "sqrt(size / N) (0 = never; default: the service's)")),
-                       rerank_versions: int | None = Query(None, ge=1, le=100, description=(
-                           "recordings aligned per shortlisted work (default: the service's)"))):
+    @api.post(
+        "/identify",
+        dependencies=[Depends(reader)],
+        summary="Which catalogue works does this recording perform?",
+    )
+    async def identify(
+        file: UploadFile = File(..., description="a recording in any audio format"),
+        top: int = Query(10, ge=1, le=100),
+        segments: bool | None = Query(
+            None, description="which work where; default: for recordings longer than 10 minutes"
+        ),
+        alignment: bool = Query(False, description="chunk similarities of the query and its best match"),
+        rerank: int | None = Query(
+            None,
+            ge=0,
+            le=10_000,
+            description=(
+                "shortlist length re-ranked by chroma alignment (0 = embedding search "
+                "alone; default: the service's)"
+            ),
+        ),
+        rerank_grow_after: int | None = Query(
+            None,
+            ge=0,
+            description=(
+                "catalogue size beyond which the shortlist grows as rerank * "
+                "sqrt(size / N) (0 = never; default: the service's)"
+            ),
+        ),
+        rerank_versions: int | None = Query(
+            None,
+            ge=1,
+            le=100,
+            description=("recordings aligned per shortlisted work (default: the service's)"),
+        ),
+    ):
         (feat, fine), src, name = await _decode_upload(file)
         src.unlink(missing_ok=True)
-        return await eng().on_model_thread(eng().identify, feat, name, top=top, segments=segments,
-                                           alignment=alignment, rerank=rerank,
-                                           rerank_grow_after=rerank_grow_after,
-                                           rerank_versions=rerank_versions, fine=fine)
+        return await eng().on_model_thread(
+            eng().identify,
+            feat,
+            name,
+            top=top,
+            segments=segments,
+            alignment=alignment,
+            rerank=rerank,
+            rerank_grow_after=rerank_grow_after,
+            rerank_versions=rerank_versions,
+            fine=fine,
+        )
 
     @api.get("/works", dependencies=[Depends(reader)], summary="The catalogue's works and their tracks")
     def works(offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)):
         all_works = eng().works()
-        return {"n_works": len(all_works), "offset": offset, "works": all_works[offset:offset + limit]}
+        return {"n_works": len(all_works), "offset": offset, "works": all_works[offset : offset + limit]}
 
     @api.get("/tracks/{track_id}", dependencies=[Depends(reader)], summary="One catalogue track")
     def track(track_id: str):
@@ -234,8 +279,11 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None):
             raise HTTPException(404, f"no track {track_id!r} in the catalogue")
         return info
 
-    @api.get("/tracks/{track_id}/audio", dependencies=[Depends(reader)],
-             summary="The catalogue recording's audio, when the server can reach it")
+    @api.get(
+        "/tracks/{track_id}/audio",
+        dependencies=[Depends(reader)],
+        summary="The catalogue recording's audio, when the server can reach it",
+    )
     def track_audio(track_id: str):
         if eng().track(track_id) is None:
             raise HTTPException(404, f"no track {track_id!r} in the catalogue")
@@ -245,14 +293,17 @@ def create_app(cfg: ServeConfig, engine: Engine | None = None):
         return FileResponse(path)
 
     if cfg.token:
-        @api.post("/tracks", dependencies=[Depends(writer)], status_code=201,
-                  summary="Add a recording to the catalogue (needs the token)")
-        async def add_track(file: UploadFile = File(...), work: str = Form(...),
-                            track_id: str = Form(...)):
+
+        @api.post(
+            "/tracks",
+            dependencies=[Depends(writer)],
+            status_code=201,
+            summary="Add a recording to the catalogue (needs the token)",
+        )
+        async def add_track(file: UploadFile = File(...), work: str = Form(...), track_id: str = Form(...)):
             (feat, fine), src, name = await _decode_upload(file)
             try:
-                return await eng().on_model_thread(eng().add_track, feat, src, track_id, work, name,
-                                                   fine)
+                return await eng().on_model_thread(eng().add_track, feat, src, track_id, work, name, fine)
             finally:
                 src.unlink(missing_ok=True)
 

@@ -143,8 +143,9 @@ class Engine:
         self._decoding = threading.BoundedSemaphore(n_dec)
         self._ctx = multiprocessing.get_context("forkserver")
         # librosa's heavy modules (2-3 s to import) once, not in every decoding child
-        self._ctx.set_forkserver_preload(["coverhunter.stream", "coverhunter.serve.engine",
-                                          "librosa.core.constantq", "librosa.core.pitch"])
+        self._ctx.set_forkserver_preload(
+            ["coverhunter.stream", "coverhunter.serve.engine", "librosa.core.constantq", "librosa.core.pitch"]
+        )
         self._tmp = tempfile.TemporaryDirectory(prefix="coverhunter-serve-", dir=cfg.workdir)
         self.tmp = Path(self._tmp.name)
         self.service_s = 1.0  # moving average of a request's model time (Retry-After)
@@ -156,8 +157,14 @@ class Engine:
         p.start()
         p.join()
         if self._load_problem is None:
-            log.info("serving %s: %d recordings of %d works, model %s on %s", cfg.index,
-                     self.index.meta["n_tracks"], self.index.n_works, self.lm.source, self.device)
+            log.info(
+                "serving %s: %d recordings of %d works, model %s on %s",
+                cfg.index,
+                self.index.meta["n_tracks"],
+                self.index.n_works,
+                self.lm.source,
+                self.device,
+            )
             try:  # the first stage's recurrence index now (read or built), not on the first request
                 self.chroma(self.index).recurrence()
             except (CatalogueError, OSError, ValueError) as e:  # a damaged file: /health says which
@@ -180,8 +187,9 @@ class Engine:
         self._tmp.cleanup()
 
     # -- decoding -----------------------------------------------------------------------
-    def decode(self, src: Path, name: str, max_s: float | None = None,
-               timeout_s: float | None = None) -> tuple[np.ndarray, dict]:
+    def decode(
+        self, src: Path, name: str, max_s: float | None = None, timeout_s: float | None = None
+    ) -> tuple[np.ndarray, dict]:
         """CQT (frames, n_bins) and fine chroma views (``{view: (T, 12)}``) of an uploaded
         file, computed in a child process (blocking).
 
@@ -196,9 +204,11 @@ class Engine:
         max_s = self.cfg.max_duration_s if max_s is None else max_s
         timeout_s = self.cfg.decode_timeout_s if timeout_s is None else timeout_s
         with self._decoding:
-            p = self._ctx.Process(target=_decode_child, daemon=True,
-                                  args=(str(src), str(dst), str(err), self.lm.config.features,
-                                        max_s))
+            p = self._ctx.Process(
+                target=_decode_child,
+                daemon=True,
+                args=(str(src), str(dst), str(err), self.lm.config.features, max_s),
+            )
             p.start()
             p.join(timeout_s)
             if p.is_alive():
@@ -212,7 +222,7 @@ class Engine:
             raise InputError(422, f"{name}: the decoder failed on this file (exit status {p.exitcode})")
         try:
             with np.load(dst) as z:
-                return z["cqt"], {k[len("chroma_"):]: z[k] for k in z.files if k.startswith("chroma_")}
+                return z["cqt"], {k[len("chroma_") :]: z[k] for k in z.files if k.startswith("chroma_")}
         finally:
             dst.unlink(missing_ok=True)
 
@@ -240,9 +250,14 @@ class Engine:
                 raise InputError(503, f"the catalogue cannot be searched: {self._load_problem}") from e
             self._load_problem = None
             if idx is not old:
-                log.info("%s changed on disk (generation %d -> %d): reloaded, %d recordings of %d "
-                         "works", self.cfg.index, old.generation, idx.generation,
-                         idx.meta["n_tracks"], idx.n_works)
+                log.info(
+                    "%s changed on disk (generation %d -> %d): reloaded, %d recordings of %d works",
+                    self.cfg.index,
+                    old.generation,
+                    idx.generation,
+                    idx.meta["n_tracks"],
+                    idx.n_works,
+                )
                 self.index = idx
             return idx
 
@@ -256,10 +271,19 @@ class Engine:
         finally:
             self.service_s = 0.8 * self.service_s + 0.2 * (time.monotonic() - t0)
 
-    def identify(self, feat: np.ndarray, name: str, *, top: int | None = None,
-                 segments: bool | None = None, alignment: bool = False,
-                 rerank: int | None = None, rerank_grow_after: int | None = None,
-                 rerank_versions: int | None = None, fine: dict | None = None) -> dict:
+    def identify(
+        self,
+        feat: np.ndarray,
+        name: str,
+        *,
+        top: int | None = None,
+        segments: bool | None = None,
+        alignment: bool = False,
+        rerank: int | None = None,
+        rerank_grow_after: int | None = None,
+        rerank_versions: int | None = None,
+        fine: dict | None = None,
+    ) -> dict:
         """The answer for one decoded upload (model thread only).
 
         Parameters
@@ -301,21 +325,37 @@ class Engine:
         grow = self.cfg.rerank_grow_after if rerank_grow_after is None else rerank_grow_after
         versions = self.cfg.rerank_versions if rerank_versions is None else rerank_versions
         try:
-            out = identify_embedded(idx, emb, starts, round(len(feat) / fps, 3), win.chunk / fps,
-                                    name, top=top or self.cfg.top, false_alarm=self.cfg.false_alarm,
-                                    segments=segments, feat=feat, chroma=self.chroma(idx),
-                                    rerank=rerank, rerank_grow_after=grow, rerank_versions=versions,
-                                    fine=fine)
+            out = identify_embedded(
+                idx,
+                emb,
+                starts,
+                round(len(feat) / fps, 3),
+                win.chunk / fps,
+                name,
+                top=top or self.cfg.top,
+                false_alarm=self.cfg.false_alarm,
+                segments=segments,
+                feat=feat,
+                chroma=self.chroma(idx),
+                rerank=rerank,
+                rerank_grow_after=grow,
+                rerank_versions=versions,
+                fine=fine,
+            )
         except (CatalogueError, DamagedFileError) as e:  # changed in place since it was loaded
             self._damage = (idx, " ".join(str(e).split()))
             log.error("%s", self._damage[1])
             raise InputError(503, f"the catalogue cannot be searched: {self._damage[1]}") from e
         # matches of a recording too long to search whole come from its segments, unaligned
-        out["search"] = self.search_settings(0 if len(emb) > WHOLE_MAX_CHUNKS else rerank, grow,
-                                             versions, index=idx)
+        out["search"] = self.search_settings(
+            0 if len(emb) > WHOLE_MAX_CHUNKS else rerank, grow, versions, index=idx
+        )
         out["catalogue_generation"] = idx.generation  # the commit of meta.json searched
-        out["catalogue_audio"] = {m["track_id"]: f"/tracks/{m['track_id']}/audio"
-                                  for m in out["matches"] if self.audio_path(m["track_id"])}
+        out["catalogue_audio"] = {
+            m["track_id"]: f"/tracks/{m['track_id']}/audio"
+            for m in out["matches"]
+            if self.audio_path(m["track_id"])
+        }
         if alignment and out["matches"]:
             out["alignment"] = self.alignment(emb, starts, out["matches"][0]["track_id"])
         return out
@@ -323,14 +363,20 @@ class Engine:
     def alignment(self, emb: np.ndarray, starts: list[float], track_id: str) -> dict:
         """Chunk similarities of the query (rows, subsampled past 400) and a catalogue track."""
         t = self.track(track_id)
-        ref = np.asarray(self.index.vectors()[t["row"]:t["row"] + len(t["starts"])])
+        ref = np.asarray(self.index.vectors()[t["row"] : t["row"] + len(t["starts"])])
         step = max(1, math.ceil(len(emb) / MAX_ALIGN_ROWS))
         sim = emb[::step] @ ref.T
-        return {"track_id": track_id, "work": t["work"], "query_starts": list(starts[::step]),
-                "ref_starts": t["starts"], "similarity": np.round(sim, 4).tolist()}
+        return {
+            "track_id": track_id,
+            "work": t["work"],
+            "query_starts": list(starts[::step]),
+            "ref_starts": t["starts"],
+            "similarity": np.round(sim, 4).tolist(),
+        }
 
-    def add_track(self, feat: np.ndarray, src: Path, track_id: str, work: str, name: str,
-                  fine: dict | None = None) -> dict:
+    def add_track(
+        self, feat: np.ndarray, src: Path, track_id: str, work: str, name: str, fine: dict | None = None
+    ) -> dict:
         """Keep an uploaded recording and add it to the catalogue (model thread only)."""
         if not TRACK_ID.match(track_id):
             raise InputError(422, f"track_id {track_id!r}: use 1-128 letters, digits, '_', '.', '+', '-'")
@@ -349,7 +395,8 @@ class Engine:
         src.replace(audio)
         fps = self.lm.config.features.frames_per_second
         track = Track(track_id, str(audio), round(len(feat) / fps, 3), work.strip()).with_extra(
-            feat=str(feat_path))
+            feat=str(feat_path)
+        )
         failed = idx.add(self.lm, [track], self.device, verbose=False)
         self._by_id = None
         if failed:
@@ -357,8 +404,13 @@ class Engine:
         log.info("added %s (%s) from %s", track_id, work, name)
         return self.track_info(track_id)
 
-    def search_settings(self, rerank: int | None = None, grow_after: int | None = None,
-                        versions: int | None = None, index: CatalogueIndex | None = None) -> dict:
+    def search_settings(
+        self,
+        rerank: int | None = None,
+        grow_after: int | None = None,
+        versions: int | None = None,
+        index: CatalogueIndex | None = None,
+    ) -> dict:
         """How a query is searched in this catalogue (``index``, default the one in
         memory): the number of works its shortlist aligns (0: embedding search alone,
         also when the index stores no chroma), the growth threshold behind it and the
@@ -371,8 +423,11 @@ class Engine:
         if setup is None:
             return {"rerank": 0, "rerank_grow_after": None, "rerank_versions": None}
         n = index.meta["n_tracks"]
-        return {"rerank": min(n, rr.shortlist_length(setup[0], n)), "rerank_grow_after": setup[0].grow_after,
-                "rerank_versions": setup[0].versions}
+        return {
+            "rerank": min(n, rr.shortlist_length(setup[0], n)),
+            "rerank_grow_after": setup[0].grow_after,
+            "rerank_versions": setup[0].versions,
+        }
 
     # -- catalogue ----------------------------------------------------------------------
     def chroma(self, index: CatalogueIndex | None = None):
@@ -390,8 +445,12 @@ class Engine:
 
     def track(self, track_id: str) -> dict | None:
         idx = self.current()
-        if self._by_id is None or self._by_id_of is None or self._by_id_of[0] is not idx \
-                or self._by_id_of[1] != idx.generation:
+        if (
+            self._by_id is None
+            or self._by_id_of is None
+            or self._by_id_of[0] is not idx
+            or self._by_id_of[1] != idx.generation
+        ):
             self._by_id = {t["track_id"]: t for t in idx.tracks()}
             self._by_id_of = (idx, idx.generation)
         return self._by_id.get(track_id)
@@ -410,8 +469,12 @@ class Engine:
         t = self.track(track_id)
         if t is None:
             return None
-        info = {"track_id": t["track_id"], "work": t["work"], "n_chunks": len(t["starts"]),
-                "chunk_starts_s": t["starts"]}
+        info = {
+            "track_id": t["track_id"],
+            "work": t["work"],
+            "n_chunks": len(t["starts"]),
+            "chunk_starts_s": t["starts"],
+        }
         if self.audio_path(track_id):
             info["audio_url"] = f"/tracks/{track_id}/audio"
         return info
@@ -431,17 +494,28 @@ class Engine:
             idx = None
         damage = self._damage[1] if self._damage and self._damage[0] is idx else None
         if idx is None or damage:
-            return {"status": "damaged", "problem": self._load_problem or damage,
-                    "model": self.lm.fingerprint, "device": str(self.device)}
+            return {
+                "status": "damaged",
+                "problem": self._load_problem or damage,
+                "model": self.lm.fingerprint,
+                "device": str(self.device),
+            }
         m = idx.meta
-        return {"status": "ok", "tracks": m["n_tracks"], "works": idx.n_works,
-                "generation": idx.generation,
-                "vectors": m["n_vectors"], "calibrated": bool(m.get("calibration")),
-                # whether re-ranked answers take their verdict from the alignment score
-                "calibrated_alignment": bool(idx.alignment_calibration),
-                "model": self.lm.fingerprint, "device": str(self.device),
-                "search": self.search_settings(self.cfg.rerank, self.cfg.rerank_grow_after,
-                                               self.cfg.rerank_versions, index=idx)}
+        return {
+            "status": "ok",
+            "tracks": m["n_tracks"],
+            "works": idx.n_works,
+            "generation": idx.generation,
+            "vectors": m["n_vectors"],
+            "calibrated": bool(m.get("calibration")),
+            # whether re-ranked answers take their verdict from the alignment score
+            "calibrated_alignment": bool(idx.alignment_calibration),
+            "model": self.lm.fingerprint,
+            "device": str(self.device),
+            "search": self.search_settings(
+                self.cfg.rerank, self.cfg.rerank_grow_after, self.cfg.rerank_versions, index=idx
+            ),
+        }
 
 
 __all__ = ["Engine", "ServeConfig", "InputError", "CatalogueError"]
