@@ -1,4 +1,4 @@
-"""Issue 13 item 4: feature extraction split by rank across processes gives the same
+"""Feature extraction split by rank across processes gives the same
 features and lists as one process, resumes per slice, and refuses a bad rank."""
 
 from __future__ import annotations

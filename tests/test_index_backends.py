@@ -1,4 +1,4 @@
-"""Issue 13: an index that grows and shrinks in place, on every backend (faiss exact / HNSW /
+"""An index that grows and shrinks in place, on every backend (faiss exact / HNSW /
 IVF-PQ in the folder, and a real Qdrant in local mode), written by several processes."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from coverhunter.index import CatalogueIndex, build_index, embed_recordings, ran
 from coverhunter.index import faiss_backend as fb
 from coverhunter.index.chroma_store import IndexChroma
 
-from .test_hardening_index import ROOT, feature_list, tiny_model
+from .test_index_integrity import ROOT, feature_list, tiny_model
 
 BACKENDS = ["exact", "hnsw", "ivfpq", "qdrant"]
 

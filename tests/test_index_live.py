@@ -1,4 +1,4 @@
-"""Issue 28: a served catalogue changed, damaged or swapped under its readers, paths written
+"""A served catalogue changed, damaged or swapped under its readers, paths written
 from one folder and read from another, and ``serve``'s start-up errors."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def identify(url: str, y: np.ndarray) -> dict:
     return r.json()
 
 
-# -- item 1: the catalogue changes under a running server ---------------------------------------
+# -- the catalogue changes under a running server ---------------------------------------
 
 
 def test_server_follows_command_line_changes_and_keeps_reranking(catalogue, tmp_path):
@@ -125,7 +125,7 @@ def test_batch_identify_follows_the_index_changed_during_it(catalogue, tmp_path,
     assert best["work"] == "work4" and best["alignment"] is not None  # still re-ranked
 
 
-# -- item 2: damaged chroma and shard files ------------------------------------------------------
+# -- damaged chroma and shard files ------------------------------------------------------
 
 
 def _damage(path: Path, how: str) -> None:
@@ -204,7 +204,7 @@ def test_garbage_track_list_is_named_and_its_recordings_dropped(catalogue, tmp_p
     assert CatalogueIndex.load(catalogue).meta["n_tracks"] == 0  # opens again; add them anew
 
 
-# -- item 3: a build killed between the renames of its swap -------------------------------------
+# -- a build killed between the renames of its swap -------------------------------------
 
 # runs `coverhunter ARGS` with the index folder module's renames counted: SIGKILL before
 # rename number KILL_AT (the swap's renames are the only ones made through that module)
@@ -234,7 +234,7 @@ def test_build_killed_inside_its_swap_is_finished_by_the_next_command(tmp_path, 
 
     from coverhunter.index import CatalogueIndex
 
-    from .test_hardening_index import feature_list, tiny_model
+    from .test_index_integrity import feature_list, tiny_model
 
     model = tiny_model(tmp_path / "model.pt")
     idx = tmp_path / "idx"
@@ -272,7 +272,7 @@ def test_build_killed_inside_its_swap_is_finished_by_the_next_command(tmp_path, 
 def test_index_moved_aside_by_an_older_swap_is_put_back(tmp_path):
     from coverhunter.index import CatalogueIndex
 
-    from .test_hardening_index import feature_list, tiny_model
+    from .test_index_integrity import feature_list, tiny_model
 
     model = tiny_model(tmp_path / "model.pt")
     idx = tmp_path / "idx"
@@ -284,7 +284,7 @@ def test_index_moved_aside_by_an_older_swap_is_put_back(tmp_path):
     assert CatalogueIndex.load(idx).meta["n_tracks"] == 2
 
 
-# -- item 4: paths written from one folder, read from another -----------------------------------
+# -- paths written from one folder, read from another -----------------------------------
 
 
 def test_upload_to_a_relative_index_is_served_from_any_folder(catalogue, tmp_path, monkeypatch):
@@ -310,7 +310,7 @@ def test_upload_to_a_relative_index_is_served_from_any_folder(catalogue, tmp_pat
         assert other.audio_path("w7") == (catalogue / "uploads" / "w7.wav").resolve()
     finally:
         other.close()
-    # item 7: once the track is removed and compacted away, its upload goes too
+    # once the track is removed and compacted away, its upload goes too
     assert sorted(p.name for p in (catalogue / "uploads").iterdir()) == [
         "w7.chroma.npz",
         "w7.cqt.npy",
@@ -324,7 +324,7 @@ def test_upload_to_a_relative_index_is_served_from_any_folder(catalogue, tmp_pat
 def test_relative_audio_dir_and_model_work_from_another_folder(tmp_path, monkeypatch):
     from coverhunter.index import CatalogueIndex
 
-    from .test_hardening_index import tiny_model
+    from .test_index_integrity import tiny_model
 
     work = tmp_path / "work"
     (work / "audio").mkdir(parents=True)
@@ -348,7 +348,7 @@ def test_relative_audio_dir_and_model_work_from_another_folder(tmp_path, monkeyp
     assert all(Path(t["audio"]).is_absolute() and Path(t["audio"]).is_file() for t in idx.tracks())
 
 
-# -- item 5: serve's start-up errors ------------------------------------------------------------
+# -- serve's start-up errors ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("problem", ["no index", "damaged meta.json", "no model"])
@@ -377,7 +377,7 @@ def test_serve_start_up_errors_are_one_line_and_exit_1(catalogue, problem):
     assert last.startswith("coverhunter: error: ") and words in last, r.stderr
 
 
-# -- item 7: more damage named, an empty folder, no unsafe advice -------------------------------
+# -- more damage named, an empty folder, no unsafe advice -------------------------------
 
 
 def test_non_utf8_track_list_names_its_file(catalogue, tmp_path):

@@ -1,5 +1,5 @@
-"""Issue 11: extraction keeps its work across kills and spellings, writes usable paths,
-never lets a real recording collide with a tempo copy (items 9, 10, 15)."""
+"""Extraction keeps its work across kills and path spellings, writes usable paths, and
+never lets a real recording collide with a tempo copy."""
 
 from __future__ import annotations
 

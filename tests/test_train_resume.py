@@ -1,5 +1,5 @@
-"""Issue 11: training survives kills and re-runs, says what it does, and its CLI parses
-the README's forms (items 3, 6, 7, 11, 13, 14, 15, 22)."""
+"""Training survives kills and re-runs, says what it does, and its CLI parses the
+documented forms."""
 
 from __future__ import annotations
 
@@ -80,9 +80,6 @@ def test_checkpoints_respect_the_umask(tmp_path):
         assert p.stat().st_mode & 0o777 == 0o644, p
 
 
-# -- item 6 ------------------------------------------------------------------------------------
-
-
 def test_rerun_of_an_early_stopped_experiment_does_not_train(tmp_path):
     exp = _exp(tmp_path)
     stop = ["optim.learning_rate=0.0", "optim.min_lr=0.0", "optim.patience=1", "optim.max_epochs=5"]
@@ -99,9 +96,6 @@ def test_resume_refuses_a_changed_schedule(tmp_path):
     with pytest.raises(ValueError, match="max_epochs: 2 -> 4"):
         train(exp, overrides=["optim.max_epochs=4"], verbose=False)
     assert train(exp, verbose=False).epochs_run == 2  # same schedule: resumes
-
-
-# -- item 7 ------------------------------------------------------------------------------------
 
 
 def test_coarse_to_fine_realigns_when_the_coarse_model_changes(tmp_path, monkeypatch):
@@ -127,9 +121,6 @@ def test_coarse_to_fine_realigns_when_the_coarse_model_changes(tmp_path, monkeyp
     assert calls == [b"coarse model A", b"coarse model B"]
 
 
-# -- item 11 -----------------------------------------------------------------------------------
-
-
 def test_damaged_last_checkpoint_is_one_line(tmp_path, capsys):
     exp = _exp(tmp_path)
     (exp / "checkpoints").mkdir()
@@ -138,9 +129,6 @@ def test_damaged_last_checkpoint_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(exp / "checkpoints" / "last.pt") in err
     assert "damaged" in err
-
-
-# -- items 13, 14, 22 ----------------------------------------------------------------------------
 
 
 def test_one_v_shows_debug(monkeypatch):
@@ -200,7 +188,7 @@ def test_damaged_best_checkpoint_is_one_line(tmp_path, capsys):
 
 
 def test_damaged_last_checkpoint_message_never_suggests_an_unsafe_load(tmp_path):
-    """Issue 28 item 7: torch's hint that ``weights_only=False`` "will likely succeed" is
+    """Torch's hint that ``weights_only=False`` "will likely succeed" is
     not repeated (it runs whatever code the file holds)."""
     import torch
 

@@ -1,6 +1,5 @@
-"""Issue 11: evaluation says when there is nothing to evaluate and never writes NaN
-(item 8); self-queries exclude themselves by default (item 20); index files respect the
-umask (item 15)."""
+"""Evaluation says when there is nothing to evaluate and never writes NaN; self-queries
+exclude themselves by default; index files respect the umask."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from coverhunter.cli import main
 from coverhunter.index import build_index
 from coverhunter.metrics import evaluate_distances, self_exclusion
 
-from .test_hardening_index import feature_list, tiny_model
+from .test_index_integrity import feature_list, tiny_model
 
 
 def test_evaluate_with_no_usable_query_fails_and_writes_nothing(tmp_path, capsys):

@@ -1,5 +1,5 @@
-"""Issue 11: the catalogue index loses nothing (concurrent adds, failed or killed builds),
-reports damage in one line naming the file, and embeds through the one batched path."""
+"""The catalogue index loses nothing (concurrent adds, failed or killed builds), reports
+damage in one line naming the file, and embeds through the one batched path."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def setup(tmp_path):
     return tmp_path, model
 
 
-# -- item 1: two writers at once ---------------------------------------------------------
+# -- two writers at once ---------------------------------------------------------
 
 
 def test_two_parallel_adds_keep_every_recording(setup):
@@ -129,7 +129,7 @@ def test_two_parallel_adds_keep_every_recording(setup):
     assert len(idx.vectors()) == idx.meta["n_vectors"]
 
 
-# -- items 2 and 4: failed or killed builds ------------------------------------------------
+# -- failed or killed builds ------------------------------------------------
 
 _KILL_DURING_BUILD = """
 import os, signal, sys
@@ -229,7 +229,7 @@ def test_empty_index_is_said_to_be_empty(setup, capsys):
     )
 
 
-# -- item 11: damage is one line naming the file --------------------------------------------
+# -- damage is one line naming the file --------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -264,7 +264,7 @@ def test_damaged_index_is_one_line_naming_the_file(setup, damage, capsys):
     assert len(err.splitlines()) == 1 and str(culprit) in err and "Traceback" not in err
 
 
-# -- item 19: one batched, cached path ------------------------------------------------------
+# -- one batched, cached path ------------------------------------------------------
 
 
 def test_index_embeds_in_batches_through_the_cache(setup, tmp_path):

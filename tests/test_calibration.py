@@ -1,4 +1,4 @@
-"""Issue 11, item 5: calibration statistics against simulated scores with known answers."""
+"""Score calibration (coverhunter.index.calibration) against simulated scores with known answers."""
 
 from __future__ import annotations
 

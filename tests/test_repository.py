@@ -1,6 +1,6 @@
-"""Issue 11: what the repository claims is so (items 16-21): fixtures in the repository,
-the shipped model's recipe, no committed caches, the embedding cache's place and keys, the
-README's figures, the declared dependencies and the torch build choice."""
+"""What the repository claims is so: fixtures in the repository, the shipped model's
+recipe, no committed caches, the embedding cache's place and keys, the README's figures,
+the declared dependencies and the torch build choice."""
 
 from __future__ import annotations
 
@@ -25,9 +25,6 @@ from .conftest import FIXTURES, reference_dir
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# -- item 16 -------------------------------------------------------------------------------
-
-
 def test_parity_fixtures_are_in_the_repository_and_intact():
     assert reference_dir() == FIXTURES or os.environ.get("COVERHUNTER_REFERENCE")
     manifest = json.loads((FIXTURES / "manifest.json").read_text())
@@ -42,8 +39,6 @@ def test_conftest_never_skips_parity_tests():
     text = (ROOT / "tests" / "conftest.py").read_text()
     assert "pytest.skip(" not in text and "shared" not in text
 
-
-# -- item 17 -------------------------------------------------------------------------------
 
 PATH_KEYS = {("data", "train_path"), ("data", "val_path"), ("data", "align_path")}
 
@@ -73,9 +68,6 @@ def test_recipe_does_not_overwrite_the_shipped_model_in_place():
     steps = [line for line in sh.splitlines() if not line.startswith("#")]
     writes = [line for line in steps if "models/default/model.pt" in line]
     assert len(writes) == 1 and writes[0].startswith("cp ") and writes[0] == steps[-1]
-
-
-# -- item 18 -------------------------------------------------------------------------------
 
 
 def test_no_cache_in_the_repository_and_caches_ignored():
@@ -110,9 +102,6 @@ def test_cache_is_keyed_by_feature_content(tmp_path):
     assert cache.get(f) is None
 
 
-# -- item 19 -------------------------------------------------------------------------------
-
-
 def test_readme_figures_without_a_command_are_gone():
     text = (ROOT / "README.md").read_text()
     # the old random-ranking row (MAP 0.129, no command behind it); 0.129 may appear as a
@@ -121,9 +110,6 @@ def test_readme_figures_without_a_command_are_gone():
     assert re.search(r"(?<!\[)\b0\.129\b(?!,)", text) is None
     assert "34 % within 1.5 s" not in text
     assert "MODEL/embed_cache" not in text
-
-
-# -- item 21 -------------------------------------------------------------------------------
 
 
 def test_declared_dependencies():
@@ -192,7 +178,7 @@ def test_setup_refuses_an_unpinned_torch(tmp_path):
 
 
 def test_setup_waits_for_the_dpkg_lock_with_a_bound(tmp_path):
-    """Issue 28 item 6: apt-get waits for a held dpkg lock (DPkg::Lock::Timeout) and the
+    """apt-get waits for a held dpkg lock (DPkg::Lock::Timeout) and the
     set-up says so, instead of failing at once on a freshly booted machine."""
     repo, _, env = _sandbox(tmp_path)
     bin_ = tmp_path / "only"  # a PATH without the synthesizers, so apt-get is asked for them
