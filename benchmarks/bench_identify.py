@@ -11,7 +11,7 @@ the other third are **unknown**. Two versions of every work are queries. The cat
 built with ``coverhunter.index.build_index`` (the code behind ``coverhunter index build``)
 and calibrated on a labelled training-type set (``--calibrate-with``; by default the
 ``--tune`` corpus of ``bench_accuracy``, split "train", seed 1000: never the test corpus),
-then every query goes through ``coverhunter.index.identify``.
+then every query goes through ``coverhunter.identify``.
 
 One row per search: ``identify --rerank 0`` (the embedding alone); the default two-stage
 search, whose verdict comes from the top match's alignment score; with
@@ -48,9 +48,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_accuracy import render  # noqa: E402
 
+from coverhunter import identify  # noqa: E402
 from coverhunter.checkpoint import load_model  # noqa: E402
 from coverhunter.dataset import read_dataset, write_dataset  # noqa: E402
-from coverhunter.index import build_index, identify, p_impostor  # noqa: E402
+from coverhunter.index import build_index, p_impostor  # noqa: E402
 from coverhunter.utils import atomic_write_text  # noqa: E402
 
 log = logging.getLogger("bench_identify")

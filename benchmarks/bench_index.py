@@ -192,9 +192,10 @@ def row(r: dict) -> str:
 def identify_time(model: str, minutes: float = 4.0) -> float:
     import soundfile as sf
 
+    from coverhunter import identify
     from coverhunter.checkpoint import load_model
     from coverhunter.embed import Windowing
-    from coverhunter.index import CatalogueIndex, identify
+    from coverhunter.index import CatalogueIndex
 
     lm = load_model(model)
     cfg = lm.config

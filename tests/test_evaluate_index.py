@@ -19,11 +19,11 @@ from coverhunter.dataset import read_dataset
 from coverhunter.embed import EmbeddingCache, Windowing
 from coverhunter.evaluate import run_evaluation
 from coverhunter.extract import extract_features
+from coverhunter.identify import identify_all as identify
 from coverhunter.index import (
     CatalogueError,
     CatalogueIndex,
     build_index,
-    identify,
     p_impostor,
     probability_same,
 )

@@ -102,9 +102,9 @@ def test_server_follows_command_line_changes_and_keeps_reranking(catalogue, tmp_
 
 
 def test_batch_identify_follows_the_index_changed_during_it(catalogue, tmp_path, monkeypatch):
-    import coverhunter.segments as segments
+    from coverhunter import identify as module
 
-    real, answers = segments.identify_file, []
+    real, answers = module.identify, []
 
     def answer_then_change(*args, **kw):
         answers.append(real(*args, **kw))
@@ -114,15 +114,15 @@ def test_batch_identify_follows_the_index_changed_during_it(catalogue, tmp_path,
                 assert r.returncode == 0, r.stderr
         return answers[-1]
 
-    monkeypatch.setattr(segments, "identify_file", answer_then_change)
+    monkeypatch.setattr(module, "identify", answer_then_change)
     folder = tmp_path / "queries"
     folder.mkdir()
     sf.write(folder / "a.wav", tune(3, 20.0, take=2), SR)
     sf.write(folder / "b.wav", tune(4, 20.0, take=2), SR)
     r = run("identify", folder, "--index", catalogue, "--json")
     assert r.returncode == 0, r.stderr
-    best = answers[1]["matches"][0]
-    assert best["work"] == "work4" and best["alignment"] is not None  # still re-ranked
+    best = answers[1].matches[0]
+    assert best.work == "work4" and best.alignment is not None  # still re-ranked
 
 
 # -- damaged chroma and shard files ------------------------------------------------------

@@ -427,9 +427,9 @@ def _v0_catalogue(tmp_path, lm, tracks):
 
 
 def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
+    from coverhunter import identify
     from coverhunter.checkpoint import load_model
     from coverhunter.dataset import read_dataset
-    from coverhunter.index import identify
 
     data, exp = _tiny_trained(tmp_path, n_versions=2)
     lm = load_model(exp)
@@ -478,15 +478,15 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
         assert (other._stored_summaries != {}) == (patches != (150,))  # 150: not stored, computed
     assert stored.summary(one.track_id) is stored.summary(one.track_id)
     assert stored.summary("no such track") is None
-    # the serving path (segments.whole_matches) answers as identify does
+    # a decoded recording (the service's source) answers as its Track does
+    from coverhunter.identify import IdentifyOptions, Recording
     from coverhunter.index import embed_recordings
-    from coverhunter.segments import whole_matches
 
     q = queries[0]
     ((emb, starts),) = embed_recordings(lm, [q], idx.windowing)
     fine = load_chroma(chroma_path(q.feat), ("c3",))
-    served = whole_matches(idx, emb, starts, 4, feat=np.load(q.feat), fine=fine)
-    assert [m.track_id for m in served] == [m.track_id for m in ranked[0].matches]
+    served = identify.identify(idx, lm, Recording(q.track_id, np.load(q.feat), fine), IdentifyOptions(top=4))
+    assert served.to_dict() == ranked[0].to_dict()
     # a shard written before summaries were stored: they are computed from its chroma
     shard = idx.meta["shards"][0]
     npz = tmp_path / "index" / f"{shard}{R.CHROMA_SUFFIX}"
@@ -621,7 +621,7 @@ def test_summary_projection_is_fitted_stored_and_used(tmp_path):
     store = IndexChroma(tmp_path, [], after.summary_projection)
     assert store.query_summary(chroma).shape == (3,)
     # identify with a projected model: the index's summaries are projected as the query's
-    from coverhunter.index import identify
+    from coverhunter import identify
 
     tracks = read_dataset(data / "full.txt")
     idx = _v0_catalogue(tmp_path, after, tracks)
@@ -637,9 +637,10 @@ def test_query_chroma_is_made_as_the_index_made_its_own(tmp_path, caplog):
     disagree with the others are left out of re-ranking, with a warning."""
     import logging
 
+    from coverhunter import identify
     from coverhunter.checkpoint import load_model
     from coverhunter.dataset import read_dataset
-    from coverhunter.index import CatalogueIndex, identify
+    from coverhunter.index import CatalogueIndex
 
     data, exp = _tiny_trained(tmp_path, n_versions=2)
     lm = load_model(exp)

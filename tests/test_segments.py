@@ -10,8 +10,9 @@ import soundfile as sf
 
 from coverhunter.checkpoint import load_model
 from coverhunter.cli import main
-from coverhunter.index import CatalogueIndex, identify
-from coverhunter.segments import identify_file, viterbi_path
+from coverhunter.identify import IdentifyOptions, identify, identify_all
+from coverhunter.index import CatalogueIndex
+from coverhunter.segments import viterbi_path
 
 from .serve_fixtures import DEFAULT_MODEL, SR, medley, shared_catalogue, tune
 
@@ -34,27 +35,28 @@ def test_medley_of_three_works_gives_three_segments(catalogue, tmp_path):
     path = tmp_path / "medley.flac"
     sf.write(path, medley((1, 4, 2)), SR)
     idx, lm = CatalogueIndex.load(index_dir), load_model(DEFAULT_MODEL)
-    r = identify_file(idx, lm, path, segments=True, block_s=7.0)
-    segs = r["segments"]
-    assert [s["work"] for s in segs] == ["work1", "work4", "work2"], segs
-    assert segs[0]["start_s"] == 0 and segs[-1]["end_s"] == pytest.approx(135, abs=0.1)
+    r = identify(idx, lm, path, IdentifyOptions(segments=True), block_s=7.0)
+    segs = r.segments
+    assert [s.work for s in segs] == ["work1", "work4", "work2"], segs
+    assert segs[0].start_s == 0 and segs[-1].end_s == pytest.approx(135, abs=0.1)
     for s, true_end in zip(segs[:2], (45, 90)):
-        assert abs(s["end_s"] - true_end) < 8  # boundaries within a quarter-chunk or so
-    assert all(s["start_s"] <= s["query_offset_s"] < s["end_s"] for s in segs)
-    assert len(r["matches"]) == 5  # the whole recording's answer, as identify gives it
+        assert abs(s.end_s - true_end) < 8  # boundaries within a quarter-chunk or so
+    assert all(s.start_s <= s.query_offset_s < s.end_s for s in segs)
+    assert len(r.matches) == 5  # the whole recording's answer, as without segments
+    assert r.matches == identify(idx, lm, path, block_s=7.0).matches
 
 
-def test_streamed_identify_agrees_with_identify(catalogue, tmp_path):
+def test_block_size_of_the_decoding_does_not_change_the_answer(catalogue, tmp_path):
     _, index_dir = catalogue
     path = tmp_path / "q.wav"
     sf.write(path, tune(3, 50.0, noise=0.01), SR)
     idx, lm = CatalogueIndex.load(index_dir), load_model(DEFAULT_MODEL)
-    ref = identify(idx, lm, [path])[0]
-    got = identify_file(idx, lm, path, block_s=3.0)
-    scores = {m["work"]: m["score"] for m in got["matches"]}
+    (ref,) = identify_all(idx, lm, [path])
+    got = identify(idx, lm, path, block_s=3.0)
+    scores = {m.work: m.score for m in got.matches}
     assert scores.keys() == {m.work for m in ref.matches}  # near-ties may swap places
     assert all(abs(scores[m.work] - m.score) < 2e-3 for m in ref.matches)
-    assert got["matches"][0]["work"] == "work3" and got["duration_s"] == pytest.approx(50, abs=0.1)
+    assert got.matches[0].work == "work3" and got.duration_s == pytest.approx(50, abs=0.1)
 
 
 def test_cli_segments_json(catalogue, tmp_path, capsys):

@@ -5,7 +5,12 @@ The public API::
     lm = load_model(path)                    # ours or the original's checkpoints
     emb, starts = embed_audio(lm, "a.mp3")   # unit chunk embeddings and their start times
     index = CatalogueIndex.load("cat/")
-    results = identify(index, lm, ["a.mp3"])
+    results = identify(index, lm, ["a.mp3"])  # a QueryResult per recording
+
+``coverhunter.identify`` is the module :mod:`coverhunter.identify`, callable as above (its
+:func:`~coverhunter.identify.identify_all`); ``identify.identify(index, lm, "a.mp3",
+identify.IdentifyOptions(top=5, segments=True))`` answers one recording with the options
+every surface (command line, service) uses.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ _LAZY = {
     "CatalogueIndex": "index",
     "Match": "index",
     "build_index": "index",
-    "identify": "index",
+    "identify": "identify",  # the module itself, callable (see the docstring)
     "EvalReport": "metrics",
     "evaluate_distances": "metrics",
 }
@@ -37,7 +42,8 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return module if _LAZY[name] == name else getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -375,68 +375,40 @@ def cmd_index_calibrate(args) -> int:
 
 
 def cmd_identify(args) -> int:
+    """Files and folders, each through ``identify.identify``: printed, or one JSON line per
+    file appended to ``--output`` (resumable, ``batch``)."""
     import json
 
-    from .index import CatalogueIndex, format_result, identify
+    from .batch import audio_files, identify_batch
+    from .identify import IdentifyOptions, identify
+    from .index import CatalogueIndex, format_result
+    from .index.chroma_store import IndexChroma
 
     idx = CatalogueIndex.load(args.index)
     if args.model is None:
         args.model = Path(idx.meta["model"])
     lm, device = _load(args)
-    approx = {"auto": None, "exact": False, "approximate": True}[args.search]
-    if args.segments or args.output or args.recursive or any(p.is_dir() for p in args.audio):
-        return _identify_files(args, idx, lm, device, approx)
-    results = identify(
-        idx,
-        lm,
-        args.audio,
+    options = IdentifyOptions(
         top=args.top,
         false_alarm=args.false_alarm,
-        device=device,
-        approximate=approx,
         rerank=args.rerank,
         rerank_grow_after=args.rerank_grow_after,
         rerank_versions=args.rerank_versions,
-    )
-    if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
-    else:
-        for r in results:
-            print(format_result(r))
-    return 1 if any(r.error for r in results) else 0
-
-
-def _identify_files(args, idx, lm, device, approx) -> int:
-    """Folders, long recordings and segments: decoded in blocks, answers to --output (resumable)."""
-    import functools
-    import json
-
-    from .batch import audio_files, identify_batch
-    from .index import QueryResult, format_result
-    from .segments import format_segments, identify_file
-
-    search = functools.partial(
-        identify_file,
-        lm=lm,
-        top=args.top,
-        false_alarm=args.false_alarm,
         segments=args.segments,
-        device=device,
-        approximate=approx,
-        rerank=getattr(args, "rerank", None),
-        rerank_grow_after=getattr(args, "rerank_grow_after", None),
-        rerank_versions=getattr(args, "rerank_versions", None),
+        approximate={"auto": None, "exact": False, "approximate": True}[args.search],
     )
-    current = [idx]
+    current = [idx, IndexChroma.of(idx, lm.summary_projection)]
 
     def answer(path):
         # a long batch follows the index as other processes change it (one stat per file)
-        current[0] = current[0].fresh()
-        return search(current[0], path=path)
+        fresh = current[0].fresh()
+        if fresh is not current[0]:
+            current[:] = [fresh, IndexChroma.of(fresh, lm.summary_projection)]
+        return identify(current[0], lm, path, options, device=device, chroma=current[1])
 
     files = audio_files(args.audio, args.recursive)
     if args.output:
-        report = identify_batch(files, args.output, answer)
+        report = identify_batch(files, args.output, lambda path: answer(path).to_dict())
         log.info(
             "%d answered, %d already answered, %d failed -> %s",
             report.answered,
@@ -449,19 +421,11 @@ def _identify_files(args, idx, lm, device, approx) -> int:
         return 1 if report.failed else 0
     results = [answer(f) for f in files]
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
-        from .index import Match
-
         for r in results:
-            print(
-                format_result(
-                    QueryResult(r["query"], [Match(**m) for m in r["matches"]], r["verdict"], r["error"])
-                )
-            )
-            if r.get("segments"):
-                print(format_segments(r["segments"]))
-    return 1 if any(r["error"] for r in results) else 0
+            print(format_result(r))
+    return 1 if any(r.error for r in results) else 0
 
 
 def cmd_serve(args) -> int:

@@ -67,7 +67,8 @@ def _identify_demo(out_dir: Path, exp: Path, data_dir: Path) -> list:
     """Index the test works without their last version, then identify those versions and
     one recording of a training work (absent from the catalogue)."""
     from .checkpoint import load_model
-    from .index import build_index, identify
+    from .identify import identify_all
+    from .index import build_index
 
     test = read_dataset(data_dir / "test.txt")
     by_work: dict[str, list] = {}
@@ -84,7 +85,7 @@ def _identify_demo(out_dir: Path, exp: Path, data_dir: Path) -> list:
         log.warning("index not calibrated: %s", e)
     stranger = read_dataset(data_dir / "train.txt")[0]
     queries = [t.audio for t in held_out[:3]] + [stranger.audio]
-    results = identify(idx, lm, queries, top=3)
+    results = identify_all(idx, lm, queries, top=3)
     truth = {t.audio: t.work for t in held_out[:3]}
     truth[stranger.audio] = None
     return [(r, truth[r.query]) for r in results]

@@ -1,6 +1,6 @@
 """The catalogue index: which works does a recording perform?
 
-Modules, imports flowing down: ``catalogue`` (the index, ``identify``, ``build_index``)
+Modules, imports flowing down: ``catalogue`` (the index, ``build_index``)
 -> ``faiss_backend`` / ``qdrant_backend`` (search engines), ``search`` (exact search,
 shortlist clean-up), ``folder`` (files, lock, swap), ``shard`` (rank slices),
 ``embedding``, ``calibration`` -> ``results``; ``repair`` (damaged shard files) sits
@@ -20,22 +20,22 @@ from .catalogue import (
     CatalogueIndex,
     build_index,
     build_shard,
-    identify,
 )
 from .embedding import embed_recording, embed_recordings, recording_features, tracks_from_folder
 from .repair import RepairReport, repair_index
-from .results import CatalogueError, Match, QueryResult, format_result
+from .results import CatalogueError, Match, QueryResult, Segment, format_result, format_segments
 from .shard import rank_slice, resolve_rank
 
 __all__ = [
     "CatalogueIndex",
     "Match",
     "QueryResult",
-    "identify",
+    "Segment",
     "build_index",
     "build_shard",
     "CatalogueError",
     "format_result",
+    "format_segments",
     "fit_calibration",
     "probability_same",
     "p_impostor",

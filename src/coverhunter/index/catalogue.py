@@ -60,7 +60,7 @@ from .calibration import (
 )
 from .embedding import embed_recordings, tracks_from_folder
 from .qdrant_backend import QdrantStore, new_collection_name
-from .results import CatalogueError, Match, QueryResult
+from .results import CatalogueError, Match
 from .search import RowView, clean_shortlist, exact_search
 from .shard import rank_slice, resolve_rank
 
@@ -891,75 +891,6 @@ def _delete_uploads(root: Path, dropped: list[dict], live: list[dict]) -> None:
             (uploads / name).unlink(missing_ok=True)
 
 
-def identify(
-    index: CatalogueIndex,
-    lm: LoadedModel,
-    audio: list,
-    *,
-    top: int = 10,
-    false_alarm: float = 0.01,
-    device="cpu",
-    approximate: bool | None = None,
-    cache: EmbeddingCache | None = None,
-    rerank: int | None = None,
-    rerank_grow_after: int | None = None,
-    rerank_versions: int | None = None,
-) -> list[QueryResult]:
-    """Identify the works that each recording performs (paths, or Tracks with features).
-
-    With ``rerank`` > 0 (default :data:`coverhunter.rerank.DEFAULT_K`) and an index that
-    stores chroma, ``rerank`` works chosen among the embedding's best
-    :data:`coverhunter.rerank.DEFAULT_POOL` (with the 2D Fourier summary) are re-ordered by
-    chroma alignment (:func:`coverhunter.rerank.rerank_matches`); 0 turns it off. In a
-    catalogue of more than ``rerank_grow_after`` recordings (default
-    :data:`coverhunter.rerank.DEFAULT_GROW_AFTER`; 0 = never) the shortlist grows
-    (:func:`coverhunter.rerank.shortlist_length`). Up to ``rerank_versions`` recordings of
-    each shortlisted work are aligned (default :data:`coverhunter.rerank.DEFAULT_VERSIONS`),
-    and the work scores the best.
-
-    Raises
-    ------
-    CatalogueError
-        The index is empty or was built with another model.
-    """
-    index.check_model(lm)
-    index.check_not_empty()
-    from .. import rerank as rr
-    from .chroma_store import catalogue_reranking
-
-    setup = catalogue_reranking(
-        index, rerank, rerank_grow_after, projection=lm.summary_projection, versions=rerank_versions
-    )
-    rr_cfg, stored = setup or (None, None)
-    q_chroma = None if setup is None else {}
-    out = []
-    embs = embed_recordings(
-        lm,
-        list(audio),
-        index.windowing,
-        device,
-        cache,
-        on_features=None
-        if q_chroma is None
-        else lambda i, f, fine: q_chroma.__setitem__(i, stored.query_features(f, fine)),
-        views=() if stored is None else stored.fine_views,
-    )
-    for i, (a, (emb, starts)) in enumerate(zip(audio, embs)):
-        name = a.track_id if isinstance(a, Track) else str(a)
-        if emb is None:
-            out.append(QueryResult(name, [], "error", starts))
-            continue
-        if q_chroma is None:
-            matches = index.search(emb, starts, top, approximate)
-        else:
-            matches = rr.search_reranked(index, emb, starts, top, q_chroma[i], stored, rr_cfg, approximate)
-        verdict = ""
-        if matches and matches[0].p_value is not None:
-            verdict = "match" if matches[0].p_value <= false_alarm else "no cover in the catalogue"
-        out.append(QueryResult(name, matches, verdict))
-    return out
-
-
 def _build_tracks(dataset, folder) -> list[Track]:
     if (dataset is None) == (folder is None):
         raise ValueError("give exactly one of a dataset list or an audio folder")
@@ -1087,7 +1018,6 @@ def _windowing(lm: LoadedModel) -> Windowing:
 
 __all__ = [
     "CatalogueIndex",
-    "identify",
     "build_index",
     "build_shard",
     "BACKENDS",

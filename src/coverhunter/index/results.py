@@ -1,4 +1,5 @@
-"""What an index answers: matches per query, their text form, and the index's one error."""
+"""What an index answers: matches per query, segments of a long one, their text form, and the
+index's one error."""
 
 from __future__ import annotations
 
@@ -26,24 +27,55 @@ class Match:
     alignment: float | None = None  # chroma alignment score (Qmax / sqrt(NM)) when re-ranked
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A time range of the query and the work performed there."""
+
+    start_s: float
+    end_s: float
+    work: str
+    track_id: str
+    score: float  # best chunk-pair similarity inside the range
+    query_offset_s: float  # start of the best chunk in the query
+    ref_offset_s: float  # start of the matching chunk in the catalogue track
+    probability: float | None = None
+    p_value: float | None = None
+    verdict: str = ""
+
+
 @dataclass
 class QueryResult:
+    """The answer for one recording (:func:`coverhunter.identify.identify`).
+
+    ``to_dict`` is the JSON object every surface gives (``identify --json``, a line of
+    ``identify --output``, ``POST /identify``): ``query``, ``verdict``, ``error``,
+    ``matches``, then ``duration_s`` when the recording was read, and ``segments`` when
+    they were asked for. Surfaces add their own keys around it.
+    """
+
     query: str
     matches: list[Match]
-    verdict: str = ""  # "match" or "no cover in the catalogue" (with calibration)
+    verdict: str = ""  # "match", "no cover in the catalogue" (with calibration) or "error"
     error: str | None = None
+    duration_s: float | None = None  # seconds of audio searched; None when it was not read
+    segments: list[Segment] | None = None  # which work where, when asked for
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "query": self.query,
             "verdict": self.verdict,
             "error": self.error,
             "matches": [asdict(m) for m in self.matches],
         }
+        if self.duration_s is not None:
+            out["duration_s"] = self.duration_s
+        if self.segments is not None:
+            out["segments"] = [asdict(s) for s in self.segments]
+        return out
 
 
 def format_result(r: QueryResult) -> str:
-    """A query's answer as a small text table."""
+    """A query's answer as a small text table, then its segments' (when it has any)."""
     lines = [f"{r.query}" + (f"  [{r.verdict}]" if r.verdict else "")]
     if r.error:
         return lines[0] + f"\n  error: {r.error}"
@@ -63,4 +95,19 @@ def format_result(r: QueryResult) -> str:
             f"  {i:>2}  {m.score:6.3f}  {al}{cal}{m.query_offset_s:8.1f}  {m.ref_offset_s:7.1f}  "
             f"{m.work} ({m.track_id})"
         )
+    if r.segments:
+        lines.append(format_segments(r.segments))
+    return "\n".join(lines)
+
+
+def format_segments(segs: list[Segment]) -> str:
+    """Segments as a small text table (times as m:ss)."""
+
+    def t(s):
+        return f"{int(s // 60)}:{s % 60:04.1f}"
+
+    lines = [f"  {'from':>7}  {'to':>7}  {'score':>6}  verdict / work (track)"]
+    for s in segs:
+        v = f"[{s.verdict}] " if s.verdict else ""
+        lines.append(f"  {t(s.start_s):>7}  {t(s.end_s):>7}  {s.score:6.3f}  {v}{s.work} ({s.track_id})")
     return "\n".join(lines)

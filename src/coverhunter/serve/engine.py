@@ -30,9 +30,9 @@ from ..checkpoint import load_model
 from ..chroma import CHROMA_SPEC, chroma_path, fine_views, save_chroma
 from ..config import FeatureConfig
 from ..dataset import Track
+from ..identify import IdentifyOptions, Recording, embed_query, identify, search_settings
 from ..index import CatalogueError, CatalogueIndex
 from ..inputs import require_cqt_input
-from ..segments import WHOLE_MAX_CHUNKS, embed_features, identify_embedded
 from ..utils import DamagedFileError, resolve_device
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,19 @@ class ServeConfig:
                 raise ValueError(f"serve {key.replace('_', '-')} must be >= 0 (0 = off), got {v}")
         if self.rerank_versions is not None and self.rerank_versions < 1:
             raise ValueError(f"serve rerank-versions must be >= 1, got {self.rerank_versions}")
+
+    def identify_options(self) -> IdentifyOptions:
+        """The service's default search (a request overrides parts of it): segments for
+        recordings longer than ``segments_after_s``."""
+        return IdentifyOptions(
+            top=self.top,
+            false_alarm=self.false_alarm,
+            rerank=self.rerank,
+            rerank_grow_after=self.rerank_grow_after,
+            rerank_versions=self.rerank_versions,
+            segments=None,
+            segments_after_s=self.segments_after_s,
+        )
 
 
 class InputError(Exception):
@@ -314,42 +327,24 @@ class Engine:
             file, named).
         """
         idx = self.current()
-        if idx.meta["n_vectors"] == 0:
+        if idx.meta["n_tracks"] == 0:
             raise InputError(409, "the catalogue is empty: add recordings first")
-        fps = self.lm.config.features.frames_per_second
-        if segments is None:
-            segments = len(feat) / fps > self.cfg.segments_after_s
-        win = idx.windowing
-        emb, starts = embed_features(self.lm, feat, win, self.device)
-        rerank = self.cfg.rerank if rerank is None else rerank
-        grow = self.cfg.rerank_grow_after if rerank_grow_after is None else rerank_grow_after
-        versions = self.cfg.rerank_versions if rerank_versions is None else rerank_versions
+        options = self.cfg.identify_options().but(
+            top=top,
+            segments=segments,
+            rerank=rerank,
+            rerank_grow_after=rerank_grow_after,
+            rerank_versions=rerank_versions,
+        )
+        rec = embed_query(self.lm, Recording(name, feat, fine), idx.windowing, self.device)
+        chroma = self.chroma(idx)
         try:
-            out = identify_embedded(
-                idx,
-                emb,
-                starts,
-                round(len(feat) / fps, 3),
-                win.chunk / fps,
-                name,
-                top=top or self.cfg.top,
-                false_alarm=self.cfg.false_alarm,
-                segments=segments,
-                feat=feat,
-                chroma=self.chroma(idx),
-                rerank=rerank,
-                rerank_grow_after=grow,
-                rerank_versions=versions,
-                fine=fine,
-            )
+            out = identify(idx, self.lm, rec, options, device=self.device, chroma=chroma).to_dict()
         except (CatalogueError, DamagedFileError) as e:  # changed in place since it was loaded
             self._damage = (idx, " ".join(str(e).split()))
             log.error("%s", self._damage[1])
             raise InputError(503, f"the catalogue cannot be searched: {self._damage[1]}") from e
-        # matches of a recording too long to search whole come from its segments, unaligned
-        out["search"] = self.search_settings(
-            0 if len(emb) > WHOLE_MAX_CHUNKS else rerank, grow, versions, index=idx
-        )
+        out["search"] = search_settings(idx, self.lm, options, chroma, n_chunks=len(rec.emb))
         out["catalogue_generation"] = idx.generation  # the commit of meta.json searched
         out["catalogue_audio"] = {
             m["track_id"]: f"/tracks/{m['track_id']}/audio"
@@ -357,7 +352,7 @@ class Engine:
             if self.audio_path(m["track_id"])
         }
         if alignment and out["matches"]:
-            out["alignment"] = self.alignment(emb, starts, out["matches"][0]["track_id"])
+            out["alignment"] = self.alignment(rec.emb, rec.starts, out["matches"][0]["track_id"])
         return out
 
     def alignment(self, emb: np.ndarray, starts: list[float], track_id: str) -> dict:
@@ -403,31 +398,6 @@ class Engine:
             raise InputError(422, f"{name}: not added ({failed[0][1]})")
         log.info("added %s (%s) from %s", track_id, work, name)
         return self.track_info(track_id)
-
-    def search_settings(
-        self,
-        rerank: int | None = None,
-        grow_after: int | None = None,
-        versions: int | None = None,
-        index: CatalogueIndex | None = None,
-    ) -> dict:
-        """How a query is searched in this catalogue (``index``, default the one in
-        memory): the number of works its shortlist aligns (0: embedding search alone,
-        also when the index stores no chroma), the growth threshold behind it and the
-        recordings aligned per work."""
-        from .. import rerank as rr
-        from ..index.chroma_store import catalogue_reranking
-
-        index = index or self.index
-        setup = catalogue_reranking(index, rerank, grow_after, self.chroma(index), versions=versions)
-        if setup is None:
-            return {"rerank": 0, "rerank_grow_after": None, "rerank_versions": None}
-        n = index.meta["n_tracks"]
-        return {
-            "rerank": min(n, rr.shortlist_length(setup[0], n)),
-            "rerank_grow_after": setup[0].grow_after,
-            "rerank_versions": setup[0].versions,
-        }
 
     # -- catalogue ----------------------------------------------------------------------
     def chroma(self, index: CatalogueIndex | None = None):
@@ -512,9 +482,7 @@ class Engine:
             "calibrated_alignment": bool(idx.alignment_calibration),
             "model": self.lm.fingerprint,
             "device": str(self.device),
-            "search": self.search_settings(
-                self.cfg.rerank, self.cfg.rerank_grow_after, self.cfg.rerank_versions, index=idx
-            ),
+            "search": search_settings(idx, self.lm, self.cfg.identify_options(), self.chroma(idx)),
         }
 
 
