@@ -19,7 +19,7 @@ from coverhunter.dataset import read_dataset
 from coverhunter.embed import EmbeddingCache, Windowing
 from coverhunter.evaluate import run_evaluation
 from coverhunter.extract import extract_features
-from coverhunter.identify import identify_all as identify
+from coverhunter.identification import identify_all as identify
 from coverhunter.index import (
     CatalogueError,
     CatalogueIndex,

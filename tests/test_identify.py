@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from dataclasses import replace
 
 import pytest
@@ -14,7 +13,7 @@ import soundfile as sf
 import coverhunter as ch
 from coverhunter.checkpoint import load_model
 from coverhunter.cli import main
-from coverhunter.identify import IdentifyOptions, identify, verdict
+from coverhunter.identification import IdentifyOptions, identify, verdict
 from coverhunter.index import CatalogueIndex
 
 from .serve_fixtures import DEFAULT_MODEL, SR, shared_catalogue, tune
@@ -130,9 +129,9 @@ def test_options_are_checked_and_overridden_by_what_is_given():
         ch.identify(None, None, [], cache=object())  # a setting identify does not have
 
 
-def test_coverhunter_identify_is_callable_whatever_was_imported_first():
-    """``coverhunter.identify`` is the module (importing it binds that name on the package)
-    and calls its list form, so ``ch.identify(index, lm, paths)`` keeps working."""
-    module = importlib.import_module("coverhunter.identify")
-    assert ch.identify is module is sys.modules["coverhunter.identify"]
-    assert callable(ch.identify) and ch.identify.identify is identify
+def test_coverhunter_identify_is_the_list_form_whatever_was_imported_first():
+    """``coverhunter.identify(index, lm, paths)`` keeps its list form, also once the
+    module :mod:`coverhunter.identification` is imported."""
+    module = importlib.import_module("coverhunter.identification")
+    assert ch.identify is module.identify_all and ch.IdentifyOptions is IdentifyOptions
+    assert module.identify is identify

@@ -18,7 +18,7 @@ from coverhunter.checkpoint import load_model, save_checkpoint
 from coverhunter.cli import main
 from coverhunter.config import load_config
 from coverhunter.dataset import read_dataset
-from coverhunter.identify import identify_all as identify
+from coverhunter.identification import identify_all as identify
 from coverhunter.index import CatalogueError, CatalogueIndex, build_index
 from coverhunter.losses import CoverLoss
 from coverhunter.model import CoverHunter

@@ -102,7 +102,7 @@ def test_server_follows_command_line_changes_and_keeps_reranking(catalogue, tmp_
 
 
 def test_batch_identify_follows_the_index_changed_during_it(catalogue, tmp_path, monkeypatch):
-    from coverhunter import identify as module
+    from coverhunter import identification as module
 
     real, answers = module.identify, []
 

@@ -479,13 +479,14 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     assert stored.summary(one.track_id) is stored.summary(one.track_id)
     assert stored.summary("no such track") is None
     # a decoded recording (the service's source) answers as its Track does
-    from coverhunter.identify import IdentifyOptions, Recording
+    from coverhunter.identification import IdentifyOptions, Recording
+    from coverhunter.identification import identify as identify_one
     from coverhunter.index import embed_recordings
 
     q = queries[0]
     ((emb, starts),) = embed_recordings(lm, [q], idx.windowing)
     fine = load_chroma(chroma_path(q.feat), ("c3",))
-    served = identify.identify(idx, lm, Recording(q.track_id, np.load(q.feat), fine), IdentifyOptions(top=4))
+    served = identify_one(idx, lm, Recording(q.track_id, np.load(q.feat), fine), IdentifyOptions(top=4))
     assert served.to_dict() == ranked[0].to_dict()
     # a shard written before summaries were stored: they are computed from its chroma
     shard = idx.meta["shards"][0]

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from coverhunter.checkpoint import load_model
 from coverhunter.cli import main
-from coverhunter.identify import IdentifyOptions, identify, identify_all
+from coverhunter.identification import IdentifyOptions, identify, identify_all
 from coverhunter.index import CatalogueIndex
 from coverhunter.segments import viterbi_path
 

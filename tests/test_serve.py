@@ -17,7 +17,7 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from coverhunter.checkpoint import load_model  # noqa: E402
-from coverhunter.identify import identify_all as identify  # noqa: E402
+from coverhunter.identification import identify_all as identify  # noqa: E402
 from coverhunter.index import CatalogueIndex  # noqa: E402
 from coverhunter.serve import ServeConfig, create_app  # noqa: E402
 from coverhunter.serve.engine import Engine  # noqa: E402

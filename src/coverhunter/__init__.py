@@ -7,10 +7,11 @@ The public API::
     index = CatalogueIndex.load("cat/")
     results = identify(index, lm, ["a.mp3"])  # a QueryResult per recording
 
-``coverhunter.identify`` is the module :mod:`coverhunter.identify`, callable as above (its
-:func:`~coverhunter.identify.identify_all`); ``identify.identify(index, lm, "a.mp3",
-identify.IdentifyOptions(top=5, segments=True))`` answers one recording with the options
-every surface (command line, service) uses.
+``identify`` is :func:`coverhunter.identification.identify_all`; one recording with the
+options every surface (command line, service) uses::
+
+    from coverhunter.identification import IdentifyOptions, identify
+    result = identify(index, lm, "a.mp3", IdentifyOptions(top=5, segments=True))
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ _LAZY = {
     "CatalogueIndex": "index",
     "Match": "index",
     "build_index": "index",
-    "identify": "identify",  # the module itself, callable (see the docstring)
+    "identify": "identification",  # identify_all, the list form (see the docstring)
+    "IdentifyOptions": "identification",
     "EvalReport": "metrics",
     "evaluate_distances": "metrics",
 }
@@ -43,7 +45,7 @@ _LAZY = {
 def __getattr__(name: str):
     if name in _LAZY:
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        return module if _LAZY[name] == name else getattr(module, name)
+        return getattr(module, "identify_all" if name == "identify" else name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -78,6 +80,7 @@ __all__ = [
     "Match",
     "build_index",
     "identify",
+    "IdentifyOptions",
     "EvalReport",
     "evaluate_distances",
     "LoadedModel",

@@ -1,7 +1,7 @@
 """Identify every recording of a folder into a JSON-lines file, resumably.
 
 Each answer is appended to the output as one line (``identify --json``'s object,
-``QueryResult.to_dict`` of :func:`coverhunter.identify.identify`, after ``path``, ``size``
+``QueryResult.to_dict`` of :func:`coverhunter.identification.identify`, after ``path``, ``size``
 and ``mtime_ns`` of the file) and flushed to disk before the next
 file starts. A re-run reads the output first and skips every file already answered
 with the same size and modification time; files that failed are tried again. The last
@@ -94,7 +94,7 @@ def identify_batch(files: list[Path], output: Path, answer: Callable[[Path], dic
     output : Path
         JSON-lines file, created or extended.
     answer : callable
-        path -> answer dict: ``identify.identify(index, lm, path, options).to_dict()``
+        path -> answer dict: ``identification.identify(index, lm, path, options).to_dict()``
         (``coverhunter identify --output`` binds the index, which it follows as it
         changes, the model and the options); an answer with ``error`` counts as failed
         and is retried by the next run.

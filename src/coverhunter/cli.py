@@ -375,12 +375,12 @@ def cmd_index_calibrate(args) -> int:
 
 
 def cmd_identify(args) -> int:
-    """Files and folders, each through ``identify.identify``: printed, or one JSON line per
+    """Files and folders, each through ``identification.identify``: printed, or one JSON line per
     file appended to ``--output`` (resumable, ``batch``)."""
     import json
 
     from .batch import audio_files, identify_batch
-    from .identify import IdentifyOptions, identify
+    from .identification import IdentifyOptions, identify
     from .index import CatalogueIndex, format_result
     from .index.chroma_store import IndexChroma
 

@@ -67,7 +67,7 @@ def _identify_demo(out_dir: Path, exp: Path, data_dir: Path) -> list:
     """Index the test works without their last version, then identify those versions and
     one recording of a training work (absent from the catalogue)."""
     from .checkpoint import load_model
-    from .identify import identify_all
+    from .identification import identify_all
     from .index import build_index
 
     test = read_dataset(data_dir / "test.txt")

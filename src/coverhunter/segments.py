@@ -1,6 +1,6 @@
 """Which works are performed where: recordings of any length, medleys, concerts, DJ mixes.
 
-:func:`coverhunter.identify.identify` hands the chunk embeddings of a recording (cut into
+:func:`coverhunter.identification.identify` hands the chunk embeddings of a recording (cut into
 the index's chunk windows and embedded in batches, memory bounded by the (frames, 96) CQT,
 69 MB for 2 hours) to :func:`find_segments`:
 
@@ -158,7 +158,7 @@ def find_segments(
     -------
     list of Segment
         In time order, covering [0, duration_s]; neighbours never share a work. Their
-        ``verdict`` is empty: :func:`coverhunter.identify.identify` gives it.
+        ``verdict`` is empty: :func:`coverhunter.identification.identify` gives it.
     """
     if len(emb) == 0 or index.meta["n_vectors"] == 0:
         return []

@@ -45,7 +45,7 @@ class Segment:
 
 @dataclass
 class QueryResult:
-    """The answer for one recording (:func:`coverhunter.identify.identify`).
+    """The answer for one recording (:func:`coverhunter.identification.identify`).
 
     ``to_dict`` is the JSON object every surface gives (``identify --json``, a line of
     ``identify --output``, ``POST /identify``): ``query``, ``verdict``, ``error``,

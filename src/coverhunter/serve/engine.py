@@ -30,7 +30,7 @@ from ..checkpoint import load_model
 from ..chroma import CHROMA_SPEC, chroma_path, fine_views, save_chroma
 from ..config import FeatureConfig
 from ..dataset import Track
-from ..identify import IdentifyOptions, Recording, embed_query, identify, search_settings
+from ..identification import IdentifyOptions, Recording, embed_query, identify, search_settings
 from ..index import CatalogueError, CatalogueIndex
 from ..inputs import require_cqt_input
 from ..utils import DamagedFileError, resolve_device

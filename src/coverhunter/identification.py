@@ -18,9 +18,8 @@ line and the service start from. A :class:`coverhunter.index.QueryResult` is the
 its ``to_dict`` is the JSON each surface gives (the service and ``--output`` add their own
 keys around it).
 
-The package name ``coverhunter.identify`` is this module, and it is callable:
-``coverhunter.identify(index, lm, [paths])`` is :func:`identify_all` (a list of
-QueryResult, as before this module existed).
+The package-level ``coverhunter.identify(index, lm, [paths])`` is :func:`identify_all`
+(a list of QueryResult, as before this module existed).
 
 Imports ``index`` and ``segments`` (never imported by them).
 """
@@ -28,8 +27,6 @@ Imports ``index`` and ``segments`` (never imported by them).
 from __future__ import annotations
 
 import logging
-import sys
-import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -437,15 +434,6 @@ def identify_all(
     chroma = IndexChroma.of(index, lm.summary_projection)  # read once for every source
     return [identify(index, lm, s, options, device=device, chroma=chroma) for s in sources]
 
-
-class _CallableModule(types.ModuleType):
-    """``coverhunter.identify`` is both this module and the list form of :func:`identify`."""
-
-    def __call__(self, index, lm, sources, options=None, **kw) -> list[QueryResult]:
-        return identify_all(index, lm, sources, options, **kw)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = [
     "IdentifyOptions",
