@@ -1,5 +1,6 @@
 """The demo corpus renderer, and the foundation's end-to-end path: corpus -> features."""
 
+import json
 import shutil
 
 import numpy as np
@@ -64,6 +65,41 @@ def test_enough_works_cancels_the_spare_renders():
     ran = [r for r in out if r != (None, None)]
     assert ran == [(i, "rendered") for i in range(len(ran))]  # a prefix, in order
     assert 3 <= len(ran) < 10  # at most the pool's few queued calls beyond the third
+
+
+def _task_in_child(args, out):
+    out.put(make._work_task(args))
+
+
+def test_a_second_renderer_of_a_piece_waits_and_reuses_the_first_ones_work(tmp_path):
+    # two make-corpus runs on one folder: the piece's lock is held by "the first" (this
+    # test); the second waits, then finds the piece done and renders nothing
+    import multiprocessing as mp
+    import queue
+
+    import soundfile as sf
+
+    from coverhunter.utils import file_lock
+
+    spec = make.CorpusSpec(seed=5, versions=(2, 2), split="train", arrangement_only=False)
+    piece = tmp_path / "wav" / "a_piece"
+    piece.mkdir(parents=True)
+    args = ("no/such/score.abc", None, spec, piece)  # rendering it would fail: SkipPiece
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    with file_lock(piece / make.RENDER_LOCK):
+        child = ctx.Process(target=_task_in_child, args=(args, out))
+        child.start()
+        with pytest.raises(queue.Empty):
+            out.get(timeout=1.0)  # it cannot finish while the lock is held
+        rows = []
+        for v in range(2):
+            sf.write(str(piece / f"v{v}.wav"), np.zeros(1600), 16000)
+            rows.append({"wav": f"v{v}.wav", "dur_s": 0.1, "version": f"v{v}"})
+        (piece / "done.json").write_text(json.dumps({"spec": spec.key(), "rows": rows}))
+    got, skipped = out.get(timeout=120)
+    child.join(timeout=60)
+    assert skipped is None and [r["wav"] for r in got] == [str(piece / "v0.wav"), str(piece / "v1.wav")]
 
 
 def test_missing_fluidsynth_is_a_clear_error(monkeypatch, tmp_path):

@@ -40,7 +40,7 @@ import numpy as np
 import soundfile as sf
 
 from ..dataset import Track, write_dataset
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, file_lock
 from . import arrange as arr
 from .align import corpus_alignment, write_records
 
@@ -540,15 +540,25 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+RENDER_LOCK = ".render.lock"  # in a piece's folder: one renderer at a time
+
+
 def _work_task(args):
     path, number, spec, out_dir = args
     rows = _done_rows(out_dir, spec)
     if rows is not None:
         return rows, None
-    try:
-        return render_work(path, number, spec, out_dir), None
-    except SkipPiece as e:
-        return None, str(e)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # two make-corpus runs on one folder once rendered a piece at the same time, and one
+    # died on the other's temporary file: the second now waits, then reuses the piece
+    with file_lock(out_dir / RENDER_LOCK):
+        rows = _done_rows(out_dir, spec)
+        if rows is not None:
+            return rows, None
+        try:
+            return render_work(path, number, spec, out_dir), None
+        except SkipPiece as e:
+            return None, str(e)
 
 
 def _run_isolated(tasks: list, workers: int, attempts: int = 3, on_done=None, fn=None) -> list:
