@@ -56,3 +56,12 @@ def test_index_files_respect_the_umask(tmp_path):
         os.umask(old)
     files = [p for p in (tmp_path / "idx").iterdir()]
     assert files and all(p.stat().st_mode & 0o777 == 0o644 for p in files)
+
+
+def test_evaluate_writes_both_plots_from_its_own_embeddings(tmp_path):
+    model = tiny_model(tmp_path / "model.pt")
+    lst = feature_list(tmp_path, "plotted", 8)
+    plots = tmp_path / "plots"
+    assert main(["evaluate", str(model), str(lst), "--plots", str(plots)], exit=False) == 0
+    for name in ("distances.png", "embedding_map.png"):
+        assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

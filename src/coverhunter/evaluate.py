@@ -278,5 +278,16 @@ def run_evaluation(
     if plots is not None:
         from .plots import write_plots
 
-        write_plots(Path(plots), lm, queries, refs, dist, cfg, dev, cache)
+        tracks = queries + [t for t in refs or [] if t.track_id not in {q.track_id for q in queries}]
+        inp = model_input(cfg)
+        embs = embed_tracks(  # read back from the evaluation's embedding cache
+            lm.model,
+            [inp.source(t.feat) for t in tracks],
+            windowing(cfg),
+            device=dev,
+            cache=cache,
+            load=inp.loader(),
+        )
+        pooled = np.stack([e.mean(0) for e, _ in embs])
+        write_plots(Path(plots), queries, refs, dist, pooled, tracks)
     return report

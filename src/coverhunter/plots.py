@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .inputs import model_input
-
 log = logging.getLogger(__name__)
 
 
@@ -72,10 +70,19 @@ def embedding_map(embeddings: np.ndarray, labels, path: Path, seed: int = 0) -> 
     return path
 
 
-def write_plots(folder: Path, lm, queries, refs, dist, cfg, device, cache) -> list[Path]:
-    """Both plots of an evaluation into ``folder``."""
-    from .embed import embed_tracks
-    from .evaluate import windowing
+def write_plots(folder: Path, queries, refs, dist, pooled: np.ndarray, tracks) -> list[Path]:
+    """Both plots of an evaluation into ``folder``.
+
+    Parameters
+    ----------
+    queries, refs : list of Track
+        ``refs`` None: the queries against themselves (each excluded from its own row).
+    dist : np.ndarray, shape (len(queries), len(refs or queries))
+    pooled : np.ndarray, shape (len(tracks), embed_dim)
+        Each recording's mean chunk embedding, as the evaluation computed it.
+    tracks : list of Track
+        The recordings of ``pooled``, in its order.
+    """
     from .metrics import self_exclusion
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,21 +93,6 @@ def write_plots(folder: Path, lm, queries, refs, dist, cfg, device, cache) -> li
             dist, [t.work for t in queries], [t.work for t in refs_], exclude, folder / "distances.png"
         )
     ]
-    tracks = (
-        queries
-        if refs is None
-        else queries + [t for t in refs if t.track_id not in {q.track_id for q in queries}]
-    )
-    inp = model_input(cfg)
-    embs = embed_tracks(
-        lm.model,
-        [inp.source(t.feat) for t in tracks],
-        windowing(cfg),
-        device=device,
-        cache=cache,
-        load=inp.loader(),
-    )
-    pooled = np.stack([e.mean(0) for e, _ in embs])
     out.append(embedding_map(pooled, [t.work for t in tracks], folder / "embedding_map.png"))
     log.info("plots written to %s", folder)
     return out
