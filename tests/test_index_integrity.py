@@ -134,7 +134,7 @@ def test_two_parallel_adds_keep_every_recording(setup):
 
 _KILL_DURING_BUILD = """
 import os, signal, sys
-import coverhunter.index.catalogue as ix  # the module that embeds the catalogue
+import coverhunter.index.writes as ix  # the module that embeds the catalogue (index add)
 def die(*a, **k):
     os.kill(os.getpid(), signal.SIGKILL)
 for name in ("embed_recordings", "embed_recording"):  # whichever embeds the catalogue

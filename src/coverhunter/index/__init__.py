@@ -1,14 +1,18 @@
 """The catalogue index: which works does a recording perform?
 
-Modules, imports flowing down: ``catalogue`` (the index, ``build_index``)
--> ``faiss_backend`` / ``qdrant_backend`` (search engines), ``search`` (exact search,
-shortlist clean-up), ``folder`` (files, lock, swap), ``shard`` (rank slices),
-``embedding``, ``calibration`` -> ``results``; ``repair`` (damaged shard files) sits
-above ``catalogue``. ``recurrence`` (the first stage's recurrence voting over chroma
-shingles) depends on nothing else here. ``chroma_store`` (the recordings' stored chroma,
-read for re-ranking: ``IndexChroma``) builds a recurrence index per catalogue
+Modules, imports flowing down: ``catalogue`` (the public names gathered, and the folder's
+layout) -> ``build`` (``build_index``, ``build_shard``) -> ``store`` (``CatalogueIndex``:
+loading, commits under the lock, reading rows) -> ``writes`` (add, remove, compact),
+``scoring`` (chunk rows -> works) -> ``calibrate`` (fitting and applying the
+calibration; statistics in ``calibration``) and ``backend`` (the engines' protocol and
+choice) -> ``exact_backend`` / ``faiss_backend`` / ``qdrant_backend`` (the engines) ->
+``search`` (exact search, shortlist clean-up), ``folder`` (files, lock, swap), ``shard``
+(rank slices), ``embedding`` -> ``results``; ``repair`` (damaged shard files) sits above
+``store``. ``recurrence`` (the first stage's recurrence voting over chroma shingles)
+depends on nothing else here. ``chroma_store`` (the recordings' stored chroma, read for
+re-ranking: ``IndexChroma``) builds a recurrence index per catalogue
 (``IndexChroma.recurrence``, kept in ``INDEX/recurrence.cache``); it imports
-``recurrence`` and ``coverhunter.rerank`` (the re-ranking maths), and ``catalogue``
+``recurrence`` and ``coverhunter.rerank`` (the re-ranking maths), and ``calibrate``
 imports it inside functions only.
 """
 

@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import shutil
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +64,38 @@ def read_meta(root: Path) -> dict:
     if not isinstance(meta["shards"], list):
         raise CatalogueError(f"{path}: damaged ('shards' is not a list)")
     return meta
+
+
+def new_meta(lm, win, backend: str, engine: dict | None) -> dict:
+    """``meta.json`` of a new, empty index.
+
+    Parameters
+    ----------
+    lm : coverhunter.checkpoint.LoadedModel
+        The model it is built with (its path resolved: the index is used from other
+        working directories).
+    win : coverhunter.embed.Windowing
+    backend : str
+        ``auto``, ``exact``, ``hnsw``, ``ivfpq`` or ``qdrant``.
+    engine : dict, optional
+        The Qdrant collection's record (``qdrant`` only).
+    """
+    return {
+        "format": FORMAT,
+        "model_fingerprint": lm.fingerprint,
+        "model": str(Path(lm.source).resolve()),
+        "embed_dim": lm.config.model.embed_dim,
+        "windowing": asdict(win),
+        "frames_per_second": lm.config.features.frames_per_second,
+        "backend": backend,
+        "shards": [],
+        "n_tracks": 0,
+        "n_vectors": 0,
+        "removed_rows": [],
+        "engine": engine,
+        "calibration": None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def meta_stamp(root: Path) -> tuple | None:

@@ -9,16 +9,23 @@ Removing a track deletes its points.
 
 A local-mode folder is held by one client at a time: one process uses it at once (a
 server has no such limit).
+
+:class:`QdrantBackend` is the :class:`~coverhunter.index.backend.Backend` of a ``qdrant``
+index; :func:`new_engine` makes the collection of a new index (its ``meta["engine"]``) and
+:func:`drop_engine` deletes one that a build or a compaction replaced.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 
 import numpy as np
 
+from . import folder as fs
 from .results import CatalogueError
+from .search import clean_shortlist, fetch_size
 
 log = logging.getLogger(__name__)
 
@@ -117,4 +124,64 @@ class QdrantStore:
         return sims, rows
 
 
-__all__ = ["QdrantStore", "new_collection_name"]
+def new_engine(root: Path, uri: str | None, dim: int) -> dict | None:
+    """A new Qdrant collection for an index at ``root``, as ``meta["engine"]`` records it
+    (None without ``uri``: the index searches with faiss in its folder)."""
+    if uri is None:
+        return None
+    uri = str(uri) if str(uri).startswith(("http://", "https://")) else str(Path(uri).resolve())
+    stem = root.name.split(fs.BUILD_TAG)[0].lstrip(".")
+    store = QdrantStore(uri, new_collection_name(stem))
+    store.create(dim)
+    return {"kind": "qdrant", "uri": uri, "collection": store.collection}
+
+
+def drop_engine(engine: dict | None) -> None:
+    """Delete the collection a ``meta["engine"]`` record names (nothing for None)."""
+    if engine:
+        QdrantStore(engine["uri"], engine["collection"]).drop()
+
+
+class QdrantBackend:
+    """The :class:`~coverhunter.index.backend.Backend` of a ``qdrant`` index: its chunk
+    vectors in the collection ``meta["engine"]`` names.
+
+    Parameters
+    ----------
+    index : CatalogueIndex
+    """
+
+    kind = "qdrant"
+
+    def __init__(self, index):
+        self.index = index
+
+    @property
+    def store(self) -> QdrantStore:
+        e = self.index.meta["engine"]
+        return QdrantStore(e["uri"], e["collection"])
+
+    def append(self, vectors: np.ndarray, first_row: int) -> None:
+        """Upsert ``vectors`` as rows ``first_row..`` (under the lock, before the commit)."""
+        self.store.add(vectors, first_row)
+
+    def remove(self, rows: np.ndarray) -> None:
+        """Delete the points of removed or replaced recordings (after the commit)."""
+        self.store.remove(rows)
+
+    def rebuild(self, vectors: np.ndarray, shard: str) -> dict:
+        """A new collection of ``vectors`` (compaction, before the commit); returns the
+        ``meta.json`` entry naming it. The old one goes at the next compaction."""
+        engine = self.index.meta["engine"]
+        store = QdrantStore(engine["uri"], new_collection_name(self.index.root.name))
+        store.create(self.index.meta["embed_dim"])
+        store.add(vectors, 0)
+        return {"engine": {**engine, "collection": store.collection}}
+
+    def search(self, q: np.ndarray, k: int, dead: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` live rows of the collection's shortlist."""
+        sims, rows = self.store.search(q, fetch_size(k, dead))
+        return clean_shortlist(q, sims, rows, k, dead=dead, n_rows=len(dead))
+
+
+__all__ = ["QdrantStore", "QdrantBackend", "new_collection_name", "new_engine", "drop_engine"]

@@ -37,6 +37,11 @@ for no-one in particular.
 
 Shapes: chroma (T, 12) at 2.5 frames per second, each frame max-normalised; a shingle
 is ``12 m`` values (``m = 7``: 2.8 s).
+
+The settings (:class:`RecurrenceParams`) and the pure functions of steps 1-5 (shingles,
+key normalisation, centring, vote weights, band scores) are in :mod:`.recurrence_maths`
+and imported here under the same names; this module holds the faiss index of shingles
+(:class:`RecurrenceIndex`), its files, and :func:`vote_matrix`.
 """
 
 from __future__ import annotations
@@ -44,286 +49,32 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import faiss
 import numpy as np
 from tqdm import tqdm
 
-from coverhunter import classical
+from . import recurrence_maths as maths
+from .recurrence_maths import (
+    N_CHROMA,
+    RecurrenceParams,
+    band_scores,
+    canonical_shift,
+    centred,
+    key_candidates,
+    l2_normalise,
+    prepare,
+    roll_shingles,
+    shingles,
+    vote_weights,
+)
 
 log = logging.getLogger(__name__)
 
-N_CHROMA = classical.N_CHROMA
 PARAMS_FILE, META_FILE, INDEX_FILE = "params.json", "meta.npz", "shingles.faiss"
-TRANSPOSITIONS = ("canonical", "all")
-CENTRES = ("none", "frame", "shingle")
-VOTES = ("count", "rank", "margin")
-
-
-@dataclass(frozen=True)
-class RecurrenceParams:
-    """Settings of a :class:`RecurrenceIndex` (frames are chroma frames, 2.5 per second).
-
-    The defaults were chosen on the two training-type corpora only (``tune-mix-w60-s1000``
-    and ``-s1001``, ~370 recordings each, view c3; ``benchmarks/bench_first_stage.py``),
-    recall@50 of every recording against the rest. From the first key-normalised index
-    (m 7, tau 1, 30 neighbours, plain counts in 2.4 s bands: 0.36 / 0.34), each step on
-    tune1001 (tune1000 agreed): hubness weighting (power 1; 2 was no better) +0.06,
-    one vote per query shingle and band +0.03, frame centring +0.02, tau 2 (5.2 s of
-    context in 84 values; m 10 or 14 at tau 1 did as well at 1.5-2.5 times the cost)
-    +0.03, 16-frame bands over five tempo ratios (against 6-frame bands at ratio 1)
-    +0.025, the match's transposition as a vote group +0.015, two query keys +0.026
-    (three: another +0.02 at 1.6 times the cost). All together 0.57 / 0.51 against
-    0.36 / 0.32 for the 2D Fourier summary and 0.67 / 0.64 for all-pairs alignment. Rank
-    and margin votes lost to counts once hubs were weighted; dividing by the
-    recording's length was neutral; stride 2 halves the memory and loses 0.02.
-
-    Attributes
-    ----------
-    m, tau : int
-        Delay embedding: ``m`` frames, ``tau`` apart, per shingle.
-    stride : int
-        Every ``stride``-th catalogue shingle is indexed (queries use all of theirs).
-    neighbours : int
-        Nearest catalogue shingles per query shingle.
-    band : int
-        Width of a time-offset band in frames.
-    slopes : tuple of float
-        Tempo ratios (query frames per catalogue frame) voted for; ``(1.0,)`` is plain
-        offset voting.
-    transpositions : str
-        ``"canonical"`` (key-normalised shingles, one search) or ``"all"`` (12 rolls of
-        each query shingle against unrolled catalogue shingles; the best band of any
-        transposition counts).
-    centre : str
-        ``"frame"``: each frame of a shingle minus its mean over pitch classes;
-        ``"shingle"``: the shingle minus its mean; ``"none"``.
-    query_keys : int
-        ``canonical``: each query shingle is searched rolled to its ``query_keys``
-        strongest pitch classes (1: its canonical form only).
-    key_groups : bool
-        Votes of different transpositions (query roll minus catalogue roll) never share
-        a band.
-    vote : str
-        ``"count"``, ``"rank"`` or ``"margin"`` (see the module docstring).
-    hub_power : float
-        Votes are weighed by ``(1 + hubness) ** -hub_power`` (0: not at all).
-    one_vote : bool
-        A query shingle votes at most once per (recording, band): its best neighbour
-        there (adjacent overlapping catalogue shingles otherwise all vote).
-    length_power : float
-        A recording's score is divided by its shingle count to this power.
-    exact_max : int
-        Above this many catalogue shingles the index becomes HNSW.
-    hnsw_m, ef_search, ef_construction : int
-        HNSW graph degree and search / build breadth.
-    float16 : bool
-        Store vectors as float16 (faiss scalar quantiser): half the memory.
-    hub_probes : int
-        Catalogue shingles sampled to count hubness (``hub_power > 0``).
-    """
-
-    m: int = 7
-    tau: int = 2
-    stride: int = 1
-    neighbours: int = 100
-    band: int = 16
-    slopes: tuple = (0.8, 0.9, 1.0, 1.1, 1.25)
-    transpositions: str = "canonical"
-    centre: str = "frame"
-    query_keys: int = 2
-    key_groups: bool = True
-    vote: str = "count"
-    hub_power: float = 1.0
-    one_vote: bool = True
-    length_power: float = 0.0
-    exact_max: int = 200_000
-    hnsw_m: int = 32
-    ef_search: int = 128
-    ef_construction: int = 80
-    float16: bool = False
-    hub_probes: int = 20_000
-
-    def __post_init__(self):
-        if min(self.m, self.tau, self.stride, self.neighbours, self.band, self.query_keys) < 1:
-            raise ValueError(f"m, tau, stride, neighbours and band must be >= 1: {self}")
-        if self.transpositions not in TRANSPOSITIONS:
-            raise ValueError(f"transpositions must be one of {TRANSPOSITIONS}, got {self.transpositions!r}")
-        if self.centre not in CENTRES:
-            raise ValueError(f"centre must be one of {CENTRES}, got {self.centre!r}")
-        if self.vote not in VOTES:
-            raise ValueError(f"vote must be one of {VOTES}, got {self.vote!r}")
-        if not self.slopes or any(s <= 0 for s in self.slopes):
-            raise ValueError(f"slopes must be positive tempo ratios, got {self.slopes}")
-        object.__setattr__(self, "slopes", tuple(float(s) for s in self.slopes))
-
-    @property
-    def dim(self) -> int:
-        """Length of one shingle vector: ``12 m``."""
-        return N_CHROMA * self.m
-
-    @property
-    def span(self) -> int:
-        """Chroma frames one shingle covers: ``(m - 1) tau + 1``."""
-        return (self.m - 1) * self.tau + 1
-
-
-# ---------------------------------------------------------------------------
-# pure functions: shingles, key normalisation, voting
-
-
-def shingles(chroma: np.ndarray, m: int, tau: int = 1) -> np.ndarray:
-    """Delay-embedded chroma: (T - (m-1) tau, 12 m) float32; empty when T is too short.
-
-    Unlike :func:`coverhunter.classical.delay_embed`, a recording shorter than one
-    shingle gives no rows (nothing to match) instead of a zero-padded one.
-    """
-    x = np.asarray(chroma, np.float32)
-    if x.ndim != 2 or x.shape[1] != N_CHROMA:
-        raise ValueError(f"chroma must have shape (T, {N_CHROMA}), got {x.shape}")
-    if len(x) < (m - 1) * tau + 1:
-        return np.zeros((0, N_CHROMA * m), np.float32)
-    return classical.delay_embed(x, m, tau)
-
-
-def roll_shingles(x: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
-    """Shingles (n, 12 m) with every frame rolled by ``shift`` pitch classes (scalar or (n,)):
-    ``out[., f, p] = x[., f, (p + shift) % 12]``."""
-    n, d = x.shape
-    frames = x.reshape(n, d // N_CHROMA, N_CHROMA)
-    cols = (np.arange(N_CHROMA)[None, :] + np.reshape(shift, (-1, 1))) % N_CHROMA  # (n or 1, 12)
-    cols = np.broadcast_to(cols[:, None, :], (n, d // N_CHROMA, N_CHROMA))
-    return np.take_along_axis(frames, cols, axis=2).reshape(n, d)
-
-
-def canonical_shift(x: np.ndarray) -> np.ndarray:
-    """Each shingle's key: the pitch class with the largest chroma summed over its frames, (n,)."""
-    n, d = x.shape
-    return x.reshape(n, d // N_CHROMA, N_CHROMA).sum(1).argmax(1)
-
-
-def centred(x: np.ndarray, centre: str) -> np.ndarray:
-    """Shingles (n, 12 m) minus each frame's mean (``"frame"``), each shingle's mean
-    (``"shingle"``), or unchanged (``"none"``)."""
-    if centre == "none" or not len(x):
-        return x
-    n, d = x.shape
-    if centre == "shingle":
-        return x - x.mean(1, keepdims=True)
-    frames = x.reshape(n, d // N_CHROMA, N_CHROMA)
-    return (frames - frames.mean(2, keepdims=True)).reshape(n, d)
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (all-zero rows stay zero), float32."""
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.where(norm > 1e-12, norm, 1.0)).astype(np.float32)
-
-
-def key_candidates(x: np.ndarray, n: int) -> np.ndarray:
-    """Each shingle's ``n`` strongest pitch classes (summed over its frames), strongest
-    first: (rows, n) int."""
-    rows, d = x.shape
-    summed = x.reshape(rows, d // N_CHROMA, N_CHROMA).sum(1)
-    return np.argsort(-summed, axis=1, kind="stable")[:, :n]
-
-
-def prepare(x: np.ndarray, canonical: bool, centre: str = "none") -> tuple[np.ndarray, np.ndarray]:
-    """Shingles as indexed: (centred unit-length vectors (n, 12 m), rolls (n,) uint8),
-    key-normalised (each rolled by its canonical shift) when ``canonical``."""
-    shift = canonical_shift(x) if canonical and len(x) else np.zeros(len(x), np.int64)
-    if canonical and len(x):
-        x = roll_shingles(x, shift)
-    return l2_normalise(centred(x, centre)), shift.astype(np.uint8)
-
-
-def vote_weights(
-    sims: np.ndarray, ids: np.ndarray, vote: str, hub_weight: np.ndarray | None = None
-) -> np.ndarray:
-    """Weight of each neighbour's vote, (n, k) float64; missing neighbours (id -1) weigh 0.
-
-    Parameters
-    ----------
-    sims, ids : np.ndarray, shape (n, k)
-        faiss results (inner products of unit vectors), best first.
-    vote : str
-        ``"count"``, ``"rank"`` or ``"margin"``.
-    hub_weight : np.ndarray, shape (n_shingles,), optional
-        Inverse hubness of every catalogue shingle, multiplied in.
-    """
-    n, k = ids.shape
-    ok = ids >= 0
-    if vote == "count":
-        w = np.ones((n, k))
-    elif vote == "rank":
-        w = np.broadcast_to(1.0 / (1.0 + np.arange(k)), (n, k)).copy()
-    elif vote == "margin":
-        s = np.where(ok, sims, np.nan).astype(np.float64)
-        last = np.nanmin(s, axis=1, keepdims=True) if k else s
-        first = s[:, :1]
-        w = np.nan_to_num((s - last) / np.maximum(first - last, 1e-6), nan=0.0) + 1.0 / k
-    else:
-        raise ValueError(f"unknown vote {vote!r}")
-    if hub_weight is not None:
-        w *= hub_weight[np.maximum(ids, 0)]
-    w[~ok] = 0.0
-    return w
-
-
-def band_scores(
-    n_tracks: int,
-    track: np.ndarray,
-    q_frame: np.ndarray,
-    c_frame: np.ndarray,
-    weight: np.ndarray,
-    group: np.ndarray,
-    slopes: tuple,
-    band: int,
-    one_vote: bool = False,
-) -> np.ndarray:
-    """Each recording's best offset-band vote total, (n_tracks,) float64.
-
-    Parameters
-    ----------
-    n_tracks : int
-    track, q_frame, c_frame, weight, group : np.ndarray, shape (v,)
-        One entry per vote: the catalogue recording, the query shingle's frame, the
-        catalogue shingle's frame, the vote's weight, and a group (the query
-        transposition: votes of different groups never share a band).
-    slopes : tuple of float
-        Tempo ratios; the band of a vote is ``floor((q - s c) / band)`` (and of the
-        half-band-shifted grid).
-    band : int
-        Band width in frames.
-    one_vote : bool
-        A query shingle (frame and group) counts once per band: its best vote there.
-    """
-    best = np.zeros(n_tracks)
-    if len(track) == 0:
-        return best
-    n_groups = int(group.max()) + 1
-    qf = q_frame.astype(np.int64)
-    n_q = int(qf.max()) + 1
-    for s in slopes:
-        offset = q_frame - s * c_frame
-        for shift in (0.0, 0.5):
-            b = np.floor(offset / band + shift).astype(np.int64)
-            b -= b.min()
-            n_b = int(b.max()) + 1
-            key = (track.astype(np.int64) * n_groups + group) * n_b + b
-            w = weight
-            if one_vote:  # the best vote of each (query shingle, band)
-                sub = key * n_q + qf
-                order = np.lexsort((-w, sub))
-                first = np.ones(len(sub), bool)
-                first[1:] = sub[order][1:] != sub[order][:-1]
-                key, w = key[order][first], w[order][first]
-            uniq, inv = np.unique(key, return_inverse=True)
-            total = np.bincount(inv, weights=w)
-            np.maximum.at(best, uniq // (n_groups * n_b), total)
-    return best
+TRANSPOSITIONS, CENTRES, VOTES = maths.TRANSPOSITIONS, maths.CENTRES, maths.VOTES  # the settings' choices
 
 
 # ---------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from ..chroma import CHROMA_SPEC, fine_views
 from ..dataset import Track
 from ..utils import atomic_save_npy, atomic_write_text, file_lock, remove_stale_tmp
 from . import folder as fs
-from .catalogue import CatalogueIndex
 from .embedding import embed_recordings
 from .results import CatalogueError
+from .store import CatalogueIndex
 
 log = logging.getLogger(__name__)
 

@@ -81,6 +81,21 @@ def exact_search(
     return vals, rows
 
 
+def fetch_size(k: int, dead: np.ndarray) -> int:
+    """Rows to ask an approximate engine for, to keep ``k`` live ones: past the tombstones
+    a query may meet (a replaced track's old rows are near-duplicates of its new ones),
+    at most ``8 k`` of them and never more rows than there are.
+
+    Parameters
+    ----------
+    k : int
+        Live rows wanted.
+    dead : np.ndarray of bool, shape (n_rows,)
+        Tombstoned rows.
+    """
+    return min(len(dead), k + min(int(dead.sum()), 8 * k))
+
+
 def clean_shortlist(
     q: np.ndarray,
     sims: np.ndarray,
