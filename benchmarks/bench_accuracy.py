@@ -28,7 +28,7 @@ process time, so other jobs on the machine do not inflate it):
   summary's top ``global_pool`` (two vector searches), by the fused embedding and summary
   score (``coverhunter.rerank.cascade_shortlist``);
 - the same + expansion: the two-stage search as ``evaluate --rerank`` runs it
-  (``coverhunter.rerank.Reranker``, the same code): the best-aligned recording's summary
+  (``coverhunter.reranker.Reranker``, the same code): the best-aligned recording's summary
   neighbours join the shortlist, and its own alignment with each item is added to the
   fusion (``coverhunter.rerank.anchor_expansion``). This row is the one the target is
   checked on. Its shortlist grows with the catalogue beyond ``--grow-after`` recordings
@@ -77,8 +77,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from coverhunter import alignment_inputs as AI  # noqa: E402
 from coverhunter import classical as C  # noqa: E402
 from coverhunter import rerank as R  # noqa: E402
+from coverhunter import reranker as RK  # noqa: E402
 from coverhunter.checkpoint import load_model  # noqa: E402
 from coverhunter.chroma import CHROMA_SPEC  # noqa: E402
 from coverhunter.config import ExtractConfig  # noqa: E402
@@ -162,12 +164,12 @@ def timed(fn, *args, **kw):
 
 
 def chroma_of(tracks) -> list:
-    return [R.alignment_features(t.feat) for t in tracks]
+    return [AI.alignment_features(t.feat) for t in tracks]
 
 
 def global_distances(align, projection=None) -> np.ndarray:
     """2D Fourier summary distances; ``projection``: the model's fitted summary projection."""
-    s = R.global_summaries(align, projection)
+    s = AI.global_summaries(align, projection)
     return C.euclidean_distances(s, s)
 
 
@@ -234,7 +236,9 @@ def apply_rerank(dist: np.ndarray, lists: list, weight: float) -> np.ndarray:
 
 
 def chunk_scorer(lm, tracks, device, rr: R.RerankConfig):
-    chunks, secs = timed(R.chunk_embeddings, lm.model, [t.feat for t in tracks], lm.config, rr, device=device)
+    chunks, secs = timed(
+        RK.chunk_embeddings, lm.model, [t.feat for t in tracks], lm.config, rr, device=device
+    )
     return (lambda q, sl: C.qmax_sequences(chunks[q], [chunks[j] for j in sl], rr.chunk_qmax)), secs
 
 
@@ -246,11 +250,11 @@ def reranked(
     dist: np.ndarray, align, summaries: np.ndarray, rr: R.RerankConfig, votes: np.ndarray | None = None
 ) -> tuple:
     """Every recording a query against the others, re-ranked by ``evaluate --rerank``'s
-    code (``coverhunter.rerank.Reranker``, symmetric pairs aligned once, as the all-pairs
+    code (``coverhunter.reranker.Reranker``, symmetric pairs aligned once, as the all-pairs
     baseline aligns each pair once) from precomputed chroma, summaries and recurrence
     votes (first stage ``"recurrence"``): (re-ranked distances, the Reranker with its
     counts)."""
-    rk = R.Reranker(
+    rk = RK.Reranker(
         rr,
         query_align=align,
         ref_align=align,
@@ -339,12 +343,12 @@ def run_corpus(
     lists, t = timed(shortlist_scores, d_model, None, chroma_scorer(align, plain), plain)
     d, t2 = timed(apply_rerank, d_model, lists, weight)
     rows[f"model + re-rank top {k} (chroma Qmax)"] = (d, t_model + t_chroma + t + t2)
-    summaries, t_sum = timed(R.global_summaries, align, lm.summary_projection)  # as identify does
+    summaries, t_sum = timed(AI.global_summaries, align, lm.summary_projection)  # as identify does
     d_sum = C.euclidean_distances(summaries, summaries)
     votes, t_votes = cached(
         None if cache_dir is None else cache_dir / "bench-recurrence-votes.npz",
         key,
-        lambda: R.recurrence_votes(align, None, CHROMA_SPEC, True),
+        lambda: RK.recurrence_votes(align, None, CHROMA_SPEC, True),
     )
     recall = {}
     # the two-stage search with each first stage; the default one last (its cost is reported)
@@ -502,7 +506,7 @@ def tune(
     works = [t.work for t in tracks]
     d_model = model_distances(lm, tracks, device)
     align = chroma_of(tracks)
-    summaries = R.global_summaries(align, lm.summary_projection)
+    summaries = AI.global_summaries(align, lm.summary_projection)
     if expansion_only:
         return {
             "expansion": tune_expansion(
@@ -514,7 +518,7 @@ def tune(
                 expand,
                 expansion_weights,
                 grow_after,
-                R.recurrence_votes(align, None, CHROMA_SPEC, True),
+                RK.recurrence_votes(align, None, CHROMA_SPEC, True),
             )
         }
     plain = R.RerankConfig(k=k, pool=k, grow_after=0)
@@ -553,7 +557,7 @@ def tune(
         expand,
         expansion_weights,
         grow_after,
-        R.recurrence_votes(align, None, CHROMA_SPEC, True),
+        RK.recurrence_votes(align, None, CHROMA_SPEC, True),
     )
     return res
 
@@ -567,9 +571,9 @@ def tune_first_stage(
     works = [t.work for t in tracks]
     d_model = model_distances(lm, tracks, device)
     align = chroma_of(tracks)
-    summaries = R.global_summaries(align, lm.summary_projection)
+    summaries = AI.global_summaries(align, lm.summary_projection)
     d_sum = C.euclidean_distances(summaries, summaries)
-    votes = R.recurrence_votes(align, None, CHROMA_SPEC, True)
+    votes = RK.recurrence_votes(align, None, CHROMA_SPEC, True)
     res = {}
     print(
         f"\nfirst stage on a training-type corpus ({len(tracks)} recordings, {len(set(works))} works): "

@@ -29,7 +29,7 @@ peak-normalised audio; fine views through float16, as ``extract`` stores them), 
 file written atomically, ``distractors/chunk_NNNNN.npz``: per recording its track id,
 work, duration, the shipped model's chunk embeddings (``embed.embed_tracks`` with the
 evaluator's windowing) and the alignment chroma as the catalogue index stores it
-(``rerank.compact_chroma``: uint8 (T, 24) for the spec ``cqt|c3``); beside it
+(``index.chroma_format.compact_chroma``: uint8 (T, 24) for the spec ``cqt|c3``); beside it
 ``chunk_NNNNN.cqt.npz`` keeps the CQT (float32) and the fine views, so a new model or
 chroma spec needs no re-rendering. The wav files are deleted. A chunk on disk is
 skipped, a crashed one redone. The test corpora are extracted with
@@ -43,12 +43,12 @@ catalogue):
 
 - first stage alone: the model embedding (``embed.distance_matrix``, the evaluator's
   distance); the 2D Fourier summary projected by the model's ``summary_projection``
-  (``rerank.global_summaries``); recurrence voting
+  (``alignment_inputs.global_summaries``); recurrence voting
   (:class:`coverhunter.index.recurrence.RecurrenceIndex`, default ``RecurrenceParams``,
   on the c3 view: columns 12:24 of the stored chroma; its build time is reported, and
   above ``exact_max`` shingles it is HNSW);
-- two-stage: ``rerank.Reranker.rerank_block`` with the default ``RerankConfig``, built as
-  ``evaluate --rerank 50`` builds it (``rerank.build_reranker``) but from the stored data:
+- two-stage: ``reranker.Reranker.rerank_block`` with the default ``RerankConfig``, built as
+  ``evaluate --rerank 50`` builds it (``reranker.build_reranker``) but from the stored data:
   the embedding distances, the summaries, and, when the default first stage is
   ``"recurrence"``, the recurrence votes of the row above as ``Reranker.votes``; the
   shortlist grows with the catalogue (``rerank.shortlist_length``); each query alone (no
@@ -122,7 +122,7 @@ class Recordings:
     embeddings : list of np.ndarray, each (n_chunks, E) float32
         The model's chunk embeddings (``embed.embed_tracks``).
     chromas : list of np.ndarray, each (T, 24) uint8
-        ``rerank.compact_chroma`` with the spec ``cqt|c3``.
+        ``index.chroma_format.compact_chroma`` with the spec ``cqt|c3``.
     meta : dict
         How they were made (model fingerprint, chroma spec, costs).
     """
@@ -305,7 +305,7 @@ def _render_piece(job: ChunkJob, piece: tuple, workdir: Path) -> list[dict] | st
 def reduce_recordings(lm, wavs: list[Path], secs: dict) -> list[tuple]:
     """(CQT, fine views, model embeddings, compact chroma) of each recording; the wall
     seconds of the features and of the embedding are added to ``secs``."""
-    from coverhunter.rerank import compact_chroma
+    from coverhunter.index.chroma_format import compact_chroma
 
     t0 = time.perf_counter()
     feats = [audio_features(w) for w in wavs]
@@ -547,7 +547,7 @@ def _prepare_test_corpus(args) -> None:
     from coverhunter.config import ExtractConfig
     from coverhunter.dataset import read_dataset
     from coverhunter.extract import extract_features
-    from coverhunter.rerank import compact_chroma
+    from coverhunter.index.chroma_format import compact_chroma
 
     data, out, model = args
     lm = _child_model(model)
@@ -763,13 +763,13 @@ def embedding_search(cat: Catalogue, queries: np.ndarray, mode: str) -> tuple[np
 
 
 def summary_search(cat: Catalogue, queries: np.ndarray, projection) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Projected 2D Fourier summaries (``rerank.global_summaries``): (distances, the
+    """Projected 2D Fourier summaries (``alignment_inputs.global_summaries``): (distances, the
     catalogue's summaries, costs); the summaries of every recording are the build."""
-    from coverhunter import rerank as R
+    from coverhunter import alignment_inputs as AI
     from coverhunter.classical import euclidean_distances
 
     t0 = time.process_time()
-    summ = R.global_summaries(cat.align, projection)
+    summ = AI.global_summaries(cat.align, projection)
     build = time.process_time() - t0
     t0 = time.process_time()
     dist = euclidean_distances(summ[queries], summ)
@@ -863,8 +863,8 @@ def two_stage_search(
     exclude: np.ndarray,
     rr,
 ) -> tuple[np.ndarray, dict, list]:
-    """``evaluate --rerank``'s two-stage search (``rerank.Reranker`` built as
-    ``rerank.build_reranker`` builds it, from the stored data) of each query alone.
+    """``evaluate --rerank``'s two-stage search (``reranker.Reranker`` built as
+    ``reranker.build_reranker`` builds it, from the stored data) of each query alone.
 
     ``votes``: the queries' recurrence votes (n_queries, n), given to the Reranker when
     ``rr.first_stage`` is "recurrence" (the summaries then only find the anchor's
@@ -872,10 +872,11 @@ def two_stage_search(
     aligned shortlist before expansion.
     """
     from coverhunter import rerank as R
+    from coverhunter import reranker as RK
     from coverhunter.classical import euclidean_distances
 
     _check_reranker_fields()
-    rk = R.Reranker(
+    rk = RK.Reranker(
         rr,
         query_align=[cat.align[q] for q in queries],
         ref_align=cat.align,
@@ -933,12 +934,12 @@ def _check_reranker_fields() -> None:
     since it was written): the row then measures the Reranker without it."""
     from dataclasses import fields
 
-    from coverhunter import rerank as R
+    from coverhunter import reranker as RK
 
-    new = sorted({f.name for f in fields(R.Reranker)} - KNOWN_RERANKER_FIELDS)
+    new = sorted({f.name for f in fields(RK.Reranker)} - KNOWN_RERANKER_FIELDS)
     if new:
         log.warning(
-            "rerank.Reranker has fields this benchmark does not fill: %s; the two-stage row "
+            "reranker.Reranker has fields this benchmark does not fill: %s; the two-stage row "
             "runs without them (teach two_stage_search to build them)",
             new,
         )

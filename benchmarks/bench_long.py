@@ -37,14 +37,14 @@ Methods:
   400 works), written under ``--out/models``; a checkpoint that cannot be written or
   loaded is left out and the reason printed;
 - each model + two-stage search: ``evaluate --rerank 50``, the same code: the
-  :class:`coverhunter.rerank.Reranker` that ``coverhunter.rerank.build_reranker`` makes
+  :class:`coverhunter.reranker.Reranker` that ``coverhunter.reranker.build_reranker`` makes
   (first stage: embedding, the model's 2D Fourier summaries, recurrence votes; then
   chroma Qmax, fused, with expansion; symmetric pairs aligned once), run by
   ``Reranker.rerank_block``; the chroma and the recurrence votes, which no model
   changes, are computed once for all models. On a catalogue this small the shortlist of
   50 (and the expansion) covers nearly every recording;
 - chroma alignment (Qmax, all pairs): :func:`coverhunter.classical.alignment_distance_matrix`
-  on the index's chroma view (``coverhunter.rerank.alignment_features``), the reference;
+  on the index's chroma view (``coverhunter.alignment_inputs.alignment_features``), the reference;
 - chance: a random distance matrix.
 
 Costs are CPU seconds of one thread (process time, so other jobs do not inflate them):
@@ -879,35 +879,39 @@ def model_alone(lm, tracks, device: str) -> dict:
 
 def chroma_data(tracks) -> tuple[list, str, float]:
     """The recordings' alignment chroma as ``evaluate --rerank`` reads it
-    (:func:`coverhunter.rerank.features_chroma`, :func:`coverhunter.rerank.alignment_features`):
-    (one ``AlignmentFeatures`` per recording, the chroma spec, CPU seconds)."""
-    from coverhunter import rerank as R
+    (:func:`coverhunter.reranker.features_chroma`,
+    :func:`coverhunter.alignment_inputs.alignment_features`): (one ``AlignmentFeatures`` per
+    recording, the chroma spec, CPU seconds)."""
+    from coverhunter import alignment_inputs as AI
+    from coverhunter import reranker as RK
 
-    spec = R.features_chroma([t.feat for t in tracks])
-    align, secs = timed(lambda: [R.alignment_features(t.feat, spec) for t in tracks])
+    spec = RK.features_chroma([t.feat for t in tracks])
+    align, secs = timed(lambda: [AI.alignment_features(t.feat, spec) for t in tracks])
     return align, spec, secs
 
 
 def recurrence_votes(align: list, spec) -> dict:
     """The first stage's recurrence votes, all against all: (n, n), and the CPU seconds."""
-    from coverhunter import rerank as R
+    from coverhunter import reranker as RK
 
-    votes, secs = timed(R.recurrence_votes, align, None, spec)
+    votes, secs = timed(RK.recurrence_votes, align, None, spec)
     return {"votes": votes, "seconds": secs}
 
 
 def two_stage(lm, align: list, votes: np.ndarray, d_model: np.ndarray, k: int) -> dict:
     """``evaluate --rerank k``: the model's distances (n, n) re-ranked by the
-    :class:`coverhunter.rerank.Reranker` that :func:`coverhunter.rerank.build_reranker`
+    :class:`coverhunter.reranker.Reranker` that :func:`coverhunter.reranker.build_reranker`
     makes (chroma Qmax, the model's 2D Fourier summaries for the shortlist and the
     expansion, recurrence votes; every symmetric pair aligned once), from chroma and votes
     computed once for every model. Returns the distances, the seconds of the summaries
     and of the re-ranking, and the alignments asked for and computed."""
+    from coverhunter import alignment_inputs as AI
     from coverhunter import rerank as R
+    from coverhunter import reranker as RK
 
     rr = R.RerankConfig(k=k, source="chroma")
-    summaries, t_sum = timed(R.global_summaries, align, lm.summary_projection)
-    rk = R.Reranker(
+    summaries, t_sum = timed(AI.global_summaries, align, lm.summary_projection)
+    rk = RK.Reranker(
         rr,
         query_align=align,
         ref_align=align,

@@ -45,10 +45,10 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from coverhunter.alignment_inputs import alignment_features, summary_columns  # noqa: E402
 from coverhunter.classical import CHROMA_PARAMS, SummaryProjection, euclidean_distances, multiscale_summary  # noqa: E402
 from coverhunter.dataset import read_dataset  # noqa: E402
 from coverhunter.metrics import evaluate_distances, self_exclusion  # noqa: E402
-from coverhunter.rerank import alignment_features, summary_columns  # noqa: E402
 from coverhunter.utils import atomic_save_npy  # noqa: E402
 
 log = logging.getLogger("bench_summary")

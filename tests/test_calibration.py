@@ -145,7 +145,7 @@ def test_alignment_pairs_align_each_query_with_the_candidates_as_stored():
     calibration given the stored side (``candidates``) scores exactly those pairs."""
     from coverhunter.classical import qmax_scores
     from coverhunter.index.calibration import alignment_pairs
-    from coverhunter.rerank import as_stored
+    from coverhunter.index.chroma_format import as_stored
 
     feats, labels = _works_of_melodies(3, 2)
     stored = [as_stored(f) for f in feats]

@@ -1,4 +1,6 @@
-"""Two-stage retrieval: shortlist, fusion, re-ordering, and ``evaluate --rerank``."""
+"""Two-stage retrieval: shortlist, fusion, re-ordering (``rerank``), evaluation's re-ranker
+(``reranker``), the index's stored chroma and ``identify``'s re-ranking, and
+``evaluate --rerank``."""
 
 import json
 import logging
@@ -8,11 +10,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from coverhunter import alignment_inputs as AI
 from coverhunter import classical as C
 from coverhunter import rerank as R
+from coverhunter import reranker as RK
 from coverhunter.chroma import CHROMA_SPEC, chroma_path, load_chroma
 from coverhunter.cli import main
 from coverhunter.extract import extract_features
+from coverhunter.index import chroma_format as CF
+from coverhunter.index import reranked_search as RS
 from coverhunter.index.chroma_store import RECURRENCE_CACHE, IndexChroma
 from coverhunter.train import train
 
@@ -24,7 +30,7 @@ from .test_classical import synthetic_cqt
 def _align(cqt):
     """The re-ranking maths on the CQT's own chroma (synthetic CQT has no audio for the
     fine chroma)."""
-    return R.alignment_features(cqt, C.CHROMA_PARAMS)
+    return AI.alignment_features(cqt, C.CHROMA_PARAMS)
 
 
 def _tiny_trained(tmp_path, n_versions):
@@ -101,7 +107,7 @@ def _planted_cover(n_distractors: int) -> list:
 
 def test_reranker_moves_a_planted_cover_up():
     align = _planted_cover(9)
-    rk = R.Reranker(R.RerankConfig(k=8, weight=0.7), query_align=align[:1], ref_align=align[1:])
+    rk = RK.Reranker(R.RerankConfig(k=8, weight=0.7), query_align=align[:1], ref_align=align[1:])
     d = np.linspace(0.1, 0.9, 10)[None, :]  # the embedding ranks the cover 8th of 10
     d[0, [7, 9]] = d[0, [9, 7]]
     out = rk.rerank_block(d, 0)
@@ -211,12 +217,12 @@ def test_zscore_of_constant_and_empty_scores_is_zero_without_warnings():
 
 def test_reranker_neighbours():
     summ = np.array([[0.0, 0.0], [1.0, 0.0], [0.2, 0.0], [5.0, 0.0], [0.1, 0.0]])
-    rk = R.Reranker(R.RerankConfig(), ref_summary=summ)
+    rk = RK.Reranker(R.RerankConfig(), ref_summary=summ)
     blocked = np.zeros(5, bool)
     assert rk.neighbours(0, 3, blocked).tolist() == [4, 2, 1]  # nearest first, not itself
     blocked[4] = True
     assert rk.neighbours(0, 10, blocked).tolist() == [2, 1, 3]
-    assert R.Reranker(R.RerankConfig()).neighbours(0, 3, blocked).size == 0  # no summaries
+    assert RK.Reranker(R.RerankConfig()).neighbours(0, 3, blocked).size == 0  # no summaries
 
 
 @pytest.mark.parametrize("source", ["chroma", "both"])
@@ -231,7 +237,7 @@ def test_symmetric_reranker_reuses_pairs_and_ranks_the_same(source):
     eye = np.eye(10, dtype=bool)
     cfg = R.RerankConfig(k=4, weight=0.6, source=source, expand=0)
     kw = dict(query_align=align, ref_align=align, query_chunks=chunks, ref_chunks=chunks)
-    one, sym = R.Reranker(cfg, **kw), R.Reranker(cfg, symmetric=True, **kw)
+    one, sym = RK.Reranker(cfg, **kw), RK.Reranker(cfg, symmetric=True, **kw)
     np.testing.assert_allclose(sym.rerank_block(d, 0, eye), one.rerank_block(d, 0, eye))
     assert sym.n_pairs == one.n_pairs == one.n_computed > 0
     assert sym.n_computed < sym.n_pairs  # some shortlists hold each other
@@ -266,7 +272,7 @@ def test_config_is_checked():
     with pytest.raises(ValueError):
         R.RerankConfig(grow_after=-1)
     with pytest.raises(ValueError):
-        R.Reranker(R.RerankConfig(source="embedding")).scores(0, np.arange(2))
+        RK.Reranker(R.RerankConfig(source="embedding")).scores(0, np.arange(2))
 
 
 def test_evaluate_rerank_end_to_end(tmp_path, caplog):
@@ -347,24 +353,24 @@ def test_rerank_matches_reorders_head_and_keeps_tail():
     store["cover"] = _align(synthetic_cqt(src + 2, 13, rng))
     ids = ["d0", "d1", "d2", "d3", "cover", "d4", "missing", "tail"]
     matches = [Match(f"w_{t}", t, 0.9 - 0.01 * i, 0.0, 0.0) for i, t in enumerate(ids)]
-    out = R.rerank_matches(matches, query, store.get, R.RerankConfig(k=7, weight=0.8, global_weight=0.0))
+    out = RS.rerank_matches(matches, query, store.get, R.RerankConfig(k=7, weight=0.8, global_weight=0.0))
     assert sorted(m.track_id for m in out) == sorted(ids)  # nothing dropped
     assert out[0].track_id == "cover" and out[-1].track_id == "tail"
     # without stored chroma nothing moves
-    assert R.rerank_matches(matches, query, lambda t: None, R.RerankConfig(k=7)) == matches
+    assert RS.rerank_matches(matches, query, lambda t: None, R.RerankConfig(k=7)) == matches
     # a shortlist of 3 from a pool of 8: the 2D Fourier summary pulls in the cover, which
     # the embedding ranked 5th; the candidates left out follow in their embedding order
-    out = R.rerank_matches(matches, query, store.get, R.RerankConfig(k=3, pool=8, weight=0.8))
+    out = RS.rerank_matches(matches, query, store.get, R.RerankConfig(k=3, pool=8, weight=0.8))
     assert sorted(m.track_id for m in out) == sorted(ids) and out[0].track_id == "cover"
     rest = [m.track_id for m in out[3:]]
     assert rest == [t for t in ids if t in rest]
-    plain = R.rerank_matches(matches, query, store.get, R.RerankConfig(k=3, pool=3, weight=0.8))
+    plain = RS.rerank_matches(matches, query, store.get, R.RerankConfig(k=3, pool=3, weight=0.8))
     assert "cover" not in [m.track_id for m in plain[:3]]
     # a candidate from the summary search (outside the embedding's pool of 3) is aligned
     # too; one of a work already among the candidates is ignored
     far = [Match("w_cover", "cover", 0.5, 0.0, 0.0), Match("w_d0", "d0", 0.1, 0.0, 0.0)]
     head = [m for m in matches if m.track_id != "cover"]
-    out = R.rerank_matches(head, query, store.get, R.RerankConfig(k=3, pool=3, weight=0.8), extra=far)
+    out = RS.rerank_matches(head, query, store.get, R.RerankConfig(k=3, pool=3, weight=0.8), extra=far)
     assert out[0].track_id == "cover" and sorted(m.track_id for m in out) == sorted(ids)
 
 
@@ -380,7 +386,7 @@ def test_rerank_matches_aligns_other_versions_of_a_shortlisted_work():
     store["cover"] = _align(synthetic_cqt(src + 2, 13, rng))
     cfg = R.RerankConfig(k=4, weight=1.0, global_weight=0.0)
     # w2's found recording is the stranger that aligns worst with the query
-    by_score = np.argsort(R.qmax_scores(query, [store[f"d{i}"] for i in range(5)], cfg.qmax))
+    by_score = np.argsort(C.qmax_scores(query, [store[f"d{i}"] for i in range(5)], cfg.qmax))
     names = [f"d{i}" for i in by_score]  # worst first
     store = {**{f"s{r}": store[n] for r, n in enumerate(names)}, "cover": store["cover"]}
     works = {"w0": ["s2"], "w1": ["s3"], "w2": ["s0", "s1", "cover"], "w4": ["s4"]}
@@ -394,23 +400,23 @@ def test_rerank_matches_aligns_other_versions_of_a_shortlisted_work():
         seen.append(n)
         return ms
 
-    one = R.rerank_matches(
+    one = RS.rerank_matches(
         matches, query, store.get, replace(cfg, versions=1), versions=works.get, calibrate=calibrate
     )
-    three = R.rerank_matches(
+    three = RS.rerank_matches(
         matches, query, store.get, replace(cfg, versions=3), versions=works.get, calibrate=calibrate
     )
     assert seen == [4, 6]  # alignments made: one per work, then all three of w2's
     assert one[0].work != "w2" and three[0].work == "w2"
     assert three[0].track_id == "s0"  # the recording the search found, with its work's best score
-    cover_score = R.qmax_scores(query, [store["cover"]], cfg.qmax)[0]
+    cover_score = C.qmax_scores(query, [store["cover"]], cfg.qmax)[0]
     assert three[0].alignment == pytest.approx(cover_score)
     assert sorted(m.work for m in three) == sorted(m.work for m in matches)  # nothing dropped
     # versions are picked nearest to the query by summary when both summaries are known
     summ = {t: np.array([float(i)]) for i, t in enumerate(["s0", "s1", "cover"])}
-    assert R.version_choice(matches[2], works.get, 2, summ.get, np.array([2.0])) == ["s0", "cover"]
-    assert R.version_choice(matches[2], works.get, 2) == ["s0", "s1"]  # else catalogue order
-    assert R.version_choice(matches[2], works.get, 1) == ["s0"]
+    assert RS.version_choice(matches[2], works.get, 2, summ.get, np.array([2.0])) == ["s0", "cover"]
+    assert RS.version_choice(matches[2], works.get, 2) == ["s0", "s1"]  # else catalogue order
+    assert RS.version_choice(matches[2], works.get, 1) == ["s0"]
     with pytest.raises(ValueError, match="versions"):
         R.RerankConfig(versions=0)
 
@@ -439,7 +445,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     assert stored.available()
     one = full[0]
     got = stored.get(one.track_id)
-    want = R.alignment_features(one.feat)
+    want = AI.alignment_features(one.feat)
     assert got.chroma.shape == want.chroma.shape
     assert np.abs(got.chroma - want.chroma).max() <= 1 / 510 + 1e-6
     queries = [t for t in full if t.version == "v1"]
@@ -463,7 +469,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     assert votes and all(t in catalogue_ids and v > 0 for t, v in votes.values())
     # the reader takes each catalogue summary once from the stored ones (float16), equal
     # to the one from its chroma; a projection of other patch lengths reads its own columns
-    first_view = R.summary_chroma(got.chroma)  # the summary reads the CQT's chroma
+    first_view = AI.summary_chroma(got.chroma)  # the summary reads the CQT's chroma
     np.testing.assert_allclose(stored.summary(one.track_id), C.fourier_summary(first_view), atol=1e-3)
     for patches in ((300,), (75, 300), (150,)):
         proj = C.SummaryProjection(
@@ -490,14 +496,16 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     assert served.to_dict() == ranked[0].to_dict()
     # a shard written before summaries were stored: they are computed from its chroma
     shard = idx.meta["shards"][0]
-    npz = tmp_path / "index" / f"{shard}{R.CHROMA_SUFFIX}"
+    npz = tmp_path / "index" / f"{shard}{CF.CHROMA_SUFFIX}"
     with np.load(npz) as z:
         stored_summary, data, offsets = z["summary"], z["data"], z["offsets"]
     np.savez(str(npz)[:-4], data=data, offsets=offsets)
     old = IndexChroma.of(idx)
     ids, mat = old.summaries()
     assert len(ids) == len(stored_summary)
-    np.testing.assert_allclose(mat, stored_summary[:, R.summary_columns(C.SUMMARY_PATCHES, (75,))], atol=1e-3)
+    np.testing.assert_allclose(
+        mat, stored_summary[:, AI.summary_columns(C.SUMMARY_PATCHES, (75,))], atol=1e-3
+    )
     # and one written with the plain summary alone (no summary_patches) is read as such
     np.savez(str(npz)[:-4], data=data, offsets=offsets, summary=mat)
     assert np.array_equal(IndexChroma.of(idx).summaries()[1], mat)
@@ -505,7 +513,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     assert IndexChroma.of(idx).recurrence().n_shingles == rec.n_shingles
     assert "recurrence index of" in caplog.text and (cache / "key").read_text() != key  # rebuilt
     # the summary search and the exact scores of the recordings it finds
-    near = stored.nearest(stored.query_summary(R.alignment_features(q.feat)), 3)
+    near = stored.nearest(stored.query_summary(AI.alignment_features(q.feat)), 3)
     assert len(near) == 3 and set(near) <= {t.track_id for t in full if t.version == "v0"}
     scored = idx.score_tracks(emb, starts, near + ["no such track"])
     by_work = {m.work: m for m in idx.search(emb, starts, 50, approximate=False)}
@@ -618,7 +626,7 @@ def test_summary_projection_is_fitted_stored_and_used(tmp_path):
     # the index's stored summaries are projected like the query's
     from coverhunter.dataset import read_dataset
 
-    chroma = R.alignment_features(read_dataset(data / "full.txt")[0].feat)
+    chroma = AI.alignment_features(read_dataset(data / "full.txt")[0].feat)
     store = IndexChroma(tmp_path, [], after.summary_projection)
     assert store.query_summary(chroma).shape == (3,)
     # identify with a projected model: the index's summaries are projected as the query's
@@ -650,12 +658,12 @@ def test_query_chroma_is_made_as_the_index_made_its_own(tmp_path, caplog):
     q = full[1].feat
     stored = IndexChroma.of(idx)
     assert stored.params == CHROMA_SPEC and stored.fine_views == ("c3",)
-    np.testing.assert_array_equal(stored.query_features(q).chroma, R.alignment_features(q).chroma)
+    np.testing.assert_array_equal(stored.query_features(q).chroma, AI.alignment_features(q).chroma)
     assert stored.query_features(q).chroma.shape[1] == 24  # the CQT's chroma and the fine one
     # the same index as the version before the fine chroma wrote it: the CQT's chroma with
     # its recorded parameters; and before that, no parameters: all octaves at power 1
     (shard,) = idx.meta["shards"]
-    npz = tmp_path / "index" / f"{shard}{R.CHROMA_SUFFIX}"
+    npz = tmp_path / "index" / f"{shard}{CF.CHROMA_SUFFIX}"
     for params, recorded in ((C.CHROMA_PARAMS, True), (C.LEGACY_CHROMA_PARAMS, False)):
         legacy = [
             C.chroma_to_uint8(C.chroma_from_cqt(np.load(t.feat), lowest_octave=params[0], power=params[1]))
@@ -694,14 +702,14 @@ def test_features_without_fine_chroma_align_the_cqt_chroma_and_say_so(tmp_path, 
 
     data = make_feature_lists(tmp_path / "d", n_works=2, n_versions=2)
     feats = sorted(str(p) for p in (data / "cqt_feat").glob("*.cqt.npy"))
-    assert R.features_chroma(feats) == CHROMA_SPEC
-    assert R.alignment_features(feats[0]).chroma.shape[1] == 24
+    assert RK.features_chroma(feats) == CHROMA_SPEC
+    assert AI.alignment_features(feats[0]).chroma.shape[1] == 24
     chroma_path(feats[1]).unlink()  # as extracted before the fine chroma existed
-    with caplog.at_level(logging.WARNING, logger="coverhunter.rerank"):
-        assert R.features_chroma(feats) == C.CHROMA_PARAMS
+    with caplog.at_level(logging.WARNING, logger="coverhunter.reranker"):
+        assert RK.features_chroma(feats) == C.CHROMA_PARAMS
     assert "no fine chroma" in caplog.text and "extract" in caplog.text
     with pytest.raises(ValueError, match="run extract again"):
-        R.alignment_features(feats[1])
+        AI.alignment_features(feats[1])
 
 
 @pytest.mark.parametrize("first_stage", ["recurrence", "summary"])
@@ -709,10 +717,10 @@ def test_recurrence_votes_bring_a_cover_the_embedding_and_summary_miss(first_sta
     align = _planted_cover(11)
     cfg = R.RerankConfig(k=3, pool=3, global_pool=3, expand=0, first_stage=first_stage)
     far = np.arange(12, dtype=np.float64)[:, None]  # summary distances: the cover is farthest
-    rk = R.Reranker(
+    rk = RK.Reranker(
         cfg, query_align=align[:1], ref_align=align[1:], query_summary=np.zeros((1, 1)), ref_summary=far
     )
-    rk.votes = R.recurrence_votes(align[:1], align[1:], "cqt")
+    rk.votes = RK.recurrence_votes(align[:1], align[1:], "cqt")
     assert int(np.argmax(rk.votes[0])) == 11  # recurrence voting finds the cover
     d = np.linspace(0.1, 0.9, 12)[None, :]  # the embedding ranks it last
     out = rk.rerank_block(d, 0)

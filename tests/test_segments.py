@@ -99,13 +99,13 @@ def test_batch_folder_is_resumable_and_reports_failures(catalogue, tmp_path, cap
 
 
 def test_identify_shortlist_growth_can_be_fixed_or_forced(catalogue, tmp_path, capsys, monkeypatch):
-    import coverhunter.rerank as R
+    import coverhunter.index.reranked_search as RS
 
     _, index_dir = catalogue
     path = tmp_path / "q.wav"
     sf.write(path, tune(3, 30.0, noise=0.01), SR)
-    aligned, qmax = [], R.qmax_scores  # the real alignment, counted
-    monkeypatch.setattr(R, "qmax_scores", lambda q, refs, *a: aligned.append(len(refs)) or qmax(q, refs, *a))
+    aligned, qmax = [], RS.qmax_scores  # the real alignment, counted
+    monkeypatch.setattr(RS, "qmax_scores", lambda q, refs, *a: aligned.append(len(refs)) or qmax(q, refs, *a))
     # never grow: 2 aligned; grow from 1 recording on: ceil(2 sqrt(5)) -> all 5 works
     for grow, want in (("0", 2), ("1", 5)):
         assert (

@@ -129,10 +129,10 @@ def cmd_fit_summary(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from .alignment_inputs import alignment_features
     from .checkpoint import attach_summary_projection, find_checkpoint
     from .classical import CHROMA_PARAMS, SummaryProjection, multiscale_summary
     from .dataset import read_dataset
-    from .rerank import alignment_features
 
     tracks = [t for t in read_dataset(args.train_list, check_features=True) if t.feat]
     if not tracks:

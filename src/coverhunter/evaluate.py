@@ -79,7 +79,7 @@ def evaluate_tracks(
 
     Returns the report and, with ``return_dist``, the full distance matrix (else None:
     distances are then computed and ranked in blocks of queries, in bounded memory).
-    ``reranker`` (a :class:`coverhunter.rerank.Reranker`) re-orders each query's
+    ``reranker`` (a :class:`coverhunter.reranker.Reranker`) re-orders each query's
     shortlist; the returned matrix then holds the re-ordered distances.
     """
     win = windowing(cfg)
@@ -195,7 +195,8 @@ def run_evaluation(
     if rerank and rerank_source != "chroma":  # short-chunk embeddings of the CQT
         require_cqt_input(cfg, lm.source, f"re-ranking with --rerank-source {rerank_source}")
     if rerank:  # two-stage search: re-order each query's top `rerank` (coverhunter.rerank)
-        from .rerank import RerankConfig, build_reranker
+        from .rerank import RerankConfig
+        from .reranker import build_reranker
 
         given = {
             "weight": rerank_weight,

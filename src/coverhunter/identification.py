@@ -8,7 +8,7 @@
          or a Track's feature files
       -> embed: the index's chunk windows, a batch at a time (embed_query)
       -> search: the whole recording, re-ranked by chroma alignment when the index stores
-         chroma (rerank.search_reranked); segments (which work where) when asked for, and
+         chroma (index.reranked_search.search_reranked); segments (which work where) when asked for, and
          for recordings of more than WHOLE_MAX_CHUNKS chunks, whose matches then come
          from their segments
       -> verdict (the one rule, :func:`verdict`) -> QueryResult
@@ -297,12 +297,12 @@ def search_settings(
 
 def _whole_matches(index, rec: Recording, options: IdentifyOptions, setup) -> list[Match]:
     """The search of the whole recording, re-ranked by chroma alignment with ``setup``."""
-    from . import rerank as rr
+    from .index.reranked_search import search_reranked
 
     if setup is None:
         return index.search(rec.emb, rec.starts, options.top, options.approximate)
     cfg, chroma = setup
-    return rr.search_reranked(
+    return search_reranked(
         index,
         rec.emb,
         rec.starts,

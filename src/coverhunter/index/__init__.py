@@ -9,11 +9,15 @@ choice) -> ``exact_backend`` / ``faiss_backend`` / ``qdrant_backend`` (the engin
 ``search`` (exact search, shortlist clean-up), ``folder`` (files, lock, swap), ``shard``
 (rank slices), ``embedding`` -> ``results``; ``repair`` (damaged shard files) sits above
 ``store``. ``recurrence`` (the first stage's recurrence voting over chroma shingles)
-depends on nothing else here. ``chroma_store`` (the recordings' stored chroma, read for
-re-ranking: ``IndexChroma``) builds a recurrence index per catalogue
+depends on nothing else here. ``chroma_format`` (the stored chroma format: one
+``shard_NNNNN.chroma.npz`` per shard) imports nothing here; ``folder``, ``writes`` and
+``repair`` write it inside functions. ``chroma_store`` (the recordings' stored chroma,
+read for re-ranking: ``IndexChroma``) builds a recurrence index per catalogue
 (``IndexChroma.recurrence``, kept in ``INDEX/recurrence.cache``); it imports
-``recurrence`` and ``coverhunter.rerank`` (the re-ranking maths), and ``calibrate``
-imports it inside functions only.
+``chroma_format``, ``recurrence`` and ``coverhunter.rerank`` (the re-ranking maths), and
+``calibrate`` imports it inside functions only. ``reranked_search`` (``identify``'s
+re-ranking of a search) imports nothing here (the index and its chroma are passed in);
+``coverhunter.identification`` imports it.
 """
 
 from .calibration import fit_calibration, p_impostor, probability_same

@@ -70,6 +70,7 @@ def calibrate(
     from .. import rerank as rr
     from ..classical import euclidean_distances
     from ..embed import distance_matrix
+    from .chroma_format import as_stored
     from .chroma_store import IndexChroma
 
     index.check_model(lm)
@@ -102,7 +103,7 @@ def calibrate(
     if align is not None:
         t0 = time.time()
         feats = [align[i] for i in range(len(tracks))]
-        stored = [rr.as_stored(f) for f in feats]  # the catalogue side, as the index keeps it
+        stored = [as_stored(f) for f in feats]  # the catalogue side, as the index keeps it
         cfg = rr.RerankConfig()
         glob = None
         if cfg.global_weight > 0:  # the search's first stage: embedding and summary

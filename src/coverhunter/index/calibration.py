@@ -195,7 +195,7 @@ def alignment_pairs(
         Above this many recordings, whole works are drawn (seeded) until it is reached, so
         the same-work pairs stay.
     candidates : list of coverhunter.classical.AlignmentFeatures, optional
-        The same recordings as a catalogue stores them (:func:`coverhunter.rerank.as_stored`):
+        The same recordings as a catalogue stores them (:func:`coverhunter.index.chroma_format.as_stored`):
         each pair aligns ``feats[i]`` (the query side) with ``candidates[j]``, as a search
         aligns a query's fresh chroma with the catalogue's stored chroma. Default: ``feats``.
 

@@ -1,9 +1,10 @@
 """The stored chroma of a catalogue index, read for re-ranking: :class:`IndexChroma`.
 
 Each shard of an index keeps its recordings' chroma beside its vectors, in
-``shard_NNNNN.chroma.npz`` (:data:`coverhunter.rerank.CHROMA_SUFFIX`, written by
-:func:`coverhunter.rerank.write_shard_chroma`): the recordings' uint8 chroma made with the
-chroma spec the file records (:func:`coverhunter.rerank.compact_chroma`), where each one
+``shard_NNNNN.chroma.npz`` (:data:`coverhunter.index.chroma_format.CHROMA_SUFFIX`, written by
+:func:`coverhunter.index.chroma_format.write_shard_chroma`): the recordings' uint8 chroma made
+with the chroma spec the file records (:func:`coverhunter.index.chroma_format.compact_chroma`),
+where each one
 starts, and their 2D Fourier summaries. :class:`IndexChroma` reads those files on demand
 for ``identify``'s re-ranking: a recording's alignment data, its summary (projected by the
 model's summary projection), the recordings nearest to a query by summary, and the first
@@ -12,9 +13,11 @@ kept in ``INDEX/recurrence.cache/`` (:data:`RECURRENCE_CACHE`) under a key of th
 files it was built from. :func:`catalogue_reranking` gives ``identify`` its re-ranking
 settings together with the index's stored chroma.
 
-Imports: the re-ranking maths (:mod:`coverhunter.rerank`) and the recurrence index
-(:mod:`coverhunter.index.recurrence`); neither imports this module, and the rest of the
-index package imports it inside functions only.
+Imports: the re-ranking settings (:mod:`coverhunter.rerank`), a recording's alignment
+data (:mod:`coverhunter.alignment_inputs`), the stored format
+(:mod:`coverhunter.index.chroma_format`) and the recurrence index
+(:mod:`coverhunter.index.recurrence`); none of them imports this module, and the rest of
+the index package imports it inside functions only.
 """
 
 from __future__ import annotations
@@ -30,18 +33,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..chroma import CHROMA_SPEC, fine_views
-from ..classical import AlignmentFeatures, chroma_params_of, multiscale_summary
-from ..rerank import (
-    CHROMA_SUFFIX,
-    RerankConfig,
+from ..alignment_inputs import (
     alignment_features,
-    identify_config,
     recurrence_chroma,
     summary_chroma,
     summary_columns,
     summary_params,
 )
+from ..chroma import CHROMA_SPEC, fine_views
+from ..classical import AlignmentFeatures, chroma_params_of, multiscale_summary
+from ..rerank import RerankConfig, identify_config
+from .chroma_format import CHROMA_SUFFIX
 from .recurrence import RecurrenceIndex, RecurrenceParams
 
 log = logging.getLogger(__name__)
@@ -277,7 +279,7 @@ class IndexChroma:
 
     def recurrence(self, params: RecurrenceParams = RecurrenceParams()) -> RecurrenceIndex | None:
         """The recurrence index (:class:`coverhunter.index.recurrence.RecurrenceIndex`) of
-        every stored recording's search view (:func:`coverhunter.rerank.recurrence_chroma`),
+        every stored recording's search view (:func:`coverhunter.alignment_inputs.recurrence_chroma`),
         or None without stored chroma.
 
         Built on first use and kept in ``INDEX/recurrence.cache/`` for the next reader,

@@ -168,7 +168,7 @@ def write_shard(
     root: Path, name: str, vectors: np.ndarray, rows: list[dict], chromas: list[np.ndarray]
 ) -> None:
     """A shard's vectors, re-ranking chroma and track lines (each file atomically)."""
-    from ..rerank import write_shard_chroma
+    from .chroma_format import write_shard_chroma
 
     atomic_save_npy(root / f"{name}.npy", np.ascontiguousarray(vectors, dtype=np.float32))
     write_shard_chroma(root, name, chromas)
@@ -183,7 +183,7 @@ def next_shard_name(shards: list[str]) -> str:
 
 def read_shard_chroma(root: Path, shard: str) -> list[np.ndarray] | None:
     """Per-recording uint8 chroma of a shard, in its ``.jsonl`` order (None if it has none)."""
-    from ..rerank import CHROMA_SUFFIX
+    from .chroma_format import CHROMA_SUFFIX
 
     path = root / f"{shard}{CHROMA_SUFFIX}"
     if not path.exists():
@@ -202,7 +202,7 @@ def check_shard_chroma(root: Path, shard: str, n_recordings: int) -> None:
     """Raise a one-line :class:`CatalogueError` naming a shard's chroma file when it exists
     but cannot be read or does not list ``n_recordings`` recordings (cheap: reads the
     offsets and the data's header, not the chroma itself)."""
-    from ..rerank import CHROMA_SUFFIX
+    from .chroma_format import CHROMA_SUFFIX
 
     path = root / f"{shard}{CHROMA_SUFFIX}"
     if not path.exists():

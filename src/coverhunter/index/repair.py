@@ -147,7 +147,7 @@ def _read_chroma(root: Path, shard: str, n: int) -> None:
 def _drop_rows(idx: CatalogueIndex, s: _Shard, report: RepairReport) -> int:
     """A shard whose list is unreadable: one removed placeholder over all its rows (the
     compaction drops them); returns its first row."""
-    from ..rerank import write_shard_chroma
+    from .chroma_format import write_shard_chroma
 
     line = {
         "track_id": f"({s.name}: lost)",
@@ -180,7 +180,7 @@ def _recompute(
 ) -> set:
     """Embeddings and/or chroma of a shard's live recordings from their audio, written in
     place of the damaged files; returns the rows of recordings that had to be removed."""
-    from ..rerank import compact_chroma, write_shard_chroma
+    from .chroma_format import compact_chroma, write_shard_chroma
 
     live = [t for t in s.lines if t["row"] not in dead]
     tracks = [Track(t["track_id"], _audio_path(idx, t["audio"]), 0.0, t["work"]) for t in live]

@@ -69,7 +69,7 @@ def score_tracks(index, q: np.ndarray, q_starts: list[float], track_ids: list[st
     catalogue recordings: one per work (its best listed recording), best first.
 
     Unknown or removed track ids are skipped. Used for candidates that another search
-    found (:func:`coverhunter.rerank.search_reranked`).
+    found (:func:`coverhunter.index.reranked_search.search_reranked`).
     """
     if not track_ids or index.meta["n_tracks"] == 0:
         return []

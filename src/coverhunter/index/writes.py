@@ -87,7 +87,7 @@ def _add_group(index, lm, tracks, device, verbose, cache, replace) -> list:
 
 def _embed(index, lm, todo, device, verbose, cache):
     """``(embedded (track, vectors, starts), chroma by track id, failures)``, no lock held."""
-    from ..rerank import compact_chroma
+    from .chroma_format import compact_chroma
 
     chroma = {}  # per-recording uint8 chroma for re-ranking, stored beside the shard
     embs = embed_recordings(
