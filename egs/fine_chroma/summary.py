@@ -1,5 +1,5 @@
-"""One table of the arms of egs/fine_chroma/run.sh: size, CPU time, validation and test MAP
-(the model alone and the two-stage search).
+"""The arms of egs/fine_chroma/run.sh: size, CPU time, validation and test MAP (the model
+alone and the two-stage search), and validation MAP at equal CPU time.
 
     python egs/fine_chroma/summary.py WORK ARM [ARM...]
 """
@@ -16,6 +16,8 @@ from coverhunter.model import CoverHunter
 
 def row(work: Path, arm: str) -> str:
     exp = work / arm
+    if not (exp / "config" / "hparams.yaml").is_file():
+        return f"| {arm} | not started | | | | | | | |"
     cfg = load_config(exp / "config" / "hparams.yaml")
     params = sum(p.numel() for p in CoverHunter(cfg.model).parameters()) / 1e6
     hist = json.loads((exp / "history.json").read_text()) if (exp / "history.json").is_file() else []
@@ -32,6 +34,23 @@ def row(work: Path, arm: str) -> str:
     )
 
 
+MARKS = (300, 600, 900, 1200, 1500, 1800)  # CPU seconds
+
+
+def curve(work: Path, arm: str, marks=MARKS) -> str:
+    """Validation MAP of the last epoch finished by each mark of CPU seconds ('-': not yet)."""
+    path = work / arm / "history.json"
+    hist = json.loads(path.read_text()) if path.is_file() else []
+    log = work / arm / "train.log"
+    finished = log.is_file() and "INFO coverhunter: trained " in log.read_text(errors="replace")
+    reached = hist[-1].get("train_seconds", 0.0) if hist else 0.0
+    cells = []
+    for t in marks:
+        done = [h for h in hist if h.get("train_seconds", float("inf")) <= t]
+        cells.append(f"{done[-1]['val_map']:.3f}" if done and (finished or t <= reached) else "-")
+    return f"| {arm} | " + " | ".join(cells) + " |"
+
+
 def main() -> None:
     work, arms = Path(sys.argv[1]), sys.argv[2:]
     print(
@@ -41,6 +60,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for arm in arms:
         print(row(work, arm))
+    print("\nValidation MAP by CPU seconds of training and validation (the last epoch finished by then):\n")
+    print("| arm | " + " | ".join(f"{t} s" for t in MARKS) + " |")
+    print("|---|" + "---|" * len(MARKS))
+    for arm in arms:
+        print(curve(work, arm))
 
 
 if __name__ == "__main__":
