@@ -17,7 +17,8 @@
 # thread each, so each gets the same CPU time: optim.time_budget_s seconds of training
 # and validation (the cosine decay is fitted to it). Environment:
 #   WORKS=600        training corpus works (make-corpus --versions 4-8, harmony kept 0.5)
-#   TEST_WORKS=60    held-out test works (make-corpus --split test, as bench_accuracy)
+#   TEST_WORKS=60    held-out test works (make-corpus --split test: bench_accuracy's works,
+#                    half the versions keeping the harmony, as in the training corpus)
 #   BUDGET=3600      CPU seconds per arm (optim.time_budget_s, optim.budget_clock cpu). Fixed for a started arm: the
 #                    schedule is fitted to it and never grows again (a longer run needs
 #                    a new WORK, or `coverhunter train --init-from` into a new EXP_DIR)
