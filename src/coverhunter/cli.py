@@ -1,4 +1,5 @@
-"""The ``coverhunter`` command line: thin handlers over the library."""
+"""The ``coverhunter`` command line: the parser, ``main`` and the data commands' thin handlers
+(the catalogue commands' are in ``cli_index``, the model commands' in ``cli_train``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,18 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+from .cli_index import (
+    cmd_identify,
+    cmd_index_add,
+    cmd_index_build,
+    cmd_index_calibrate,
+    cmd_index_compact,
+    cmd_index_remove,
+    cmd_index_repair,
+    cmd_serve,
+)
+from .cli_train import cmd_align, cmd_coarse_to_fine, cmd_evaluate, cmd_fit_summary, cmd_train
 
 log = logging.getLogger("coverhunter")
 
@@ -27,14 +40,6 @@ def setup_logging(verbose: int = 0) -> None:
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     logging.getLogger().setLevel(level)  # also when logging was configured before
-
-
-def _cache(lm, win=None):
-    """The user's embedding cache (``$COVERHUNTER_CACHE`` / ``$XDG_CACHE_HOME/coverhunter``)."""
-    from .embed import EmbeddingCache
-    from .evaluate import windowing
-
-    return EmbeddingCache(None, lm.fingerprint, win or windowing(lm.config))
 
 
 # ---------------------------------------------------------------------------
@@ -125,333 +130,6 @@ def cmd_unpack(args) -> int:
     return 0
 
 
-def cmd_fit_summary(args) -> int:
-    import numpy as np
-    from tqdm import tqdm
-
-    from .alignment_inputs import alignment_features
-    from .checkpoint import attach_summary_projection, find_checkpoint
-    from .classical import CHROMA_PARAMS, SummaryProjection, multiscale_summary
-    from .dataset import read_dataset
-
-    tracks = [t for t in read_dataset(args.train_list, check_features=True) if t.feat]
-    if not tracks:
-        raise ValueError(f"{args.train_list}: no recordings with features (run coverhunter extract)")
-    if 0 < args.sample < len(tracks):
-        rows = np.sort(np.random.default_rng(args.seed).choice(len(tracks), args.sample, replace=False))
-        tracks = [tracks[i] for i in rows]
-    patches = tuple(args.patches)
-    summaries = np.stack(
-        [
-            multiscale_summary(alignment_features(t.feat, CHROMA_PARAMS).chroma, patches)
-            for t in tqdm(tracks, desc="2D Fourier summaries", unit="rec", mininterval=5.0)
-        ]
-    )
-    if args.method == "lda":
-        proj = SummaryProjection.fit_discriminant(
-            summaries, [t.work for t in tracks], args.dims, args.pca_dims, patches
-        )
-    else:
-        proj = SummaryProjection.fit(summaries, args.dims, patches)
-    path = attach_summary_projection(find_checkpoint(args.model), proj)
-    log.info(
-        "fitted a %d-dimensional %s summary projection on %d recordings (%d works) of %s; stored in %s",
-        len(proj.scale),
-        args.method,
-        len(tracks),
-        len({t.work for t in tracks}),
-        args.train_list,
-        path,
-    )
-    return 0
-
-
-def cmd_train(args) -> int:
-    import json
-
-    from .config import load_config
-    from .train import train
-
-    config = load_config(args.config, args.set) if args.config else None
-    if args.only_eval:
-        from .train import evaluate_experiment
-
-        print(json.dumps(evaluate_experiment(args.exp_dir, device=args.device), indent=2))
-        return 0
-    result = train(
-        args.exp_dir,
-        config=config,
-        overrides=None if config else args.set,
-        device=args.device,
-        init_from=args.init_from,
-        max_epochs=args.max_epochs,
-        first_eval=args.first_eval,
-    )
-    log.info(
-        "trained %d epochs (%d steps) in %.0f s; best %s = %s; checkpoint %s",
-        result.epochs_run,
-        result.steps,
-        result.seconds,
-        result.monitor,
-        result.best_metric,
-        result.best_checkpoint,
-    )
-    return 0
-
-
-def cmd_evaluate(args) -> int:
-    import json
-
-    from .evaluate import run_evaluation
-
-    report = run_evaluation(
-        args.model,
-        args.query,
-        args.ref,
-        query_in_ref_path=args.query_in_ref,
-        device=args.device,
-        mode=args.mode,
-        bootstrap=args.bootstrap,
-        output=args.output,
-        plots=args.plots,
-        chunk_s=args.chunk_s,
-        hop_s=args.hop_s,
-        distance=args.distance,
-        rerank=args.rerank,
-        rerank_source=args.rerank_source,
-        rerank_weight=args.rerank_weight,
-        rerank_expand=args.rerank_expand,
-        rerank_expansion_weight=args.rerank_expansion_weight,
-        rerank_grow_after=args.rerank_grow_after,
-        rerank_first_stage=args.rerank_first_stage,
-    )
-    d = report.to_dict()
-    print(
-        f"MAP {d['map']:.4f}  top10 {d['top10']:.4f}  MR1 {d['mr1']:.2f}  "
-        f"hit rate {d['hit_rate']:.4f}  ({d['n_queries']} queries, {d['mode']} definitions)"
-    )
-    if d["ci"]:
-        print("95% CI: " + ", ".join(f"{k} [{a:.4f}, {b:.4f}]" for k, (a, b) in d["ci"].items()))
-    if args.json:
-        print(json.dumps(d, indent=2))
-    if not args.rerank:
-        log.info(
-            "this is the model alone, as the original evaluates; --rerank 50 evaluates the "
-            "two-stage search (embedding shortlist re-ranked by chroma alignment), which finds "
-            "far more of the covers that change the arrangement (docs/accuracy.md)"
-        )
-    return 0
-
-
-def _load(args):
-    from .checkpoint import load_model
-    from .utils import resolve_device
-
-    device = resolve_device(args.device)
-    return load_model(args.model, device), device
-
-
-def cmd_index_build(args) -> int:
-    from .index import build_index
-
-    lm, device = _load(args)
-    idx, failed = build_index(
-        args.index,
-        lm,
-        dataset=args.dataset,
-        folder=args.audio_dir,
-        backend=args.backend,
-        overwrite=args.overwrite,
-        device=device,
-        calibrate_with=args.calibrate,
-        cache=_cache(lm),
-        uri=args.uri,
-        rank=args.rank,
-        world_size=args.world_size,
-    )
-    return _report_index(idx, failed)
-
-
-def _report_index(idx, failed) -> int:
-    from .index.chroma_store import IndexChroma
-
-    # the first stage's recurrence index, built now rather than at the first search
-    IndexChroma.of(idx).prepare_recurrence()
-    m = idx.meta
-    log.info(
-        "index %s: %d recordings of %d works, %d chunk vectors%s",
-        idx.root,
-        m["n_tracks"],
-        idx.n_works,
-        m["n_vectors"],
-        (
-            ", calibrated (embedding and alignment)"
-            if idx.alignment_calibration
-            else ", calibrated"
-            if m.get("calibration")
-            else ""
-        ),
-    )
-    for tid, msg in failed:
-        print(f"  not added: {tid}: {msg}", file=sys.stderr)
-    return 1 if any(msg != "already in the index" for _, msg in failed) else 0
-
-
-def cmd_index_add(args) -> int:
-    from .dataset import read_dataset
-    from .index import CatalogueIndex, rank_slice, resolve_rank, tracks_from_folder
-
-    lm, device = _load(args)
-    idx = CatalogueIndex.load(args.index)
-    tracks = read_dataset(args.dataset) if args.dataset else tracks_from_folder(args.audio_dir)
-    tracks = rank_slice(tracks, *resolve_rank(args.rank, args.world_size))
-    failed = idx.add(lm, tracks, device, cache=_cache(lm, idx.windowing), replace=args.replace)
-    return _report_index(idx, failed)
-
-
-def cmd_index_remove(args) -> int:
-    from .index import CatalogueIndex
-
-    idx = CatalogueIndex.load(args.index)
-    missing = idx.remove(args.tracks)
-    for tid in missing:
-        print(f"  not in the index: {tid}", file=sys.stderr)
-    if args.compact:
-        idx.compact()
-    return _report_index(CatalogueIndex.load(args.index), []) or (1 if missing else 0)
-
-
-def cmd_index_compact(args) -> int:
-    from .index import CatalogueIndex
-
-    idx = CatalogueIndex.load(args.index)
-    log.info("%s: %d rows of removed recordings dropped", idx.root, idx.compact())
-    return _report_index(CatalogueIndex.load(args.index), [])
-
-
-def cmd_index_repair(args) -> int:
-    from .index import CatalogueIndex, repair_index
-    from .utils import resolve_device
-
-    lm, device = _load(args) if args.model else (None, resolve_device(args.device))
-    report = repair_index(args.index, lm, device)
-    if not report.rewritten:
-        log.info("%s: no damaged shard file found; nothing to repair", args.index)
-    else:
-        log.info("%s: rewrote %s", args.index, ", ".join(report.rewritten))
-    for tid, why in report.removed:
-        print(f"  removed: {tid}: {why} (add it again)", file=sys.stderr)
-    for shard in report.lost:
-        print(
-            f"  {shard}: its list of recordings was unreadable; they were dropped (add them again)",
-            file=sys.stderr,
-        )
-    return _report_index(CatalogueIndex.load(args.index), []) or (0 if report.complete else 1)
-
-
-def cmd_index_calibrate(args) -> int:
-    from .dataset import read_dataset
-    from .index import CatalogueIndex
-
-    lm, device = _load(args)
-    idx = CatalogueIndex.load(args.index)
-    cal = idx.calibrate(lm, read_dataset(args.dataset), device)
-    log.info(
-        "calibrated on %s: %d same-work and %d different-work pairs",
-        cal["source"],
-        cal["n_same"],
-        cal["n_different"],
-    )
-    if cal.get("alignment"):
-        a = cal["alignment"]
-        log.info(
-            "alignment calibrated on %s: %d same-work and %d different-work pairs (verdicts of "
-            "re-ranked searches)",
-            a["source"],
-            a["n_same"],
-            a["n_different"],
-        )
-    return 0
-
-
-def cmd_identify(args) -> int:
-    """Files and folders, each through ``identification.identify``: printed, or one JSON line per
-    file appended to ``--output`` (resumable, ``batch``)."""
-    import json
-
-    from .batch import audio_files, identify_batch
-    from .identification import IdentifyOptions, identify
-    from .index import CatalogueIndex, format_result
-    from .index.chroma_store import IndexChroma
-
-    idx = CatalogueIndex.load(args.index)
-    if args.model is None:
-        args.model = Path(idx.meta["model"])
-    lm, device = _load(args)
-    options = IdentifyOptions(
-        top=args.top,
-        false_alarm=args.false_alarm,
-        rerank=args.rerank,
-        rerank_grow_after=args.rerank_grow_after,
-        rerank_versions=args.rerank_versions,
-        segments=args.segments,
-        approximate={"auto": None, "exact": False, "approximate": True}[args.search],
-    )
-    current = [idx, IndexChroma.of(idx, lm.summary_projection)]
-
-    def answer(path):
-        # a long batch follows the index as other processes change it (one stat per file)
-        fresh = current[0].fresh()
-        if fresh is not current[0]:
-            current[:] = [fresh, IndexChroma.of(fresh, lm.summary_projection)]
-        return identify(current[0], lm, path, options, device=device, chroma=current[1])
-
-    files = audio_files(args.audio, args.recursive)
-    if args.output:
-        report = identify_batch(files, args.output, lambda path: answer(path).to_dict())
-        log.info(
-            "%d answered, %d already answered, %d failed -> %s",
-            report.answered,
-            report.skipped,
-            len(report.failed),
-            args.output,
-        )
-        for path, msg in report.failed:
-            print(f"  failed: {path}: {msg}", file=sys.stderr)
-        return 1 if report.failed else 0
-    results = [answer(f) for f in files]
-    if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
-    else:
-        for r in results:
-            print(format_result(r))
-    return 1 if any(r.error for r in results) else 0
-
-
-def cmd_serve(args) -> int:
-    from .serve.app import ServeConfig, serve
-
-    serve(
-        ServeConfig(
-            index=args.index,
-            model=args.model,
-            device=args.device,
-            token=args.token,
-            open_reads=not args.protect_reads,
-            max_upload_mb=args.max_upload_mb,
-            max_duration_s=args.max_duration_s,
-            decode_timeout_s=args.decode_timeout_s,
-            queue_size=args.queue_size,
-            rerank=args.rerank,
-            rerank_grow_after=args.rerank_grow_after,
-            rerank_versions=args.rerank_versions,
-        ),
-        host=args.host,
-        port=args.port,
-    )
-    return 0
-
-
 def cmd_prepare(args) -> int:
     from . import prepare
 
@@ -468,50 +146,6 @@ def cmd_prepare(args) -> int:
             f"{report.data_dir / 'missing.txt'}",
             file=sys.stderr,
         )
-    return 0
-
-
-def cmd_align(args) -> int:
-    from .align import AlignConfig, plot_alignment, run_alignment
-
-    cfg = AlignConfig(chunk_s=args.chunk_s, hop_s=args.hop_s, jump=args.jump)
-    if args.plot:
-        from .checkpoint import load_model
-        from .dataset import read_dataset
-
-        tracks = {t.track_id: t for t in read_dataset(args.data_path, check_features=True)}
-        pair = args.pair or _first_pair(list(tracks.values()))
-        missing = [p for p in pair if p not in tracks]
-        if missing:
-            raise ValueError(f"{args.data_path}: no track {missing[0]!r}")
-        out = plot_alignment(load_model(args.model), tracks[pair[0]], tracks[pair[1]], args.plot, cfg)
-        log.info("alignment plot of %s vs %s: %s", pair[0], pair[1], out)
-    if args.output:
-        run_alignment(args.model, args.data_path, args.output, cfg=cfg, device=args.device)
-    return 0
-
-
-def _first_pair(tracks) -> tuple[str, str]:
-    seen = {}
-    for t in tracks:
-        if t.work in seen:
-            return seen[t.work], t.track_id
-        seen[t.work] = t.track_id
-    raise ValueError("no work with two versions to plot")
-
-
-def cmd_coarse_to_fine(args) -> int:
-    from .train import coarse_to_fine
-
-    r = coarse_to_fine(
-        args.exp_dir,
-        coarse_epochs=args.coarse_epochs,
-        fine_epochs=args.fine_epochs,
-        fine_lr_scale=args.fine_lr_scale,
-        device=args.device,
-        overrides=args.set,
-    )
-    log.info("coarse-to-fine done: best %s = %s (%s)", r.monitor, r.best_metric, r.best_checkpoint)
     return 0
 
 
