@@ -65,3 +65,12 @@ def test_evaluate_writes_both_plots_from_its_own_embeddings(tmp_path):
     assert main(["evaluate", str(model), str(lst), "--plots", str(plots)], exit=False) == 0
     for name in ("distances.png", "embedding_map.png"):
         assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_two_stage_without_a_summary_projection_says_how_to_fit_one(tmp_path, caplog):
+    model = tiny_model(tmp_path / "model.pt")
+    assert load_model(model).summary_projection is None
+    lst = feature_list(tmp_path, "noproj", 8)
+    with caplog.at_level("WARNING"):
+        assert main(["evaluate", str(model), str(lst), "--rerank", "4"], exit=False) == 0
+    assert "no 2D Fourier summary projection" in caplog.text and "fit-summary" in caplog.text
