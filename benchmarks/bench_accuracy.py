@@ -45,7 +45,7 @@ the model trained on (``--keep-trained-works`` keeps them). ``--tune --tune-chro
 prints instead the all-pairs alignment's MAP for chroma variants
 (``coverhunter.classical.chroma_from_cqt``'s lowest octave and power), which chose
 ``coverhunter.classical.CHROMA_PARAMS``, and ``--tune --tune-qmax`` the same for
-alignment settings (``coverhunter.classical.QmaxParams``: m, tau, kappa, gap onset and
+alignment settings (``coverhunter.qmax.QmaxParams``: m, tau, kappa, gap onset and
 extension), which chose its defaults. ``--tune-data LIST`` tunes on any extracted
 dataset list instead (e.g. ``runs/corpus-v2/val-extra/full.txt``: a larger catalogue,
 where the first stage misses more).
@@ -79,6 +79,7 @@ import torch  # noqa: E402
 
 from coverhunter import alignment_inputs as AI  # noqa: E402
 from coverhunter import classical as C  # noqa: E402
+from coverhunter import qmax as Q  # noqa: E402
 from coverhunter import rerank as R  # noqa: E402
 from coverhunter import reranker as RK  # noqa: E402
 from coverhunter.checkpoint import load_model  # noqa: E402
@@ -239,11 +240,11 @@ def chunk_scorer(lm, tracks, device, rr: R.RerankConfig):
     chunks, secs = timed(
         RK.chunk_embeddings, lm.model, [t.feat for t in tracks], lm.config, rr, device=device
     )
-    return (lambda q, sl: C.qmax_sequences(chunks[q], [chunks[j] for j in sl], rr.chunk_qmax)), secs
+    return (lambda q, sl: Q.qmax_sequences(chunks[q], [chunks[j] for j in sl], rr.chunk_qmax)), secs
 
 
 def chroma_scorer(align, rr: R.RerankConfig):
-    return lambda q, sl: C.qmax_scores(align[q], [align[j] for j in sl], rr.qmax)
+    return lambda q, sl: Q.qmax_scores(align[q], [align[j] for j in sl], rr.qmax)
 
 
 def reranked(
@@ -323,7 +324,7 @@ def run_corpus(
             [
                 [t.track_id for t in tracks],
                 CHROMA_SPEC,
-                repr(C.QmaxParams()),
+                repr(Q.QmaxParams()),
                 repr(RecurrenceParams()),
                 "compiled recursion",
             ]
@@ -332,7 +333,7 @@ def run_corpus(
     d, t = cached(
         None if cache_dir is None else cache_dir / "bench-qmax-all-pairs.npz",
         key,
-        lambda: C.alignment_distance_matrix(align, C.QmaxParams(), verbose=True),
+        lambda: Q.alignment_distance_matrix(align, Q.QmaxParams(), verbose=True),
     )
     rows["classical alignment (Qmax, all pairs)"] = (d, t_chroma + t)
     d_align = d
@@ -648,10 +649,10 @@ def tune_chroma(tracks, variants) -> dict:
     print("|---|---|---|---|")
     for lowest, power in variants:
         align = [
-            C.AlignmentFeatures.from_chroma(C.chroma_from_cqt(c, lowest_octave=lowest, power=power))
+            Q.AlignmentFeatures.from_chroma(C.chroma_from_cqt(c, lowest_octave=lowest, power=power))
             for c in cqts
         ]
-        qmax = metrics(C.alignment_distance_matrix(align, C.QmaxParams()), works, 0)["map"]
+        qmax = metrics(Q.alignment_distance_matrix(align, Q.QmaxParams()), works, 0)["map"]
         glob = metrics(global_distances(align), works, 0)["map"]
         res[f"{lowest},{power:g}"] = {"alignment": qmax, "global": glob}
         print(f"| {lowest} | {power:g} | {qmax:.3f} | {glob:.3f} |", flush=True)
@@ -660,7 +661,7 @@ def tune_chroma(tracks, variants) -> dict:
 
 def tune_qmax(tracks, variants) -> dict:
     """MAP of all-pairs chroma alignment for each alignment setting
-    (:class:`coverhunter.classical.QmaxParams`) on a training-type corpus, with the seconds
+    (:class:`coverhunter.qmax.QmaxParams`) on a training-type corpus, with the seconds
     each takes (one thread)."""
     works = [t.work for t in tracks]
     align = chroma_of(tracks)
@@ -672,7 +673,7 @@ def tune_qmax(tracks, variants) -> dict:
     print("| m | tau | kappa | gap onset | gap extension | MAP | HR@1 | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for p in variants:
-        d, secs = timed(C.alignment_distance_matrix, align, p)
+        d, secs = timed(Q.alignment_distance_matrix, align, p)
         m = metrics(d, works, 0)
         res[qmax_name(p)] = {"map": m["map"], "hr1": m["hr1"], "seconds": secs}
         print(
@@ -683,15 +684,15 @@ def tune_qmax(tracks, variants) -> dict:
     return res
 
 
-def qmax_name(p: C.QmaxParams) -> str:
+def qmax_name(p: Q.QmaxParams) -> str:
     return f"{p.m},{p.tau},{p.kappa:g},{p.gap_onset:g},{p.gap_extension:g}"
 
 
-def qmax_variant(text: str) -> C.QmaxParams:
+def qmax_variant(text: str) -> Q.QmaxParams:
     """'M,TAU,KAPPA,ONSET,EXTENSION' -> QmaxParams."""
     try:
         m, tau, kappa, onset, ext = text.split(",")
-        return C.QmaxParams(
+        return Q.QmaxParams(
             m=int(m), tau=int(tau), kappa=float(kappa), gap_onset=float(onset), gap_extension=float(ext)
         )
     except ValueError:
@@ -839,7 +840,7 @@ def main() -> None:
             res = tune_chroma(tracks, variants)
             name = name.replace("tune", "tune-chroma", 1)
         elif a.tune_qmax is not None:
-            base = C.QmaxParams()
+            base = Q.QmaxParams()
             variants = a.tune_qmax or [base] + [
                 replace(base, **{k: v})
                 for k, vs in (

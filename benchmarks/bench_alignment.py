@@ -4,10 +4,10 @@
     .venv/bin/python benchmarks/bench_alignment.py --data runs/bench_accuracy/test-w60-v4-8-s0
     .venv/bin/python benchmarks/bench_alignment.py --quick             # a smoke run
 
-Compares, in the same run and on the same pairs, :func:`coverhunter.classical.qmax_batch`
+Compares, in the same run and on the same pairs, :func:`coverhunter.qmax.qmax_batch`
 (the compiled recursion) with the row-vectorised numpy recursion it replaced (kept below
 as the baseline), checks that both give the same scores, and times the whole alignment
-(:func:`coverhunter.classical.qmax_scores`: transposition, delay embedding,
+(:func:`coverhunter.qmax.qmax_scores`: transposition, delay embedding,
 cross-recurrence, recursion) of one query against many candidates. One thread; the
 printed ratios are measured in this run, the milliseconds depend on the machine.
 
@@ -30,7 +30,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from coverhunter import classical as C  # noqa: E402
+from coverhunter import qmax as Q  # noqa: E402
 
 log = logging.getLogger("bench_alignment")
 
@@ -59,13 +59,13 @@ def numpy_qmax_batch(crp: np.ndarray, gap_onset: float, gap_extension: float) ->
 
 def previous_qmax_scores(query, cands, params) -> np.ndarray:
     """``qmax_scores`` as it was: the numpy recursion, one transposition at a time."""
-    kernel, shifts = C.qmax_batch, C.optimal_transpositions
-    C.qmax_batch = lambda crp, go, ge, lengths=None: numpy_qmax_batch(crp, go, ge)
-    C.optimal_transpositions = lambda a, bs: [C.optimal_transposition(a, b) for b in bs]
+    kernel, shifts = Q.qmax_batch, Q.optimal_transpositions
+    Q.qmax_batch = lambda crp, go, ge, lengths=None: numpy_qmax_batch(crp, go, ge)
+    Q.optimal_transpositions = lambda a, bs: [Q.optimal_transposition(a, b) for b in bs]
     try:
-        return C.qmax_scores(query, cands, params)
+        return Q.qmax_scores(query, cands, params)
     finally:
-        C.qmax_batch, C.optimal_transpositions = kernel, shifts
+        Q.qmax_batch, Q.optimal_transpositions = kernel, shifts
 
 
 def generated_chroma(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -106,29 +106,29 @@ def main(argv=None) -> None:
     if args.quick:
         args.pairs, args.repeats = 40, 2
     chroma = corpus_chroma(args.data, args.pairs + 1) if args.data else generated_chroma(args.pairs + 1)
-    p = C.QmaxParams()
-    feats = [C.AlignmentFeatures.from_chroma(c) for c in chroma]
+    p = Q.QmaxParams()
+    feats = [Q.AlignmentFeatures.from_chroma(c) for c in chroma]
     query, cands = feats[0], feats[1:]
-    x = C.delay_embed(query.chroma, p.m, p.tau)
-    ys = [C.delay_embed(c.chroma, p.m, p.tau) for c in cands]
+    x = Q.delay_embed(query.chroma, p.m, p.tau)
+    ys = [Q.delay_embed(c.chroma, p.m, p.tau) for c in cands]
     m_max = max(len(y) for y in ys)
     crp = np.zeros((len(ys), len(x), m_max), bool)
     for b, y in enumerate(ys):
-        crp[b, :, : len(y)] = C.cross_recurrence(x, y, p.kappa)
+        crp[b, :, : len(y)] = Q.cross_recurrence(x, y, p.kappa)
     lengths = np.array([len(y) for y in ys])
 
-    C.qmax_batch(crp[:2], p.gap_onset, p.gap_extension)  # compile (or load numba's cache)
-    got = C.qmax_batch(crp, p.gap_onset, p.gap_extension, lengths)
+    Q.qmax_batch(crp[:2], p.gap_onset, p.gap_extension)  # compile (or load numba's cache)
+    got = Q.qmax_batch(crp, p.gap_onset, p.gap_extension, lengths)
     want = numpy_qmax_batch(crp, p.gap_onset, p.gap_extension)
     if not np.array_equal(got, want):
         raise SystemExit(f"compiled and numpy recursions differ: max |d| {np.abs(got - want).max()}")
-    if not np.array_equal(C.qmax_scores(query, cands, p), previous_qmax_scores(query, cands, p)):
+    if not np.array_equal(Q.qmax_scores(query, cands, p), previous_qmax_scores(query, cands, p)):
         raise SystemExit("qmax_scores differs from its previous implementation")
     t_numpy = best_of(lambda: numpy_qmax_batch(crp, p.gap_onset, p.gap_extension), args.repeats)
-    t_kernel = best_of(lambda: C.qmax_batch(crp, p.gap_onset, p.gap_extension, lengths), args.repeats)
-    t_whole = best_of(lambda: C.qmax_scores(query, cands, p), args.repeats)
+    t_kernel = best_of(lambda: Q.qmax_batch(crp, p.gap_onset, p.gap_extension, lengths), args.repeats)
+    t_whole = best_of(lambda: Q.qmax_scores(query, cands, p), args.repeats)
     t_before = best_of(lambda: previous_qmax_scores(query, cands, p), args.repeats)
-    t_cr = best_of(lambda: [C.cross_recurrence(x, y, p.kappa) for y in ys], args.repeats)
+    t_cr = best_of(lambda: [Q.cross_recurrence(x, y, p.kappa) for y in ys], args.repeats)
     n = len(ys)
     frames = f"{len(x)} x {np.mean(lengths):.0f} (mean)"
     print(

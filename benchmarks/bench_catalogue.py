@@ -54,7 +54,7 @@ catalogue):
   shortlist grows with the catalogue (``rerank.shortlist_length``); each query alone (no
   pair shared between queries). Its milliseconds add the first-stage searches it needs.
   When the first stage has a choice, a second row runs the other one;
-- all-pairs alignment (``classical.qmax_scores`` of the query against every catalogue
+- all-pairs alignment (``qmax.qmax_scores`` of the query against every catalogue
   recording) on ``--align-queries`` seeded queries, with the two-stage MAP on the same
   queries; its cost per query is measured there and holds for every query.
 
@@ -733,7 +733,7 @@ class Catalogue:
     track_ids: np.ndarray  # (n,): "<corpus>:<track>" for test recordings
     embeddings: list  # (n_chunks, E) float32 each
     chromas: list  # (T, 24) uint8 each
-    align: list  # classical.AlignmentFeatures of the stored chroma
+    align: list  # qmax.AlignmentFeatures of the stored chroma
     n_test: int  # the first n_test recordings are the test corpora's
 
     def __len__(self) -> int:
@@ -741,7 +741,8 @@ class Catalogue:
 
 
 def make_catalogue(tests: Recordings, dis: Recordings) -> Catalogue:
-    from coverhunter.classical import AlignmentFeatures, chroma_from_uint8
+    from coverhunter.classical import chroma_from_uint8
+    from coverhunter.qmax import AlignmentFeatures
 
     both = Recordings.concat([tests, dis])
     align = [AlignmentFeatures.from_chroma(chroma_from_uint8(c)) for c in both.chromas]
@@ -946,9 +947,9 @@ def _check_reranker_fields() -> None:
 
 
 def alignment_search(cat: Catalogue, queries: np.ndarray) -> tuple[np.ndarray, dict]:
-    """All-pairs chroma alignment (``classical.qmax_scores``, default ``QmaxParams``) of
+    """All-pairs chroma alignment (``qmax.qmax_scores``, default ``QmaxParams``) of
     each query against every catalogue recording: scores as distances, cost."""
-    from coverhunter.classical import QmaxParams, qmax_scores
+    from coverhunter.qmax import QmaxParams, qmax_scores
 
     dist = np.zeros((len(queries), len(cat)))
     t0 = time.process_time()

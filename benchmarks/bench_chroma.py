@@ -18,13 +18,13 @@ Chroma views, each block-averaged to 2.5 frames per second and max-normalised:
 ``today`` (:func:`coverhunter.classical.chroma_from_cqt` on the model's CQT) and the views
 of :mod:`coverhunter.chroma` (36 bins per octave, tuning estimated, folded by librosa:
 ``c3`` from C3, ``c1`` from C1, ``c3p15`` from C3 at power 1.5). Every recording is a query
-against all others; the alignment is :func:`coverhunter.classical.alignment_distance_matrix`
-with the default :class:`~coverhunter.classical.QmaxParams`. A fusion ``a+b`` is the mean
+against all others; the alignment is :func:`coverhunter.qmax.alignment_distance_matrix`
+with the default :class:`~coverhunter.qmax.QmaxParams`. A fusion ``a+b`` is the mean
 of the views' Qmax scores, each z-scored per query (:func:`coverhunter.rerank.zscore`);
 ``(raw mean)``: the plain mean of the scores, which a calibration can read as one score.
-A stack ``a|b`` is what an index stores (:func:`coverhunter.classical.stack_views`): the
+A stack ``a|b`` is what an index stores (:func:`coverhunter.qmax.stack_views`): the
 views side by side, aligned view by view (each with its own transposition) and
-averaged (:func:`coverhunter.classical.qmax_scores`).
+averaged (:func:`coverhunter.qmax.qmax_scores`).
 ``R@50``: the share of a query's covers that all-pairs alignment ranks in its top 50.
 Costs are CPU seconds of one thread (process time): chroma per recording-minute, and
 alignment per 1,000 pairs.
@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 
 from coverhunter import chroma as CH  # noqa: E402
 from coverhunter import classical as C  # noqa: E402
+from coverhunter import qmax as Q  # noqa: E402
 from coverhunter.audio import load_audio, peak_normalize  # noqa: E402
 from coverhunter.corpus import harmony_subset, make_corpus  # noqa: E402
 from coverhunter.dataset import read_dataset  # noqa: E402
@@ -115,9 +116,9 @@ def qmax_scores(chromas: list[np.ndarray], cache: Path | None = None) -> tuple[n
     if cache is not None and cache.is_file():
         z = np.load(cache)
         return z["score"], float(z["seconds"])
-    feats = [C.AlignmentFeatures.from_chroma(c) for c in chromas]
+    feats = [Q.AlignmentFeatures.from_chroma(c) for c in chromas]
     t0 = time.process_time()
-    score = 1.0 - C.alignment_distance_matrix(feats, C.QmaxParams())
+    score = 1.0 - Q.alignment_distance_matrix(feats, Q.QmaxParams())
     n = len(feats)
     seconds = (time.process_time() - t0) / (n * (n - 1) / 2) * 1000
     if cache is not None:
@@ -127,7 +128,7 @@ def qmax_scores(chromas: list[np.ndarray], cache: Path | None = None) -> tuple[n
 
 def cache_name(folder: Path, view: str) -> Path:
     """Where a view's all-pairs scores are kept: named by the view and the alignment settings."""
-    key = hashlib.sha1(repr(C.QmaxParams()).encode()).hexdigest()[:8]
+    key = hashlib.sha1(repr(Q.QmaxParams()).encode()).hexdigest()[:8]
     return folder / f"bench-chroma-qmax-{view.replace('|', '_')}-{key}.npz"
 
 
@@ -204,7 +205,7 @@ def main() -> None:
             log.info("%s: %s aligned", name, v)
         for st in STACKS:
             scores[st], align_cost[st] = qmax_scores(
-                [C.stack_views([views[v][i] for v in st.split("|")]) for i in range(len(tracks))],
+                [Q.stack_views([views[v][i] for v in st.split("|")]) for i in range(len(tracks))],
                 cache_name(a.out / folder, st),
             )
             log.info("%s: %s aligned", name, st)

@@ -77,6 +77,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from coverhunter import classical as C  # noqa: E402
+from coverhunter import qmax as Q  # noqa: E402
 from coverhunter.dataset import read_dataset  # noqa: E402
 from coverhunter.index.recurrence import RecurrenceIndex, RecurrenceParams  # noqa: E402
 from coverhunter.metrics import evaluate_distances, self_exclusion  # noqa: E402
@@ -198,12 +199,12 @@ def summary_scores(chromas) -> tuple[np.ndarray, float, float]:
 
 def alignment_scores(chromas, cache: Path | None, compute: bool) -> tuple[np.ndarray, float] | None:
     """All-pairs alignment score matrix (cached), and ms of one query against all."""
-    feats = [C.AlignmentFeatures.from_chroma(c) for c in chromas]
+    feats = [Q.AlignmentFeatures.from_chroma(c) for c in chromas]
     if cache is not None and cache.is_file():
         score = np.load(cache)
     elif compute:
         log.info("all-pairs alignment of %d recordings (cached in %s)", len(feats), cache)
-        score = 1.0 - C.alignment_distance_matrix(feats, C.QmaxParams(), verbose=True)
+        score = 1.0 - Q.alignment_distance_matrix(feats, Q.QmaxParams(), verbose=True)
         if cache is not None:
             tmp = cache.with_name(cache.name + ".tmp.npy")
             np.save(tmp, score)
@@ -212,7 +213,7 @@ def alignment_scores(chromas, cache: Path | None, compute: bool) -> tuple[np.nda
         return None
     t0 = time.process_time()
     for q in range(2):
-        C.qmax_scores(feats[q], feats)
+        Q.qmax_scores(feats[q], feats)
     return score, (time.process_time() - t0) / 2 * 1000
 
 

@@ -43,7 +43,7 @@ Methods:
   ``Reranker.rerank_block``; the chroma and the recurrence votes, which no model
   changes, are computed once for all models. On a catalogue this small the shortlist of
   50 (and the expansion) covers nearly every recording;
-- chroma alignment (Qmax, all pairs): :func:`coverhunter.classical.alignment_distance_matrix`
+- chroma alignment (Qmax, all pairs): :func:`coverhunter.qmax.alignment_distance_matrix`
   on the index's chroma view (``coverhunter.alignment_inputs.alignment_features``), the reference;
 - chance: a random distance matrix.
 
@@ -933,9 +933,9 @@ def two_stage(lm, align: list, votes: np.ndarray, d_model: np.ndarray, k: int) -
 
 def all_pairs_alignment(align: list) -> dict:
     """All-pairs chroma Qmax distances (n, n) and the seconds of the alignments."""
-    from coverhunter import classical as C
+    from coverhunter import qmax as Q
 
-    dist, t_pairs = timed(C.alignment_distance_matrix, align, C.QmaxParams())
+    dist, t_pairs = timed(Q.alignment_distance_matrix, align, Q.QmaxParams())
     return {"dist": dist, "pair_seconds": t_pairs}
 
 
@@ -979,7 +979,7 @@ def evaluate_corpus(tracks, models: dict, *, k: int, n_boot: int, device: str, c
     """Every row of the table ({name: metrics and ``ms_per_query``}) and the two-stage
     searches' alignment counts. Distances are kept in ``cache_dir`` (``bench-long-*.npz``),
     keyed by the recordings, the model and the settings."""
-    from coverhunter import classical as C
+    from coverhunter import qmax as Q
     from coverhunter.index.recurrence import RecurrenceParams
 
     works = [t.work for t in tracks]
@@ -992,7 +992,7 @@ def evaluate_corpus(tracks, models: dict, *, k: int, n_boot: int, device: str, c
         ]
 
     al = cached(
-        cache_dir / "bench-long-qmax-all-pairs.npz", key(C.QmaxParams()), lambda: all_pairs_alignment(align)
+        cache_dir / "bench-long-qmax-all-pairs.npz", key(Q.QmaxParams()), lambda: all_pairs_alignment(align)
     )
     votes = cached(
         cache_dir / "bench-long-recurrence-votes.npz",
@@ -1009,7 +1009,7 @@ def evaluate_corpus(tracks, models: dict, *, k: int, n_boot: int, device: str, c
         )
         two = cached(
             cache_dir / f"bench-long-two-stage-{mkey}-k{k}.npz",
-            key(mkey, k, C.QmaxParams(), RecurrenceParams()),
+            key(mkey, k, Q.QmaxParams(), RecurrenceParams()),
             lambda lm=lm, d=alone["dist"]: two_stage(lm, align, votes["votes"], d, k),
         )
         per_model = alone["seconds"] / n

@@ -84,7 +84,8 @@ def test_p_value_of_a_perfect_score_and_monotone():
 def _works_of_melodies(n_works: int, versions: int, seed: int = 3):
     """Chroma of ``versions`` takes of each of ``n_works`` random melodies (each take
     transposed and at its own tempo), with their work labels."""
-    from coverhunter.classical import AlignmentFeatures, chroma_from_cqt
+    from coverhunter.classical import chroma_from_cqt
+    from coverhunter.qmax import AlignmentFeatures
 
     from .test_classical import melody, synthetic_cqt
 
@@ -143,9 +144,9 @@ def test_alignment_pairs_takes_each_recordings_nearest_strangers_by_the_first_st
 def test_alignment_pairs_align_each_query_with_the_candidates_as_stored():
     """A search aligns a query's fresh chroma with the catalogue's uint8-stored chroma; a
     calibration given the stored side (``candidates``) scores exactly those pairs."""
-    from coverhunter.classical import qmax_scores
     from coverhunter.index.calibration import alignment_pairs
     from coverhunter.index.chroma_format import as_stored
+    from coverhunter.qmax import qmax_scores
 
     feats, labels = _works_of_melodies(3, 2)
     stored = [as_stored(f) for f in feats]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from coverhunter import classical as C
+from coverhunter import qmax as Q
 
 
 def synthetic_cqt(bins: np.ndarray, frames_per_note: float, rng, n_bins: int = 96) -> np.ndarray:
@@ -48,7 +49,7 @@ def test_oti_recovers_transposition(shift):
     rng = np.random.default_rng(shift)
     ch = C.chroma_from_cqt(synthetic_cqt(melody(rng), 10, rng))
     transposed = np.roll(ch, shift, axis=1)
-    k = C.optimal_transposition(C.global_profile(ch), C.global_profile(transposed))
+    k = Q.optimal_transposition(Q.global_profile(ch), Q.global_profile(transposed))
     assert k == (-shift) % 12
     np.testing.assert_allclose(np.roll(transposed, k, axis=1), ch)
 
@@ -95,32 +96,32 @@ def test_summary_of_a_long_recording_takes_a_bounded_number_of_patches():
 
 def test_qmax_known_values():
     # a clean diagonal of length 5 gives Qmax 5; an empty plot gives 0
-    assert C.qmax_pair(np.eye(5, dtype=bool)) == 5
-    assert C.qmax_pair(np.zeros((4, 6), bool)) == 0
+    assert Q.qmax_pair(np.eye(5, dtype=bool)) == 5
+    assert Q.qmax_pair(np.zeros((4, 6), bool)) == 0
     # a diagonal broken by one missing cell: a gap onset of 5 costs more than the 3 cells
     # before it, so the path restarts (Qmax 3); an onset of 2 leaves 1, then 3 more cells;
     # an onset of 0.5 bridges it: 3 - 0.5 + 3
     r = np.zeros((7, 7), bool)
     r[[0, 1, 2, 4, 5, 6], [0, 1, 2, 4, 5, 6]] = True
-    assert C.qmax_pair(r, gap_onset=5.0) == 3
-    assert C.qmax_pair(r, gap_onset=2.0) == 4
-    assert C.qmax_pair(r, gap_onset=0.5) == 5.5
+    assert Q.qmax_pair(r, gap_onset=5.0) == 3
+    assert Q.qmax_pair(r, gap_onset=2.0) == 4
+    assert Q.qmax_pair(r, gap_onset=0.5) == 5.5
     # a path with a tempo change (steps of (2, 1)) is followed without penalty
     r = np.zeros((20, 10), bool)
     r[np.arange(0, 20, 2), np.arange(10)] = True
-    assert C.qmax_pair(r) == 10
+    assert Q.qmax_pair(r) == 10
 
 
 def test_qmax_batch_matches_single_pairs():
     rng = np.random.default_rng(4)
     crps = rng.random((5, 30, 40)) < 0.15
-    batch = C.qmax_batch(crps)
-    single = [C.qmax_pair(c) for c in crps]
+    batch = Q.qmax_batch(crps)
+    single = [Q.qmax_pair(c) for c in crps]
     np.testing.assert_allclose(batch, single)
     # padding with False never changes the result
     padded = np.zeros((5, 50, 60), bool)
     padded[:, :30, :40] = crps
-    np.testing.assert_allclose(C.qmax_batch(padded), batch)
+    np.testing.assert_allclose(Q.qmax_batch(padded), batch)
 
 
 def _qmax_by_definition(r: np.ndarray, onset: float, ext: float) -> float:
@@ -153,16 +154,16 @@ def test_qmax_batch_is_the_published_recursion():
         for c, n_cols in zip(crps, lengths):
             c[:, n_cols:] = False
         want = [_qmax_by_definition(c, onset, ext) for c in crps]
-        np.testing.assert_allclose(C.qmax_batch(crps, onset, ext), want, rtol=1e-6)
-        np.testing.assert_allclose(C.qmax_batch(crps, onset, ext, lengths), want, rtol=1e-6)
+        np.testing.assert_allclose(Q.qmax_batch(crps, onset, ext), want, rtol=1e-6)
+        np.testing.assert_allclose(Q.qmax_batch(crps, onset, ext, lengths), want, rtol=1e-6)
 
 
 def test_optimal_transpositions_match_one_by_one():
     rng = np.random.default_rng(2)
     a, bs = rng.random(12), rng.random((9, 12))
-    want = [C.optimal_transposition(a, b) for b in bs]
-    np.testing.assert_array_equal(C.optimal_transpositions(a, bs), want)
-    assert C.optimal_transpositions(a, np.zeros((0, 12))).shape == (0,)
+    want = [Q.optimal_transposition(a, b) for b in bs]
+    np.testing.assert_array_equal(Q.optimal_transpositions(a, bs), want)
+    assert Q.optimal_transpositions(a, np.zeros((0, 12))).shape == (0,)
 
 
 def _stretch(ch: np.ndarray, rate: float) -> np.ndarray:
@@ -183,14 +184,14 @@ def test_qmax_finds_planted_transposed_time_stretched_match(chroma):
         for _ in range(12)
     ]
     cands = distractors[:6] + [_stretch(cover, 1.0)] + distractors[6:]
-    feats = [C.AlignmentFeatures.from_chroma(c) for c in cands]
-    scores = C.qmax_scores(C.AlignmentFeatures.from_chroma(query), feats)
+    feats = [Q.AlignmentFeatures.from_chroma(c) for c in cands]
+    scores = Q.qmax_scores(Q.AlignmentFeatures.from_chroma(query), feats)
     assert scores.shape == (13,)
     assert int(np.argmax(scores)) == 6
     # clearly ahead of the best distractor (x 1.2996 with the default chroma here)
     assert scores[6] > 1.25 * np.sort(scores)[-2]
     # the all-pairs matrix agrees with the one-query scores, and is symmetric
-    d = C.alignment_distance_matrix([C.AlignmentFeatures.from_chroma(query)] + feats)
+    d = Q.alignment_distance_matrix([Q.AlignmentFeatures.from_chroma(query)] + feats)
     np.testing.assert_allclose(1 - d[0, 1:], scores, atol=1e-6)
     np.testing.assert_allclose(d, d.T, atol=1e-6)
 
@@ -198,13 +199,13 @@ def test_qmax_finds_planted_transposed_time_stretched_match(chroma):
 def test_small_batches_give_same_scores():
     rng = np.random.default_rng(6)
     feats = [
-        C.AlignmentFeatures.from_chroma(
+        Q.AlignmentFeatures.from_chroma(
             C.chroma_from_cqt(synthetic_cqt(melody(rng, int(rng.integers(20, 60))), 10, rng))
         )
         for _ in range(6)
     ]
-    a = C.qmax_scores(feats[0], feats[1:])
-    b = C.qmax_scores(feats[0], feats[1:], max_cells=1)  # one pair per batch
+    a = Q.qmax_scores(feats[0], feats[1:])
+    b = Q.qmax_scores(feats[0], feats[1:], max_cells=1)  # one pair per batch
     np.testing.assert_allclose(a, b)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from coverhunter import alignment_inputs as AI
 from coverhunter import classical as C
+from coverhunter import qmax as Q
 from coverhunter import rerank as R
 from coverhunter import reranker as RK
 from coverhunter.chroma import CHROMA_SPEC, chroma_path, load_chroma
@@ -386,7 +387,7 @@ def test_rerank_matches_aligns_other_versions_of_a_shortlisted_work():
     store["cover"] = _align(synthetic_cqt(src + 2, 13, rng))
     cfg = R.RerankConfig(k=4, weight=1.0, global_weight=0.0)
     # w2's found recording is the stranger that aligns worst with the query
-    by_score = np.argsort(C.qmax_scores(query, [store[f"d{i}"] for i in range(5)], cfg.qmax))
+    by_score = np.argsort(Q.qmax_scores(query, [store[f"d{i}"] for i in range(5)], cfg.qmax))
     names = [f"d{i}" for i in by_score]  # worst first
     store = {**{f"s{r}": store[n] for r, n in enumerate(names)}, "cover": store["cover"]}
     works = {"w0": ["s2"], "w1": ["s3"], "w2": ["s0", "s1", "cover"], "w4": ["s4"]}
@@ -409,7 +410,7 @@ def test_rerank_matches_aligns_other_versions_of_a_shortlisted_work():
     assert seen == [4, 6]  # alignments made: one per work, then all three of w2's
     assert one[0].work != "w2" and three[0].work == "w2"
     assert three[0].track_id == "s0"  # the recording the search found, with its work's best score
-    cover_score = C.qmax_scores(query, [store["cover"]], cfg.qmax)[0]
+    cover_score = Q.qmax_scores(query, [store["cover"]], cfg.qmax)[0]
     assert three[0].alignment == pytest.approx(cover_score)
     assert sorted(m.work for m in three) == sorted(m.work for m in matches)  # nothing dropped
     # versions are picked nearest to the query by summary when both summaries are known

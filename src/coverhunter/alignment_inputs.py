@@ -10,7 +10,7 @@ columns and chroma of a stored or projected summary: :func:`summary_columns`,
 (:mod:`coverhunter.reranker`), the index's stored chroma (:mod:`coverhunter.index.chroma_format`,
 :mod:`coverhunter.index.chroma_store`), ``fit-summary`` and the benchmarks.
 
-Imports ``chroma`` and ``classical``.
+Imports ``chroma``, ``classical`` and ``qmax``.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from .chroma import (
 from .classical import (
     CHROMA_PARAMS,
     N_CHROMA,
-    AlignmentFeatures,
     chroma_from_cqt,
     fourier_summary,
     summary_size,
 )
+from .qmax import AlignmentFeatures
 
 
 def alignment_features(feat, chroma_params=CHROMA_SPEC, fine: dict | None = None) -> AlignmentFeatures:

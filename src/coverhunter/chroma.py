@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .classical import block_mean, chroma_from_cqt, stack_views
+from .classical import block_mean, chroma_from_cqt
+from .qmax import stack_views
 
 SAMPLE_RATE = 16000  # Hz, as every recording is decoded
 BINS_PER_OCTAVE = 36  # three bins per semitone
@@ -58,7 +59,7 @@ VIEWS = {"c3": ChromaView(2, 1.0), "c1": ChromaView(0, 1.0), "c3p15": ChromaView
 
 
 # The chroma the alignment reads, as a spec: views side by side ("a|b",
-# :func:`coverhunter.classical.stack_views`). "cqt" is the chroma of the model's CQT
+# :func:`coverhunter.qmax.stack_views`). "cqt" is the chroma of the model's CQT
 # (:func:`coverhunter.classical.chroma_from_cqt` with its CHROMA_PARAMS); the others are
 # fine views. Chosen with benchmarks/bench_chroma.py (docs/chroma.md).
 CHROMA_SPEC = "cqt|c3"

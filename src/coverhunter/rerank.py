@@ -18,7 +18,7 @@ For each query:
    grows far slower than aligning the whole catalogue.
 2. **Alignment score** of each shortlisted reference, over whole tracks (no cut):
    ``"chroma"``: Qmax over the chroma cross-recurrence plot (transposed by the OTI,
-   :mod:`coverhunter.classical`); ``"embedding"``: Qmax over the cross-recurrence plot of
+   :mod:`coverhunter.qmax`); ``"embedding"``: Qmax over the cross-recurrence plot of
    the model's own short-chunk embeddings (windows of a few seconds: the paper's
    coarse-to-fine idea at search time); ``"both"``: the mean of the two z-scores.
 3. **Fusion**: within the shortlist, both scores become z-scores (mean 0, standard
@@ -50,7 +50,7 @@ The re-ordered row is returned as distances: ``r / k`` for the shortlisted item 
 position ``r`` (in [0, 1)), ``1 + d - min(d)`` for the others (>= 1), so every metric
 and every tie rule sees the new order.
 
-This module is the maths alone (numpy and :mod:`coverhunter.classical`; no torch, no
+This module is the maths alone (numpy and :mod:`coverhunter.qmax`; no torch, no
 file, no index): the settings (:class:`RerankConfig` and the defaults, with how each was
 chosen) and the functions of arrays above. Its users bring the data:
 
@@ -73,7 +73,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .classical import QmaxParams
+from .qmax import QmaxParams
 
 DEFAULT_K = 50
 # weight of the alignment z-score against the embedding z-score, chosen on training-type

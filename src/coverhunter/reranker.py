@@ -10,7 +10,7 @@ reference distance matrix, each row by :func:`coverhunter.rerank.rerank_row` (sh
 alignment, fusion, query expansion: the maths and its settings live in
 :mod:`coverhunter.rerank`). Used by :mod:`coverhunter.evaluate` and the benchmarks.
 
-Imports ``alignment_inputs``, ``chroma``, ``classical``, ``rerank``; on first use
+Imports ``alignment_inputs``, ``chroma``, ``classical``, ``qmax``, ``rerank``; on first use
 ``embed``, ``index.recurrence``.
 """
 
@@ -24,7 +24,8 @@ import numpy as np
 
 from .alignment_inputs import alignment_features, global_summaries, recurrence_chroma
 from .chroma import CHROMA_SPEC, chroma_path
-from .classical import CHROMA_PARAMS, euclidean_distances, qmax_scores, qmax_sequences
+from .classical import CHROMA_PARAMS, euclidean_distances
+from .qmax import qmax_scores, qmax_sequences
 from .rerank import RerankConfig, first_stage_searches, rerank_row, shortlist_length, zscore
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ class Reranker:
 
 def recurrence_votes(queries: list, refs: list | None, spec, verbose: bool = False) -> np.ndarray:
     """The first stage's recurrence votes of queries for references (their
-    :class:`coverhunter.classical.AlignmentFeatures`, made with chroma ``spec``; ``refs``
+    :class:`coverhunter.qmax.AlignmentFeatures`, made with chroma ``spec``; ``refs``
     None: all-vs-all, a query never votes for itself): (n_queries, n_refs), larger = closer
     (:func:`coverhunter.index.recurrence.vote_matrix`)."""
     from .index.recurrence import vote_matrix

@@ -172,13 +172,13 @@ def alignment_calibration(index) -> dict | None:
     """The alignment part of the index's calibration (re-ranked verdicts), or None.
 
     None also when it was fitted with other alignment settings than the re-ranking's
-    (:class:`coverhunter.classical.QmaxParams`; a calibration without a record of them
-    was made with :data:`coverhunter.classical.LEGACY_QMAX_PARAMS`): its scores would
+    (:class:`coverhunter.qmax.QmaxParams`; a calibration without a record of them
+    was made with :data:`coverhunter.qmax.LEGACY_QMAX_PARAMS`): its scores would
     not be comparable. A warning says so once per index object; ``index calibrate``
     fits it anew.
     """
     from .. import rerank as rr
-    from ..classical import LEGACY_QMAX_PARAMS
+    from ..qmax import LEGACY_QMAX_PARAMS
 
     cal = (index.meta.get("calibration") or {}).get("alignment")
     if not cal:

@@ -181,7 +181,7 @@ def alignment_pairs(
 
     Parameters
     ----------
-    feats : list of coverhunter.classical.AlignmentFeatures
+    feats : list of coverhunter.qmax.AlignmentFeatures
     labels : sequence, shape (n,)
         Work of each recording.
     first_stage : np.ndarray, shape (n, n), optional
@@ -194,7 +194,7 @@ def alignment_pairs(
     max_recordings : int
         Above this many recordings, whole works are drawn (seeded) until it is reached, so
         the same-work pairs stay.
-    candidates : list of coverhunter.classical.AlignmentFeatures, optional
+    candidates : list of coverhunter.qmax.AlignmentFeatures, optional
         The same recordings as a catalogue stores them (:func:`coverhunter.index.chroma_format.as_stored`):
         each pair aligns ``feats[i]`` (the query side) with ``candidates[j]``, as a search
         aligns a query's fresh chroma with the catalogue's stored chroma. Default: ``feats``.
@@ -208,7 +208,7 @@ def alignment_pairs(
     n_used : int
         Recordings aligned.
     """
-    from ..classical import qmax_scores
+    from ..qmax import qmax_scores
 
     labels = np.asarray(labels)
     if candidates is None:

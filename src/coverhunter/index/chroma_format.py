@@ -17,7 +17,7 @@ the index keeps its recordings' chroma for ``identify``'s re-ranking, in
 calibration aligns). :class:`coverhunter.index.chroma_store.IndexChroma` reads the files;
 ``index.folder``, ``index.writes`` and ``index.repair`` write them.
 
-Imports ``alignment_inputs``, ``chroma``, ``classical``, ``utils``; nothing of ``index``.
+Imports ``alignment_inputs``, ``chroma``, ``classical``, ``qmax``, ``utils``; nothing of ``index``.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from ..alignment_inputs import alignment_features, summary_chroma
 from ..chroma import CHROMA_SPEC
 from ..classical import (
     SUMMARY_PATCHES,
-    AlignmentFeatures,
     chroma_from_uint8,
     chroma_to_uint8,
     multiscale_summary,
     summary_size,
 )
+from ..qmax import AlignmentFeatures
 from ..utils import atomic_write_bytes
 
 CHROMA_SUFFIX = ".chroma.npz"  # shard_00000.chroma.npz beside shard_00000.npy / .jsonl

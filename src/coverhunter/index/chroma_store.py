@@ -41,7 +41,8 @@ from ..alignment_inputs import (
     summary_params,
 )
 from ..chroma import CHROMA_SPEC, fine_views
-from ..classical import AlignmentFeatures, chroma_params_of, multiscale_summary
+from ..classical import chroma_params_of, multiscale_summary
+from ..qmax import AlignmentFeatures
 from ..rerank import RerankConfig, identify_config
 from .chroma_format import CHROMA_SUFFIX
 from .recurrence import RecurrenceIndex, RecurrenceParams

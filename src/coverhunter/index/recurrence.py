@@ -1,12 +1,12 @@
 """Recurrence-voting first stage: the alignment's own primitive, searched at catalogue scale.
 
-The chroma alignment (:mod:`coverhunter.classical`: cross-recurrence and Qmax) finds a
+The chroma alignment (:mod:`coverhunter.qmax`: cross-recurrence and Qmax) finds a
 cover through many short passages that recur, one after the other, along a diagonal of
 the cross-recurrence plot. This index finds the same evidence without comparing every
 pair of recordings:
 
 1. every catalogue recording's chroma (T, 12) is delay-embedded into shingles of ``m``
-   stacked frames (:func:`coverhunter.classical.delay_embed`), every ``stride``-th kept;
+   stacked frames (:func:`coverhunter.qmax.delay_embed`), every ``stride``-th kept;
 2. each shingle is *key-normalised*: rolled in pitch so that the pitch class with the
    largest summed chroma comes first, so that a transposed passage finds its original
    in one search (``transpositions="canonical"``; ``query_keys`` > 1 also searches the

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coverhunter import classical
+from coverhunter.classical import N_CHROMA
+from coverhunter.qmax import delay_embed
 
-N_CHROMA = classical.N_CHROMA
 TRANSPOSITIONS = ("canonical", "all")
 CENTRES = ("none", "frame", "shingle")
 VOTES = ("count", "rank", "margin")
@@ -136,7 +136,7 @@ class RecurrenceParams:
 def shingles(chroma: np.ndarray, m: int, tau: int = 1) -> np.ndarray:
     """Delay-embedded chroma: (T - (m-1) tau, 12 m) float32; empty when T is too short.
 
-    Unlike :func:`coverhunter.classical.delay_embed`, a recording shorter than one
+    Unlike :func:`coverhunter.qmax.delay_embed`, a recording shorter than one
     shingle gives no rows (nothing to match) instead of a zero-padded one.
     """
     x = np.asarray(chroma, np.float32)
@@ -144,7 +144,7 @@ def shingles(chroma: np.ndarray, m: int, tau: int = 1) -> np.ndarray:
         raise ValueError(f"chroma must have shape (T, {N_CHROMA}), got {x.shape}")
     if len(x) < (m - 1) * tau + 1:
         return np.zeros((0, N_CHROMA * m), np.float32)
-    return classical.delay_embed(x, m, tau)
+    return delay_embed(x, m, tau)
 
 
 def roll_shingles(x: np.ndarray, shift: np.ndarray | int) -> np.ndarray:

@@ -13,7 +13,7 @@ one found, then the work's others nearest to the query by the 2D Fourier summary
 the work scores the best. The index and its chroma are passed in: this module imports
 neither, and only ``identification`` imports it.
 
-Imports ``classical``, ``rerank``.
+Imports ``classical``, ``qmax``, ``rerank``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..classical import AlignmentFeatures, euclidean_distances, fourier_summary, qmax_scores
+from ..classical import euclidean_distances, fourier_summary
+from ..qmax import AlignmentFeatures, qmax_scores
 from ..rerank import (
     RerankConfig,
     cascade_shortlist,
