@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from coverhunter.config import load_config
-from coverhunter.train import Trainer
+from coverhunter.trainer import Trainer
 
 
 class Float64Chunks(Dataset):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from coverhunter.checkpoint import load_model
-from coverhunter.train import lr_at, train
+from coverhunter.train import train
+from coverhunter.trainer import lr_at
 
 from .conftest import make_experiment, make_feature_lists
 

@@ -14,7 +14,8 @@ import pytest
 
 from coverhunter import cli
 from coverhunter.checkpoint import load_model
-from coverhunter.train import TrainResult, train
+from coverhunter.train import train
+from coverhunter.trainer import TrainResult
 
 from .conftest import make_experiment, make_feature_lists
 
@@ -193,7 +194,7 @@ def test_damaged_last_checkpoint_message_never_suggests_an_unsafe_load(tmp_path)
     import torch
 
     from coverhunter.config import load_config
-    from coverhunter.train import Trainer
+    from coverhunter.trainer import Trainer
 
     exp = make_experiment(tmp_path / "exp", make_feature_lists(tmp_path / "data"))
     (exp / "checkpoints").mkdir()

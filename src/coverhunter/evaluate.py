@@ -15,7 +15,7 @@ from .dataset import Track, read_dataset
 from .embed import EmbeddingCache, Windowing, default_cache_dir, distances_to, embed_tracks
 from .inputs import model_input, require_cqt_input
 from .metrics import EvalReport, evaluate_distances, pairs_exclusion, self_exclusion
-from .utils import atomic_write_text, resolve_device
+from .utils import atomic_write_text, resolve_device, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,39 @@ def evaluate_tracks(
     else:
         report = evaluate_distances(rows, qw, rw, exclude=exclude, bootstrap=bootstrap)
     return report, full
+
+
+def validate_model(
+    model: torch.nn.Module, cfg: Config, exp_dir: Path, val_tracks: list[Track], device
+) -> dict:
+    """Validation MAP (self-query on the val list) and the metrics of the config's test sets
+    (``eval.test_sets``, paths relative to ``exp_dir``): what training monitors and
+    ``coverhunter train EXP_DIR --only-eval`` reports."""
+    out = {}
+    if val_tracks and len({t.work for t in val_tracks}) > 1:
+        report, _ = evaluate_tracks(model, val_tracks, None, cfg, device=device)
+        out.update(val_map=report.map, val_mr1=report.mr1, val_hit_rate=report.hit_rate)
+    for name, spec in cfg.eval.test_sets:
+        spec = dict(spec)
+        q = read_dataset(resolve_path(spec["query_path"], exp_dir), check_features=True)
+        rp = spec.get("ref_path", spec["query_path"])
+        same = rp == spec["query_path"]
+        r = None if same else read_dataset(resolve_path(rp, exp_dir), check_features=True)
+        pairs = (
+            read_query_in_ref(resolve_path(spec["query_in_ref_path"], exp_dir))
+            if spec.get("query_in_ref_path") and not same
+            else None
+        )
+        report, _ = evaluate_tracks(model, q, r, cfg, device=device, query_in_ref=pairs)
+        out.update(
+            {
+                f"{name}_map": report.map,
+                f"{name}_mr1": report.mr1,
+                f"{name}_hit_rate": report.hit_rate,
+                f"{name}_top10": report.top10,
+            }
+        )
+    return out
 
 
 def _mask(exclude, a: int, b: int):
