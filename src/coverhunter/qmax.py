@@ -18,9 +18,9 @@ Method
            R[i,j] = 0:  Q[i,j] = max(0, Q[p] - g(R[p]) for p in the same three cells)
            g(1) = gap_onset, g(0) = gap_extension.
 
-       Row i depends only on rows i-1 and i-2, so the recursion runs row by row with
-       whole rows as vectors, for a stack of K padded pairs at once (padding is R = 0,
-       which can never raise Q).
+       The recursion runs compiled (numba), cell by cell, over a stack of K pairs padded
+       to a common size; each pair's padding columns are skipped (padding is R = 0,
+       which could never raise Q anyway).
     The score ``Qmax / sqrt(N * M)`` (N, M: embedded lengths) lies in [0, 1] and, for a
     fixed query, ranks candidates as Serra's ``sqrt(M) / Qmax`` does; the distance is
     ``1 - score``.
