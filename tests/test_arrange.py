@@ -10,6 +10,7 @@ import pytest
 
 from coverhunter import corpus
 from coverhunter.corpus import arrange as arr
+from coverhunter.corpus import score
 
 
 def _tune(meter: int = 4, bars: int = 8, key_number: int = 0) -> pretty_midi.PrettyMIDI:
@@ -37,16 +38,16 @@ def _plan(rng, **kw) -> arr.ArrangementPlan:
 
 def test_key_estimate_and_signature():
     pm = _tune()
-    mel = arr.extract_melody(pm)
-    assert arr.estimate_key(mel) == (0, "major")
+    mel = score.extract_melody(pm)
+    assert score.estimate_key(mel) == (0, "major")
     transposed = [pretty_midi.Note(n.velocity, n.pitch + 5, n.start, n.end) for n in mel]
-    assert arr.estimate_key(transposed) == (5, "major")
+    assert score.estimate_key(transposed) == (5, "major")
 
 
 def test_harmonization_fits_the_melody_and_ends_on_the_tonic():
     pm = _tune()
-    mel = arr.extract_melody(pm)
-    beats, downs, meter = arr.beat_grid(pm)
+    mel = score.extract_melody(pm)
+    beats, downs, meter = score.beat_grid(pm)
     assert meter == 4 and len(downs) >= 8
     plan = _plan(
         np.random.default_rng(0), temperature=0.3, substitution=0.0, seventh_prob=0.0, chords_per_bar=1
@@ -62,7 +63,7 @@ def test_harmonization_fits_the_melody_and_ends_on_the_tonic():
 
 def test_arrangement_keeps_melody_and_changes_accompaniment():
     pm = _tune()
-    mel = arr.extract_melody(pm)
+    mel = score.extract_melody(pm)
     versions = []
     for seed in range(6):
         rng = np.random.default_rng(seed)
@@ -90,7 +91,7 @@ def test_arrangement_keeps_melody_and_changes_accompaniment():
 
 def test_ornaments_and_rhythm_keep_every_source_pitch_near_its_time():
     pm = _tune()
-    mel = arr.extract_melody(pm)
+    mel = score.extract_melody(pm)
     rng = np.random.default_rng(3)
     plan = _plan(rng, style="melody_only", ornament_prob=0.5, rhythm_prob=0.5, melody_octave=0)
     notes = arr.arrange_parts(pm, plan, rng)[0].notes

@@ -24,9 +24,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-# Krumhansl-Kessler key profiles (major, minor), tonic first
-_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+from .score import beat_grid, estimate_key, extract_melody, note
 
 # chord qualities as pitch-class intervals above the root
 QUALITIES = {
@@ -249,89 +247,6 @@ def plan_arrangement(
     )
 
 
-# --------------------------------------------------------------------------- analysis
-
-
-def extract_melody(pm) -> list:
-    """The top voice as a monophonic note list (pretty_midi Notes, sorted by start).
-
-    The part with the highest mean pitch is taken (the melody of a folk tune, the
-    cantus of a polyphonic piece); overlapping notes keep the highest.
-    """
-    parts = [i for i in pm.instruments if i.notes and not i.is_drum]
-    if not parts:
-        return []
-    top = max(parts, key=lambda i: np.mean([n.pitch for n in i.notes]))
-    notes = sorted(top.notes, key=lambda n: (n.start, -n.pitch))
-    out = []
-    for n in notes:
-        if out and n.start < out[-1].end - 1e-6:
-            if n.start <= out[-1].start + 1e-6:  # a chord: keep the highest note
-                continue
-            out[-1] = _note(out[-1].velocity, out[-1].pitch, out[-1].start, n.start)
-        out.append(_note(n.velocity, n.pitch, n.start, n.end))
-    return [n for n in out if n.end - n.start > 1e-3]
-
-
-def pitch_class_profile(notes) -> np.ndarray:
-    """Duration-weighted pitch-class histogram, shape [12], sums to 1 (zeros if empty)."""
-    h = np.zeros(12)
-    for n in notes:
-        h[n.pitch % 12] += n.end - n.start
-    return h / h.sum() if h.sum() > 0 else h
-
-
-def estimate_key(notes, signature: int | None = None) -> tuple[int, str]:
-    """Krumhansl-Schmuckler key estimate: (tonic pitch class, "major" or "minor").
-
-    ``signature`` is the score's key signature as a MIDI key number (0-11 major,
-    12-23 minor); keys with the same scale get a bonus of 0.15 in correlation, so the
-    written signature wins close calls (modal folk tunes) but not clear evidence.
-    """
-    h = pitch_class_profile(notes)
-    major_of_sig = None
-    if signature is not None:
-        major_of_sig = signature % 12 if signature < 12 else (signature - 12 + 3) % 12
-    best, key = -np.inf, (0, "major")
-    for mode, prof in (("major", _KK_MAJOR), ("minor", _KK_MINOR)):
-        for tonic in range(12):
-            r = np.corrcoef(h, np.roll(prof, tonic))[0, 1] if h.any() else 0.0
-            relative_major = tonic if mode == "major" else (tonic + 3) % 12
-            if major_of_sig is not None and relative_major == major_of_sig:
-                r += 0.15
-            if r > best:
-                best, key = r, (tonic, mode)
-    return key
-
-
-def beat_grid(pm, end: float | None = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """Beats, downbeats (seconds) and beats per bar of a score.
-
-    Returns
-    -------
-    beats : ndarray [n_beats]
-    downbeats : ndarray [n_bars]
-    meter : int
-        Beats per bar of the first time signature (4 when none is given).
-    """
-    end = pm.get_end_time() if end is None else end
-    beats = np.asarray(pm.get_beats(), dtype=float)
-    beats = beats[beats < end - 1e-3]
-    if len(beats) < 2:
-        beats = np.arange(0.0, max(end, 0.5), 0.5)
-    downs = np.asarray(pm.get_downbeats(), dtype=float)
-    downs = downs[downs < end - 1e-3]
-    ts = pm.time_signature_changes
-    meter = 4
-    if ts:
-        num, den = ts[0].numerator, ts[0].denominator
-        meter = num // 3 if den == 8 and num % 3 == 0 and num > 3 else num
-        meter = max(2, min(meter, 6))
-    if len(downs) < 2:
-        downs = beats[::meter]
-    return beats, downs, meter
-
-
 # --------------------------------------------------------------------------- harmony
 
 
@@ -433,15 +348,6 @@ def voice_chord(
 # --------------------------------------------------------------------------- parts
 
 
-def _note(vel, pitch, start, end):
-    import pretty_midi
-
-    # plain min/max: this runs per note and numpy's scalar clip is 10x slower
-    return pretty_midi.Note(
-        int(min(max(vel, 1), 127)), int(min(max(pitch, 0), 127)), float(start), float(max(end, start + 0.03))
-    )
-
-
 def _beats_in(beats: np.ndarray, a: float, b: float) -> np.ndarray:
     inside = beats[(beats >= a - 1e-6) & (beats < b - 1e-6)]
     return inside if len(inside) else np.array([a])
@@ -465,30 +371,30 @@ def accompaniment(
         bs = _beats_in(beats, c.start, c.end)
         style = plan.style
         if style in ("pad", "melody_only", "keep_voices", "reorchestrate"):
-            notes += [_note(velocity - 10, p, c.start, c.end) for p in v]
+            notes += [note(velocity - 10, p, c.start, c.end) for p in v]
         elif style == "block":
             for t in bs:
-                notes += [_note(velocity, p, t, min(t + 0.9 * beat_len, c.end)) for p in v]
+                notes += [note(velocity, p, t, min(t + 0.9 * beat_len, c.end)) for p in v]
         elif style == "arpeggio":
             seq = v + v[-2:0:-1]
             step = beat_len / 2
             t, k = c.start, 0
             while t < c.end - 1e-3:
-                notes.append(_note(velocity, seq[k % len(seq)], t, min(t + 1.5 * step, c.end)))
+                notes.append(note(velocity, seq[k % len(seq)], t, min(t + 1.5 * step, c.end)))
                 t, k = t + step, k + 1
         elif style == "alberti":
             order = [v[0], v[-1], v[1 % len(v)], v[-1]]
             step = beat_len / 2
             t, k = c.start, 0
             while t < c.end - 1e-3:
-                notes.append(_note(velocity - 5, order[k % 4], t, min(t + step, c.end)))
+                notes.append(note(velocity - 5, order[k % 4], t, min(t + step, c.end)))
                 t, k = t + step, k + 1
         elif style == "waltz":
             for j, t in enumerate(bs):
                 if j % meter == 0:
-                    notes.append(_note(velocity + 5, v[0] - 12, t, min(t + beat_len, c.end)))
+                    notes.append(note(velocity + 5, v[0] - 12, t, min(t + beat_len, c.end)))
                 else:
-                    notes += [_note(velocity - 10, p, t, min(t + 0.6 * beat_len, c.end)) for p in v[1:]]
+                    notes += [note(velocity - 10, p, t, min(t + 0.6 * beat_len, c.end)) for p in v[1:]]
         elif style == "strum":
             pattern = [0.0, 0.5, 0.75] if rng.random() < 0.5 else [0.0, 0.5]
             for t in bs:
@@ -499,7 +405,7 @@ def accompaniment(
                     down = off == 0.0
                     for k, p in enumerate(v if down else v[::-1]):
                         notes.append(
-                            _note(
+                            note(
                                 velocity - (0 if down else 15),
                                 p,
                                 s + 0.012 * k,
@@ -510,8 +416,8 @@ def accompaniment(
             step = beat_len / 2
             t = c.start
             while t < c.end - 1e-3:
-                notes += [_note(velocity + 10, p, t, min(t + step, c.end)) for p in v]
-                notes += [_note(velocity, p + 12, t, min(t + step, c.end)) for p in v[1:]]
+                notes += [note(velocity + 10, p, t, min(t + step, c.end)) for p in v]
+                notes += [note(velocity, p + 12, t, min(t + step, c.end)) for p in v[1:]]
                 t += step
     return notes
 
@@ -532,9 +438,9 @@ def bass_line(
     for i, c in enumerate(chords):
         root = low + (c.root - low) % 12
         if kind == "pedal":
-            notes.append(_note(velocity - 10, low + (key[0] - low) % 12, c.start, c.end))
+            notes.append(note(velocity - 10, low + (key[0] - low) % 12, c.start, c.end))
         elif kind == "root":
-            notes.append(_note(velocity, root, c.start, c.end))
+            notes.append(note(velocity, root, c.start, c.end))
         else:
             bs = _beats_in(beats, c.start, c.end)
             nxt = chords[i + 1].root if i + 1 < len(chords) else c.root
@@ -549,7 +455,7 @@ def bass_line(
                     p = target + int(rng.choice([-1, 1, -2, 2]))
                 else:
                     p = root + int(rng.choice(QUALITIES[c.quality][:3]))
-                notes.append(_note(velocity, p, t, end - 0.02))
+                notes.append(note(velocity, p, t, end - 0.02))
     return notes
 
 
@@ -568,9 +474,9 @@ def counter_melody(
         half = (c.start + c.end) / 2
         if c.end - c.start > 1.5 and rng.random() < 0.5:
             p2 = min(options, key=lambda x: abs(x - p - rng.choice([-3, 3])))
-            notes += [_note(velocity, p, c.start, half), _note(velocity, p2, half, c.end)]
+            notes += [note(velocity, p, c.start, half), note(velocity, p2, half, c.end)]
         else:
-            notes.append(_note(velocity, p, c.start, c.end))
+            notes.append(note(velocity, p, c.start, c.end))
         prev = p
     return notes
 
@@ -584,17 +490,17 @@ def drum_part(beats: np.ndarray, end: float, meter: int, kind: str, rng: np.rand
     for j, t in enumerate(beats):
         pos = j % meter
         if kind == "brush":
-            notes.append(_note(45, 38 if pos % 2 else 42, t, t + 0.1))
+            notes.append(note(45, 38 if pos % 2 else 42, t, t + 0.1))
             continue
         if pos == 0 or (kind == "straight" and pos == meter // 2):
-            notes.append(_note(95, 36, t, t + 0.1))
+            notes.append(note(95, 36, t, t + 0.1))
         if kind in ("backbeat", "shuffle") and pos % 2 == 1:
-            notes.append(_note(90, 38, t, t + 0.1))
+            notes.append(note(90, 38, t, t + 0.1))
         subs = [0.0, 2 / 3] if kind == "shuffle" else [0.0, 0.5]
         for s in subs:
             if t + s * beat_len < end:
                 notes.append(
-                    _note(60 + int(rng.integers(-8, 8)), 42, t + s * beat_len, t + s * beat_len + 0.05)
+                    note(60 + int(rng.integers(-8, 8)), 42, t + s * beat_len, t + s * beat_len + 0.05)
                 )
     return notes
 
@@ -624,7 +530,7 @@ def vary_melody(
         if plan.rhythm_prob and rng.random() < plan.rhythm_prob and i > 0:
             if rng.random() < 0.5:  # anticipation: come in early, shortening the note before
                 start = max(out[-1].start + 0.05, start - beat_len / 4)
-                out[-1] = _note(out[-1].velocity, out[-1].pitch, out[-1].start, start)
+                out[-1] = note(out[-1].velocity, out[-1].pitch, out[-1].start, start)
             else:  # a late, "laid back" entry
                 start = min(start + beat_len / 6, end - 0.05)
         pitch = n.pitch + shift
@@ -637,23 +543,23 @@ def vary_melody(
                 step = np.sign(nxt.pitch - n.pitch)
                 passing = pitch + step * (1 if (n.pitch + step) % 12 in scale else 2)
                 passing = pitch + step * 2 if (pitch + step * 2) % 12 in scale else passing
-                out += [_note(vel, pitch, start, mid), _note(vel * 0.9, passing, mid, end)]
+                out += [note(vel, pitch, start, mid), note(vel * 0.9, passing, mid, end)]
                 continue
             if kind == "neighbour":
                 q = start + dur * 0.25
                 up = pitch + (1 if (pitch + 1) % 12 in scale else 2)
                 out += [
-                    _note(vel, pitch, start, q),
-                    _note(vel * 0.85, up, q, q + dur * 0.2),
-                    _note(vel, pitch, q + dur * 0.2, end),
+                    note(vel, pitch, start, q),
+                    note(vel * 0.85, up, q, q + dur * 0.2),
+                    note(vel, pitch, q + dur * 0.2, end),
                 ]
                 continue
             if kind == "turn":
                 g = min(0.08, dur / 6)
                 up = pitch + (1 if (pitch + 1) % 12 in scale else 2)
-                out += [_note(vel * 0.8, up, start, start + g), _note(vel, pitch, start + g, end)]
+                out += [note(vel * 0.8, up, start, start + g), note(vel, pitch, start + g, end)]
                 continue
-        out.append(_note(vel, pitch, start, end))
+        out.append(note(vel, pitch, start, end))
     return out
 
 
@@ -726,7 +632,7 @@ def arrange_parts(
             part(
                 progs[min(k, 3)] if plan.style == "reorchestrate" else progs[k % 2],
                 [
-                    _note(n.velocity * (plan.melody_level if k else 1.0), n.pitch + shift, n.start, n.end)
+                    note(n.velocity * (plan.melody_level if k else 1.0), n.pitch + shift, n.start, n.end)
                     for n in inst.notes
                 ],
             )
@@ -734,7 +640,7 @@ def arrange_parts(
             low = src[-1]
             part(
                 bass_prog,
-                [_note(n.velocity, n.pitch - 12, n.start, n.end) for n in low.notes if n.pitch - 12 >= 28],
+                [note(n.velocity, n.pitch - 12, n.start, n.end) for n in low.notes if n.pitch - 12 >= 28],
             )
             part(0, drum_part(beats, end, meter, plan.drums, rng), drum=True)
         return parts

@@ -43,6 +43,7 @@ from ..dataset import Track, write_dataset
 from ..utils import atomic_write_text, file_lock
 from . import arrange as arr
 from .align import corpus_alignment, write_records
+from .score import beat_grid
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ def plan_version(
     """
     use_timidity = bool(timidity) and rng.random() < 0.2
     polyphonic = sum(1 for i in pm.instruments if len(i.notes) > 4) > 1
-    meter = arr.beat_grid(pm)[2]
+    meter = beat_grid(pm)[2]
     arrangement = arr.plan_arrangement(
         rng, polyphonic=polyphonic, meter=meter, programs=timidity if use_timidity else None
     )
