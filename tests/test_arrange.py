@@ -10,6 +10,7 @@ import pytest
 
 from coverhunter import corpus
 from coverhunter.corpus import arrange as arr
+from coverhunter.corpus import plan as plans
 from coverhunter.corpus import score
 
 
@@ -31,9 +32,9 @@ def _tune(meter: int = 4, bars: int = 8, key_number: int = 0) -> pretty_midi.Pre
     return pm
 
 
-def _plan(rng, **kw) -> arr.ArrangementPlan:
-    plan = arr.plan_arrangement(rng)
-    return arr.ArrangementPlan(**{**plan.__dict__, **kw})
+def _plan(rng, **kw) -> plans.ArrangementPlan:
+    plan = plans.plan_arrangement(rng)
+    return plans.ArrangementPlan(**{**plan.__dict__, **kw})
 
 
 def test_key_estimate_and_signature():
@@ -105,7 +106,7 @@ def test_polyphonic_styles_keep_the_voices():
     low.notes = [pretty_midi.Note(80, n.pitch - 12, n.start, n.end) for n in pm.instruments[0].notes]
     pm.instruments.append(low)
     rng = np.random.default_rng(0)
-    for style in arr.POLY_STYLES:
+    for style in plans.POLY_STYLES:
         parts = arr.arrange_parts(pm, _plan(rng, style=style, melody_octave=0), rng)
         pitches = [sorted(n.pitch for n in p.notes) for p in parts[:2]]
         assert pitches[0] == sorted(n.pitch for n in pm.instruments[0].notes)
@@ -227,7 +228,7 @@ def test_harmony_kept_versions_share_the_work_chords_and_change_the_rest():
             bass="none",
             counter_melody=False,
         )
-        k = arr.keep_harmony(plan, rng)
+        k = plans.keep_harmony(plan, rng)
         assert k.harmony == "kept" and k.style != "melody_only"  # a kept version plays chords
         kept.append(arr.arrange_parts(pm, k, np.random.default_rng(seed), work_chords=chords))
         new.append(arr.arrange_parts(pm, replace(k, harmony="new"), np.random.default_rng(seed)))
@@ -246,7 +247,7 @@ def test_harmony_kept_versions_share_the_work_chords_and_change_the_rest():
     with pytest.raises(ValueError, match="work_chords"):
         arr.arrange_parts(
             pm,
-            kept_plan := arr.keep_harmony(_plan(np.random.default_rng(0)), np.random.default_rng(0)),
+            kept_plan := plans.keep_harmony(_plan(np.random.default_rng(0)), np.random.default_rng(0)),
             np.random.default_rng(0),
         )
     assert kept_plan.harmony == "kept"

@@ -25,7 +25,6 @@ from .make import (
     HARMONY_KEPT,
     MAX_SECONDS,
     MIN_SECONDS,
-    PLAY_TWICE_BELOW,
     RESERVED_FOLDERS,
     RESERVED_SOUNDFONTS,
     SAMPLE_RATE,
@@ -36,7 +35,6 @@ from .make import (
     CorpusError,
     CorpusSpec,
     SkipPiece,
-    VersionPlan,
     candidate_pieces,
     check_tools,
     degrade,
@@ -49,10 +47,10 @@ from .make import (
     make_demo_corpus,
     perform,
     piece_name,
-    plan_version,
     render,
     render_work,
 )
+from .plan import PLAY_TWICE_BELOW, VersionPlan, plan_version
 
 __all__ = [
     "ALIGNMENT_FILE",

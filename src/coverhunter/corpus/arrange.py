@@ -20,10 +20,11 @@ Pipeline of one version::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
+from .plan import POLY_STYLES, ArrangementPlan, plan_arrangement
 from .score import beat_grid, estimate_key, extract_melody, note
 
 # chord qualities as pitch-class intervals above the root
@@ -85,77 +86,6 @@ _SUBSTITUTES = {
     ],
 }
 
-STYLES = ("melody_only", "block", "pad", "arpeggio", "alberti", "waltz", "strum", "dense")
-POLY_STYLES = ("keep_voices", "reorchestrate")
-BASS_LINES = ("none", "root", "root_fifth", "walking", "pedal")
-DRUMS = ("none", "straight", "backbeat", "shuffle", "brush")
-
-# General MIDI program groups
-MELODY_PROGRAMS = (
-    0,
-    4,
-    6,
-    11,
-    19,
-    21,
-    22,
-    24,
-    25,
-    26,
-    40,
-    41,
-    42,
-    56,
-    57,
-    60,
-    64,
-    65,
-    66,
-    68,
-    69,
-    71,
-    72,
-    73,
-    74,
-    75,
-    78,
-    79,
-    80,
-    81,
-    104,
-    105,
-    109,
-)
-CHORD_PROGRAMS = (
-    0,
-    1,
-    2,
-    4,
-    5,
-    6,
-    16,
-    17,
-    19,
-    24,
-    25,
-    26,
-    27,
-    46,
-    48,
-    49,
-    50,
-    52,
-    61,
-    88,
-    89,
-    90,
-    91,
-    94,
-    95,
-)
-BASS_PROGRAMS = (32, 33, 34, 35, 36, 37, 38, 39, 42, 43, 58, 70)
-COUNTER_PROGRAMS = (40, 41, 42, 60, 68, 70, 71, 73, 11, 12, 13, 46)
-
 
 @dataclass(frozen=True)
 class Chord:
@@ -169,82 +99,6 @@ class Chord:
     @property
     def pcs(self) -> tuple[int, ...]:
         return tuple((self.root + i) % 12 for i in QUALITIES[self.quality])
-
-
-@dataclass(frozen=True)
-class ArrangementPlan:
-    """What one version's arrangement does (stored, as JSON, in the dataset's ``version``)."""
-
-    style: str  # one of STYLES or POLY_STYLES
-    chords_per_bar: int  # harmonic rhythm: 1 or 2 (bars of one beat group each)
-    substitution: float  # weight of the substitute chords (0 = diatonic only)
-    temperature: float  # randomness of the chord choice
-    seventh_prob: float  # chance a chord gains its seventh / added tone
-    inversion_prob: float  # chance a chord is voiced over its 3rd or 5th
-    bass: str  # one of BASS_LINES
-    counter_melody: bool
-    drums: str  # one of DRUMS
-    melody_octave: int  # -1, 0 or +1 octave
-    ornament_prob: float  # chance a melody note is ornamented
-    rhythm_prob: float  # chance a melody note is displaced (anticipation, swing)
-    melody_level: float  # melody velocity relative to the accompaniment (< 1 buries it)
-    register: int  # centre MIDI pitch of the accompaniment voicings
-    programs: tuple[int, int, int, int]  # melody, chords, bass, counter-melody
-    # "new": this version harmonises the melody afresh; "kept": it plays the work's own
-    # chord progression (:func:`work_harmony`, shared by all such versions of a work)
-    harmony: str = "new"
-
-    def describe(self) -> dict:
-        d = asdict(self)
-        return {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()}
-
-
-def plan_arrangement(
-    rng: np.random.Generator,
-    polyphonic: bool = False,
-    meter: int = 4,
-    programs: tuple[int, ...] | None = None,
-) -> ArrangementPlan:
-    """Draw one version's arrangement.
-
-    Parameters
-    ----------
-    rng : numpy Generator
-    polyphonic : bool
-        The source has several voices: some versions keep or re-orchestrate them.
-    meter : int
-        Beats per bar of the source (3 favours waltz patterns).
-    programs : tuple of int, optional
-        General MIDI programs the renderer has; others are never chosen.
-    """
-    styles = list(STYLES) + (list(POLY_STYLES) * 2 if polyphonic else [])
-    weights = np.array([0.7 if s == "melody_only" else 1.0 for s in styles])
-    if meter != 3:
-        weights[styles.index("waltz")] = 0.3
-    style = str(rng.choice(styles, p=weights / weights.sum()))
-    plain = style in ("melody_only", "keep_voices")
-
-    def pick(group):
-        allowed = [p for p in group if programs is None or p in programs]
-        return int(rng.choice(allowed or list(programs or group)))
-
-    return ArrangementPlan(
-        style=style,
-        chords_per_bar=int(rng.choice([1, 1, 2])),
-        substitution=float(rng.choice([0.0, 0.5, 1.0, 2.0])),
-        temperature=float(rng.uniform(0.3, 1.5)),
-        seventh_prob=float(rng.choice([0.0, 0.2, 0.6])),
-        inversion_prob=float(rng.uniform(0.0, 0.6)),
-        bass="none" if plain else str(rng.choice(BASS_LINES, p=[0.2, 0.3, 0.25, 0.15, 0.1])),
-        counter_melody=bool(not plain and rng.random() < 0.3),
-        drums="none" if plain else str(rng.choice(DRUMS, p=[0.5, 0.15, 0.15, 0.1, 0.1])),
-        melody_octave=int(rng.choice([-1, 0, 0, 0, 1])),
-        ornament_prob=float(rng.choice([0.0, 0.0, 0.1, 0.25])),
-        rhythm_prob=float(rng.choice([0.0, 0.0, 0.15, 0.3])),
-        melody_level=float(rng.choice([1.0, 1.0, 0.8, 0.55]) if not plain else 1.0),
-        register=int(rng.integers(50, 62)),
-        programs=(pick(MELODY_PROGRAMS), pick(CHORD_PROGRAMS), pick(BASS_PROGRAMS), pick(COUNTER_PROGRAMS)),
-    )
 
 
 # --------------------------------------------------------------------------- harmony
@@ -561,20 +415,6 @@ def vary_melody(
                 continue
         out.append(note(vel, pitch, start, end))
     return out
-
-
-def keep_harmony(plan: ArrangementPlan, rng: np.random.Generator) -> ArrangementPlan:
-    """The plan of a version that plays the work's own chords (``harmony="kept"``).
-
-    Such a cover keeps the chord progression and changes everything else (voicing,
-    texture, bass line, drums, instruments). A plan drawn as melody only gets an
-    accompaniment style from ``rng`` instead, since a version without chords keeps no
-    harmony; the polyphonic styles keep the source's own voices, its harmony.
-    """
-    style = plan.style
-    if style == "melody_only":
-        style = str(rng.choice([s for s in STYLES if s != "melody_only"]))
-    return replace(plan, style=style, harmony="kept")
 
 
 def work_harmony(pm, rng: np.random.Generator) -> list[Chord]:

@@ -43,7 +43,7 @@ from ..dataset import Track, write_dataset
 from ..utils import atomic_write_text, file_lock
 from . import arrange as arr
 from .align import corpus_alignment, write_records
-from .score import beat_grid
+from .plan import VersionPlan, keep_harmony, plan_version
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,6 @@ TEST_WORK_MODULUS = 20  # one work in 20 is a test work
 MIN_SECONDS, MAX_SECONDS = 12.0, 150.0  # source pieces outside this range are skipped
 CORPUS_VERSION = 2  # bump when a change to the rendering makes old renders stale
 ALIGNMENT_FILE = "alignment.jsonl"  # exact alignment of the versions, for data.align_path
-PLAY_TWICE_BELOW = 30.0  # tunes shorter than this are played twice, as folk players do
 # share of versions that keep the work's chord progression (the common kind of real cover);
 # the rest are re-harmonised
 HARMONY_KEPT = 0.5
@@ -206,117 +205,6 @@ def load_piece(path: str, number: int | None):
     if not MIN_SECONDS <= end <= MAX_SECONDS:
         raise SkipPiece(f"duration {end:.1f} s outside [{MIN_SECONDS}, {MAX_SECONDS}]")
     return pm
-
-
-@dataclass(frozen=True)
-class VersionPlan:
-    """Everything that makes one version differ from the others (stored in ``version``)."""
-
-    renderer: str  # "fluidsynth" or "timidity"
-    soundfont: str  # fluidsynth's soundfont ("" for timidity)
-    arrangement: arr.ArrangementPlan
-    transpose: int
-    tempo: float
-    tempo_drift: float  # relative tempo change from start to end
-    sections: tuple[tuple[float, float], ...]  # source-time spans, in playing order
-    swing_depth: float
-    velocity_scale: float
-    reverb: float
-    chorus: bool
-    tilt_db: float
-    snr_db: float
-    codec: str
-    gain_db: float
-
-    def describe(self) -> str:
-        d = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
-        d["soundfont"] = Path(self.soundfont).name
-        d["sections"] = [[round(a, 2), round(b, 2)] for a, b in self.sections]
-        d["arrangement"] = self.arrangement.describe()
-        return json.dumps(d)
-
-
-def _sections(pm, rng: np.random.Generator, keep_whole: bool) -> tuple[tuple[float, float], ...]:
-    """Cut the piece at downbeats into 4-8 sections, then crop, repeat or drop some.
-
-    Tunes shorter than :data:`PLAY_TWICE_BELOW` are played twice (before the edit).
-    """
-    end = pm.get_end_time()
-    beats = [b for b in pm.get_downbeats() if 0 < b < end - 1.0]
-    n_sec = int(rng.integers(4, 9))
-    if len(beats) >= n_sec - 1:
-        cuts = [beats[int(round(i * len(beats) / n_sec))] for i in range(1, n_sec)]
-    else:
-        cuts = list(np.linspace(0, end, n_sec + 1)[1:-1])
-    bounds = [0.0] + sorted(set(float(c) for c in cuts)) + [end]
-    secs = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b - a > 0.5]
-    if end < PLAY_TWICE_BELOW:
-        secs = secs + secs
-    if keep_whole or len(secs) < 3:
-        return tuple(secs)
-    op = rng.choice(["crop", "repeat", "drop", "late_start"])
-    if op == "crop":
-        secs = secs[int(rng.integers(0, 2)) : len(secs) - int(rng.integers(0, 2))]
-    elif op == "repeat":
-        i = int(rng.integers(0, len(secs)))
-        secs = secs[: i + 1] + [secs[i]] + secs[i + 1 :]
-    elif op == "drop":
-        secs.pop(int(rng.integers(1, len(secs) - 1)))
-    else:  # start somewhere in the first section
-        a, b = secs[0]
-        secs[0] = (a + float(rng.uniform(0.3, 0.8)) * (b - a), b)
-    return tuple(secs)
-
-
-def plan_version(
-    pm,
-    rng: np.random.Generator,
-    fonts: list[Path],
-    first: bool,
-    timidity: frozenset[int] = frozenset(),
-    keep_performance: bool = False,
-) -> VersionPlan:
-    """Draw the differences of one version.
-
-    Parameters
-    ----------
-    pm : pretty_midi.PrettyMIDI
-        The source score.
-    fonts : list of Path
-        Soundfonts fluidsynth may use.
-    first : bool
-        The first version keeps the source's key, tempo and whole structure.
-    timidity : frozenset of int
-        Programs of timidity's patch set; when not empty, one version in five is
-        rendered by timidity with those programs only.
-    keep_performance : bool
-        Every version keeps key, tempo and structure: versions differ only in
-        arrangement and sound.
-    """
-    use_timidity = bool(timidity) and rng.random() < 0.2
-    polyphonic = sum(1 for i in pm.instruments if len(i.notes) > 4) > 1
-    meter = beat_grid(pm)[2]
-    arrangement = arr.plan_arrangement(
-        rng, polyphonic=polyphonic, meter=meter, programs=timidity if use_timidity else None
-    )
-    same = first or keep_performance
-    return VersionPlan(
-        renderer="timidity" if use_timidity else "fluidsynth",
-        soundfont="" if use_timidity else str(fonts[int(rng.integers(len(fonts)))]),
-        arrangement=arrangement,
-        transpose=0 if same else int(rng.integers(-5, 7)),
-        tempo=1.0 if same else float(rng.uniform(0.75, 1.3)),
-        tempo_drift=0.0 if same else float(rng.uniform(-0.15, 0.15)),
-        sections=_sections(pm, rng, keep_whole=same),
-        swing_depth=float(rng.uniform(0.0, 0.04)),
-        velocity_scale=float(rng.uniform(0.6, 1.2)),
-        reverb=float(rng.choice([0.0, 0.3, 0.6, 0.9])),
-        chorus=bool(rng.random() < 0.3),
-        tilt_db=float(rng.uniform(-6, 6)),
-        snr_db=float(rng.uniform(15, 45)),
-        codec=str(rng.choice(["none", "mp3", "ogg"])),
-        gain_db=float(rng.uniform(-12, 0)),
-    )
 
 
 def perform(parts: list, plan: VersionPlan, length: float, rng: np.random.Generator):
@@ -506,7 +394,7 @@ def render_work(path: str, number: int | None, spec: CorpusSpec, out_dir: Path) 
                 pm, rng, fonts, first=(v == 0), timidity=timidity, keep_performance=spec.arrangement_only
             )
             if keeps[v]:
-                plan = replace(plan, arrangement=arr.keep_harmony(plan.arrangement, keep_rng))
+                plan = replace(plan, arrangement=keep_harmony(plan.arrangement, keep_rng))
             parts = arr.arrange_parts(pm, plan.arrangement, rng, work_chords=chords)
             midi = perform(parts, plan, pm.get_end_time(), rng)
             y = degrade(render(midi, plan, Path(tmp)), plan, rng)
