@@ -10,8 +10,8 @@ import pytest
 
 from coverhunter import corpus
 from coverhunter.corpus import arrange as arr
+from coverhunter.corpus import harmony, score
 from coverhunter.corpus import plan as plans
-from coverhunter.corpus import score
 
 
 def _tune(meter: int = 4, bars: int = 8, key_number: int = 0) -> pretty_midi.PrettyMIDI:
@@ -53,7 +53,7 @@ def test_harmonization_fits_the_melody_and_ends_on_the_tonic():
     plan = _plan(
         np.random.default_rng(0), temperature=0.3, substitution=0.0, seventh_prob=0.0, chords_per_bar=1
     )
-    chords = arr.harmonize(mel, downs, pm.get_end_time(), (0, "major"), plan, np.random.default_rng(0))
+    chords = harmony.harmonize(mel, downs, pm.get_end_time(), (0, "major"), plan, np.random.default_rng(0))
     assert chords[0].root == 0 and chords[-1].root == 0
     # bars 2 and 4 of the figure outline G major: a cool harmonisation picks G there
     assert chords[1].root == 7
@@ -215,8 +215,8 @@ def _chord_classes(parts, window):
 
 def test_harmony_kept_versions_share_the_work_chords_and_change_the_rest():
     pm = _tune(bars=12)
-    chords = arr.work_harmony(pm, np.random.default_rng(11))
-    assert chords == arr.work_harmony(pm, np.random.default_rng(11))  # one draw per work
+    chords = harmony.work_harmony(pm, np.random.default_rng(11))
+    assert chords == harmony.work_harmony(pm, np.random.default_rng(11))  # one draw per work
     kept, new = [], []
     for seed in range(4):
         rng = np.random.default_rng(100 + seed)

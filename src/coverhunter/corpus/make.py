@@ -41,8 +41,9 @@ import soundfile as sf
 
 from ..dataset import Track, write_dataset
 from ..utils import atomic_write_text, file_lock
-from . import arrange as arr
 from .align import corpus_alignment, write_records
+from .arrange import arrange_parts
+from .harmony import work_harmony
 from .plan import VersionPlan, keep_harmony, plan_version
 
 log = logging.getLogger(__name__)
@@ -383,7 +384,7 @@ def render_work(path: str, number: int | None, spec: CorpusSpec, out_dir: Path) 
     # so a corpus without harmony-kept versions is the same as before the share existed
     chords, keeps = None, np.zeros(n_versions, bool)
     if spec.harmony_kept > 0:
-        chords = arr.work_harmony(pm, _piece_seed(spec.seed, name, stream=1))
+        chords = work_harmony(pm, _piece_seed(spec.seed, name, stream=1))
         keep_rng = _piece_seed(spec.seed, name, stream=2)
         keeps = keep_rng.random(n_versions) < spec.harmony_kept
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -395,7 +396,7 @@ def render_work(path: str, number: int | None, spec: CorpusSpec, out_dir: Path) 
             )
             if keeps[v]:
                 plan = replace(plan, arrangement=keep_harmony(plan.arrangement, keep_rng))
-            parts = arr.arrange_parts(pm, plan.arrangement, rng, work_chords=chords)
+            parts = arrange_parts(pm, plan.arrangement, rng, work_chords=chords)
             midi = perform(parts, plan, pm.get_end_time(), rng)
             y = degrade(render(midi, plan, Path(tmp)), plan, rng)
             wav = out_dir / f"v{v}.wav"
