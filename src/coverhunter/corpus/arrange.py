@@ -6,7 +6,7 @@ accompaniment pattern, counter-melodies, drums, instruments and register. This m
 writes the parts of such arrangements (block chords, pads, arpeggios, bass lines,
 counter-melody, drums, the melody's variations) from a score (a
 :class:`pretty_midi.PrettyMIDI` object) with no audio involved;
-:mod:`coverhunter.corpus.make` renders them.
+:mod:`coverhunter.corpus.sound` plays and renders them.
 
 Everything here is in the source's time (seconds of the score as written); tempo,
 structure and key changes are applied afterwards, to every part at once.

@@ -11,7 +11,7 @@ drawn from a random stream before a note is written.
   effects, noise, codec); stored as JSON in the dataset's ``version``.
 
 :mod:`~coverhunter.corpus.arrange` writes the parts a plan asks for and
-:mod:`~coverhunter.corpus.render` plays and renders them.
+:mod:`~coverhunter.corpus.sound` plays and renders them.
 """
 
 from __future__ import annotations
