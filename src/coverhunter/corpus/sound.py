@@ -155,19 +155,44 @@ def perform(parts: list, plan: VersionPlan, length: float, rng: np.random.Genera
     return out
 
 
-def render(pm, plan: VersionPlan, workdir: Path) -> np.ndarray:
-    """Render with fluidsynth or timidity (under a timeout and a length check), mono float32."""
-    mid, wav = workdir / "v.mid", workdir / "v.wav"
+def synthesise(
+    pm,
+    mid: Path,
+    wav: Path,
+    *,
+    renderer: str = "fluidsynth",
+    soundfont: str | Path = "",
+    sample_rate: int = SAMPLE_RATE,
+    reverb: float = 0.0,
+    chorus: bool = False,
+    timeout_factor: float = 2.0,
+) -> float:
+    """Write ``pm`` (a pretty_midi score) to ``mid`` and render it into ``wav``.
+
+    ``renderer`` "fluidsynth" plays ``soundfont`` at gain 0.5, with a reverb of room size
+    ``reverb`` when above 0 and chorus when ``chorus``; "timidity" plays the freepats
+    patches (:data:`FREEPATS_CFG`) at 70 % amplification. ``wav`` is the synthesizer's
+    own WAV at ``sample_rate`` (fluidsynth's is stereo); the caller reads it and checks
+    its length.
+
+    The synthesizer runs under a timeout of 60 s plus ``timeout_factor`` times the
+    MIDI's length; :class:`SkipPiece` when it runs past it, fails or writes no audio.
+
+    Returns
+    -------
+    float
+        The MIDI's length in seconds (``pm.get_end_time()``).
+    """
     pm.write(str(mid))
     expected = pm.get_end_time()
-    if plan.renderer == "timidity":
+    if renderer == "timidity":
         cmd = [
             "timidity",
             "-c",
             FREEPATS_CFG,
             "-Ow",
             "-s",
-            str(SAMPLE_RATE),
+            str(sample_rate),
             "-A",
             "70",
             "-o",
@@ -184,28 +209,43 @@ def render(pm, plan: VersionPlan, workdir: Path) -> np.ndarray:
             "-g",
             "0.5",
             "-r",
-            str(SAMPLE_RATE),
+            str(sample_rate),
             "-F",
             str(wav),
             "-o",
             "synth.dynamic-sample-loading=1",
             "-o",
-            f"synth.reverb.active={int(plan.reverb > 0)}",
+            f"synth.reverb.active={int(reverb > 0)}",
             "-o",
-            f"synth.reverb.room-size={plan.reverb}",
+            f"synth.reverb.room-size={reverb}",
             "-o",
-            f"synth.chorus.active={int(plan.chorus)}",
-            plan.soundfont,
+            f"synth.chorus.active={int(chorus)}",
+            str(soundfont),
             str(mid),
         ]
     try:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=60 + 2 * expected)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60 + timeout_factor * expected)
     except subprocess.TimeoutExpired as e:
         raise SkipPiece(f"{cmd[0]} ran past its {e.timeout:.0f} s timeout") from e
     except subprocess.CalledProcessError as e:
         raise SkipPiece(f"{cmd[0]} failed: {e.stderr.decode(errors='replace')[-300:]}") from e
     if not wav.is_file():
         raise SkipPiece(f"{cmd[0]} wrote no audio")
+    return expected
+
+
+def render(pm, plan: VersionPlan, workdir: Path) -> np.ndarray:
+    """Render with fluidsynth or timidity (under a timeout and a length check), mono float32."""
+    wav = workdir / "v.wav"
+    expected = synthesise(
+        pm,
+        workdir / "v.mid",
+        wav,
+        renderer=plan.renderer,
+        soundfont=plan.soundfont,
+        reverb=plan.reverb,
+        chorus=plan.chorus,
+    )
     info = sf.info(str(wav))
     if info.duration > expected + 15:
         raise SkipPiece(f"render is {info.duration:.0f} s for {expected:.0f} s of MIDI")
