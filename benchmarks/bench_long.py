@@ -884,22 +884,14 @@ def two_stage(lm, align: list, votes: np.ndarray, d_model: np.ndarray, k: int) -
     expansion, recurrence votes; every symmetric pair aligned once), from chroma and votes
     computed once for every model. Returns the distances, the seconds of the summaries
     and of the re-ranking, and the alignments asked for and computed."""
+    from common import reranked
+
     from coverhunter import alignment_inputs as AI
     from coverhunter import rerank as R
-    from coverhunter import reranker as RK
 
     rr = R.RerankConfig(k=k, source="chroma")
     summaries, t_sum = timed(AI.global_summaries, align, lm.summary_projection)
-    rk = RK.Reranker(
-        rr,
-        query_align=align,
-        ref_align=align,
-        query_summary=summaries,
-        ref_summary=summaries,
-        votes=votes,
-        symmetric=True,
-    )
-    dist, t_rerank = timed(rk.rerank_block, d_model, 0, np.eye(len(align), dtype=bool))
+    (dist, rk), t_rerank = timed(reranked, d_model, align, summaries, rr, votes)
     return {
         "dist": dist,
         "summary_seconds": t_sum,
