@@ -254,7 +254,8 @@ def arrange_parts(
     ``keep_voices`` keeps every source part on the plan's programs; ``reorchestrate``
     keeps them and doubles the lowest an octave down; every other style keeps only
     the melody and writes a new accompaniment: over a new harmonisation, or over
-    ``work_chords`` (:func:`work_harmony`) when the plan keeps the work's harmony.
+    ``work_chords`` (:func:`~coverhunter.corpus.harmony.work_harmony`) when the plan
+    keeps the work's harmony.
     """
     import pretty_midi
 

@@ -118,7 +118,7 @@ class ArrangementPlan:
     register: int  # centre MIDI pitch of the accompaniment voicings
     programs: tuple[int, int, int, int]  # melody, chords, bass, counter-melody
     # "new": this version harmonises the melody afresh; "kept": it plays the work's own
-    # chord progression (:func:`work_harmony`, shared by all such versions of a work)
+    # chord progression (harmony.work_harmony, shared by all such versions of a work)
     harmony: str = "new"
 
     def describe(self) -> dict:
