@@ -76,6 +76,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import reranked  # noqa: E402
 
 from coverhunter import alignment_inputs as AI  # noqa: E402
 from coverhunter import classical as C  # noqa: E402
@@ -245,26 +246,6 @@ def chunk_scorer(lm, tracks, device, rr: R.RerankConfig):
 
 def chroma_scorer(align, rr: R.RerankConfig):
     return lambda q, sl: Q.qmax_scores(align[q], [align[j] for j in sl], rr.qmax)
-
-
-def reranked(
-    dist: np.ndarray, align, summaries: np.ndarray, rr: R.RerankConfig, votes: np.ndarray | None = None
-) -> tuple:
-    """Every recording a query against the others, re-ranked by ``evaluate --rerank``'s
-    code (``coverhunter.reranker.Reranker``, symmetric pairs aligned once, as the all-pairs
-    baseline aligns each pair once) from precomputed chroma, summaries and recurrence
-    votes (first stage ``"recurrence"``): (re-ranked distances, the Reranker with its
-    counts)."""
-    rk = RK.Reranker(
-        rr,
-        query_align=align,
-        ref_align=align,
-        query_summary=summaries,
-        ref_summary=summaries,
-        votes=votes,
-        symmetric=True,
-    )
-    return rk.rerank_block(dist, 0, exclude=np.eye(len(dist), dtype=bool)), rk
 
 
 # ---------------------------------------------------------------------------

@@ -563,8 +563,10 @@ def find_soundfont(name: str) -> Path:
 def render_midi(pm, soundfont: Path, wav: Path, workdir: Path) -> float:
     """Render ``pm`` with fluidsynth into ``wav`` (mono 16-bit, 16 kHz, peak at -1 dB).
 
-    The MIDI is written by pretty_midi; fluidsynth runs under a timeout, and the audio's
-    length is checked against the MIDI's end time (:func:`check_render_length`).
+    The MIDI is written by pretty_midi and rendered by the corpus's synthesiser
+    (:func:`coverhunter.corpus.sound.synthesise`: fluidsynth, no reverb, no chorus) under
+    a timeout, and the audio's length is checked against the MIDI's end time
+    (:func:`check_render_length`).
 
     Returns
     -------
@@ -573,37 +575,14 @@ def render_midi(pm, soundfont: Path, wav: Path, workdir: Path) -> float:
     """
     import soundfile as sf
 
+    from coverhunter.corpus.sound import SkipPiece as RenderFailed
+    from coverhunter.corpus.sound import synthesise
+
     mid, raw = workdir / f"{wav.stem}.mid", workdir / f"{wav.stem}.raw.wav"
-    pm.write(str(mid))
-    expected = pm.get_end_time()
-    cmd = [
-        "fluidsynth",
-        "-ni",
-        "-q",
-        "-g",
-        "0.5",
-        "-r",
-        str(SAMPLE_RATE),
-        "-F",
-        str(raw),
-        "-o",
-        "synth.dynamic-sample-loading=1",
-        "-o",
-        "synth.reverb.active=0",
-        "-o",
-        "synth.chorus.active=0",
-        str(soundfont),
-        str(mid),
-    ]
-    timeout = 60 + expected  # fluidsynth -F renders far faster than real time
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        raise SkipPiece(f"{wav}: fluidsynth ran past its {timeout:.0f} s timeout") from e
-    except subprocess.CalledProcessError as e:
-        raise SkipPiece(f"{wav}: fluidsynth failed: {e.stderr.decode(errors='replace')[-300:]}") from e
-    if not raw.is_file():
-        raise SkipPiece(f"{wav}: fluidsynth wrote no audio")
+    try:  # fluidsynth -F renders far faster than real time: 60 s + the MIDI's length
+        expected = synthesise(pm, mid, raw, soundfont=soundfont, sample_rate=SAMPLE_RATE, timeout_factor=1.0)
+    except RenderFailed as e:
+        raise SkipPiece(f"{wav}: {e}") from e
     check_render_length(sf.info(str(raw)).duration, expected, str(wav))
     y, sr = sf.read(str(raw), dtype="float32", always_2d=True)
     raw.unlink()
@@ -905,22 +884,14 @@ def two_stage(lm, align: list, votes: np.ndarray, d_model: np.ndarray, k: int) -
     expansion, recurrence votes; every symmetric pair aligned once), from chroma and votes
     computed once for every model. Returns the distances, the seconds of the summaries
     and of the re-ranking, and the alignments asked for and computed."""
+    from common import reranked
+
     from coverhunter import alignment_inputs as AI
     from coverhunter import rerank as R
-    from coverhunter import reranker as RK
 
     rr = R.RerankConfig(k=k, source="chroma")
     summaries, t_sum = timed(AI.global_summaries, align, lm.summary_projection)
-    rk = RK.Reranker(
-        rr,
-        query_align=align,
-        ref_align=align,
-        query_summary=summaries,
-        ref_summary=summaries,
-        votes=votes,
-        symmetric=True,
-    )
-    dist, t_rerank = timed(rk.rerank_block, d_model, 0, np.eye(len(align), dtype=bool))
+    (dist, rk), t_rerank = timed(reranked, d_model, align, summaries, rr, votes)
     return {
         "dist": dist,
         "summary_seconds": t_sum,

@@ -10,6 +10,8 @@ import pytest
 
 from coverhunter import corpus
 from coverhunter.corpus import arrange as arr
+from coverhunter.corpus import harmony, score
+from coverhunter.corpus import plan as plans
 
 
 def _tune(meter: int = 4, bars: int = 8, key_number: int = 0) -> pretty_midi.PrettyMIDI:
@@ -30,28 +32,28 @@ def _tune(meter: int = 4, bars: int = 8, key_number: int = 0) -> pretty_midi.Pre
     return pm
 
 
-def _plan(rng, **kw) -> arr.ArrangementPlan:
-    plan = arr.plan_arrangement(rng)
-    return arr.ArrangementPlan(**{**plan.__dict__, **kw})
+def _plan(rng, **kw) -> plans.ArrangementPlan:
+    plan = plans.plan_arrangement(rng)
+    return plans.ArrangementPlan(**{**plan.__dict__, **kw})
 
 
 def test_key_estimate_and_signature():
     pm = _tune()
-    mel = arr.extract_melody(pm)
-    assert arr.estimate_key(mel) == (0, "major")
+    mel = score.extract_melody(pm)
+    assert score.estimate_key(mel) == (0, "major")
     transposed = [pretty_midi.Note(n.velocity, n.pitch + 5, n.start, n.end) for n in mel]
-    assert arr.estimate_key(transposed) == (5, "major")
+    assert score.estimate_key(transposed) == (5, "major")
 
 
 def test_harmonization_fits_the_melody_and_ends_on_the_tonic():
     pm = _tune()
-    mel = arr.extract_melody(pm)
-    beats, downs, meter = arr.beat_grid(pm)
+    mel = score.extract_melody(pm)
+    beats, downs, meter = score.beat_grid(pm)
     assert meter == 4 and len(downs) >= 8
     plan = _plan(
         np.random.default_rng(0), temperature=0.3, substitution=0.0, seventh_prob=0.0, chords_per_bar=1
     )
-    chords = arr.harmonize(mel, downs, pm.get_end_time(), (0, "major"), plan, np.random.default_rng(0))
+    chords = harmony.harmonize(mel, downs, pm.get_end_time(), (0, "major"), plan, np.random.default_rng(0))
     assert chords[0].root == 0 and chords[-1].root == 0
     # bars 2 and 4 of the figure outline G major: a cool harmonisation picks G there
     assert chords[1].root == 7
@@ -62,7 +64,7 @@ def test_harmonization_fits_the_melody_and_ends_on_the_tonic():
 
 def test_arrangement_keeps_melody_and_changes_accompaniment():
     pm = _tune()
-    mel = arr.extract_melody(pm)
+    mel = score.extract_melody(pm)
     versions = []
     for seed in range(6):
         rng = np.random.default_rng(seed)
@@ -90,7 +92,7 @@ def test_arrangement_keeps_melody_and_changes_accompaniment():
 
 def test_ornaments_and_rhythm_keep_every_source_pitch_near_its_time():
     pm = _tune()
-    mel = arr.extract_melody(pm)
+    mel = score.extract_melody(pm)
     rng = np.random.default_rng(3)
     plan = _plan(rng, style="melody_only", ornament_prob=0.5, rhythm_prob=0.5, melody_octave=0)
     notes = arr.arrange_parts(pm, plan, rng)[0].notes
@@ -104,7 +106,7 @@ def test_polyphonic_styles_keep_the_voices():
     low.notes = [pretty_midi.Note(80, n.pitch - 12, n.start, n.end) for n in pm.instruments[0].notes]
     pm.instruments.append(low)
     rng = np.random.default_rng(0)
-    for style in arr.POLY_STYLES:
+    for style in plans.POLY_STYLES:
         parts = arr.arrange_parts(pm, _plan(rng, style=style, melody_octave=0), rng)
         pitches = [sorted(n.pitch for n in p.notes) for p in parts[:2]]
         assert pitches[0] == sorted(n.pitch for n in pm.instruments[0].notes)
@@ -213,8 +215,8 @@ def _chord_classes(parts, window):
 
 def test_harmony_kept_versions_share_the_work_chords_and_change_the_rest():
     pm = _tune(bars=12)
-    chords = arr.work_harmony(pm, np.random.default_rng(11))
-    assert chords == arr.work_harmony(pm, np.random.default_rng(11))  # one draw per work
+    chords = harmony.work_harmony(pm, np.random.default_rng(11))
+    assert chords == harmony.work_harmony(pm, np.random.default_rng(11))  # one draw per work
     kept, new = [], []
     for seed in range(4):
         rng = np.random.default_rng(100 + seed)
@@ -226,7 +228,7 @@ def test_harmony_kept_versions_share_the_work_chords_and_change_the_rest():
             bass="none",
             counter_melody=False,
         )
-        k = arr.keep_harmony(plan, rng)
+        k = plans.keep_harmony(plan, rng)
         assert k.harmony == "kept" and k.style != "melody_only"  # a kept version plays chords
         kept.append(arr.arrange_parts(pm, k, np.random.default_rng(seed), work_chords=chords))
         new.append(arr.arrange_parts(pm, replace(k, harmony="new"), np.random.default_rng(seed)))
@@ -245,7 +247,7 @@ def test_harmony_kept_versions_share_the_work_chords_and_change_the_rest():
     with pytest.raises(ValueError, match="work_chords"):
         arr.arrange_parts(
             pm,
-            kept_plan := arr.keep_harmony(_plan(np.random.default_rng(0)), np.random.default_rng(0)),
+            kept_plan := plans.keep_harmony(_plan(np.random.default_rng(0)), np.random.default_rng(0)),
             np.random.default_rng(0),
         )
     assert kept_plan.harmony == "kept"

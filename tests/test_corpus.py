@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from coverhunter import corpus
-from coverhunter.corpus import make
+from coverhunter.corpus import make, sound
 from coverhunter.dataset import read_dataset
 from coverhunter.extract import extract_features
 
@@ -103,7 +103,7 @@ def test_a_second_renderer_of_a_piece_waits_and_reuses_the_first_ones_work(tmp_p
 
 
 def test_missing_fluidsynth_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(make.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sound.shutil, "which", lambda name: None)
     with pytest.raises(corpus.CorpusError, match="fluidsynth not found"):
         corpus.make_demo_corpus(tmp_path, works=1, versions=2)
 

@@ -3,13 +3,17 @@
 Real covers keep what identifies a composition, the melody and its harmonic outline,
 and change the rest: harmony (substitutions, inversions, re-voicing), bass line,
 accompaniment pattern, counter-melodies, drums, instruments and register. This module
-writes such arrangements from a score (a :class:`pretty_midi.PrettyMIDI` object) with
-no audio involved; :mod:`coverhunter.corpus.make` renders them.
+writes the parts of such arrangements (block chords, pads, arpeggios, bass lines,
+counter-melody, drums, the melody's variations) from a score (a
+:class:`pretty_midi.PrettyMIDI` object) with no audio involved;
+:mod:`coverhunter.corpus.sound` plays and renders them.
 
 Everything here is in the source's time (seconds of the score as written); tempo,
 structure and key changes are applied afterwards, to every part at once.
 
-Pipeline of one version::
+Pipeline of one version (the first three steps are :mod:`~coverhunter.corpus.score`'s,
+the fourth :mod:`~coverhunter.corpus.plan`'s; :func:`arrange_parts` takes its chords
+from :mod:`~coverhunter.corpus.harmony`)::
 
     melody = extract_melody(pm)                   # the top voice, monophonic
     key = estimate_key(melody)                    # (tonic pitch class, "major"/"minor")
@@ -20,426 +24,11 @@ Pipeline of one version::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-
 import numpy as np
 
-# Krumhansl-Kessler key profiles (major, minor), tonic first
-_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-
-# chord qualities as pitch-class intervals above the root
-QUALITIES = {
-    "maj": (0, 4, 7),
-    "min": (0, 3, 7),
-    "dim": (0, 3, 6),
-    "sus4": (0, 5, 7),
-    "dom7": (0, 4, 7, 10),
-    "maj7": (0, 4, 7, 11),
-    "min7": (0, 3, 7, 10),
-    "add9": (0, 4, 7, 14),
-}
-# diatonic triads: (scale-degree root in semitones above the tonic, quality, prior weight)
-_DIATONIC = {
-    "major": [
-        (0, "maj", 3.0),
-        (2, "min", 1.2),
-        (4, "min", 0.6),
-        (5, "maj", 2.2),
-        (7, "maj", 2.6),
-        (9, "min", 1.4),
-        (11, "dim", 0.3),
-    ],
-    "minor": [
-        (0, "min", 3.0),
-        (2, "dim", 0.4),
-        (3, "maj", 1.2),
-        (5, "min", 2.0),
-        (7, "maj", 2.4),
-        (7, "min", 0.8),
-        (8, "maj", 1.4),
-        (10, "maj", 1.2),
-    ],
-}
-# substitutions a version may add: (root, quality, weight), relative to the tonic
-_SUBSTITUTES = {
-    "major": [
-        (2, "dom7", 0.8),
-        (9, "dom7", 0.6),
-        (4, "dom7", 0.5),
-        (5, "min", 0.6),
-        (10, "maj", 0.6),
-        (8, "maj", 0.4),
-        (7, "dom7", 1.2),
-        (0, "maj7", 0.8),
-        (2, "min7", 0.8),
-        (7, "sus4", 0.5),
-        (0, "add9", 0.5),
-    ],
-    "minor": [
-        (7, "dom7", 1.2),
-        (5, "maj", 0.5),
-        (0, "maj", 0.3),
-        (10, "dom7", 0.6),
-        (3, "maj7", 0.6),
-        (5, "min7", 0.6),
-        (1, "maj", 0.3),
-    ],
-}
-
-STYLES = ("melody_only", "block", "pad", "arpeggio", "alberti", "waltz", "strum", "dense")
-POLY_STYLES = ("keep_voices", "reorchestrate")
-BASS_LINES = ("none", "root", "root_fifth", "walking", "pedal")
-DRUMS = ("none", "straight", "backbeat", "shuffle", "brush")
-
-# General MIDI program groups
-MELODY_PROGRAMS = (
-    0,
-    4,
-    6,
-    11,
-    19,
-    21,
-    22,
-    24,
-    25,
-    26,
-    40,
-    41,
-    42,
-    56,
-    57,
-    60,
-    64,
-    65,
-    66,
-    68,
-    69,
-    71,
-    72,
-    73,
-    74,
-    75,
-    78,
-    79,
-    80,
-    81,
-    104,
-    105,
-    109,
-)
-CHORD_PROGRAMS = (
-    0,
-    1,
-    2,
-    4,
-    5,
-    6,
-    16,
-    17,
-    19,
-    24,
-    25,
-    26,
-    27,
-    46,
-    48,
-    49,
-    50,
-    52,
-    61,
-    88,
-    89,
-    90,
-    91,
-    94,
-    95,
-)
-BASS_PROGRAMS = (32, 33, 34, 35, 36, 37, 38, 39, 42, 43, 58, 70)
-COUNTER_PROGRAMS = (40, 41, 42, 60, 68, 70, 71, 73, 11, 12, 13, 46)
-
-
-@dataclass(frozen=True)
-class Chord:
-    """One chord of a harmonisation, in source time (seconds)."""
-
-    start: float
-    end: float
-    root: int  # pitch class 0-11
-    quality: str  # key of QUALITIES
-
-    @property
-    def pcs(self) -> tuple[int, ...]:
-        return tuple((self.root + i) % 12 for i in QUALITIES[self.quality])
-
-
-@dataclass(frozen=True)
-class ArrangementPlan:
-    """What one version's arrangement does (stored, as JSON, in the dataset's ``version``)."""
-
-    style: str  # one of STYLES or POLY_STYLES
-    chords_per_bar: int  # harmonic rhythm: 1 or 2 (bars of one beat group each)
-    substitution: float  # weight of the substitute chords (0 = diatonic only)
-    temperature: float  # randomness of the chord choice
-    seventh_prob: float  # chance a chord gains its seventh / added tone
-    inversion_prob: float  # chance a chord is voiced over its 3rd or 5th
-    bass: str  # one of BASS_LINES
-    counter_melody: bool
-    drums: str  # one of DRUMS
-    melody_octave: int  # -1, 0 or +1 octave
-    ornament_prob: float  # chance a melody note is ornamented
-    rhythm_prob: float  # chance a melody note is displaced (anticipation, swing)
-    melody_level: float  # melody velocity relative to the accompaniment (< 1 buries it)
-    register: int  # centre MIDI pitch of the accompaniment voicings
-    programs: tuple[int, int, int, int]  # melody, chords, bass, counter-melody
-    # "new": this version harmonises the melody afresh; "kept": it plays the work's own
-    # chord progression (:func:`work_harmony`, shared by all such versions of a work)
-    harmony: str = "new"
-
-    def describe(self) -> dict:
-        d = asdict(self)
-        return {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()}
-
-
-def plan_arrangement(
-    rng: np.random.Generator,
-    polyphonic: bool = False,
-    meter: int = 4,
-    programs: tuple[int, ...] | None = None,
-) -> ArrangementPlan:
-    """Draw one version's arrangement.
-
-    Parameters
-    ----------
-    rng : numpy Generator
-    polyphonic : bool
-        The source has several voices: some versions keep or re-orchestrate them.
-    meter : int
-        Beats per bar of the source (3 favours waltz patterns).
-    programs : tuple of int, optional
-        General MIDI programs the renderer has; others are never chosen.
-    """
-    styles = list(STYLES) + (list(POLY_STYLES) * 2 if polyphonic else [])
-    weights = np.array([0.7 if s == "melody_only" else 1.0 for s in styles])
-    if meter != 3:
-        weights[styles.index("waltz")] = 0.3
-    style = str(rng.choice(styles, p=weights / weights.sum()))
-    plain = style in ("melody_only", "keep_voices")
-
-    def pick(group):
-        allowed = [p for p in group if programs is None or p in programs]
-        return int(rng.choice(allowed or list(programs or group)))
-
-    return ArrangementPlan(
-        style=style,
-        chords_per_bar=int(rng.choice([1, 1, 2])),
-        substitution=float(rng.choice([0.0, 0.5, 1.0, 2.0])),
-        temperature=float(rng.uniform(0.3, 1.5)),
-        seventh_prob=float(rng.choice([0.0, 0.2, 0.6])),
-        inversion_prob=float(rng.uniform(0.0, 0.6)),
-        bass="none" if plain else str(rng.choice(BASS_LINES, p=[0.2, 0.3, 0.25, 0.15, 0.1])),
-        counter_melody=bool(not plain and rng.random() < 0.3),
-        drums="none" if plain else str(rng.choice(DRUMS, p=[0.5, 0.15, 0.15, 0.1, 0.1])),
-        melody_octave=int(rng.choice([-1, 0, 0, 0, 1])),
-        ornament_prob=float(rng.choice([0.0, 0.0, 0.1, 0.25])),
-        rhythm_prob=float(rng.choice([0.0, 0.0, 0.15, 0.3])),
-        melody_level=float(rng.choice([1.0, 1.0, 0.8, 0.55]) if not plain else 1.0),
-        register=int(rng.integers(50, 62)),
-        programs=(pick(MELODY_PROGRAMS), pick(CHORD_PROGRAMS), pick(BASS_PROGRAMS), pick(COUNTER_PROGRAMS)),
-    )
-
-
-# --------------------------------------------------------------------------- analysis
-
-
-def extract_melody(pm) -> list:
-    """The top voice as a monophonic note list (pretty_midi Notes, sorted by start).
-
-    The part with the highest mean pitch is taken (the melody of a folk tune, the
-    cantus of a polyphonic piece); overlapping notes keep the highest.
-    """
-    parts = [i for i in pm.instruments if i.notes and not i.is_drum]
-    if not parts:
-        return []
-    top = max(parts, key=lambda i: np.mean([n.pitch for n in i.notes]))
-    notes = sorted(top.notes, key=lambda n: (n.start, -n.pitch))
-    out = []
-    for n in notes:
-        if out and n.start < out[-1].end - 1e-6:
-            if n.start <= out[-1].start + 1e-6:  # a chord: keep the highest note
-                continue
-            out[-1] = _note(out[-1].velocity, out[-1].pitch, out[-1].start, n.start)
-        out.append(_note(n.velocity, n.pitch, n.start, n.end))
-    return [n for n in out if n.end - n.start > 1e-3]
-
-
-def pitch_class_profile(notes) -> np.ndarray:
-    """Duration-weighted pitch-class histogram, shape [12], sums to 1 (zeros if empty)."""
-    h = np.zeros(12)
-    for n in notes:
-        h[n.pitch % 12] += n.end - n.start
-    return h / h.sum() if h.sum() > 0 else h
-
-
-def estimate_key(notes, signature: int | None = None) -> tuple[int, str]:
-    """Krumhansl-Schmuckler key estimate: (tonic pitch class, "major" or "minor").
-
-    ``signature`` is the score's key signature as a MIDI key number (0-11 major,
-    12-23 minor); keys with the same scale get a bonus of 0.15 in correlation, so the
-    written signature wins close calls (modal folk tunes) but not clear evidence.
-    """
-    h = pitch_class_profile(notes)
-    major_of_sig = None
-    if signature is not None:
-        major_of_sig = signature % 12 if signature < 12 else (signature - 12 + 3) % 12
-    best, key = -np.inf, (0, "major")
-    for mode, prof in (("major", _KK_MAJOR), ("minor", _KK_MINOR)):
-        for tonic in range(12):
-            r = np.corrcoef(h, np.roll(prof, tonic))[0, 1] if h.any() else 0.0
-            relative_major = tonic if mode == "major" else (tonic + 3) % 12
-            if major_of_sig is not None and relative_major == major_of_sig:
-                r += 0.15
-            if r > best:
-                best, key = r, (tonic, mode)
-    return key
-
-
-def beat_grid(pm, end: float | None = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """Beats, downbeats (seconds) and beats per bar of a score.
-
-    Returns
-    -------
-    beats : ndarray [n_beats]
-    downbeats : ndarray [n_bars]
-    meter : int
-        Beats per bar of the first time signature (4 when none is given).
-    """
-    end = pm.get_end_time() if end is None else end
-    beats = np.asarray(pm.get_beats(), dtype=float)
-    beats = beats[beats < end - 1e-3]
-    if len(beats) < 2:
-        beats = np.arange(0.0, max(end, 0.5), 0.5)
-    downs = np.asarray(pm.get_downbeats(), dtype=float)
-    downs = downs[downs < end - 1e-3]
-    ts = pm.time_signature_changes
-    meter = 4
-    if ts:
-        num, den = ts[0].numerator, ts[0].denominator
-        meter = num // 3 if den == 8 and num % 3 == 0 and num > 3 else num
-        meter = max(2, min(meter, 6))
-    if len(downs) < 2:
-        downs = beats[::meter]
-    return beats, downs, meter
-
-
-# --------------------------------------------------------------------------- harmony
-
-
-def _candidates(key: tuple[int, str], substitution: float) -> list[tuple[int, str, float]]:
-    tonic, mode = key
-    cands = [((tonic + r) % 12, q, w) for r, q, w in _DIATONIC[mode]]
-    if substitution > 0:
-        cands += [((tonic + r) % 12, q, w * substitution) for r, q, w in _SUBSTITUTES[mode]]
-    return cands
-
-
-def harmonize(
-    melody,
-    downbeats: np.ndarray,
-    end: float,
-    key: tuple[int, str],
-    plan: ArrangementPlan,
-    rng: np.random.Generator,
-) -> list[Chord]:
-    """Choose a chord per harmonic window so that it fits the melody.
-
-    Each window (a bar, or half a bar) scores every candidate chord by the melody time
-    it covers (notes on the window's start count double), a penalty for clashing
-    notes, a prior on common functions and a bonus for root motion by a fourth or
-    fifth; a chord is then drawn from the softmax of the scores at the plan's
-    temperature, so versions harmonise the same tune differently. The first and the
-    last window are the tonic.
-    """
-    bounds = list(downbeats) + [end]
-    windows = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if plan.chords_per_bar == 2 and b - a > 1.0:
-            windows += [(a, (a + b) / 2), ((a + b) / 2, b)]
-        else:
-            windows.append((a, b))
-    if not windows:
-        return []
-    if windows[0][0] > 0:
-        windows.insert(0, (0.0, windows[0][0]))
-    cands = _candidates(key, plan.substitution)
-    tonic_q = "maj" if key[1] == "major" else "min"
-    chords: list[Chord] = []
-    prev_root = None
-    for w, (a, b) in enumerate(windows):
-        weight = np.zeros(12)
-        for n in melody:
-            overlap = min(n.end, b) - max(n.start, a)
-            if overlap > 0:
-                weight[n.pitch % 12] += overlap * (2.0 if abs(n.start - a) < 0.05 else 1.0)
-        total = weight.sum() + 1e-9
-        if w in (0, len(windows) - 1):
-            chords.append(Chord(a, b, key[0], tonic_q))
-            prev_root = key[0]
-            continue
-        scores = []
-        for root, q, prior in cands:
-            pcs = {(root + i) % 12 for i in QUALITIES[q]}
-            fit = sum(weight[p] for p in pcs) / total
-            clash = sum(weight[p] for p in range(12) if p not in pcs) / total
-            motion = 0.0
-            if prev_root is not None:
-                step = (root - prev_root) % 12
-                motion = 0.3 if step in (5, 7) else (-0.2 if step == 0 else 0.0)
-            scores.append(3.0 * fit - 2.0 * clash + 0.3 * np.log(prior) + motion)
-        s = np.array(scores) / max(plan.temperature, 1e-3)
-        p = np.exp(s - s.max())
-        root, q, _ = cands[int(rng.choice(len(cands), p=p / p.sum()))]
-        if plan.seventh_prob and q in ("maj", "min") and rng.random() < plan.seventh_prob:
-            q = {"maj": str(rng.choice(["maj7", "add9", "dom7"])), "min": "min7"}[q]
-        chords.append(Chord(a, b, root, q))
-        prev_root = root
-    return chords
-
-
-def voice_chord(
-    chord: Chord, register: int, inversion: int, prev: list[int] | None, spread: bool = False
-) -> list[int]:
-    """MIDI pitches of a chord near ``register``, close to the previous voicing.
-
-    ``inversion`` 0/1/2 puts the root, third or fifth lowest; ``spread`` opens the
-    voicing by an octave between the lowest note and the rest.
-    """
-    pcs = list(chord.pcs)
-    pcs = pcs[inversion % len(pcs) :] + pcs[: inversion % len(pcs)]
-    base = register - 6 + ((pcs[0] - (register - 6)) % 12)
-    pitches = [base]
-    for pc in pcs[1:]:
-        p = pitches[-1] + ((pc - pitches[-1]) % 12 or 12)
-        pitches.append(p)
-    if spread:
-        pitches = [pitches[0] - 12] + pitches[1:]
-    if prev:  # move the whole voicing an octave if that is closer to the previous one
-        best = min((-12, 0, 12), key=lambda o: abs(np.mean(pitches) + o - np.mean(prev)))
-        if abs(np.mean(pitches) + best - register) <= 9:
-            pitches = [p + best for p in pitches]
-    return [int(np.clip(p, 28, 96)) for p in pitches]
-
-
-# --------------------------------------------------------------------------- parts
-
-
-def _note(vel, pitch, start, end):
-    import pretty_midi
-
-    # plain min/max: this runs per note and numpy's scalar clip is 10x slower
-    return pretty_midi.Note(
-        int(min(max(vel, 1), 127)), int(min(max(pitch, 0), 127)), float(start), float(max(end, start + 0.03))
-    )
+from .harmony import QUALITIES, Chord, harmonize, voice_chord
+from .plan import POLY_STYLES, ArrangementPlan
+from .score import beat_grid, estimate_key, extract_melody, note
 
 
 def _beats_in(beats: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -465,30 +54,30 @@ def accompaniment(
         bs = _beats_in(beats, c.start, c.end)
         style = plan.style
         if style in ("pad", "melody_only", "keep_voices", "reorchestrate"):
-            notes += [_note(velocity - 10, p, c.start, c.end) for p in v]
+            notes += [note(velocity - 10, p, c.start, c.end) for p in v]
         elif style == "block":
             for t in bs:
-                notes += [_note(velocity, p, t, min(t + 0.9 * beat_len, c.end)) for p in v]
+                notes += [note(velocity, p, t, min(t + 0.9 * beat_len, c.end)) for p in v]
         elif style == "arpeggio":
             seq = v + v[-2:0:-1]
             step = beat_len / 2
             t, k = c.start, 0
             while t < c.end - 1e-3:
-                notes.append(_note(velocity, seq[k % len(seq)], t, min(t + 1.5 * step, c.end)))
+                notes.append(note(velocity, seq[k % len(seq)], t, min(t + 1.5 * step, c.end)))
                 t, k = t + step, k + 1
         elif style == "alberti":
             order = [v[0], v[-1], v[1 % len(v)], v[-1]]
             step = beat_len / 2
             t, k = c.start, 0
             while t < c.end - 1e-3:
-                notes.append(_note(velocity - 5, order[k % 4], t, min(t + step, c.end)))
+                notes.append(note(velocity - 5, order[k % 4], t, min(t + step, c.end)))
                 t, k = t + step, k + 1
         elif style == "waltz":
             for j, t in enumerate(bs):
                 if j % meter == 0:
-                    notes.append(_note(velocity + 5, v[0] - 12, t, min(t + beat_len, c.end)))
+                    notes.append(note(velocity + 5, v[0] - 12, t, min(t + beat_len, c.end)))
                 else:
-                    notes += [_note(velocity - 10, p, t, min(t + 0.6 * beat_len, c.end)) for p in v[1:]]
+                    notes += [note(velocity - 10, p, t, min(t + 0.6 * beat_len, c.end)) for p in v[1:]]
         elif style == "strum":
             pattern = [0.0, 0.5, 0.75] if rng.random() < 0.5 else [0.0, 0.5]
             for t in bs:
@@ -499,7 +88,7 @@ def accompaniment(
                     down = off == 0.0
                     for k, p in enumerate(v if down else v[::-1]):
                         notes.append(
-                            _note(
+                            note(
                                 velocity - (0 if down else 15),
                                 p,
                                 s + 0.012 * k,
@@ -510,8 +99,8 @@ def accompaniment(
             step = beat_len / 2
             t = c.start
             while t < c.end - 1e-3:
-                notes += [_note(velocity + 10, p, t, min(t + step, c.end)) for p in v]
-                notes += [_note(velocity, p + 12, t, min(t + step, c.end)) for p in v[1:]]
+                notes += [note(velocity + 10, p, t, min(t + step, c.end)) for p in v]
+                notes += [note(velocity, p + 12, t, min(t + step, c.end)) for p in v[1:]]
                 t += step
     return notes
 
@@ -532,9 +121,9 @@ def bass_line(
     for i, c in enumerate(chords):
         root = low + (c.root - low) % 12
         if kind == "pedal":
-            notes.append(_note(velocity - 10, low + (key[0] - low) % 12, c.start, c.end))
+            notes.append(note(velocity - 10, low + (key[0] - low) % 12, c.start, c.end))
         elif kind == "root":
-            notes.append(_note(velocity, root, c.start, c.end))
+            notes.append(note(velocity, root, c.start, c.end))
         else:
             bs = _beats_in(beats, c.start, c.end)
             nxt = chords[i + 1].root if i + 1 < len(chords) else c.root
@@ -549,7 +138,7 @@ def bass_line(
                     p = target + int(rng.choice([-1, 1, -2, 2]))
                 else:
                     p = root + int(rng.choice(QUALITIES[c.quality][:3]))
-                notes.append(_note(velocity, p, t, end - 0.02))
+                notes.append(note(velocity, p, t, end - 0.02))
     return notes
 
 
@@ -568,9 +157,9 @@ def counter_melody(
         half = (c.start + c.end) / 2
         if c.end - c.start > 1.5 and rng.random() < 0.5:
             p2 = min(options, key=lambda x: abs(x - p - rng.choice([-3, 3])))
-            notes += [_note(velocity, p, c.start, half), _note(velocity, p2, half, c.end)]
+            notes += [note(velocity, p, c.start, half), note(velocity, p2, half, c.end)]
         else:
-            notes.append(_note(velocity, p, c.start, c.end))
+            notes.append(note(velocity, p, c.start, c.end))
         prev = p
     return notes
 
@@ -584,17 +173,17 @@ def drum_part(beats: np.ndarray, end: float, meter: int, kind: str, rng: np.rand
     for j, t in enumerate(beats):
         pos = j % meter
         if kind == "brush":
-            notes.append(_note(45, 38 if pos % 2 else 42, t, t + 0.1))
+            notes.append(note(45, 38 if pos % 2 else 42, t, t + 0.1))
             continue
         if pos == 0 or (kind == "straight" and pos == meter // 2):
-            notes.append(_note(95, 36, t, t + 0.1))
+            notes.append(note(95, 36, t, t + 0.1))
         if kind in ("backbeat", "shuffle") and pos % 2 == 1:
-            notes.append(_note(90, 38, t, t + 0.1))
+            notes.append(note(90, 38, t, t + 0.1))
         subs = [0.0, 2 / 3] if kind == "shuffle" else [0.0, 0.5]
         for s in subs:
             if t + s * beat_len < end:
                 notes.append(
-                    _note(60 + int(rng.integers(-8, 8)), 42, t + s * beat_len, t + s * beat_len + 0.05)
+                    note(60 + int(rng.integers(-8, 8)), 42, t + s * beat_len, t + s * beat_len + 0.05)
                 )
     return notes
 
@@ -624,7 +213,7 @@ def vary_melody(
         if plan.rhythm_prob and rng.random() < plan.rhythm_prob and i > 0:
             if rng.random() < 0.5:  # anticipation: come in early, shortening the note before
                 start = max(out[-1].start + 0.05, start - beat_len / 4)
-                out[-1] = _note(out[-1].velocity, out[-1].pitch, out[-1].start, start)
+                out[-1] = note(out[-1].velocity, out[-1].pitch, out[-1].start, start)
             else:  # a late, "laid back" entry
                 start = min(start + beat_len / 6, end - 0.05)
         pitch = n.pitch + shift
@@ -637,54 +226,24 @@ def vary_melody(
                 step = np.sign(nxt.pitch - n.pitch)
                 passing = pitch + step * (1 if (n.pitch + step) % 12 in scale else 2)
                 passing = pitch + step * 2 if (pitch + step * 2) % 12 in scale else passing
-                out += [_note(vel, pitch, start, mid), _note(vel * 0.9, passing, mid, end)]
+                out += [note(vel, pitch, start, mid), note(vel * 0.9, passing, mid, end)]
                 continue
             if kind == "neighbour":
                 q = start + dur * 0.25
                 up = pitch + (1 if (pitch + 1) % 12 in scale else 2)
                 out += [
-                    _note(vel, pitch, start, q),
-                    _note(vel * 0.85, up, q, q + dur * 0.2),
-                    _note(vel, pitch, q + dur * 0.2, end),
+                    note(vel, pitch, start, q),
+                    note(vel * 0.85, up, q, q + dur * 0.2),
+                    note(vel, pitch, q + dur * 0.2, end),
                 ]
                 continue
             if kind == "turn":
                 g = min(0.08, dur / 6)
                 up = pitch + (1 if (pitch + 1) % 12 in scale else 2)
-                out += [_note(vel * 0.8, up, start, start + g), _note(vel, pitch, start + g, end)]
+                out += [note(vel * 0.8, up, start, start + g), note(vel, pitch, start + g, end)]
                 continue
-        out.append(_note(vel, pitch, start, end))
+        out.append(note(vel, pitch, start, end))
     return out
-
-
-def keep_harmony(plan: ArrangementPlan, rng: np.random.Generator) -> ArrangementPlan:
-    """The plan of a version that plays the work's own chords (``harmony="kept"``).
-
-    Such a cover keeps the chord progression and changes everything else (voicing,
-    texture, bass line, drums, instruments). A plan drawn as melody only gets an
-    accompaniment style from ``rng`` instead, since a version without chords keeps no
-    harmony; the polyphonic styles keep the source's own voices, its harmony.
-    """
-    style = plan.style
-    if style == "melody_only":
-        style = str(rng.choice([s for s in STYLES if s != "melody_only"]))
-    return replace(plan, style=style, harmony="kept")
-
-
-def work_harmony(pm, rng: np.random.Generator) -> list[Chord]:
-    """One harmonisation of a work's melody, drawn once per work (source time).
-
-    Every version with ``harmony="kept"`` plays these chords, so those versions share
-    the work's chord progression as most real covers do; ``rng`` should be the work's
-    own stream (the same for all its versions).
-    """
-    end = pm.get_end_time()
-    melody = extract_melody(pm)
-    sig = pm.key_signature_changes[0].key_number if pm.key_signature_changes else None
-    key = estimate_key(melody, sig)
-    _, downs, meter = beat_grid(pm, end)
-    plan = plan_arrangement(rng, meter=meter)
-    return harmonize(melody, downs, end, key, plan, rng)
 
 
 def arrange_parts(
@@ -695,7 +254,8 @@ def arrange_parts(
     ``keep_voices`` keeps every source part on the plan's programs; ``reorchestrate``
     keeps them and doubles the lowest an octave down; every other style keeps only
     the melody and writes a new accompaniment: over a new harmonisation, or over
-    ``work_chords`` (:func:`work_harmony`) when the plan keeps the work's harmony.
+    ``work_chords`` (:func:`~coverhunter.corpus.harmony.work_harmony`) when the plan
+    keeps the work's harmony.
     """
     import pretty_midi
 
@@ -726,7 +286,7 @@ def arrange_parts(
             part(
                 progs[min(k, 3)] if plan.style == "reorchestrate" else progs[k % 2],
                 [
-                    _note(n.velocity * (plan.melody_level if k else 1.0), n.pitch + shift, n.start, n.end)
+                    note(n.velocity * (plan.melody_level if k else 1.0), n.pitch + shift, n.start, n.end)
                     for n in inst.notes
                 ],
             )
@@ -734,7 +294,7 @@ def arrange_parts(
             low = src[-1]
             part(
                 bass_prog,
-                [_note(n.velocity, n.pitch - 12, n.start, n.end) for n in low.notes if n.pitch - 12 >= 28],
+                [note(n.velocity, n.pitch - 12, n.start, n.end) for n in low.notes if n.pitch - 12 >= 28],
             )
             part(0, drum_part(beats, end, meter, plan.drums, rng), drum=True)
         return parts

@@ -1,36 +1,41 @@
 """Offline cover corpus: music21 scores arranged, then rendered by fluidsynth or timidity.
 
-Each source score is one work. Its versions differ the way real covers do:
+Each source score is one work. Its versions differ the way real covers do, each drawn
+first into the version's plan (:mod:`coverhunter.corpus.plan`):
 
-- **arrangement** (:mod:`coverhunter.corpus.arrange`): the melody kept (octave, ornaments,
-  rhythmic displacement, instrument) over a new accompaniment per version: another
+- **arrangement** (:mod:`coverhunter.corpus.arrange`, chords by
+  :mod:`coverhunter.corpus.harmony`): the melody kept (octave, ornaments, rhythmic
+  displacement, instrument) over a new accompaniment per version: another
   harmonisation, voicing, bass line, pattern (block chords, pads, arpeggios, Alberti,
   waltz, strumming, dense), counter-melody and drums; some versions are the melody
   alone, some bury it; polyphonic sources keep or re-orchestrate their own voices;
-- **performance**: key, tempo with a drifting tempo map and rubato, structure (a later
-  start, an earlier end, a repeated or dropped section, the whole tune played twice),
-  timing and dynamics;
-- **sound**: synthesizer and soundfont, reverb and chorus, equalisation, noise,
-  loudness and lossy re-encoding (MP3 or Ogg Vorbis).
+- **performance** (:func:`coverhunter.corpus.sound.perform`): key, tempo with a
+  drifting tempo map and rubato, structure (a later start, an earlier end, a repeated
+  or dropped section, the whole tune played twice), timing and dynamics;
+- **sound** (:mod:`coverhunter.corpus.sound`): synthesizer and soundfont, reverb and
+  chorus, equalisation, noise, loudness and lossy re-encoding (MP3 or Ogg Vorbis).
+
+This module makes the corpus from them: which works (the source pieces, their split),
+each work's versions rendered in worker processes, resumably, and ``dataset.txt`` and
+``alignment.jsonl`` written.
 
 Works are split once and for all by a hash of their name: about one in twenty is a
 *test work* (:func:`is_test_work`), never rendered into a training corpus, and test
-corpora are rendered with a soundfont no training corpus uses (:data:`TEST_SOUNDFONT`).
-Only the folders in :data:`FOLDERS` are read; the ``bach`` chorales, the MuseScore
-General soundfonts and game music, which ``shared/DATA.md`` reserves for independent
-evaluation, are never touched.
+corpora are rendered with a soundfont no training corpus uses
+(:data:`~coverhunter.corpus.sound.TEST_SOUNDFONT`). Only the folders in
+:data:`FOLDERS` are read; the ``bach`` chorales, the MuseScore General soundfonts and
+game music, which ``shared/DATA.md`` reserves for independent evaluation, are never
+touched.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -41,12 +46,14 @@ import soundfile as sf
 
 from ..dataset import Track, write_dataset
 from ..utils import atomic_write_text, file_lock
-from . import arrange as arr
 from .align import corpus_alignment, write_records
+from .arrange import arrange_parts
+from .harmony import work_harmony
+from .plan import keep_harmony, plan_version
+from .sound import SAMPLE_RATE, SkipPiece, check_tools, degrade, freepats_programs, perform, render
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 # music21 corpus folders used for works; the chorales ("bach") are reserved for
 # independent evaluation and must never be used here.
 FOLDERS = (
@@ -61,32 +68,13 @@ FOLDERS = (
     "josquin",
 )
 RESERVED_FOLDERS = ("bach",)
-RESERVED_SOUNDFONTS = ("MuseScore_General",)  # any file whose name contains these
-SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/sounds/sf3", "/usr/share/soundfonts")
-# soundfonts of training corpora (Debian: fluid-soundfont-gm, fluidr3mono-gm-soundfont,
-# timgm6mb-soundfont, opl3-soundfont), whichever are installed. (fluid-soundfont-gs's
-# FluidR3_GS.sf2 holds only GS variation banks: alone it renders silence.)
-SOUNDFONTS = ("FluidR3_GM.sf2", "FluidR3Mono_GM.sf3", "TimGM6mb.sf2", "OPL-3_FM_128M.sf2")
-# the soundfont of test corpora only (Debian: csound-soundfont); never in training
-TEST_SOUNDFONT = "sf_GMbank.sf2"
-# timidity with the freepats patches (Debian: timidity, freepats): a second synthesizer
-FREEPATS_CFG = "/etc/timidity/freepats.cfg"
 TEST_WORK_MODULUS = 20  # one work in 20 is a test work
 MIN_SECONDS, MAX_SECONDS = 12.0, 150.0  # source pieces outside this range are skipped
 CORPUS_VERSION = 2  # bump when a change to the rendering makes old renders stale
 ALIGNMENT_FILE = "alignment.jsonl"  # exact alignment of the versions, for data.align_path
-PLAY_TWICE_BELOW = 30.0  # tunes shorter than this are played twice, as folk players do
 # share of versions that keep the work's chord progression (the common kind of real cover);
 # the rest are re-harmonised
 HARMONY_KEPT = 0.5
-
-
-class CorpusError(RuntimeError):
-    """The corpus cannot be made (a tool or soundfont is missing)."""
-
-
-class SkipPiece(Exception):
-    """A source piece is unusable (unloadable, empty, too short or too long)."""
 
 
 def _name_hash(name: str) -> int:
@@ -97,66 +85,6 @@ def _name_hash(name: str) -> int:
 def is_test_work(name: str) -> bool:
     """True for the works reserved for test corpora (a fixed hash of the work's name)."""
     return _name_hash(name) % TEST_WORK_MODULUS == 0
-
-
-def _allowed_font(p: Path) -> bool:
-    return not any(r.lower() in p.name.lower() for r in RESERVED_SOUNDFONTS)
-
-
-def find_soundfonts(split: str = "train") -> list[Path]:
-    """Installed soundfonts of a split: the training ones, or the test one."""
-    names = (TEST_SOUNDFONT,) if split == "test" else SOUNDFONTS
-    found = []
-    for name in names:
-        for d in SOUNDFONT_DIRS:
-            p = Path(d) / name
-            if p.is_file() and _allowed_font(p):
-                found.append(p)
-                break
-    if split != "test" and not any(f.name == "TimGM6mb.sf2" for f in found):
-        try:  # pretty_midi bundles TimGM6mb
-            import pretty_midi
-
-            p = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
-            if p.is_file():
-                found.append(p)
-        except ImportError:
-            pass
-    return found
-
-
-@functools.lru_cache(maxsize=1)
-def freepats_programs() -> frozenset[int]:
-    """General MIDI programs the freepats set has (empty when timidity or freepats is missing)."""
-    cfg = Path(FREEPATS_CFG)
-    if shutil.which("timidity") is None or not cfg.is_file():
-        return frozenset()
-    progs, in_bank = set(), False
-    for line in cfg.read_text(errors="replace").splitlines():
-        s = line.split("#", 1)[0].strip()
-        if s.startswith("bank"):
-            in_bank = s.split()[1:2] == ["0"]
-        elif s.startswith("drumset"):
-            in_bank = False
-        elif in_bank and s[:1].isdigit():
-            progs.add(int(s.split()[0]))
-    return frozenset(progs)
-
-
-def check_tools(split: str = "train") -> list[Path]:
-    """Raise CorpusError unless fluidsynth, music21, pretty_midi and a soundfont exist."""
-    if shutil.which("fluidsynth") is None:
-        raise CorpusError("fluidsynth not found: install it (Debian: apt-get install fluidsynth)")
-    try:
-        import music21  # noqa: F401
-        import pretty_midi  # noqa: F401
-    except ImportError as e:
-        raise CorpusError(f"{e.name} is missing: pip install 'coverhunter[demo]'") from e
-    fonts = find_soundfonts(split)
-    if not fonts:
-        pkg = "csound-soundfont" if split == "test" else "fluid-soundfont-gm"
-        raise CorpusError(f"no {split} soundfont found: apt-get install {pkg}")
-    return fonts
 
 
 def candidate_pieces(seed: int, split: str = "all") -> list[tuple[str, int | None]]:
@@ -207,254 +135,6 @@ def load_piece(path: str, number: int | None):
     return pm
 
 
-@dataclass(frozen=True)
-class VersionPlan:
-    """Everything that makes one version differ from the others (stored in ``version``)."""
-
-    renderer: str  # "fluidsynth" or "timidity"
-    soundfont: str  # fluidsynth's soundfont ("" for timidity)
-    arrangement: arr.ArrangementPlan
-    transpose: int
-    tempo: float
-    tempo_drift: float  # relative tempo change from start to end
-    sections: tuple[tuple[float, float], ...]  # source-time spans, in playing order
-    swing_depth: float
-    velocity_scale: float
-    reverb: float
-    chorus: bool
-    tilt_db: float
-    snr_db: float
-    codec: str
-    gain_db: float
-
-    def describe(self) -> str:
-        d = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
-        d["soundfont"] = Path(self.soundfont).name
-        d["sections"] = [[round(a, 2), round(b, 2)] for a, b in self.sections]
-        d["arrangement"] = self.arrangement.describe()
-        return json.dumps(d)
-
-
-def _sections(pm, rng: np.random.Generator, keep_whole: bool) -> tuple[tuple[float, float], ...]:
-    """Cut the piece at downbeats into 4-8 sections, then crop, repeat or drop some.
-
-    Tunes shorter than :data:`PLAY_TWICE_BELOW` are played twice (before the edit).
-    """
-    end = pm.get_end_time()
-    beats = [b for b in pm.get_downbeats() if 0 < b < end - 1.0]
-    n_sec = int(rng.integers(4, 9))
-    if len(beats) >= n_sec - 1:
-        cuts = [beats[int(round(i * len(beats) / n_sec))] for i in range(1, n_sec)]
-    else:
-        cuts = list(np.linspace(0, end, n_sec + 1)[1:-1])
-    bounds = [0.0] + sorted(set(float(c) for c in cuts)) + [end]
-    secs = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b - a > 0.5]
-    if end < PLAY_TWICE_BELOW:
-        secs = secs + secs
-    if keep_whole or len(secs) < 3:
-        return tuple(secs)
-    op = rng.choice(["crop", "repeat", "drop", "late_start"])
-    if op == "crop":
-        secs = secs[int(rng.integers(0, 2)) : len(secs) - int(rng.integers(0, 2))]
-    elif op == "repeat":
-        i = int(rng.integers(0, len(secs)))
-        secs = secs[: i + 1] + [secs[i]] + secs[i + 1 :]
-    elif op == "drop":
-        secs.pop(int(rng.integers(1, len(secs) - 1)))
-    else:  # start somewhere in the first section
-        a, b = secs[0]
-        secs[0] = (a + float(rng.uniform(0.3, 0.8)) * (b - a), b)
-    return tuple(secs)
-
-
-def plan_version(
-    pm,
-    rng: np.random.Generator,
-    fonts: list[Path],
-    first: bool,
-    timidity: frozenset[int] = frozenset(),
-    keep_performance: bool = False,
-) -> VersionPlan:
-    """Draw the differences of one version.
-
-    Parameters
-    ----------
-    pm : pretty_midi.PrettyMIDI
-        The source score.
-    fonts : list of Path
-        Soundfonts fluidsynth may use.
-    first : bool
-        The first version keeps the source's key, tempo and whole structure.
-    timidity : frozenset of int
-        Programs of timidity's patch set; when not empty, one version in five is
-        rendered by timidity with those programs only.
-    keep_performance : bool
-        Every version keeps key, tempo and structure: versions differ only in
-        arrangement and sound.
-    """
-    use_timidity = bool(timidity) and rng.random() < 0.2
-    polyphonic = sum(1 for i in pm.instruments if len(i.notes) > 4) > 1
-    meter = arr.beat_grid(pm)[2]
-    arrangement = arr.plan_arrangement(
-        rng, polyphonic=polyphonic, meter=meter, programs=timidity if use_timidity else None
-    )
-    same = first or keep_performance
-    return VersionPlan(
-        renderer="timidity" if use_timidity else "fluidsynth",
-        soundfont="" if use_timidity else str(fonts[int(rng.integers(len(fonts)))]),
-        arrangement=arrangement,
-        transpose=0 if same else int(rng.integers(-5, 7)),
-        tempo=1.0 if same else float(rng.uniform(0.75, 1.3)),
-        tempo_drift=0.0 if same else float(rng.uniform(-0.15, 0.15)),
-        sections=_sections(pm, rng, keep_whole=same),
-        swing_depth=float(rng.uniform(0.0, 0.04)),
-        velocity_scale=float(rng.uniform(0.6, 1.2)),
-        reverb=float(rng.choice([0.0, 0.3, 0.6, 0.9])),
-        chorus=bool(rng.random() < 0.3),
-        tilt_db=float(rng.uniform(-6, 6)),
-        snr_db=float(rng.uniform(15, 45)),
-        codec=str(rng.choice(["none", "mp3", "ogg"])),
-        gain_db=float(rng.uniform(-12, 0)),
-    )
-
-
-def perform(parts: list, plan: VersionPlan, length: float, rng: np.random.Generator):
-    """Play arranged parts: sections in order, transposed, re-timed, with expressive timing.
-
-    Parameters
-    ----------
-    parts : list of pretty_midi.Instrument
-        The arrangement, in source time.
-    length : float
-        Source length in seconds (the span of the tempo drift).
-
-    Returns
-    -------
-    pretty_midi.PrettyMIDI
-        Drum parts are not transposed. The tempo follows ``plan.tempo`` with a linear
-        drift over the performance and a slow, monotonic rubato.
-    """
-    import pretty_midi
-
-    out = pretty_midi.PrettyMIDI(initial_tempo=120.0)
-    period = float(rng.uniform(2.0, 6.0))
-    phase = float(rng.uniform(0, 2 * np.pi))
-    total = max(sum(b - a for a, b in plan.sections), 1e-3)
-    depth = min(plan.swing_depth, 0.9 * period / (2 * np.pi))
-
-    def warp(t: float) -> float:
-        # d(warp)/dt = (1 + drift * t / total) / tempo + rubato > 0 for |drift| < 1
-        drift = 0.5 * plan.tempo_drift * t * t / total
-        return (t + drift + depth * np.sin(2 * np.pi * t / period + phase)) / plan.tempo
-
-    for inst in parts:
-        new = pretty_midi.Instrument(program=inst.program, is_drum=inst.is_drum)
-        offset = 0.0
-        for a, b in plan.sections:
-            for note in inst.notes:
-                if not a <= note.start < b:
-                    continue
-                s = offset + note.start - a + float(rng.normal(0, 0.008))
-                e = offset + min(note.end, b) - a
-                pitch = note.pitch if inst.is_drum else int(np.clip(note.pitch + plan.transpose, 12, 115))
-                vel = int(np.clip(note.velocity * plan.velocity_scale + rng.normal(0, 6), 20, 127))
-                ws, we = warp(max(0.0, s)), warp(max(e, s + 0.05))
-                new.notes.append(pretty_midi.Note(vel, pitch, ws, we))
-            offset += b - a
-        if new.notes:
-            out.instruments.append(new)
-    return out
-
-
-def render(pm, plan: VersionPlan, workdir: Path) -> np.ndarray:
-    """Render with fluidsynth or timidity (under a timeout and a length check), mono float32."""
-    mid, wav = workdir / "v.mid", workdir / "v.wav"
-    pm.write(str(mid))
-    expected = pm.get_end_time()
-    if plan.renderer == "timidity":
-        cmd = [
-            "timidity",
-            "-c",
-            FREEPATS_CFG,
-            "-Ow",
-            "-s",
-            str(SAMPLE_RATE),
-            "-A",
-            "70",
-            "-o",
-            str(wav),
-            str(mid),
-        ]
-    else:
-        # dynamic sample loading reads only the samples the piece plays: 2-4x faster
-        # start-up with large soundfonts (4x with the compressed .sf3), same audio
-        cmd = [
-            "fluidsynth",
-            "-ni",
-            "-q",
-            "-g",
-            "0.5",
-            "-r",
-            str(SAMPLE_RATE),
-            "-F",
-            str(wav),
-            "-o",
-            "synth.dynamic-sample-loading=1",
-            "-o",
-            f"synth.reverb.active={int(plan.reverb > 0)}",
-            "-o",
-            f"synth.reverb.room-size={plan.reverb}",
-            "-o",
-            f"synth.chorus.active={int(plan.chorus)}",
-            plan.soundfont,
-            str(mid),
-        ]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=60 + 2 * expected)
-    except subprocess.TimeoutExpired as e:
-        raise SkipPiece(f"{cmd[0]} ran past its {e.timeout:.0f} s timeout") from e
-    except subprocess.CalledProcessError as e:
-        raise SkipPiece(f"{cmd[0]} failed: {e.stderr.decode(errors='replace')[-300:]}") from e
-    if not wav.is_file():
-        raise SkipPiece(f"{cmd[0]} wrote no audio")
-    info = sf.info(str(wav))
-    if info.duration > expected + 15:
-        raise SkipPiece(f"render is {info.duration:.0f} s for {expected:.0f} s of MIDI")
-    y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-    y = y.mean(axis=1)
-    if sr != SAMPLE_RATE:
-        import soxr
-
-        y = soxr.resample(y, sr, SAMPLE_RATE).astype(np.float32)
-    return y
-
-
-def degrade(y: np.ndarray, plan: VersionPlan, rng: np.random.Generator) -> np.ndarray:
-    """Audio-side differences: spectral tilt, noise, loudness, lossy re-encoding."""
-    from scipy.signal import butter, sosfilt
-
-    peak = np.abs(y).max()
-    if peak < 1e-6:
-        raise SkipPiece("render is silent")
-    y = y / peak
-    sos = butter(1, 1000, "lowpass" if plan.tilt_db < 0 else "highpass", fs=SAMPLE_RATE, output="sos")
-    y = y + (10 ** (abs(plan.tilt_db) / 20) - 1) * sosfilt(sos, y)
-    noise = rng.standard_normal(len(y)).astype(np.float32)
-    y = y + noise * np.sqrt(np.mean(y**2) / 10 ** (plan.snr_db / 10))
-    y = (y / np.abs(y).max() * 0.9 * 10 ** (plan.gain_db / 20)).astype(np.float32)
-    if plan.codec != "none":
-        fmt, sub = ("MP3", "MPEG_LAYER_III") if plan.codec == "mp3" else ("OGG", "VORBIS")
-        buf = io.BytesIO()
-        # write in blocks: libsndfile's encoders put each write's samples on the stack,
-        # and a whole long piece in one call overflowed it (segfault)
-        with sf.SoundFile(buf, "w", SAMPLE_RATE, 1, format=fmt, subtype=sub) as f:
-            for i in range(0, len(y), 16384):
-                f.write(y[i : i + 16384])
-        buf.seek(0)
-        y, _ = sf.read(buf, dtype="float32")
-    return np.clip(y, -1, 1).astype(np.float32)
-
-
 def _piece_seed(seed: int, name: str, stream: int = 0) -> np.random.Generator:
     """A piece's random stream: 0 for its versions' plans, others for draws shared by them."""
     key = [seed, _name_hash(name)] + ([stream] if stream else [])
@@ -494,7 +174,7 @@ def render_work(path: str, number: int | None, spec: CorpusSpec, out_dir: Path) 
     # so a corpus without harmony-kept versions is the same as before the share existed
     chords, keeps = None, np.zeros(n_versions, bool)
     if spec.harmony_kept > 0:
-        chords = arr.work_harmony(pm, _piece_seed(spec.seed, name, stream=1))
+        chords = work_harmony(pm, _piece_seed(spec.seed, name, stream=1))
         keep_rng = _piece_seed(spec.seed, name, stream=2)
         keeps = keep_rng.random(n_versions) < spec.harmony_kept
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -505,8 +185,8 @@ def render_work(path: str, number: int | None, spec: CorpusSpec, out_dir: Path) 
                 pm, rng, fonts, first=(v == 0), timidity=timidity, keep_performance=spec.arrangement_only
             )
             if keeps[v]:
-                plan = replace(plan, arrangement=arr.keep_harmony(plan.arrangement, keep_rng))
-            parts = arr.arrange_parts(pm, plan.arrangement, rng, work_chords=chords)
+                plan = replace(plan, arrangement=keep_harmony(plan.arrangement, keep_rng))
+            parts = arrange_parts(pm, plan.arrangement, rng, work_chords=chords)
             midi = perform(parts, plan, pm.get_end_time(), rng)
             y = degrade(render(midi, plan, Path(tmp)), plan, rng)
             wav = out_dir / f"v{v}.wav"
@@ -630,7 +310,8 @@ def make_corpus(
     split : {"train", "test"}
         "train" draws from the training works and renders with the training
         soundfonts and timidity; "test" draws only from the test works
-        (:func:`is_test_work`) and renders with :data:`TEST_SOUNDFONT`.
+        (:func:`is_test_work`) and renders with
+        :data:`~coverhunter.corpus.sound.TEST_SOUNDFONT`.
     arrangement_only : bool
         Versions keep key, tempo and structure: they differ in arrangement and sound.
     num_workers : int
