@@ -299,21 +299,16 @@ def run_corpus(
     align, t_chroma = timed(chroma_of, tracks)
     d_glob, t_glob = timed(global_distances, align)
     rows["classical global (2DFTM)"] = (d_glob, t_chroma + t_glob)
-    # "compiled recursion": results kept by the numpy recursion (same scores) carry its seconds
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                [t.track_id for t in tracks],
-                CHROMA_SPEC,
-                repr(Q.QmaxParams()),
-                repr(RecurrenceParams()),
-                "compiled recursion",
-            ]
-        ).encode()
-    ).hexdigest()[:16]
+
+    # "compiled recursion": results kept by the numpy recursion (same scores) carry its seconds;
+    # each cache is keyed by what it depends on (the votes' settings do not change the alignment)
+    def cache_key(*settings) -> str:
+        ids = [t.track_id for t in tracks]
+        return hashlib.sha256(json.dumps([ids, CHROMA_SPEC, *settings]).encode()).hexdigest()[:16]
+
     d, t = cached(
         None if cache_dir is None else cache_dir / "bench-qmax-all-pairs.npz",
-        key,
+        cache_key(repr(Q.QmaxParams()), "compiled recursion"),
         lambda: Q.alignment_distance_matrix(align, Q.QmaxParams(), verbose=True),
     )
     rows["classical alignment (Qmax, all pairs)"] = (d, t_chroma + t)
@@ -329,7 +324,7 @@ def run_corpus(
     d_sum = C.euclidean_distances(summaries, summaries)
     votes, t_votes = cached(
         None if cache_dir is None else cache_dir / "bench-recurrence-votes.npz",
-        key,
+        cache_key(repr(RecurrenceParams())),
         lambda: RK.recurrence_votes(align, None, CHROMA_SPEC, True),
     )
     recall = {}

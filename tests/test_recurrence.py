@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -111,6 +114,39 @@ def test_save_load_round_trip(tmp_path, catalogue):
     assert not list((tmp_path / "rec").glob(".*tmp"))  # no temporary left behind
     rep = again.memory_report()
     assert rep["recordings"] == 150 and rep["total_bytes"] > rep["shingles"] * again.params.dim * 4
+
+
+def test_query_stride_searches_every_other_shingle(catalogue, index):
+    rng, chromas = catalogue
+    query = partial_cover(rng, chromas[500])
+    vecs, frames, rolls = index.query_vectors(query)
+    every = RecurrenceIndex(replace(index.params, query_stride=1))
+    every.index, every.starts, every.rolls, every.hubness = (
+        index.index,
+        index.starts,
+        index.rolls,
+        index.hubness,
+    )
+    every.track_ids = index.track_ids
+    v1, f1, _ = every.query_vectors(query)
+    stride = index.params.query_stride
+    keys = index.params.query_keys
+    assert len(vecs) == keys * len(range(0, len(v1) // keys, stride))
+    assert set(np.unique(frames) % stride) == {0}  # each vector keeps its own frame
+    assert 500 in every.search(query, k=10)[0].tolist()
+
+
+def test_an_index_saved_before_query_stride_loads_with_the_default(tmp_path, catalogue):
+    _, chromas = catalogue
+    idx = RecurrenceIndex(RecurrenceParams(hub_probes=500, query_stride=1))
+    idx.add(np.arange(30), chromas[:30])
+    idx.save(tmp_path / "rec")
+    params = json.loads((tmp_path / "rec" / "params.json").read_text())
+    del params["query_stride"]
+    (tmp_path / "rec" / "params.json").write_text(json.dumps(params))
+    again = RecurrenceIndex.load(tmp_path / "rec")
+    assert again.params.query_stride == RecurrenceParams().query_stride
+    assert again.search(chromas[4], k=3)[0][0] == 4
 
 
 def test_exclude_leaves_the_query_out(catalogue, index):

@@ -241,11 +241,12 @@ class RecurrenceIndex:
         """The vectors a query searches with: (vectors (v, 12 m), frame (v,), roll (v,)).
 
         ``canonical``: each query shingle rolled to its ``query_keys`` strongest pitch
-        classes; ``all``: its 12 rolls. ``roll`` is how far each vector was rolled.
+        classes; ``all``: its 12 rolls. ``roll`` is how far each vector was rolled;
+        ``frame`` is the shingle's first frame (every ``query_stride``-th shingle searches).
         """
         p = self.params
-        x = shingles(chroma, p.m, p.tau)
-        frames = np.arange(len(x), dtype=np.float64)
+        x = shingles(chroma, p.m, p.tau)[:: p.query_stride]
+        frames = np.arange(len(x), dtype=np.float64) * p.query_stride
         if p.transpositions == "canonical":
             keys = key_candidates(x, p.query_keys) if len(x) else np.zeros((0, p.query_keys), np.int64)
             xc = centred(x, p.centre)
