@@ -36,7 +36,7 @@ _LAZY = {
     "Match": "index",
     "build_index": "index",
     "identify": "identification",  # identify_all, the list form (see the docstring)
-    "IdentifyOptions": "identification",
+    "IdentifyOptions": "config",  # also coverhunter.identification.IdentifyOptions
     "EvalReport": "metrics",
     "evaluate_distances": "metrics",
 }

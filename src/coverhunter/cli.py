@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from .cli_index import (
+    IDENTIFY_OPTIONS,
+    SERVE_OPTIONS,
     cmd_identify,
     cmd_index_add,
     cmd_index_build,
@@ -19,6 +21,7 @@ from .cli_index import (
     cmd_serve,
 )
 from .cli_train import cmd_align, cmd_coarse_to_fine, cmd_evaluate, cmd_fit_summary, cmd_train
+from .config import IdentifyOptions, ServeConfig, add_arguments
 
 log = logging.getLogger("coverhunter")
 
@@ -53,17 +56,6 @@ def _versions(text: str) -> tuple[int, int]:
         return int(lo), int(hi or lo)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or MIN-MAX, got {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    """'3' -> 3; zero, negative or not a number: a usage error."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
-    return v
 
 
 def cmd_make_demo_corpus(args) -> int:
@@ -259,8 +251,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-s", type=float, default=None)
     s.add_argument("--hop-s", type=float, default=None)
     s.add_argument("--distance", choices=["min", "mean"], default=None)
-    s.add_argument("--rerank", type=int, default=0, metavar="K",
-                   help="re-order each query's top K by alignment (two-stage search; 0 = off)")
+    # the search's --rerank, off by default here: evaluate measures the model alone unless asked
+    add_arguments(s, IdentifyOptions, ["rerank"], defaults={"rerank": 0},
+                  helps={"rerank": "re-order each query's top K by alignment (two-stage search; 0 = off)"})
     s.add_argument("--rerank-source", choices=["chroma", "embedding", "both"], default="chroma",
                    help="alignment over chroma, over the model's short-chunk embeddings, or both")
     s.add_argument("--rerank-weight", type=float, default=None,
@@ -271,9 +264,7 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--rerank-expansion-weight", type=float, default=None,
                    help="weight of each item's alignment with the best-aligned one "
                         "(0 = off; default: coverhunter.rerank's)")
-    s.add_argument("--rerank-grow-after", type=int, default=None, metavar="N",
-                   help="catalogue size beyond which the shortlist grows as K * sqrt(size / N) "
-                        "(0 = always K; default: coverhunter.rerank's)")
+    add_arguments(s, IdentifyOptions, ["rerank_grow_after"])
     s.add_argument("--rerank-first-stage", choices=["both", "recurrence", "summary"], default=None,
                    help="the chroma searches that propose candidates beside the embedding: "
                         "recurrence voting and the 2D Fourier summary (both, the default), or "
@@ -338,35 +329,20 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("audio", nargs="+", type=Path)
     s.add_argument("--index", type=Path, required=True)
     s.add_argument("--model", type=Path, default=None, help="default: the model the index was built with")
-    s.add_argument("--top", type=int, default=10)
-    s.add_argument("--false-alarm", type=float, default=0.01,
-                   help="answer 'no cover' when the best match's p-value is above this (calibrated index)")
-    s.add_argument("--search", choices=["auto", "exact", "approximate"], default="auto")
-    _add_identify_rerank(s)
+    # the search settings: IdentifyOptions' fields, their defaults and help written there
+    add_arguments(s, IdentifyOptions, [n for n in IDENTIFY_OPTIONS if n != "segments"])
     s.add_argument("--json", action="store_true")
     s.add_argument("--device", default=None)
-    s.add_argument("--segments", action="store_true",
-                   help="also say which works are performed where (medleys, concerts, mixes)")
+    add_arguments(s, IdentifyOptions, ["segments"])
     s.add_argument("--recursive", action="store_true", help="folders: also their sub-folders")
     s.add_argument("--output", type=Path, default=None,
                    help="append one JSON line per file here; a re-run skips files already answered")
     s.set_defaults(func=cmd_identify)
 
     s = sub.add_parser("serve", help="HTTP API and web page for identification (FastAPI + uvicorn)")
-    s.add_argument("--index", type=Path, required=True)
-    s.add_argument("--model", type=Path, default=None, help="default: the model the index was built with")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--device", default=None)
-    s.add_argument("--token", default=None,
-                   help="enables POST /tracks, which needs it (default: $COVERHUNTER_TOKEN)")
-    s.add_argument("--protect-reads", action="store_true", help="reads need the token too")
-    s.add_argument("--max-upload-mb", type=float, default=200.0)
-    s.add_argument("--max-duration-s", type=float, default=3 * 3600.0)
-    s.add_argument("--decode-timeout-s", type=float, default=300.0)
-    s.add_argument("--queue-size", type=int, default=16, help="requests admitted at once; more get 503")
-    _add_identify_rerank(s, " (a request's ?rerank=, ?rerank_grow_after= and ?rerank_versions= "
-                            "override them)")
+    # ServeConfig's fields, their defaults and help written there (the search's from IdentifyOptions)
+    add_arguments(s, ServeConfig, SERVE_OPTIONS, notes={
+        "rerank": " (a request's ?rerank=, ?rerank_grow_after= and ?rerank_versions= override them)"})
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("prepare", help="turn a downloaded dataset into dataset files",
@@ -421,35 +397,6 @@ def get_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
     # fmt: on
     return p
-
-
-def _add_identify_rerank(s, note: str = "") -> None:
-    """identify's and serve's two-stage search options: shortlist K and its growth."""
-    s.add_argument(
-        "--rerank",
-        type=int,
-        default=None,
-        metavar="K",
-        help="re-order the best K works by chroma alignment when the index stores "
-        "chroma (default 50; 0 = off)" + note,
-    )
-    s.add_argument(
-        "--rerank-grow-after",
-        type=int,
-        default=None,
-        metavar="N",
-        help="in a catalogue of more than N recordings, K grows as K * sqrt(size / N) "
-        "(0 = always K; default: coverhunter.rerank's)",
-    )
-    s.add_argument(
-        "--rerank-versions",
-        type=_positive_int,
-        default=None,
-        metavar="V",
-        help="align up to V recordings of each shortlisted work: the one found, then the "
-        "work's others nearest by the 2D Fourier summary (default: coverhunter.rerank's, "
-        "3; 1 = the one found)",
-    )
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -10,6 +10,48 @@ from pathlib import Path
 
 log = logging.getLogger("coverhunter")
 
+# the command-line options of `identify` (IdentifyOptions' fields, in the order of its help)
+# and of `serve` (ServeConfig's): `cli` adds them, the handlers read them back
+IDENTIFY_OPTIONS = (
+    "top",
+    "false_alarm",
+    "approximate",
+    "rerank",
+    "rerank_grow_after",
+    "rerank_versions",
+    "segments",
+)
+SERVE_OPTIONS = (
+    "index",
+    "model",
+    "host",
+    "port",
+    "device",
+    "token",
+    "open_reads",
+    "max_upload_mb",
+    "max_duration_s",
+    "decode_timeout_s",
+    "queue_size",
+    "rerank",
+    "rerank_grow_after",
+    "rerank_versions",
+)
+
+
+def identify_options(args):
+    """The ``IdentifyOptions`` of ``identify``'s parsed flags."""
+    from .config import IdentifyOptions, from_arguments
+
+    return IdentifyOptions(**from_arguments(IdentifyOptions, args, IDENTIFY_OPTIONS))
+
+
+def serve_config(args):
+    """The ``ServeConfig`` of ``serve``'s parsed flags."""
+    from .config import ServeConfig, from_arguments
+
+    return ServeConfig(**from_arguments(ServeConfig, args, SERVE_OPTIONS))
+
 
 def _cache(lm, win=None):
     """The user's embedding cache (``$COVERHUNTER_CACHE`` / ``$XDG_CACHE_HOME/coverhunter``)."""
@@ -156,23 +198,15 @@ def cmd_identify(args) -> int:
     import json
 
     from .batch import audio_files, identify_batch
-    from .identification import IdentifyOptions, identify
+    from .identification import identify
     from .index import CatalogueIndex, format_result
     from .index.chroma_store import IndexChroma
 
+    options = identify_options(args)  # a setting out of range: one error line before any loading
     idx = CatalogueIndex.load(args.index)
     if args.model is None:
         args.model = Path(idx.meta["model"])
     lm, device = _load(args)
-    options = IdentifyOptions(
-        top=args.top,
-        false_alarm=args.false_alarm,
-        rerank=args.rerank,
-        rerank_grow_after=args.rerank_grow_after,
-        rerank_versions=args.rerank_versions,
-        segments=args.segments,
-        approximate={"auto": None, "exact": False, "approximate": True}[args.search],
-    )
     current = [idx, IndexChroma.of(idx, lm.summary_projection)]
 
     def answer(path):
@@ -205,24 +239,7 @@ def cmd_identify(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .serve.app import ServeConfig, serve
+    from .serve.app import serve
 
-    serve(
-        ServeConfig(
-            index=args.index,
-            model=args.model,
-            device=args.device,
-            token=args.token,
-            open_reads=not args.protect_reads,
-            max_upload_mb=args.max_upload_mb,
-            max_duration_s=args.max_duration_s,
-            decode_timeout_s=args.decode_timeout_s,
-            queue_size=args.queue_size,
-            rerank=args.rerank,
-            rerank_grow_after=args.rerank_grow_after,
-            rerank_versions=args.rerank_versions,
-        ),
-        host=args.host,
-        port=args.port,
-    )
+    serve(serve_config(args))
     return 0

@@ -13,10 +13,10 @@
          from their segments
       -> verdict (the one rule, :func:`verdict`) -> QueryResult
 
-:class:`IdentifyOptions` holds every setting of a search, with the defaults the command
-line and the service start from. A :class:`coverhunter.index.QueryResult` is the answer;
-its ``to_dict`` is the JSON each surface gives (the service and ``--output`` add their own
-keys around it).
+:class:`IdentifyOptions` (:mod:`coverhunter.config.search`, re-exported here) holds every
+setting of a search, with the defaults the command line and the service start from. A
+:class:`coverhunter.index.QueryResult` is the answer; its ``to_dict`` is the JSON each
+surface gives (the service and ``--output`` add their own keys around it).
 
 The package-level ``coverhunter.identify(index, lm, [paths])`` is :func:`identify_all`
 (a list of QueryResult, as before this module existed).
@@ -35,7 +35,7 @@ import numpy as np
 
 from .audio import BLOCK_S, AudioError, audio_duration
 from .checkpoint import LoadedModel
-from .config import Config
+from .config import Config, IdentifyOptions
 from .dataset import Track
 from .embed import Windowing, chunk_starts, cut_chunk, embed_chunks, l2_normalise
 from .index import CatalogueIndex, Match, QueryResult, Segment, recording_features
@@ -49,63 +49,6 @@ WHOLE_MAX_CHUNKS = 200  # up to this many chunks (~25 min) the whole-recording s
 MATCH = "match"
 NO_COVER = "no cover in the catalogue"
 ERROR = "error"
-
-
-@dataclass(frozen=True)
-class IdentifyOptions:
-    """How a recording is searched: every setting of :func:`identify`.
-
-    Parameters
-    ----------
-    top : int
-        Works listed per recording.
-    false_alarm : float
-        The verdict is "match" when the best match's p-value is at most this
-        (calibrated index only; see :func:`verdict`).
-    rerank : int or None
-        Shortlist length re-ranked by chroma alignment when the index stores chroma
-        (None: :data:`coverhunter.rerank.DEFAULT_K`; 0: the embedding search alone).
-    rerank_grow_after : int or None
-        Catalogue size (recordings) beyond which the shortlist grows as
-        ``rerank * sqrt(size / N)`` (None: :data:`coverhunter.rerank.DEFAULT_GROW_AFTER`;
-        0: never).
-    rerank_versions : int or None
-        Recordings aligned per shortlisted work (None:
-        :data:`coverhunter.rerank.DEFAULT_VERSIONS`; 1: the one found).
-    segments : bool or None
-        Say which works are performed where; None: for recordings longer than
-        ``segments_after_s`` (the service's default).
-    segments_after_s : float
-        See ``segments``.
-    switch_cost : float
-        Price of a change of work between segments, in typical score gaps
-        (:func:`coverhunter.segments.find_segments`).
-    approximate : bool or None
-        None: the index's engine; False: exact search; True: the approximate engine
-        (:meth:`coverhunter.index.CatalogueIndex.search_vectors`).
-    """
-
-    top: int = 10
-    false_alarm: float = 0.01
-    rerank: int | None = None
-    rerank_grow_after: int | None = None
-    rerank_versions: int | None = None
-    segments: bool | None = False
-    segments_after_s: float = 600.0
-    switch_cost: float = 3.0
-    approximate: bool | None = None
-
-    def __post_init__(self):
-        for key in ("rerank", "rerank_grow_after"):
-            v = getattr(self, key)
-            if v is not None and v < 0:
-                raise ValueError(f"identify {key} must be >= 0 (0 = off), got {v}")
-        if self.rerank_versions is not None and self.rerank_versions < 1:
-            raise ValueError(f"identify rerank_versions must be >= 1, got {self.rerank_versions}")
-
-    def but(self, **changes) -> IdentifyOptions:
-        """These options with the ``changes`` that are not None (a request's overrides)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 @dataclass(frozen=True)

@@ -325,9 +325,13 @@ def _copy(file: UploadFile, dst: Path) -> int:
         return out.tell()
 
 
-def serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the service with uvicorn until interrupted."""
+def serve(cfg: ServeConfig, host: str | None = None, port: int | None = None) -> None:
+    """Run the service with uvicorn until interrupted, on ``host``:``port`` (None: the
+    config's, ``127.0.0.1:8000`` unless set)."""
     import uvicorn
+
+    host = cfg.host if host is None else host
+    port = cfg.port if port is None else port
 
     if cfg.token is None and os.environ.get("COVERHUNTER_TOKEN"):
         from dataclasses import replace

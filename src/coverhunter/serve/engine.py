@@ -20,7 +20,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +27,9 @@ import numpy as np
 from ..audio import AUDIO_EXTS, AudioError
 from ..checkpoint import load_model
 from ..chroma import CHROMA_SPEC, chroma_path, fine_views, save_chroma
-from ..config import FeatureConfig
+from ..config import FeatureConfig, ServeConfig
 from ..dataset import Track
-from ..identification import IdentifyOptions, Recording, embed_query, identify, search_settings
+from ..identification import Recording, embed_query, identify, search_settings
 from ..index import CatalogueError, CatalogueIndex
 from ..inputs import require_cqt_input
 from ..utils import DamagedFileError, resolve_device
@@ -39,54 +38,6 @@ log = logging.getLogger(__name__)
 
 TRACK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,127}$")  # ids a client may give
 MAX_ALIGN_ROWS = 400  # query chunks drawn in the alignment picture (long queries subsampled)
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """What ``coverhunter serve`` is started with."""
-
-    index: Path
-    model: Path | None = None  # default: the model the index was built with
-    device: str | None = None  # auto | cpu | cuda | cuda:N | mps
-    # POST /tracks exists only with a token, and needs it; reads need it unless open_reads
-    token: str | None = None
-    open_reads: bool = True
-    max_upload_mb: float = 200.0  # request bodies above this get 413
-    max_duration_s: float = 3 * 3600.0  # longer recordings get 413
-    decode_timeout_s: float = 300.0  # a decode running longer is killed (422)
-    queue_size: int = 16  # requests admitted at once (decoding, waiting or running); more get 503
-    decoders: int = 0  # decoding processes at once, 0 = one per core
-    top: int = 10
-    false_alarm: float = 0.01
-    segments_after_s: float = 600.0  # "auto" segments for recordings longer than this
-    # two-stage search: shortlist re-ranked by chroma alignment (None = identify's default
-    # K, 0 = off), grown beyond this many catalogue recordings (None = the default, 0 = never),
-    # aligning up to this many recordings of each shortlisted work (None = the default)
-    rerank: int | None = None
-    rerank_grow_after: int | None = None
-    rerank_versions: int | None = None
-    workdir: Path | None = None  # temporary files (default: the system's temporary folder)
-
-    def __post_init__(self):
-        for key in ("rerank", "rerank_grow_after"):
-            v = getattr(self, key)
-            if v is not None and v < 0:
-                raise ValueError(f"serve {key.replace('_', '-')} must be >= 0 (0 = off), got {v}")
-        if self.rerank_versions is not None and self.rerank_versions < 1:
-            raise ValueError(f"serve rerank-versions must be >= 1, got {self.rerank_versions}")
-
-    def identify_options(self) -> IdentifyOptions:
-        """The service's default search (a request overrides parts of it): segments for
-        recordings longer than ``segments_after_s``."""
-        return IdentifyOptions(
-            top=self.top,
-            false_alarm=self.false_alarm,
-            rerank=self.rerank,
-            rerank_grow_after=self.rerank_grow_after,
-            rerank_versions=self.rerank_versions,
-            segments=None,
-            segments_after_s=self.segments_after_s,
-        )
 
 
 class InputError(Exception):
