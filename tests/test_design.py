@@ -101,3 +101,14 @@ def test_layers():
         "coverhunter.cli",
         "coverhunter.demo",
     }
+
+
+def test_design_doc_has_one_paragraph_per_module():
+    """docs/design.md names every module in bold (``**`index/store`**``), and nothing else."""
+    import re
+
+    doc = (PKG.parents[1] / "docs" / "design.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\*\*`([a-z_/]+)`\*\*", doc, flags=re.M))
+    modules = {p.relative_to(PKG).with_suffix("").as_posix() for p in PKG.rglob("*.py")}
+    assert modules - documented == set(), "modules without a paragraph in docs/design.md"
+    assert documented - modules == set(), "paragraphs in docs/design.md for modules that do not exist"
