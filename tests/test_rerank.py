@@ -197,6 +197,42 @@ def test_expansion_never_drops_or_adds_an_excluded_item(seed):
     assert np.all(np.diff(d[rest]) >= 0)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_expansion_top_aligns_only_the_best_items_with_the_anchor(seed):
+    rng = np.random.default_rng(seed)
+    n, k = 40, 12
+    d = rng.uniform(0, 2, n)
+    q_align = rng.uniform(0, 1, n)
+    pair = rng.uniform(0, 1, (n, n))
+    asked = []
+
+    def anchor(a, refs):
+        asked.append(np.asarray(refs).tolist())
+        return pair[a, refs]
+
+    def run(top):
+        asked.clear()
+        cfg = R.RerankConfig(k=k, pool=k, global_pool=0, expand=0, expansion_weight=0.5, expansion_top=top)
+        return R.rerank_row(d, lambda refs: q_align[refs], cfg, anchor_scores=anchor), list(asked)
+
+    every, every_asked = run(0)
+    assert len(every_asked[0]) == k - 1
+    same, _ = run(k)  # at least the whole shortlist: the same as every item
+    np.testing.assert_array_equal(same, every)
+    top, top_asked = run(4)
+    assert len(top_asked[0]) == 4
+    # the four asked are the best fused items after the anchor (the plain re-ranking's order)
+    plain = R.rerank_row(
+        d,
+        lambda refs: q_align[refs],
+        R.RerankConfig(k=k, pool=k, global_pool=0, expand=0, expansion_weight=0.0),
+    )
+    assert set(top_asked[0]) == set(np.argsort(plain, kind="stable")[1:5].tolist())
+    assert set(np.argsort(top)[:k]) == set(np.argsort(every)[:k])  # the same shortlist, re-ordered
+    with pytest.raises(ValueError, match="expansion_top"):
+        R.RerankConfig(expansion_top=-1)
+
+
 def test_anchor_expansion():
     fused = np.array([2.0, 0.5, 0.4, 0.0])
     np.testing.assert_array_equal(R.anchor_expansion(fused, 0, np.array([0.1, 0.9, 0.5]), 0.0), fused)

@@ -40,8 +40,10 @@ For each query:
    gains ``expansion_weight * z(alignment with the anchor)`` (query expansion, Chum et
    al. 2007; the transitivity of cover-song networks, Serra et al. 2012). It costs
    ``expand`` + ``k + expand - 1`` more alignments per query, about three times the plain
-   re-ranking at the defaults. ``identify`` ranks works, one entry per work, so the
-   anchor's other versions are not in its list: it does not expand.
+   re-ranking at the defaults; ``expansion_top`` > 0 aligns only the best that many
+   items by the fused score with the anchor (the others gain nothing). ``identify`` ranks
+   works, one entry per work, so the anchor's other versions are not in its list: it does
+   not expand.
 5. **Re-ordering**: the shortlist is sorted by the fused score and placed first; every
    reference outside it keeps its embedding order (and ties) after it. Nothing is
    dropped: the output is a distance row with the same entries, only re-ordered.
@@ -161,6 +163,8 @@ class RerankConfig:
     # to the shortlist, and the weight of each item's alignment with the anchor (0 = none)
     expand: int = DEFAULT_EXPAND
     expansion_weight: float = DEFAULT_EXPANSION_WEIGHT
+    # items aligned with the anchor: the best expansion_top by the fused score (0 = all)
+    expansion_top: int = 0
     # catalogue size beyond which k grows as sqrt(n / grow_after) (0 = k whatever the size)
     grow_after: int = DEFAULT_GROW_AFTER
     # identify: recordings of each shortlisted work aligned with the query (the one the
@@ -187,10 +191,10 @@ class RerankConfig:
             raise ValueError(f"rerank pools must be >= 0, got {self.pool} and {self.global_pool}")
         if not 0.0 <= self.global_weight <= 1.0:
             raise ValueError(f"rerank global_weight must be in [0, 1], got {self.global_weight}")
-        if self.expand < 0 or self.expansion_weight < 0:
+        if self.expand < 0 or self.expansion_weight < 0 or self.expansion_top < 0:
             raise ValueError(
-                f"rerank expand and expansion_weight must be >= 0, got {self.expand} "
-                f"and {self.expansion_weight}"
+                f"rerank expand, expansion_weight and expansion_top must be >= 0, got "
+                f"{self.expand}, {self.expansion_weight} and {self.expansion_top}"
             )
         if self.grow_after < 0:
             raise ValueError(f"rerank grow_after must be >= 0 (0 = fixed k), got {self.grow_after}")
@@ -459,9 +463,13 @@ def rerank_row(
             fused = fused_of(sl, scores)
     if cfg.expansion_weight > 0 and anchor_scores is not None and len(sl) > 2:
         a = int(np.argmax(fused))
-        fused = anchor_expansion(
-            fused, a, np.asarray(anchor_scores(int(sl[a]), np.delete(sl, a))), cfg.expansion_weight
-        )
+        others = np.delete(np.arange(len(sl)), a)  # positions, in shortlist order
+        if 0 < cfg.expansion_top < len(others):  # the best by the fused score; the rest get 0
+            others = np.sort(others[np.argsort(-fused[others], kind="stable")[: cfg.expansion_top]])
+        bonus = anchor_expansion(np.zeros(len(others) + 1), 0, anchor_scores(int(sl[a]), sl[others]), 1.0)
+        gain = np.zeros(len(sl))
+        gain[others], gain[a] = bonus[1:], bonus[0]
+        fused = fused + cfg.expansion_weight * gain
     head = sl[np.argsort(-fused, kind="stable")]
     return reordered_distances(d, head)
 
