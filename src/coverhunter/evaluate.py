@@ -297,6 +297,7 @@ def run_evaluation(
                     "weight": reranker.cfg.weight,
                     "expand": reranker.cfg.expand,
                     "expansion_weight": reranker.cfg.expansion_weight,
+                    "expansion_top": reranker.cfg.expansion_top,
                     "seconds": reranker.seconds,
                     "seconds_per_query": reranker.seconds / max(1, reranker.n_queries),
                     "alignments_per_query": reranker.n_pairs / max(1, reranker.n_queries),

@@ -115,6 +115,12 @@ DEFAULT_GLOBAL_WEIGHT = 0.7
 # expansion); expansion 0.386 without, 0.421 at 25 / 0.5 (10: 0.416, 40: 0.423)
 DEFAULT_EXPAND = 25
 DEFAULT_EXPANSION_WEIGHT = 0.5
+# shortlisted items aligned with the anchor: on a training-type catalogue of 5,000
+# recordings (`benchmarks/bench_catalogue_tune.py --distractors 5000`: bench_catalogue's
+# distractors alone, 300 of them as queries; shortlist 167), MAP 0.308 aligning all of them
+# (383 alignments, 188 ms a query), 0.306 the best 100 (292, 138 ms), 0.303 the best 50
+# (242, 110 ms); a shortlist growing more slowly (84 there) lost more (0.293, 103 ms)
+DEFAULT_EXPANSION_TOP = 100
 # catalogue size (recordings) up to which the shortlist is k, beyond which it grows as
 # sqrt(n / grow_after): on the 1,812 training-type recordings of runs/corpus-v2/val-extra
 # (`bench_accuracy.py --tune --tune-data ... --expansion-only --k K`, expansion 25 / 0.5),
@@ -164,7 +170,7 @@ class RerankConfig:
     expand: int = DEFAULT_EXPAND
     expansion_weight: float = DEFAULT_EXPANSION_WEIGHT
     # items aligned with the anchor: the best expansion_top by the fused score (0 = all)
-    expansion_top: int = 0
+    expansion_top: int = DEFAULT_EXPANSION_TOP
     # catalogue size beyond which k grows as sqrt(n / grow_after) (0 = k whatever the size)
     grow_after: int = DEFAULT_GROW_AFTER
     # identify: recordings of each shortlisted work aligned with the query (the one the
@@ -494,6 +500,7 @@ __all__ = [
     "DEFAULT_GLOBAL_WEIGHT",
     "DEFAULT_EXPAND",
     "DEFAULT_EXPANSION_WEIGHT",
+    "DEFAULT_EXPANSION_TOP",
     "DEFAULT_GROW_AFTER",
     "DEFAULT_VERSIONS",
     "DEFAULT_FIRST_STAGE",

@@ -1,0 +1,129 @@
+"""The two-stage search's settings at catalogue scale, chosen on a training-type catalogue.
+
+    .venv/bin/python benchmarks/bench_catalogue_tune.py --distractors 5000 \
+        --variant top100 expansion_top=100 --variant top50 expansion_top=50
+
+The catalogue is the distractors of ``bench_catalogue.py`` alone (recordings of
+*training-split* works, made by ``bench_catalogue.py --generate-only``; never the test
+corpora), each of ``--queries`` seeded distractors a query against all of them (itself
+excluded): the place to choose a setting that only shows at scale (how far the shortlist
+grows, how many items the anchor re-scores) without looking at the test works.
+
+Rows: the default ``RerankConfig`` and each ``--variant NAME FIELD=VALUE[,FIELD=VALUE]``
+(fields of :class:`coverhunter.rerank.RerankConfig`), each run as ``bench_catalogue.py``
+runs the two-stage search (``two_stage_search``: the shipped model's embedding, its
+projected 2D Fourier summary, the default recurrence votes, each query alone); MAP over
+all queries, and over every fifth query beside all-pairs alignment of those
+(``alignment_search``); alignments and CPU milliseconds of one thread per query. The
+recurrence votes and the all-pairs scores are kept under ``--out`` (``tune-*.npy``) and
+reused by a later run on the same catalogue.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")  # one thread: comparable milliseconds
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+from dataclasses import fields, replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import bench_catalogue as B  # noqa: E402
+import numpy as np  # noqa: E402
+
+from coverhunter import rerank as R  # noqa: E402
+from coverhunter.checkpoint import load_model  # noqa: E402
+from coverhunter.classical import chroma_from_uint8  # noqa: E402
+from coverhunter.metrics import evaluate_distances  # noqa: E402
+from coverhunter.qmax import AlignmentFeatures  # noqa: E402
+
+log = logging.getLogger("bench_catalogue_tune")
+
+
+def parse_variant(name: str, text: str) -> tuple[str, R.RerankConfig]:
+    """``FIELD=VALUE,FIELD=VALUE`` -> (name, the default RerankConfig with those fields)."""
+    known = {f.name: f.type for f in fields(R.RerankConfig)}
+    changes = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key not in known or not value:
+            raise SystemExit(
+                f"--variant {name}: {part!r} is not FIELD=VALUE of RerankConfig ({sorted(known)})"
+            )
+        changes[key] = type(getattr(R.RerankConfig(), key))(value)
+    return name, replace(R.RerankConfig(), **changes)
+
+
+def distractor_catalogue(out: Path, n: int) -> B.Catalogue:
+    parts, have, k = [], 0, 0
+    while have < n and B.chunk_path(out / "distractors", k).is_file():
+        parts.append(B.read_recordings(B.chunk_path(out / "distractors", k)))
+        have += len(parts[-1])
+        k += 1
+    if not parts:
+        raise SystemExit(f"no distractors in {out / 'distractors'}: run bench_catalogue.py --generate-only")
+    dis = B.Recordings.concat(parts).head(n)
+    align = [AlignmentFeatures.from_chroma(chroma_from_uint8(c)) for c in dis.chromas]
+    return B.Catalogue(dis.works, dis.track_ids, dis.embeddings, dis.chromas, align, 0)
+
+
+def cached_npy(path: Path, compute) -> np.ndarray:
+    if path.is_file():
+        return np.load(path)
+    value = compute()
+    np.save(path, value)
+    return value
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--distractors", type=int, default=5000)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", type=Path, default=B.MODEL)
+    ap.add_argument("--out", type=Path, default=B.OUT)
+    ap.add_argument("--variant", nargs=2, action="append", default=[], metavar=("NAME", "FIELD=VALUE"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    variants = [("default", R.RerankConfig())] + [parse_variant(n, t) for n, t in args.variant]
+    cat = distractor_catalogue(args.out, args.distractors)
+    n = len(cat)
+    queries = B.query_sample(n, args.queries, args.seed)
+    exclude = B.self_mask(queries, n)
+    works = np.asarray(cat.works)
+    lm = load_model(args.model)
+    d_embed, _ = B.embedding_search(cat, queries, lm.config.eval.distance)
+    _, summ, _ = B.summary_search(cat, queries, lm.summary_projection)
+    tag = f"d{n}-q{len(queries)}-s{args.seed}"
+    votes = cached_npy(
+        args.out / f"tune-votes-{tag}.npy", lambda: -B.recurrence_search(cat, queries, exclude)[0]
+    )
+    sub = np.arange(0, len(queries), 5)
+    d_align = cached_npy(
+        args.out / f"tune-allpairs-{tag}.npy", lambda: B.alignment_search(cat, queries[sub])[0]
+    )
+
+    def map_of(dist, rows) -> float:
+        return evaluate_distances(dist, works[queries[rows]], works, exclude=exclude[rows]).map
+
+    print(
+        f"training-type catalogue: {n} distractor recordings of {len(set(cat.works))} works; "
+        f"{len(queries)} queries (self excluded); shortlist {R.shortlist_length(R.RerankConfig(), n)}\n"
+    )
+    print(f"| two-stage | MAP | MAP, {len(sub)} queries | alignments / query | ms / query |")
+    print("|---|---|---|---|---|")
+    print(f"| all-pairs alignment | | {map_of(d_align, sub):.4f} | {n - 1} | |")
+    for name, rr in variants:
+        dist, info, _ = B.two_stage_search(cat, queries, d_embed, summ, votes, exclude, rr)
+        print(
+            f"| {name} | {map_of(dist, np.arange(len(queries))):.4f} | {map_of(dist[sub], sub):.4f} | "
+            f"{info['alignments_per_query']:.0f} | {info['ms']:.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
