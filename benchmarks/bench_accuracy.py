@@ -70,13 +70,12 @@ import hashlib  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import reranked  # noqa: E402
+from common import cached, reranked, timed  # noqa: E402
 
 from coverhunter import alignment_inputs as AI  # noqa: E402
 from coverhunter import classical as C  # noqa: E402
@@ -157,12 +156,6 @@ def render(
 
 # ---------------------------------------------------------------------------
 # methods: each returns (distance matrix, seconds)
-
-
-def timed(fn, *args, **kw):
-    t0 = time.process_time()
-    out = fn(*args, **kw)
-    return out, time.process_time() - t0
 
 
 def chroma_of(tracks) -> list:
@@ -261,23 +254,6 @@ def metrics(dist: np.ndarray, works: list, n_boot: int) -> dict:
         "n_queries": rep.n_queries,
         "ci": {"map": rep.ci.get("map"), "mr1": rep.ci.get("mr1"), "hr1": rep.ci.get("hit_rate")},
     }
-
-
-def cached(path: Path | None, key: str, compute):
-    """``(value, seconds) = timed(compute)``, kept in ``path`` (an ``.npz``) under ``key`` so
-    that a run stopped later (a long catalogue) does not compute it again; a file of
-    another key is recomputed. The seconds are those of the run that computed it."""
-    if path is not None and path.is_file():
-        with np.load(path) as z:
-            if str(z["key"]) == key:
-                log.info("%s: reused", path)
-                return z["value"], float(z["seconds"])
-    value, secs = timed(compute)
-    if path is not None:
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, value=value, seconds=secs, key=key)
-        os.replace(tmp, path)
-    return value, secs
 
 
 def run_corpus(

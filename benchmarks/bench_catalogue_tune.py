@@ -15,8 +15,9 @@ runs the two-stage search (``two_stage_search``: the shipped model's embedding, 
 projected 2D Fourier summary, the default recurrence votes, each query alone); MAP over
 all queries, and over every fifth query beside all-pairs alignment of those
 (``alignment_search``); alignments and CPU milliseconds of one thread per query. The
-recurrence votes and the all-pairs scores are kept under ``--out`` (``tune-*.npy``) and
-reused by a later run on the same catalogue.
+recurrence votes and the all-pairs scores are kept under ``--out`` (``tune-*.npz``, keyed
+by the catalogue, the queries and the votes' or alignment's settings) and reused by a later
+run with the same ones.
 """
 
 from __future__ import annotations
@@ -27,18 +28,21 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_
     os.environ.setdefault(_v, "1")  # one thread: comparable milliseconds
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
 import logging  # noqa: E402
 from dataclasses import fields, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import bench_catalogue as B  # noqa: E402
 import numpy as np  # noqa: E402
+from common import cached  # noqa: E402
 
 from coverhunter import rerank as R  # noqa: E402
 from coverhunter.checkpoint import load_model  # noqa: E402
 from coverhunter.classical import chroma_from_uint8  # noqa: E402
+from coverhunter.index.recurrence import RecurrenceParams  # noqa: E402
 from coverhunter.metrics import evaluate_distances  # noqa: E402
-from coverhunter.qmax import AlignmentFeatures  # noqa: E402
+from coverhunter.qmax import AlignmentFeatures, QmaxParams  # noqa: E402
 
 log = logging.getLogger("bench_catalogue_tune")
 
@@ -70,14 +74,6 @@ def distractor_catalogue(out: Path, n: int) -> B.Catalogue:
     return B.Catalogue(dis.works, dis.track_ids, dis.embeddings, dis.chromas, align, 0)
 
 
-def cached_npy(path: Path, compute) -> np.ndarray:
-    if path.is_file():
-        return np.load(path)
-    value = compute()
-    np.save(path, value)
-    return value
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--distractors", type=int, default=5000)
@@ -98,12 +94,20 @@ def main() -> None:
     d_embed, _ = B.embedding_search(cat, queries, lm.config.eval.distance)
     _, summ, _ = B.summary_search(cat, queries, lm.summary_projection)
     tag = f"d{n}-q{len(queries)}-s{args.seed}"
-    votes = cached_npy(
-        args.out / f"tune-votes-{tag}.npy", lambda: -B.recurrence_search(cat, queries, exclude)[0]
+
+    def key(*parts) -> str:  # the catalogue, the queries and the settings a cache holds
+        return hashlib.sha256(repr([cat.track_ids.tolist(), *parts]).encode()).hexdigest()[:16]
+
+    votes, _ = cached(
+        args.out / f"tune-votes-{tag}.npz",
+        key(queries.tolist(), repr(RecurrenceParams())),
+        lambda: -B.recurrence_search(cat, queries, exclude)[0],
     )
     sub = np.arange(0, len(queries), 5)
-    d_align = cached_npy(
-        args.out / f"tune-allpairs-{tag}.npy", lambda: B.alignment_search(cat, queries[sub])[0]
+    d_align, _ = cached(
+        args.out / f"tune-allpairs-{tag}.npz",
+        key(queries[sub].tolist(), repr(QmaxParams())),
+        lambda: B.alignment_search(cat, queries[sub])[0],
     )
 
     def map_of(dist, rows) -> float:

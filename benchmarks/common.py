@@ -4,10 +4,17 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 
 from coverhunter import rerank as R
 from coverhunter import reranker as RK
+
+log = logging.getLogger("benchmarks")
 
 
 def reranked(
@@ -28,3 +35,26 @@ def reranked(
         symmetric=True,
     )
     return rk.rerank_block(dist, 0, exclude=np.eye(len(dist), dtype=bool)), rk
+
+
+def timed(fn, *args, **kw):
+    t0 = time.process_time()
+    out = fn(*args, **kw)
+    return out, time.process_time() - t0
+
+
+def cached(path: Path | None, key: str, compute):
+    """``(value, seconds) = timed(compute)``, kept in ``path`` (an ``.npz``) under ``key`` so
+    that a run stopped later (a long catalogue) does not compute it again; a file of
+    another key is recomputed. The seconds are those of the run that computed it."""
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            if str(z["key"]) == key:
+                log.info("%s: reused", path)
+                return z["value"], float(z["seconds"])
+    value, secs = timed(compute)
+    if path is not None:
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, value=value, seconds=secs, key=key)
+        os.replace(tmp, path)
+    return value, secs
