@@ -448,65 +448,83 @@ def generation_lock(folder: Path):
     return fh
 
 
-def generate(folder: Path, n_target: int, model: Path, test_root: Path, render_test: bool) -> int:
-    """Make chunks in order until they hold ``n_target`` distractors; the test corpora's
-    search data is prepared first (and retried between chunks while they are rendering
-    elsewhere). Returns the distractors on disk; generates nothing while another process
-    does (see :func:`generation_lock`)."""
+def generate(
+    folder: Path, n_target: int, model: Path, test_root: Path, render_test: bool, workers: int = 1
+) -> int:
+    """Make chunks in order until they hold ``n_target`` distractors, ``workers`` chunks at
+    a time (each in its own child process, one thread each); the test corpora's search data
+    is prepared first (and retried between chunks while they are rendering elsewhere).
+    Returns the distractors on disk; generates nothing while another process does (see
+    :func:`generation_lock`)."""
     lock = generation_lock(folder)
     if lock is None:
         log.warning("another process is generating distractors (%s): using what is on disk", folder)
         return 0
     with lock:
-        return _generate(folder, n_target, model, test_root, render_test)
+        return _generate(folder, n_target, model, test_root, render_test, max(1, workers))
 
 
-def _generate(folder: Path, n_target: int, model: Path, test_root: Path, render_test: bool) -> int:
+def _log_chunk(k: int, costs: dict, per: float, have: int, n_target: int, running: int) -> None:
+    log.info(
+        "chunk %d: %d recordings of %d works (%d skipped), %.1f min of audio; wall s per "
+        "recording: render %.2f, features %.2f, embed %.2f; all (%d at a time) %.2f. %d of %d "
+        "distractors; ETA %s",
+        k,
+        costs["recordings"],
+        costs["works"],
+        len(costs["skipped"]),
+        costs["audio_s"] / 60,
+        costs["render_s"] / max(1, costs["recordings"]),
+        costs["features_s"] / max(1, costs["recordings"]),
+        costs["embed_s"] / max(1, costs["recordings"]),
+        running,
+        per,
+        have,
+        n_target,
+        _eta(per * max(0, n_target - have)),
+    )
+
+
+def _generate(
+    folder: Path, n_target: int, model: Path, test_root: Path, render_test: bool, workers: int
+) -> int:
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     pieces = distractor_pieces(folder)
     n_chunks = -(-len(pieces) // WORKS_PER_CHUNK)
-    have, made, wall, k = 0, 0, 0.0, 0
-    while have < n_target and k < n_chunks:
-        path = chunk_path(folder, k)
-        if path.is_file():
-            have += count_recordings(path)
-            k += 1
-            continue
-        prepare_test_corpora(test_root, folder.parent / "test", model, render_test)
-        job = ChunkJob(
-            k,
-            tuple(pieces[k * WORKS_PER_CHUNK : (k + 1) * WORKS_PER_CHUNK]),
-            folder,
-            model,
-            parent=os.getpid(),
-        )
-        t0 = time.perf_counter()
-        costs = run_isolated(make_chunk, job)
-        if costs is None:
-            log.error("chunk %d crashed 3 times: left out (a later run tries it again)", k)
-            k += 1
-            continue
-        wall += time.perf_counter() - t0
-        made += costs["recordings"]
-        have += costs["recordings"]
-        per = wall / max(1, made)
-        log.info(
-            "chunk %d: %d recordings of %d works (%d skipped), %.1f min of audio; wall s per "
-            "recording: render %.2f, features %.2f, embed %.2f, all %.2f. %d of %d distractors; "
-            "ETA %s",
-            k,
-            costs["recordings"],
-            costs["works"],
-            len(costs["skipped"]),
-            costs["audio_s"] / 60,
-            costs["render_s"] / max(1, costs["recordings"]),
-            costs["features_s"] / max(1, costs["recordings"]),
-            costs["embed_s"] / max(1, costs["recordings"]),
-            per,
-            have,
-            n_target,
-            _eta(per * max(0, n_target - have)),
-        )
-        k += 1
+    have, made, k, t_start = 0, 0, 0, time.perf_counter()
+    per_chunk = 6 * WORKS_PER_CHUNK  # expected recordings of a running chunk (versions 4-8)
+    running: dict = {}
+    with ThreadPoolExecutor(max_workers=workers) as threads:
+        while True:
+            # schedule: skip chunks on disk, start others while the target is not covered
+            while len(running) < workers and k < n_chunks and have + per_chunk * len(running) < n_target:
+                if chunk_path(folder, k).is_file():
+                    have += count_recordings(chunk_path(folder, k))
+                    k += 1
+                    continue
+                prepare_test_corpora(test_root, folder.parent / "test", model, render_test)
+                job = ChunkJob(
+                    k,
+                    tuple(pieces[k * WORKS_PER_CHUNK : (k + 1) * WORKS_PER_CHUNK]),
+                    folder,
+                    model,
+                    parent=os.getpid(),
+                )
+                running[threads.submit(run_isolated, make_chunk, job)] = k
+                k += 1
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                idx, costs = running.pop(fut), fut.result()
+                if costs is None:
+                    log.error("chunk %d crashed 3 times: left out (a later run tries it again)", idx)
+                    continue
+                made += costs["recordings"]
+                have += costs["recordings"]
+                per = (time.perf_counter() - t_start) / max(1, made)
+                _log_chunk(idx, costs, per, have, n_target, workers)
     prepare_test_corpora(test_root, folder.parent / "test", model, render_test)
     if have < n_target:
         log.warning("only %d distractors: the training works ran out", have)
@@ -1223,6 +1241,12 @@ def get_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--generate-only", action="store_true", help="make the distractors, measure nothing")
     ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="distractor chunks made at a time, one core each (default 1: leaves a core free)",
+    )
+    ap.add_argument(
         "--no-generate", action="store_true", help="measure on the distractors on disk, make none"
     )
     ap.add_argument(
@@ -1247,7 +1271,7 @@ def main() -> None:
         a.distractors, a.queries, a.align_queries = QUICK_DISTRACTORS, QUICK_QUERIES, QUICK_ALIGN
     folder = a.out / "distractors"
     if not a.no_generate:
-        generate(folder, a.distractors, a.model, a.test_root, a.render_test)
+        generate(folder, a.distractors, a.model, a.test_root, a.render_test, a.workers)
     if a.generate_only:
         return
     measure_main(a, folder)
