@@ -678,20 +678,6 @@ def query_exclusion(track_ids: np.ndarray, queries: np.ndarray) -> np.ndarray:
 # metrics
 
 
-def recall_at(dist: np.ndarray, qworks: np.ndarray, works: np.ndarray, exclude: np.ndarray, k: int) -> float:
-    """Mean over queries with covers of the share of covers in the ``k`` nearest
-    (excluded entries left out; ties against the covers)."""
-    shares = []
-    for i in range(len(dist)):
-        rel = (works == qworks[i]) & ~exclude[i]
-        if not rel.any():
-            continue
-        d = np.where(exclude[i], np.inf, np.nan_to_num(dist[i], nan=np.inf))
-        order = np.lexsort((rel, d))  # by distance, non-covers first among equals
-        shares.append(rel[order[:k]].sum() / rel.sum())
-    return float(np.mean(shares)) if shares else float("nan")
-
-
 def shortlist_recall(
     lists: list[np.ndarray], qworks: np.ndarray, works: np.ndarray, exclude: np.ndarray
 ) -> float:
@@ -708,14 +694,14 @@ def ranking_metrics(
     dist: np.ndarray, qworks: np.ndarray, works: np.ndarray, exclude: np.ndarray, k: int
 ) -> dict:
     """MAP (pessimistic ties), MR1, HR@1 and R@k of a distance matrix (n_queries, n)."""
-    from coverhunter.metrics import evaluate_distances
+    from coverhunter.metrics import evaluate_distances, recall_at
 
     rep = evaluate_distances(dist, qworks, works, exclude=exclude)
     return {
         "map": rep.map,
         "mr1": rep.mr1,
         "hr1": rep.hit_rate,
-        "recall": recall_at(dist, qworks, works, exclude, k),
+        "recall": recall_at(dist, qworks, works, k, exclude),
         "ap": [float(a) for a in rep.per_query_ap],
     }
 

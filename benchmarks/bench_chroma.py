@@ -53,7 +53,7 @@ from coverhunter.audio import load_audio, peak_normalize  # noqa: E402
 from coverhunter.corpus import harmony_subset, make_corpus  # noqa: E402
 from coverhunter.dataset import read_dataset  # noqa: E402
 from coverhunter.features import cqt  # noqa: E402
-from coverhunter.metrics import evaluate_distances, self_exclusion  # noqa: E402
+from coverhunter.metrics import evaluate_distances, recall_at, self_exclusion  # noqa: E402
 from coverhunter.rerank import zscore  # noqa: E402
 
 log = logging.getLogger("bench_chroma")
@@ -145,26 +145,13 @@ def fused(scores: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def recall_at(score: np.ndarray, works: np.ndarray, k: int) -> float:
-    """Mean over queries with covers of the share of covers in the top ``k`` (self excluded)."""
-    s = score.copy()
-    np.fill_diagonal(s, -np.inf)
-    top = np.argsort(-s, axis=1)[:, :k]
-    shares = []
-    for i in range(len(s)):
-        n_rel = (works == works[i]).sum() - 1
-        if n_rel:
-            shares.append((works[top[i]] == works[i]).sum() / n_rel)
-    return float(np.mean(shares))
-
-
 def evaluate(score: np.ndarray, works: np.ndarray, subsets: np.ndarray | None) -> dict:
     """MAP over all queries (and over each kind's queries when ``subsets`` is given), R@50."""
     dist = -score.astype(np.float64)
     np.fill_diagonal(dist, 0.0)
     res = {
         "map": evaluate_distances(dist, works, works, exclude=self_exclusion(len(works))).map,
-        "r50": recall_at(score, works, 50),
+        "r50": recall_at(dist, works, works, 50, self_exclusion(len(works))),
     }
     if subsets is not None:
         for kind in ("kept", "new"):

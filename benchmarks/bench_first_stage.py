@@ -80,7 +80,7 @@ from coverhunter import classical as C  # noqa: E402
 from coverhunter import qmax as Q  # noqa: E402
 from coverhunter.dataset import read_dataset  # noqa: E402
 from coverhunter.index.recurrence import RecurrenceIndex, RecurrenceParams  # noqa: E402
-from coverhunter.metrics import evaluate_distances, self_exclusion  # noqa: E402
+from coverhunter.metrics import evaluate_distances, recall_at, self_exclusion  # noqa: E402
 
 log = logging.getLogger("bench_first_stage")
 
@@ -151,29 +151,12 @@ def load_corpus(root: Path, folder: str, view: str) -> tuple[list[np.ndarray], n
 # metrics
 
 
-def recall_at(score: np.ndarray, works: np.ndarray, ks=KS) -> dict[int, float]:
-    """Mean share of each query's covers in its top K (self excluded; ties against covers)."""
-    n = len(score)
-    hits = {k: [] for k in ks}
-    for i in range(n):
-        rel = works == works[i]
-        rel[i] = False
-        n_rel = rel.sum()
-        if not n_rel:
-            continue
-        s = score[i].astype(np.float64).copy()
-        s[i] = -np.inf
-        order = np.lexsort((rel, -s))  # by score, and irrelevant first among equal scores
-        order = order[order != i]
-        for k in ks:
-            hits[k].append(rel[order[:k]].sum() / n_rel)
-    return {k: float(np.mean(v)) for k, v in hits.items()}
-
-
 def metrics(score: np.ndarray, works: np.ndarray) -> dict:
     """recall@K and MAP of a score matrix (n, n), larger = closer."""
     dist = -np.asarray(score, np.float64)
-    out = {f"r{k}": v for k, v in recall_at(score, works).items()}
+    out = {
+        f"r{k}": v for k, v in recall_at(dist, works, works, tuple(KS), self_exclusion(len(works))).items()
+    }
     out["map"] = float(evaluate_distances(dist, works, works, exclude=self_exclusion(len(works))).map)
     return out
 

@@ -9,6 +9,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from coverhunter.metrics import recall_at
+
 
 def load_benchmark(name: str):
     """``benchmarks/<name>.py`` as a module, registered in ``sys.modules`` (its dataclasses
@@ -57,8 +59,8 @@ def test_recall_breaks_ties_against_covers_and_sample_is_seeded():
     works = np.array(["a", "a", "b", "b"])
     dist = np.array([[0.0, 1.0, 1.0, 1.0]])  # the cover ties with two others
     ex = bc.self_mask(np.array([0]), 4)
-    assert bc.recall_at(dist, works[:1], works, ex, 1) == 0.0
-    assert bc.recall_at(dist, works[:1], works, ex, 3) == 1.0
+    assert recall_at(dist, works[:1], works, 1, ex) == 0.0
+    assert recall_at(dist, works[:1], works, (1, 3), ex) == {1: 0.0, 3: 1.0}
     ids = np.array(["test:a_0", "test:a_1", "kept:a_0", "dis_0"])
     assert bc.query_exclusion(ids, np.array([0, 3])).tolist() == [
         [True, False, True, False],

@@ -190,3 +190,26 @@ def test_label_group_path_equals_the_mask_path(dtype):
             b.hit_rate,
             b.n_queries,
         )
+
+
+def test_recall_at_excludes_self_counts_ties_against_covers_and_nan_as_far():
+    from coverhunter.metrics import recall_at, self_exclusion
+
+    labels = np.array(["a", "a", "a", "b", "c"])
+    d = np.array(
+        [
+            [0.0, 0.5, np.nan, 0.5, 0.9],  # cover 1 ties with "b"; cover 2 unknown (far)
+            [0.5, 0.0, 0.1, 0.7, 0.8],
+            [0.3, 0.3, 0.0, 0.2, 0.1],
+            [0.5, 0.5, 0.5, 0.0, 0.5],  # no cover: left out
+            [0.1, 0.2, 0.3, 0.4, 0.0],  # no cover: left out
+        ]
+    )
+    got = recall_at(d, labels, labels, (1, 2, 4, 10), self_exclusion(5))
+    # query 0: [b, a1 | c, a2]; query 1: [a2, a0, ...]; query 2: [c, b, a0, a1]
+    assert got == {1: (0 + 0.5 + 0) / 3, 2: (0.5 + 1 + 0) / 3, 4: 1.0, 10: 1.0}
+    mask = np.eye(5, dtype=bool)
+    assert recall_at(d, labels, labels, 2, mask) == got[2]
+    # without exclusion each query's own entry is one of its covers, at distance 0
+    assert recall_at(d, labels, labels, 1) == (3 * (1 / 3) + 1 + 1) / 5
+    assert np.isnan(recall_at(d[3:], labels[3:], labels, 5, mask[3:]))

@@ -36,25 +36,8 @@ from coverhunter.checkpoint import load_model
 from coverhunter.classical import euclidean_distances
 from coverhunter.dataset import read_dataset
 from coverhunter.evaluate import evaluate_tracks
-from coverhunter.metrics import evaluate_distances, self_exclusion
+from coverhunter.metrics import evaluate_distances, recall_at, self_exclusion
 from coverhunter.reranker import features_chroma, recurrence_votes
-
-
-def recall_at(dist: np.ndarray, works: np.ndarray, k: int) -> float:
-    """Mean share of each query's covers among its ``k`` nearest (self excluded, ties
-    against the covers); queries without a cover are left out."""
-    out = []
-    for i, row in enumerate(np.asarray(dist, np.float64)):
-        rel = works == works[i]
-        rel[i] = False
-        if not rel.any():
-            continue
-        d = row.copy()
-        d[i] = np.inf
-        order = np.lexsort((rel, d))  # by distance, non-covers first among equals
-        order = order[order != i]
-        out.append(rel[order[:k]].sum() / rel.sum())
-    return float(np.mean(out))
 
 
 def shortlist_recall(d_model, glob, works: np.ndarray, cfg: R.RerankConfig) -> float:
@@ -91,7 +74,7 @@ def main() -> None:
 
     def row(name: str, dist: np.ndarray) -> str:
         m = evaluate_distances(dist, works, works, exclude=excl).map
-        return f"| {name} | {m:.3f} | {recall_at(dist, works, k):.3f} |"
+        return f"| {name} | {m:.3f} | {recall_at(dist, works, works, k, self_exclusion(len(works))):.3f} |"
 
     print(f"{len(tracks)} recordings of {len(set(works))} works, every one a query; K = {k}\n")
     print(f"| first stage | MAP | R@{k} |\n|---|---|---|")

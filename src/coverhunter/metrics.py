@@ -310,3 +310,53 @@ def pairs_exclusion(shape: tuple[int, int], pairs) -> np.ndarray:
             raise ValueError(f"query_in_ref pair ({qi}, {ri}) is outside {shape[0]} x {shape[1]}")
         mask[qi, ri] = True
     return mask
+
+
+def recall_at(
+    dist: np.ndarray,
+    query_labels: np.ndarray,
+    ref_labels: np.ndarray,
+    ks: int | tuple[int, ...],
+    exclude: np.ndarray | SelfExclusion | None = None,
+) -> float | dict[int, float]:
+    """Mean share of each query's covers among its ``k`` nearest references: a first
+    stage's recall at its shortlist length.
+
+    Parameters
+    ----------
+    dist : np.ndarray, (n_queries, n_refs)
+        Distances, smaller = closer; NaN counts as infinitely far.
+    query_labels, ref_labels : np.ndarray, (n_queries,) and (n_refs,)
+        Work labels; a reference is a cover of a query when their labels are equal.
+    ks : int or tuple of int
+        Shortlist length(s).
+    exclude : np.ndarray (n_queries, n_refs) bool, SelfExclusion or None
+        Entries left out of both the ranking and the covers (the query itself).
+
+    Returns
+    -------
+    float, or dict {k: float} when ``ks`` is a tuple
+        Mean over queries with at least one cover (NaN when none has one). Ties count
+        against the covers (non-covers rank first among equal distances).
+    """
+    many = not isinstance(ks, int | np.integer)
+    kk = tuple(int(k) for k in (ks if many else (ks,)))
+    dist = np.asarray(dist, np.float64)
+    ex = exclude(0, len(dist)) if isinstance(exclude, SelfExclusion) else exclude
+    shares: dict[int, list[float]] = {k: [] for k in kk}
+    for i, row in enumerate(dist):
+        rel = ref_labels == query_labels[i]
+        d = np.nan_to_num(row, nan=np.inf)
+        if ex is not None:
+            rel &= ~ex[i]
+            d = np.where(ex[i], np.inf, d)
+        if not rel.any():
+            continue
+        order = np.lexsort((rel, d))  # by distance, non-covers first among equals
+        if ex is not None:
+            order = order[~ex[i][order]]
+        hits = np.cumsum(rel[order])
+        for k in kk:
+            shares[k].append(hits[min(k, len(hits)) - 1] / rel.sum() if k > 0 else 0.0)
+    out = {k: float(np.mean(v)) if v else float("nan") for k, v in shares.items()}
+    return out if many else out[kk[0]]
