@@ -345,3 +345,47 @@ def test_a_lagging_engine_file_is_searched_exactly_and_caught_up(setup, backend,
     idx = CatalogueIndex.load(root)
     assert fb.load_ann(root / fb.ANN_FILE).ntotal == idx.meta["n_vectors"]
     assert answers(idx, queries) == answers(whole, queries)
+
+
+def test_recurrence_index_grows_with_added_shards_and_rebuilds_otherwise(setup, tmp_path, caplog):
+    """``index add`` appends a shard: the cached recurrence index gains its recordings
+    (equal to a full build), while a replaced recording or a cache without manifest
+    rebuilds it."""
+    import logging
+
+    from coverhunter.index.chroma_store import MANIFEST_FILE, RECURRENCE_CACHE
+    from coverhunter.index.recurrence import RecurrenceParams
+
+    _, _, lm, tracks, other, _, cache = setup
+    idx, _ = build_index(tmp_path / "idx", lm, dataset=_list(tmp_path, "half", tracks[:8]), cache=cache)
+    IndexChroma.of(idx).prepare_recurrence()
+    assert idx.add(lm, tracks[8:12], verbose=False, cache=cache) == []
+    assert idx.add(lm, tracks[12:], verbose=False, cache=cache) == []  # two new shards
+    caplog.set_level(logging.INFO, logger="coverhunter.index.chroma_store")
+    caplog.clear()
+    reader = IndexChroma.of(CatalogueIndex.load(tmp_path / "idx"))
+    rec = reader.recurrence()
+    assert "8 recordings added to the recurrence index" in caplog.text and "built in" not in caplog.text
+    full = reader._built_recurrence(RecurrenceParams())
+    assert rec.track_ids.tolist() == full.track_ids.tolist() == [t.track_id for t in tracks]
+    assert np.array_equal(rec.starts, full.starts) and np.array_equal(rec.rolls, full.rolls)
+    np.testing.assert_array_equal(
+        rec.index.reconstruct_n(0, rec.n_shingles), full.index.reconstruct_n(0, full.n_shingles)
+    )
+    np.testing.assert_array_equal(rec.hub_counts(), full.hub_counts())
+    caplog.clear()
+    IndexChroma.of(CatalogueIndex.load(tmp_path / "idx")).recurrence()
+    assert "recurrence index" not in caplog.text  # read back as it is
+
+    # a new recording under an old track id: its old shingles must go, so it is rebuilt
+    new = dataclasses.replace(other[0], track_id=tracks[2].track_id, work=tracks[2].work)
+    assert idx.add(lm, [new], verbose=False, replace=True, cache=cache) == []
+    caplog.clear()
+    rec = IndexChroma.of(CatalogueIndex.load(tmp_path / "idx")).recurrence()
+    assert "built in" in caplog.text and len(rec) == 16
+    # a cache written before manifests existed is rebuilt, not grown
+    (tmp_path / "idx" / RECURRENCE_CACHE / MANIFEST_FILE).unlink()
+    assert idx.add(lm, other[1:2], verbose=False, cache=cache) == []
+    caplog.clear()
+    rec = IndexChroma.of(CatalogueIndex.load(tmp_path / "idx")).recurrence()
+    assert "built in" in caplog.text and "added to the recurrence" not in caplog.text and len(rec) == 17

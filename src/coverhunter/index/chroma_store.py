@@ -265,16 +265,25 @@ class IndexChroma:
 
     # -- the first stage's recurrence index over the stored chroma --------------------
 
-    def _recurrence_key(self, params: RecurrenceParams) -> str:
-        """What the recurrence index is built from: every shard's chroma file (name, size,
-        modification time), the chroma and the index settings; a change rebuilds it."""
+    def _recurrence_files(self) -> list:
+        """Every shard's chroma file as (name, size, modification time), None for a
+        missing file's size and time."""
         files = []
         for s in self._shards:
             try:
                 st = (self.root / f"{s}{CHROMA_SUFFIX}").stat()
-                files.append((s, st.st_size, st.st_mtime_ns))
+                files.append([s, st.st_size, st.st_mtime_ns])
             except FileNotFoundError:
-                files.append((s, None, None))
+                files.append([s, None, None])
+        return files
+
+    def _recurrence_settings(self, params: RecurrenceParams) -> list:
+        return json.loads(json.dumps([str(self.params), asdict(params)]))
+
+    def _recurrence_key(self, params: RecurrenceParams) -> str:
+        """What the recurrence index is built from: every shard's chroma file (name, size,
+        modification time), the chroma and the index settings; a change rebuilds it."""
+        files = [tuple(f) for f in self._recurrence_files()]
         raw = json.dumps([files, str(self.params), asdict(params)], sort_keys=True)
         return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
@@ -284,11 +293,12 @@ class IndexChroma:
         or None without stored chroma.
 
         Built on first use and kept in ``INDEX/recurrence.cache/`` for the next reader,
-        under a key of the chroma files it was built from: whatever rewrites one (add,
-        compact, repair) rebuilds it at the next search; a recording removed without
-        compaction keeps its shingles until then (the search leaves removed recordings
-        out of its answers). An index folder the process cannot write to keeps it in
-        memory only.
+        under a key of the chroma files it was built from. Shards appended since (``index
+        add``) are added to the cached index (:meth:`_grown_recurrence`); whatever rewrites
+        a shard (compact, repair, a replaced recording) rebuilds it at the next search; a
+        recording removed without compaction keeps its shingles until then (the search
+        leaves removed recordings out of its answers). An index folder the process cannot
+        write to keeps it in memory only.
         """
         if self._recurrence is not None:
             return self._recurrence
@@ -296,18 +306,35 @@ class IndexChroma:
             return None
         key = self._recurrence_key(params)
         cache = self.root / RECURRENCE_CACHE
+        manifest = {"files": self._recurrence_files(), "settings": self._recurrence_settings(params)}
         try:
             if self._cached_key(cache) == key:
                 self._recurrence = RecurrenceIndex.load(cache)
                 return self._recurrence
+            rec = self._grown_recurrence(cache, manifest)
         except (OSError, ValueError) as e:
             log.warning("%s: unreadable recurrence cache (%s): rebuilding it", cache, e)
-        t0 = time.perf_counter()
+            rec = None
+        if rec is None:
+            rec = self._built_recurrence(params)
+        self._recurrence = rec
+        _save_recurrence(rec, cache, key, manifest)
+        return rec
+
+    def _recurrence_inputs(self, shards: set | None = None) -> tuple[list[str], list[np.ndarray]]:
+        """Track ids and search views of the live recordings (of ``shards`` only, if given)."""
         ids, chromas = [], []
-        for t in self._located:
+        for t, (s, _) in self._located.items():
+            if shards is not None and s not in shards:
+                continue
             a = self.get(t)
             if a is not None:
                 ids.append(t), chromas.append(recurrence_chroma(a, self.params))
+        return ids, chromas
+
+    def _built_recurrence(self, params: RecurrenceParams) -> RecurrenceIndex:
+        t0 = time.perf_counter()
+        ids, chromas = self._recurrence_inputs()
         rec = RecurrenceIndex(params)
         rec.add(np.asarray(ids, dtype=str), chromas)
         if rec.n_shingles:
@@ -319,8 +346,40 @@ class IndexChroma:
             rec.n_shingles,
             time.perf_counter() - t0,
         )
-        self._recurrence = rec
-        _save_recurrence(rec, cache, key)
+        return rec
+
+    def _grown_recurrence(self, cache: Path, manifest: dict) -> RecurrenceIndex | None:
+        """The cached recurrence index with the recordings of the shards appended since it
+        was written, or None when it cannot be grown: no manifest (a cache written before
+        manifests), other settings, a file it was built from changed or gone, or a new
+        shard replacing a recording it holds. Adding to an HNSW index gives the graph a
+        full build would give up to its random levels: the same votes but for near ties."""
+        try:
+            old = json.loads((cache / MANIFEST_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        n_old = len(old["files"])
+        if old["settings"] != manifest["settings"] or old["files"] != manifest["files"][:n_old]:
+            return None
+        new_shards = {f[0] for f in manifest["files"][n_old:]}
+        if not new_shards:
+            return None
+        t0 = time.perf_counter()
+        rec = RecurrenceIndex.load(cache)
+        ids, chromas = self._recurrence_inputs(new_shards)
+        if set(ids) & set(rec.track_ids.tolist()):
+            return None  # a replaced recording: its old shingles would vote for it
+        rec.add(np.asarray(ids, dtype=str), chromas)
+        if rec.n_shingles:
+            rec.hub_counts()
+        log.info(
+            "%s: %d recordings added to the recurrence index (%d recordings, %d shingles) in %.1f s",
+            self.root,
+            len(ids),
+            len(rec),
+            rec.n_shingles,
+            time.perf_counter() - t0,
+        )
         return rec
 
     @staticmethod
@@ -358,10 +417,12 @@ class IndexChroma:
 
 
 RECURRENCE_CACHE = "recurrence.cache"
+MANIFEST_FILE = "manifest.json"  # in the cache: the chroma files and settings it was built from
 
 
-def _save_recurrence(rec: RecurrenceIndex, cache, key: str) -> None:
-    """Write a recurrence index to ``cache`` (a folder) with its ``key``, replacing what is
+def _save_recurrence(rec: RecurrenceIndex, cache, key: str, manifest: dict) -> None:
+    """Write a recurrence index to ``cache`` (a folder) with its ``key`` and ``manifest``
+    (what it was built from, for :meth:`IndexChroma._grown_recurrence`), replacing what is
     there: written beside it under a temporary name, then swapped in; a reader meanwhile
     sees the old folder or the new one, and at worst rebuilds. Best effort: an index
     folder this process cannot write to keeps the index in memory only."""
@@ -371,6 +432,7 @@ def _save_recurrence(rec: RecurrenceIndex, cache, key: str) -> None:
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         rec.save(tmp)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest) + "\n")
         (tmp / "key").write_text(key + "\n")
         if cache.exists():
             os.replace(cache, old)
