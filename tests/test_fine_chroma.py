@@ -204,3 +204,76 @@ def test_recipe_configs_parse_and_the_small_network_is_5_to_10x_smaller():
     budgets = {c.optim.time_budget_s for c in cfgs.values()}
     assert len(budgets) == 1 and budgets.pop() > 0  # equal CPU time for every arm
     assert {c.optim.budget_clock for c in cfgs.values()} == {"cpu"}
+
+
+def test_training_corpus_from_the_catalogue_distractors(tmp_path):
+    """egs/fine_chroma/from_catalogue.py: the distractor chunks' stored views become a
+    dataset the fine-chroma front end reads; validation works stay out; a rerun is the same."""
+    import subprocess
+    import sys
+
+    from coverhunter.dataset import read_dataset
+
+    from .conftest import load_benchmark
+
+    bc = load_benchmark("bench_catalogue")
+    rng = np.random.default_rng(0)
+    dis = tmp_path / "distractors"
+    dis.mkdir()
+    views = {}
+    for k, works in enumerate((["w0", "w0", "val_w"], ["w1", "w1"])):
+        ids = np.asarray([f"dis_{k}_{i}" for i in range(len(works))])
+        fine = {
+            v: [rng.random((20 + i, 12)).astype(np.float16) for i in range(len(works))] for v in ("c3", "c1")
+        }
+        views.update({t: {v: fine[v][i] for v in fine} for i, t in enumerate(ids)})
+        raw = {"track_ids": ids}
+        for v, arrays in fine.items():
+            raw[v], raw[f"{v}_offsets"] = bc._ragged(arrays, np.float16, 12)
+        bc.save_npz_atomic(bc.chunk_path(dis, k).with_suffix(".cqt.npz"), raw)
+        rec = bc.Recordings(
+            ids,
+            np.asarray(works),
+            np.full(len(ids), 8.0),
+            [np.zeros((1, 4), np.float32)] * len(ids),
+            [np.zeros((20, 24), np.uint8)] * len(ids),
+            {},
+        )
+        bc.write_recordings(bc.chunk_path(dis, k), rec)
+    bc.save_npz_atomic(
+        bc.chunk_path(dis, 2).with_suffix(".cqt.npz"), {"track_ids": np.asarray(["x"])}
+    )  # unfinished
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for name, work in (("train", "r0"), ("val", "val_w")):
+        row = {
+            "utt": f"{name}0",
+            "wav": "a.wav",
+            "dur_s": 8.0,
+            "song": work,
+            "version": "0",
+            "feat": "f.cqt.npy",
+        }
+        (ref / f"{name}.txt").write_text(json.dumps(row) + "\n")
+    out = tmp_path / "big"
+    cmd = [
+        sys.executable,
+        str(ROOT / "egs" / "fine_chroma" / "from_catalogue.py"),
+        str(dis),
+        str(ref),
+        str(out),
+    ]
+    for _ in range(2):  # the second run finds the files written and writes the same lists
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        train_rows = read_dataset(out / "train.txt")
+        assert [t.track_id for t in train_rows] == ["train0", "dis_0_0", "dis_0_1", "dis_1_0", "dis_1_1"]
+        assert [t.work for t in read_dataset(out / "val.txt")] == ["val_w"]
+    inp = model_input(Config().model.__class__(front_end="fine_chroma", chroma_views=["c3", "c1"]))
+    for t in train_rows[1:]:
+        want = np.concatenate([views[t.track_id]["c3"], views[t.track_id]["c1"]], axis=1).astype(np.float32)
+        np.testing.assert_array_equal(inp.load(inp.source(t.feat)), want)
+    assert not (out / "cqt_feat" / "dis_0_2.chroma.npz").exists()  # a validation work's recording
+    bad = subprocess.run(
+        cmd[:2] + [str(tmp_path / "none"), str(ref), str(out)], capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "no finished chunk" in bad.stderr
