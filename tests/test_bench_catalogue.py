@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,17 +10,7 @@ import numpy as np
 
 from coverhunter.metrics import recall_at
 
-
-def load_benchmark(name: str):
-    """``benchmarks/<name>.py`` as a module, registered in ``sys.modules`` (its dataclasses
-    resolve their annotations there)."""
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+from .conftest import load_benchmark
 
 
 def _recordings(bc, n_works: int = 4, versions: int = 3, seed: int = 0):
