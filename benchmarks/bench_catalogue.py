@@ -892,6 +892,11 @@ def two_stage_search(
     recurrence = getattr(rr, "first_stage", "summary") in ("recurrence", "both")
     if recurrence:
         rk.votes = votes
+    if rr.expand > 0 and getattr(rr, "expand_votes", 0.0) > 0:
+        # the anchors' own votes: the catalogue's recurrence index built here, untimed (an
+        # index keeps it); each anchor's search is timed with the query it serves
+        rk.anchor_votes = RK.anchor_vote_rows(cat.align, "cqt|c3")
+        rk.anchor_votes(0)
     t0 = time.process_time()
     dist = rk.rerank_block(d_embed, 0, exclude=exclude)
     secs = time.process_time() - t0
@@ -923,6 +928,7 @@ KNOWN_RERANKER_FIELDS = {
     "query_summary",
     "ref_summary",
     "votes",
+    "anchor_votes",
     "symmetric",
     "seconds",
     "n_queries",

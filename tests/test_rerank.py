@@ -260,6 +260,37 @@ def test_reranker_neighbours():
     blocked[4] = True
     assert rk.neighbours(0, 10, blocked).tolist() == [2, 1, 3]
     assert RK.Reranker(R.RerankConfig()).neighbours(0, 3, blocked).size == 0  # no summaries
+    # expand_votes: that share from the anchor's own votes (voted ones only), then the summary
+    votes = np.array(
+        [[0.0, 0.0, 0.0, 9.0, 1.0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
+    )
+    hop = RK.Reranker(R.RerankConfig(expand_votes=0.5), ref_summary=summ, anchor_votes=lambda ri: votes[ri])
+    assert hop.neighbours(0, 4, np.zeros(5, bool)).tolist() == [3, 4, 2, 1]
+    assert hop.neighbours(0, 2, blocked).tolist() == [3, 2]  # 4 blocked: not voted in
+    full = RK.Reranker(R.RerankConfig(expand_votes=1.0), ref_summary=summ, anchor_votes=lambda ri: votes[ri])
+    assert full.neighbours(0, 3, np.zeros(5, bool)).tolist() == [3, 4, 2]  # two voted, the summary fills
+    assert RK.Reranker(R.RerankConfig(expand_votes=1.0), ref_summary=summ).neighbours(
+        0, 2, blocked
+    ).tolist() == [2, 1]
+    with pytest.raises(ValueError, match="expand_votes"):
+        R.RerankConfig(expand_votes=1.5)
+
+
+def test_anchor_vote_rows_find_the_anchors_other_version():
+    """A reference's votes, from an all-vs-all matrix or searched in the references,
+    point to the other version of its work and never to itself."""
+    from coverhunter.index.recurrence import vote_matrix
+
+    align = _planted_cover(9)  # 0 and 10 are versions of one tune
+    searched = RK.anchor_vote_rows(align, "cqt")
+    rows = vote_matrix([AI.recurrence_chroma(a, "cqt") for a in align])
+    given = RK.anchor_vote_rows(align, "cqt", rows)
+    for ri, other in ((0, 10), (10, 0)):
+        a, b = searched(ri), given(ri)
+        assert a[ri] == 0 and b[ri] == 0
+        assert int(np.argmax(a)) == int(np.argmax(b)) == other
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert searched(3) is searched(3)  # searched once
 
 
 @pytest.mark.parametrize("source", ["chroma", "both"])
@@ -353,6 +384,8 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
                 "0.3",
                 "--rerank-first-stage",
                 "summary",
+                "--rerank-expand-votes",
+                "0.5",
                 "--output",
                 str(both),
             ],
@@ -366,6 +399,7 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
     assert r["rerank"]["k"] == 5 and r["rerank"]["source"] == "chroma" and r["rerank"]["expand"] == 0
     assert r["rerank"]["first_stage"] == R.DEFAULT_FIRST_STAGE and x["rerank"]["first_stage"] == "summary"
     assert x["rerank"]["weight"] == 0.3 and x["rerank"]["seconds_per_query"] > 0
+    assert x["rerank"]["expand_votes"] == 0.5 and r["rerank"]["expand_votes"] == 0.0
     # without expansion, re-ranking changes ranks only within the top 5: a first hit beyond
     # 5 stays where it was
     for rb, rr_ in zip(b["per_query_rank1"], r["per_query_rank1"]):

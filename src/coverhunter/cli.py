@@ -261,6 +261,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--rerank-expand", type=int, default=None, metavar="N",
                    help="recordings nearest to the best-aligned one added to the shortlist "
                         "(query expansion; 0 = none; default: coverhunter.rerank's)")
+    s.add_argument("--rerank-expand-votes", type=float, default=None, metavar="SHARE",
+                   help="share of those N taken from the best-aligned one's own recurrence "
+                        "votes, the rest by the 2D Fourier summary (0-1; default: coverhunter.rerank's)")
     s.add_argument("--rerank-expansion-weight", type=float, default=None,
                    help="weight of each item's alignment with the best-aligned one "
                         "(0 = off; default: coverhunter.rerank's)")

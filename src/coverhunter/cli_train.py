@@ -105,6 +105,7 @@ def cmd_evaluate(args) -> int:
         rerank_source=args.rerank_source,
         rerank_weight=args.rerank_weight,
         rerank_expand=args.rerank_expand,
+        rerank_expand_votes=args.rerank_expand_votes,
         rerank_expansion_weight=args.rerank_expansion_weight,
         rerank_grow_after=args.rerank_grow_after,
         rerank_first_stage=args.rerank_first_stage,

@@ -201,6 +201,7 @@ def run_evaluation(
     rerank_source: str = "chroma",
     rerank_weight: float | None = None,
     rerank_expand: int | None = None,
+    rerank_expand_votes: float | None = None,
     rerank_expansion_weight: float | None = None,
     rerank_grow_after: int | None = None,
     rerank_first_stage: str | None = None,
@@ -208,7 +209,7 @@ def run_evaluation(
     """The ``evaluate`` command: load a model (ours or the original's), evaluate, write JSON.
 
     ``rerank`` > 0 re-ranks each query's top ``rerank`` (:mod:`coverhunter.rerank`);
-    ``rerank_weight``, ``rerank_expand``, ``rerank_expansion_weight``,
+    ``rerank_weight``, ``rerank_expand``, ``rerank_expand_votes``, ``rerank_expansion_weight``,
     ``rerank_grow_after`` and ``rerank_first_stage`` default to that module's defaults.
     """
     dev = resolve_device(device)
@@ -234,6 +235,7 @@ def run_evaluation(
         given = {
             "weight": rerank_weight,
             "expand": rerank_expand,
+            "expand_votes": rerank_expand_votes,
             "expansion_weight": rerank_expansion_weight,
             "grow_after": rerank_grow_after,
             "first_stage": rerank_first_stage,
@@ -296,6 +298,7 @@ def run_evaluation(
                     "source": reranker.cfg.source,
                     "weight": reranker.cfg.weight,
                     "expand": reranker.cfg.expand,
+                    "expand_votes": reranker.cfg.expand_votes,
                     "expansion_weight": reranker.cfg.expansion_weight,
                     "expansion_top": reranker.cfg.expansion_top,
                     "seconds": reranker.seconds,

@@ -168,6 +168,9 @@ class RerankConfig:
     # recordings nearest to the anchor (the best-fused one) by the 2D Fourier summary added
     # to the shortlist, and the weight of each item's alignment with the anchor (0 = none)
     expand: int = DEFAULT_EXPAND
+    # the share of those ``expand`` recordings taken from the anchor's own recurrence votes
+    # (the most voted, the rest by the summary); 0 = all by the summary
+    expand_votes: float = 0.0
     expansion_weight: float = DEFAULT_EXPANSION_WEIGHT
     # items aligned with the anchor: the best expansion_top by the fused score (0 = all)
     expansion_top: int = DEFAULT_EXPANSION_TOP
@@ -202,6 +205,8 @@ class RerankConfig:
                 f"rerank expand, expansion_weight and expansion_top must be >= 0, got "
                 f"{self.expand}, {self.expansion_weight} and {self.expansion_top}"
             )
+        if not 0.0 <= self.expand_votes <= 1.0:
+            raise ValueError(f"rerank expand_votes must be in [0, 1], got {self.expand_votes}")
         if self.grow_after < 0:
             raise ValueError(f"rerank grow_after must be >= 0 (0 = fixed k), got {self.grow_after}")
         if self.versions < 1:

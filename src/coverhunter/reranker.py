@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,6 +103,10 @@ class Reranker:
     # (n_queries, n_refs), larger = closer (recurrence_votes); without them the summaries
     # choose the shortlist, as with first stage "summary"
     votes: np.ndarray | None = None
+    # cfg.expand_votes > 0: reference index -> its recurrence votes for every reference
+    # (n_refs,), larger = closer, itself 0 (anchor_vote_rows); without it the summaries
+    # find all of the anchor's neighbours
+    anchor_votes: Callable[[int], np.ndarray] | None = None
     symmetric: bool = False
     seconds: float = 0.0
     n_queries: int = 0
@@ -170,13 +175,27 @@ class Reranker:
         )
 
     def neighbours(self, ri: int, n: int, blocked: np.ndarray) -> np.ndarray:
-        """The ``n`` references nearest to reference ``ri`` by the 2D Fourier summary, none
-        blocked and not ``ri`` itself; empty without summaries."""
-        if self.ref_summary is None:
+        """The ``n`` references nearest to reference ``ri`` (an anchor), none blocked and
+        not ``ri`` itself: the ``round(n * cfg.expand_votes)`` most voted by its recurrence
+        votes (:attr:`anchor_votes`, those with a vote), then the nearest by the 2D Fourier
+        summary; empty without either."""
+        blocked = np.asarray(blocked, bool).copy()
+        blocked[ri] = True
+        voted = np.zeros(0, np.int64)
+        n_votes = round(n * self.cfg.expand_votes) if self.anchor_votes is not None else 0
+        if n_votes > 0:
+            v = np.asarray(self.anchor_votes(ri), np.float64).copy()
+            v[blocked | ~(v > 0)] = -np.inf
+            order = np.argsort(-v, kind="stable")[:n_votes]
+            voted = order[np.isfinite(v[order])]
+            blocked[voted] = True
+        return np.concatenate([voted, self._summary_neighbours(ri, n - len(voted), blocked)])
+
+    def _summary_neighbours(self, ri: int, n: int, blocked: np.ndarray) -> np.ndarray:
+        if self.ref_summary is None or n <= 0:
             return np.zeros(0, np.int64)
         d = euclidean_distances(self.ref_summary[ri : ri + 1], self.ref_summary)[0]
-        d[np.asarray(blocked, bool)] = np.inf
-        d[ri] = np.inf
+        d[blocked] = np.inf
         n_ok = int(np.isfinite(d).sum())
         if n_ok == 0:
             return np.zeros(0, np.int64)
@@ -249,6 +268,37 @@ def recurrence_votes(queries: list, refs: list | None, spec, verbose: bool = Fal
     return votes
 
 
+def anchor_vote_rows(refs: list, spec, rows: np.ndarray | None = None) -> Callable[[int], np.ndarray]:
+    """Reference index -> its recurrence votes for every reference, itself 0: rows of an
+    all-vs-all vote matrix ``rows`` when given, else searched in a recurrence index of the
+    references (built at the first call) and kept.
+
+    Parameters
+    ----------
+    refs : list of AlignmentFeatures, made with chroma ``spec``
+    rows : np.ndarray, shape (n_refs, n_refs), optional
+    """
+    if rows is not None:
+        return lambda ri: rows[ri]
+    from .index.recurrence import RecurrenceIndex
+
+    state: dict = {}
+
+    def votes_of(ri: int) -> np.ndarray:
+        if ri not in state:
+            if "index" not in state:
+                state["chroma"] = [recurrence_chroma(a, spec) for a in refs]
+                state["index"] = RecurrenceIndex()
+                state["index"].add(np.arange(len(refs)), state["chroma"])
+            index = state["index"]
+            state[ri] = (
+                index.scores(state["chroma"][ri], exclude=ri) if index.n_shingles else np.zeros(len(refs))
+            )
+        return state[ri]
+
+    return votes_of
+
+
 def features_chroma(feats: list) -> str | tuple:
     """The chroma to align feature files with: :data:`coverhunter.chroma.CHROMA_SPEC` when
     every file has its fine views beside it, else (features extracted before the fine
@@ -300,6 +350,10 @@ def build_reranker(
         rk.ref_summary = rk.query_summary if refs is None else global_summaries(rk.ref_align, projection)
     if cascade and rr.global_weight > 0 and rr.first_stage in ("recurrence", "both"):
         rk.votes = recurrence_votes(rk.query_align, None if refs is None else rk.ref_align, spec, verbose)
+    if rr.expand > 0 and rr.expand_votes > 0:
+        # all-vs-all: a reference's votes are its row as a query; else searched when needed
+        rows = rk.votes if refs is None and rk.votes is not None else None
+        rk.anchor_votes = anchor_vote_rows(rk.ref_align, spec, rows)
     if rr.source in ("embedding", "both"):
         kw = dict(device=device, cache_dir=cache_dir, fingerprint=fingerprint, verbose=verbose)
         rk.query_chunks = chunk_embeddings(model, q_feats, cfg, rr, **kw)
@@ -318,5 +372,6 @@ __all__ = [
     "chunk_embeddings",
     "chunk_windowing",
     "recurrence_votes",
+    "anchor_vote_rows",
     "features_chroma",
 ]
