@@ -799,9 +799,12 @@ def excluded_range(exclude_row: np.ndarray, starts: np.ndarray, q: int) -> tuple
     return int(starts[lo]), int(starts[hi + 1])
 
 
-def recurrence_search(cat: Catalogue, queries: np.ndarray, exclude: np.ndarray) -> tuple[np.ndarray, dict]:
+def recurrence_search(
+    cat: Catalogue, queries: np.ndarray, exclude: np.ndarray
+) -> tuple[np.ndarray, dict, object]:
     """Recurrence voting on the c3 view (default ``RecurrenceParams``): scores as distances
-    (minus the votes), build (shingles, faiss, hubness) and search costs. A query's
+    (minus the votes), build (shingles, faiss, hubness) and search costs, and the index
+    (catalogue positions as track ids). A query's
     search leaves out its own shingles (and its twin's, :func:`excluded_range`), as
     ``recurrence.vote_matrix`` leaves out the query's."""
     from coverhunter.classical import chroma_from_uint8
@@ -830,13 +833,17 @@ def recurrence_search(cat: Catalogue, queries: np.ndarray, exclude: np.ndarray) 
         sims, ids = idx.neighbours(vecs, excluded_range(exclude[r], idx.starts, q))
         dist[r] = -idx.scores_from_neighbours(sims, ids, frames, rolls)
     secs = time.process_time() - t0
-    return dist, {
-        "ms": secs / len(queries) * 1e3,
-        "build_s": build,
-        "mb": mem["total_bytes"] / 1e6,
-        "kind": mem["kind"],
-        "shingles": mem["shingles"],
-    }
+    return (
+        dist,
+        {
+            "ms": secs / len(queries) * 1e3,
+            "build_s": build,
+            "mb": mem["total_bytes"] / 1e6,
+            "kind": mem["kind"],
+            "shingles": mem["shingles"],
+        },
+        idx,
+    )
 
 
 def default_first_stage() -> str:
@@ -867,14 +874,17 @@ def two_stage_search(
     votes: np.ndarray | None,
     exclude: np.ndarray,
     rr,
+    rec_index=None,
 ) -> tuple[np.ndarray, dict, list]:
     """``evaluate --rerank``'s two-stage search (``reranker.Reranker`` built as
     ``reranker.build_reranker`` builds it, from the stored data) of each query alone.
 
     ``votes``: the queries' recurrence votes (n_queries, n), given to the Reranker when
     ``rr.first_stage`` is "recurrence" (the summaries then only find the anchor's
-    neighbours). Returns the re-ranked distances, the re-ranking's costs and each query's
-    aligned shortlist before expansion.
+    neighbours); ``rec_index``: the catalogue's recurrence index (:func:`recurrence_search`),
+    searched for the anchors' votes when ``rr.expand_votes`` > 0 (else built here, untimed).
+    Returns the re-ranked distances, the re-ranking's costs and each query's aligned
+    shortlist before expansion.
     """
     from coverhunter import rerank as R
     from coverhunter import reranker as RK
@@ -895,7 +905,7 @@ def two_stage_search(
     if rr.expand > 0 and getattr(rr, "expand_votes", 0.0) > 0:
         # the anchors' own votes: the catalogue's recurrence index built here, untimed (an
         # index keeps it); each anchor's search is timed with the query it serves
-        rk.anchor_votes = RK.anchor_vote_rows(cat.align, "cqt|c3")
+        rk.anchor_votes = RK.anchor_vote_rows(cat.align, "cqt|c3", index=rec_index)
         rk.anchor_votes(0)
     t0 = time.process_time()
     dist = rk.rerank_block(d_embed, 0, exclude=exclude)
@@ -979,8 +989,9 @@ def alignment_search(cat: Catalogue, queries: np.ndarray) -> tuple[np.ndarray, d
 # one measurement -> rows
 
 
-def measure(cat: Catalogue, queries: np.ndarray, align_queries: np.ndarray, lm) -> dict:
-    """Every row of the table (see the module docstring); ``align_queries`` index ``queries``."""
+def measure(cat: Catalogue, queries: np.ndarray, align_queries: np.ndarray, lm, variants=()) -> dict:
+    """Every row of the table (see the module docstring); ``align_queries`` index ``queries``;
+    ``variants``: (name, RerankConfig) pairs, a two-stage row each (``--variant``)."""
     from coverhunter import rerank as R
 
     n = len(cat)
@@ -1009,14 +1020,17 @@ def measure(cat: Catalogue, queries: np.ndarray, align_queries: np.ndarray, lm) 
     d_sum, summ, c = summary_search(cat, queries, lm.summary_projection)
     row("first stage: 2D Fourier summary (projected)", d_sum, c)
     del d_sum
-    d_rec, c = recurrence_search(cat, queries, ex)
+    d_rec, c, rec_index = recurrence_search(cat, queries, ex)
     row("first stage: recurrence voting (c3)", d_rec, c)
     first = default_first_stage()
     stages = [first] + [f for f in ("recurrence", "summary") if f != first and first != "summary"]
+    runs = [
+        (TWO_STAGE + ("" if s == first else f", first stage {s}"), s, two_stage_config(s)) for s in stages
+    ]
+    runs += [(f"{TWO_STAGE}, {name}", rr.first_stage, rr) for name, rr in variants]
     two = {}
-    for stage in stages:  # the default first, then (when there is a choice) the other
-        name = TWO_STAGE + ("" if stage == first else f", first stage {stage}")
-        d, c, lists = two_stage_search(cat, queries, d_emb, summ, -d_rec, ex, two_stage_config(stage))
+    for name, stage, rr in runs:  # the default first, then the other first stages and variants
+        d, c, lists = two_stage_search(cat, queries, d_emb, summ, -d_rec, ex, rr, rec_index)
         # the searches before the re-ranking; and what the catalogue keeps for them:
         # embeddings, summaries, uint8 chroma (and the recurrence index)
         before = ["model embedding"] + (["recurrence voting (c3)"] if stage in ("recurrence", "both") else [])
@@ -1029,8 +1043,8 @@ def measure(cat: Catalogue, queries: np.ndarray, align_queries: np.ndarray, lm) 
         c["first_stage"] = stage
         row(name, d, c)
         rows[name]["recall"] = shortlist_recall(lists, qworks, cat.works, ex)
-        two[stage] = (d, c, lists)
-    del d_rec
+        two.setdefault(stage, (d, c, lists))
+    del d_rec, rec_index
     d_two, c, lists = two[first]
     sub = align_queries
     name = f"two-stage, {len(sub)} sampled queries"
@@ -1164,7 +1178,10 @@ def measure_main(a, folder: Path) -> None:
         len(queries),
         len(sub),
     )
-    res = measure(cat, queries, sub, lm)
+    from common import parse_variant
+
+    variants = [parse_variant(name, text) for name, text in a.variant]
+    res = measure(cat, queries, sub, lm, variants)
     res.update(
         command=".venv/bin/python " + " ".join(sys.argv),
         commit=git_commit(),
@@ -1245,6 +1262,15 @@ def get_parser() -> argparse.ArgumentParser:
         "--render-test",
         action="store_true",
         help="render the test corpora here when they are missing (normally bench_chroma.py's)",
+    )
+    ap.add_argument(
+        "--variant",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "FIELD=VALUE"),
+        help="one more two-stage row: the default RerankConfig with FIELD=VALUE[,FIELD=VALUE] "
+        "(chosen on the distractors alone with bench_catalogue_tune.py)",
     )
     ap.add_argument("--model", type=Path, default=MODEL)
     ap.add_argument("--out", type=Path, default=OUT)

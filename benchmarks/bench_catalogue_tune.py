@@ -30,12 +30,11 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import logging  # noqa: E402
-from dataclasses import fields, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import bench_catalogue as B  # noqa: E402
 import numpy as np  # noqa: E402
-from common import cached  # noqa: E402
+from common import cached, parse_variant  # noqa: E402
 
 from coverhunter import rerank as R  # noqa: E402
 from coverhunter.checkpoint import load_model  # noqa: E402
@@ -45,20 +44,6 @@ from coverhunter.metrics import evaluate_distances  # noqa: E402
 from coverhunter.qmax import AlignmentFeatures, QmaxParams  # noqa: E402
 
 log = logging.getLogger("bench_catalogue_tune")
-
-
-def parse_variant(name: str, text: str) -> tuple[str, R.RerankConfig]:
-    """``FIELD=VALUE,FIELD=VALUE`` -> (name, the default RerankConfig with those fields)."""
-    known = {f.name: f.type for f in fields(R.RerankConfig)}
-    changes = {}
-    for part in text.split(","):
-        key, _, value = part.partition("=")
-        if key not in known or not value:
-            raise SystemExit(
-                f"--variant {name}: {part!r} is not FIELD=VALUE of RerankConfig ({sorted(known)})"
-            )
-        changes[key] = type(getattr(R.RerankConfig(), key))(value)
-    return name, replace(R.RerankConfig(), **changes)
 
 
 def distractor_catalogue(out: Path, n: int) -> B.Catalogue:

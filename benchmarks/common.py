@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,17 @@ def cached(path: Path | None, key: str, compute):
         np.savez(tmp, value=value, seconds=secs, key=key)
         os.replace(tmp, path)
     return value, secs
+
+
+def parse_variant(name: str, text: str) -> tuple[str, R.RerankConfig]:
+    """``FIELD=VALUE,FIELD=VALUE`` -> (name, the default RerankConfig with those fields)."""
+    known = {f.name: f.type for f in fields(R.RerankConfig)}
+    changes = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key not in known or not value:
+            raise SystemExit(
+                f"--variant {name}: {part!r} is not FIELD=VALUE of RerankConfig ({sorted(known)})"
+            )
+        changes[key] = type(getattr(R.RerankConfig(), key))(value)
+    return name, replace(R.RerankConfig(), **changes)

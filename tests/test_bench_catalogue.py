@@ -70,11 +70,15 @@ def test_tiny_measurement_has_every_row():
         config=SimpleNamespace(eval=SimpleNamespace(distance="min")), summary_projection=None
     )
     queries = bc.query_sample(cat.n_test, 0, 0)
-    res = bc.measure(cat, queries, bc.query_sample(len(queries), 4, 1), lm)
+    from common import parse_variant
+
+    hop = parse_variant("hop", "expand=4,expand_votes=0.5")
+    res = bc.measure(cat, queries, bc.query_sample(len(queries), 4, 1), lm, [hop])
     rows = res["rows"]
-    # one two-stage row per first stage (the default's, then each other one)
+    # one two-stage row per first stage (the default's, then each other one), and the variant
     n_stages = {"summary": 1, "recurrence": 2, "both": 3}[bc.default_first_stage()]
-    assert len(rows) == 5 + n_stages and res["k"] == 50
+    assert len(rows) == 6 + n_stages and res["k"] == 50
+    assert rows[f"{bc.TWO_STAGE}, hop"]["first_stage"] == bc.default_first_stage()
     assert all(0.0 <= r["map"] <= 1.0 and r["ms"] >= 0 for r in rows.values())
     assert rows["all-pairs alignment, 4 sampled queries"]["map"] > 0.9  # shifted copies align
     res.update(

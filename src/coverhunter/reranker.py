@@ -268,26 +268,33 @@ def recurrence_votes(queries: list, refs: list | None, spec, verbose: bool = Fal
     return votes
 
 
-def anchor_vote_rows(refs: list, spec, rows: np.ndarray | None = None) -> Callable[[int], np.ndarray]:
+def anchor_vote_rows(
+    refs: list, spec, rows: np.ndarray | None = None, index=None
+) -> Callable[[int], np.ndarray]:
     """Reference index -> its recurrence votes for every reference, itself 0: rows of an
     all-vs-all vote matrix ``rows`` when given, else searched in a recurrence index of the
-    references (built at the first call) and kept.
+    references (``index``, or one built at the first call) and kept.
 
     Parameters
     ----------
     refs : list of AlignmentFeatures, made with chroma ``spec``
     rows : np.ndarray, shape (n_refs, n_refs), optional
+    index : coverhunter.index.recurrence.RecurrenceIndex, optional
+        Of the references' search views, their indices as track ids, in order.
     """
     if rows is not None:
         return lambda ri: rows[ri]
     from .index.recurrence import RecurrenceIndex
 
-    state: dict = {}
+    state: dict = {"chroma": [recurrence_chroma(a, spec) for a in refs]}
+    if index is not None:
+        if len(index) != len(refs):
+            raise ValueError(f"a recurrence index of {len(index)} recordings for {len(refs)} references")
+        state["index"] = index
 
     def votes_of(ri: int) -> np.ndarray:
         if ri not in state:
             if "index" not in state:
-                state["chroma"] = [recurrence_chroma(a, spec) for a in refs]
                 state["index"] = RecurrenceIndex()
                 state["index"].add(np.arange(len(refs)), state["chroma"])
             index = state["index"]
