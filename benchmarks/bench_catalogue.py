@@ -1,9 +1,12 @@
 """Catalogue-scale accuracy: the held-out test works among ~20,000 distractor recordings.
 
     .venv/bin/python benchmarks/bench_catalogue.py --generate-only          # distractors, resumable
+    .venv/bin/python benchmarks/bench_catalogue.py --generate-only --workers 2   # two cores
     .venv/bin/python benchmarks/bench_catalogue.py                          # measure on what exists
     .venv/bin/python benchmarks/bench_catalogue.py --quick                  # 300 distractors, minutes
     .venv/bin/python benchmarks/bench_catalogue.py --distractors 5000 --queries 200
+    .venv/bin/python benchmarks/bench_catalogue.py --variant hop expand=50,expand_votes=0.5
+                                        # one more two-stage row per --variant (RerankConfig fields)
 
 Catalogue: every recording of the two held-out test corpora of ``bench_accuracy.py`` /
 ``bench_chroma.py`` (``runs/bench_accuracy/test-w60-v4-8-s0``, re-harmonised versions, and
