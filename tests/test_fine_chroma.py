@@ -169,6 +169,12 @@ def test_classify_objective_trains_on_fine_chroma_too(tmp_path):
     exp = make_experiment(tmp_path / "exp", data)
     r = train(exp, overrides=FINE, max_epochs=1, verbose=False)
     assert r.steps == 3 and {"train_ce", "train_triplet"} <= set(r.history[0])
+    # a fine-chroma model reads the chroma files alone: lists whose CQT files are gone
+    # (from_catalogue.py's) train and validate
+    for cqt in (data / "cqt_feat").glob("*.cqt.npy"):
+        cqt.unlink()
+    again = train(make_experiment(tmp_path / "exp2", data), overrides=FINE, max_epochs=1, verbose=False)
+    assert again.steps == 3 and 0.0 <= again.history[0]["val_map"] <= 1.0
 
 
 def test_missing_input_and_unsupported_paths_raise_clear_errors(tmp_path):

@@ -54,10 +54,10 @@ def load_training_data(cfg: Config, exp_dir: Path, world: int) -> TrainingData:
     for ``world`` ranks."""
     c = cfg.data
     train_path = resolve_path(c.train_path, exp_dir)
-    tracks = read_dataset(train_path, check_features=True)
+    inp = model_input(cfg)  # the CQT, or the fine chroma stored beside it (checked below)
+    tracks = read_dataset(train_path, check_features=inp.reads_cqt)
     works = sorted({t.work for t in tracks})
     paths, labels = _labelled(tracks, works)
-    inp = model_input(cfg)  # the CQT, or the fine chroma stored beside it
     sources = [inp.source(p) for p in paths]
     if not inp.reads_cqt:  # a missing chroma file stops here, not in a batch
         missing = [str(p) for p in sources if not Path(p).is_file()]
@@ -76,7 +76,9 @@ def load_training_data(cfg: Config, exp_dir: Path, world: int) -> TrainingData:
                 c.mean_size,
             )
     dataset = ChunkDataset(sources, labels, c.mean_size, inp.loader(), inp.pad_value)
-    val_tracks = read_dataset(resolve_path(c.val_path, exp_dir), check_features=True) if c.val_path else []
+    val_tracks = (
+        read_dataset(resolve_path(c.val_path, exp_dir), check_features=inp.reads_cqt) if c.val_path else []
+    )
     if cfg.loss.objective == "passage" and not c.align_path:
         raise ValueError(
             "loss.objective 'passage' needs data.align_path (the alignment.jsonl "
