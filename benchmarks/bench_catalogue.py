@@ -1134,11 +1134,12 @@ def format_table(res: dict) -> str:
     lines += [
         "",
         f"two-stage MAP / all-pairs MAP on the sampled queries: {s['map_ratio']:.3f} "
-        f"[{s['map_ratio_ci'][0]:.3f}, {s['map_ratio_ci'][1]:.3f}] (target >= {TARGET_RATIO}); "
-        f"two-stage {s['two_stage_ms']:.0f} ms per query (target < {TARGET_MS:.0f}): "
-        f"{'met' if s['met'] else 'NOT met'}. All-pairs alignment of all {res['n_queries']} "
-        f"queries: {_eta(s['alignment_cpu_hours_all_queries'] * 3600)} of CPU (extrapolated from "
-        "the sampled queries; the two-stage rows ran them all).",
+        f"[{s['map_ratio_ci'][0]:.3f}, {s['map_ratio_ci'][1]:.3f}] (target >= {TARGET_RATIO}: "
+        f"{'met' if s['map_ratio'] >= TARGET_RATIO else 'NOT met'}); two-stage "
+        f"{s['two_stage_ms']:.0f} ms per query (target < {TARGET_MS:.0f}: "
+        f"{'met' if s['two_stage_ms'] < TARGET_MS else 'NOT met'}). All-pairs alignment of all "
+        f"{res['n_queries']} queries: {_eta(s['alignment_cpu_hours_all_queries'] * 3600)} of CPU "
+        "(extrapolated from the sampled queries; the two-stage rows ran them all).",
     ]
     two = res["rows"][TWO_STAGE]
     lines += [
