@@ -1201,12 +1201,10 @@ def measure_main(a, folder: Path) -> None:
     table = format_table(res)
     print(table, flush=True)
     out = a.out / f"results-d{len(dis)}-q{len(queries)}.json"
-    out.write_text(
-        json.dumps(
-            {**res, "rows": {n: {k: v for k, v in r.items() if k != "ap"} for n, r in res["rows"].items()}},
-            indent=1,
-        )
-    )
+    # per-query AP kept (rounded), with the sampled queries' positions, so that any row's
+    # ratio to all-pairs alignment on them can be computed later (map_ratio_ci)
+    rows = {n: {**r, "ap": [round(x, 5) for x in r["ap"]]} for n, r in res["rows"].items()}
+    out.write_text(json.dumps({**res, "rows": rows, "align_queries": [int(i) for i in sub]}))
     log.info("results in %s", out)
     if a.write_results:
         write_results_page(RESULTS_PAGE, table, len(dis))

@@ -71,4 +71,11 @@ for arm in "${arms[@]}"; do
       > "${out%.json}.log" 2>&1 || echo "$arm: evaluation failed, see ${out%.json}.log"
   done
 done
-$py "$here/summary.py" "$work" "${arms[@]}" | tee "$work/summary.md"
+# the summary of every arm trained in WORK (not only those named: a run of one arm must
+# not drop the others' rows)
+done_arms=()
+for c in "$here"/conf/*.yaml; do
+  a=$(basename "$c" .yaml)
+  [ -f "$work/$a/history.json" ] && done_arms+=("$a")
+done
+$py "$here/summary.py" "$work" "${done_arms[@]}" | tee "$work/summary.md"
