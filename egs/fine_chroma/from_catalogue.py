@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from coverhunter.chroma import chroma_path, save_chroma
 from coverhunter.dataset import read_dataset
+from coverhunter.utils import atomic_write_text
 
 log = logging.getLogger("from_catalogue")
 VIEWS = ("c3", "c1")
@@ -79,9 +80,7 @@ def absolute(path: Path) -> list[dict]:
 
 
 def write_list(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def main() -> None:

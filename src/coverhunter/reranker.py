@@ -16,6 +16,7 @@ Imports ``alignment_inputs``, ``chroma``, ``classical``, ``qmax``, ``rerank``; o
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -286,22 +287,17 @@ def anchor_vote_rows(
         return lambda ri: rows[ri]
     from .index.recurrence import RecurrenceIndex
 
-    state: dict = {"chroma": [recurrence_chroma(a, spec) for a in refs]}
-    if index is not None:
-        if len(index) != len(refs):
-            raise ValueError(f"a recurrence index of {len(index)} recordings for {len(refs)} references")
-        state["index"] = index
+    chroma = [recurrence_chroma(a, spec) for a in refs]
+    if index is not None and len(index) != len(refs):
+        raise ValueError(f"a recurrence index of {len(index)} recordings for {len(refs)} references")
+    built = [] if index is None else [index]  # the index, built at the first call
 
+    @functools.cache
     def votes_of(ri: int) -> np.ndarray:
-        if ri not in state:
-            if "index" not in state:
-                state["index"] = RecurrenceIndex()
-                state["index"].add(np.arange(len(refs)), state["chroma"])
-            index = state["index"]
-            state[ri] = (
-                index.scores(state["chroma"][ri], exclude=ri) if index.n_shingles else np.zeros(len(refs))
-            )
-        return state[ri]
+        if not built:
+            built.append(RecurrenceIndex())
+            built[0].add(np.arange(len(refs)), chroma)
+        return built[0].scores(chroma[ri], exclude=ri) if built[0].n_shingles else np.zeros(len(refs))
 
     return votes_of
 

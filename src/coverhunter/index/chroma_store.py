@@ -265,9 +265,11 @@ class IndexChroma:
 
     # -- the first stage's recurrence index over the stored chroma --------------------
 
-    def _recurrence_files(self) -> list:
-        """Every shard's chroma file as (name, size, modification time), None for a
-        missing file's size and time."""
+    def _recurrence_manifest(self, params: RecurrenceParams) -> dict:
+        """What the recurrence index is built from: every shard's chroma file as (name,
+        size, modification time; None and None for a missing file), and the chroma and
+        index settings, as JSON values (a change of the files' list beyond appended
+        shards, or of the settings, rebuilds it)."""
         files = []
         for s in self._shards:
             try:
@@ -275,16 +277,12 @@ class IndexChroma:
                 files.append([s, st.st_size, st.st_mtime_ns])
             except FileNotFoundError:
                 files.append([s, None, None])
-        return files
+        return {"files": files, "settings": json.loads(json.dumps([str(self.params), asdict(params)]))}
 
-    def _recurrence_settings(self, params: RecurrenceParams) -> list:
-        return json.loads(json.dumps([str(self.params), asdict(params)]))
-
-    def _recurrence_key(self, params: RecurrenceParams) -> str:
-        """What the recurrence index is built from: every shard's chroma file (name, size,
-        modification time), the chroma and the index settings; a change rebuilds it."""
-        files = [tuple(f) for f in self._recurrence_files()]
-        raw = json.dumps([files, str(self.params), asdict(params)], sort_keys=True)
+    @staticmethod
+    def _recurrence_key(manifest: dict) -> str:
+        """The cache key of a manifest (:meth:`_recurrence_manifest`)."""
+        raw = json.dumps([manifest["files"], *manifest["settings"]], sort_keys=True)
         return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
     def recurrence(self, params: RecurrenceParams = RecurrenceParams()) -> RecurrenceIndex | None:
@@ -304,9 +302,9 @@ class IndexChroma:
             return self._recurrence
         if not self.available():
             return None
-        key = self._recurrence_key(params)
+        manifest = self._recurrence_manifest(params)
+        key = self._recurrence_key(manifest)
         cache = self.root / RECURRENCE_CACHE
-        manifest = {"files": self._recurrence_files(), "settings": self._recurrence_settings(params)}
         try:
             if self._cached_key(cache) == key:
                 self._recurrence = RecurrenceIndex.load(cache)
@@ -395,7 +393,7 @@ class IndexChroma:
         holds it for these chroma files; reads nothing else (what index commands call
         before they return, so that the first search does not build it)."""
         if self.available() and self._cached_key(self.root / RECURRENCE_CACHE) != self._recurrence_key(
-            params
+            self._recurrence_manifest(params)
         ):
             self.recurrence(params)
 
