@@ -908,7 +908,8 @@ def two_stage_search(
     if rr.expand > 0 and getattr(rr, "expand_votes", 0.0) > 0:
         # the anchors' own votes: the catalogue's recurrence index built here, untimed (an
         # index keeps it); each anchor's search is timed with the query it serves
-        rk.anchor_votes = RK.anchor_vote_rows(cat.align, "cqt|c3", index=rec_index)
+        stride = getattr(rr, "expand_votes_stride", None)
+        rk.anchor_votes = RK.anchor_vote_rows(cat.align, "cqt|c3", index=rec_index, stride=stride)
         rk.anchor_votes(0)
     t0 = time.process_time()
     dist = rk.rerank_block(d_embed, 0, exclude=exclude)

@@ -136,6 +136,20 @@ def test_query_stride_searches_every_other_shingle(catalogue, index):
     assert 500 in every.search(query, k=10)[0].tolist()
 
 
+def test_a_coarser_stride_searches_fewer_shingles_and_still_finds_the_cover(catalogue, index):
+    """``scores(stride=...)``: a cheaper search with every n-th query shingle."""
+    _, chromas = catalogue
+    query = partial_cover(np.random.default_rng(11), chromas[500], share=0.8)  # 30 of 30 seeds found
+    default, _, _ = index.query_vectors(query)
+    coarse, frames, _ = index.query_vectors(query, stride=4)
+    assert len(coarse) < len(default)
+    assert set(np.unique(frames) % 4) == {0}
+    assert int(np.argmax(index.scores(query, stride=4))) == 500
+    np.testing.assert_array_equal(index.scores(query, stride=index.params.query_stride), index.scores(query))
+    with pytest.raises(ValueError, match="stride"):
+        index.scores(query, stride=0)
+
+
 def test_an_index_saved_before_query_stride_loads_with_the_default(tmp_path, catalogue):
     _, chromas = catalogue
     idx = RecurrenceIndex(RecurrenceParams(hub_probes=500, query_stride=1))

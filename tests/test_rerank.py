@@ -291,6 +291,27 @@ def test_anchor_vote_rows_find_the_anchors_other_version():
         assert int(np.argmax(a)) == int(np.argmax(b)) == other
         np.testing.assert_allclose(a, b, rtol=1e-5)
     assert searched(3) is searched(3)  # searched once
+    coarse = RK.anchor_vote_rows(align, "cqt", stride=4)  # every 4th shingle: cheaper
+    assert int(np.argmax(coarse(0))) == 10 and coarse(0)[0] == 0
+    with pytest.raises(ValueError, match="expand_votes_stride"):
+        R.RerankConfig(expand_votes_stride=0)
+
+
+def test_query_votes_and_anchor_votes_share_one_reference_index():
+    """Queries against references: one recurrence index of the references serves the
+    queries' votes and the anchors' searches, with the same votes as building each."""
+    align = _planted_cover(9)
+    queries, refs = align[:1], align[1:]  # the cover is the last reference
+    index = RK.reference_index(refs, "cqt")
+    shared = RK.recurrence_votes(queries, refs, "cqt", index=index)
+    np.testing.assert_allclose(shared, RK.recurrence_votes(queries, refs, "cqt"))
+    assert int(np.argmax(shared[0])) == len(refs) - 1
+    own = RK.anchor_vote_rows(refs, "cqt")
+    np.testing.assert_allclose(
+        RK.anchor_vote_rows(refs, "cqt", index=index)(len(refs) - 1), own(len(refs) - 1)
+    )
+    with pytest.raises(ValueError, match="recurrence index of 10 recordings for 9"):
+        RK.recurrence_votes(queries, refs[:-1], "cqt", index=index)
 
 
 @pytest.mark.parametrize("source", ["chroma", "both"])
@@ -385,7 +406,7 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
                 "--rerank-first-stage",
                 "summary",
                 "--rerank-expand-votes",
-                "0.5",
+                "0.25",
                 "--output",
                 str(both),
             ],
@@ -399,7 +420,7 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
     assert r["rerank"]["k"] == 5 and r["rerank"]["source"] == "chroma" and r["rerank"]["expand"] == 0
     assert r["rerank"]["first_stage"] == R.DEFAULT_FIRST_STAGE and x["rerank"]["first_stage"] == "summary"
     assert x["rerank"]["weight"] == 0.3 and x["rerank"]["seconds_per_query"] > 0
-    assert x["rerank"]["expand_votes"] == 0.5 and r["rerank"]["expand_votes"] == 0.0
+    assert x["rerank"]["expand_votes"] == 0.25 and r["rerank"]["expand_votes"] == R.DEFAULT_EXPAND_VOTES
     # without expansion, re-ranking changes ranks only within the top 5: a first hit beyond
     # 5 stays where it was
     for rb, rr_ in zip(b["per_query_rank1"], r["per_query_rank1"]):

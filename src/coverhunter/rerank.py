@@ -113,14 +113,26 @@ DEFAULT_GLOBAL_WEIGHT = 0.7
 # 40: 0.148). With the current chroma (classical.CHROMA_PARAMS) and its refitted
 # projection, `--tune`: fusion weight 0.388 at 0.6, 0.386 at 0.7, 0.376 at 0.9 (no
 # expansion); expansion 0.386 without, 0.421 at 25 / 0.5 (10: 0.416, 40: 0.423)
-DEFAULT_EXPAND = 25
+# Then the anchor's own recurrence votes (expand_votes): on the training-type catalogue of
+# 5,000 recordings below (benchmarks/results/catalogue-tune.md) a hop of 50, half by the
+# anchor's votes, half by its summary, with the anchor re-scoring the best 75: MAP 0.3206
+# against 0.3064 (25 by the summary, best 100) at the same 292 alignments a query; 25 by
+# the summary alone to 50: 0.3129; 13 + 12: 0.3156
+DEFAULT_EXPAND = 50
+DEFAULT_EXPAND_VOTES = 0.5
 DEFAULT_EXPANSION_WEIGHT = 0.5
 # shortlisted items aligned with the anchor: on a training-type catalogue of 5,000
 # recordings (`benchmarks/bench_catalogue_tune.py --distractors 5000`: bench_catalogue's
 # distractors alone, 300 of them as queries; shortlist 167), MAP 0.308 aligning all of them
 # (383 alignments, 188 ms a query), 0.306 the best 100 (292, 138 ms), 0.303 the best 50
-# (242, 110 ms); a shortlist growing more slowly (84 there) lost more (0.293, 103 ms)
-DEFAULT_EXPANSION_TOP = 100
+# (242, 110 ms); a shortlist growing more slowly (84 there) lost more (0.293, 103 ms).
+# With the hop above: the best 75 0.3206 (292 alignments), all 100 0.3224 (317)
+DEFAULT_EXPANSION_TOP = 75
+# the anchor's own vote search (expand_votes > 0, where it is searched: a catalogue, or
+# queries against references) with every 4th of its shingles instead of every 2nd (a
+# query's): on that catalogue with the hop above, MAP 0.3206 at 164 ms a query against
+# 0.3216 at 187 ms (0.3064 at 134 ms without the anchor's votes; catalogue-tune.md)
+DEFAULT_EXPAND_VOTES_STRIDE = 4
 # catalogue size (recordings) up to which the shortlist is k, beyond which it grows as
 # sqrt(n / grow_after): on the 1,812 training-type recordings of runs/corpus-v2/val-extra
 # (`bench_accuracy.py --tune --tune-data ... --expansion-only --k K`, expansion 25 / 0.5),
@@ -170,7 +182,11 @@ class RerankConfig:
     expand: int = DEFAULT_EXPAND
     # the share of those ``expand`` recordings taken from the anchor's own recurrence votes
     # (the most voted, the rest by the summary); 0 = all by the summary
-    expand_votes: float = 0.0
+    expand_votes: float = DEFAULT_EXPAND_VOTES
+    # the anchor's vote search: every expand_votes_stride-th of its shingles searches (a
+    # query's own votes use RecurrenceParams.query_stride, 2); unused where the anchor's
+    # votes are rows of an all-vs-all vote matrix (evaluate without references)
+    expand_votes_stride: int = DEFAULT_EXPAND_VOTES_STRIDE
     expansion_weight: float = DEFAULT_EXPANSION_WEIGHT
     # items aligned with the anchor: the best expansion_top by the fused score (0 = all)
     expansion_top: int = DEFAULT_EXPANSION_TOP
@@ -207,6 +223,8 @@ class RerankConfig:
             )
         if not 0.0 <= self.expand_votes <= 1.0:
             raise ValueError(f"rerank expand_votes must be in [0, 1], got {self.expand_votes}")
+        if self.expand_votes_stride < 1:
+            raise ValueError(f"rerank expand_votes_stride must be >= 1, got {self.expand_votes_stride}")
         if self.grow_after < 0:
             raise ValueError(f"rerank grow_after must be >= 0 (0 = fixed k), got {self.grow_after}")
         if self.versions < 1:
@@ -504,6 +522,8 @@ __all__ = [
     "DEFAULT_GLOBAL_POOL",
     "DEFAULT_GLOBAL_WEIGHT",
     "DEFAULT_EXPAND",
+    "DEFAULT_EXPAND_VOTES",
+    "DEFAULT_EXPAND_VOTES_STRIDE",
     "DEFAULT_EXPANSION_WEIGHT",
     "DEFAULT_EXPANSION_TOP",
     "DEFAULT_GROW_AFTER",

@@ -254,27 +254,40 @@ class Reranker:
         )
 
 
-def recurrence_votes(queries: list, refs: list | None, spec, verbose: bool = False) -> np.ndarray:
+def recurrence_votes(queries: list, refs: list | None, spec, verbose: bool = False, index=None) -> np.ndarray:
     """The first stage's recurrence votes of queries for references (their
     :class:`coverhunter.qmax.AlignmentFeatures`, made with chroma ``spec``; ``refs``
     None: all-vs-all, a query never votes for itself): (n_queries, n_refs), larger = closer
-    (:func:`coverhunter.index.recurrence.vote_matrix`)."""
+    (:func:`coverhunter.index.recurrence.vote_matrix`; ``index``: the references' index,
+    :func:`reference_index`, else one is built)."""
     from .index.recurrence import vote_matrix
 
     t0 = time.perf_counter()
     q = [recurrence_chroma(a, spec) for a in queries]
     r = None if refs is None else [recurrence_chroma(a, spec) for a in refs]
-    votes = vote_matrix(q, r, verbose=verbose)
+    votes = vote_matrix(q, r, verbose=verbose, index=index)
     log.info("recurrence votes of %d queries in %.1f s", len(q), time.perf_counter() - t0)
     return votes
 
 
+def reference_index(refs: list, spec):
+    """A recurrence index of references (their AlignmentFeatures made with chroma
+    ``spec``; their positions as track ids), for :func:`recurrence_votes` and
+    :func:`anchor_vote_rows` to share."""
+    from .index.recurrence import RecurrenceIndex
+
+    index = RecurrenceIndex()
+    index.add(np.arange(len(refs)), [recurrence_chroma(a, spec) for a in refs])
+    return index
+
+
 def anchor_vote_rows(
-    refs: list, spec, rows: np.ndarray | None = None, index=None
+    refs: list, spec, rows: np.ndarray | None = None, index=None, stride: int | None = None
 ) -> Callable[[int], np.ndarray]:
     """Reference index -> its recurrence votes for every reference, itself 0: rows of an
     all-vs-all vote matrix ``rows`` when given, else searched in a recurrence index of the
-    references (``index``, or one built at the first call) and kept.
+    references (``index``, or one built at the first call) with every ``stride``-th of
+    the reference's shingles (default: the index's ``query_stride``) and kept.
 
     Parameters
     ----------
@@ -285,8 +298,6 @@ def anchor_vote_rows(
     """
     if rows is not None:
         return lambda ri: rows[ri]
-    from .index.recurrence import RecurrenceIndex
-
     chroma = [recurrence_chroma(a, spec) for a in refs]
     if index is not None and len(index) != len(refs):
         raise ValueError(f"a recurrence index of {len(index)} recordings for {len(refs)} references")
@@ -295,9 +306,10 @@ def anchor_vote_rows(
     @functools.cache
     def votes_of(ri: int) -> np.ndarray:
         if not built:
-            built.append(RecurrenceIndex())
-            built[0].add(np.arange(len(refs)), chroma)
-        return built[0].scores(chroma[ri], exclude=ri) if built[0].n_shingles else np.zeros(len(refs))
+            built.append(reference_index(refs, spec))
+        if not built[0].n_shingles:
+            return np.zeros(len(refs))
+        return built[0].scores(chroma[ri], exclude=ri, stride=stride)
 
     return votes_of
 
@@ -351,12 +363,20 @@ def build_reranker(
     if cascade:
         rk.query_summary = global_summaries(rk.query_align, projection)
         rk.ref_summary = rk.query_summary if refs is None else global_summaries(rk.ref_align, projection)
-    if cascade and rr.global_weight > 0 and rr.first_stage in ("recurrence", "both"):
-        rk.votes = recurrence_votes(rk.query_align, None if refs is None else rk.ref_align, spec, verbose)
-    if rr.expand > 0 and rr.expand_votes > 0:
+    query_votes = cascade and rr.global_weight > 0 and rr.first_stage in ("recurrence", "both")
+    anchor_votes = rr.expand > 0 and rr.expand_votes > 0
+    # queries against references: one index of the references for both searches
+    ref_index = (
+        reference_index(rk.ref_align, spec) if refs is not None and query_votes and anchor_votes else None
+    )
+    if query_votes:
+        refs_align = None if refs is None else rk.ref_align
+        rk.votes = recurrence_votes(rk.query_align, refs_align, spec, verbose, ref_index)
+    if anchor_votes:
         # all-vs-all: a reference's votes are its row as a query; else searched when needed
         rows = rk.votes if refs is None and rk.votes is not None else None
-        rk.anchor_votes = anchor_vote_rows(rk.ref_align, spec, rows)
+        stride = rr.expand_votes_stride
+        rk.anchor_votes = anchor_vote_rows(rk.ref_align, spec, rows, ref_index, stride=stride)
     if rr.source in ("embedding", "both"):
         kw = dict(device=device, cache_dir=cache_dir, fingerprint=fingerprint, verbose=verbose)
         rk.query_chunks = chunk_embeddings(model, q_feats, cfg, rr, **kw)
@@ -376,5 +396,6 @@ __all__ = [
     "chunk_windowing",
     "recurrence_votes",
     "anchor_vote_rows",
+    "reference_index",
     "features_chroma",
 ]

@@ -237,16 +237,22 @@ class RecurrenceIndex:
 
     # -- searching ---------------------------------------------------------
 
-    def query_vectors(self, chroma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def query_vectors(
+        self, chroma: np.ndarray, stride: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The vectors a query searches with: (vectors (v, 12 m), frame (v,), roll (v,)).
 
         ``canonical``: each query shingle rolled to its ``query_keys`` strongest pitch
         classes; ``all``: its 12 rolls. ``roll`` is how far each vector was rolled;
-        ``frame`` is the shingle's first frame (every ``query_stride``-th shingle searches).
+        ``frame`` is the shingle's first frame (every ``stride``-th shingle searches;
+        default ``params.query_stride``).
         """
         p = self.params
-        x = shingles(chroma, p.m, p.tau)[:: p.query_stride]
-        frames = np.arange(len(x), dtype=np.float64) * p.query_stride
+        stride = p.query_stride if stride is None else int(stride)
+        if stride < 1:
+            raise ValueError(f"query stride must be >= 1, got {stride}")
+        x = shingles(chroma, p.m, p.tau)[::stride]
+        frames = np.arange(len(x), dtype=np.float64) * stride
         if p.transpositions == "canonical":
             keys = key_candidates(x, p.query_keys) if len(x) else np.zeros((0, p.query_keys), np.int64)
             xc = centred(x, p.centre)
@@ -319,7 +325,7 @@ class RecurrenceIndex:
             raise ValueError(f"k must be >= 1, got {k}")
         return self.top(self.scores(query_chroma, exclude), k)
 
-    def scores(self, query_chroma: np.ndarray, exclude=None) -> np.ndarray:
+    def scores(self, query_chroma: np.ndarray, exclude=None, stride: int | None = None) -> np.ndarray:
         """Every catalogue recording's score for a query, in catalogue order.
 
         Parameters
@@ -327,6 +333,9 @@ class RecurrenceIndex:
         query_chroma : np.ndarray, shape (T, 12)
         exclude : track id, optional
             A recording left out of the search (scores 0), see :meth:`search`.
+        stride : int, optional
+            Every ``stride``-th query shingle searches (default ``params.query_stride``):
+            a larger one is a cheaper, coarser search.
 
         Returns
         -------
@@ -335,7 +344,7 @@ class RecurrenceIndex:
         """
         if self.n_shingles == 0:
             raise ValueError("the recurrence index is empty: add recordings before searching")
-        vectors, frames, rolls = self.query_vectors(query_chroma)
+        vectors, frames, rolls = self.query_vectors(query_chroma, stride)
         if len(vectors) == 0:
             log.debug(
                 "query of %d frames is shorter than one shingle (%d)", len(query_chroma), self.params.span
@@ -399,6 +408,7 @@ def vote_matrix(
     refs: list[np.ndarray] | None = None,
     params: RecurrenceParams = RecurrenceParams(),
     verbose: bool = False,
+    index: RecurrenceIndex | None = None,
 ) -> np.ndarray:
     """Recurrence votes of every query for every reference (an evaluation's first stage).
 
@@ -411,6 +421,9 @@ def vote_matrix(
     params : RecurrenceParams
     verbose : bool
         A progress bar over the queries.
+    index : RecurrenceIndex, optional
+        An index of ``refs`` already built (their positions as track ids; ``params`` is
+        then unused): given, it is searched instead of a new one.
 
     Returns
     -------
@@ -422,8 +435,11 @@ def vote_matrix(
     out = np.zeros((len(queries), len(refs)), np.float32)
     if not len(queries) or not len(refs):
         return out
-    index = RecurrenceIndex(params)
-    index.add(np.arange(len(refs)), refs)
+    if index is None:
+        index = RecurrenceIndex(params)
+        index.add(np.arange(len(refs)), refs)
+    elif len(index) != len(refs):
+        raise ValueError(f"a recurrence index of {len(index)} recordings for {len(refs)} references")
     if index.n_shingles == 0:
         return out  # every reference shorter than one shingle: nothing to vote for
     for i, q in enumerate(tqdm(queries, desc="recurrence votes", unit="query", disable=not verbose)):
