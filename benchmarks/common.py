@@ -61,15 +61,32 @@ def cached(path: Path | None, key: str, compute):
     return value, secs
 
 
-def parse_variant(name: str, text: str) -> tuple[str, R.RerankConfig]:
-    """``FIELD=VALUE,FIELD=VALUE`` -> (name, the default RerankConfig with those fields)."""
-    known = {f.name: f.type for f in fields(R.RerankConfig)}
+def parse_variant(name: str, text: str, base=None) -> tuple[str, object]:
+    """``FIELD=VALUE,FIELD=VALUE`` -> (name, ``base`` with those fields changed); ``base``
+    is a frozen dataclass, the default ``RerankConfig()`` when None. A value takes the
+    type of the field's default: ``true``/``false`` for a bool, ``a:b:c`` for a tuple of
+    numbers."""
+    base = R.RerankConfig() if base is None else base
+    known = sorted(f.name for f in fields(base))
     changes = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
         if key not in known or not value:
             raise SystemExit(
-                f"--variant {name}: {part!r} is not FIELD=VALUE of RerankConfig ({sorted(known)})"
+                f"--variant {name}: {part!r} is not FIELD=VALUE of {type(base).__name__} ({known})"
             )
-        changes[key] = type(getattr(R.RerankConfig(), key))(value)
-    return name, replace(R.RerankConfig(), **changes)
+        changes[key] = _typed(name, key, value, getattr(base, key))
+    return name, replace(base, **changes)
+
+
+def _typed(name: str, key: str, value: str, default):
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false"):
+                raise ValueError(value)
+            return value.lower() == "true"
+        if isinstance(default, tuple):
+            return tuple(float(v) for v in value.split(":"))
+        return type(default)(value)
+    except ValueError:
+        raise SystemExit(f"--variant {name}: {key}={value!r} is not a {type(default).__name__}") from None

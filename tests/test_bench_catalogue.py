@@ -113,3 +113,40 @@ def test_tune_catalogue_is_the_distractors_and_variants_are_checked(tmp_path):
         tune.parse_variant("bad", "no_such_field=1")
     with pytest.raises(SystemExit, match="no distractors"):
         tune.distractor_catalogue(tmp_path / "empty", 3)
+
+
+def test_votes_tune_scores_one_search_with_each_voting_variant():
+    import pytest
+
+    bc = load_benchmark("bench_catalogue")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    vt = load_benchmark("bench_votes_tune")
+    from coverhunter.index.recurrence import RecurrenceParams
+
+    rec = _recordings(bc, 4, 3, seed=2)
+    align = [None] * len(rec.works)
+    cat = bc.Catalogue(rec.works, rec.track_ids, rec.embeddings, rec.chromas, align, 0)
+    queries = np.arange(len(cat))
+    exclude = bc.self_mask(queries, len(cat))
+    works = np.asarray(cat.works)
+    idx, lists = vt.neighbour_lists(cat, queries, exclude, 20)
+    assert idx.params == RecurrenceParams() and len(lists) == len(queries)
+    assert all(ids.shape[1] <= 20 for _, ids, _, _ in lists)
+    variants = [
+        ("default", RecurrenceParams()),
+        vt.parse_variant("few", "neighbours=5,band=32", RecurrenceParams()),
+    ]
+    zeros = np.zeros((len(queries), len(cat)))
+    rows = vt.score_rows(idx, lists, variants, works, queries, exclude, zeros, zeros)
+    assert [r["name"] for r in rows] == ["default", "few"]
+    assert rows[0]["map"] > 0.9  # shifted copies of one chroma vote for each other
+    assert all(0 <= r["shortlist_recall"] <= 1 and r["ms"] >= 0 for r in rows)
+    assert "| few |" in vt.format_rows(rows)
+    _, slopes = vt.parse_variant("s", "slopes=0.9:1.0:1.1,one_vote=false", RecurrenceParams())
+    assert slopes.slopes == (0.9, 1.0, 1.1) and slopes.one_vote is False
+    with pytest.raises(SystemExit, match="change the search"):
+        vt.check_variant("m", RecurrenceParams(m=5), 20)
+    with pytest.raises(SystemExit, match="> --search-neighbours"):
+        vt.check_variant("nb", RecurrenceParams(neighbours=50), 20)
+    with pytest.raises(SystemExit, match="is not a bool"):
+        vt.parse_variant("b", "one_vote=yes", RecurrenceParams())
