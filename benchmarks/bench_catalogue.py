@@ -832,9 +832,7 @@ def recurrence_search(
     dist = np.zeros((len(queries), len(cat)))
     t0 = time.process_time()
     for r, q in enumerate(queries):
-        vecs, frames, rolls = idx.query_vectors(c3[q])
-        sims, ids = idx.neighbours(vecs, excluded_range(exclude[r], idx.starts, q))
-        dist[r] = -idx.scores_from_neighbours(sims, ids, frames, rolls)
+        dist[r] = -idx.scores_in(c3[q], excluded_range(exclude[r], idx.starts, q))
     secs = time.process_time() - t0
     return (
         dist,

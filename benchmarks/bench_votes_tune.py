@@ -72,8 +72,9 @@ def check_variant(name: str, p: RecurrenceParams, searched: int) -> None:
 def neighbour_lists(
     cat, queries: np.ndarray, exclude: np.ndarray, searched: int
 ) -> tuple[RecurrenceIndex, list]:
-    """The catalogue's recurrence index (default settings) and each query's search:
-    (similarities, shingle ids, frames, rolls) with ``searched`` neighbours."""
+    """The catalogue's recurrence index (default settings) and each query's searches, one
+    per tempo rate (``RecurrenceIndex.rate_searches``): (similarities, shingle ids,
+    frames, rolls) with ``searched`` neighbours."""
     c3 = [chroma_from_uint8(c)[:, B.C3] for c in cat.chromas]
     idx = RecurrenceIndex(RecurrenceParams())
     t0 = time.process_time()
@@ -84,10 +85,8 @@ def neighbour_lists(
     idx.params = replace(default, neighbours=searched, ef_search=max(searched, default.ef_search))
     lists = []
     t0 = time.process_time()
-    for r, q in enumerate(queries):
-        vecs, frames, rolls = idx.query_vectors(c3[q])
-        sims, ids = idx.neighbours(vecs, B.excluded_range(exclude[r], idx.starts, q))
-        lists.append((sims, ids, frames, rolls))
+    for r, q in enumerate(queries):  # one search per tempo rate of the query
+        lists.append(idx.rate_searches(c3[q], B.excluded_range(exclude[r], idx.starts, q)))
     log.info(
         "%d neighbours: %.1f ms a query", searched, (time.process_time() - t0) / max(len(queries), 1) * 1e3
     )
@@ -105,7 +104,7 @@ def score_rows(idx, lists, variants, works, queries, exclude, d_embed, d_sum) ->
     rows = []
     for name, p in variants:
         t0 = time.process_time()
-        votes = np.stack([idx.scores_from_neighbours(s, i, f, r, p) for s, i, f, r in lists])
+        votes = np.stack([_best_rate(idx, searches, p) for searches in lists])
         ms = (time.process_time() - t0) / max(len(queries), 1) * 1e3
         votes[exclude] = 0
         glob = R.first_stage_searches("both", votes, d_sum)
@@ -122,6 +121,11 @@ def score_rows(idx, lists, variants, works, queries, exclude, d_embed, d_sum) ->
         )
         log.info("%s: %s", name, rows[-1])
     return rows
+
+
+def _best_rate(idx, searches: list, p: RecurrenceParams) -> np.ndarray:
+    scores = [idx.scores_from_neighbours(s, i, f, r, p) for s, i, f, r in searches]
+    return np.max(scores, axis=0) if scores else np.zeros(len(idx))
 
 
 def format_rows(rows: list[dict]) -> str:

@@ -131,7 +131,7 @@ def test_votes_tune_scores_one_search_with_each_voting_variant():
     works = np.asarray(cat.works)
     idx, lists = vt.neighbour_lists(cat, queries, exclude, 20)
     assert idx.params == RecurrenceParams() and len(lists) == len(queries)
-    assert all(ids.shape[1] <= 20 for _, ids, _, _ in lists)
+    assert all(ids.shape[1] <= 20 for searches in lists for _, ids, _, _ in searches)
     variants = [
         ("default", RecurrenceParams()),
         vt.parse_variant("few", "neighbours=5,band=32", RecurrenceParams()),

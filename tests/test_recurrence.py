@@ -141,13 +141,36 @@ def test_a_coarser_stride_searches_fewer_shingles_and_still_finds_the_cover(cata
     _, chromas = catalogue
     query = partial_cover(np.random.default_rng(11), chromas[500], share=0.8)  # 30 of 30 seeds found
     default, _, _ = index.query_vectors(query)
-    coarse, frames, _ = index.query_vectors(query, stride=4)
+    stride = 2 * index.params.query_stride
+    coarse, frames, _ = index.query_vectors(query, stride=stride)
     assert len(coarse) < len(default)
-    assert set(np.unique(frames) % 4) == {0}
-    assert int(np.argmax(index.scores(query, stride=4))) == 500
+    assert set(np.unique(frames) % stride) == {0}
+    assert int(np.argmax(index.scores(query, stride=stride))) == 500
     np.testing.assert_array_equal(index.scores(query, stride=index.params.query_stride), index.scores(query))
     with pytest.raises(ValueError, match="stride"):
         index.scores(query, stride=0)
+
+
+def test_a_query_searched_at_several_tempo_rates_scores_its_best_rate(catalogue, index):
+    """``query_rates``: the query's chroma resampled in time, each rate searched and voted
+    on its own; a recording scores its best rate."""
+    from coverhunter.index.recurrence_maths import resample_time
+
+    _, chromas = catalogue
+    x = chromas[500]
+    assert np.array_equal(resample_time(x, 1.0), x)
+    fast = resample_time(x, 2.0)
+    assert abs(len(fast) - len(x) / 2) <= 1 and np.allclose(fast.max(axis=1), 1.0)
+    np.testing.assert_allclose(fast[1], x[2], atol=1e-6)  # on a frame: that frame, renormalised
+    query = partial_cover(np.random.default_rng(5), x, share=0.8, stretch=1.3)
+    rates = index.params.query_rates
+    assert len(rates) > 1 and 1.0 in rates
+    each = [index.scores(query, rates=(r,)) for r in rates]
+    both = index.scores(query)
+    np.testing.assert_allclose(both, np.max(each, axis=0))
+    assert int(np.argmax(both)) == 500
+    with pytest.raises(ValueError, match="query_rates"):
+        RecurrenceParams(query_rates=(1.0, 0.0))
 
 
 def test_an_index_saved_before_query_stride_loads_with_the_default(tmp_path, catalogue):

@@ -278,12 +278,14 @@ def test_reranker_neighbours():
 
 def test_anchor_vote_rows_find_the_anchors_other_version():
     """A reference's votes, from an all-vs-all matrix or searched in the references,
-    point to the other version of its work and never to itself."""
-    from coverhunter.index.recurrence import vote_matrix
+    point to the other version of its work and never to itself (a searched anchor
+    searches at its own tempo only: the matrix here too)."""
+    from coverhunter.index.recurrence import RecurrenceParams, vote_matrix
 
     align = _planted_cover(9)  # 0 and 10 are versions of one tune
     searched = RK.anchor_vote_rows(align, "cqt")
-    rows = vote_matrix([AI.recurrence_chroma(a, "cqt") for a in align])
+    own_tempo = replace(RecurrenceParams(), query_rates=(1.0,))
+    rows = vote_matrix([AI.recurrence_chroma(a, "cqt") for a in align], params=own_tempo)
     given = RK.anchor_vote_rows(align, "cqt", rows)
     for ri, other in ((0, 10), (10, 0)):
         a, b = searched(ri), given(ri)

@@ -287,7 +287,8 @@ def anchor_vote_rows(
     """Reference index -> its recurrence votes for every reference, itself 0: rows of an
     all-vs-all vote matrix ``rows`` when given, else searched in a recurrence index of the
     references (``index``, or one built at the first call) with every ``stride``-th of
-    the reference's shingles (default: the index's ``query_stride``) and kept.
+    the reference's shingles (default: the index's ``query_stride``), at its own tempo
+    only (the other ``query_rates`` would triple the cost), and kept.
 
     Parameters
     ----------
@@ -309,7 +310,7 @@ def anchor_vote_rows(
             built.append(reference_index(refs, spec))
         if not built[0].n_shingles:
             return np.zeros(len(refs))
-        return built[0].scores(chroma[ri], exclude=ri, stride=stride)
+        return built[0].scores(chroma[ri], exclude=ri, stride=stride, rates=(1.0,))
 
     return votes_of
 

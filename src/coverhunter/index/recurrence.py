@@ -66,6 +66,7 @@ from .recurrence_maths import (
     key_candidates,
     l2_normalise,
     prepare,
+    resample_time,
     roll_shingles,
     shingles,
     vote_weights,
@@ -325,7 +326,9 @@ class RecurrenceIndex:
             raise ValueError(f"k must be >= 1, got {k}")
         return self.top(self.scores(query_chroma, exclude), k)
 
-    def scores(self, query_chroma: np.ndarray, exclude=None, stride: int | None = None) -> np.ndarray:
+    def scores(
+        self, query_chroma: np.ndarray, exclude=None, stride: int | None = None, rates: tuple | None = None
+    ) -> np.ndarray:
         """Every catalogue recording's score for a query, in catalogue order.
 
         Parameters
@@ -336,22 +339,45 @@ class RecurrenceIndex:
         stride : int, optional
             Every ``stride``-th query shingle searches (default ``params.query_stride``):
             a larger one is a cheaper, coarser search.
+        rates : tuple of float, optional
+            The tempo rates the query is searched at (default ``params.query_rates``).
 
         Returns
         -------
-        np.ndarray, shape (n_tracks,), float64: best-band vote totals (0: no vote; all 0
-        when the query is shorter than one shingle).
+        np.ndarray, shape (n_tracks,), float64: best-band vote totals, the best rate's
+        (0: no vote; all 0 when the query is shorter than one shingle).
         """
+        return self.scores_in(query_chroma, self._id_range(exclude), stride, rates)
+
+    def scores_in(
+        self, query_chroma: np.ndarray, id_range=None, stride: int | None = None, rates: tuple | None = None
+    ) -> np.ndarray:
+        """:meth:`scores` leaving out the shingle ids ``id_range`` (start, end) instead of
+        one recording's (a query whose twin sits beside it is left out with it)."""
         if self.n_shingles == 0:
             raise ValueError("the recurrence index is empty: add recordings before searching")
-        vectors, frames, rolls = self.query_vectors(query_chroma, stride)
-        if len(vectors) == 0:
-            log.debug(
-                "query of %d frames is shorter than one shingle (%d)", len(query_chroma), self.params.span
-            )
-            return np.zeros(len(self))
-        sims, ids = self.neighbours(vectors, self._id_range(exclude))
-        return self.scores_from_neighbours(sims, ids, frames, rolls)
+        best = np.zeros(len(self))
+        for sims, ids, frames, rolls in self.rate_searches(query_chroma, id_range, stride, rates):
+            np.maximum(best, self.scores_from_neighbours(sims, ids, frames, rolls), out=best)
+        return best
+
+    def rate_searches(
+        self, query_chroma: np.ndarray, id_range=None, stride: int | None = None, rates: tuple | None = None
+    ) -> list[tuple]:
+        """The query's searches, one per tempo rate (default ``params.query_rates``):
+        (similarities, shingle ids, frames, rolls) each, frames in that rate's time; none
+        for a rate at which the query is shorter than one shingle."""
+        out = []
+        for rate in self.params.query_rates if rates is None else rates:
+            vectors, frames, rolls = self.query_vectors(resample_time(query_chroma, rate), stride)
+            if len(vectors) == 0:
+                log.debug(
+                    "query of %d frames at rate %g is shorter than one shingle", len(query_chroma), rate
+                )
+                continue
+            sims, ids = self.neighbours(vectors, id_range)
+            out.append((sims, ids, frames, rolls))
+        return out
 
     def _id_range(self, track_id) -> tuple[int, int] | None:
         if track_id is None:

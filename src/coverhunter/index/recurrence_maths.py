@@ -49,6 +49,15 @@ class RecurrenceParams:
     0.419 at 36 ms. One query key instead of two: 0.407 (34 ms); 50 neighbours with
     stride 2: 0.404 (22 ms); HNSW degree 16: no faster. So ``query_stride`` 2 and
     ``ef_search`` 100: the votes at less than half the cost for 0.006 of recall.
+    At catalogue scale (``benchmarks/bench_votes_tune.py``: 20,000 training-type
+    recordings, 300 queries) no voting setting moved the fused shortlist's recall by
+    more than 0.007; searching the query at three tempo rates did (a probe on the
+    5,000-recording training-type catalogue, shortlist 167, the votes fused as the
+    two-stage search fuses them): rate 1 alone, every 2nd shingle, 0.381 at 45 ms a
+    query; rates 0.85 / 1 / 1.18, every 2nd, 0.406 at 134 ms; the same every 4th, 0.406
+    at 71 ms; five rates 0.75-1.33 every 4th, 0.404 at 115 ms. So ``query_rates``
+    (0.85, 1, 1.18) and ``query_stride`` 4: ``bench_catalogue_tune.py --distractors 5000``
+    two-stage MAP 0.3315 against 0.3206 with the single-rate votes.
     Exact search against HNSW on the first 1,000 recordings of that corpus (112,384
     shingles, 150 queries, R@50 of the votes alone): exact 188 ms a query, R@50 0.346;
     HNSW 33 ms, 0.340. The exact scan costs about 1.7 us per catalogue shingle and query,
@@ -65,6 +74,11 @@ class RecurrenceParams:
         Every ``query_stride``-th query shingle searches (1: all of them). Adjacent
         shingles overlap in all but one of their ``m`` frames and mostly find the same
         neighbours, so a stride of 2 halves the search for little recall.
+    query_rates : tuple of float
+        The query is also searched at these tempo rates (its chroma resampled in time,
+        :func:`resample_time`; 1.0 = as it is), each rate voting on its own, and a
+        recording scores its best rate: a cover much faster or slower than the query
+        then still has shingles that look like the query's.
     neighbours : int
         Nearest catalogue shingles per query shingle.
     band : int
@@ -107,7 +121,8 @@ class RecurrenceParams:
     m: int = 7
     tau: int = 2
     stride: int = 1
-    query_stride: int = 2
+    query_stride: int = 4
+    query_rates: tuple = (0.85, 1.0, 1.18)
     neighbours: int = 100
     band: int = 16
     slopes: tuple = (0.8, 0.9, 1.0, 1.1, 1.25)
@@ -143,6 +158,9 @@ class RecurrenceParams:
         if not self.slopes or any(s <= 0 for s in self.slopes):
             raise ValueError(f"slopes must be positive tempo ratios, got {self.slopes}")
         object.__setattr__(self, "slopes", tuple(float(s) for s in self.slopes))
+        if not self.query_rates or any(r <= 0 for r in self.query_rates):
+            raise ValueError(f"query_rates must be positive tempo rates, got {self.query_rates}")
+        object.__setattr__(self, "query_rates", tuple(float(r) for r in self.query_rates))
 
     @property
     def dim(self) -> int:
@@ -171,6 +189,19 @@ def shingles(chroma: np.ndarray, m: int, tau: int = 1) -> np.ndarray:
     if len(x) < (m - 1) * tau + 1:
         return np.zeros((0, N_CHROMA * m), np.float32)
     return delay_embed(x, m, tau)
+
+
+def resample_time(chroma: np.ndarray, rate: float) -> np.ndarray:
+    """Chroma (T, 12) played ``rate`` times as fast: (about T / rate, 12) float32, linear
+    interpolation between frames, each frame max-normalised again; ``rate`` 1: unchanged."""
+    x = np.asarray(chroma, np.float32)
+    if rate == 1.0 or len(x) < 2:
+        return x
+    t = np.arange(0.0, len(x) - 1, rate)
+    lo = np.floor(t).astype(np.int64)
+    frac = (t - lo).astype(np.float32)[:, None]
+    y = (1 - frac) * x[lo] + frac * x[np.minimum(lo + 1, len(x) - 1)]
+    return y / np.maximum(y.max(axis=1, keepdims=True), 1e-9)
 
 
 def roll_shingles(x: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
@@ -315,6 +346,7 @@ __all__ = [
     "RecurrenceParams",
     "shingles",
     "roll_shingles",
+    "resample_time",
     "canonical_shift",
     "centred",
     "l2_normalise",
