@@ -7,7 +7,8 @@ The catalogue is the distractors of ``bench_catalogue.py`` alone (recordings of
 *training-split* works; never the test corpora), as in ``bench_catalogue_tune.py``; each of
 ``--queries`` seeded distractors is a query against all of them (itself excluded). One
 recurrence index (default ``RecurrenceParams``, the c3 view) is built, and each query
-searches it once with ``--search-neighbours`` neighbours (HNSW ``ef_search`` as many).
+searches it once with ``--search-neighbours`` neighbours (HNSW ``ef_search`` as many), at
+its tempo rates (``--query-rates``) with every ``--query-stride``-th shingle.
 Every row then scores *those same neighbour lists* with the default settings or a
 ``--variant NAME FIELD=VALUE[,FIELD=VALUE]`` of the voting fields
 (:data:`VOTING_FIELDS`; ``neighbours`` up to the searched count), so rows differ only in
@@ -58,9 +59,9 @@ VOTING_FIELDS = (
 )
 
 
-def check_variant(name: str, p: RecurrenceParams, searched: int) -> None:
-    """A variant may only change the voting, with no more neighbours than were searched."""
-    base = RecurrenceParams()
+def check_variant(name: str, p: RecurrenceParams, searched: int, base=RecurrenceParams()) -> None:
+    """A variant of the search settings ``base`` may only change the voting, with no more
+    neighbours than were searched."""
     changed = [f for f in base.__dataclass_fields__ if getattr(p, f) != getattr(base, f)]
     bad = [f for f in changed if f not in VOTING_FIELDS]
     if bad:
@@ -70,13 +71,13 @@ def check_variant(name: str, p: RecurrenceParams, searched: int) -> None:
 
 
 def neighbour_lists(
-    cat, queries: np.ndarray, exclude: np.ndarray, searched: int
+    cat, queries: np.ndarray, exclude: np.ndarray, searched: int, base: RecurrenceParams = RecurrenceParams()
 ) -> tuple[RecurrenceIndex, list]:
-    """The catalogue's recurrence index (default settings) and each query's searches, one
+    """The catalogue's recurrence index (settings ``base``) and each query's searches, one
     per tempo rate (``RecurrenceIndex.rate_searches``): (similarities, shingle ids,
     frames, rolls) with ``searched`` neighbours."""
     c3 = [chroma_from_uint8(c)[:, B.C3] for c in cat.chromas]
-    idx = RecurrenceIndex(RecurrenceParams())
+    idx = RecurrenceIndex(base)
     t0 = time.process_time()
     idx.add(np.arange(len(cat)), c3)
     idx.hub_counts()  # with the default neighbours, as an index keeps it
@@ -147,15 +148,29 @@ def main(argv=None) -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--search-neighbours", type=int, default=200, metavar="N")
+    ap.add_argument(
+        "--query-rates",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="RATE",
+        help="the query's tempo rates searched (default: RecurrenceParams')",
+    )
+    ap.add_argument("--query-stride", type=int, default=None, help="default: RecurrenceParams'")
     ap.add_argument("--model", type=Path, default=B.MODEL)
     ap.add_argument("--out", type=Path, default=B.OUT)
     ap.add_argument("--variant", nargs=2, action="append", default=[], metavar=("NAME", "FIELD=VALUE"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    variants = [("default", RecurrenceParams())]
-    variants += [parse_variant(n, t, RecurrenceParams()) for n, t in args.variant]
+    base = RecurrenceParams()  # the search: default, or the rates and stride asked for
+    if args.query_rates:
+        base = replace(base, query_rates=tuple(args.query_rates))
+    if args.query_stride:
+        base = replace(base, query_stride=args.query_stride)
+    variants = [("default", base)]
+    variants += [parse_variant(n, t, base) for n, t in args.variant]
     for name, p in variants:
-        check_variant(name, p, args.search_neighbours)
+        check_variant(name, p, args.search_neighbours, base)
 
     from coverhunter.checkpoint import load_model
 
@@ -166,12 +181,13 @@ def main(argv=None) -> None:
     lm = load_model(args.model)
     d_embed, _ = B.embedding_search(cat, queries, lm.config.eval.distance)
     d_sum, _, _ = B.summary_search(cat, queries, lm.summary_projection)
-    idx, lists = neighbour_lists(cat, queries, exclude, args.search_neighbours)
+    idx, lists = neighbour_lists(cat, queries, exclude, args.search_neighbours, base)
     rows = score_rows(idx, lists, variants, works, queries, exclude, d_embed, d_sum)
     print(
         f"training-type catalogue: {len(cat)} distractor recordings of {len(set(cat.works))} works; "
         f"{len(queries)} queries (self excluded); each searched once with {args.search_neighbours} "
-        f"neighbours\n\n{format_rows(rows)}"
+        f"neighbours, every {base.query_stride}th shingle, at tempo rates {base.query_rates}\n\n"
+        f"{format_rows(rows)}"
     )
 
 

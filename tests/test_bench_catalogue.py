@@ -146,6 +146,10 @@ def test_votes_tune_scores_one_search_with_each_voting_variant():
     assert slopes.slopes == (0.9, 1.0, 1.1) and slopes.one_vote is False
     with pytest.raises(SystemExit, match="change the search"):
         vt.check_variant("m", RecurrenceParams(m=5), 20)
+    one_rate = RecurrenceParams(query_rates=(1.0,))  # the search asked for: variants keep it
+    vt.check_variant("b", RecurrenceParams(query_rates=(1.0,), band=32), 200, one_rate)
+    with pytest.raises(SystemExit, match="change the search"):
+        vt.check_variant("r", RecurrenceParams(band=32), 200, one_rate)
     with pytest.raises(SystemExit, match="> --search-neighbours"):
         vt.check_variant("nb", RecurrenceParams(neighbours=50), 20)
     with pytest.raises(SystemExit, match="is not a bool"):
