@@ -186,7 +186,7 @@ def main(argv=None) -> None:
     print(
         f"training-type catalogue: {len(cat)} distractor recordings of {len(set(cat.works))} works; "
         f"{len(queries)} queries (self excluded); each searched once with {args.search_neighbours} "
-        f"neighbours, every {base.query_stride}th shingle, at tempo rates {base.query_rates}\n\n"
+        f"neighbours, query stride {base.query_stride}, tempo rates {base.query_rates}\n\n"
         f"{format_rows(rows)}"
     )
 

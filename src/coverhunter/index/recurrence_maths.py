@@ -51,12 +51,13 @@ class RecurrenceParams:
     ``ef_search`` 100: the votes at less than half the cost for 0.006 of recall.
     At catalogue scale (``benchmarks/bench_votes_tune.py``: 20,000 training-type
     recordings, 300 queries) no voting setting moved the fused shortlist's recall by
-    more than 0.007; searching the query at three tempo rates did (a probe on the
-    5,000-recording training-type catalogue, shortlist 167, the votes fused as the
-    two-stage search fuses them): rate 1 alone, every 2nd shingle, 0.381 at 45 ms a
-    query; rates 0.85 / 1 / 1.18, every 2nd, 0.406 at 134 ms; the same every 4th, 0.406
-    at 71 ms; five rates 0.75-1.33 every 4th, 0.404 at 115 ms. So ``query_rates``
-    (0.85, 1, 1.18) and ``query_stride`` 4: ``bench_catalogue_tune.py --distractors 5000``
+    more than 0.007; searching the query at three tempo rates did (on the 5,000-recording
+    training-type catalogue, shortlist 167, the votes fused as the two-stage search fuses
+    them; ``bench_votes_tune.py --distractors 5000 [--query-rates 1 --query-stride 2]``):
+    rate 1 alone, every 2nd shingle, 0.380 (search and scoring 51 ms a query with 200
+    neighbours); rates 0.85 / 1 / 1.18, every 4th shingle, 0.413 (75 ms). So
+    ``query_rates`` (0.85, 1, 1.18) and ``query_stride`` 4:
+    ``bench_catalogue_tune.py --distractors 5000``
     two-stage MAP 0.3315 against 0.3206 with the single-rate votes.
     Exact search against HNSW on the first 1,000 recordings of that corpus (112,384
     shingles, 150 queries, R@50 of the votes alone): exact 188 ms a query, R@50 0.346;
