@@ -34,9 +34,12 @@ For each query:
    never on a test corpus: see ``benchmarks/bench_accuracy.py --tune``.
 4. **Expansion** (evaluate's recording-level search, :func:`rerank_row`): the best-fused
    shortlisted recording, the *anchor*, is most often another version of the query's
-   work, and other versions resemble it as much as they resemble the query. Its
-   ``expand`` nearest recordings by the 2D Fourier summary join the shortlist and are
-   aligned with the query (covers the first stage missed), then every shortlisted item
+   work, and other versions resemble it as much as they resemble the query. ``expand``
+   recordings near it join the shortlist and are aligned with the query (covers the
+   first stage missed): a share ``expand_votes`` the most voted by its own recurrence
+   votes (searched with every ``expand_votes_stride``-th of its shingles where they are
+   not rows of a vote matrix already computed), the rest its nearest by the 2D Fourier
+   summary; then every shortlisted item
    gains ``expansion_weight * z(alignment with the anchor)`` (query expansion, Chum et
    al. 2007; the transitivity of cover-song networks, Serra et al. 2012). It costs
    ``expand`` + ``k + expand - 1`` more alignments per query, about three times the plain
