@@ -1164,6 +1164,10 @@ def measure_main(a, folder: Path) -> None:
     """Load, measure, print the table, write the JSON (and the results page)."""
     import torch
 
+    # every module the measurement uses, loaded now: a run lasts half an hour, and a module
+    # first imported later would be read from a working tree edited in the meantime
+    import coverhunter.index.recurrence  # noqa: F401
+    import coverhunter.reranker  # noqa: F401
     from coverhunter.checkpoint import load_model
 
     torch.set_num_threads(1)
