@@ -84,7 +84,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from concurrent.futures.process import BrokenProcessPool  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -803,7 +803,7 @@ def excluded_range(exclude_row: np.ndarray, starts: np.ndarray, q: int) -> tuple
 
 
 def recurrence_search(
-    cat: Catalogue, queries: np.ndarray, exclude: np.ndarray
+    cat: Catalogue, queries: np.ndarray, exclude: np.ndarray, params=None
 ) -> tuple[np.ndarray, dict, object]:
     """Recurrence voting on the c3 view (default ``RecurrenceParams``): scores as distances
     (minus the votes), build (shingles, faiss, hubness) and search costs, and the index
@@ -814,7 +814,7 @@ def recurrence_search(
     from coverhunter.index.recurrence import RecurrenceIndex, RecurrenceParams
 
     c3 = [chroma_from_uint8(c)[:, C3] for c in cat.chromas]
-    idx = RecurrenceIndex(RecurrenceParams())
+    idx = RecurrenceIndex(RecurrenceParams() if params is None else params)
     t0 = time.process_time()
     idx.add(np.arange(len(cat)), c3)
     t_add = time.process_time() - t0
@@ -991,9 +991,12 @@ def alignment_search(cat: Catalogue, queries: np.ndarray) -> tuple[np.ndarray, d
 # one measurement -> rows
 
 
-def measure(cat: Catalogue, queries: np.ndarray, align_queries: np.ndarray, lm, variants=()) -> dict:
+def measure(
+    cat: Catalogue, queries: np.ndarray, align_queries: np.ndarray, lm, variants=(), rec_params=None
+) -> dict:
     """Every row of the table (see the module docstring); ``align_queries`` index ``queries``;
-    ``variants``: (name, RerankConfig) pairs, a two-stage row each (``--variant``)."""
+    ``variants``: (name, RerankConfig) pairs, a two-stage row each (``--variant``);
+    ``rec_params``: the recurrence votes' settings (default ``RecurrenceParams()``)."""
     from coverhunter import rerank as R
 
     n = len(cat)
@@ -1022,7 +1025,7 @@ def measure(cat: Catalogue, queries: np.ndarray, align_queries: np.ndarray, lm, 
     d_sum, summ, c = summary_search(cat, queries, lm.summary_projection)
     row("first stage: 2D Fourier summary (projected)", d_sum, c)
     del d_sum
-    d_rec, c, rec_index = recurrence_search(cat, queries, ex)
+    d_rec, c, rec_index = recurrence_search(cat, queries, ex, rec_params)
     row("first stage: recurrence voting (c3)", d_rec, c)
     first = default_first_stage()
     stages = [first] + [f for f in ("recurrence", "summary") if f != first and first != "summary"]
@@ -1188,7 +1191,14 @@ def measure_main(a, folder: Path) -> None:
     from common import parse_variant
 
     variants = [parse_variant(name, text) for name, text in a.variant]
-    res = measure(cat, queries, sub, lm, variants)
+    from coverhunter.index.recurrence import RecurrenceParams
+
+    rec_params = RecurrenceParams()
+    if a.query_rates:
+        rec_params = replace(rec_params, query_rates=tuple(a.query_rates))
+    if a.query_stride:
+        rec_params = replace(rec_params, query_stride=a.query_stride)
+    res = measure(cat, queries, sub, lm, variants, rec_params)
     res.update(
         command=".venv/bin/python " + " ".join(sys.argv),
         commit=git_commit(),
@@ -1276,6 +1286,20 @@ def get_parser() -> argparse.ArgumentParser:
         metavar=("NAME", "FIELD=VALUE"),
         help="one more two-stage row: the default RerankConfig with FIELD=VALUE[,FIELD=VALUE] "
         "(chosen on the distractors alone with bench_catalogue_tune.py)",
+    )
+    ap.add_argument(
+        "--query-rates",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="RATE",
+        help="the recurrence votes' tempo rates (default: RecurrenceParams')",
+    )
+    ap.add_argument(
+        "--query-stride",
+        type=int,
+        default=None,
+        help="the recurrence votes' query stride (default: RecurrenceParams')",
     )
     ap.add_argument("--model", type=Path, default=MODEL)
     ap.add_argument("--out", type=Path, default=OUT)
