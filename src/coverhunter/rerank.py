@@ -132,9 +132,11 @@ DEFAULT_EXPANSION_WEIGHT = 0.5
 # With the hop above: the best 75 0.3206 (292 alignments), all 100 0.3224 (317)
 DEFAULT_EXPANSION_TOP = 75
 # the anchor's own vote search (expand_votes > 0, where it is searched: a catalogue, or
-# queries against references) with every 4th of its shingles instead of every 2nd (a
-# query's): on that catalogue with the hop above, MAP 0.3206 at 164 ms a query against
-# 0.3216 at 187 ms (0.3064 at 134 ms without the anchor's votes; catalogue-tune.md)
+# queries against references) with every 4th of its shingles instead of every 2nd, at its
+# own tempo only: on that catalogue with the hop above, MAP 0.3206 at 164 ms a query
+# against 0.3216 at 187 ms (0.3064 at 134 ms without the anchor's votes; catalogue-tune.md;
+# the queries' votes then searched every 2nd shingle at one rate, since commit 6d34528
+# every 4th at three rates, RecurrenceParams)
 DEFAULT_EXPAND_VOTES_STRIDE = 4
 # catalogue size (recordings) up to which the shortlist is k, beyond which it grows as
 # sqrt(n / grow_after): on the 1,812 training-type recordings of runs/corpus-v2/val-extra
@@ -186,9 +188,10 @@ class RerankConfig:
     # the share of those ``expand`` recordings taken from the anchor's own recurrence votes
     # (the most voted, the rest by the summary); 0 = all by the summary
     expand_votes: float = DEFAULT_EXPAND_VOTES
-    # the anchor's vote search: every expand_votes_stride-th of its shingles searches (a
-    # query's own votes use RecurrenceParams.query_stride, 2); unused where the anchor's
-    # votes are rows of an all-vs-all vote matrix (evaluate without references)
+    # the anchor's vote search: every expand_votes_stride-th of its shingles searches, at
+    # its own tempo only (a query's own votes: RecurrenceParams.query_stride and
+    # query_rates); unused where the anchor's votes are rows of an all-vs-all vote matrix
+    # (evaluate without references)
     expand_votes_stride: int = DEFAULT_EXPAND_VOTES_STRIDE
     expansion_weight: float = DEFAULT_EXPANSION_WEIGHT
     # items aligned with the anchor: the best expansion_top by the fused score (0 = all)
