@@ -84,7 +84,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from concurrent.futures.process import BrokenProcessPool  # noqa: E402
-from dataclasses import dataclass, replace  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -1188,17 +1188,10 @@ def measure_main(a, folder: Path) -> None:
         len(queries),
         len(sub),
     )
-    from common import parse_variant
+    from common import parse_variant, search_params
 
     variants = [parse_variant(name, text) for name, text in a.variant]
-    from coverhunter.index.recurrence import RecurrenceParams
-
-    rec_params = RecurrenceParams()
-    if a.query_rates:
-        rec_params = replace(rec_params, query_rates=tuple(a.query_rates))
-    if a.query_stride:
-        rec_params = replace(rec_params, query_stride=a.query_stride)
-    res = measure(cat, queries, sub, lm, variants, rec_params)
+    res = measure(cat, queries, sub, lm, variants, search_params(a))
     res.update(
         command=".venv/bin/python " + " ".join(sys.argv),
         commit=git_commit(),
@@ -1246,6 +1239,8 @@ def write_results_page(path: Path, table: str, n_distractors: int) -> None:
 
 
 def get_parser() -> argparse.ArgumentParser:
+    from common import add_search_arguments
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--distractors", type=int, default=20_000, help="distractor recordings (default 20,000)")
     ap.add_argument(
@@ -1287,20 +1282,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="one more two-stage row: the default RerankConfig with FIELD=VALUE[,FIELD=VALUE] "
         "(chosen on the distractors alone with bench_catalogue_tune.py)",
     )
-    ap.add_argument(
-        "--query-rates",
-        type=float,
-        nargs="+",
-        default=None,
-        metavar="RATE",
-        help="the recurrence votes' tempo rates (default: RecurrenceParams')",
-    )
-    ap.add_argument(
-        "--query-stride",
-        type=int,
-        default=None,
-        help="the recurrence votes' query stride (default: RecurrenceParams')",
-    )
+    add_search_arguments(ap)
     ap.add_argument("--model", type=Path, default=MODEL)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--test-root", type=Path, default=TEST_ROOT)

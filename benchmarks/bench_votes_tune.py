@@ -37,7 +37,7 @@ from pathlib import Path  # noqa: E402
 import bench_catalogue as B  # noqa: E402
 import numpy as np  # noqa: E402
 from bench_catalogue_tune import distractor_catalogue  # noqa: E402
-from common import parse_variant  # noqa: E402
+from common import add_search_arguments, parse_variant, search_params  # noqa: E402
 
 from coverhunter import rerank as R  # noqa: E402
 from coverhunter.classical import chroma_from_uint8  # noqa: E402
@@ -148,25 +148,13 @@ def main(argv=None) -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--search-neighbours", type=int, default=200, metavar="N")
-    ap.add_argument(
-        "--query-rates",
-        type=float,
-        nargs="+",
-        default=None,
-        metavar="RATE",
-        help="the query's tempo rates searched (default: RecurrenceParams')",
-    )
-    ap.add_argument("--query-stride", type=int, default=None, help="default: RecurrenceParams'")
+    add_search_arguments(ap)
     ap.add_argument("--model", type=Path, default=B.MODEL)
     ap.add_argument("--out", type=Path, default=B.OUT)
     ap.add_argument("--variant", nargs=2, action="append", default=[], metavar=("NAME", "FIELD=VALUE"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    base = RecurrenceParams()  # the search: default, or the rates and stride asked for
-    if args.query_rates:
-        base = replace(base, query_rates=tuple(args.query_rates))
-    if args.query_stride:
-        base = replace(base, query_stride=args.query_stride)
+    base = search_params(args)  # the search: default, or the rates and stride asked for
     variants = [("default", base)]
     variants += [parse_variant(n, t, base) for n, t in args.variant]
     for name, p in variants:

@@ -90,3 +90,35 @@ def _typed(name: str, key: str, value: str, default):
         return type(default)(value)
     except ValueError:
         raise SystemExit(f"--variant {name}: {key}={value!r} is not a {type(default).__name__}") from None
+
+
+def add_search_arguments(ap) -> None:
+    """``--query-rates`` and ``--query-stride``: the recurrence votes' search settings
+    (:func:`search_params` reads them)."""
+    ap.add_argument(
+        "--query-rates",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="RATE",
+        help="the recurrence votes' tempo rates (default: RecurrenceParams')",
+    )
+    ap.add_argument(
+        "--query-stride",
+        type=int,
+        default=None,
+        help="the recurrence votes' query stride (default: RecurrenceParams')",
+    )
+
+
+def search_params(args):
+    """The default ``RecurrenceParams`` with the search settings of
+    :func:`add_search_arguments` that were given."""
+    from coverhunter.index.recurrence import RecurrenceParams
+
+    params = RecurrenceParams()
+    if args.query_rates:
+        params = replace(params, query_rates=tuple(args.query_rates))
+    if args.query_stride:
+        params = replace(params, query_stride=args.query_stride)
+    return params

@@ -154,3 +154,12 @@ def test_votes_tune_scores_one_search_with_each_voting_variant():
         vt.check_variant("nb", RecurrenceParams(neighbours=50), 20)
     with pytest.raises(SystemExit, match="is not a bool"):
         vt.parse_variant("b", "one_vote=yes", RecurrenceParams())
+    import argparse
+
+    from common import add_search_arguments, search_params
+
+    ap = argparse.ArgumentParser()
+    add_search_arguments(ap)
+    assert search_params(ap.parse_args([])) == RecurrenceParams()
+    asked = search_params(ap.parse_args(["--query-rates", "1", "--query-stride", "2"]))
+    assert asked == RecurrenceParams(query_rates=(1.0,), query_stride=2)
