@@ -245,13 +245,16 @@ def audio_features(wav: Path) -> tuple[np.ndarray, dict]:
 
 
 def model_embeddings(lm, feats: list) -> list[np.ndarray]:
-    """The model's chunk embeddings (n_chunks, E) of CQT arrays or files, as ``evaluate``."""
+    """The model's chunk embeddings (n_chunks, E) of its input arrays (CQT or stacked fine
+    chroma views, :mod:`coverhunter.inputs`) or CQT files, as ``evaluate``."""
     from coverhunter.embed import embed_tracks
     from coverhunter.evaluate import windowing
+    from coverhunter.inputs import model_input
 
     cfg = lm.config
     lm.model.eval()
-    out = embed_tracks(lm.model, feats, windowing(cfg), batch_size=cfg.eval.batch_size)
+    load = model_input(cfg).loader()
+    out = embed_tracks(lm.model, feats, windowing(cfg), batch_size=cfg.eval.batch_size, load=load)
     return [np.asarray(e, np.float32) for e, _ in out]
 
 
@@ -309,11 +312,13 @@ def reduce_recordings(lm, wavs: list[Path], secs: dict) -> list[tuple]:
     """(CQT, fine views, model embeddings, compact chroma) of each recording; the wall
     seconds of the features and of the embedding are added to ``secs``."""
     from coverhunter.index.chroma_format import compact_chroma
+    from coverhunter.inputs import model_input, stack_views
 
     t0 = time.perf_counter()
     feats = [audio_features(w) for w in wavs]
     t1 = time.perf_counter()
-    embs = model_embeddings(lm, [f for f, _ in feats])
+    inp = model_input(lm.config)
+    embs = model_embeddings(lm, [f if inp.reads_cqt else stack_views(fine, inp.views) for f, fine in feats])
     t2 = time.perf_counter()
     chromas = [compact_chroma(f, fine) for f, fine in feats]
     secs["features_s"] += (t1 - t0) + (time.perf_counter() - t2)
@@ -569,6 +574,7 @@ def _prepare_test_corpus(args) -> None:
     from coverhunter.dataset import read_dataset
     from coverhunter.extract import extract_features
     from coverhunter.index.chroma_format import compact_chroma
+    from coverhunter.inputs import model_input
 
     data, out, model = args
     lm = _child_model(model)
@@ -576,8 +582,9 @@ def _prepare_test_corpus(args) -> None:
     if rep.failed:
         log.warning("%s: %d recordings failed extraction (left out)", data, len(rep.failed))
     tracks = [t for t in read_dataset(data / "full.txt", check_features=True) if "source_utt" not in t.extra]
+    inp = model_input(lm.config)
     t0 = time.process_time()
-    embs = model_embeddings(lm, [t.feat for t in tracks])
+    embs = model_embeddings(lm, [inp.source(t.feat) for t in tracks])
     t_embed = time.process_time() - t0
     chromas = [compact_chroma(t.feat) for t in tracks]
     meta = {
@@ -601,19 +608,126 @@ def _prepare_test_corpus(args) -> None:
 
 
 # ---------------------------------------------------------------------------
+# another model's embeddings of the same recordings (--model other than the one stored)
+
+
+def embedding_cache(out: Path, fingerprint: str) -> Path:
+    """Folder of one model's embeddings of the catalogue, a file per search-data file."""
+    return out / "embeddings" / fingerprint[:16]
+
+
+def _model_inputs_of_chunk(path: Path, inp) -> list:
+    """The model inputs of a distractor chunk's recordings, from its ``.cqt.npz``."""
+    from coverhunter.inputs import stack_views
+
+    with np.load(path.with_suffix(".cqt.npz"), allow_pickle=False) as z:
+        if inp.reads_cqt:
+            return _split(z["cqt"], z["cqt_offsets"])
+        views = {v: _split(z[v], z[f"{v}_offsets"]) for v in inp.views}
+    n = len(next(iter(views.values())))
+    return [stack_views({v: views[v][i] for v in inp.views}, inp.views) for i in range(n)]
+
+
+def _model_inputs_of_test(out: Path, test_root: Path, name: str, inp) -> list:
+    """The model inputs of a test corpus's recordings, in its search-data file's order."""
+    from coverhunter.dataset import read_dataset
+
+    ids = read_recordings(test_file(out / "test", name)).track_ids
+    tracks = {t.track_id: t for t in read_dataset(test_root / TEST_CORPORA[name][0] / "full.txt")}
+    return [np.asarray(inp.load(inp.source(tracks[str(t)].feat)), np.float32) for t in ids]
+
+
+def ensure_embeddings(out: Path, model: Path, n_distractors: int, test_root: Path) -> None:
+    """Embed every search-data file (test corpora, the distractor chunks that hold the first
+    ``n_distractors``) whose stored embeddings are not ``model``'s, from the features kept
+    beside it, into :func:`embedding_cache`; resumable (a file on disk is skipped), each
+    file written atomically. Costs the model's embedding of every recording once."""
+    import torch
+
+    from coverhunter.checkpoint import load_model
+    from coverhunter.inputs import model_input
+
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    lm = load_model(model, "cpu")
+    inp = model_input(lm.config)
+    cache = embedding_cache(out, lm.fingerprint)
+    files = [(test_file(out / "test", n), n) for n in TEST_CORPORA]
+    have, k = 0, 0
+    while have < n_distractors and chunk_path(out / "distractors", k).is_file():
+        files.append((chunk_path(out / "distractors", k), None))
+        have += count_recordings(files[-1][0])
+        k += 1
+    todo = [
+        (f, name)
+        for f, name in files
+        if f.is_file()
+        and not (cache / f.name).is_file()
+        and read_recordings(f).meta["model_fingerprint"] != lm.fingerprint
+    ]
+    if not todo:
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    log.info("embedding %d search-data files with %s into %s", len(todo), model, cache)
+    t0 = time.process_time()
+    for i, (f, name) in enumerate(todo):
+        x = _model_inputs_of_test(out, test_root, name, inp) if name else _model_inputs_of_chunk(f, inp)
+        embs = model_embeddings(lm, x)
+        emb, off = _ragged(embs, np.float32, embs[0].shape[1] if embs else 128)
+        ids = read_recordings(f).track_ids
+        save_npz_atomic(cache / f.name, dict(track_ids=ids, embeddings=emb, embedding_offsets=off))
+        done = time.process_time() - t0
+        log.info(
+            "%s: %d recordings embedded; ETA %s", f.name, len(ids), _eta(done / (i + 1) * (len(todo) - i - 1))
+        )
+
+
+def with_model_embeddings(rec: Recordings, path: Path, out: Path, fingerprint: str) -> Recordings:
+    """``rec`` (read from ``path``) with the embeddings of the model ``fingerprint``: its
+    own when they are that model's, else those of :func:`embedding_cache`."""
+    if rec.meta["model_fingerprint"] == fingerprint:
+        return rec
+    cached = embedding_cache(out, fingerprint) / path.name
+    if not cached.is_file():
+        raise SystemExit(
+            f"{path}: no embeddings of model {fingerprint[:16]} ({cached}): run with --embed-only"
+        )
+    with np.load(cached, allow_pickle=False) as z:
+        if not np.array_equal(z["track_ids"], rec.track_ids):
+            raise SystemExit(f"{cached}: its recordings are not those of {path}: delete it and re-embed")
+        embs = _split(z["embeddings"], z["embedding_offsets"])
+    return Recordings(
+        rec.track_ids,
+        rec.works,
+        rec.durations,
+        embs,
+        rec.chromas,
+        {**rec.meta, "model_fingerprint": fingerprint},
+    )
+
+
+# ---------------------------------------------------------------------------
 # the catalogue
 
 
-def load_catalogue(out: Path, n_distractors: int) -> tuple[Recordings, Recordings]:
+def load_catalogue(
+    out: Path, n_distractors: int, fingerprint: str | None = None
+) -> tuple[Recordings, Recordings]:
     """(test recordings, the first ``n_distractors`` distractors) from the files on disk;
-    test track ids are prefixed with their corpus (the corpora number their tracks alike)."""
+    test track ids are prefixed with their corpus (the corpora number their tracks alike);
+    with ``fingerprint``, that model's embeddings (:func:`with_model_embeddings`)."""
+
+    def read(path: Path) -> Recordings:
+        r = read_recordings(path)
+        return r if fingerprint is None else with_model_embeddings(r, path, out, fingerprint)
+
     tests = []
     for name in TEST_CORPORA:
         path = test_file(out / "test", name)
         if not path.is_file():
             log.warning("test corpus %s has no search data yet (%s): left out", name, path)
             continue
-        r = read_recordings(path)
+        r = read(path)
         r.track_ids = np.asarray([f"{name}:{t}" for t in r.track_ids], str)
         tests.append(r)
     if not tests:
@@ -631,7 +745,7 @@ def load_catalogue(out: Path, n_distractors: int) -> tuple[Recordings, Recording
     )
     parts, have, k = [], 0, 0
     while have < n_distractors and chunk_path(out / "distractors", k).is_file():
-        parts.append(read_recordings(chunk_path(out / "distractors", k)))
+        parts.append(read(chunk_path(out / "distractors", k)))
         have += len(parts[-1])
         k += 1
     dis = Recordings.concat(parts).head(n_distractors)
@@ -1175,11 +1289,11 @@ def measure_main(a, folder: Path) -> None:
 
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)
-    tests, dis = load_catalogue(a.out, a.distractors)
+    lm = load_model(a.model, "cpu")
+    tests, dis = load_catalogue(a.out, a.distractors, lm.fingerprint)
     cat = make_catalogue(tests, dis)
     queries = query_sample(cat.n_test, a.queries, a.seed)
     sub = query_sample(len(queries), a.align_queries, a.seed + 1)
-    lm = load_model(a.model, "cpu")
     log.info(
         "catalogue %d recordings (%d test, %d distractors), %d queries, %d aligned against all",
         len(cat),
@@ -1283,7 +1397,19 @@ def get_parser() -> argparse.ArgumentParser:
         "(chosen on the distractors alone with bench_catalogue_tune.py)",
     )
     add_search_arguments(ap)
-    ap.add_argument("--model", type=Path, default=MODEL)
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=MODEL,
+        help="the model of the embedding rows and of the summary projection (default: the "
+        "shipped one; another model's embeddings are computed once from the stored features "
+        "into OUT/embeddings/)",
+    )
+    ap.add_argument(
+        "--embed-only",
+        action="store_true",
+        help="compute --model's embeddings of the catalogue, measure nothing",
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--test-root", type=Path, default=TEST_ROOT)
     ap.add_argument("--seed", type=int, default=0, help="query samples")
@@ -1302,6 +1428,9 @@ def main() -> None:
     if not a.no_generate:
         generate(folder, a.distractors, a.model, a.test_root, a.render_test, a.workers)
     if a.generate_only:
+        return
+    ensure_embeddings(a.out, a.model, a.distractors, a.test_root)
+    if a.embed_only:
         return
     measure_main(a, folder)
 

@@ -43,6 +43,35 @@ def test_chunk_file_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def test_another_models_embeddings_replace_the_stored_ones(tmp_path):
+    import pytest
+
+    bc = load_benchmark("bench_catalogue")
+    rec = _recordings(bc)
+    path = tmp_path / "distractors" / "chunk_00000.npz"
+    path.parent.mkdir()
+    bc.write_recordings(path, rec)
+    assert bc.with_model_embeddings(rec, path, tmp_path, "x") is rec  # the stored model's
+    with pytest.raises(SystemExit, match="--embed-only"):
+        bc.with_model_embeddings(rec, path, tmp_path, "other")
+    cache = bc.embedding_cache(tmp_path, "other")
+    cache.mkdir(parents=True)
+    new = [e[:1] + 1 for e in rec.embeddings]
+    emb, off = bc._ragged(new, np.float32, 16)
+    bc.save_npz_atomic(
+        cache / path.name, dict(track_ids=rec.track_ids, embeddings=emb, embedding_offsets=off)
+    )
+    got = bc.with_model_embeddings(rec, path, tmp_path, "other")
+    assert got.meta["model_fingerprint"] == "other" and list(got.track_ids) == list(rec.track_ids)
+    assert all(np.array_equal(a, b) for a, b in zip(got.embeddings, new))
+    assert all(a is b for a, b in zip(got.chromas, rec.chromas))
+    bc.save_npz_atomic(
+        cache / path.name, dict(track_ids=rec.track_ids[::-1], embeddings=emb, embedding_offsets=off)
+    )
+    with pytest.raises(SystemExit, match="not those of"):
+        bc.with_model_embeddings(rec, path, tmp_path, "other")
+
+
 def test_recall_breaks_ties_against_covers_and_sample_is_seeded():
     bc = load_benchmark("bench_catalogue")
     works = np.array(["a", "a", "b", "b"])
