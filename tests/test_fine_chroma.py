@@ -1,8 +1,7 @@
 """The "fine_chroma" front end: its input, key-shift augmentation, training, checkpoints,
-evaluation, and clear refusals where a code path cannot feed it yet."""
+evaluation, the catalogue index and identify, and clear errors where its input is missing."""
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,14 @@ from coverhunter.config import Config, SpecAugConfig, load_config
 from coverhunter.data import augment_chroma_batch
 from coverhunter.embed import embed_tracks
 from coverhunter.evaluate import run_evaluation, windowing
-from coverhunter.index.embedding import embed_recordings
+from coverhunter.identification import Recording, embed_query, identify
+from coverhunter.index import build_index
 from coverhunter.inputs import MissingInputError, input_of_path, model_input
 from coverhunter.model import CoverHunter
 from coverhunter.train import train
 
 from .conftest import make_experiment, make_feature_lists
+from .serve_fixtures import SR, tune
 
 ROOT = Path(__file__).resolve().parents[1]
 FINE = ["model.front_end=fine_chroma", "data.mean_size=1", "data.chunk_frame=[10, 8]"]
@@ -184,9 +185,11 @@ def test_missing_input_and_unsupported_paths_raise_clear_errors(tmp_path):
         train(exp, overrides=[*FINE, "loss.objective=passage"], verbose=False)
     train(exp, overrides=FINE, max_epochs=1, verbose=False)
     lm = load_model(exp)
-    # the index cannot feed this model yet: one message naming the checkpoint
-    with pytest.raises(ValueError, match=rf"{re.escape(str(lm.source))}.*fine chroma.*the index"):
-        embed_recordings(lm, [data / "wav" / "f_0_0.wav"], windowing(lm.config))
+    # a recording whose analysis lacks the views the model reads: one line naming it
+    with pytest.raises(MissingInputError, match=r"q\.wav: chroma view\(s\) \['c1'\] missing"):
+        embed_query(
+            lm, Recording("q.wav", np.zeros((50, 96)), {"c3": np.zeros((5, 12))}), windowing(lm.config)
+        )
     with pytest.raises(ValueError, match="fine chroma"):  # the backstop of every other path
         embed_tracks(lm.model, [data / "cqt_feat" / "f_0_0.cqt.npy"], windowing(lm.config))
     missing = chroma_path(data / "cqt_feat" / "f_5_1.cqt.npy")  # a validation recording's
@@ -196,6 +199,30 @@ def test_missing_input_and_unsupported_paths_raise_clear_errors(tmp_path):
     chroma_path(data / "cqt_feat" / "f_0_1.cqt.npy").unlink()  # a training recording's
     with pytest.raises(ValueError, match="no stored fine chroma.*f_0_1"):
         train(make_experiment(tmp_path / "exp2", data), overrides=FINE, verbose=False)
+
+
+def test_a_fine_chroma_model_indexes_audio_and_identifies_a_cover(tmp_path):
+    import soundfile as sf
+
+    data = make_feature_lists(tmp_path / "data")
+    exp = make_experiment(tmp_path / "exp", data)
+    train(exp, overrides=FINE, max_epochs=1, verbose=False)
+    lm = load_model(exp)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for w in range(3):
+        sf.write(audio / f"work{w}.wav", tune(w, 20.0), SR, subtype="PCM_16")
+    idx, failed = build_index(tmp_path / "idx", lm, folder=audio)
+    assert not failed and idx.meta["n_tracks"] == 3
+    # windows in the model's input: 2.5 chroma frames a second, silence = 0
+    assert idx.windowing == windowing(lm.config) and idx.windowing.pad_value == 0.0
+    sf.write(tmp_path / "take.wav", tune(1, 20.0, take=2), SR, subtype="PCM_16")
+    res = identify(idx, lm, tmp_path / "take.wav")
+    assert res.error is None and res.duration_s == pytest.approx(20.0, abs=0.1)
+    assert res.matches[0].work == "work1" and res.matches[0].alignment is not None
+    # the query's windows are the index's: they start every eval.hop_s seconds
+    hop, q = lm.config.eval.hop_s, res.matches[0].query_offset_s
+    assert q == pytest.approx(round(q / hop) * hop, abs=1e-3)
 
 
 def test_recipe_configs_parse_and_the_small_network_is_5_to_10x_smaller():

@@ -48,12 +48,20 @@ def chunk_starts(n_frames: int, chunk: int, hop: int) -> list[int]:
     return starts
 
 
-def cut_chunk(feat: np.ndarray, start: int, length: int, mean_size: int) -> np.ndarray:
-    """Raw frames [start, start+length), padded with -100 dB, then mean-pooled (float32)."""
+def cut_chunk(
+    feat: np.ndarray, start: int, length: int, mean_size: int, pad_value: float = PAD_DB
+) -> np.ndarray:
+    """Raw frames [start, start+length), padded with ``pad_value`` (default -100 dB, the
+    CQT's silence), then mean-pooled (float32)."""
     x = np.asarray(feat[start : start + length], dtype=np.float32)
     if len(x) < length:
         x = np.concatenate(
-            [x, np.full((length - len(x), x.shape[1] if x.ndim == 2 else feat.shape[1]), PAD_DB, np.float32)]
+            [
+                x,
+                np.full(
+                    (length - len(x), x.shape[1] if x.ndim == 2 else feat.shape[1]), pad_value, np.float32
+                ),
+            ]
         )
     return pool_frames(x, mean_size)
 

@@ -39,7 +39,7 @@ from .config import Config, IdentifyOptions
 from .dataset import Track
 from .embed import Windowing, chunk_starts, cut_chunk, embed_chunks, l2_normalise
 from .index import CatalogueIndex, Match, QueryResult, Segment, recording_features
-from .inputs import require_cqt_input
+from .inputs import MissingInputError, input_of_analysis, input_views, model_input
 from .segments import find_segments, matches_from_segments
 from .stream import ProgressLog, recording_analysis
 
@@ -63,7 +63,7 @@ class Recording:
         Its CQT (dB), as :func:`coverhunter.stream.recording_analysis` gives it.
     chroma : dict of str to np.ndarray (T, 12), or None
         Its fine chroma views (:func:`coverhunter.chroma.audio_chroma`), for the
-        re-ranking.
+        re-ranking and, for a "fine_chroma" model, its input.
     emb : np.ndarray, shape (n_chunks, E), float32, optional
         Its unit chunk embeddings in the index's windows (:func:`embed_query`); made by
         :func:`identify` when None.
@@ -173,17 +173,23 @@ def embed_query(
     """
     if rec.emb is not None:
         return rec
-    require_cqt_input(lm.config, lm.source, "identify")
-    feat = rec.cqt
+    inp = model_input(lm.config)
+    try:
+        feat = np.asarray(input_of_analysis(inp, rec.cqt, rec.chroma or {}))
+    except MissingInputError as e:
+        raise MissingInputError(f"{rec.name}: {e}") from None
     starts = chunk_starts(len(feat), win.chunk, win.hop)
     out = []
     for i in range(0, len(starts), batch_chunks):
         chunks = np.stack(
-            [cut_chunk(feat, s, win.chunk, win.mean_size) for s in starts[i : i + batch_chunks]]
+            [
+                cut_chunk(feat, s, win.chunk, win.mean_size, win.pad_value)
+                for s in starts[i : i + batch_chunks]
+            ]
         )
         out.append(embed_chunks(lm.model, chunks, device, lm.config.eval.batch_size))
     emb = l2_normalise(np.concatenate(out)).astype(np.float32)
-    fps = lm.config.features.frames_per_second
+    fps = inp.frames_per_second
     return replace(rec, emb=emb, starts=[round(s / fps, 3) for s in starts])
 
 
@@ -307,7 +313,7 @@ def identify(
         rec = read_recording(
             source,
             lm.config,
-            () if setup is None else setup[1].fine_views,
+            input_views(lm.config, () if setup is None else setup[1].fine_views),
             block_s=block_s,
             max_seconds=max_seconds,
             progress=progress,
@@ -316,11 +322,10 @@ def identify(
         return QueryResult(source_name(source), [], ERROR, str(e))
     win = index.windowing
     rec = embed_query(lm, rec, win, device)
-    fps = lm.config.features.frames_per_second
-    duration_s = round(len(rec.cqt) / fps, 3)
+    duration_s = round(len(rec.cqt) / lm.config.features.frames_per_second, 3)
     want = options.segments
     if want is None:
-        want = len(rec.cqt) / fps > options.segments_after_s
+        want = duration_s > options.segments_after_s
     long = len(rec.emb) > WHOLE_MAX_CHUNKS  # searched by its segments, in bounded memory
     segs: list[Segment] | None = None
     if want or long:
@@ -329,7 +334,7 @@ def identify(
             rec.emb,
             rec.starts,
             duration_s,
-            win.chunk / fps,
+            win.chunk / model_input(lm.config).frames_per_second,
             switch_cost=options.switch_cost,
             approximate=options.approximate,
         )

@@ -128,6 +128,40 @@ def require_cqt_input(cfg: Config | ModelConfig, model_source, path_name: str) -
         )
 
 
+def input_views(cfg: Config | ModelConfig, views=()) -> tuple[str, ...]:
+    """``views`` and the fine chroma views the model reads, each once, in that order: what
+    a code path analysing audio must compute for both its own use and the model."""
+    return tuple(dict.fromkeys((*views, *model_input(cfg).views)))
+
+
+def input_of_analysis(inp: ModelInput, cqt: np.ndarray | str | Path, chroma: dict) -> np.ndarray | str | Path:
+    """The model input of a recording analysed in memory (or of its CQT file).
+
+    Parameters
+    ----------
+    cqt : np.ndarray (frames, bins), or path of the CQT file
+    chroma : dict of str to np.ndarray (T, 12)
+        Its fine chroma views; must hold ``inp.views`` for a "fine_chroma" model.
+
+    Returns
+    -------
+    ``cqt`` itself for a CQT model, else the views side by side (T, 12 * len(views)).
+
+    Raises
+    ------
+    MissingInputError
+        A view the model reads is missing.
+    """
+    if inp.reads_cqt:
+        return cqt
+    missing = [v for v in inp.views if v not in chroma]
+    if missing:
+        raise MissingInputError(
+            f"chroma view(s) {missing} missing: this model (model.front_end='fine_chroma') reads them"
+        )
+    return stack_views(chroma, inp.views)
+
+
 def input_of_path(feat: str | Path, cfg: Config | ModelConfig) -> np.ndarray:
     """The model input of one recording, from the path of its CQT file."""
     inp = model_input(cfg)
@@ -140,6 +174,8 @@ __all__ = [
     "model_input",
     "require_cqt_input",
     "input_of_path",
+    "input_of_analysis",
+    "input_views",
     "stack_views",
     "CHROMA_PAD",
 ]

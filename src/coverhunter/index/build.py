@@ -18,6 +18,7 @@ from pathlib import Path
 from ..checkpoint import LoadedModel
 from ..dataset import Track, read_dataset
 from ..embed import EmbeddingCache, Windowing
+from ..inputs import model_input
 from ..utils import file_lock
 from . import folder as fs
 from .embedding import tracks_from_folder
@@ -149,8 +150,10 @@ def build_shard(
 
 
 def _windowing(lm: LoadedModel) -> Windowing:
+    """The index's chunk windows, in frames of the model's input (:mod:`coverhunter.inputs`)."""
     cfg = lm.config
-    return Windowing.from_config(cfg.eval, cfg.features.frames_per_second, cfg.data.mean_size)
+    inp = model_input(cfg)
+    return Windowing.from_config(cfg.eval, inp.frames_per_second, cfg.data.mean_size, inp.pad_value)
 
 
 __all__ = ["build_index", "build_shard"]

@@ -1,4 +1,5 @@
-"""Embedding recordings for the index: CQT (from a feature file or audio) -> chunk vectors."""
+"""Embedding recordings for the index: the model's input (the CQT, or the fine chroma views
+a "fine_chroma" model reads; from a feature file or audio) -> chunk vectors."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ..config import Config
 from ..dataset import Track
 from ..embed import EmbeddingCache, Windowing, embed_tracks, l2_normalise
 from ..features import cqt
-from ..inputs import require_cqt_input
+from ..inputs import input_of_analysis, input_views, model_input
 from .results import CatalogueError
 
 
@@ -71,7 +72,8 @@ def embed_recordings(
     on_features : callable (item index, CQT array or path, chroma dict), optional
         Called with each recording's features (re-ranking keeps their chroma).
     views : sequence of str
-        Fine chroma views (:data:`coverhunter.chroma.VIEWS`) handed to ``on_features``.
+        Fine chroma views (:data:`coverhunter.chroma.VIEWS`) handed to ``on_features``
+        (beside the views a "fine_chroma" model reads, which are computed in any case).
 
     Returns
     -------
@@ -80,23 +82,30 @@ def embed_recordings(
     """
     from tqdm import tqdm
 
-    require_cqt_input(lm.config, lm.source, "the index (build, add, identify)")
-    fps = lm.config.features.frames_per_second
+    inp = model_input(lm.config)
+    fps = inp.frames_per_second
+    wanted = input_views(lm.config, views)  # the callers' views and the model's
     out: list = [None] * len(items)
     bar = tqdm(total=len(items), desc="embed", unit="track", disable=not verbose or not items)
     for g in range(0, len(items), group):
         feats, where = [], []
         for i in range(g, min(len(items), g + group)):
             try:
-                feat, chroma = recording_features(items[i], lm.config, views)
-                feats.append(feat)
+                feat, chroma = recording_features(items[i], lm.config, wanted)
+                feats.append(input_of_analysis(inp, feat, chroma))
                 where.append(i)
                 if on_features is not None:
                     on_features(i, feat, chroma)
             except (AudioError, OSError, ValueError) as e:
                 out[i] = (None, str(e))
         embs = embed_tracks(
-            lm.model, feats, win, device=device, batch_size=lm.config.eval.batch_size, cache=cache
+            lm.model,
+            feats,
+            win,
+            device=device,
+            batch_size=lm.config.eval.batch_size,
+            cache=cache,
+            load=inp.loader(),
         )
         for i, (emb, starts) in zip(where, embs):
             out[i] = (l2_normalise(emb).astype(np.float32), [round(s / fps, 3) for s in starts])

@@ -31,7 +31,7 @@ from ..config import FeatureConfig, ServeConfig
 from ..dataset import Track
 from ..identification import Recording, embed_query, identify, search_settings
 from ..index import CatalogueError, CatalogueIndex
-from ..inputs import require_cqt_input
+from ..inputs import input_views
 from ..utils import DamagedFileError, resolve_device
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,9 @@ class InputError(Exception):
 # decoding child
 
 
-def _decode_child(src: str, dst: str, err: str, cfg: FeatureConfig, max_s: float) -> None:
-    """In a child process: audio file -> CQT and fine chroma views in the ``.npz`` at
-    ``dst``; a problem -> text at ``err``."""
+def _decode_child(src: str, dst: str, err: str, cfg: FeatureConfig, max_s: float, views: tuple) -> None:
+    """In a child process: audio file -> CQT and the fine chroma ``views`` in the ``.npz``
+    at ``dst``; a problem -> text at ``err``."""
     import os
 
     import torch
@@ -63,7 +63,7 @@ def _decode_child(src: str, dst: str, err: str, cfg: FeatureConfig, max_s: float
 
     torch.set_num_threads(1)
     try:
-        feat, fine = recording_analysis(src, cfg, fine_views(CHROMA_SPEC), max_seconds=max_s)
+        feat, fine = recording_analysis(src, cfg, views, max_seconds=max_s)
         if len(feat) == 0:
             raise AudioError(f"{src}: too short to analyse (less than one frame)")
         with open(dst, "wb") as f:
@@ -100,7 +100,8 @@ class Engine:
         self.index = self._open_index()
         self.device = resolve_device(cfg.device)
         self.lm = load_model(cfg.model or Path(self.index.meta["model"]), self.device)
-        require_cqt_input(self.lm.config, self.lm.source, "the server")
+        # what a decoding computes: the re-ranking's chroma views and the model's input
+        self.views = input_views(self.lm.config, fine_views(CHROMA_SPEC))
         self.index.check_model(self.lm)
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="coverhunter-model")
         n_dec = cfg.decoders or max(1, multiprocessing.cpu_count())
@@ -171,7 +172,7 @@ class Engine:
             p = self._ctx.Process(
                 target=_decode_child,
                 daemon=True,
-                args=(str(src), str(dst), str(err), self.lm.config.features, max_s),
+                args=(str(src), str(dst), str(err), self.lm.config.features, max_s, self.views),
             )
             p.start()
             p.join(timeout_s)
