@@ -555,6 +555,16 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     caplog.clear()
     rec = IndexChroma.of(idx).recurrence()
     assert "recurrence index of" not in caplog.text  # read back, not built
+    # other search settings (query stride and rates, voting) search the same cached index;
+    # a setting of what it holds (shingle length) builds another
+    fast = replace(rec.params, query_stride=8, query_rates=(1.0,), vote="rank", ef_search=50)
+    again = IndexChroma.of(idx).recurrence(fast)
+    assert "recurrence index of" not in caplog.text and again.params == fast
+    assert (cache / "key").read_text() == key
+    if again.index.__class__.__name__.startswith("IndexHNSW"):
+        assert again.index.hnsw.efSearch == 50
+    with pytest.raises(ValueError, match=r"other settings \(m\)"):
+        again.searched_with(replace(fast, m=5))
     catalogue_ids = {t.track_id for t in full if t.version == "v0"}
     assert set(rec.track_ids.tolist()) == catalogue_ids and rec.n_shingles > 0
     fine0 = load_chroma(chroma_path(queries[0].feat), ("c3",))

@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +45,7 @@ from ..qmax import AlignmentFeatures
 from ..rerank import RerankConfig, identify_config
 from .chroma_format import CHROMA_SUFFIX
 from .recurrence import RecurrenceIndex, RecurrenceParams
+from .recurrence_maths import build_settings
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,8 @@ class IndexChroma:
                 files.append([s, st.st_size, st.st_mtime_ns])
             except FileNotFoundError:
                 files.append([s, None, None])
-        return {"files": files, "settings": json.loads(json.dumps([str(self.params), asdict(params)]))}
+        settings = [str(self.params), build_settings(params)]  # search settings apply after loading
+        return {"files": files, "settings": json.loads(json.dumps(settings))}
 
     @staticmethod
     def _recurrence_key(manifest: dict) -> str:
@@ -307,9 +308,10 @@ class IndexChroma:
         cache = self.root / RECURRENCE_CACHE
         try:
             if self._cached_key(cache) == key:
-                self._recurrence = RecurrenceIndex.load(cache)
+                self._recurrence = RecurrenceIndex.load(cache).searched_with(params)
                 return self._recurrence
             rec = self._grown_recurrence(cache, manifest)
+            rec = rec if rec is None else rec.searched_with(params)
         except (OSError, ValueError) as e:
             log.warning("%s: unreadable recurrence cache (%s): rebuilding it", cache, e)
             rec = None

@@ -61,6 +61,7 @@ from .recurrence_maths import (
     N_CHROMA,
     RecurrenceParams,
     band_scores,
+    build_settings,
     canonical_shift,
     centred,
     key_candidates,
@@ -393,6 +394,25 @@ class RecurrenceIndex:
         voted = np.flatnonzero(score > 0)
         order = voted[np.argsort(-score[voted], kind="stable")[:k]]
         return self.track_ids[order], score[order]
+
+    def searched_with(self, params: RecurrenceParams) -> RecurrenceIndex:
+        """This index, searched from now on with ``params``' search settings
+        (:data:`coverhunter.index.recurrence_maths.SEARCH_FIELDS`).
+
+        Raises
+        ------
+        ValueError
+            ``params`` would build another index (a field outside the search settings
+            differs): build one with them instead.
+        """
+        mine, theirs = build_settings(self.params), build_settings(params)
+        if mine != theirs:
+            diff = sorted(k for k in mine if mine[k] != theirs[k])
+            raise ValueError(f"recurrence index built with other settings ({', '.join(diff)}): rebuild it")
+        self.params = params
+        if is_hnsw(self.index):
+            self.index.hnsw.efSearch = params.ef_search
+        return self
 
     # -- persistence -------------------------------------------------------
 

@@ -8,7 +8,7 @@ neighbour's vote and each recording's best band of votes. No faiss, no state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -343,8 +343,34 @@ def band_scores(
     return best
 
 
+# settings that change only how an index is searched, not what it holds: an index built
+# with other values of these serves as it is (the catalogue's cached index is keyed by the
+# others, coverhunter.index.chroma_store). ``neighbours`` is not one of them: the hubness
+# counted at the first search is stored with the index and counts ``neighbours``.
+SEARCH_FIELDS = (
+    "query_stride",
+    "query_rates",
+    "band",
+    "slopes",
+    "query_keys",
+    "key_groups",
+    "vote",
+    "one_vote",
+    "length_power",
+    "ef_search",
+)
+
+
+def build_settings(p: RecurrenceParams) -> dict:
+    """The fields of ``p`` that decide what a recurrence index holds (all but
+    :data:`SEARCH_FIELDS`), as a dict."""
+    return {k: v for k, v in asdict(p).items() if k not in SEARCH_FIELDS}
+
+
 __all__ = [
     "RecurrenceParams",
+    "SEARCH_FIELDS",
+    "build_settings",
     "shingles",
     "roll_shingles",
     "resample_time",
