@@ -90,6 +90,7 @@ from coverhunter.embed import distance_matrix, embed_tracks  # noqa: E402
 from coverhunter.evaluate import windowing  # noqa: E402
 from coverhunter.extract import extract_features  # noqa: E402
 from coverhunter.index.recurrence import RecurrenceParams  # noqa: E402
+from coverhunter.inputs import model_input  # noqa: E402
 from coverhunter.metrics import evaluate_distances, self_exclusion  # noqa: E402
 
 log = logging.getLogger("bench_accuracy")
@@ -171,8 +172,14 @@ def global_distances(align, projection=None) -> np.ndarray:
 def model_distances(lm, tracks, device) -> np.ndarray:
     cfg = lm.config
     lm.model.eval()
+    inp = model_input(cfg)  # the CQT, or the fine chroma beside it
     emb = embed_tracks(
-        lm.model, [t.feat for t in tracks], windowing(cfg), device=device, batch_size=cfg.eval.batch_size
+        lm.model,
+        [inp.source(t.feat) for t in tracks],
+        windowing(cfg),
+        device=device,
+        batch_size=cfg.eval.batch_size,
+        load=inp.loader(),
     )
     e = [x for x, _ in emb]
     return distance_matrix(e, e, cfg.eval.distance)
