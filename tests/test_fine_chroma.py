@@ -142,6 +142,9 @@ def test_passage_model_on_fine_chroma_trains_reloads_embeds_and_evaluates(tmp_pa
     assert np.allclose(emb[1], lm.model(x)[0].detach().numpy(), atol=1e-5)
     report = run_evaluation(exp, data / "val.txt")
     assert report.n_queries == 6 and 0.0 < report.map <= 1.0
+    # the short-chunk re-ranking reads the chroma too (windows of 8 s = 20 chroma frames)
+    both = run_evaluation(exp, data / "val.txt", rerank=4, rerank_source="both")
+    assert both.n_queries == 6 and 0.0 < both.map <= 1.0
 
 
 def test_passage_training_with_a_queue_resumes_exactly(tmp_path):

@@ -13,7 +13,7 @@ from .checkpoint import LoadedModel, load_model
 from .config import Config, EvalConfig
 from .dataset import Track, read_dataset
 from .embed import EmbeddingCache, Windowing, default_cache_dir, distances_to, embed_tracks
-from .inputs import model_input, require_cqt_input
+from .inputs import model_input
 from .metrics import EvalReport, evaluate_distances, pairs_exclusion, self_exclusion
 from .utils import atomic_write_text, resolve_device, resolve_path
 
@@ -226,8 +226,6 @@ def run_evaluation(
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     cache = EmbeddingCache(cache_root, lm.fingerprint, windowing(cfg))
     reranker = None
-    if rerank and rerank_source != "chroma":  # short-chunk embeddings of the CQT
-        require_cqt_input(cfg, lm.source, f"re-ranking with --rerank-source {rerank_source}")
     if rerank:  # two-stage search: re-order each query's top `rerank` (coverhunter.rerank)
         from .rerank import RerankConfig
         from .reranker import build_reranker

@@ -109,25 +109,6 @@ def model_input(cfg: Config | ModelConfig) -> ModelInput:
     return ModelInput(m.front_end, tuple(m.chroma_views), CHROMA_FPS, CHROMA_PAD)
 
 
-def require_cqt_input(cfg: Config | ModelConfig, model_source, path_name: str) -> None:
-    """Refuse, with one clear message, to feed CQT frames to a model that reads fine chroma.
-
-    Parameters
-    ----------
-    model_source : path or str
-        The checkpoint, named in the message.
-    path_name : str
-        The code path that cannot feed it yet (e.g. "the index").
-    """
-    inp = model_input(cfg)
-    if not inp.reads_cqt:
-        raise ValueError(
-            f"{model_source}: this model reads fine chroma views {list(inp.views)} "
-            f"(model.front_end='fine_chroma'), but {path_name} can only feed it CQT frames "
-            "so far; use a CQT model there, or 'coverhunter evaluate' for this one"
-        )
-
-
 def input_views(cfg: Config | ModelConfig, views=()) -> tuple[str, ...]:
     """``views`` and the fine chroma views the model reads, each once, in that order: what
     a code path analysing audio must compute for both its own use and the model."""
@@ -172,7 +153,6 @@ __all__ = [
     "ModelInput",
     "MissingInputError",
     "model_input",
-    "require_cqt_input",
     "input_of_path",
     "input_of_analysis",
     "input_views",

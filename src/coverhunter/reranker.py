@@ -27,6 +27,7 @@ import numpy as np
 from .alignment_inputs import alignment_features, global_summaries, recurrence_chroma
 from .chroma import CHROMA_SPEC, chroma_path
 from .classical import CHROMA_PARAMS, euclidean_distances
+from .inputs import model_input
 from .qmax import qmax_scores, qmax_sequences
 from .rerank import RerankConfig, first_stage_searches, rerank_row, shortlist_length, zscore
 
@@ -34,11 +35,15 @@ log = logging.getLogger(__name__)
 
 
 def chunk_windowing(cfg, rr: RerankConfig):
-    """Short windows for the embedding alignment, from a model config (``Config``)."""
+    """Short windows for the embedding alignment, from a model config (``Config``), in
+    frames of the model's input (:mod:`coverhunter.inputs`)."""
     from .embed import Windowing
 
-    fps = cfg.features.frames_per_second
-    return Windowing(max(1, round(rr.chunk_s * fps)), max(1, round(rr.hop_s * fps)), cfg.data.mean_size)
+    inp = model_input(cfg)
+    fps = inp.frames_per_second
+    return Windowing(
+        max(1, round(rr.chunk_s * fps)), max(1, round(rr.hop_s * fps)), cfg.data.mean_size, inp.pad_value
+    )
 
 
 def chunk_embeddings(
@@ -52,9 +57,11 @@ def chunk_embeddings(
     fingerprint: str | None = None,
     verbose: bool = False,
 ) -> list[np.ndarray]:
-    """L2-normalised short-chunk embeddings (n_chunks, E) of each recording."""
+    """L2-normalised short-chunk embeddings (n_chunks, E) of each recording (``feats``: their
+    CQT files; a "fine_chroma" model reads the chroma stored beside each)."""
     from .embed import EmbeddingCache, embed_tracks, l2_normalise
 
+    inp = model_input(cfg)
     win = chunk_windowing(cfg, rr)
     cache = EmbeddingCache(cache_dir, fingerprint, win) if cache_dir and fingerprint else None
     was = model.training
@@ -62,13 +69,14 @@ def chunk_embeddings(
     try:
         out = embed_tracks(
             model,
-            feats,
+            [inp.source(f) for f in feats],
             win,
             device=device,
             batch_size=cfg.eval.batch_size,
             cache=cache,
             verbose=verbose,
             desc="embed short chunks",
+            load=inp.loader(),
         )
     finally:
         model.train(was)
