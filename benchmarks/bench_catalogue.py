@@ -7,6 +7,9 @@
     .venv/bin/python benchmarks/bench_catalogue.py --distractors 5000 --queries 200
     .venv/bin/python benchmarks/bench_catalogue.py --variant hop expand=50,expand_votes=0.5
                                         # one more two-stage row per --variant (RerankConfig fields)
+    .venv/bin/python benchmarks/bench_catalogue.py --no-generate --model models/cqt/model.pt
+                                        # another model: its embeddings of the catalogue are
+                                        # computed once from the stored features (OUT/embeddings/)
 
 Catalogue: every recording of the two held-out test corpora of ``bench_accuracy.py`` /
 ``bench_chroma.py`` (``runs/bench_accuracy/test-w60-v4-8-s0``, re-harmonised versions, and

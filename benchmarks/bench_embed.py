@@ -1,7 +1,7 @@
 """End-to-end embedding speed, audio files -> chunk embeddings, previous path vs fast path.
 
     .venv/bin/python benchmarks/bench_embed.py [--data runs/bench_accuracy/test-w60-v4-8-s0]
-        [--model models/default/model.pt] [--workers 2] [--limit N]
+        [--model models/cqt/model.pt] [--workers 2] [--limit N]
 
 One run, one table, on the held-out test corpus of ``bench_accuracy.py`` (its rendered
 wavs are reused; run that benchmark first). Every path starts from the audio files, so
@@ -106,7 +106,12 @@ def agreement(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("runs/bench_accuracy/test-w60-v4-8-s0"))
-    ap.add_argument("--model", type=Path, default=Path("models/default/model.pt"))
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=Path("models/cqt/model.pt"),
+        help="a CQT model (the fast path computes the CQT)",
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="first N recordings only (0 = all)")
     a = ap.parse_args()

@@ -113,7 +113,11 @@ SAMPLE_RATE = 16000
 MAX_CHANNELS = 15  # melodic MIDI channels (channel 10 is the drums')
 RENDER_VERSION = 1  # bump when a change to the rendering makes old renders stale
 # models of the table: git revisions whose models/default/model.pt was the default then
-HISTORY = {"e7f9661": "default v2 (e7f9661, 1,100 works)", "dc55563": "default v1 (dc55563, 400 works)"}
+HISTORY = {
+    "b9047e9": "default v3 (b9047e9, CQT, 2,850 works; models/cqt)",
+    "e7f9661": "default v2 (e7f9661, 1,100 works)",
+    "dc55563": "default v1 (dc55563, 400 works)",
+}
 ALIGNMENT_ROW = "chroma alignment (Qmax, all pairs)"
 
 
@@ -843,11 +847,18 @@ def model_alone(lm, tracks, device: str) -> dict:
     """Embedding distances (n, n) as ``evaluate`` computes them, and the CPU seconds."""
     from coverhunter.embed import distance_matrix, embed_tracks
     from coverhunter.evaluate import windowing
+    from coverhunter.inputs import model_input
 
     def run():
         cfg = lm.config
+        inp = model_input(cfg)  # the CQT, or the fine chroma beside it
         emb = embed_tracks(
-            lm.model, [t.feat for t in tracks], windowing(cfg), device=device, batch_size=cfg.eval.batch_size
+            lm.model,
+            [inp.source(t.feat) for t in tracks],
+            windowing(cfg),
+            device=device,
+            batch_size=cfg.eval.batch_size,
+            load=inp.loader(),
         )
         e = [x for x, _ in emb]
         return distance_matrix(e, e, cfg.eval.distance)

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tomllib
 import torch
 
@@ -53,20 +54,20 @@ def _flat(d: dict, prefix=()) -> dict:
     return out
 
 
-def test_shipped_model_config_is_the_committed_recipe():
-    shipped = torch.load(ROOT / "models" / "default" / "model.pt", map_location="cpu", weights_only=True)[
-        "config"
-    ]
-    recipe = to_dict(load_config(ROOT / "models" / "default" / "hparams.yaml"))
+@pytest.mark.parametrize("name", ["default", "cqt"])
+def test_shipped_model_config_is_the_committed_recipe(name):
+    shipped = torch.load(ROOT / "models" / name / "model.pt", map_location="cpu", weights_only=True)["config"]
+    recipe = to_dict(load_config(ROOT / "models" / name / "hparams.yaml"))
     a, b = _flat(to_dict(load_config(shipped))), _flat(recipe)
     diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in PATH_KEYS and a.get(k) != b.get(k)}
     assert not diff, f"model.pt vs hparams.yaml (shipped, recipe): {diff}"
 
 
-def test_recipe_does_not_overwrite_the_shipped_model_in_place():
-    sh = (ROOT / "models" / "default" / "train.sh").read_text()
+@pytest.mark.parametrize("name", ["default", "cqt"])
+def test_recipe_does_not_overwrite_the_shipped_model_in_place(name):
+    sh = (ROOT / "models" / name / "train.sh").read_text()
     steps = [line for line in sh.splitlines() if not line.startswith("#")]
-    writes = [line for line in steps if "models/default/model.pt" in line]
+    writes = [line for line in steps if f"models/{name}/model.pt" in line]
     assert len(writes) == 1 and writes[0].startswith("cp ") and writes[0] == steps[-1]
 
 
