@@ -75,7 +75,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import cached, reranked, timed  # noqa: E402
+from common import cached, model_embeddings, reranked, timed  # noqa: E402
 
 from coverhunter import alignment_inputs as AI  # noqa: E402
 from coverhunter import classical as C  # noqa: E402
@@ -86,11 +86,9 @@ from coverhunter.checkpoint import load_model  # noqa: E402
 from coverhunter.chroma import CHROMA_SPEC  # noqa: E402
 from coverhunter.config import ExtractConfig  # noqa: E402
 from coverhunter.dataset import read_dataset  # noqa: E402
-from coverhunter.embed import distance_matrix, embed_tracks  # noqa: E402
-from coverhunter.evaluate import windowing  # noqa: E402
+from coverhunter.embed import distance_matrix  # noqa: E402
 from coverhunter.extract import extract_features  # noqa: E402
 from coverhunter.index.recurrence import RecurrenceParams  # noqa: E402
-from coverhunter.inputs import model_input  # noqa: E402
 from coverhunter.metrics import evaluate_distances, self_exclusion  # noqa: E402
 
 log = logging.getLogger("bench_accuracy")
@@ -170,19 +168,8 @@ def global_distances(align, projection=None) -> np.ndarray:
 
 
 def model_distances(lm, tracks, device) -> np.ndarray:
-    cfg = lm.config
-    lm.model.eval()
-    inp = model_input(cfg)  # the CQT, or the fine chroma beside it
-    emb = embed_tracks(
-        lm.model,
-        [inp.source(t.feat) for t in tracks],
-        windowing(cfg),
-        device=device,
-        batch_size=cfg.eval.batch_size,
-        load=inp.loader(),
-    )
-    e = [x for x, _ in emb]
-    return distance_matrix(e, e, cfg.eval.distance)
+    e = model_embeddings(lm, [t.feat for t in tracks], device)
+    return distance_matrix(e, e, lm.config.eval.distance)
 
 
 def first_stage_glob(rr: R.RerankConfig, d_sum: np.ndarray, votes: np.ndarray) -> np.ndarray:

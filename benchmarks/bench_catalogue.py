@@ -250,15 +250,9 @@ def audio_features(wav: Path) -> tuple[np.ndarray, dict]:
 def model_embeddings(lm, feats: list) -> list[np.ndarray]:
     """The model's chunk embeddings (n_chunks, E) of its input arrays (CQT or stacked fine
     chroma views, :mod:`coverhunter.inputs`) or CQT files, as ``evaluate``."""
-    from coverhunter.embed import embed_tracks
-    from coverhunter.evaluate import windowing
-    from coverhunter.inputs import model_input
+    from common import model_embeddings as embed
 
-    cfg = lm.config
-    lm.model.eval()
-    load = model_input(cfg).loader()
-    out = embed_tracks(lm.model, feats, windowing(cfg), batch_size=cfg.eval.batch_size, load=load)
-    return [np.asarray(e, np.float32) for e, _ in out]
+    return embed(lm, feats)
 
 
 # ---------------------------------------------------------------------------
@@ -577,7 +571,6 @@ def _prepare_test_corpus(args) -> None:
     from coverhunter.dataset import read_dataset
     from coverhunter.extract import extract_features
     from coverhunter.index.chroma_format import compact_chroma
-    from coverhunter.inputs import model_input
 
     data, out, model = args
     lm = _child_model(model)
@@ -585,9 +578,8 @@ def _prepare_test_corpus(args) -> None:
     if rep.failed:
         log.warning("%s: %d recordings failed extraction (left out)", data, len(rep.failed))
     tracks = [t for t in read_dataset(data / "full.txt", check_features=True) if "source_utt" not in t.extra]
-    inp = model_input(lm.config)
     t0 = time.process_time()
-    embs = model_embeddings(lm, [inp.source(t.feat) for t in tracks])
+    embs = model_embeddings(lm, [t.feat for t in tracks])
     t_embed = time.process_time() - t0
     chromas = [compact_chroma(t.feat) for t in tracks]
     meta = {

@@ -845,23 +845,13 @@ def tracks_key(tracks) -> list:
 
 def model_alone(lm, tracks, device: str) -> dict:
     """Embedding distances (n, n) as ``evaluate`` computes them, and the CPU seconds."""
-    from coverhunter.embed import distance_matrix, embed_tracks
-    from coverhunter.evaluate import windowing
-    from coverhunter.inputs import model_input
+    from common import model_embeddings
+
+    from coverhunter.embed import distance_matrix
 
     def run():
-        cfg = lm.config
-        inp = model_input(cfg)  # the CQT, or the fine chroma beside it
-        emb = embed_tracks(
-            lm.model,
-            [inp.source(t.feat) for t in tracks],
-            windowing(cfg),
-            device=device,
-            batch_size=cfg.eval.batch_size,
-            load=inp.loader(),
-        )
-        e = [x for x, _ in emb]
-        return distance_matrix(e, e, cfg.eval.distance)
+        e = model_embeddings(lm, [t.feat for t in tracks], device)
+        return distance_matrix(e, e, lm.config.eval.distance)
 
     dist, secs = timed(run)
     return {"dist": dist, "seconds": secs}

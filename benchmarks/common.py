@@ -18,6 +18,28 @@ from coverhunter import reranker as RK
 log = logging.getLogger("benchmarks")
 
 
+def model_embeddings(lm, feats: list, device="cpu") -> list[np.ndarray]:
+    """A model's chunk embeddings (n_chunks, E) float32 of recordings, as ``evaluate``
+    embeds them: ``feats`` are CQT files (each model reads its own input: the CQT, or the
+    fine chroma stored beside it, :mod:`coverhunter.inputs`) or model-input arrays."""
+    from coverhunter.embed import embed_tracks
+    from coverhunter.evaluate import windowing
+    from coverhunter.inputs import model_input
+
+    cfg = lm.config
+    lm.model.eval()
+    inp = model_input(cfg)
+    out = embed_tracks(
+        lm.model,
+        [inp.source(f) for f in feats],
+        windowing(cfg),
+        device=device,
+        batch_size=cfg.eval.batch_size,
+        load=inp.loader(),
+    )
+    return [np.asarray(e, np.float32) for e, _ in out]
+
+
 def reranked(
     dist: np.ndarray, align, summaries: np.ndarray, rr: R.RerankConfig, votes: np.ndarray | None = None
 ) -> tuple:
