@@ -10,6 +10,9 @@
     .venv/bin/python benchmarks/bench_catalogue.py --no-generate --model models/cqt/model.pt
                                         # another model: its embeddings of the catalogue are
                                         # computed once from the stored features (OUT/embeddings/)
+    .venv/bin/python benchmarks/bench_catalogue.py --distractor-offset 20000
+                                        # the next 20,000 distractors: ones the shipped model
+                                        # never trained on (it trained on the first 20,000)
 
 Catalogue: every recording of the two held-out test corpora of ``bench_accuracy.py`` /
 ``bench_chroma.py`` (``runs/bench_accuracy/test-w60-v4-8-s0``, re-harmonised versions, and
@@ -144,12 +147,16 @@ class Recordings:
         return len(self.track_ids)
 
     def head(self, n: int) -> Recordings:
+        return self.part(0, n)
+
+    def part(self, start: int, stop: int) -> Recordings:
+        """Recordings ``start`` to ``stop`` (excluded)."""
         return Recordings(
-            self.track_ids[:n],
-            self.works[:n],
-            self.durations[:n],
-            self.embeddings[:n],
-            self.chromas[:n],
+            self.track_ids[start:stop],
+            self.works[start:stop],
+            self.durations[start:stop],
+            self.embeddings[start:stop],
+            self.chromas[start:stop],
             self.meta,
         )
 
@@ -602,6 +609,21 @@ def _prepare_test_corpus(args) -> None:
     log.info("%s: search data of %d recordings in %s", data, len(tracks), out)
 
 
+def distractor_chunks(folder: Path, n: int, offset: int = 0) -> tuple[list[Path], int]:
+    """The chunk files on disk that hold distractors ``offset`` to ``offset + n`` (in the
+    chunks' order), and where ``offset`` falls in the first of them."""
+    paths, have, k, skip = [], 0, 0, 0
+    while have < offset + n and chunk_path(folder, k).is_file():
+        count = count_recordings(chunk_path(folder, k))
+        if have + count > offset:
+            if not paths:
+                skip = offset - have
+            paths.append(chunk_path(folder, k))
+        have += count
+        k += 1
+    return paths, skip
+
+
 # ---------------------------------------------------------------------------
 # another model's embeddings of the same recordings (--model other than the one stored)
 
@@ -632,11 +654,12 @@ def _model_inputs_of_test(out: Path, test_root: Path, name: str, inp) -> list:
     return [np.asarray(inp.load(inp.source(tracks[str(t)].feat)), np.float32) for t in ids]
 
 
-def ensure_embeddings(out: Path, model: Path, n_distractors: int, test_root: Path) -> None:
-    """Embed every search-data file (test corpora, the distractor chunks that hold the first
-    ``n_distractors``) whose stored embeddings are not ``model``'s, from the features kept
-    beside it, into :func:`embedding_cache`; resumable (a file on disk is skipped), each
-    file written atomically. Costs the model's embedding of every recording once."""
+def ensure_embeddings(out: Path, model: Path, n_distractors: int, test_root: Path, offset: int = 0) -> None:
+    """Embed every search-data file (test corpora, the distractor chunks that hold
+    ``n_distractors`` from the ``offset``-th on) whose stored embeddings are not
+    ``model``'s, from the features kept beside it, into :func:`embedding_cache`; resumable
+    (a file on disk is skipped), each file written atomically. Costs the model's embedding
+    of every recording once."""
     import torch
 
     from coverhunter.checkpoint import load_model
@@ -648,11 +671,7 @@ def ensure_embeddings(out: Path, model: Path, n_distractors: int, test_root: Pat
     inp = model_input(lm.config)
     cache = embedding_cache(out, lm.fingerprint)
     files = [(test_file(out / "test", n), n) for n in TEST_CORPORA]
-    have, k = 0, 0
-    while have < n_distractors and chunk_path(out / "distractors", k).is_file():
-        files.append((chunk_path(out / "distractors", k), None))
-        have += count_recordings(files[-1][0])
-        k += 1
+    files += [(p, None) for p in distractor_chunks(out / "distractors", n_distractors, offset)[0]]
     todo = [
         (f, name)
         for f, name in files
@@ -706,11 +725,12 @@ def with_model_embeddings(rec: Recordings, path: Path, out: Path, fingerprint: s
 
 
 def load_catalogue(
-    out: Path, n_distractors: int, fingerprint: str | None = None
+    out: Path, n_distractors: int, fingerprint: str | None = None, offset: int = 0
 ) -> tuple[Recordings, Recordings]:
-    """(test recordings, the first ``n_distractors`` distractors) from the files on disk;
-    test track ids are prefixed with their corpus (the corpora number their tracks alike);
-    with ``fingerprint``, that model's embeddings (:func:`with_model_embeddings`)."""
+    """(test recordings, ``n_distractors`` distractors from the ``offset``-th on) from the
+    files on disk; test track ids are prefixed with their corpus (the corpora number their
+    tracks alike); with ``fingerprint``, that model's embeddings
+    (:func:`with_model_embeddings`)."""
 
     def read(path: Path) -> Recordings:
         r = read_recordings(path)
@@ -738,12 +758,9 @@ def load_catalogue(
         [test.chromas[i] for i in order],
         test.meta,
     )
-    parts, have, k = [], 0, 0
-    while have < n_distractors and chunk_path(out / "distractors", k).is_file():
-        parts.append(read(chunk_path(out / "distractors", k)))
-        have += len(parts[-1])
-        k += 1
-    dis = Recordings.concat(parts).head(n_distractors)
+    paths, skip = distractor_chunks(out / "distractors", n_distractors, offset)
+    parts = [read(p) for p in paths]
+    dis = Recordings.concat(parts).part(skip, skip + n_distractors)
     prints = {r.meta["model_fingerprint"] for r in [*tests, *parts]}
     if len(prints) > 1:
         raise SystemExit(
@@ -1225,8 +1242,9 @@ def format_table(res: dict) -> str:
         f"`{res['command']}` at commit {res['commit']}",
         "",
         f"catalogue: {res['n_catalogue']:,} recordings ({res['n_test']} test recordings of "
-        f"{res['n_test_works']} works + {res['n_distractors']:,} distractors of "
-        f"{res['n_distractor_works']:,} training works); {res['n_queries']} queries (test "
+        f"{res['n_test_works']} works + {res['n_distractors']:,} distractors"
+        + (f" from the {res['distractor_offset'] + 1:,}th" if res.get("distractor_offset") else "")
+        + f" of {res['n_distractor_works']:,} training works); {res['n_queries']} queries (test "
         f"recordings; self and twin excluded); two-stage shortlist {k}",
         "",
         f"| method | MAP | MR1 | HR@1 | R@{k} | ms / query | MB | build s |",
@@ -1285,7 +1303,7 @@ def measure_main(a, folder: Path) -> None:
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)
     lm = load_model(a.model, "cpu")
-    tests, dis = load_catalogue(a.out, a.distractors, lm.fingerprint)
+    tests, dis = load_catalogue(a.out, a.distractors, lm.fingerprint, a.distractor_offset)
     cat = make_catalogue(tests, dis)
     queries = query_sample(cat.n_test, a.queries, a.seed)
     sub = query_sample(len(queries), a.align_queries, a.seed + 1)
@@ -1308,6 +1326,7 @@ def measure_main(a, folder: Path) -> None:
         n_test=cat.n_test,
         n_test_works=len(set(tests.works)),
         n_distractors=len(dis),
+        distractor_offset=a.distractor_offset,
         n_distractor_works=len(set(dis.works)),
         n_queries=len(queries),
     )
@@ -1315,7 +1334,8 @@ def measure_main(a, folder: Path) -> None:
     res["generation"] = generation_costs(folder)
     table = format_table(res)
     print(table, flush=True)
-    out = a.out / f"results-d{len(dis)}-q{len(queries)}.json"
+    offset = f"-o{a.distractor_offset}" if a.distractor_offset else ""
+    out = a.out / f"results-d{len(dis)}{offset}-q{len(queries)}.json"
     # per-query AP kept (rounded), with the sampled queries' positions, so that any row's
     # ratio to all-pairs alignment on them can be computed later (map_ratio_ci)
     rows = {n: {**r, "ap": [round(x, 5) for x in r["ap"]]} for n, r in res["rows"].items()}
@@ -1352,6 +1372,15 @@ def get_parser() -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--distractors", type=int, default=20_000, help="distractor recordings (default 20,000)")
+    ap.add_argument(
+        "--distractor-offset",
+        type=int,
+        default=0,
+        metavar="N",
+        help="measure with the distractors from the (N+1)-th on (default 0; e.g. 20000: "
+        "distractors a model trained on the first 20,000 never saw; generation makes "
+        "N + --distractors of them)",
+    )
     ap.add_argument(
         "--queries", type=int, default=0, help="seeded sample of test recordings as queries (0 = all)"
     )
@@ -1421,10 +1450,10 @@ def main() -> None:
         a.distractors, a.queries, a.align_queries = QUICK_DISTRACTORS, QUICK_QUERIES, QUICK_ALIGN
     folder = a.out / "distractors"
     if not a.no_generate:
-        generate(folder, a.distractors, a.model, a.test_root, a.render_test, a.workers)
+        generate(folder, a.distractor_offset + a.distractors, a.model, a.test_root, a.render_test, a.workers)
     if a.generate_only:
         return
-    ensure_embeddings(a.out, a.model, a.distractors, a.test_root)
+    ensure_embeddings(a.out, a.model, a.distractors, a.test_root, a.distractor_offset)
     if a.embed_only:
         return
     measure_main(a, folder)

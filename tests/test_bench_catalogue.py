@@ -72,6 +72,26 @@ def test_another_models_embeddings_replace_the_stored_ones(tmp_path):
         bc.with_model_embeddings(rec, path, tmp_path, "other")
 
 
+def test_distractors_from_an_offset(tmp_path):
+    bc = load_benchmark("bench_catalogue")
+    (tmp_path / "test").mkdir()
+    for name in bc.TEST_CORPORA:
+        bc.write_recordings(bc.test_file(tmp_path / "test", name), _recordings(bc, 2, 2))
+    chunks = [_recordings(bc, 1, 3, seed=k) for k in range(3)]  # 3 recordings a chunk
+    (tmp_path / "distractors").mkdir()
+    for k, rec in enumerate(chunks):
+        rec.track_ids = np.asarray([f"c{k}_{i}" for i in range(3)])
+        bc.write_recordings(bc.chunk_path(tmp_path / "distractors", k), rec)
+    paths, skip = bc.distractor_chunks(tmp_path / "distractors", 4, offset=2)
+    assert [p.name for p in paths] == ["chunk_00000.npz", "chunk_00001.npz"] and skip == 2
+    _, dis = bc.load_catalogue(tmp_path, 4, offset=2)
+    assert list(dis.track_ids) == ["c0_2", "c1_0", "c1_1", "c1_2"]
+    _, first = bc.load_catalogue(tmp_path, 4)
+    assert list(first.track_ids) == ["c0_0", "c0_1", "c0_2", "c1_0"]
+    _, past = bc.load_catalogue(tmp_path, 5, offset=6)  # fewer on disk than asked: those
+    assert list(past.track_ids) == ["c2_0", "c2_1", "c2_2"]
+
+
 def test_recall_breaks_ties_against_covers_and_sample_is_seeded():
     bc = load_benchmark("bench_catalogue")
     works = np.array(["a", "a", "b", "b"])
