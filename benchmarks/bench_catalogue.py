@@ -772,6 +772,26 @@ def load_catalogue(
     return test, dis
 
 
+def distractor_catalogue(out: Path, n: int, model: Path, offset: int = 0) -> tuple[Catalogue, object]:
+    """The distractors alone as a catalogue, with ``model``'s embeddings (computed first
+    where the stored ones are another model's, :func:`ensure_embeddings`): the
+    training-type catalogue of ``bench_catalogue_tune.py`` and ``bench_votes_tune.py``.
+    Returns (the catalogue, the loaded model)."""
+    from coverhunter.checkpoint import load_model
+    from coverhunter.classical import chroma_from_uint8
+    from coverhunter.qmax import AlignmentFeatures
+
+    paths, skip = distractor_chunks(out / "distractors", n, offset)
+    if not paths:
+        raise SystemExit(f"no distractors in {out / 'distractors'}: run bench_catalogue.py --generate-only")
+    ensure_embeddings(out, model, n, TEST_ROOT, offset)
+    lm = load_model(model, "cpu")
+    parts = [with_model_embeddings(read_recordings(p), p, out, lm.fingerprint) for p in paths]
+    dis = Recordings.concat(parts).part(skip, skip + n)
+    align = [AlignmentFeatures.from_chroma(chroma_from_uint8(c)) for c in dis.chromas]
+    return Catalogue(dis.works, dis.track_ids, dis.embeddings, dis.chromas, align, 0), lm
+
+
 def query_sample(n: int, size: int, seed: int) -> np.ndarray:
     """Sorted seeded sample of ``size`` of ``range(n)`` (all when ``size`` is 0 or >= n)."""
     if size <= 0 or size >= n:

@@ -11,8 +11,9 @@ grows, how many items the anchor re-scores) without looking at the test works.
 
 Rows: the default ``RerankConfig`` and each ``--variant NAME FIELD=VALUE[,FIELD=VALUE]``
 (fields of :class:`coverhunter.rerank.RerankConfig`), each run as ``bench_catalogue.py``
-runs the two-stage search (``two_stage_search``: the shipped model's embedding, its
-projected 2D Fourier summary, the default recurrence votes, each query alone); MAP over
+runs the two-stage search (``two_stage_search``: ``--model``'s embedding (another model's
+than the stored one computed once, ``bench_catalogue.py --model``), its projected 2D
+Fourier summary, the default recurrence votes, each query alone); MAP over
 all queries, and over every fifth query beside all-pairs alignment of those
 (``alignment_search``); alignments and CPU milliseconds of one thread per query. The
 recurrence votes and the all-pairs scores are kept under ``--out`` (``tune-*.npz``, keyed
@@ -37,31 +38,19 @@ import numpy as np  # noqa: E402
 from common import cached, parse_variant  # noqa: E402
 
 from coverhunter import rerank as R  # noqa: E402
-from coverhunter.checkpoint import load_model  # noqa: E402
-from coverhunter.classical import chroma_from_uint8  # noqa: E402
 from coverhunter.index.recurrence import RecurrenceParams  # noqa: E402
 from coverhunter.metrics import evaluate_distances  # noqa: E402
-from coverhunter.qmax import AlignmentFeatures, QmaxParams  # noqa: E402
+from coverhunter.qmax import QmaxParams  # noqa: E402
 
 log = logging.getLogger("bench_catalogue_tune")
-
-
-def distractor_catalogue(out: Path, n: int) -> B.Catalogue:
-    parts, have, k = [], 0, 0
-    while have < n and B.chunk_path(out / "distractors", k).is_file():
-        parts.append(B.read_recordings(B.chunk_path(out / "distractors", k)))
-        have += len(parts[-1])
-        k += 1
-    if not parts:
-        raise SystemExit(f"no distractors in {out / 'distractors'}: run bench_catalogue.py --generate-only")
-    dis = B.Recordings.concat(parts).head(n)
-    align = [AlignmentFeatures.from_chroma(chroma_from_uint8(c)) for c in dis.chromas]
-    return B.Catalogue(dis.works, dis.track_ids, dis.embeddings, dis.chromas, align, 0)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--distractors", type=int, default=5000)
+    ap.add_argument(
+        "--distractor-offset", type=int, default=0, metavar="N", help="the distractors from the (N+1)-th on"
+    )
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=Path, default=B.MODEL)
@@ -70,12 +59,11 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     variants = [("default", R.RerankConfig())] + [parse_variant(n, t) for n, t in args.variant]
-    cat = distractor_catalogue(args.out, args.distractors)
+    cat, lm = B.distractor_catalogue(args.out, args.distractors, args.model, args.distractor_offset)
     n = len(cat)
     queries = B.query_sample(n, args.queries, args.seed)
     exclude = B.self_mask(queries, n)
     works = np.asarray(cat.works)
-    lm = load_model(args.model)
     d_embed, _ = B.embedding_search(cat, queries, lm.config.eval.distance)
     _, summ, _ = B.summary_search(cat, queries, lm.summary_projection)
     tag = f"d{n}-q{len(queries)}-s{args.seed}"

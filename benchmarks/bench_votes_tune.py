@@ -36,7 +36,6 @@ from pathlib import Path  # noqa: E402
 
 import bench_catalogue as B  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_catalogue_tune import distractor_catalogue  # noqa: E402
 from common import add_search_arguments, parse_variant, search_params  # noqa: E402
 
 from coverhunter import rerank as R  # noqa: E402
@@ -145,6 +144,9 @@ def format_rows(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--distractors", type=int, default=20000)
+    ap.add_argument(
+        "--distractor-offset", type=int, default=0, metavar="N", help="the distractors from the (N+1)-th on"
+    )
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--search-neighbours", type=int, default=200, metavar="N")
@@ -160,13 +162,10 @@ def main(argv=None) -> None:
     for name, p in variants:
         check_variant(name, p, args.search_neighbours, base)
 
-    from coverhunter.checkpoint import load_model
-
-    cat = distractor_catalogue(args.out, args.distractors)
+    cat, lm = B.distractor_catalogue(args.out, args.distractors, args.model, args.distractor_offset)
     queries = B.query_sample(len(cat), args.queries, args.seed)
     exclude = B.self_mask(queries, len(cat))
     works = np.asarray(cat.works)
-    lm = load_model(args.model)
     d_embed, _ = B.embedding_search(cat, queries, lm.config.eval.distance)
     d_sum, _, _ = B.summary_search(cat, queries, lm.summary_projection)
     idx, lists = neighbour_lists(cat, queries, exclude, args.search_neighbours, base)

@@ -147,21 +147,28 @@ def test_tiny_measurement_has_every_row():
 def test_tune_catalogue_is_the_distractors_and_variants_are_checked(tmp_path):
     import pytest
 
+    from coverhunter.checkpoint import load_model
+
     bc = load_benchmark("bench_catalogue")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     tune = load_benchmark("bench_catalogue_tune")
     dis = _recordings(bc, 3, seed=1)
+    model = Path(__file__).resolve().parents[1] / bc.MODEL
+    lm = load_model(model)  # the chunks hold its embeddings: none to compute
+    dis.meta = {"model_fingerprint": lm.fingerprint}
     (tmp_path / "distractors").mkdir()
     bc.write_recordings(bc.chunk_path(tmp_path / "distractors", 0), dis.head(5))
     bc.write_recordings(bc.chunk_path(tmp_path / "distractors", 1), bc.Recordings.concat([dis]).head(9))
-    cat = tune.distractor_catalogue(tmp_path, 7)
-    assert len(cat) == 7 and cat.n_test == 0 and len(cat.align) == 7
+    cat, got = bc.distractor_catalogue(tmp_path, 7, model)
+    assert len(cat) == 7 and cat.n_test == 0 and len(cat.align) == 7 and got.fingerprint == lm.fingerprint
+    later, _ = bc.distractor_catalogue(tmp_path, 7, model, offset=3)
+    assert list(later.track_ids) == list(dis.track_ids[3:5]) + list(dis.track_ids[:5])
     name, rr = tune.parse_variant("top", "expansion_top=7,grow_after=0")
     assert name == "top" and rr.expansion_top == 7 and rr.grow_after == 0
     with pytest.raises(SystemExit, match="not FIELD=VALUE"):
         tune.parse_variant("bad", "no_such_field=1")
     with pytest.raises(SystemExit, match="no distractors"):
-        tune.distractor_catalogue(tmp_path / "empty", 3)
+        bc.distractor_catalogue(tmp_path / "empty", 3, model)
 
 
 def test_votes_tune_scores_one_search_with_each_voting_variant():
