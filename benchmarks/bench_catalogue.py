@@ -665,8 +665,6 @@ def ensure_embeddings(out: Path, model: Path, n_distractors: int, test_root: Pat
     from coverhunter.checkpoint import load_model
     from coverhunter.inputs import model_input
 
-    torch.set_num_threads(1)
-    torch.set_grad_enabled(False)
     lm = load_model(model, "cpu")
     inp = model_input(lm.config)
     cache = embedding_cache(out, lm.fingerprint)
@@ -684,6 +682,12 @@ def ensure_embeddings(out: Path, model: Path, n_distractors: int, test_root: Pat
     cache.mkdir(parents=True, exist_ok=True)
     log.info("embedding %d search-data files with %s into %s", len(todo), model, cache)
     t0 = time.process_time()
+    with torch.no_grad():  # no global switch: a caller (a test) may train afterwards
+        _embed_files(out, test_root, todo, lm, inp, cache, t0)
+
+
+def _embed_files(out: Path, test_root: Path, todo: list, lm, inp, cache: Path, t0: float) -> None:
+    """:func:`ensure_embeddings`' work: each (file, test corpus name or None) of ``todo``."""
     for i, (f, name) in enumerate(todo):
         x = _model_inputs_of_test(out, test_root, name, inp) if name else _model_inputs_of_chunk(f, inp)
         embs = model_embeddings(lm, x)
