@@ -10,9 +10,10 @@
     .venv/bin/python benchmarks/bench_catalogue.py --no-generate --model models/cqt/model.pt
                                         # another model: its embeddings of the catalogue are
                                         # computed once from the stored features (OUT/embeddings/)
-    .venv/bin/python benchmarks/bench_catalogue.py --distractor-offset 20000
+    .venv/bin/python benchmarks/bench_catalogue.py --distractor-offset 20088
                                         # the next 20,000 distractors: ones the shipped model
-                                        # never trained on (it trained on the first 20,000)
+                                        # never trained on (it trained on chunks 0-185, the
+                                        # first 20,088)
 
 Catalogue: every recording of the two held-out test corpora of ``bench_accuracy.py`` /
 ``bench_chroma.py`` (``runs/bench_accuracy/test-w60-v4-8-s0``, re-harmonised versions, and
@@ -1401,8 +1402,8 @@ def get_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="measure with the distractors from the (N+1)-th on (default 0; e.g. 20000: "
-        "distractors a model trained on the first 20,000 never saw; generation makes "
+        help="measure with the distractors from the (N+1)-th on (default 0; e.g. 20088: "
+        "distractors the shipped model, trained on the first 20,088, never saw; generation makes "
         "N + --distractors of them)",
     )
     ap.add_argument(
