@@ -40,10 +40,7 @@ def chunk_windowing(cfg, rr: RerankConfig):
     from .embed import Windowing
 
     inp = model_input(cfg)
-    fps = inp.frames_per_second
-    return Windowing(
-        max(1, round(rr.chunk_s * fps)), max(1, round(rr.hop_s * fps)), cfg.data.mean_size, inp.pad_value
-    )
+    return Windowing.from_config(rr, inp.frames_per_second, cfg.data.mean_size, inp.pad_value)
 
 
 def chunk_embeddings(

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ..checkpoint import LoadedModel
 from ..dataset import Track, read_dataset
-from ..embed import EmbeddingCache, Windowing
-from ..inputs import model_input
+from ..embed import EmbeddingCache
+from ..evaluate import windowing
 from ..utils import file_lock
 from . import folder as fs
 from .embedding import tracks_from_folder
@@ -86,7 +86,7 @@ def build_index(
         fs.recover(root)
         fs.replaceable(root, overwrite)
         tracks = _build_tracks(dataset, folder)
-        win = _windowing(lm)
+        win = windowing(lm.config)
         tmp = root.parent / f".{root.name}{fs.BUILD_TAG}{os.getpid()}"
         idx = None
         try:
@@ -141,19 +141,12 @@ def build_shard(
         fs.recover(root)
         if not (root / "meta.json").is_file():
             fs.replaceable(root, False)
-            CatalogueIndex.create(root, lm, _windowing(lm), backend, uri=uri)
+            CatalogueIndex.create(root, lm, windowing(lm.config), backend, uri=uri)
     idx = CatalogueIndex.load(root)
     tracks = rank_slice(_build_tracks(dataset, folder), rank, world_size)
     log.info("rank %d of %d: %d recordings", rank, world_size, len(tracks))
     failed = idx.add(lm, tracks, device, cache=cache)
     return CatalogueIndex.load(root), failed
-
-
-def _windowing(lm: LoadedModel) -> Windowing:
-    """The index's chunk windows, in frames of the model's input (:mod:`coverhunter.inputs`)."""
-    cfg = lm.config
-    inp = model_input(cfg)
-    return Windowing.from_config(cfg.eval, inp.frames_per_second, cfg.data.mean_size, inp.pad_value)
 
 
 __all__ = ["build_index", "build_shard"]
