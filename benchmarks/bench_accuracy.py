@@ -75,7 +75,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import cached, model_embeddings, reranked, timed  # noqa: E402
+from common import cached, coarse_view, model_embeddings, reranked, timed  # noqa: E402
 
 from coverhunter import alignment_inputs as AI  # noqa: E402
 from coverhunter import classical as C  # noqa: E402
@@ -182,7 +182,7 @@ def shortlist_recall(lists: list, works: list) -> float:
     """Mean over queries (with a cover) of the share of its covers in its shortlist."""
     works = np.asarray(works)
     rec = []
-    for q, (sl, _, _) in enumerate(lists):
+    for q, (sl, *_) in enumerate(lists):
         n = int((works == works[q]).sum()) - 1
         if n:
             rec.append(float((works[sl] == works[q]).sum()) / n)
@@ -198,12 +198,19 @@ def top_recall(dist: np.ndarray, works: list, k: int) -> float:
     return shortlist_recall(lists, works)
 
 
-def shortlist_scores(dist: np.ndarray, glob: np.ndarray | None, score_fn, rr: R.RerankConfig) -> list:
-    """Per query: (shortlist indices, first-stage distances, alignment scores); self excluded.
+def shortlist_scores(
+    dist: np.ndarray, glob: np.ndarray | None, score_fn, rr: R.RerankConfig, coarse_fn=None
+) -> list:
+    """Per query: (shortlist indices, first-stage distances, alignment scores, the
+    shortlist's tail); self excluded.
 
     The shortlist is :func:`coverhunter.rerank.cascade_shortlist` (``glob``: 2D Fourier
     summary distances, None for the plain embedding top k), and the first-stage distances
-    what the alignment is fused with (:func:`coverhunter.rerank.first_stage_distances`)."""
+    what the alignment is fused with (:func:`coverhunter.rerank.first_stage_distances`).
+    With ``rr.coarse_keep`` > 0 and ``coarse_fn`` ((q, indices) -> coarse scores), the
+    coarse pass (:func:`coverhunter.rerank.coarse_cut`) keeps the items aligned in full
+    and the rest is the tail, placed after them in the coarse pass's order, as rerank_row
+    does; the tail is empty without it."""
     out = []
     rr = R.for_catalogue(rr, dist.shape[1])  # the shortlist length of this catalogue, as rerank_row
     for q in range(len(dist)):
@@ -211,15 +218,26 @@ def shortlist_scores(dist: np.ndarray, glob: np.ndarray | None, score_fn, rr: R.
         ex[q] = True
         sl = R.cascade_shortlist(dist[q], None if glob is None else glob[q], rr, ex)
         first = R.first_stage_distances(dist[q, sl], None if glob is None else glob[q][..., sl], rr)
-        out.append((sl, first, score_fn(q, sl)))
+        tail = np.zeros(0, np.int64)
+        if coarse_fn is not None and R.coarse_count(rr, len(sl)) < len(sl):
+            kept, dropped = R.coarse_cut(first, coarse_fn(q, sl), rr)
+            sl, tail = sl[kept], sl[dropped]
+            first = R.first_stage_distances(dist[q, sl], None if glob is None else glob[q][..., sl], rr)
+        out.append((sl, first, score_fn(q, sl), tail))
     return out
+
+
+def whole_shortlists(lists: list) -> list:
+    """``lists`` with each shortlist whole again (the coarse pass's tail appended): what the
+    first stage delivered, for its recall."""
+    return [(np.concatenate([sl, tail]), None, None) for sl, _, _, tail in lists]
 
 
 def apply_rerank(dist: np.ndarray, lists: list, weight: float) -> np.ndarray:
     """Re-ordered distance matrix from precomputed shortlist scores (same as rerank_row)."""
     out = np.empty_like(dist)
-    for q, (sl, first, sc) in enumerate(lists):
-        head = sl[np.argsort(-R.fuse(first, sc, weight), kind="stable")]
+    for q, (sl, first, sc, tail) in enumerate(lists):
+        head = np.concatenate([sl[np.argsort(-R.fuse(first, sc, weight), kind="stable")], tail])
         out[q] = R.reordered_distances(dist[q], head)
     return out
 
@@ -233,6 +251,14 @@ def chunk_scorer(lm, tracks, device, rr: R.RerankConfig):
 
 def chroma_scorer(align, rr: R.RerankConfig):
     return lambda q, sl: Q.qmax_scores(align[q], [align[j] for j in sl], rr.qmax)
+
+
+def coarse_scorer(align, rr: R.RerankConfig):
+    """The coarse pass's scores, (q, indices) -> coarse Qmax (``Reranker.coarse_scores``),
+    on the view of the alignment chroma that recurrence voting searches."""
+    view = coarse_view(align)
+    coarse = [a.coarse(rr.coarse_block, view) for a in align] if rr.coarse_keep > 0 else []
+    return lambda q, sl: Q.qmax_scores(coarse[q], [coarse[j] for j in sl], rr.coarse_qmax)
 
 
 # ---------------------------------------------------------------------------
@@ -305,9 +331,15 @@ def run_corpus(
         glob = first_stage_glob(rr, d_sum, votes)
         t_glob = t_sum + (t_votes if first in ("recurrence", "both") else 0.0)
         name = dict(first=FIRST_NAMES[first], k=k_used, pool=rr.pool, gpool=rr.global_pool)
-        lists, t = timed(shortlist_scores, d_model, glob, chroma_scorer(align, rr), rr)
-        recall[first] = shortlist_recall(lists, works)
+        lists, t = timed(
+            shortlist_scores, d_model, glob, chroma_scorer(align, rr), rr, coarse_scorer(align, rr)
+        )
+        recall[first] = shortlist_recall(whole_shortlists(lists), works)
         recall["alignment"] = top_recall(d_align, works, k_used)
+        k_full = R.coarse_count(R.for_catalogue(rr, len(tracks)), k_used)
+        if k_full < k_used:  # what the full alignment gets: the coarse pass's best share
+            recall[f"{first}, after the coarse pass"] = shortlist_recall(lists, works)
+            recall[f"alignment at {k_full}"] = top_recall(d_align, works, k_full)
         d, t2 = timed(apply_rerank, d_model, lists, weight)
         rows[TWO_STAGE.format(**name) + ", no expansion (identify)"] = (
             d,
@@ -358,6 +390,16 @@ def fmt_ci(v, ci, digits=3) -> str:
     return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else f"{v:.{digits}f}"
 
 
+def recall_name(key: str) -> str:
+    """How the table names a ``shortlist_recall`` entry of :func:`run_corpus`."""
+    first, _, after = key.partition(", ")
+    if first == "alignment":
+        return "all-pairs alignment (its own top k)"
+    if first.startswith("alignment at "):
+        return f"all-pairs alignment (its own top {first.split()[-1]})"
+    return FIRST_NAMES.get(first, first) + (f", {after}" if after else "")
+
+
 def print_table(title: str, res: dict, k: int) -> None:
     print(
         f"\n{title}: {res['n_tracks']} recordings of {res['n_works']} works, every recording "
@@ -382,10 +424,7 @@ def print_table(title: str, res: dict, k: int) -> None:
         print(
             "\nfirst-stage recall (share of a query's covers in the shortlist of "
             f"{res['k_used']}, before expansion): "
-            + ", ".join(
-                f"{FIRST_NAMES.get(f, 'all-pairs alignment (its own top k)')} {v:.3f}"
-                for f, v in recall.items()
-            )
+            + ", ".join(f"{recall_name(f)} {v:.3f}" for f, v in recall.items())
             + f"; recurrence voting {res['recurrence_seconds_per_query'] * 1e3:.0f} ms per query"
         )
     print(
@@ -536,7 +575,8 @@ def tune_first_stage(
             glob = first_stage_glob(rr, d_sum, votes)
             lists = shortlist_scores(d_model, glob, lambda q, sl: np.zeros(len(sl)), rr)
             d, _ = reranked(d_model, align, summaries, rr, votes)
-            row[float(w)] = {"recall": shortlist_recall(lists, works), "map": metrics(d, works, 0)["map"]}
+            recall = shortlist_recall(whole_shortlists(lists), works)
+            row[float(w)] = {"recall": recall, "map": metrics(d, works, 0)["map"]}
         res[first] = row
         print(
             f"| {FIRST_NAMES[first]} | "
@@ -544,6 +584,39 @@ def tune_first_stage(
             + " |",
             flush=True,
         )
+    return res
+
+
+def tune_coarse(
+    lm, tracks, device, k: int, shares=(0.0, 0.5, 0.4, 0.3), grow_after: int = R.DEFAULT_GROW_AFTER
+) -> dict:
+    """The coarse pass (``RerankConfig.coarse_keep``) at each share of the shortlist aligned
+    in full: MAP of the two-stage search with expansion (defaults otherwise), and the
+    alignments per query (full, coarse) a single query asks for."""
+    works = [t.work for t in tracks]
+    d_model = model_distances(lm, tracks, device)
+    align = chroma_of(tracks)
+    summaries = AI.global_summaries(align, lm.summary_projection)
+    votes = RK.recurrence_votes(align, None, CHROMA_SPEC, True)
+    k_used = R.shortlist_length(R.RerankConfig(k=k, grow_after=grow_after), len(tracks))
+    print(
+        f"\ncoarse pass on a training-type corpus ({len(tracks)} recordings, {len(set(works))} works, "
+        f"shortlist {k_used}): MAP with expansion, alignments per query (full + coarse)\n"
+    )
+    print("| share aligned in full | MAP | alignments | coarse alignments |")
+    print("|---|---|---|---|")
+    res = {}
+    for share in shares:
+        rr = R.RerankConfig(k=k, grow_after=grow_after, coarse_keep=share)
+        d, rk = reranked(d_model, align, summaries, rr, votes)
+        n = max(1, rk.n_queries)
+        res[float(share)] = {
+            "map": metrics(d, works, 0)["map"],
+            "alignments": rk.n_pairs / n,
+            "coarse": rk.n_coarse / n,
+        }
+        r = res[float(share)]
+        print(f"| {share:g} | {r['map']:.4f} | {r['alignments']:.0f} | {r['coarse']:.0f} |", flush=True)
     return res
 
 
@@ -712,6 +785,15 @@ def main() -> None:
         "search against the embedding (default 0.5 0.7 0.85 1)",
     )
     ap.add_argument(
+        "--tune-coarse",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="SHARE",
+        help="with --tune: only the coarse-pass table, for these shares of the shortlist "
+        "aligned in full (RerankConfig.coarse_keep; 0 = no coarse pass; default 0 0.5 0.4 0.3)",
+    )
+    ap.add_argument(
         "--expansion-only",
         action="store_true",
         help="with --tune: only the expansion table (skip the fusion-weight sweep)",
@@ -800,6 +882,13 @@ def main() -> None:
             ]
             res = tune_qmax(tracks, variants)
             name = name.replace("tune", "tune-qmax", 1)
+        elif a.tune_coarse is not None:
+            if not a.keep_trained_works:
+                tracks = unseen(tracks, lm.works)
+            res = tune_coarse(
+                lm, tracks, a.device, a.k, tuple(a.tune_coarse) or (0.0, 0.5, 0.4, 0.3), a.grow_after
+            )
+            name = name.replace("tune", "tune-coarse", 1)
         elif a.tune_first_stage is not None:
             if not a.keep_trained_works:
                 tracks = unseen(tracks, lm.works)

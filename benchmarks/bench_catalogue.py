@@ -1051,6 +1051,7 @@ def two_stage_search(
         ref_summary=summ,
         symmetric=False,
     )
+    rk.coarse_view = 1  # the c3 view of the stored "cqt|c3" chroma (chroma.search_view)
     recurrence = getattr(rr, "first_stage", "summary") in ("recurrence", "both")
     if recurrence:
         rk.votes = votes
@@ -1076,6 +1077,7 @@ def two_stage_search(
             "ms": secs / len(queries) * 1e3,
             "k": rk.k_used,
             "alignments_per_query": rk.n_pairs / len(queries),
+            "coarse_per_query": getattr(rk, "n_coarse", 0) / len(queries),
             "config": repr(rr),
         },
         lists,
@@ -1092,13 +1094,16 @@ KNOWN_RERANKER_FIELDS = {
     "ref_summary",
     "votes",
     "anchor_votes",
+    "coarse_view",
     "symmetric",
     "seconds",
     "n_queries",
     "n_pairs",
     "n_computed",
+    "n_coarse",
     "k_used",
     "_checked",
+    "_coarse",
     "_pairs",
 }
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from coverhunter import rerank as R
 from coverhunter import reranker as RK
+from coverhunter.chroma import CHROMA_SPEC, search_view, spec_views
 
 log = logging.getLogger("benchmarks")
 
@@ -55,9 +56,19 @@ def reranked(
         query_summary=summaries,
         ref_summary=summaries,
         votes=votes,
+        coarse_view=coarse_view(align),
         symmetric=True,
     )
     return rk.rerank_block(dist, 0, exclude=np.eye(len(dist), dtype=bool)), rk
+
+
+def coarse_view(align) -> int | None:
+    """The view of the alignment chroma the coarse pass aligns (``Reranker.coarse_view``):
+    the search view of :data:`coverhunter.chroma.CHROMA_SPEC` when ``align`` (a list of
+    AlignmentFeatures) has its views, else all (None)."""
+    spec = CHROMA_SPEC
+    full = len(align) and align[0].chroma.shape[1] == 12 * len(spec_views(spec))
+    return search_view(spec) if full else None
 
 
 def timed(fn, *args, **kw):

@@ -468,6 +468,97 @@ def test_rerank_matches_reorders_head_and_keeps_tail():
     assert out[0].track_id == "cover" and sorted(m.track_id for m in out) == sorted(ids)
 
 
+def test_coarse_cut_keeps_the_best_share_and_orders_the_rest():
+    first = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])  # first-stage distances
+    coarse = np.array([0.0, 0.9, 0.1, 0.8, 0.2, 0.7])
+    cfg = R.RerankConfig(coarse_keep=0.5, coarse_min=1, weight=1.0)  # the coarse score alone decides
+    kept, dropped = R.coarse_cut(first, coarse, cfg)
+    assert kept.tolist() == [1, 3, 5] and dropped.tolist() == [4, 2, 0]
+    # at weight 0 the first stage decides; a share never keeps fewer than one item
+    kept, dropped = R.coarse_cut(first, coarse, replace(cfg, weight=0.0, coarse_keep=0.01))
+    assert kept.tolist() == [0] and dropped.tolist() == [1, 2, 3, 4, 5]
+    # never fewer than coarse_min in full, never more than the shortlist; 0 = no coarse pass
+    assert R.coarse_count(replace(cfg, coarse_min=4), 6) == 4 and R.coarse_count(cfg, 6) == 3
+    assert R.coarse_count(R.RerankConfig(), 40) == 40 and R.coarse_count(R.RerankConfig(), 340) == 136
+    assert R.coarse_count(replace(cfg, coarse_keep=0.0), 340) == 340
+    with pytest.raises(ValueError, match="coarse_keep"):
+        R.RerankConfig(coarse_keep=1.5)
+    with pytest.raises(ValueError, match="coarse_min"):
+        R.RerankConfig(coarse_min=0)
+    with pytest.raises(ValueError, match="coarse_block"):
+        R.RerankConfig(coarse_block=0)
+
+
+def test_coarse_features_average_frames_of_one_view():
+    rng = np.random.default_rng(0)
+    x = rng.random((9, 24)).astype(np.float32)
+    a = Q.AlignmentFeatures.from_chroma(x)
+    c = a.coarse(2, view=1)
+    assert c.chroma.shape == (5, 12) and c.profile.shape == (1, 12)
+    np.testing.assert_allclose(c.chroma[0], x[:2, 12:].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(c.chroma[-1], x[8, 12:], rtol=1e-6)  # the partial last block
+    assert a.coarse(1).chroma.shape == (9, 24)  # every view, every frame
+    with pytest.raises(ValueError, match="view 2"):
+        a.coarse(2, view=2)
+
+
+def test_coarse_pass_aligns_in_full_only_what_it_keeps():
+    n, k = 30, 10
+    d = np.linspace(0.0, 1.0, n)
+    coarse = np.zeros(n)
+    coarse[[9, 7, 5, 3, 1]] = [5.0, 4.0, 3.0, 2.0, 1.0]  # the coarse pass likes these
+    full_calls = []
+
+    def full(refs):
+        full_calls.append(sorted(int(j) for j in refs))
+        return -np.asarray(refs, np.float64)  # the full alignment prefers the lowest index
+
+    cfg = R.RerankConfig(k=k, weight=1.0, coarse_keep=0.5, coarse_min=2)
+    out = R.rerank_row(d, full, cfg, coarse_fn=lambda refs: coarse[refs])
+    assert full_calls == [[1, 3, 5, 7, 9]]  # half the shortlist, the coarse pass's best
+    order = np.argsort(out, kind="stable")
+    assert order[:5].tolist() == [1, 3, 5, 7, 9]  # aligned in full, by the full score
+    # then the rest of the shortlist in the coarse pass's order, then the others unchanged
+    assert order[5:10].tolist() == [0, 2, 4, 6, 8] and order[10:].tolist() == list(range(10, n))
+    # without a coarse function (a caller that cannot align coarsely) all k are aligned,
+    # and a shortlist no longer than coarse_min has no coarse pass
+    for kw, fn in (
+        ({}, None),
+        ({"coarse_min": k}, lambda refs: pytest.fail("coarse pass at k <= coarse_min")),
+    ):
+        full_calls.clear()
+        R.rerank_row(d, full, replace(cfg, **kw), coarse_fn=fn)
+        assert full_calls == [list(range(k))]
+
+
+def test_coarse_pass_keeps_a_planted_cover_and_counts_its_alignments():
+    align = _planted_cover(9)
+    cfg = R.RerankConfig(k=10, weight=0.7, coarse_keep=0.3, coarse_min=1, expand=0, expansion_weight=0.0)
+    rk = RK.Reranker(cfg, query_align=align[:1], ref_align=align[1:])
+    d = np.linspace(0.1, 0.9, 10)[None, :]  # the embedding ranks the cover 8th of 10
+    d[0, [7, 9]] = d[0, [9, 7]]
+    out = rk.rerank_block(d, 0)
+    assert int(np.argmin(out[0])) == 9
+    assert rk.n_coarse == 10 and rk.n_pairs == 3  # 10 coarse alignments, the best 3 in full
+    assert "after 10 coarse ones" in rk.summary()
+    # identify's re-ranking: the cover is kept by the coarse pass and comes first
+    from coverhunter.index import Match
+
+    store = {f"t{j}": a for j, a in enumerate(align[1:])}
+    matches = [Match(f"w{j}", f"t{j}", 1.0 - d[0, j], 0.0, 0.0) for j in np.argsort(d[0])]
+    seen = []
+    out = RS.rerank_matches(
+        matches,
+        align[0],
+        store.get,
+        replace(cfg, global_weight=0.0),
+        calibrate=lambda ms, n: seen.append(n) or ms,
+    )
+    assert out[0].track_id == "t9" and seen == [3]
+    assert sorted(m.track_id for m in out) == sorted(store)  # nothing dropped
+    assert sum(m.alignment is not None for m in out) == 3  # only those aligned in full carry a score
+
+
 def test_rerank_matches_aligns_other_versions_of_a_shortlisted_work():
     """A work whose found recording is a stranger's twin but whose other recording is the
     query's cover: aligning that version too brings the work first, with the cover's score."""

@@ -16,6 +16,15 @@ For each query:
    ``k * sqrt(n / grow_after)`` (:func:`shortlist_length`), because the first stage leaves
    more covers outside a fixed ``k`` the larger the catalogue; the cost per query still
    grows far slower than aligning the whole catalogue.
+
+   1b. **Coarse pass** (``coarse_keep`` > 0, where the caller can align coarsely): every
+   shortlisted item is first aligned on one chroma view at ``coarse_block`` times fewer
+   frames (:meth:`coverhunter.qmax.AlignmentFeatures.coarse`, ``coarse_qmax``), fused
+   with the first stage as in step 3, and only the best ``coarse_keep`` share, never
+   fewer than ``coarse_min`` items, goes on to the full alignment; the rest follow it in
+   that fused order (:func:`coarse_count`, :func:`coarse_cut`). A shortlist of at most
+   ``coarse_min`` items (a catalogue of up to ``grow_after`` recordings at the defaults)
+   has no coarse pass.
 2. **Alignment score** of each shortlisted reference, over whole tracks (no cut):
    ``"chroma"``: Qmax over the chroma cross-recurrence plot (transposed by the OTI,
    :mod:`coverhunter.qmax`); ``"embedding"``: Qmax over the cross-recurrence plot of
@@ -167,6 +176,19 @@ SOURCES = ("chroma", "embedding", "both")
 # better for any of them (docs/first-stage.md)
 FIRST_STAGES = ("recurrence", "summary", "both")
 DEFAULT_FIRST_STAGE = "both"
+# the coarse pass (step 1b): the shortlist aligned first on one view at half the frame rate
+# (AlignmentFeatures.coarse: about a sixth of the cost), and only the best share of it by
+# that fused score, never fewer than coarse_min items, aligned in full. On the clean
+# training-type catalogue of 4,000 recordings (`bench_catalogue_tune.py --distractors 4000
+# --distractor-offset 20088`, shortlist 150, 300 queries; benchmarks/results/catalogue-tune.md):
+# MAP 0.3626 aligning all 150 (275 alignments, 139 ms a query), 0.3617 at share 0.5, 0.3615
+# at 0.4 (185 and 150 coarse, 107 ms), 0.3611 at 0.3, 0.3570 at 0.2. On the two small
+# training-type corpora (`bench_accuracy.py --tune --tune-coarse`, 272 and 240 recordings,
+# shortlist 50) any cut of the 50 lost MAP (0.5851 -> 0.5581 and 0.5467 -> 0.5242 at 0.4),
+# for little (175 -> 139 alignments): the pass only cuts shortlists grown beyond coarse_min
+DEFAULT_COARSE_KEEP = 0.4
+DEFAULT_COARSE_MIN = DEFAULT_K
+DEFAULT_COARSE_BLOCK = 2
 
 
 @dataclass(frozen=True)
@@ -203,6 +225,12 @@ class RerankConfig:
     # summary); the work scores the best of them
     versions: int = DEFAULT_VERSIONS
     qmax: QmaxParams = QmaxParams()
+    # the coarse pass: the share of the shortlist aligned in full, chosen by a coarse
+    # alignment of all of it (0 = none); frames averaged by coarse_block, and its settings
+    coarse_keep: float = DEFAULT_COARSE_KEEP
+    coarse_min: int = DEFAULT_COARSE_MIN  # never fewer aligned in full (nor more than the shortlist)
+    coarse_block: int = DEFAULT_COARSE_BLOCK
+    coarse_qmax: QmaxParams = QmaxParams(m=4)
     # chunk embeddings for source "embedding": window and hop in seconds, and Qmax settings
     # (no delay embedding: each chunk already spans several seconds)
     chunk_s: float = 8.0
@@ -235,6 +263,14 @@ class RerankConfig:
             raise ValueError(f"rerank grow_after must be >= 0 (0 = fixed k), got {self.grow_after}")
         if self.versions < 1:
             raise ValueError(f"rerank versions must be >= 1, got {self.versions}")
+        if not 0.0 <= self.coarse_keep <= 1.0:
+            raise ValueError(
+                f"rerank coarse_keep must be in [0, 1] (0 = no coarse pass), got {self.coarse_keep}"
+            )
+        if self.coarse_min < 1:
+            raise ValueError(f"rerank coarse_min must be >= 1, got {self.coarse_min}")
+        if self.coarse_block < 1:
+            raise ValueError(f"rerank coarse_block must be >= 1, got {self.coarse_block}")
 
 
 def shortlist_length(cfg: RerankConfig, n_refs: int) -> int:
@@ -420,6 +456,42 @@ def anchor_expansion(fused: np.ndarray, anchor: int, anchor_scores: np.ndarray, 
     return np.asarray(fused, np.float64) + weight * np.insert(z, anchor, own)
 
 
+def coarse_count(cfg: RerankConfig, n: int) -> int:
+    """How many of a shortlist of ``n`` items the full alignment gets after the coarse pass:
+    ``n`` without one (``coarse_keep`` 0), else ``ceil(coarse_keep * n)`` but at least
+    ``coarse_min`` (and at most ``n``: a shortlist that short has no coarse pass)."""
+    if cfg.coarse_keep <= 0:
+        return n
+    return min(n, max(cfg.coarse_min, int(np.ceil(cfg.coarse_keep * n - 1e-9))))
+
+
+def coarse_cut(
+    first: np.ndarray, coarse_scores: np.ndarray, cfg: RerankConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split a shortlist by a coarse alignment (step 1b): the positions to align in full
+    and the rest, best first.
+
+    Parameters
+    ----------
+    first : np.ndarray, shape (k,)
+        First-stage distances of the shortlisted items (:func:`first_stage_distances`).
+    coarse_scores : np.ndarray, shape (k,)
+        Their coarse alignment scores (larger = closer).
+    cfg : RerankConfig
+        ``coarse_keep``, ``coarse_min``: how many are kept (:func:`coarse_count`);
+        ``weight``: the fusion's.
+
+    Returns
+    -------
+    kept, dropped : np.ndarray of int
+        Positions in the shortlist: the :func:`coarse_count` best by the fused coarse
+        score in shortlist order, and the others in fused order, best first.
+    """
+    n_keep = max(1, coarse_count(cfg, len(first)))
+    order = np.argsort(-fuse(first, coarse_scores, cfg.weight), kind="stable")
+    return np.sort(order[:n_keep]), order[n_keep:]
+
+
 def reordered_distances(dist_row: np.ndarray, head: np.ndarray) -> np.ndarray:
     """A distance row that ranks ``head`` first, in its order, and the rest as before.
 
@@ -452,6 +524,7 @@ def rerank_row(
     *,
     neighbours=None,
     anchor_scores=None,
+    coarse_fn=None,
 ) -> np.ndarray:
     """Re-rank one query's distance row (steps 1 to 5 of the module docstring).
 
@@ -470,6 +543,8 @@ def rerank_row(
     anchor_scores : callable (ref index, np.ndarray of ref indices) -> scores, optional
         Alignment of a reference with others; with ``cfg.expansion_weight`` > 0, see
         :func:`anchor_expansion`.
+    coarse_fn : callable (np.ndarray of ref indices) -> coarse alignment scores, optional
+        With ``cfg.coarse_keep`` > 0, the coarse pass (step 1b, :func:`coarse_cut`).
 
     Returns
     -------
@@ -482,15 +557,22 @@ def rerank_row(
         return d.copy()
     glob = None if global_row is None else np.asarray(global_row, np.float64)
 
-    def fused_of(items, scores):
-        first = first_stage_distances(d[items], None if glob is None else glob[..., items], cfg)
-        return fuse(first, scores, cfg.weight)
+    def first_of(items):
+        return first_stage_distances(d[items], None if glob is None else glob[..., items], cfg)
 
+    def fused_of(items, scores):
+        return fuse(first_of(items), scores, cfg.weight)
+
+    tail = np.zeros(0, np.int64)  # dropped by the coarse pass, placed after the aligned items
+    if coarse_fn is not None and coarse_count(cfg, len(sl)) < len(sl):
+        kept, dropped = coarse_cut(first_of(sl), np.asarray(coarse_fn(sl), np.float64), cfg)
+        sl, tail = sl[kept], sl[dropped]
     scores = np.asarray(score_fn(sl), np.float64)
     fused = fused_of(sl, scores)
     if cfg.expand > 0 and neighbours is not None:
         blocked = np.isnan(d) if exclude_row is None else (np.isnan(d) | np.asarray(exclude_row, bool))
         blocked[sl] = True
+        blocked[tail] = True
         new = np.asarray(neighbours(int(sl[np.argmax(fused)]), cfg.expand, blocked), np.int64)
         if len(new):
             sl = np.concatenate([sl, new])
@@ -505,7 +587,7 @@ def rerank_row(
         gain = np.zeros(len(sl))
         gain[others], gain[a] = bonus[1:], bonus[0]
         fused = fused + cfg.expansion_weight * gain
-    head = sl[np.argsort(-fused, kind="stable")]
+    head = np.concatenate([sl[np.argsort(-fused, kind="stable")], tail])
     return reordered_distances(d, head)
 
 
@@ -518,6 +600,8 @@ __all__ = [
     "zscore",
     "fuse",
     "reordered_distances",
+    "coarse_count",
+    "coarse_cut",
     "rerank_row",
     "anchor_expansion",
     "first_stage_distances",
@@ -535,6 +619,9 @@ __all__ = [
     "DEFAULT_GROW_AFTER",
     "DEFAULT_VERSIONS",
     "DEFAULT_FIRST_STAGE",
+    "DEFAULT_COARSE_KEEP",
+    "DEFAULT_COARSE_MIN",
+    "DEFAULT_COARSE_BLOCK",
     "FIRST_STAGES",
     "SOURCES",
     "shortlist_length",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .alignment_inputs import alignment_features, global_summaries, recurrence_chroma
-from .chroma import CHROMA_SPEC, chroma_path
+from .chroma import CHROMA_SPEC, chroma_path, search_view
 from .classical import CHROMA_PARAMS, euclidean_distances
 from .inputs import model_input
 from .qmax import qmax_scores, qmax_sequences
@@ -113,14 +113,19 @@ class Reranker:
     # (n_refs,), larger = closer, itself 0 (anchor_vote_rows); without it the summaries
     # find all of the anchor's neighbours
     anchor_votes: Callable[[int], np.ndarray] | None = None
+    # the coarse pass (cfg.coarse_keep > 0, source "chroma"): the chroma view it aligns
+    # (coverhunter.chroma.search_view of the chroma spec; None = all views)
+    coarse_view: int | None = None
     symmetric: bool = False
     seconds: float = 0.0
     n_queries: int = 0
     n_pairs: int = 0
     n_computed: int = 0
+    n_coarse: int = 0  # coarse alignments (the coarse pass), not in n_pairs
     k_used: int = 0  # the shortlist length of the last block's catalogue (shortlist_length)
     _checked: bool = field(default=False, repr=False)
     _pairs: dict = field(default_factory=dict, repr=False)  # (i, j), i < j -> per-source scores
+    _coarse: dict = field(default_factory=dict, repr=False)  # (is_query, i) -> coarse features
 
     def _check(self) -> None:
         need_chroma = self.cfg.source in ("chroma", "both")
@@ -170,6 +175,21 @@ class Reranker:
             None if self.query_chunks is None else self.query_chunks[qi],
             refs,
         )
+
+    def _coarse_of(self, is_query: bool, i: int):
+        key = (is_query and not self.symmetric, i)
+        if key not in self._coarse:
+            align = (self.query_align if is_query else self.ref_align)[i]
+            self._coarse[key] = align.coarse(self.cfg.coarse_block, self.coarse_view)
+        return self._coarse[key]
+
+    def coarse_scores(self, qi: int, refs: np.ndarray) -> np.ndarray:
+        """Coarse alignment scores (larger = closer) of query ``qi`` against reference
+        indices: the coarse pass of :func:`coverhunter.rerank.rerank_row`."""
+        refs = np.asarray(refs, np.int64)
+        self.n_coarse += len(refs)
+        cands = [self._coarse_of(False, int(j)) for j in refs]
+        return qmax_scores(self._coarse_of(True, qi), cands, self.cfg.coarse_qmax)
 
     def anchor_scores(self, ri: int, refs: np.ndarray) -> np.ndarray:
         """Alignment scores of reference ``ri`` (an anchor) against other reference indices."""
@@ -228,16 +248,19 @@ class Reranker:
         glob = first_stage_searches(
             self.cfg.first_stage, None if self.votes is None else self.votes[rows], summ
         )  # (b, n_searches, n_refs)
+        coarse = self.cfg.coarse_keep > 0 and self.cfg.source == "chroma" and self.query_align is not None
         for r in range(len(dist)):
             ex = None if exclude is None else exclude[r]
+            qi = start + r
             out[r] = rerank_row(
                 dist[r],
-                lambda refs, qi=start + r: self.scores(qi, refs),
+                lambda refs, qi=qi: self.scores(qi, refs),
                 self.cfg,
                 ex,
                 None if glob is None else glob[r],
                 neighbours=self.neighbours,
                 anchor_scores=self.anchor_scores,
+                coarse_fn=(lambda refs, qi=qi: self.coarse_scores(qi, refs)) if coarse else None,
             )
         self.n_queries += len(dist)
         self.seconds += time.perf_counter() - t0
@@ -251,6 +274,8 @@ class Reranker:
             if self.symmetric
             else ""
         )
+        if self.n_coarse:
+            shared += f", after {self.n_coarse / max(1, self.n_queries):.0f} coarse ones"
         return (
             f"re-ranked {self.n_queries} queries (top {self.k_used or self.cfg.k}, {self.cfg.source}, "
             f"weight {self.cfg.weight}, expand {self.cfg.expand}, expansion weight "
@@ -366,6 +391,7 @@ def build_reranker(
         spec = features_chroma(q_feats + (r_feats if refs is not None else []))
         rk.query_align = [alignment_features(f, spec) for f in q_feats]
         rk.ref_align = rk.query_align if refs is None else [alignment_features(f, spec) for f in r_feats]
+        rk.coarse_view = search_view(spec)
     if cascade:
         rk.query_summary = global_summaries(rk.query_align, projection)
         rk.ref_summary = rk.query_summary if refs is None else global_summaries(rk.ref_align, projection)

@@ -22,11 +22,14 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..chroma import search_view
 from ..classical import euclidean_distances, fourier_summary
 from ..qmax import AlignmentFeatures, qmax_scores
 from ..rerank import (
     RerankConfig,
     cascade_shortlist,
+    coarse_count,
+    coarse_cut,
     first_stage_distances,
     first_stage_searches,
     for_catalogue,
@@ -65,6 +68,7 @@ def rerank_matches(
     versions=None,
     calibrate=None,
     votes: dict | None = None,
+    coarse_view: int | None = None,
 ) -> list:
     """Re-order a query's best matches (best first) by chroma alignment.
 
@@ -103,6 +107,12 @@ def rerank_matches(
         :meth:`coverhunter.index.chroma_store.IndexChroma.work_votes`): they, not the
         summary distances, join the embedding scores to choose the shortlist (a work
         without votes has 0).
+    coarse_view : int, optional
+        With ``cfg.coarse_keep`` > 0, the chroma view the coarse pass aligns (None = all):
+        the shortlisted works' found recordings are aligned coarsely and only the best
+        of them (:func:`coverhunter.rerank.coarse_count`, :func:`coverhunter.rerank.coarse_cut`)
+        are aligned in full, versions included; the others follow the aligned ones in
+        that order, without an alignment score.
 
     Returns
     -------
@@ -141,8 +151,9 @@ def rerank_matches(
             g[np.isnan(g)] = g[have].mean()
         glob = first_stage_searches(cfg.first_stage, v, g)  # (n_searches, n_candidates)
     sl = cascade_shortlist(dist, glob, cfg)
-    chosen = set(int(i) for i in sl)
-    others = [m for i, m in enumerate(cand) if i not in chosen] + rest
+    sl, cut = coarse_pass(query, refs, sl, dist, glob, cfg, coarse_view)
+    chosen = set(int(i) for i in sl) | set(int(i) for i in cut)
+    others = [cand[i] for i in cut] + [m for i, m in enumerate(cand) if i not in chosen] + rest
     sl_have = [r for r, i in enumerate(sl) if refs[i] is not None]
     if not sl_have:
         return calibrate([cand[i] for i in sl] + others, 0)
@@ -167,6 +178,22 @@ def rerank_matches(
     first = first_stage_distances(dist[sl], None if glob is None else glob[:, sl], cfg)
     order = np.argsort(-fuse(first, scores, cfg.weight), kind="stable")
     return calibrate([aligned[r] for r in order] + others, len(to_align))
+
+
+def coarse_pass(query, refs: list, sl: np.ndarray, dist, glob, cfg: RerankConfig, view: int | None):
+    """The shortlist positions ``sl`` split by the coarse pass: those to align in full (the
+    best of the candidates with chroma, :func:`coverhunter.rerank.coarse_count` of them,
+    and those without, which are never aligned) and the rest, best first; ``(sl, [])``
+    where the pass does not cut."""
+    with_chroma = np.asarray([i for i in sl if refs[i] is not None], np.int64)
+    if coarse_count(cfg, len(with_chroma)) >= len(with_chroma):
+        return sl, np.zeros(0, np.int64)
+    q = query.coarse(cfg.coarse_block, view)
+    scores = qmax_scores(q, [refs[i].coarse(cfg.coarse_block, view) for i in with_chroma], cfg.coarse_qmax)
+    first = first_stage_distances(dist[with_chroma], None if glob is None else glob[:, with_chroma], cfg)
+    kept, dropped = coarse_cut(first, scores, cfg)
+    keep = set(with_chroma[kept].tolist())
+    return np.asarray([i for i in sl if refs[i] is None or i in keep], np.int64), with_chroma[dropped]
 
 
 def search_reranked(
@@ -233,7 +260,8 @@ def search_reranked(
         versions=index.work_tracks,
         calibrate=index.calibrated_alignments,
         votes=votes,
+        coarse_view=search_view(chroma.params),
     )[:top]
 
 
-__all__ = ["search_reranked", "rerank_matches", "version_choice"]
+__all__ = ["search_reranked", "rerank_matches", "coarse_pass", "version_choice"]
