@@ -1304,9 +1304,10 @@ def format_table(res: dict) -> str:
     lines += [
         "",
         f"Two-stage cost per query: first-stage searches {two['ms'] - two['rerank_ms']:.0f} ms, "
-        f"re-ranking {two['rerank_ms']:.0f} ms ({two['alignments_per_query']:.0f} alignments, "
-        f"first stage {two['first_stage']}, shortlist {two['k']}); R@{k} of the two-stage rows: "
-        "share of covers in the shortlist it aligns (before expansion).",
+        f"re-ranking {two['rerank_ms']:.0f} ms ({two['alignments_per_query']:.0f} alignments"
+        + (f" after {two['coarse_per_query']:.0f} coarse ones" if two.get("coarse_per_query") else "")
+        + f", first stage {two['first_stage']}, shortlist {two['k']}); R@{k} of the two-stage rows: "
+        "share of covers in the shortlist (before the coarse pass and the expansion).",
     ]
     g = res.get("generation")
     if g:

@@ -409,6 +409,8 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
                 "summary",
                 "--rerank-expand-votes",
                 "0.25",
+                "--rerank-coarse-keep",
+                "0.5",
                 "--output",
                 str(both),
             ],
@@ -423,6 +425,9 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
     assert r["rerank"]["first_stage"] == R.DEFAULT_FIRST_STAGE and x["rerank"]["first_stage"] == "summary"
     assert x["rerank"]["weight"] == 0.3 and x["rerank"]["seconds_per_query"] > 0
     assert x["rerank"]["expand_votes"] == 0.25 and r["rerank"]["expand_votes"] == R.DEFAULT_EXPAND_VOTES
+    assert x["rerank"]["coarse_keep"] == 0.5 and r["rerank"]["coarse_keep"] == R.DEFAULT_COARSE_KEEP
+    # a shortlist of 4 or 5 is far below coarse_min: no coarse pass
+    assert x["rerank"]["coarse_alignments_per_query"] == r["rerank"]["coarse_alignments_per_query"] == 0
     # without expansion, re-ranking changes ranks only within the top 5: a first hit beyond
     # 5 stays where it was
     for rb, rr_ in zip(b["per_query_rank1"], r["per_query_rank1"]):

@@ -272,6 +272,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="the chroma searches that propose candidates beside the embedding: "
                         "recurrence voting and the 2D Fourier summary (both, the default), or "
                         "one of them (summary: earlier releases)")
+    s.add_argument("--rerank-coarse-keep", type=float, default=None, metavar="SHARE",
+                   help="share of a grown shortlist aligned in full after a coarse alignment of "
+                        "all of it (never fewer than 50; 0 = align it all; default: coverhunter.rerank's)")
     s.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     s.set_defaults(func=cmd_evaluate)
 

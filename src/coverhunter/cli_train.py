@@ -109,6 +109,7 @@ def cmd_evaluate(args) -> int:
         rerank_expansion_weight=args.rerank_expansion_weight,
         rerank_grow_after=args.rerank_grow_after,
         rerank_first_stage=args.rerank_first_stage,
+        rerank_coarse_keep=args.rerank_coarse_keep,
     )
     d = report.to_dict()
     print(

@@ -13,7 +13,7 @@ one found, then the work's others nearest to the query by the 2D Fourier summary
 the work scores the best. The index and its chroma are passed in: this module imports
 neither, and only ``identification`` imports it.
 
-Imports ``classical``, ``qmax``, ``rerank``.
+Imports ``chroma``, ``classical``, ``qmax``, ``rerank``.
 """
 
 from __future__ import annotations
