@@ -591,7 +591,8 @@ def tune_coarse(
     lm, tracks, device, k: int, shares=(0.0, 0.5, 0.4, 0.3), grow_after: int = R.DEFAULT_GROW_AFTER
 ) -> dict:
     """The coarse pass (``RerankConfig.coarse_keep``) at each share of the shortlist aligned
-    in full: MAP of the two-stage search with expansion (defaults otherwise), and the
+    in full, without its floor (``coarse_min`` 1, so that a small catalogue's shortlist is
+    cut too): MAP of the two-stage search with expansion (defaults otherwise), and the
     alignments per query (full, coarse) a single query asks for."""
     works = [t.work for t in tracks]
     d_model = model_distances(lm, tracks, device)
@@ -607,7 +608,7 @@ def tune_coarse(
     print("|---|---|---|---|")
     res = {}
     for share in shares:
-        rr = R.RerankConfig(k=k, grow_after=grow_after, coarse_keep=share)
+        rr = R.RerankConfig(k=k, grow_after=grow_after, coarse_keep=share, coarse_min=1)
         d, rk = reranked(d_model, align, summaries, rr, votes)
         n = max(1, rk.n_queries)
         res[float(share)] = {
@@ -791,7 +792,8 @@ def main() -> None:
         default=None,
         metavar="SHARE",
         help="with --tune: only the coarse-pass table, for these shares of the shortlist "
-        "aligned in full (RerankConfig.coarse_keep; 0 = no coarse pass; default 0 0.5 0.4 0.3)",
+        "aligned in full (RerankConfig.coarse_keep, without the coarse_min floor; 0 = no "
+        "coarse pass; default 0 0.5 0.4 0.3)",
     )
     ap.add_argument(
         "--expansion-only",
@@ -882,26 +884,23 @@ def main() -> None:
             ]
             res = tune_qmax(tracks, variants)
             name = name.replace("tune", "tune-qmax", 1)
-        elif a.tune_coarse is not None:
-            if not a.keep_trained_works:
-                tracks = unseen(tracks, lm.works)
-            res = tune_coarse(
-                lm, tracks, a.device, a.k, tuple(a.tune_coarse) or (0.0, 0.5, 0.4, 0.3), a.grow_after
-            )
-            name = name.replace("tune", "tune-coarse", 1)
-        elif a.tune_first_stage is not None:
-            if not a.keep_trained_works:
-                tracks = unseen(tracks, lm.works)
-            res = tune_first_stage(
-                lm, tracks, a.device, a.k, tuple(a.tune_first_stage) or (0.5, 0.7, 0.85, 1.0), a.grow_after
-            )
-            name = name.replace("tune", "tune-first-stage", 1)
         else:
             if not a.keep_trained_works:
                 tracks = unseen(tracks, lm.works)
-            res = tune(
-                lm, tracks, a.device, a.k, a.expand, a.expansion_weights, a.expansion_only, a.grow_after
-            )
+            # the one-setting sweeps: (table, its default values, the output's name)
+            sweeps = {
+                "tune_coarse": (tune_coarse, (0.0, 0.5, 0.4, 0.3), "tune-coarse"),
+                "tune_first_stage": (tune_first_stage, (0.5, 0.7, 0.85, 1.0), "tune-first-stage"),
+            }
+            sweep = next((k for k in sweeps if getattr(a, k) is not None), None)
+            if sweep is not None:
+                fn, default, tag = sweeps[sweep]
+                res = fn(lm, tracks, a.device, a.k, tuple(getattr(a, sweep)) or default, a.grow_after)
+                name = name.replace("tune", tag, 1)
+            else:
+                res = tune(
+                    lm, tracks, a.device, a.k, a.expand, a.expansion_weights, a.expansion_only, a.grow_after
+                )
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / name).write_text(json.dumps(res, indent=1))
         return
