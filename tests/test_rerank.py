@@ -564,6 +564,21 @@ def test_coarse_pass_keeps_a_planted_cover_and_counts_its_alignments():
     assert sum(m.alignment is not None for m in out) == 3  # only those aligned in full carry a score
 
 
+def test_coarse_pass_keeps_a_planted_cover_among_many_strangers():
+    """At half the frame rate the coarse alignment still tells a transposed, slower cover
+    from 150 strangers: it is among the 20 of 100 shortlisted items aligned in full, and
+    comes first."""
+    align = _planted_cover(150)
+    n = len(align) - 1
+    d = np.linspace(0.1, 0.9, n)[None, :]
+    d[0, [89, n - 1]] = d[0, [n - 1, 89]]  # the embedding ranks the cover 90th
+    cfg = R.RerankConfig(k=100, coarse_keep=0.2, coarse_min=1, expand=0, expansion_weight=0.0, grow_after=0)
+    rk = RK.Reranker(cfg, query_align=align[:1], ref_align=align[1:])
+    out = rk.rerank_block(d, 0)
+    assert int(np.argmin(out[0])) == n - 1
+    assert rk.n_coarse == 100 and rk.n_pairs == 20
+
+
 def test_rerank_matches_aligns_other_versions_of_a_shortlisted_work():
     """A work whose found recording is a stranger's twin but whose other recording is the
     query's cover: aligning that version too brings the work first, with the cover's score."""
