@@ -235,6 +235,52 @@ def test_pure_functions():
     assert s[0] == 5 and s[1] < 5
 
 
+def _band_scores_reference(n_tracks, track, q_frame, c_frame, weight, group, slopes, band, one_vote=False):
+    """The numpy band scoring that ``band_scores``'s compiled pass replaced (one ``np.unique``
+    of the band keys per ratio and grid), kept as its reference."""
+    best = np.zeros(n_tracks)
+    if len(track) == 0:
+        return best
+    n_groups = int(group.max()) + 1
+    qf = q_frame.astype(np.int64)
+    n_q = int(qf.max()) + 1
+    for s in slopes:
+        offset = q_frame - s * c_frame
+        for shift in (0.0, 0.5):
+            b = np.floor(offset / band + shift).astype(np.int64)
+            b -= b.min()
+            n_b = int(b.max()) + 1
+            key = (track.astype(np.int64) * n_groups + group) * n_b + b
+            w = weight
+            if one_vote:  # the best vote of each (query shingle, band)
+                sub = key * n_q + qf
+                order = np.lexsort((-w, sub))
+                first = np.ones(len(sub), bool)
+                first[1:] = sub[order][1:] != sub[order][:-1]
+                key, w = key[order][first], w[order][first]
+            uniq, inv = np.unique(key, return_inverse=True)
+            total = np.bincount(inv, weights=w)
+            np.maximum.at(best, uniq // (n_groups * n_b), total)
+    return best
+
+
+@pytest.mark.parametrize("one_vote", [True, False])
+def test_band_scores_match_the_numpy_reference(one_vote):
+    rng = np.random.default_rng(3)
+    slopes = RecurrenceParams().slopes
+    for trial in range(20):
+        v, n_tracks = int(rng.integers(1, 3000)), int(rng.integers(1, 200))
+        track = rng.integers(0, n_tracks, v)
+        q = (rng.integers(0, 30, v) * 4).astype(np.float64)
+        c = rng.integers(0, 400, v).astype(np.float64)
+        w = rng.random(v) if trial % 2 else np.round(rng.random(v), 1)  # with ties
+        g = rng.integers(0, 12, v)
+        got = band_scores(n_tracks, track, q, c, w, g, slopes, 16, one_vote)
+        want = _band_scores_reference(n_tracks, track, q, c, w, g, slopes, 16, one_vote)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert band_scores(5, *(np.zeros(0),) * 5, slopes, 16).tolist() == [0.0] * 5
+
+
 def test_vote_matrix_leaves_each_query_out_of_its_own_search(catalogue):
     from coverhunter.index.recurrence import vote_matrix
 

