@@ -1038,6 +1038,8 @@ def two_stage_search(
     Returns the re-ranked distances, the re-ranking's costs and each query's aligned
     shortlist before expansion.
     """
+    from common import coarse_view
+
     from coverhunter import rerank as R
     from coverhunter import reranker as RK
     from coverhunter.classical import euclidean_distances
@@ -1051,7 +1053,7 @@ def two_stage_search(
         ref_summary=summ,
         symmetric=False,
     )
-    rk.coarse_view = 1  # the c3 view of the stored "cqt|c3" chroma (chroma.search_view)
+    rk.coarse_view = coarse_view(cat.align)  # the stored chroma's search view (c3), as evaluate's
     recurrence = getattr(rr, "first_stage", "summary") in ("recurrence", "both")
     if recurrence:
         rk.votes = votes
