@@ -15,7 +15,10 @@ runs the two-stage search (``two_stage_search``: ``--model``'s embedding (anothe
 than the stored one computed once, ``bench_catalogue.py --model``), its projected 2D
 Fourier summary, the default recurrence votes, each query alone); MAP over
 all queries, and over every fifth query beside all-pairs alignment of those
-(``alignment_search``); alignments and CPU milliseconds of one thread per query. The
+(``alignment_search``); the first stage's recall (the mean share of a query's covers in
+its shortlist, and among the items the coarse pass leaves to the full alignment, over
+every fifth query: the all-pairs row gives the alignment's own top of those two lengths
+for the default settings); alignments and CPU milliseconds of one thread per query. The
 recurrence votes and the all-pairs scores are kept under ``--out`` (``tune-*.npz``, keyed
 by the catalogue, the queries and the votes' or alignment's settings) and reused by a later
 run with the same ones.
@@ -38,12 +41,46 @@ import numpy as np  # noqa: E402
 from common import cached, parse_variant  # noqa: E402
 
 from coverhunter import rerank as R  # noqa: E402
+from coverhunter.classical import euclidean_distances  # noqa: E402
 from coverhunter.index.recurrence import RecurrenceParams  # noqa: E402
 from coverhunter.metrics import evaluate_distances  # noqa: E402
-from coverhunter.qmax import QmaxParams  # noqa: E402
+from coverhunter.qmax import QmaxParams, qmax_scores  # noqa: E402
 from coverhunter.reranker import reference_index  # noqa: E402
 
 log = logging.getLogger("bench_catalogue_tune")
+
+
+def aligned_in_full(cat, queries, d_embed, glob, lists, rr) -> list:
+    """Each query's shortlisted items that the full alignment gets: the coarse pass's best
+    share (:func:`coverhunter.rerank.coarse_cut` on the coarse alignment of the shortlist,
+    as ``Reranker.coarse_scores`` computes it), the whole shortlist when it is not cut.
+
+    Parameters
+    ----------
+    glob : np.ndarray, shape (n_queries, n_searches, n)
+        The first stage's chroma searches (:func:`coverhunter.rerank.first_stage_searches`).
+    lists : list of np.ndarray
+        Each query's shortlist (catalogue indices), as ``B.two_stage_search`` returns them.
+    """
+    from common import coarse_view
+
+    fixed, view = R.for_catalogue(rr, len(cat)), coarse_view(cat.align)
+    out = []
+    for r, (q, sl) in enumerate(zip(queries, lists)):
+        if rr.coarse_keep <= 0 or R.coarse_count(fixed, len(sl)) >= len(sl):
+            out.append(sl)
+            continue
+        coarse = [cat.align[j].coarse(rr.coarse_block, view) for j in sl]
+        scores = qmax_scores(cat.align[q].coarse(rr.coarse_block, view), coarse, rr.coarse_qmax)
+        first = R.first_stage_distances(d_embed[r, sl], glob[r][..., sl], fixed)
+        out.append(sl[R.coarse_cut(first, scores, fixed)[0]])
+    return out
+
+
+def own_top(dist: np.ndarray, exclude: np.ndarray, k: int) -> list:
+    """Each row's ``k`` nearest items, the excluded ones left out (all-pairs alignment's
+    own shortlist of that length)."""
+    return [R.shortlist(row, k, ex) for row, ex in zip(dist, exclude)]
 
 
 def main() -> None:
@@ -87,22 +124,41 @@ def main() -> None:
     def map_of(dist, rows) -> float:
         return evaluate_distances(dist, works[queries[rows]], works, exclude=exclude[rows]).map
 
+    def recall_of(lists, rows) -> float:  # lists: one per query row in ``rows``
+        return B.shortlist_recall(lists, works[queries[rows]], works, exclude[rows])
+
+    k_default = R.shortlist_length(R.RerankConfig(), n)
+    k_full = R.coarse_count(R.for_catalogue(R.RerankConfig(), n), k_default)
+    d_summary = euclidean_distances(summ[queries], summ)
     print(
         f"training-type catalogue: {n} distractor recordings of {len(set(cat.works))} works; "
-        f"{len(queries)} queries (self excluded); shortlist {R.shortlist_length(R.RerankConfig(), n)}\n"
+        f"{len(queries)} queries (self excluded); shortlist {k_default}, {k_full} of it aligned in full\n"
     )
-    print(f"| two-stage | MAP | MAP, {len(sub)} queries | alignments / query (coarse) | ms / query |")
-    print("|---|---|---|---|---|")
-    print(f"| all-pairs alignment | | {map_of(d_align, sub):.4f} | {n - 1} | |")
+    print(
+        f"| two-stage | MAP | MAP, {len(sub)} queries | recall: shortlist / aligned in full | "
+        f"the same, {len(sub)} queries | alignments / query (coarse) | ms / query |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    own = [recall_of(own_top(d_align, exclude[sub], k), sub) for k in (k_default, k_full)]
+    print(
+        f"| all-pairs alignment (its own top {k_default} / {k_full}) | | {map_of(d_align, sub):.4f} | | "
+        f"{own[0]:.4f} / {own[1]:.4f} | {n - 1} | |"
+    )
     rec_index = []  # the catalogue's recurrence index for the anchors' votes, built once
     for name, rr in variants:
         if rr.expand > 0 and rr.expand_votes > 0 and not rec_index:
             rec_index.append(reference_index(cat.align, "cqt|c3"))
         index = rec_index[0] if rec_index else None
-        dist, info, _ = B.two_stage_search(cat, queries, d_embed, summ, votes, exclude, rr, index)
+        dist, info, lists = B.two_stage_search(cat, queries, d_embed, summ, votes, exclude, rr, index)
+        recurrence = rr.first_stage in ("recurrence", "both")  # as two_stage_search chooses
+        glob = R.first_stage_searches(rr.first_stage, votes if recurrence else None, d_summary)
+        full = aligned_in_full(cat, queries, d_embed, glob, lists, rr)
+        every = np.arange(len(queries))
         coarse = f" ({info['coarse_per_query']:.0f})" if info["coarse_per_query"] else ""
         print(
-            f"| {name} | {map_of(dist, np.arange(len(queries))):.4f} | {map_of(dist[sub], sub):.4f} | "
+            f"| {name} | {map_of(dist, every):.4f} | {map_of(dist[sub], sub):.4f} | "
+            f"{recall_of(lists, every):.4f} / {recall_of(full, every):.4f} | "
+            f"{recall_of([lists[r] for r in sub], sub):.4f} / {recall_of([full[r] for r in sub], sub):.4f} | "
             f"{info['alignments_per_query']:.0f}{coarse} | {info['ms']:.0f} |",
             flush=True,
         )

@@ -171,6 +171,37 @@ def test_tune_catalogue_is_the_distractors_and_variants_are_checked(tmp_path):
         bc.distractor_catalogue(tmp_path / "empty", 3, model)
 
 
+def test_tune_recall_counts_the_items_the_coarse_pass_leaves_to_the_full_alignment():
+    from dataclasses import replace
+
+    from coverhunter import rerank as R
+
+    bc = load_benchmark("bench_catalogue")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    tune = load_benchmark("bench_catalogue_tune")
+    dis = _recordings(bc, 2, seed=1)
+    dis.works = np.asarray([f"d{w}" for w in dis.works])
+    cat = bc.make_catalogue(_recordings(bc, 3), dis)  # 9 test recordings, then 6 distractors
+    queries = np.array([0, 4])
+    exclude = bc.self_mask(queries, len(cat))
+    covers = [np.array([1, 2]), np.array([3, 5])]
+    d_embed = np.ones((2, len(cat)))
+    for r, c in enumerate(covers):  # the first stage ranks four strangers above the covers
+        d_embed[r, c] = 0.5
+        d_embed[r, 9:13] = [0.1, 0.2, 0.3, 0.4]
+    glob = d_embed[:, None, :].copy()
+    rr = R.RerankConfig(k=6, grow_after=0, coarse_keep=0.5, coarse_min=1)
+    lists = [R.cascade_shortlist(d_embed[r], glob[r], rr, exclude[r]) for r in range(2)]
+    full = tune.aligned_in_full(cat, queries, d_embed, glob, lists, rr)
+    for sl, kept, c in zip(lists, full, covers):
+        assert len(sl) == 6 and set(c) <= set(sl.tolist()) and len(kept) == 3
+        assert set(c) <= set(kept.tolist())  # the covers align best, coarsely too
+    whole = tune.aligned_in_full(cat, queries, d_embed, glob, lists, replace(rr, coarse_keep=0.0))
+    assert all(np.array_equal(a, b) for a, b in zip(whole, lists))
+    own = tune.own_top(np.tile(np.arange(len(cat), dtype=float), (2, 1)), exclude, 2)
+    assert [o.tolist() for o in own] == [[1, 2], [0, 1]]  # the query itself left out
+
+
 def test_votes_tune_scores_one_search_with_each_voting_variant():
     import pytest
 

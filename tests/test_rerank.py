@@ -342,6 +342,8 @@ def test_shortlist_grows_with_the_catalogue():
     assert R.shortlist_length(R.RerankConfig(k=50, grow_after=0), 10**6) == 50
     fixed = R.for_catalogue(cfg, 1800)
     assert (fixed.k, fixed.grow_after) == (100, 0) and R.for_catalogue(fixed, 10**6) == fixed
+    # the chroma searches' candidates grow in the same ratio: 100 of each at k 50 -> 200
+    assert (fixed.global_pool, R.for_catalogue(cfg, 400).global_pool) == (200, 100)
     # rerank_row aligns the grown shortlist: 8 references beyond 2 recordings -> k 2 * sqrt(4)
     asked = []
     d = np.linspace(0.1, 0.9, 8)

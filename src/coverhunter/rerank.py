@@ -114,6 +114,12 @@ DEFAULT_WEIGHT = 0.7
 # 0.284 at 1.0 and 0.282 at 0.8. With its discriminant projection of 30 s and 2 min
 # summaries (`fit-summary` defaults, chosen by benchmarks/bench_summary.py): 0.335 at 0.9
 # and 1.0, 0.331 at 0.8.
+# Beyond grow_after recordings each chroma search's global_pool grows with the shortlist
+# (for_catalogue), as the embedding's candidates (max(k, pool)) did: on clean training-type
+# catalogues (`bench_catalogue_tune.py --distractor-offset 20088`, 300 queries; MAP / the
+# shortlist's recall of the covers on 60 of them, benchmarks/results/catalogue-tune.md)
+# 0.2881 / 0.382 -> 0.2949 / 0.400 at 10,000 recordings (shortlist 236), 0.3615 -> 0.3633 at
+# 4,000 (150), 0.3825 -> 0.3835 at 1,800 (100), at the same alignments a query
 DEFAULT_POOL = 100
 DEFAULT_GLOBAL_POOL = 100
 DEFAULT_GLOBAL_WEIGHT = 0.7
@@ -301,10 +307,14 @@ def identify_config(
 
 def for_catalogue(cfg: RerankConfig, n_refs: int) -> RerankConfig:
     """``cfg`` with the shortlist length of a catalogue of ``n_refs`` recordings, fixed
-    (``grow_after`` 0), so that applying it twice changes nothing."""
+    (``grow_after`` 0), so that applying it twice changes nothing; each chroma search
+    proposes candidates in the same ratio to the shortlist as at ``k`` (``global_pool``
+    grows with it; the embedding's candidates, ``max(k, pool)``, already do)."""
     if cfg.grow_after <= 0:
         return cfg
-    return replace(cfg, k=shortlist_length(cfg, n_refs), grow_after=0)
+    k = shortlist_length(cfg, n_refs)
+    global_pool = int(np.ceil(cfg.global_pool * k / cfg.k - 1e-9))
+    return replace(cfg, k=k, global_pool=global_pool, grow_after=0)
 
 
 # ---------------------------------------------------------------------------
