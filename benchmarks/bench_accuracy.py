@@ -330,7 +330,8 @@ def run_corpus(
         k_used = R.shortlist_length(rr, len(tracks))
         glob = first_stage_glob(rr, d_sum, votes)
         t_glob = t_sum + (t_votes if first in ("recurrence", "both") else 0.0)
-        name = dict(first=FIRST_NAMES[first], k=k_used, pool=rr.pool, gpool=rr.global_pool)
+        grown = R.for_catalogue(rr, len(tracks))  # the candidates' pools of this catalogue
+        name = dict(first=FIRST_NAMES[first], k=k_used, pool=max(k_used, rr.pool), gpool=grown.global_pool)
         lists, t = timed(
             shortlist_scores, d_model, glob, chroma_scorer(align, rr), rr, coarse_scorer(align, rr)
         )
@@ -357,7 +358,11 @@ def run_corpus(
             fixed = R.RerankConfig(k=k, weight=weight, grow_after=0, first_stage=first)
             (d, _), t = timed(reranked, d_model, align, summaries, fixed, votes)
             rows[
-                EXPANDED.format(**{**name, "k": k}, expand=rr.expand, ew=rr.expansion_weight)
+                EXPANDED.format(
+                    **{**name, "k": k, "pool": max(k, rr.pool), "gpool": rr.global_pool},
+                    expand=rr.expand,
+                    ew=rr.expansion_weight,
+                )
                 + ", shortlist not grown"
             ] = (d, t_model + t_chroma + t_glob + t)
     scorer, t_emb = chunk_scorer(lm, tracks, device, plain)
