@@ -276,6 +276,14 @@ def metrics(dist: np.ndarray, works: list, n_boot: int) -> dict:
     }
 
 
+def pools_name(first: str, rr: R.RerankConfig, n: int) -> dict:
+    """What a two-stage row's name says of its first stage in a catalogue of ``n``
+    recordings: the shortlist length and each search's candidates, as
+    :func:`coverhunter.rerank.for_catalogue` grows them."""
+    grown = R.for_catalogue(rr, n)
+    return dict(first=FIRST_NAMES[first], k=grown.k, pool=max(grown.k, grown.pool), gpool=grown.global_pool)
+
+
 def run_corpus(
     tracks,
     lm,
@@ -330,8 +338,7 @@ def run_corpus(
         k_used = R.shortlist_length(rr, len(tracks))
         glob = first_stage_glob(rr, d_sum, votes)
         t_glob = t_sum + (t_votes if first in ("recurrence", "both") else 0.0)
-        grown = R.for_catalogue(rr, len(tracks))  # the candidates' pools of this catalogue
-        name = dict(first=FIRST_NAMES[first], k=k_used, pool=max(k_used, rr.pool), gpool=grown.global_pool)
+        name = pools_name(first, rr, len(tracks))
         lists, t = timed(
             shortlist_scores, d_model, glob, chroma_scorer(align, rr), rr, coarse_scorer(align, rr)
         )
@@ -359,9 +366,7 @@ def run_corpus(
             (d, _), t = timed(reranked, d_model, align, summaries, fixed, votes)
             rows[
                 EXPANDED.format(
-                    **{**name, "k": k, "pool": max(k, rr.pool), "gpool": rr.global_pool},
-                    expand=rr.expand,
-                    ew=rr.expansion_weight,
+                    **pools_name(first, fixed, len(tracks)), expand=rr.expand, ew=rr.expansion_weight
                 )
                 + ", shortlist not grown"
             ] = (d, t_model + t_chroma + t_glob + t)

@@ -65,13 +65,19 @@ def aligned_in_full(cat, queries, d_embed, glob, lists, rr) -> list:
     from common import coarse_view
 
     fixed, view = R.for_catalogue(rr, len(cat)), coarse_view(cat.align)
+    made: dict = {}  # catalogue index -> its coarse features, made once (as the Reranker keeps them)
+
+    def coarse(j: int):
+        if j not in made:
+            made[j] = cat.align[j].coarse(rr.coarse_block, view)
+        return made[j]
+
     out = []
     for r, (q, sl) in enumerate(zip(queries, lists)):
         if rr.coarse_keep <= 0 or R.coarse_count(fixed, len(sl)) >= len(sl):
             out.append(sl)
             continue
-        coarse = [cat.align[j].coarse(rr.coarse_block, view) for j in sl]
-        scores = qmax_scores(cat.align[q].coarse(rr.coarse_block, view), coarse, rr.coarse_qmax)
+        scores = qmax_scores(coarse(int(q)), [coarse(int(j)) for j in sl], rr.coarse_qmax)
         first = R.first_stage_distances(d_embed[r, sl], glob[r][..., sl], fixed)
         out.append(sl[R.coarse_cut(first, scores, fixed)[0]])
     return out
