@@ -208,7 +208,7 @@ def shortlist_scores(
     summary distances, None for the plain embedding top k), and the first-stage distances
     what the alignment is fused with (:func:`coverhunter.rerank.first_stage_distances`).
     With ``rr.coarse_keep`` > 0 and ``coarse_fn`` ((q, indices) -> coarse scores), the
-    coarse pass (:func:`coverhunter.rerank.coarse_cut`) keeps the items aligned in full
+    coarse pass (:func:`coverhunter.rerank.coarse_split`) keeps the items aligned in full
     and the rest is the tail, placed after them in the coarse pass's order, as rerank_row
     does; the tail is empty without it."""
     out = []
@@ -217,13 +217,14 @@ def shortlist_scores(
         ex = np.zeros(dist.shape[1], bool)
         ex[q] = True
         sl = R.cascade_shortlist(dist[q], None if glob is None else glob[q], rr, ex)
-        first = R.first_stage_distances(dist[q, sl], None if glob is None else glob[q][..., sl], rr)
-        tail = np.zeros(0, np.int64)
-        if coarse_fn is not None and R.coarse_count(rr, len(sl)) < len(sl):
-            kept, dropped = R.coarse_cut(first, coarse_fn(q, sl), rr)
-            sl, tail = sl[kept], sl[dropped]
-            first = R.first_stage_distances(dist[q, sl], None if glob is None else glob[q][..., sl], rr)
-        out.append((sl, first, score_fn(q, sl), tail))
+
+        def first(items, q=q):
+            return R.first_stage_distances(dist[q, items], None if glob is None else glob[q][..., items], rr)
+
+        sl, tail = R.coarse_split(
+            sl, first, None if coarse_fn is None else (lambda items, q=q: coarse_fn(q, items)), rr
+        )
+        out.append((sl, first(sl), score_fn(q, sl), tail))
     return out
 
 

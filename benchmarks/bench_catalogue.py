@@ -1035,14 +1035,13 @@ def two_stage_search(
     ``rr.first_stage`` is "recurrence" (the summaries then only find the anchor's
     neighbours); ``rec_index``: the catalogue's recurrence index (:func:`recurrence_search`),
     searched for the anchors' votes when ``rr.expand_votes`` > 0 (else built here, untimed).
-    Returns the re-ranked distances, the re-ranking's costs and each query's aligned
-    shortlist before expansion.
+    Returns the re-ranked distances, the re-ranking's costs (``"aligned"``: each query's
+    items the full alignment got, the coarse pass's best share of its shortlist, before
+    expansion) and each query's shortlist (``Reranker.traces``).
     """
     from common import coarse_view
 
-    from coverhunter import rerank as R
     from coverhunter import reranker as RK
-    from coverhunter.classical import euclidean_distances
 
     _check_reranker_fields()
     rk = RK.Reranker(
@@ -1063,16 +1062,10 @@ def two_stage_search(
         stride = getattr(rr, "expand_votes_stride", None)
         rk.anchor_votes = RK.anchor_vote_rows(cat.align, "cqt|c3", index=rec_index, stride=stride)
         rk.anchor_votes(0)
+    rk.traces = []  # what the first stage passed on, for its recall
     t0 = time.process_time()
     dist = rk.rerank_block(d_embed, 0, exclude=exclude)
     secs = time.process_time() - t0
-    fixed = R.for_catalogue(rr, len(cat))
-    glob = R.first_stage_searches(
-        getattr(rr, "first_stage", "summary"),
-        votes if recurrence else None,
-        euclidean_distances(summ[queries], summ),
-    )
-    lists = [R.cascade_shortlist(d_embed[r], glob[r], fixed, exclude[r]) for r in range(len(queries))]
     return (
         dist,
         {
@@ -1081,8 +1074,9 @@ def two_stage_search(
             "alignments_per_query": rk.n_pairs / len(queries),
             "coarse_per_query": getattr(rk, "n_coarse", 0) / len(queries),
             "config": repr(rr),
+            "aligned": [t["aligned"] for t in rk.traces],
         },
-        lists,
+        [t["shortlist"] for t in rk.traces],
     )
 
 
@@ -1104,6 +1098,7 @@ KNOWN_RERANKER_FIELDS = {
     "n_computed",
     "n_coarse",
     "k_used",
+    "traces",
     "_checked",
     "_coarse",
     "_pairs",
@@ -1194,6 +1189,7 @@ def measure(
     two = {}
     for name, stage, rr in runs:  # the default first, then the other first stages and variants
         d, c, lists = two_stage_search(cat, queries, d_emb, summ, -d_rec, ex, rr, rec_index)
+        aligned = c.pop("aligned")
         # the searches before the re-ranking; and what the catalogue keeps for them:
         # embeddings, summaries, uint8 chroma (and the recurrence index)
         before = ["model embedding"] + (["recurrence voting (c3)"] if stage in ("recurrence", "both") else [])
@@ -1206,6 +1202,7 @@ def measure(
         c["first_stage"] = stage
         row(name, d, c)
         rows[name]["recall"] = shortlist_recall(lists, qworks, cat.works, ex)
+        rows[name]["recall_aligned"] = shortlist_recall(aligned, qworks, cat.works, ex)
         two.setdefault(stage, (d, c, lists))
     del d_rec, rec_index
     d_two, c, lists = two[first]

@@ -41,46 +41,12 @@ import numpy as np  # noqa: E402
 from common import cached, parse_variant  # noqa: E402
 
 from coverhunter import rerank as R  # noqa: E402
-from coverhunter.classical import euclidean_distances  # noqa: E402
 from coverhunter.index.recurrence import RecurrenceParams  # noqa: E402
 from coverhunter.metrics import evaluate_distances  # noqa: E402
-from coverhunter.qmax import QmaxParams, qmax_scores  # noqa: E402
+from coverhunter.qmax import QmaxParams  # noqa: E402
 from coverhunter.reranker import reference_index  # noqa: E402
 
 log = logging.getLogger("bench_catalogue_tune")
-
-
-def aligned_in_full(cat, queries, d_embed, glob, lists, rr) -> list:
-    """Each query's shortlisted items that the full alignment gets: the coarse pass's best
-    share (:func:`coverhunter.rerank.coarse_cut` on the coarse alignment of the shortlist,
-    as ``Reranker.coarse_scores`` computes it), the whole shortlist when it is not cut.
-
-    Parameters
-    ----------
-    glob : np.ndarray, shape (n_queries, n_searches, n)
-        The first stage's chroma searches (:func:`coverhunter.rerank.first_stage_searches`).
-    lists : list of np.ndarray
-        Each query's shortlist (catalogue indices), as ``B.two_stage_search`` returns them.
-    """
-    from common import coarse_view
-
-    fixed, view = R.for_catalogue(rr, len(cat)), coarse_view(cat.align)
-    made: dict = {}  # catalogue index -> its coarse features, made once (as the Reranker keeps them)
-
-    def coarse(j: int):
-        if j not in made:
-            made[j] = cat.align[j].coarse(rr.coarse_block, view)
-        return made[j]
-
-    out = []
-    for r, (q, sl) in enumerate(zip(queries, lists)):
-        if rr.coarse_keep <= 0 or R.coarse_count(fixed, len(sl)) >= len(sl):
-            out.append(sl)
-            continue
-        scores = qmax_scores(coarse(int(q)), [coarse(int(j)) for j in sl], rr.coarse_qmax)
-        first = R.first_stage_distances(d_embed[r, sl], glob[r][..., sl], fixed)
-        out.append(sl[R.coarse_cut(first, scores, fixed)[0]])
-    return out
 
 
 def own_top(dist: np.ndarray, exclude: np.ndarray, k: int) -> list:
@@ -135,7 +101,6 @@ def main() -> None:
 
     k_default = R.shortlist_length(R.RerankConfig(), n)
     k_full = R.coarse_count(R.for_catalogue(R.RerankConfig(), n), k_default)
-    d_summary = euclidean_distances(summ[queries], summ)
     print(
         f"training-type catalogue: {n} distractor recordings of {len(set(cat.works))} works; "
         f"{len(queries)} queries (self excluded); shortlist {k_default}, {k_full} of it aligned in full\n"
@@ -156,9 +121,7 @@ def main() -> None:
             rec_index.append(reference_index(cat.align, "cqt|c3"))
         index = rec_index[0] if rec_index else None
         dist, info, lists = B.two_stage_search(cat, queries, d_embed, summ, votes, exclude, rr, index)
-        recurrence = rr.first_stage in ("recurrence", "both")  # as two_stage_search chooses
-        glob = R.first_stage_searches(rr.first_stage, votes if recurrence else None, d_summary)
-        full = aligned_in_full(cat, queries, d_embed, glob, lists, rr)
+        full = info["aligned"]
         every = np.arange(len(queries))
         coarse = f" ({info['coarse_per_query']:.0f})" if info["coarse_per_query"] else ""
         print(

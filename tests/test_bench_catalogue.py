@@ -171,7 +171,7 @@ def test_tune_catalogue_is_the_distractors_and_variants_are_checked(tmp_path):
         bc.distractor_catalogue(tmp_path / "empty", 3, model)
 
 
-def test_tune_recall_counts_the_items_the_coarse_pass_leaves_to_the_full_alignment():
+def test_two_stage_search_reports_the_shortlist_and_what_the_coarse_pass_leaves_to_the_full_alignment():
     from dataclasses import replace
 
     from coverhunter import rerank as R
@@ -189,15 +189,29 @@ def test_tune_recall_counts_the_items_the_coarse_pass_leaves_to_the_full_alignme
     for r, c in enumerate(covers):  # the first stage ranks four strangers above the covers
         d_embed[r, c] = 0.5
         d_embed[r, 9:13] = [0.1, 0.2, 0.3, 0.4]
-    glob = d_embed[:, None, :].copy()
-    rr = R.RerankConfig(k=6, grow_after=0, coarse_keep=0.5, coarse_min=1)
-    lists = [R.cascade_shortlist(d_embed[r], glob[r], rr, exclude[r]) for r in range(2)]
-    full = tune.aligned_in_full(cat, queries, d_embed, glob, lists, rr)
-    for sl, kept, c in zip(lists, full, covers):
+    votes = -d_embed  # the recurrence votes agree with the embedding (larger = closer)
+    summ = np.zeros((len(cat), 4), np.float32)
+    rr = R.RerankConfig(
+        k=6,
+        pool=6,
+        global_pool=6,
+        grow_after=0,
+        coarse_keep=0.5,
+        coarse_min=1,
+        expand=0,
+        expansion_weight=0.0,
+        first_stage="recurrence",
+    )
+    _, info, lists = bc.two_stage_search(cat, queries, d_embed, summ, votes, exclude, rr)
+    for sl, kept, c in zip(lists, info["aligned"], covers):
         assert len(sl) == 6 and set(c) <= set(sl.tolist()) and len(kept) == 3
         assert set(c) <= set(kept.tolist())  # the covers align best, coarsely too
-    whole = tune.aligned_in_full(cat, queries, d_embed, glob, lists, replace(rr, coarse_keep=0.0))
-    assert all(np.array_equal(a, b) for a, b in zip(whole, lists))
+        assert set(kept.tolist()) <= set(sl.tolist())
+    assert info["coarse_per_query"] == 6 and info["alignments_per_query"] == 3
+    _, whole, lists = bc.two_stage_search(
+        cat, queries, d_embed, summ, votes, exclude, replace(rr, coarse_keep=0.0)
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(whole["aligned"], lists))
     own = tune.own_top(np.tile(np.arange(len(cat), dtype=float), (2, 1)), exclude, 2)
     assert [o.tolist() for o in own] == [[1, 2], [0, 1]]  # the query itself left out
 

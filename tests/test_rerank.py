@@ -337,7 +337,7 @@ def test_symmetric_reranker_reuses_pairs_and_ranks_the_same(source):
 
 
 def test_shortlist_grows_with_the_catalogue():
-    cfg = R.RerankConfig(k=50, grow_after=450)
+    cfg = R.RerankConfig(k=50, grow_after=450, widen_after=0)
     assert [R.shortlist_length(cfg, n) for n in (10, 450, 451, 1800, 45_000)] == [50, 50, 51, 100, 500]
     assert R.shortlist_length(R.RerankConfig(k=50, grow_after=0), 10**6) == 50
     fixed = R.for_catalogue(cfg, 1800)
@@ -353,6 +353,21 @@ def test_shortlist_grows_with_the_catalogue():
         R.RerankConfig(k=2, pool=2, global_pool=0, expand=0, grow_after=2),
     )
     assert asked == [4]
+
+
+def test_the_coarse_pass_widens_beyond_widen_after_with_as_many_aligned_in_full():
+    cfg = R.RerankConfig(k=50, grow_after=450, widen_after=5000, widen=2.0, coarse_keep=0.4, coarse_min=50)
+    small, large = R.for_catalogue(cfg, 5000), R.for_catalogue(cfg, 45_000)
+    assert (small.k, small.coarse_keep) == (167, 0.4)  # not beyond: the grown shortlist alone
+    assert (large.k, large.coarse_keep, large.global_pool) == (1000, 0.2, 1000)  # pools as unwidened
+    assert R.coarse_count(large, large.k) == R.coarse_count(replace(cfg, widen_after=0), 500) == 200
+    assert R.shortlist_length(cfg, 45_000) == 1000 and R.for_catalogue(large, 10**6) == large
+    # nothing widens without a growing shortlist or a coarse pass
+    for off in (replace(cfg, grow_after=0), replace(cfg, coarse_keep=0.0), replace(cfg, widen=1.0)):
+        assert not R.widens(off, 45_000)
+    assert R.shortlist_length(replace(cfg, coarse_keep=0.0), 45_000) == 500
+    with pytest.raises(ValueError, match="widen"):
+        R.RerankConfig(widen=0.5)
 
 
 def test_config_is_checked():
@@ -413,6 +428,8 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
                 "0.25",
                 "--rerank-coarse-keep",
                 "0.5",
+                "--rerank-widen-after",
+                "0",
                 "--output",
                 str(both),
             ],
@@ -428,6 +445,7 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
     assert x["rerank"]["weight"] == 0.3 and x["rerank"]["seconds_per_query"] > 0
     assert x["rerank"]["expand_votes"] == 0.25 and r["rerank"]["expand_votes"] == R.DEFAULT_EXPAND_VOTES
     assert x["rerank"]["coarse_keep"] == 0.5 and r["rerank"]["coarse_keep"] == R.DEFAULT_COARSE_KEEP
+    assert x["rerank"]["widen_after"] == 0 and r["rerank"]["widen_after"] == R.DEFAULT_WIDEN_AFTER
     # a shortlist of 4 or 5 is far below coarse_min: no coarse pass
     assert x["rerank"]["coarse_alignments_per_query"] == r["rerank"]["coarse_alignments_per_query"] == 0
     # without expansion, re-ranking changes ranks only within the top 5: a first hit beyond
@@ -494,6 +512,31 @@ def test_coarse_cut_keeps_the_best_share_and_orders_the_rest():
         R.RerankConfig(coarse_min=0)
     with pytest.raises(ValueError, match="coarse_block"):
         R.RerankConfig(coarse_block=0)
+
+
+def test_coarse_split_cuts_reference_indices_and_asks_nothing_where_it_keeps_all():
+    items = np.array([40, 41, 42, 43, 44, 45])
+    first, coarse = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), np.array([0.0, 0.9, 0.1, 0.8, 0.2, 0.7])
+    cfg = R.RerankConfig(coarse_keep=0.5, coarse_min=1, weight=1.0)
+    asked = []
+
+    def first_fn(it):
+        asked.append(it.tolist())
+        return first[it - 40]
+
+    kept, dropped = R.coarse_split(items, first_fn, lambda it: coarse[it - 40], cfg)
+    assert kept.tolist() == [41, 43, 45] and dropped.tolist() == [44, 42, 40] and asked == [items.tolist()]
+
+    def never(it):
+        raise AssertionError("the pass keeps all: nothing to score")
+
+    for keeps_all, fn in (
+        (replace(cfg, coarse_min=6), never),
+        (replace(cfg, coarse_keep=0.0), never),
+        (cfg, None),
+    ):
+        kept, dropped = R.coarse_split(items, never, fn, keeps_all)
+        assert kept.tolist() == items.tolist() and len(dropped) == 0
 
 
 def test_coarse_features_average_frames_of_one_view():

@@ -275,6 +275,10 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--rerank-coarse-keep", type=float, default=None, metavar="SHARE",
                    help="share of a grown shortlist aligned in full after a coarse alignment of "
                         "all of it (never fewer than 50; 0 = align it all; default: coverhunter.rerank's)")
+    s.add_argument("--rerank-widen-after", type=int, default=None, metavar="N",
+                   help="catalogue size beyond which the coarse pass scans twice the shortlist "
+                        "and keeps half the share, as many aligned in full (0 = never; default: "
+                        "coverhunter.rerank's)")
     s.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     s.set_defaults(func=cmd_evaluate)
 

@@ -110,6 +110,7 @@ def cmd_evaluate(args) -> int:
         rerank_grow_after=args.rerank_grow_after,
         rerank_first_stage=args.rerank_first_stage,
         rerank_coarse_keep=args.rerank_coarse_keep,
+        rerank_widen_after=args.rerank_widen_after,
     )
     d = report.to_dict()
     print(

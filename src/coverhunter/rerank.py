@@ -24,7 +24,9 @@ For each query:
    fewer than ``coarse_min`` items, goes on to the full alignment; the rest follow it in
    that fused order (:func:`coarse_count`, :func:`coarse_cut`). A shortlist of at most
    ``coarse_min`` items (a catalogue of up to ``grow_after`` recordings at the defaults)
-   has no coarse pass.
+   has no coarse pass. Beyond ``widen_after`` recordings the shortlist is ``widen`` times
+   longer and the pass keeps ``coarse_keep / widen`` of it: as many aligned in full,
+   chosen among more (:func:`for_catalogue`).
 2. **Alignment score** of each shortlisted reference, over whole tracks (no cut):
    ``"chroma"``: Qmax over the chroma cross-recurrence plot (transposed by the OTI,
    :mod:`coverhunter.qmax`); ``"embedding"``: Qmax over the cross-recurrence plot of
@@ -195,6 +197,15 @@ DEFAULT_FIRST_STAGE = "both"
 DEFAULT_COARSE_KEEP = 0.4
 DEFAULT_COARSE_MIN = DEFAULT_K
 DEFAULT_COARSE_BLOCK = 2
+# beyond widen_after recordings the coarse pass scans widen times the shortlist and keeps
+# coarse_keep / widen of it, so that as many are aligned in full (for_catalogue): on clean
+# training-type catalogues (`bench_catalogue_tune.py --distractor-offset 20088 --variant
+# scan2 k=100,coarse_keep=0.2`, 300 queries; benchmarks/results/catalogue-tune.md) MAP
+# 0.3835 -> 0.3847 at 1,800 recordings, 0.3633 -> 0.3619 at 4,000, 0.2949 -> 0.3056 at
+# 10,000 (15 % more time) and 0.2526 -> 0.2610 at 20,000 (16 %): it pays only where the
+# shortlist outgrows what the full alignment gets
+DEFAULT_WIDEN_AFTER = 5000
+DEFAULT_WIDEN = 2.0
 
 
 @dataclass(frozen=True)
@@ -237,6 +248,10 @@ class RerankConfig:
     coarse_min: int = DEFAULT_COARSE_MIN  # never fewer aligned in full (nor more than the shortlist)
     coarse_block: int = DEFAULT_COARSE_BLOCK
     coarse_qmax: QmaxParams = QmaxParams(m=4)
+    # beyond widen_after recordings (0 = never) the coarse pass scans widen times the
+    # grown shortlist and keeps coarse_keep / widen of it (for_catalogue)
+    widen_after: int = DEFAULT_WIDEN_AFTER
+    widen: float = DEFAULT_WIDEN
     # chunk embeddings for source "embedding": window and hop in seconds, and Qmax settings
     # (no delay embedding: each chunk already spans several seconds)
     chunk_s: float = 8.0
@@ -277,15 +292,34 @@ class RerankConfig:
             raise ValueError(f"rerank coarse_min must be >= 1, got {self.coarse_min}")
         if self.coarse_block < 1:
             raise ValueError(f"rerank coarse_block must be >= 1, got {self.coarse_block}")
+        if self.widen_after < 0 or self.widen < 1.0:
+            raise ValueError(
+                f"rerank widen_after must be >= 0 (0 = never) and widen >= 1, got "
+                f"{self.widen_after} and {self.widen}"
+            )
 
 
-def shortlist_length(cfg: RerankConfig, n_refs: int) -> int:
-    """How many references to align per query in a catalogue of ``n_refs`` recordings:
-    ``cfg.k`` up to ``cfg.grow_after`` recordings, ``ceil(k * sqrt(n_refs / grow_after))``
+def _grown_length(cfg: RerankConfig, n_refs: int) -> int:
+    """``cfg.k`` up to ``cfg.grow_after`` recordings, ``ceil(k * sqrt(n_refs / grow_after))``
     beyond (``grow_after`` 0: always ``k``)."""
     if cfg.grow_after <= 0 or n_refs <= cfg.grow_after:
         return cfg.k
     return int(np.ceil(cfg.k * np.sqrt(n_refs / cfg.grow_after) - 1e-9))
+
+
+def widens(cfg: RerankConfig, n_refs: int) -> bool:
+    """Whether the coarse pass scans ``cfg.widen`` times the shortlist in a catalogue of
+    ``n_refs`` recordings: beyond ``widen_after`` (> 0) recordings, where the shortlist
+    grows (``grow_after`` > 0) and the coarse pass cuts (``coarse_keep`` > 0)."""
+    return 0 < cfg.widen_after < n_refs and cfg.grow_after > 0 and cfg.coarse_keep > 0 and cfg.widen > 1.0
+
+
+def shortlist_length(cfg: RerankConfig, n_refs: int) -> int:
+    """How many references the first stage shortlists per query in a catalogue of
+    ``n_refs`` recordings (:func:`for_catalogue`): ``cfg.k`` up to ``cfg.grow_after``
+    recordings, ``ceil(k * sqrt(n_refs / grow_after))`` beyond, ``widen`` times that
+    beyond ``widen_after`` (:func:`widens`; ``grow_after`` 0: always ``k``)."""
+    return for_catalogue(cfg, n_refs).k
 
 
 def identify_config(
@@ -307,14 +341,25 @@ def identify_config(
 
 def for_catalogue(cfg: RerankConfig, n_refs: int) -> RerankConfig:
     """``cfg`` with the shortlist length of a catalogue of ``n_refs`` recordings, fixed
-    (``grow_after`` 0), so that applying it twice changes nothing; each chroma search
-    proposes candidates in the same ratio to the shortlist as at ``k`` (``global_pool``
-    grows with it; the embedding's candidates, ``max(k, pool)``, already do)."""
+    (``grow_after`` and ``widen_after`` 0), so that applying it twice changes nothing.
+
+    Beyond ``grow_after`` recordings the shortlist grows as ``sqrt(n / grow_after)`` and
+    each chroma search proposes candidates in the same ratio to it as at ``k``
+    (``global_pool`` grows with it; the embedding's candidates, ``max(k, pool)``, already
+    do). Beyond ``widen_after`` recordings (:func:`widens`) the shortlist is ``widen``
+    times that and the coarse pass keeps ``coarse_keep / widen`` of it: as many items
+    aligned in full, chosen by the coarse alignment among twice as many."""
     if cfg.grow_after <= 0:
         return cfg
-    k = shortlist_length(cfg, n_refs)
+    k = _grown_length(cfg, n_refs)
     global_pool = int(np.ceil(cfg.global_pool * k / cfg.k - 1e-9))
-    return replace(cfg, k=k, global_pool=global_pool, grow_after=0)
+    fixed = replace(cfg, k=k, global_pool=global_pool, grow_after=0, widen_after=0)
+    if not widens(cfg, n_refs):
+        return fixed
+    # the coarse pass scans widen x the shortlist and keeps 1 / widen of its share: the
+    # same number aligned in full, chosen among more (the embedding's candidates,
+    # max(k, pool), widen with it; each chroma search's global_pool does not)
+    return replace(fixed, k=int(np.ceil(cfg.widen * k - 1e-9)), coarse_keep=cfg.coarse_keep / cfg.widen)
 
 
 # ---------------------------------------------------------------------------
@@ -502,6 +547,35 @@ def coarse_cut(
     return np.sort(order[:n_keep]), order[n_keep:]
 
 
+def coarse_split(items: np.ndarray, first_fn, coarse_fn, cfg: RerankConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A shortlist split by the coarse pass (step 1b), where it cuts.
+
+    Parameters
+    ----------
+    items : np.ndarray of int, shape (k,)
+        The shortlist (reference indices).
+    first_fn : callable (items) -> np.ndarray, shape (len(items),)
+        First-stage distances of items (:func:`first_stage_distances`).
+    coarse_fn : callable (items) -> np.ndarray, shape (len(items),), or None
+        Coarse alignment scores of items (larger = closer); None: no coarse pass.
+    cfg : RerankConfig
+        The catalogue's settings (:func:`for_catalogue`).
+
+    Returns
+    -------
+    kept, dropped : np.ndarray of int
+        The items the full alignment gets, in shortlist order, and the others, best
+        first by the fused coarse score (:func:`coarse_cut`); ``(items, [])`` where the
+        pass does not cut (no ``coarse_fn``, or :func:`coarse_count` keeps them all), and
+        then neither callable is called.
+    """
+    items = np.asarray(items, np.int64)
+    if coarse_fn is None or coarse_count(cfg, len(items)) >= len(items):
+        return items, np.zeros(0, np.int64)
+    kept, dropped = coarse_cut(first_fn(items), np.asarray(coarse_fn(items), np.float64), cfg)
+    return items[kept], items[dropped]
+
+
 def reordered_distances(dist_row: np.ndarray, head: np.ndarray) -> np.ndarray:
     """A distance row that ranks ``head`` first, in its order, and the rest as before.
 
@@ -535,6 +609,7 @@ def rerank_row(
     neighbours=None,
     anchor_scores=None,
     coarse_fn=None,
+    trace: dict | None = None,
 ) -> np.ndarray:
     """Re-rank one query's distance row (steps 1 to 5 of the module docstring).
 
@@ -554,7 +629,11 @@ def rerank_row(
         Alignment of a reference with others; with ``cfg.expansion_weight`` > 0, see
         :func:`anchor_expansion`.
     coarse_fn : callable (np.ndarray of ref indices) -> coarse alignment scores, optional
-        With ``cfg.coarse_keep`` > 0, the coarse pass (step 1b, :func:`coarse_cut`).
+        With ``cfg.coarse_keep`` > 0, the coarse pass (step 1b, :func:`coarse_split`).
+    trace : dict, optional
+        Filled with what the first stage passed on: ``"shortlist"`` (reference indices,
+        best first by the first stage) and ``"aligned"`` (those of them the full alignment
+        got, before expansion: the coarse pass's best share, else all of them).
 
     Returns
     -------
@@ -563,6 +642,8 @@ def rerank_row(
     d = np.asarray(dist_row, np.float64)
     cfg = for_catalogue(cfg, len(d))
     sl = cascade_shortlist(d, global_row, cfg, exclude_row)
+    if trace is not None:
+        trace.update(shortlist=sl, aligned=sl)
     if len(sl) == 0:
         return d.copy()
     glob = None if global_row is None else np.asarray(global_row, np.float64)
@@ -573,10 +654,9 @@ def rerank_row(
     def fused_of(items, scores):
         return fuse(first_of(items), scores, cfg.weight)
 
-    tail = np.zeros(0, np.int64)  # dropped by the coarse pass, placed after the aligned items
-    if coarse_fn is not None and coarse_count(cfg, len(sl)) < len(sl):
-        kept, dropped = coarse_cut(first_of(sl), np.asarray(coarse_fn(sl), np.float64), cfg)
-        sl, tail = sl[kept], sl[dropped]
+    sl, tail = coarse_split(sl, first_of, coarse_fn, cfg)  # tail: placed after the aligned items
+    if trace is not None:
+        trace["aligned"] = sl
     scores = np.asarray(score_fn(sl), np.float64)
     fused = fused_of(sl, scores)
     if cfg.expand > 0 and neighbours is not None:
@@ -612,6 +692,7 @@ __all__ = [
     "reordered_distances",
     "coarse_count",
     "coarse_cut",
+    "coarse_split",
     "rerank_row",
     "anchor_expansion",
     "first_stage_distances",
@@ -635,6 +716,7 @@ __all__ = [
     "FIRST_STAGES",
     "SOURCES",
     "shortlist_length",
+    "widens",
     "for_catalogue",
     "identify_config",
 ]

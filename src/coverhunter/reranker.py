@@ -123,6 +123,9 @@ class Reranker:
     n_computed: int = 0
     n_coarse: int = 0  # coarse alignments (the coarse pass), not in n_pairs
     k_used: int = 0  # the shortlist length of the last block's catalogue (shortlist_length)
+    # a list: each re-ranked query's shortlist and the items aligned in full appended
+    # (rerank_row's trace), for a benchmark of the first stage's recall; None: not kept
+    traces: list | None = None
     _checked: bool = field(default=False, repr=False)
     _pairs: dict = field(default_factory=dict, repr=False)  # (i, j), i < j -> per-source scores
     _coarse: dict = field(default_factory=dict, repr=False)  # (is_query, i) -> coarse features
@@ -252,6 +255,7 @@ class Reranker:
         for r in range(len(dist)):
             ex = None if exclude is None else exclude[r]
             qi = start + r
+            trace = None if self.traces is None else {}
             out[r] = rerank_row(
                 dist[r],
                 lambda refs, qi=qi: self.scores(qi, refs),
@@ -261,7 +265,10 @@ class Reranker:
                 neighbours=self.neighbours,
                 anchor_scores=self.anchor_scores,
                 coarse_fn=(lambda refs, qi=qi: self.coarse_scores(qi, refs)) if coarse else None,
+                trace=trace,
             )
+            if trace is not None:
+                self.traces.append(trace)
         self.n_queries += len(dist)
         self.seconds += time.perf_counter() - t0
         return out

@@ -28,8 +28,7 @@ from ..qmax import AlignmentFeatures, qmax_scores
 from ..rerank import (
     RerankConfig,
     cascade_shortlist,
-    coarse_count,
-    coarse_cut,
+    coarse_split,
     first_stage_distances,
     first_stage_searches,
     for_catalogue,
@@ -110,7 +109,7 @@ def rerank_matches(
     coarse_view : int, optional
         With ``cfg.coarse_keep`` > 0, the chroma view the coarse pass aligns (None = all):
         the shortlisted works' found recordings are aligned coarsely and only the best
-        of them (:func:`coverhunter.rerank.coarse_count`, :func:`coverhunter.rerank.coarse_cut`)
+        of them (:func:`coverhunter.rerank.coarse_split`)
         are aligned in full, versions included; the others follow the aligned ones in
         that order, without an alignment score.
 
@@ -182,18 +181,23 @@ def rerank_matches(
 
 def coarse_pass(query, refs: list, sl: np.ndarray, dist, glob, cfg: RerankConfig, view: int | None):
     """The shortlist positions ``sl`` split by the coarse pass: those to align in full (the
-    best of the candidates with chroma, :func:`coverhunter.rerank.coarse_count` of them,
+    best of the candidates with chroma, :func:`coverhunter.rerank.coarse_split`,
     and those without, which are never aligned) and the rest, best first; ``(sl, [])``
     where the pass does not cut."""
     with_chroma = np.asarray([i for i in sl if refs[i] is not None], np.int64)
-    if coarse_count(cfg, len(with_chroma)) >= len(with_chroma):
-        return sl, np.zeros(0, np.int64)
-    q = query.coarse(cfg.coarse_block, view)
-    scores = qmax_scores(q, [refs[i].coarse(cfg.coarse_block, view) for i in with_chroma], cfg.coarse_qmax)
-    first = first_stage_distances(dist[with_chroma], None if glob is None else glob[:, with_chroma], cfg)
-    kept, dropped = coarse_cut(first, scores, cfg)
-    keep = set(with_chroma[kept].tolist())
-    return np.asarray([i for i in sl if refs[i] is None or i in keep], np.int64), with_chroma[dropped]
+
+    def first(items):
+        return first_stage_distances(dist[items], None if glob is None else glob[:, items], cfg)
+
+    def coarse(items):
+        q = query.coarse(cfg.coarse_block, view)
+        return qmax_scores(q, [refs[i].coarse(cfg.coarse_block, view) for i in items], cfg.coarse_qmax)
+
+    kept, dropped = coarse_split(with_chroma, first, coarse, cfg)
+    if len(dropped) == 0:
+        return sl, dropped
+    keep = set(kept.tolist())
+    return np.asarray([i for i in sl if refs[i] is None or i in keep], np.int64), dropped
 
 
 def search_reranked(
