@@ -199,3 +199,25 @@ def test_p_value_monotone_where_the_tail_takes_over_a_subsampled_calibration():
     grid = np.r_[np.linspace(u - 0.02, u + 0.02, 81), u - 1e-9, u, u + 1e-9]
     ps = [p_impostor(cal, s, 100) for s in np.sort(grid)]
     assert all(a >= b - 1e-12 for a, b in zip(ps, ps[1:]))
+
+
+def test_a_list_of_scores_gets_each_score_s_p_value_and_probability():
+    """identify calibrates its whole list of matches at once (the calibration's stored
+    scores read once): the same numbers as one score at a time, on both sides of the
+    fitted tail's threshold; the list's matches keep everything else."""
+    from coverhunter.index.calibrate import with_calibration, with_calibrations
+    from coverhunter.index.calibration import p_impostors
+    from coverhunter.index.results import Match
+
+    r = np.random.default_rng(1)
+    cal = fit_calibration(
+        np.r_[r.normal(0.9, 0.05, 50), r.normal(0.3, 0.1, 5_000)],
+        np.r_[np.ones(50, bool), np.zeros(5_000, bool)],
+    )
+    scores = [0.0, 0.3, cal["tail"]["threshold"], cal["tail"]["threshold"] + 0.05, 0.95, 2.0]
+    assert p_impostors(cal, scores, 40) == [p_impostor(cal, s, 40) for s in scores]
+    assert p_impostors(cal, [], 40) == []
+    matches = [Match(f"w{i}", f"t{i}", s, 1.5, 2.5) for i, s in enumerate(scores)]
+    one_by_one = [with_calibration(m, cal, m.score, 40) for m in matches]
+    assert with_calibrations(matches, cal, scores, 40) == one_by_one
+    assert one_by_one[1].query_offset_s == 1.5 and one_by_one[1].p_value == p_impostor(cal, 0.3, 40)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from .calibration import (
     SELECTED_FRACTION,
     alignment_pairs,
     fit_calibration,
-    p_impostor,
+    p_impostors,
     probability_same,
 )
 from .embedding import embed_recordings
@@ -149,7 +149,7 @@ def calibrated(index, matches: list[Match]) -> list[Match]:
     cal = index.meta.get("calibration")
     if cal:
         n = index.meta["n_tracks"]
-        matches = [with_calibration(m, cal, m.score, n) for m in matches]
+        matches = with_calibrations(matches, cal, [m.score for m in matches], n)
     return matches
 
 
@@ -164,8 +164,14 @@ def calibrated_alignments(index, matches: list[Match], n_aligned: int) -> list[M
     cal = index.alignment_calibration
     if not cal:
         return matches
-    n = max(1, n_aligned)
-    return [m if m.alignment is None else with_calibration(m, cal, m.alignment, n) for m in matches]
+    aligned = [i for i, m in enumerate(matches) if m.alignment is not None]
+    out = list(matches)
+    done = with_calibrations(
+        [matches[i] for i in aligned], cal, [matches[i].alignment for i in aligned], n_aligned
+    )
+    for i, m in zip(aligned, done):
+        out[i] = m
+    return out
 
 
 def alignment_calibration(index) -> dict | None:
@@ -224,9 +230,17 @@ def chroma_record(params) -> str | list:
 
 def with_calibration(m: Match, cal: dict, score: float, n: int) -> Match:
     """``m`` with P(same work) and the p-value of ``score`` against ``n`` wrong tracks."""
-    return Match(
-        **{**asdict(m), "probability": probability_same(cal, score), "p_value": p_impostor(cal, score, n)}
-    )
+    return with_calibrations([m], cal, [score], n)[0]
+
+
+def with_calibrations(matches: list[Match], cal: dict, scores: list[float], n: int) -> list[Match]:
+    """Each of ``matches`` with P(same work) and the p-value of its score in ``scores``
+    against ``n`` (at least 1) wrong tracks (:func:`p_impostors`: the calibration read once)."""
+    p_values = p_impostors(cal, scores, max(1, n))
+    return [
+        replace(m, probability=probability_same(cal, s), p_value=p)
+        for m, s, p in zip(matches, scores, p_values)
+    ]
 
 
 __all__ = [
@@ -237,4 +251,5 @@ __all__ = [
     "shard_chroma",
     "chroma_record",
     "with_calibration",
+    "with_calibrations",
 ]

@@ -147,17 +147,28 @@ def p_impostor(cal: dict, score: float, n_tracks: int) -> float:
     get that count's floor, an optimistic p-value. Calibrations written before the tail
     fit are counted throughout: recalibrate.
     """
+    return p_impostors(cal, [score], n_tracks)[0]
+
+
+def p_impostors(cal: dict, scores, n_tracks: int) -> list[float]:
+    """:func:`p_impostor` of each of ``scores`` (a sequence of floats), the calibration's
+    different-work scores read once: a search calibrates its whole list of matches, and
+    converting a calibration's 20,000 stored scores per match cost identify about a
+    tenth of a second a query on an 821-recording index (cProfile)."""
     model = cal.get("tail")
-    if model and score > model["threshold"]:  # beyond the threshold: the fitted exponential tail
-        tail = model["share"] * math.exp(-(score - model["threshold"]) / model["beta"])
-    else:
-        diff = np.asarray(cal["different"])
-        tail = (len(diff) - np.searchsorted(diff, score, side="left") + 0.5) / (len(diff) + 1)
-        if model:  # never below the tail's own share: the kept scores are a subsample
-            tail = max(tail, model["share"])
-    if tail >= 1.0:
-        return 1.0
-    return float(-math.expm1(max(1, n_tracks) * math.log1p(-tail)))  # 1 - (1 - t) ** n, exactly
+    diff = None
+    out = []
+    for score in scores:
+        if model and score > model["threshold"]:  # beyond the threshold: the fitted exponential tail
+            tail = model["share"] * math.exp(-(score - model["threshold"]) / model["beta"])
+        else:
+            diff = np.asarray(cal["different"]) if diff is None else diff
+            tail = (len(diff) - np.searchsorted(diff, score, side="left") + 0.5) / (len(diff) + 1)
+            if model:  # never below the tail's own share: the kept scores are a subsample
+                tail = max(tail, model["share"])
+        # 1 - (1 - t) ** n, exactly
+        out.append(1.0 if tail >= 1.0 else float(-math.expm1(max(1, n_tracks) * math.log1p(-tail))))
+    return out
 
 
 def alignment_pairs(
@@ -255,6 +266,7 @@ __all__ = [
     "fit_tail",
     "probability_same",
     "p_impostor",
+    "p_impostors",
     "alignment_pairs",
     "ALIGNMENT_MAX_RECORDINGS",
     "SELECTED_FRACTION",
