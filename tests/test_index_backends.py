@@ -167,6 +167,7 @@ def test_remove_replace_and_compact(setup, backend, tmp_path):
     assert sum(len(t["starts"]) for t in idx.tracks()) == idx.meta["n_vectors"]
     assert answers(idx, queries) == before == answers(reader, queries)
     assert IndexChroma.of(reader).get(tracks[3].track_id) is not None  # its files are kept
+    assert IndexChroma.of(reader).has(tracks[3].track_id) and not IndexChroma.of(reader).has("no-such-track")
     # the next compaction deletes what the previous one replaced
     first = set(idx.meta["stale"]["shards"])
     idx.remove([tracks[4].track_id])

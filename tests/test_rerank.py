@@ -493,6 +493,30 @@ def test_rerank_matches_reorders_head_and_keeps_tail():
     assert out[0].track_id == "cover" and sorted(m.track_id for m in out) == sorted(ids)
 
 
+def test_rerank_matches_makes_only_the_shortlisted_candidates_alignment_data():
+    from coverhunter.index import Match
+
+    rng = np.random.default_rng(1)
+    src = note_walk(rng, 60)
+    query = _align(synthetic_cqt(src, 12, rng))
+    store = {f"d{i}": _align(synthetic_cqt(note_walk(rng, 60), 12, rng)) for i in range(7)}
+    store["cover"] = _align(synthetic_cqt(src + 2, 13, rng))
+    ids = ["d0", "d1", "d2", "d3", "cover", "d4", "missing", "d5", "d6"]
+    matches = [Match(f"w_{t}", t, 0.9 - 0.01 * i, 0.0, 0.0) for i, t in enumerate(ids)]
+    summaries = {t: C.fourier_summary(a.chroma) for t, a in store.items()}
+    made = []
+
+    def lookup(t):
+        made.append(t)
+        return store.get(t)
+
+    cfg = R.RerankConfig(k=3, pool=9, weight=0.8)
+    eager = RS.rerank_matches(matches, query, store.get, cfg, summaries.get)
+    lazy = RS.rerank_matches(matches, query, lookup, cfg, summaries.get, available=store.__contains__)
+    assert lazy == eager and lazy[0].track_id == "cover"
+    assert len(made) == 3 and set(made) == {m.track_id for m in lazy[:3]}  # the shortlist alone
+
+
 def test_coarse_cut_keeps_the_best_share_and_orders_the_rest():
     first = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])  # first-stage distances
     coarse = np.array([0.0, 0.9, 0.1, 0.8, 0.2, 0.7])

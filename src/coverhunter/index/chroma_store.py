@@ -210,6 +210,12 @@ class IndexChroma:
                 raise _damaged(path, e) from e  # never a silent search without re-ranking
         return self._files[shard]
 
+    def has(self, track_id: str) -> bool:
+        """Whether :meth:`get` gives alignment data for a recording (without making it)."""
+        loc = self._located.get(track_id)
+        f = None if loc is None else self._file(loc[0])
+        return f is not None and loc[1] + 1 < len(f[1])
+
     def get(self, track_id: str) -> AlignmentFeatures | None:
         """Alignment data of a catalogue recording, or None if its shard has no chroma."""
         from ..classical import chroma_from_uint8
