@@ -58,9 +58,10 @@ def version_choice(match, versions, n: int, summary=None, query_summary=None) ->
 
 class _Candidates:
     """The candidates' alignment data (``lookup``), each made on first use: only the
-    shortlist is aligned, so most candidates of a large catalogue (about 1,500 at 20,000
-    recordings, of which 680 are shortlisted) are never made; ``available`` (track id ->
-    bool) says which have data without making it (None: made to find out)."""
+    shortlist is aligned, so most candidates of a large catalogue (at 20,000 recordings
+    up to 680 from the embedding and 680 from each chroma search, of which 680 are
+    shortlisted) are never made; ``available`` (track id -> bool) says which have data
+    without making it (None: made to find out)."""
 
     def __init__(self, cand: list, lookup, available=None):
         self._cand, self._lookup, self._available, self._made = cand, lookup, available, {}
