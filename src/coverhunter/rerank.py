@@ -201,9 +201,10 @@ DEFAULT_COARSE_BLOCK = 2
 # coarse_keep / widen of it, so that as many are aligned in full (for_catalogue): on clean
 # training-type catalogues (`bench_catalogue_tune.py --distractor-offset 20088 --variant
 # scan2 k=100,coarse_keep=0.2`, 300 queries; benchmarks/results/catalogue-tune.md) MAP
-# 0.3835 -> 0.3847 at 1,800 recordings, 0.3633 -> 0.3619 at 4,000, 0.2949 -> 0.3056 at
-# 10,000 (15 % more time) and 0.2526 -> 0.2610 at 20,000 (16 %): it pays only where the
-# shortlist outgrows what the full alignment gets
+# 0.3835 -> 0.3847 at 1,800 recordings, 0.3633 -> 0.3619 at 4,000, 0.3384 -> 0.3403 at
+# 6,000 (116 -> 125 ms a query), 0.2949 -> 0.3056 at 10,000 (119 -> 156 ms) and 0.2526 ->
+# 0.2610 at 20,000 (162 -> 188 ms): it pays only where the shortlist outgrows what the
+# full alignment gets
 DEFAULT_WIDEN_AFTER = 5000
 DEFAULT_WIDEN = 2.0
 
