@@ -462,16 +462,24 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
     assert x["rerank"]["alignments_computed_per_query"] < x["rerank"]["alignments_per_query"]
 
 
-def test_rerank_matches_reorders_head_and_keeps_tail():
+def _cover_among_strangers(ids: list, n_stored: int):
+    """A query, the stored alignment data of strangers ``d0 .. d{n_stored - 1}`` and of
+    its "cover", and a search's matches of ``ids`` in that order (others: no chroma)."""
     from coverhunter.index import Match
 
     rng = np.random.default_rng(1)
     src = note_walk(rng, 60)
     query = _align(synthetic_cqt(src, 12, rng))
-    store = {f"d{i}": _align(synthetic_cqt(note_walk(rng, 60), 12, rng)) for i in range(5)}
+    store = {f"d{i}": _align(synthetic_cqt(note_walk(rng, 60), 12, rng)) for i in range(n_stored)}
     store["cover"] = _align(synthetic_cqt(src + 2, 13, rng))
+    return query, store, [Match(f"w_{t}", t, 0.9 - 0.01 * i, 0.0, 0.0) for i, t in enumerate(ids)]
+
+
+def test_rerank_matches_reorders_head_and_keeps_tail():
+    from coverhunter.index import Match
+
     ids = ["d0", "d1", "d2", "d3", "cover", "d4", "missing", "tail"]
-    matches = [Match(f"w_{t}", t, 0.9 - 0.01 * i, 0.0, 0.0) for i, t in enumerate(ids)]
+    query, store, matches = _cover_among_strangers(ids, 5)
     out = RS.rerank_matches(matches, query, store.get, R.RerankConfig(k=7, weight=0.8, global_weight=0.0))
     assert sorted(m.track_id for m in out) == sorted(ids)  # nothing dropped
     assert out[0].track_id == "cover" and out[-1].track_id == "tail"
@@ -494,15 +502,9 @@ def test_rerank_matches_reorders_head_and_keeps_tail():
 
 
 def test_rerank_matches_makes_only_the_shortlisted_candidates_alignment_data():
-    from coverhunter.index import Match
-
-    rng = np.random.default_rng(1)
-    src = note_walk(rng, 60)
-    query = _align(synthetic_cqt(src, 12, rng))
-    store = {f"d{i}": _align(synthetic_cqt(note_walk(rng, 60), 12, rng)) for i in range(7)}
-    store["cover"] = _align(synthetic_cqt(src + 2, 13, rng))
-    ids = ["d0", "d1", "d2", "d3", "cover", "d4", "missing", "d5", "d6"]
-    matches = [Match(f"w_{t}", t, 0.9 - 0.01 * i, 0.0, 0.0) for i, t in enumerate(ids)]
+    query, store, matches = _cover_among_strangers(
+        ["d0", "d1", "d2", "d3", "cover", "d4", "missing", "d5", "d6"], 7
+    )
     summaries = {t: C.fourier_summary(a.chroma) for t, a in store.items()}
     made = []
 
