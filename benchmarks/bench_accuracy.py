@@ -336,7 +336,8 @@ def run_corpus(
     # the two-stage search with each first stage; the default one last (its cost is reported)
     for first in sorted(R.FIRST_STAGES, key=lambda f: f == R.DEFAULT_FIRST_STAGE):
         rr = R.RerankConfig(k=k, weight=weight, grow_after=grow_after, first_stage=first)
-        k_used = R.shortlist_length(rr, len(tracks))
+        grown = R.for_catalogue(rr, len(tracks))  # this catalogue's shortlist and coarse cut
+        k_used = grown.k
         glob = first_stage_glob(rr, d_sum, votes)
         t_glob = t_sum + (t_votes if first in ("recurrence", "both") else 0.0)
         name = pools_name(first, rr, len(tracks))
@@ -345,7 +346,7 @@ def run_corpus(
         )
         recall[first] = shortlist_recall(whole_shortlists(lists), works)
         recall["alignment"] = top_recall(d_align, works, k_used)
-        k_full = R.coarse_count(R.for_catalogue(rr, len(tracks)), k_used)
+        k_full = R.coarse_count(grown, k_used)
         if k_full < k_used:  # what the full alignment gets: the coarse pass's best share
             recall[f"{first}, after the coarse pass"] = shortlist_recall(lists, works)
             recall[f"alignment at {k_full}"] = top_recall(d_align, works, k_full)

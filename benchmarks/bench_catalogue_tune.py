@@ -99,8 +99,8 @@ def main() -> None:
     def recall_of(lists, rows) -> float:  # lists: one per query row in ``rows``
         return B.shortlist_recall(lists, works[queries[rows]], works, exclude[rows])
 
-    k_default = R.shortlist_length(R.RerankConfig(), n)
-    k_full = R.coarse_count(R.for_catalogue(R.RerankConfig(), n), k_default)
+    grown = R.for_catalogue(R.RerankConfig(), n)  # the default shortlist and coarse cut here
+    k_default, k_full = grown.k, R.coarse_count(grown, grown.k)
     print(
         f"training-type catalogue: {n} distractor recordings of {len(set(cat.works))} works; "
         f"{len(queries)} queries (self excluded); shortlist {k_default}, {k_full} of it aligned in full\n"

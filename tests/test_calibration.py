@@ -205,7 +205,9 @@ def test_a_list_of_scores_gets_each_score_s_p_value_and_probability():
     """identify calibrates its whole list of matches at once (the calibration's stored
     scores read once): the same numbers as one score at a time, on both sides of the
     fitted tail's threshold; the list's matches keep everything else."""
-    from coverhunter.index.calibrate import with_calibration, with_calibrations
+    from dataclasses import replace
+
+    from coverhunter.index.calibrate import with_calibrations
     from coverhunter.index.calibration import p_impostors
     from coverhunter.index.results import Match
 
@@ -218,6 +220,9 @@ def test_a_list_of_scores_gets_each_score_s_p_value_and_probability():
     assert p_impostors(cal, scores, 40) == [p_impostor(cal, s, 40) for s in scores]
     assert p_impostors(cal, [], 40) == []
     matches = [Match(f"w{i}", f"t{i}", s, 1.5, 2.5) for i, s in enumerate(scores)]
-    one_by_one = [with_calibration(m, cal, m.score, 40) for m in matches]
+    one_by_one = [
+        replace(m, probability=probability_same(cal, m.score), p_value=p_impostor(cal, m.score, 40))
+        for m in matches
+    ]
     assert with_calibrations(matches, cal, scores, 40) == one_by_one
     assert one_by_one[1].query_offset_s == 1.5 and one_by_one[1].p_value == p_impostor(cal, 0.3, 40)

@@ -164,14 +164,9 @@ def calibrated_alignments(index, matches: list[Match], n_aligned: int) -> list[M
     cal = index.alignment_calibration
     if not cal:
         return matches
-    aligned = [i for i, m in enumerate(matches) if m.alignment is not None]
-    out = list(matches)
-    done = with_calibrations(
-        [matches[i] for i in aligned], cal, [matches[i].alignment for i in aligned], n_aligned
-    )
-    for i, m in zip(aligned, done):
-        out[i] = m
-    return out
+    aligned = [m for m in matches if m.alignment is not None]
+    done = iter(with_calibrations(aligned, cal, [m.alignment for m in aligned], n_aligned))
+    return [m if m.alignment is None else next(done) for m in matches]
 
 
 def alignment_calibration(index) -> dict | None:
@@ -228,15 +223,10 @@ def chroma_record(params) -> str | list:
     return params if isinstance(params, str) else [float(x) for x in params]
 
 
-def with_calibration(m: Match, cal: dict, score: float, n: int) -> Match:
-    """``m`` with P(same work) and the p-value of ``score`` against ``n`` wrong tracks."""
-    return with_calibrations([m], cal, [score], n)[0]
-
-
 def with_calibrations(matches: list[Match], cal: dict, scores: list[float], n: int) -> list[Match]:
     """Each of ``matches`` with P(same work) and the p-value of its score in ``scores``
     against ``n`` (at least 1) wrong tracks (:func:`p_impostors`: the calibration read once)."""
-    p_values = p_impostors(cal, scores, max(1, n))
+    p_values = p_impostors(cal, scores, n)
     return [
         replace(m, probability=probability_same(cal, s), p_value=p)
         for m, s, p in zip(matches, scores, p_values)
@@ -250,6 +240,5 @@ __all__ = [
     "alignment_calibration",
     "shard_chroma",
     "chroma_record",
-    "with_calibration",
     "with_calibrations",
 ]
