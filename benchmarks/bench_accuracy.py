@@ -282,7 +282,10 @@ def pools_name(first: str, rr: R.RerankConfig, n: int) -> dict:
     recordings: the shortlist length and each search's candidates, as
     :func:`coverhunter.rerank.for_catalogue` grows them."""
     grown = R.for_catalogue(rr, n)
-    return dict(first=FIRST_NAMES[first], k=grown.k, pool=max(grown.k, grown.pool), gpool=grown.global_pool)
+    name = FIRST_NAMES[first]
+    if R.scans(rr, n):  # the scan stands in for the votes
+        name = name.replace("recurrence", "scan")
+    return dict(first=name, k=grown.k, pool=max(grown.k, grown.pool), gpool=grown.global_pool)
 
 
 def run_corpus(
@@ -294,9 +297,12 @@ def run_corpus(
     n_boot: int,
     grow_after: int = R.DEFAULT_GROW_AFTER,
     cache_dir: Path | None = None,
+    scan_below: int = R.DEFAULT_SCAN_BELOW,
 ) -> dict:
     """Every row of one test set's table. ``cache_dir``: where the all-pairs alignment and
-    the recurrence votes are kept (the corpus folder), keyed by the tracks and settings."""
+    the recurrence votes are kept (the corpus folder), keyed by the tracks and settings;
+    ``scan_below``: ``RerankConfig.scan_below`` of the two-stage rows (a catalogue of at
+    most that many recordings is scanned instead of voted on: their names say "scan")."""
     works = [t.work for t in tracks]
     rows = {}
     rng = np.random.default_rng(0)
@@ -332,30 +338,43 @@ def run_corpus(
         cache_key(repr(RecurrenceParams())),
         lambda: RK.recurrence_votes(align, None, CHROMA_SPEC, True),
     )
+    # a catalogue this small scanned instead (rerank.scans): every pair aligned coarsely once
+    scanning = R.scans(R.RerankConfig(k=k, grow_after=grow_after, scan_below=scan_below), len(tracks))
+    scan, t_scan = None, 0.0
+    if scanning:
+        base = R.RerankConfig()
+        scan, t_scan = cached(
+            None if cache_dir is None else cache_dir / "bench-scan.npz",
+            cache_key(repr(base.coarse_qmax), base.coarse_block, "scan"),
+            lambda: RK.coarse_scan(align, None, base, coarse_view(align)),
+        )
     recall = {}
     # the two-stage search with each first stage; the default one last (its cost is reported)
     for first in sorted(R.FIRST_STAGES, key=lambda f: f == R.DEFAULT_FIRST_STAGE):
-        rr = R.RerankConfig(k=k, weight=weight, grow_after=grow_after, first_stage=first)
+        rr = R.RerankConfig(
+            k=k, weight=weight, grow_after=grow_after, first_stage=first, scan_below=scan_below
+        )
         grown = R.for_catalogue(rr, len(tracks))  # this catalogue's shortlist and coarse cut
         k_used = grown.k
-        glob = first_stage_glob(rr, d_sum, votes)
-        t_glob = t_sum + (t_votes if first in ("recurrence", "both") else 0.0)
+        on = R.scans(rr, len(tracks))
+        glob = first_stage_glob(rr, d_sum, scan if on else votes)
+        t_glob = t_sum + ((t_scan if on else t_votes) if first in ("recurrence", "both") else 0.0)
         name = pools_name(first, rr, len(tracks))
-        lists, t = timed(
-            shortlist_scores, d_model, glob, chroma_scorer(align, rr), rr, coarse_scorer(align, rr)
-        )
-        recall[first] = shortlist_recall(whole_shortlists(lists), works)
+        coarse = (lambda q, sl: scan[q, sl]) if on else coarse_scorer(align, rr)
+        lists, t = timed(shortlist_scores, d_model, glob, chroma_scorer(align, rr), rr, coarse)
+        first_key = {"recurrence": "scan", "both": "scan both"}.get(first, first) if on else first
+        recall[first_key] = shortlist_recall(whole_shortlists(lists), works)
         recall["alignment"] = top_recall(d_align, works, k_used)
         k_full = R.coarse_count(grown, k_used)
         if k_full < k_used:  # what the full alignment gets: the coarse pass's best share
-            recall[f"{first}, after the coarse pass"] = shortlist_recall(lists, works)
+            recall[f"{first_key}, after the coarse pass"] = shortlist_recall(lists, works)
             recall[f"alignment at {k_full}"] = top_recall(d_align, works, k_full)
         d, t2 = timed(apply_rerank, d_model, lists, weight)
         rows[TWO_STAGE.format(**name) + ", no expansion (identify)"] = (
             d,
             t_model + t_chroma + t_glob + t + t2,
         )
-        (d, rk), t = timed(reranked, d_model, align, summaries, rr, votes)
+        (d, rk), t = timed(reranked, d_model, align, summaries, rr, votes, scan if on else None)
         rows[EXPANDED.format(**name, expand=rr.expand, ew=rr.expansion_weight)] = (
             d,
             t_model + t_chroma + t_glob + t,
@@ -364,8 +383,8 @@ def run_corpus(
         # one query alone shares no pairs: its re-ranking costs every alignment it asks for
         t_rerank_alone = t_glob + t * rk.n_pairs / max(1, rk.n_computed)
         if k_used != k:  # the catalogue grew the shortlist: what a fixed k would give
-            fixed = R.RerankConfig(k=k, weight=weight, grow_after=0, first_stage=first)
-            (d, _), t = timed(reranked, d_model, align, summaries, fixed, votes)
+            fixed = R.RerankConfig(k=k, weight=weight, grow_after=0, first_stage=first, scan_below=scan_below)
+            (d, _), t = timed(reranked, d_model, align, summaries, fixed, votes, scan if on else None)
             rows[
                 EXPANDED.format(
                     **pools_name(first, fixed, len(tracks)), expand=rr.expand, ew=rr.expansion_weight
@@ -384,6 +403,8 @@ def run_corpus(
         "k_used": k_used,
         "shortlist_recall": recall,
         "recurrence_seconds_per_query": t_votes / n,
+        "scanned": scanning,
+        "scan_seconds_per_query": t_scan / n,
         "rerank_seconds_per_query": t_rerank / n,
         "alignments_per_query": rk.n_pairs / n,
         "alignments_computed_per_query": rk.n_computed / n,
@@ -409,7 +430,11 @@ def recall_name(key: str) -> str:
         return "all-pairs alignment (its own top k)"
     if first.startswith("alignment at "):
         return f"all-pairs alignment (its own top {first.split()[-1]})"
-    return FIRST_NAMES.get(first, first) + (f", {after}" if after else "")
+    if first.startswith("scan"):  # the scan stood in for the votes
+        name = FIRST_NAMES["both" if first == "scan both" else "recurrence"].replace("recurrence", "scan")
+    else:
+        name = FIRST_NAMES.get(first, first)
+    return name + (f", {after}" if after else "")
 
 
 def print_table(title: str, res: dict, k: int) -> None:
@@ -426,7 +451,10 @@ def print_table(title: str, res: dict, k: int) -> None:
         )
     rows = res["rows"]
     al = rows["classical alignment (Qmax, all pairs)"]
-    default = TWO_STAGE.split("(")[0].format(first=FIRST_NAMES[R.DEFAULT_FIRST_STAGE])
+    default_first = FIRST_NAMES[R.DEFAULT_FIRST_STAGE]
+    if res.get("scanned"):
+        default_first = default_first.replace("recurrence", "scan")
+    default = TWO_STAGE.split("(")[0].format(first=default_first)
     two = rows[next(n for n in rows if n.startswith(default) and "+ expansion" in n)]
     gain = two["map"] / max(al["map"], 1e-12) - 1
     cost = two["seconds"] / max(al["seconds"], 1e-12)
@@ -438,9 +466,15 @@ def print_table(title: str, res: dict, k: int) -> None:
             f"{res['k_used']}, before expansion): "
             + ", ".join(f"{recall_name(f)} {v:.3f}" for f, v in recall.items())
             + f"; recurrence voting {res['recurrence_seconds_per_query'] * 1e3:.0f} ms per query"
+            + (
+                f" (not used: the scan instead, {res['scan_seconds_per_query'] * 1e3:.0f} ms per query, "
+                "each pair aligned once)"
+                if res.get("scanned")
+                else ""
+            )
         )
     print(
-        f"\ntwo-stage vs classical alignment ({FIRST_NAMES[R.DEFAULT_FIRST_STAGE]} first stage): "
+        f"\ntwo-stage vs classical alignment ({default_first} first stage): "
         f"MAP {gain:+.1%} (target >= +{TARGET_GAIN:.0%}), "
         f"compute x{cost:.2f} (target <= {TARGET_COST}): {ok}. Re-ranking "
         f"{res['rerank_seconds_per_query'] * 1e3:.1f} ms per query ({res['alignments_per_query']:.0f} "
@@ -596,6 +630,63 @@ def tune_first_stage(
             + " |",
             flush=True,
         )
+    return res
+
+
+def tune_scan(lm, tracks, device, k: int, limits=(0, 5000), grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
+    """The first stage with and without the scan (``RerankConfig.scan_below`` at each of
+    ``limits``; 0 = the recurrence votes): the fused shortlist's recall (before and after
+    the coarse pass), the MAP of the two-stage search with expansion (defaults otherwise)
+    and without (as ``identify`` searches), the alignments a query asks for (with
+    expansion) and the first stage's CPU milliseconds a query (votes or scan: one query's
+    share of the all-vs-all computation, each pair once)."""
+    works = [t.work for t in tracks]
+    n = len(tracks)
+    d_model = model_distances(lm, tracks, device)
+    align = chroma_of(tracks)
+    summaries = AI.global_summaries(align, lm.summary_projection)
+    d_sum = C.euclidean_distances(summaries, summaries)
+    votes, t_votes = timed(RK.recurrence_votes, align, None, CHROMA_SPEC, True)
+    scan, t_scan = timed(RK.coarse_scan, align, None, R.RerankConfig(), coarse_view(align))
+    k_used = R.shortlist_length(R.RerankConfig(k=k, grow_after=grow_after), n)
+    print(
+        f"\nthe scan on a training-type corpus ({n} recordings, {len(set(works))} works, shortlist "
+        f"{k_used}): shortlist recall (whole / aligned in full), MAP with expansion\n"
+    )
+    print(
+        "| scan_below | scans | recall | MAP | MAP, no expansion | alignments (coarse) / query | "
+        "first stage ms / query |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    res = {}
+    for limit in limits:
+        rr = R.RerankConfig(k=k, grow_after=grow_after, scan_below=limit)
+        on = R.scans(rr, n)
+        first = scan if on else votes
+        glob = first_stage_glob(rr, d_sum, first)
+        coarse = (lambda q, sl: scan[q, sl]) if on else coarse_scorer(align, rr)
+        lists = shortlist_scores(d_model, glob, lambda q, sl: np.zeros(len(sl)), rr, coarse)
+        d, rk = reranked(d_model, align, summaries, rr, votes, scan if on else None)
+        plain = replace(rr, expand=0, expansion_weight=0.0)
+        d_plain, _ = reranked(d_model, align, summaries, plain, votes, scan if on else None)
+        q = max(1, rk.n_queries)
+        r = res[int(limit)] = {
+            "scans": on,
+            "recall": shortlist_recall(whole_shortlists(lists), works),
+            "recall_full": shortlist_recall(lists, works),
+            "map": metrics(d, works, 0)["map"],
+            "map_no_expansion": metrics(d_plain, works, 0)["map"],
+            "alignments": rk.n_pairs / q,
+            "coarse": rk.n_coarse / q,
+            "first_stage_ms": 1e3 * (t_scan if on else t_votes) / n,
+        }
+        print(
+            f"| {limit} | {'yes' if on else 'no'} | {r['recall']:.4f} / {r['recall_full']:.4f} | "
+            f"{r['map']:.4f} | {r['map_no_expansion']:.4f} | {r['alignments']:.0f} ({r['coarse']:.0f}) | "
+            f"{r['first_stage_ms']:.1f} |",
+            flush=True,
+        )
+    print(f"\nall-pairs alignment's own top {k_used}: see the tune table of this corpus")
     return res
 
 
@@ -808,6 +899,23 @@ def main() -> None:
         "coarse pass; default 0 0.5 0.4 0.3)",
     )
     ap.add_argument(
+        "--scan-below",
+        type=int,
+        default=R.DEFAULT_SCAN_BELOW,
+        metavar="N",
+        help="the two-stage rows scan a catalogue of at most N recordings instead of "
+        "voting (RerankConfig.scan_below; default coverhunter.rerank's, 0 = never)",
+    )
+    ap.add_argument(
+        "--tune-scan",
+        type=int,
+        nargs="*",
+        default=None,
+        metavar="N",
+        help="with --tune: only the scan's table, the first stage at each of these "
+        "RerankConfig.scan_below (0 = recurrence votes; default 0 5000)",
+    )
+    ap.add_argument(
         "--expansion-only",
         action="store_true",
         help="with --tune: only the expansion table (skip the fusion-weight sweep)",
@@ -903,6 +1011,7 @@ def main() -> None:
             sweeps = {
                 "tune_coarse": (tune_coarse, (0.0, 0.5, 0.4, 0.3), "tune-coarse"),
                 "tune_first_stage": (tune_first_stage, (0.5, 0.7, 0.85, 1.0), "tune-first-stage"),
+                "tune_scan": (tune_scan, (0, 5000), "tune-scan"),
             }
             sweep = next((k for k in sweeps if getattr(a, k) is not None), None)
             if sweep is not None:
@@ -981,6 +1090,7 @@ def main() -> None:
             a.bootstrap,
             a.grow_after,
             cache_dir=Path(tracks[0].feat).parent.parent if tracks else None,
+            scan_below=a.scan_below,
         )
         results["sets"][title] = res
     print(f"\nmodel {a.model}; re-rank: top {a.k}, fusion weight {a.weight} (chosen on training-type data)")

@@ -42,12 +42,18 @@ def model_embeddings(lm, feats: list, device="cpu") -> list[np.ndarray]:
 
 
 def reranked(
-    dist: np.ndarray, align, summaries: np.ndarray, rr: R.RerankConfig, votes: np.ndarray | None = None
+    dist: np.ndarray,
+    align,
+    summaries: np.ndarray,
+    rr: R.RerankConfig,
+    votes: np.ndarray | None = None,
+    scan: np.ndarray | None = None,
 ) -> tuple:
     """Every recording a query against the others, re-ranked by ``evaluate --rerank``'s
     code (``coverhunter.reranker.Reranker``, symmetric pairs aligned once, as the all-pairs
     baseline aligns each pair once) from precomputed chroma, summaries and recurrence
-    votes (first stage ``"recurrence"``): (re-ranked distances, the Reranker with its
+    votes (first stage ``"recurrence"``) or the scan that replaces them
+    (``coverhunter.reranker.coarse_scan``): (re-ranked distances, the Reranker with its
     counts)."""
     rk = RK.Reranker(
         rr,
@@ -56,6 +62,7 @@ def reranked(
         query_summary=summaries,
         ref_summary=summaries,
         votes=votes,
+        scan=scan,
         coarse_view=coarse_view(align),
         symmetric=True,
     )

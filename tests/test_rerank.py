@@ -15,7 +15,7 @@ from coverhunter import classical as C
 from coverhunter import qmax as Q
 from coverhunter import rerank as R
 from coverhunter import reranker as RK
-from coverhunter.chroma import CHROMA_SPEC, chroma_path, load_chroma
+from coverhunter.chroma import CHROMA_SPEC, chroma_path, load_chroma, search_view
 from coverhunter.cli import main
 from coverhunter.extract import extract_features
 from coverhunter.index import chroma_format as CF
@@ -402,6 +402,8 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
                     "5",
                     "--rerank-expand",
                     "0",
+                    "--rerank-scan-below",
+                    "100",
                     "--output",
                     str(rr),
                 ],
@@ -446,6 +448,9 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
     assert x["rerank"]["expand_votes"] == 0.25 and r["rerank"]["expand_votes"] == R.DEFAULT_EXPAND_VOTES
     assert x["rerank"]["coarse_keep"] == 0.5 and r["rerank"]["coarse_keep"] == R.DEFAULT_COARSE_KEEP
     assert x["rerank"]["widen_after"] == 0 and r["rerank"]["widen_after"] == R.DEFAULT_WIDEN_AFTER
+    # 12 recordings, scan_below 100: the scan stands in for the votes; the summary first
+    # stage never scans
+    assert r["rerank"]["scan_below"] == 100 and r["rerank"]["scanned"] and not x["rerank"]["scanned"]
     # a shortlist of 4 or 5 is far below coarse_min: no coarse pass
     assert x["rerank"]["coarse_alignments_per_query"] == r["rerank"]["coarse_alignments_per_query"] == 0
     # without expansion, re-ranking changes ranks only within the top 5: a first hit beyond
@@ -650,6 +655,45 @@ def test_coarse_pass_keeps_a_planted_cover_among_many_strangers():
     assert rk.n_coarse == 100 and rk.n_pairs == 20
 
 
+def test_scans_only_small_catalogues_where_votes_would_search():
+    cfg = R.RerankConfig(scan_below=2000)
+    assert R.scans(cfg, 2000) and R.scans(cfg, 10) and not R.scans(cfg, 2001) and not R.scans(cfg, 0)
+    assert not R.scans(replace(cfg, first_stage="summary"), 100)  # no votes to stand in for
+    assert not R.scans(replace(cfg, global_weight=0.0), 100)  # no chroma search at all
+    assert R.scans(replace(cfg, first_stage="recurrence"), 100)
+    assert not R.scans(R.RerankConfig(scan_below=0), 1)  # 0 = never
+    assert R.for_catalogue(cfg, 1500).scan_below == 2000  # fixing the length keeps it
+    with pytest.raises(ValueError, match="scan_below"):
+        R.RerankConfig(scan_below=-1)
+
+
+def test_the_scan_finds_a_cover_the_embedding_misses_and_the_coarse_pass_reuses_it():
+    """A transposed, slower cover that the embedding ranks last of 151: the scan (each
+    recording aligned coarsely) proposes it, the coarse pass reads its scores instead of
+    aligning again, and the cover comes first; without the scan (no votes, no summaries)
+    the shortlist never holds it."""
+    align = _planted_cover(150)
+    n = len(align) - 1
+    cfg = R.RerankConfig(
+        k=60, pool=60, global_pool=60, coarse_keep=0.25, coarse_min=1, expand=0, expansion_weight=0.0,
+        grow_after=0, scan_below=1000,
+    )  # fmt: skip
+    scan = RK.coarse_scan(align[:1], align[1:], cfg, None)
+    assert scan.shape == (1, n) and int(np.argmax(scan[0])) == n - 1
+    # all-vs-all: each pair once, the same scores from either side, a recording's own 0
+    both = RK.coarse_scan(align[:20], None, cfg, None)
+    np.testing.assert_allclose(both, both.T)
+    assert np.all(np.diag(both) == 0)
+    np.testing.assert_allclose(both[0, 1:19], scan[0, :18])
+    d = np.linspace(0.1, 0.9, n)[None, :]  # the embedding ranks the cover last
+    rk = RK.Reranker(cfg, query_align=align[:1], ref_align=align[1:], scan=scan)
+    out = rk.rerank_block(d, 0)
+    assert int(np.argmin(out[0])) == n - 1
+    assert rk.n_coarse == 0 and rk.n_pairs == 15  # the scan's scores cut 60 to 15, no coarse alignment
+    plain = RK.Reranker(cfg, query_align=align[:1], ref_align=align[1:])
+    assert int(np.argmin(plain.rerank_block(d, 0)[0])) != n - 1
+
+
 def test_rerank_matches_aligns_other_versions_of_a_shortlisted_work():
     """A work whose found recording is a stranger's twin but whose other recording is the
     query's cover: aligning that version too brings the work first, with the cover's score."""
@@ -729,8 +773,10 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     ranked = identify(idx, lm, queries, top=4)  # re-ranks by default
     for p, r in zip(plain, ranked):
         assert sorted(m.work for m in p.matches) == sorted(m.work for m in r.matches)
-    # the first stage's recurrence index: built at the first search, kept beside the shards
+    # the first stage's recurrence index: built when first needed (the first search, or
+    # the index commands' prepare_recurrence, which finds it built), kept beside the shards
     # for the next reader, rebuilt when a shard's chroma changes (end of this test)
+    IndexChroma.of(idx).prepare_recurrence()
     cache = tmp_path / "index" / RECURRENCE_CACHE
     key = (cache / "key").read_text()
     caplog.set_level(logging.INFO, logger="coverhunter.index.chroma_store")
@@ -753,6 +799,27 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
     reader = IndexChroma.of(idx)  # a new reader: the index from the cache, the works from the shards
     votes = reader.work_votes(reader.query_features(queries[0].feat, fine0))
     assert votes and all(t in catalogue_ids and v > 0 for t, v in votes.values())
+    # the scan of a small catalogue: every stored recording aligned coarsely with the
+    # query, per work its best; identify's search with it re-ranks the same works
+    q0 = reader.query_features(queries[0].feat, fine0)
+    view = search_view(reader.params)
+    scanned = reader.scan(q0, 2, view, Q.QmaxParams(m=4))
+    assert set(scanned) == catalogue_ids and all(np.isfinite(v) for v in scanned.values())
+    per_work = reader.per_work(scanned.items())
+    assert {t for t, _ in per_work.values()} <= catalogue_ids
+    assert all(
+        v == max(s for t, s in scanned.items() if reader._work[t] == w) for w, (_, v) in per_work.items()
+    )
+    from coverhunter.index import embed_recordings as _embed
+
+    ((emb0, starts0),) = _embed(lm, [queries[0]], idx.windowing)
+    cfg = R.identify_config()
+    searched = {
+        below: RS.search_reranked(idx, emb0, starts0, 4, q0, reader, replace(cfg, scan_below=below))
+        for below in (0, 1000)
+    }
+    assert sorted(m.work for m in searched[0]) == sorted(m.work for m in searched[1000])
+    assert searched[1000][0].alignment is not None and reader._coarse is not None  # it scanned
     # the reader takes each catalogue summary once from the stored ones (float16), equal
     # to the one from its chroma; a projection of other patch lengths reads its own columns
     first_view = AI.summary_chroma(got.chroma)  # the summary reads the CQT's chroma

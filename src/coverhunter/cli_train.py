@@ -111,6 +111,7 @@ def cmd_evaluate(args) -> int:
         rerank_first_stage=args.rerank_first_stage,
         rerank_coarse_keep=args.rerank_coarse_keep,
         rerank_widen_after=args.rerank_widen_after,
+        rerank_scan_below=args.rerank_scan_below,
     )
     d = report.to_dict()
     print(

@@ -207,13 +207,14 @@ def run_evaluation(
     rerank_first_stage: str | None = None,
     rerank_coarse_keep: float | None = None,
     rerank_widen_after: int | None = None,
+    rerank_scan_below: int | None = None,
 ) -> EvalReport:
     """The ``evaluate`` command: load a model (ours or the original's), evaluate, write JSON.
 
     ``rerank`` > 0 re-ranks each query's top ``rerank`` (:mod:`coverhunter.rerank`);
     ``rerank_weight``, ``rerank_expand``, ``rerank_expand_votes``, ``rerank_expansion_weight``,
-    ``rerank_grow_after``, ``rerank_first_stage``, ``rerank_coarse_keep`` and
-    ``rerank_widen_after`` default to that module's defaults.
+    ``rerank_grow_after``, ``rerank_first_stage``, ``rerank_coarse_keep``,
+    ``rerank_widen_after`` and ``rerank_scan_below`` default to that module's defaults.
     """
     dev = resolve_device(device)
     lm: LoadedModel = load_model(model_dir, dev)
@@ -242,6 +243,7 @@ def run_evaluation(
             "first_stage": rerank_first_stage,
             "coarse_keep": rerank_coarse_keep,
             "widen_after": rerank_widen_after,
+            "scan_below": rerank_scan_below,
         }
         rr = RerankConfig(k=rerank, source=rerank_source, **{k: v for k, v in given.items() if v is not None})
         if lm.summary_projection is None and rr.first_stage != "recurrence":
@@ -308,6 +310,8 @@ def run_evaluation(
                     "coarse_min": reranker.cfg.coarse_min,
                     "widen_after": reranker.cfg.widen_after,
                     "widen": reranker.cfg.widen,
+                    "scan_below": reranker.cfg.scan_below,
+                    "scanned": reranker.scan is not None,
                     "seconds": reranker.seconds,
                     "seconds_per_query": reranker.seconds / max(1, reranker.n_queries),
                     "alignments_per_query": reranker.n_pairs / max(1, reranker.n_queries),

@@ -11,7 +11,10 @@ For each query:
    passages that recur in order, searched in a vector index of chroma shingles), or the
    global chroma summary of earlier releases (``"summary"``:
    :func:`coverhunter.classical.fourier_summary`, transposition-invariant and nearly
-   free). ``global_weight`` 0 (or ``pool`` <= ``k``) is the plain top ``k``.
+   free). ``global_weight`` 0 (or ``pool`` <= ``k``) is the plain top ``k``. In a
+   catalogue of up to ``scan_below`` recordings (0, off, by default) the votes give way to
+   the **scan** (:func:`scans`): the query aligned coarsely (as in step 1b) with every
+   recording, which puts more covers in the shortlist (but did not rank them better).
    The shortlist grows with the catalogue: beyond ``grow_after`` recordings, ``k`` becomes
    ``k * sqrt(n / grow_after)`` (:func:`shortlist_length`), because the first stage leaves
    more covers outside a fixed ``k`` the larger the catalogue; the cost per query still
@@ -207,6 +210,20 @@ DEFAULT_COARSE_BLOCK = 2
 # full alignment gets
 DEFAULT_WIDEN_AFTER = 5000
 DEFAULT_WIDEN = 2.0
+# up to scan_below recordings the first stage's recurrence votes give way to the scan: the
+# coarse alignment (coarse_block, coarse_qmax, one view) of the query with every recording,
+# whose scores the coarse pass then reuses. Off by default: it finds more covers but the
+# final ranking is not better. On three training-type corpora of works the model never
+# trained on (`bench_accuracy.py --tune --tune-data ... --tune-scan 0 5000`,
+# benchmarks/results/first-stage-tune.md) the fused shortlist's recall rose by 0.04-0.07
+# (0.572 -> 0.645 at 1,111 recordings), the MAP without expansion (identify's search) moved
+# by -0.006 to +0.012, with expansion by -0.010 to +0.002; on the held-out test corpora
+# (`bench_accuracy.py --scan-below 1500`, benchmarks/results/accuracy-w60.md) recall rose
+# on all three kinds (re-harmonised 0.618 -> 0.679) but the MAP with expansion fell on two
+# (0.494 -> 0.475, 0.769 -> 0.754; harmony kept 0.939 -> 0.943). Its cost: about 0.1 ms of
+# one core per recording and query (22 against 82 ms for the votes at 367 recordings in an
+# all-vs-all evaluation, each pair once)
+DEFAULT_SCAN_BELOW = 0
 
 
 @dataclass(frozen=True)
@@ -253,6 +270,9 @@ class RerankConfig:
     # grown shortlist and keeps coarse_keep / widen of it (for_catalogue)
     widen_after: int = DEFAULT_WIDEN_AFTER
     widen: float = DEFAULT_WIDEN
+    # catalogues of up to scan_below recordings (0 = none): the query is aligned coarsely
+    # with every recording (the scan, :func:`scans`) instead of its recurrence votes
+    scan_below: int = DEFAULT_SCAN_BELOW
     # chunk embeddings for source "embedding": window and hop in seconds, and Qmax settings
     # (no delay embedding: each chunk already spans several seconds)
     chunk_s: float = 8.0
@@ -298,6 +318,8 @@ class RerankConfig:
                 f"rerank widen_after must be >= 0 (0 = never) and widen >= 1, got "
                 f"{self.widen_after} and {self.widen}"
             )
+        if self.scan_below < 0:
+            raise ValueError(f"rerank scan_below must be >= 0 (0 = never), got {self.scan_below}")
 
 
 def _grown_length(cfg: RerankConfig, n_refs: int) -> int:
@@ -313,6 +335,20 @@ def widens(cfg: RerankConfig, n_refs: int) -> bool:
     ``n_refs`` recordings: beyond ``widen_after`` (> 0) recordings, where the shortlist
     grows (``grow_after`` > 0) and the coarse pass cuts (``coarse_keep`` > 0)."""
     return 0 < cfg.widen_after < n_refs and cfg.grow_after > 0 and cfg.coarse_keep > 0 and cfg.widen > 1.0
+
+
+def scans(cfg: RerankConfig, n_refs: int) -> bool:
+    """Whether the first stage scans a catalogue of ``n_refs`` recordings: up to
+    ``scan_below`` of them, where the recurrence votes would search (first stage
+    ``"recurrence"`` or ``"both"``, ``global_weight`` > 0). The scan aligns the query
+    coarsely with every recording (the coarse pass's alignment, ``coarse_block``,
+    ``coarse_qmax``): its scores stand in for the votes, in the candidates and in the
+    fused score, and the coarse pass reuses them instead of aligning again. It costs
+    ``n_refs`` coarse alignments a query (about a sixth of a full one each), so it pays
+    only in small catalogues, where recurrence voting misses more of what alignment finds."""
+    return (
+        0 < n_refs <= cfg.scan_below and cfg.first_stage in ("recurrence", "both") and cfg.global_weight > 0
+    )
 
 
 def shortlist_length(cfg: RerankConfig, n_refs: int) -> int:
@@ -692,6 +728,7 @@ __all__ = [
     "fuse",
     "reordered_distances",
     "coarse_count",
+    "scans",
     "coarse_cut",
     "coarse_split",
     "rerank_row",

@@ -3,7 +3,9 @@
 :func:`build_reranker` reads every query and reference recording's alignment data from
 its feature files (:func:`coverhunter.alignment_inputs.alignment_features`, with the chroma
 :func:`features_chroma` chooses), their 2D Fourier summaries, the first stage's recurrence
-votes (:func:`recurrence_votes`, :func:`coverhunter.index.recurrence.vote_matrix`) and,
+votes (:func:`recurrence_votes`, :func:`coverhunter.index.recurrence.vote_matrix`), or in
+a small catalogue the scan that replaces them (:func:`coarse_scan`,
+:func:`coverhunter.rerank.scans`) and,
 for source ``"embedding"`` or ``"both"``, the model's short-chunk embeddings
 (:func:`chunk_embeddings`); :class:`Reranker` then re-orders blocks of the query x
 reference distance matrix, each row by :func:`coverhunter.rerank.rerank_row` (shortlist,
@@ -28,8 +30,8 @@ from .alignment_inputs import alignment_features, global_summaries, recurrence_c
 from .chroma import CHROMA_SPEC, chroma_path, search_view
 from .classical import CHROMA_PARAMS, euclidean_distances
 from .inputs import model_input
-from .qmax import qmax_scores, qmax_sequences
-from .rerank import RerankConfig, first_stage_searches, rerank_row, shortlist_length, zscore
+from .qmax import alignment_distance_matrix, qmax_scores, qmax_sequences
+from .rerank import RerankConfig, first_stage_searches, rerank_row, scans, shortlist_length, zscore
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,10 @@ class Reranker:
     # (n_queries, n_refs), larger = closer (recurrence_votes); without them the summaries
     # choose the shortlist, as with first stage "summary"
     votes: np.ndarray | None = None
+    # the scan (coverhunter.rerank.scans): the queries' coarse alignment scores with every
+    # reference (n_queries, n_refs), larger = closer (coarse_scan); when given it stands in
+    # for the votes, and the coarse pass reads it instead of aligning
+    scan: np.ndarray | None = None
     # cfg.expand_votes > 0: reference index -> its recurrence votes for every reference
     # (n_refs,), larger = closer, itself 0 (anchor_vote_rows); without it the summaries
     # find all of the anchor's neighbours
@@ -248,14 +254,21 @@ class Reranker:
         summ = None
         if self.query_summary is not None and self.ref_summary is not None:
             summ = euclidean_distances(self.query_summary[rows], self.ref_summary)
+        first = self.votes if self.scan is None else self.scan
         glob = first_stage_searches(
-            self.cfg.first_stage, None if self.votes is None else self.votes[rows], summ
+            self.cfg.first_stage, None if first is None else first[rows], summ
         )  # (b, n_searches, n_refs)
         coarse = self.cfg.coarse_keep > 0 and self.cfg.source == "chroma" and self.query_align is not None
         for r in range(len(dist)):
             ex = None if exclude is None else exclude[r]
             qi = start + r
             trace = None if self.traces is None else {}
+            if not coarse:
+                coarse_fn = None
+            elif self.scan is not None:  # the scan's scores: the coarse alignments already made
+                coarse_fn = lambda refs, qi=qi: self.scan[qi, np.asarray(refs, np.int64)]  # noqa: E731
+            else:
+                coarse_fn = lambda refs, qi=qi: self.coarse_scores(qi, refs)  # noqa: E731
             out[r] = rerank_row(
                 dist[r],
                 lambda refs, qi=qi: self.scores(qi, refs),
@@ -264,7 +277,7 @@ class Reranker:
                 None if glob is None else glob[r],
                 neighbours=self.neighbours,
                 anchor_scores=self.anchor_scores,
-                coarse_fn=(lambda refs, qi=qi: self.coarse_scores(qi, refs)) if coarse else None,
+                coarse_fn=coarse_fn,
                 trace=trace,
             )
             if trace is not None:
@@ -305,6 +318,26 @@ def recurrence_votes(queries: list, refs: list | None, spec, verbose: bool = Fal
     votes = vote_matrix(q, r, verbose=verbose, index=index)
     log.info("recurrence votes of %d queries in %.1f s", len(q), time.perf_counter() - t0)
     return votes
+
+
+def coarse_scan(queries: list, refs: list | None, rr: RerankConfig, view: int | None) -> np.ndarray:
+    """The scan of a small catalogue (:func:`coverhunter.rerank.scans`): each query's coarse
+    alignment score with every reference, (n_queries, n_refs), larger = closer.
+
+    Queries and references are :class:`coverhunter.qmax.AlignmentFeatures`, aligned on
+    chroma view ``view`` (None = all) at ``rr.coarse_block`` times fewer frames with
+    ``rr.coarse_qmax``, as the coarse pass aligns them. ``refs`` None: all-vs-all, each pair
+    aligned once (the score is symmetric), a query's score with itself 0."""
+    t0 = time.perf_counter()
+    q = [a.coarse(rr.coarse_block, view) for a in queries]
+    if refs is None:
+        out = 1.0 - alignment_distance_matrix(q, rr.coarse_qmax)
+        np.fill_diagonal(out, 0.0)
+    else:
+        r = [a.coarse(rr.coarse_block, view) for a in refs]
+        out = np.stack([qmax_scores(a, r, rr.coarse_qmax) for a in q]) if q else np.zeros((0, len(r)))
+    log.info("scanned %d queries x %d references in %.1f s", len(q), out.shape[1], time.perf_counter() - t0)
+    return out
 
 
 def reference_index(refs: list, spec):
@@ -402,7 +435,8 @@ def build_reranker(
     if cascade:
         rk.query_summary = global_summaries(rk.query_align, projection)
         rk.ref_summary = rk.query_summary if refs is None else global_summaries(rk.ref_align, projection)
-    query_votes = cascade and rr.global_weight > 0 and rr.first_stage in ("recurrence", "both")
+    scan = cascade and scans(rr, len(r_feats))
+    query_votes = cascade and rr.global_weight > 0 and rr.first_stage in ("recurrence", "both") and not scan
     anchor_votes = rr.expand > 0 and rr.expand_votes > 0
     # queries against references: one index of the references for both searches
     ref_index = (
@@ -411,9 +445,13 @@ def build_reranker(
     if query_votes:
         refs_align = None if refs is None else rk.ref_align
         rk.votes = recurrence_votes(rk.query_align, refs_align, spec, verbose, ref_index)
+    if scan:
+        rk.scan = coarse_scan(rk.query_align, None if refs is None else rk.ref_align, rr, rk.coarse_view)
     if anchor_votes:
-        # all-vs-all: a reference's votes are its row as a query; else searched when needed
-        rows = rk.votes if refs is None and rk.votes is not None else None
+        # all-vs-all: a reference's votes are its row of the first stage as a query (the
+        # scan's where it scans); else searched in a recurrence index when needed
+        first = rk.votes if rk.scan is None else rk.scan
+        rows = first if refs is None and first is not None else None
         stride = rr.expand_votes_stride
         rk.anchor_votes = anchor_vote_rows(rk.ref_align, spec, rows, ref_index, stride=stride)
     if rr.source in ("embedding", "both"):
@@ -434,6 +472,7 @@ __all__ = [
     "chunk_embeddings",
     "chunk_windowing",
     "recurrence_votes",
+    "coarse_scan",
     "anchor_vote_rows",
     "reference_index",
     "features_chroma",

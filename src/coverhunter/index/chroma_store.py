@@ -8,7 +8,8 @@ where each one
 starts, and their 2D Fourier summaries. :class:`IndexChroma` reads those files on demand
 for ``identify``'s re-ranking: a recording's alignment data, its summary (projected by the
 model's summary projection), the recordings nearest to a query by summary, and the first
-stage's recurrence index over every stored recording (:meth:`IndexChroma.recurrence`),
+stage's recurrence index over every stored recording (:meth:`IndexChroma.recurrence`)
+or, in a small catalogue, its scan of every stored recording (:meth:`IndexChroma.scan`),
 kept in ``INDEX/recurrence.cache/`` (:data:`RECURRENCE_CACHE`) under a key of the chroma
 files it was built from. :func:`catalogue_reranking` gives ``identify`` its re-ranking
 settings together with the index's stored chroma.
@@ -41,7 +42,7 @@ from ..alignment_inputs import (
 )
 from ..chroma import CHROMA_SPEC, fine_views
 from ..classical import chroma_params_of, multiscale_summary
-from ..qmax import AlignmentFeatures
+from ..qmax import AlignmentFeatures, QmaxParams, qmax_scores
 from ..rerank import RerankConfig, identify_config
 from .chroma_format import CHROMA_SUFFIX
 from .recurrence import RecurrenceIndex, RecurrenceParams
@@ -91,6 +92,8 @@ class IndexChroma:
         self._shard_chroma: dict[str, tuple | None] = {}  # each shard's chroma parameters
         self._work: dict[str, str] = {}  # track_id -> work (filled by _locate)
         self._recurrence: RecurrenceIndex | None = None
+        # the scan's coarse copies of every recording with chroma, under their settings
+        self._coarse: tuple[tuple, list[str], list[AlignmentFeatures]] | None = None
 
     @classmethod
     def of(cls, index, projection=None) -> IndexChroma:
@@ -411,15 +414,38 @@ class IndexChroma:
         rec = self.recurrence()
         if rec is None or rec.n_shingles == 0:
             return {}
-        located = self._located  # the shards' track lists, with each recording's work
         score = rec.scores(recurrence_chroma(query, self.params))
+        return self.per_work((str(rec.track_ids[i]), float(score[i])) for i in np.flatnonzero(score > 0))
+
+    def per_work(self, scores) -> dict[str, tuple[str, float]]:
+        """Track scores (pairs ``(track_id, score)``, larger = closer) per catalogue work:
+        work -> (its best recording, its score), for the scores above 0 of recordings
+        still in the catalogue."""
+        located = self._located  # the shards' track lists, with each recording's work
         out: dict[str, tuple[str, float]] = {}
-        for i in np.flatnonzero(score > 0):
-            t = str(rec.track_ids[i])
-            w = self._work.get(t) if t in located else None
-            if w is not None and (w not in out or score[i] > out[w][1]):
-                out[w] = (t, float(score[i]))
+        for t, v in scores:
+            w = self._work.get(t) if v > 0 and t in located else None
+            if w is not None and (w not in out or v > out[w][1]):
+                out[w] = (t, float(v))
         return out
+
+    def scan(
+        self, query: AlignmentFeatures, block: int, view: int | None, params: QmaxParams
+    ) -> dict[str, float]:
+        """The first stage's scan of a small catalogue (:func:`coverhunter.rerank.scans`):
+        the query's coarse alignment score with every recording that has chroma, track id
+        -> score (larger = closer). Each recording's coarse copy
+        (:meth:`coverhunter.qmax.AlignmentFeatures.coarse`: frames averaged by ``block``,
+        chroma view ``view``, None = all) is made once per reader and settings; the
+        alignment is ``params``."""
+        key = (block, view)
+        if self._coarse is None or self._coarse[0] != key:
+            ids = [t for t in self._located if self.has(t)]
+            self._coarse = (key, ids, [self.get(t).coarse(block, view) for t in ids])
+        _, ids, feats = self._coarse
+        if not ids:
+            return {}
+        return dict(zip(ids, qmax_scores(query.coarse(block, view), feats, params).tolist()))
 
 
 RECURRENCE_CACHE = "recurrence.cache"

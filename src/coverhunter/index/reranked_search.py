@@ -33,6 +33,7 @@ from ..rerank import (
     first_stage_searches,
     for_catalogue,
     fuse,
+    scans,
 )
 
 
@@ -93,6 +94,7 @@ def rerank_matches(
     votes: dict | None = None,
     coarse_view: int | None = None,
     available=None,
+    coarse_scores: dict | None = None,
 ) -> list:
     """Re-order a query's best matches (best first) by chroma alignment.
 
@@ -137,6 +139,10 @@ def rerank_matches(
         of them (:func:`coverhunter.rerank.coarse_split`)
         are aligned in full, versions included; the others follow the aligned ones in
         that order, without an alignment score.
+    coarse_scores : dict of track_id -> float, optional
+        The query's scan of the catalogue (:meth:`coverhunter.index.chroma_store.IndexChroma.scan`,
+        :func:`coverhunter.rerank.scans`): the coarse pass reads each candidate's score
+        there instead of aligning it coarsely (a recording without one scores 0).
     available : callable track_id -> bool, optional
         Whether ``lookup`` has data for a recording, without making it
         (:meth:`coverhunter.index.chroma_store.IndexChroma.has`): with ``summary``, only
@@ -179,7 +185,10 @@ def rerank_matches(
             g[np.isnan(g)] = g[have].mean()
         glob = first_stage_searches(cfg.first_stage, v, g)  # (n_searches, n_candidates)
     sl = cascade_shortlist(dist, glob, cfg)
-    sl, cut = coarse_pass(query, refs, sl, dist, glob, cfg, coarse_view)
+    known = None
+    if coarse_scores is not None:
+        known = lambda items: np.array([coarse_scores.get(cand[i].track_id, 0.0) for i in items])  # noqa: E731
+    sl, cut = coarse_pass(query, refs, sl, dist, glob, cfg, coarse_view, known)
     chosen = set(int(i) for i in sl) | set(int(i) for i in cut)
     others = [cand[i] for i in cut] + [m for i, m in enumerate(cand) if i not in chosen] + rest
     sl_have = [r for r, i in enumerate(sl) if refs[i] is not None]
@@ -208,17 +217,22 @@ def rerank_matches(
     return calibrate([aligned[r] for r in order] + others, len(to_align))
 
 
-def coarse_pass(query, refs: list, sl: np.ndarray, dist, glob, cfg: RerankConfig, view: int | None):
+def coarse_pass(
+    query, refs: list, sl: np.ndarray, dist, glob, cfg: RerankConfig, view: int | None, known=None
+):
     """The shortlist positions ``sl`` split by the coarse pass: those to align in full (the
     best of the candidates with chroma, :func:`coverhunter.rerank.coarse_split`,
     and those without, which are never aligned) and the rest, best first; ``(sl, [])``
-    where the pass does not cut."""
+    where the pass does not cut. ``known``: positions -> their coarse scores, already
+    made (the scan), instead of aligning them."""
     with_chroma = np.asarray([i for i in sl if refs[i] is not None], np.int64)
 
     def first(items):
         return first_stage_distances(dist[items], None if glob is None else glob[:, items], cfg)
 
     def coarse(items):
+        if known is not None:
+            return known(items)
         q = query.coarse(cfg.coarse_block, view)
         return qmax_scores(q, [refs[i].coarse(cfg.coarse_block, view) for i in items], cfg.coarse_qmax)
 
@@ -247,8 +261,10 @@ def search_reranked(
     search found join them with their embedding scores, so that :func:`rerank_matches`
     can choose the shortlist among both: the most voted by recurrence voting (first stage
     ``"recurrence"``, :meth:`~coverhunter.index.chroma_store.IndexChroma.work_votes`; the
-    index is built at the first search after a change), or the recordings nearest by the
-    2D Fourier summary (``"summary"``).
+    index is built at the first search after a change; in a catalogue of up to
+    ``cfg.scan_below`` recordings the best by the scan instead,
+    :meth:`~coverhunter.index.chroma_store.IndexChroma.scan`, whose scores the coarse
+    pass then reuses), or the recordings nearest by the 2D Fourier summary (``"summary"``).
 
     Parameters
     ----------
@@ -269,13 +285,17 @@ def search_reranked(
     (:meth:`coverhunter.index.CatalogueIndex.calibrated_alignments`, every alignment made
     for the query counted as a competitor).
     """
+    scanning = scans(cfg, index.meta["n_tracks"])
     cfg = for_catalogue(cfg, index.meta["n_tracks"])
     matches = index.search(emb, starts, max(top, cfg.k, cfg.pool), approximate)
-    extra, votes = None, None
+    extra, votes, scanned = None, None, None
     q_summary = chroma.query_summary(query) if cfg.global_weight > 0 else None  # once per query
     found_ids = []
+    view = search_view(chroma.params)
+    if scanning:
+        scanned = chroma.scan(query, cfg.coarse_block, view, cfg.coarse_qmax)
     if cfg.first_stage in ("recurrence", "both") and cfg.global_weight > 0:
-        found = chroma.work_votes(query)
+        found = chroma.work_votes(query) if scanned is None else chroma.per_work(scanned.items())
         votes = {w: v for w, (_, v) in found.items()}
         found_ids += [t for t, _ in sorted(found.values(), key=lambda tv: -tv[1])[: cfg.global_pool]]
     if cfg.first_stage != "recurrence" and cfg.global_pool > 0 and q_summary is not None:
@@ -293,8 +313,9 @@ def search_reranked(
         versions=index.work_tracks,
         calibrate=index.calibrated_alignments,
         votes=votes,
-        coarse_view=search_view(chroma.params),
+        coarse_view=view,
         available=chroma.has,
+        coarse_scores=scanned,
     )[:top]
 
 
