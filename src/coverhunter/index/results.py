@@ -50,7 +50,11 @@ class QueryResult:
     ``to_dict`` is the JSON object every surface gives (``identify --json``, a line of
     ``identify --output``, ``POST /identify``): ``query``, ``verdict``, ``error``,
     ``matches``, then ``duration_s`` when the recording was read, and ``segments`` when
-    they were asked for. Surfaces add their own keys around it.
+    they were asked for. Surfaces add their own keys around it. Its numbers are rounded to
+    :data:`DECIMALS` places: the embedding scores are float32 (about seven significant
+    digits), and their last digit can differ between the threads a surface computes in
+    (the service answers from a worker thread: 1.0 against 0.9999998 for the same upload),
+    which the same recording must not show.
     """
 
     query: str
@@ -65,13 +69,21 @@ class QueryResult:
             "query": self.query,
             "verdict": self.verdict,
             "error": self.error,
-            "matches": [asdict(m) for m in self.matches],
+            "matches": [_rounded(asdict(m)) for m in self.matches],
         }
         if self.duration_s is not None:
-            out["duration_s"] = self.duration_s
+            out["duration_s"] = round(self.duration_s, DECIMALS)
         if self.segments is not None:
-            out["segments"] = [asdict(s) for s in self.segments]
+            out["segments"] = [_rounded(asdict(s)) for s in self.segments]
         return out
+
+
+DECIMALS = 6  # places of the numbers in a QueryResult's JSON (QueryResult.to_dict)
+
+
+def _rounded(d: dict) -> dict:
+    """``d`` with its float values rounded to :data:`DECIMALS` places."""
+    return {k: round(v, DECIMALS) if isinstance(v, float) else v for k, v in d.items()}
 
 
 def format_result(r: QueryResult) -> str:
