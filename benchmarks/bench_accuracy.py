@@ -382,6 +382,8 @@ def run_corpus(
         t_rerank = t_glob + t
         # one query alone shares no pairs: its re-ranking costs every alignment it asks for
         t_rerank_alone = t_glob + t * rk.n_pairs / max(1, rk.n_computed)
+        if on:  # the same for the scan: each pair was aligned once, a query alone aligns all
+            t_rerank_alone += t_scan
         if k_used != k:  # the catalogue grew the shortlist: what a fixed k would give
             fixed = R.RerankConfig(k=k, weight=weight, grow_after=0, first_stage=first, scan_below=scan_below)
             (d, _), t = timed(reranked, d_model, align, summaries, fixed, votes, scan if on else None)
