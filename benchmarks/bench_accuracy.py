@@ -172,10 +172,13 @@ def model_distances(lm, tracks, device) -> np.ndarray:
     return distance_matrix(e, e, lm.config.eval.distance)
 
 
-def first_stage_glob(rr: R.RerankConfig, d_sum: np.ndarray, votes: np.ndarray) -> np.ndarray:
+def first_stage_glob(
+    rr: R.RerankConfig, d_sum: np.ndarray, votes: np.ndarray, scan: np.ndarray | None = None
+) -> np.ndarray:
     """The chroma searches' distances the shortlist is chosen with, as ``Reranker`` makes
-    them (:func:`coverhunter.rerank.first_stage_searches`): (n, n_searches, n)."""
-    return R.first_stage_searches(rr.first_stage, votes, d_sum)
+    them (:func:`coverhunter.rerank.first_stage_searches`; ``scan``: where it scans):
+    (n, n_searches, n)."""
+    return R.first_stage_searches(rr.first_stage, votes, d_sum, scan)
 
 
 def shortlist_recall(lists: list, works: list) -> float:
@@ -283,8 +286,8 @@ def pools_name(first: str, rr: R.RerankConfig, n: int) -> dict:
     :func:`coverhunter.rerank.for_catalogue` grows them."""
     grown = R.for_catalogue(rr, n)
     name = FIRST_NAMES[first]
-    if R.scans(rr, n):  # the scan stands in for the votes
-        name = name.replace("recurrence", "scan")
+    if R.scans(rr, n):  # the scan beside the votes
+        name = name.replace("recurrence", "recurrence + scan")
     return dict(first=name, k=grown.k, pool=max(grown.k, grown.pool), gpool=grown.global_pool)
 
 
@@ -302,7 +305,7 @@ def run_corpus(
     """Every row of one test set's table. ``cache_dir``: where the all-pairs alignment and
     the recurrence votes are kept (the corpus folder), keyed by the tracks and settings;
     ``scan_below``: ``RerankConfig.scan_below`` of the two-stage rows (a catalogue of at
-    most that many recordings is scanned instead of voted on: their names say "scan")."""
+    most that many recordings is scanned beside the votes: their names say "scan")."""
     works = [t.work for t in tracks]
     rows = {}
     rng = np.random.default_rng(0)
@@ -338,7 +341,7 @@ def run_corpus(
         cache_key(repr(RecurrenceParams())),
         lambda: RK.recurrence_votes(align, None, CHROMA_SPEC, True),
     )
-    # a catalogue this small scanned instead (rerank.scans): every pair aligned coarsely once
+    # a catalogue this small also scanned (rerank.scans): every pair aligned coarsely once
     scanning = R.scans(R.RerankConfig(k=k, grow_after=grow_after, scan_below=scan_below), len(tracks))
     scan, t_scan = None, 0.0
     if scanning:
@@ -357,8 +360,8 @@ def run_corpus(
         grown = R.for_catalogue(rr, len(tracks))  # this catalogue's shortlist and coarse cut
         k_used = grown.k
         on = R.scans(rr, len(tracks))
-        glob = first_stage_glob(rr, d_sum, scan if on else votes)
-        t_glob = t_sum + ((t_scan if on else t_votes) if first in ("recurrence", "both") else 0.0)
+        glob = first_stage_glob(rr, d_sum, votes, scan if on else None)
+        t_glob = t_sum + ((t_votes + (t_scan if on else 0.0)) if first in ("recurrence", "both") else 0.0)
         name = pools_name(first, rr, len(tracks))
         coarse = (lambda q, sl: scan[q, sl]) if on else coarse_scorer(align, rr)
         lists, t = timed(shortlist_scores, d_model, glob, chroma_scorer(align, rr), rr, coarse)
@@ -432,8 +435,10 @@ def recall_name(key: str) -> str:
         return "all-pairs alignment (its own top k)"
     if first.startswith("alignment at "):
         return f"all-pairs alignment (its own top {first.split()[-1]})"
-    if first.startswith("scan"):  # the scan stood in for the votes
-        name = FIRST_NAMES["both" if first == "scan both" else "recurrence"].replace("recurrence", "scan")
+    if first.startswith("scan"):  # the scan beside the votes
+        name = FIRST_NAMES["both" if first == "scan both" else "recurrence"].replace(
+            "recurrence", "recurrence + scan"
+        )
     else:
         name = FIRST_NAMES.get(first, first)
     return name + (f", {after}" if after else "")
@@ -455,7 +460,7 @@ def print_table(title: str, res: dict, k: int) -> None:
     al = rows["classical alignment (Qmax, all pairs)"]
     default_first = FIRST_NAMES[R.DEFAULT_FIRST_STAGE]
     if res.get("scanned"):
-        default_first = default_first.replace("recurrence", "scan")
+        default_first = default_first.replace("recurrence", "recurrence + scan")
     default = TWO_STAGE.split("(")[0].format(first=default_first)
     two = rows[next(n for n in rows if n.startswith(default) and "+ expansion" in n)]
     gain = two["map"] / max(al["map"], 1e-12) - 1
@@ -469,8 +474,7 @@ def print_table(title: str, res: dict, k: int) -> None:
             + ", ".join(f"{recall_name(f)} {v:.3f}" for f, v in recall.items())
             + f"; recurrence voting {res['recurrence_seconds_per_query'] * 1e3:.0f} ms per query"
             + (
-                f" (not used: the scan instead, {res['scan_seconds_per_query'] * 1e3:.0f} ms per query, "
-                "each pair aligned once)"
+                f", the scan {res['scan_seconds_per_query'] * 1e3:.0f} ms per query (each pair aligned once)"
                 if res.get("scanned")
                 else ""
             )
@@ -637,11 +641,12 @@ def tune_first_stage(
 
 def tune_scan(lm, tracks, device, k: int, limits=(0, 5000), grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
     """The first stage with and without the scan (``RerankConfig.scan_below`` at each of
-    ``limits``; 0 = the recurrence votes): the fused shortlist's recall (before and after
+    ``limits``; 0 = no scan, the recurrence votes and the summary alone; else the scan
+    beside them where the corpus is no larger): the fused shortlist's recall (before and after
     the coarse pass), the MAP of the two-stage search with expansion (defaults otherwise)
     and without (as ``identify`` searches), the alignments a query asks for (with
-    expansion) and the first stage's CPU milliseconds a query (votes or scan: one query's
-    share of the all-vs-all computation, each pair once)."""
+    expansion) and the first stage's CPU milliseconds a query (votes, and the scan where
+    it scans: one query's share of the all-vs-all computation, each pair once)."""
     works = [t.work for t in tracks]
     n = len(tracks)
     d_model = model_distances(lm, tracks, device)
@@ -664,8 +669,7 @@ def tune_scan(lm, tracks, device, k: int, limits=(0, 5000), grow_after: int = R.
     for limit in limits:
         rr = R.RerankConfig(k=k, grow_after=grow_after, scan_below=limit)
         on = R.scans(rr, n)
-        first = scan if on else votes
-        glob = first_stage_glob(rr, d_sum, first)
+        glob = first_stage_glob(rr, d_sum, votes, scan if on else None)
         coarse = (lambda q, sl: scan[q, sl]) if on else coarse_scorer(align, rr)
         lists = shortlist_scores(d_model, glob, lambda q, sl: np.zeros(len(sl)), rr, coarse)
         d, rk = reranked(d_model, align, summaries, rr, votes, scan if on else None)
@@ -680,7 +684,7 @@ def tune_scan(lm, tracks, device, k: int, limits=(0, 5000), grow_after: int = R.
             "map_no_expansion": metrics(d_plain, works, 0)["map"],
             "alignments": rk.n_pairs / q,
             "coarse": rk.n_coarse / q,
-            "first_stage_ms": 1e3 * (t_scan if on else t_votes) / n,
+            "first_stage_ms": 1e3 * (t_votes + (t_scan if on else 0.0)) / n,
         }
         print(
             f"| {limit} | {'yes' if on else 'no'} | {r['recall']:.4f} / {r['recall_full']:.4f} | "
@@ -905,8 +909,8 @@ def main() -> None:
         type=int,
         default=R.DEFAULT_SCAN_BELOW,
         metavar="N",
-        help="the two-stage rows scan a catalogue of at most N recordings instead of "
-        "voting (RerankConfig.scan_below; default coverhunter.rerank's, 0 = never)",
+        help="the two-stage rows scan a catalogue of at most N recordings beside the "
+        "votes (RerankConfig.scan_below; default coverhunter.rerank's, 0 = never)",
     )
     ap.add_argument(
         "--tune-scan",
@@ -915,7 +919,7 @@ def main() -> None:
         default=None,
         metavar="N",
         help="with --tune: only the scan's table, the first stage at each of these "
-        "RerankConfig.scan_below (0 = recurrence votes; default 0 5000)",
+        "RerankConfig.scan_below (0 = no scan; default 0 5000)",
     )
     ap.add_argument(
         "--expansion-only",

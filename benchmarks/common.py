@@ -52,7 +52,7 @@ def reranked(
     """Every recording a query against the others, re-ranked by ``evaluate --rerank``'s
     code (``coverhunter.reranker.Reranker``, symmetric pairs aligned once, as the all-pairs
     baseline aligns each pair once) from precomputed chroma, summaries and recurrence
-    votes (first stage ``"recurrence"``) or the scan that replaces them
+    votes (first stage ``"recurrence"``) and the scan beside them where it scans
     (``coverhunter.reranker.coarse_scan``): (re-ranked distances, the Reranker with its
     counts)."""
     rk = RK.Reranker(

@@ -448,8 +448,8 @@ def test_evaluate_rerank_end_to_end(tmp_path, caplog):
     assert x["rerank"]["expand_votes"] == 0.25 and r["rerank"]["expand_votes"] == R.DEFAULT_EXPAND_VOTES
     assert x["rerank"]["coarse_keep"] == 0.5 and r["rerank"]["coarse_keep"] == R.DEFAULT_COARSE_KEEP
     assert x["rerank"]["widen_after"] == 0 and r["rerank"]["widen_after"] == R.DEFAULT_WIDEN_AFTER
-    # 12 recordings, scan_below 100: the scan stands in for the votes; the summary first
-    # stage never scans
+    # 12 recordings, scan_below 100: the scan joins the votes; the summary first stage
+    # never scans
     assert r["rerank"]["scan_below"] == 100 and r["rerank"]["scanned"] and not x["rerank"]["scanned"]
     # a shortlist of 4 or 5 is far below coarse_min: no coarse pass
     assert x["rerank"]["coarse_alignments_per_query"] == r["rerank"]["coarse_alignments_per_query"] == 0
@@ -658,13 +658,35 @@ def test_coarse_pass_keeps_a_planted_cover_among_many_strangers():
 def test_scans_only_small_catalogues_where_votes_would_search():
     cfg = R.RerankConfig(scan_below=2000)
     assert R.scans(cfg, 2000) and R.scans(cfg, 10) and not R.scans(cfg, 2001) and not R.scans(cfg, 0)
-    assert not R.scans(replace(cfg, first_stage="summary"), 100)  # no votes to stand in for
+    assert not R.scans(replace(cfg, first_stage="summary"), 100)  # the summary alone: no scan
     assert not R.scans(replace(cfg, global_weight=0.0), 100)  # no chroma search at all
     assert R.scans(replace(cfg, first_stage="recurrence"), 100)
     assert not R.scans(R.RerankConfig(scan_below=0), 1)  # 0 = never
     assert R.for_catalogue(cfg, 1500).scan_below == 2000  # fixing the length keeps it
     with pytest.raises(ValueError, match="scan_below"):
         R.RerankConfig(scan_below=-1)
+
+
+def test_the_scan_is_a_chroma_search_of_its_own_beside_the_votes_and_the_summary():
+    """Stacked as a third search (minus its scores: smaller = closer); its best candidates
+    join the shortlist, which the votes and the summary alone never propose."""
+    n = 40
+    votes, summ, scan = np.zeros(n), np.linspace(0.0, 1.0, n), np.zeros(n)
+    votes[:5] = 10.0
+    scan[n - 1] = 1.0  # only the scan finds the last one; the embedding ranks it last too
+    votes[n - 1], summ[n - 1] = 10.0, 0.5  # the votes agree once they see it
+    glob = R.first_stage_searches("both", votes, summ, scan)
+    assert glob.shape == (3, n)
+    np.testing.assert_array_equal(glob[0], -votes)
+    np.testing.assert_array_equal(glob[1], summ)
+    np.testing.assert_array_equal(glob[2], -scan)
+    assert R.first_stage_searches("recurrence", votes, summ, scan).shape == (2, n)  # votes and scan
+    d = np.linspace(0.1, 0.9, n)
+    cfg = R.RerankConfig(k=6, pool=6, global_pool=3, grow_after=0)
+    assert n - 1 in R.cascade_shortlist(d, glob, cfg)
+    assert n - 1 not in R.cascade_shortlist(d, R.first_stage_searches("both", votes, summ), cfg)
+    # batched as the Reranker stacks them: (queries, searches, references)
+    assert R.first_stage_searches("both", votes[None], summ[None], scan[None]).shape == (1, 3, n)
 
 
 def test_the_scan_finds_a_cover_the_embedding_misses_and_the_coarse_pass_reuses_it():

@@ -281,7 +281,7 @@ def get_parser() -> argparse.ArgumentParser:
                         "coverhunter.rerank's)")
     s.add_argument("--rerank-scan-below", type=int, default=None, metavar="N",
                    help="catalogue size up to which the query is aligned coarsely with every "
-                        "recording instead of its recurrence votes (0 = never; default: "
+                        "recording, a chroma search beside its recurrence votes (0 = never; default: "
                         "coverhunter.rerank's)")
     s.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     s.set_defaults(func=cmd_evaluate)

@@ -12,9 +12,9 @@ For each query:
    global chroma summary of earlier releases (``"summary"``:
    :func:`coverhunter.classical.fourier_summary`, transposition-invariant and nearly
    free). ``global_weight`` 0 (or ``pool`` <= ``k``) is the plain top ``k``. In a
-   catalogue of up to ``scan_below`` recordings (0, off, by default) the votes give way to
-   the **scan** (:func:`scans`): the query aligned coarsely (as in step 1b) with every
-   recording, which puts more covers in the shortlist (but did not rank them better).
+   catalogue of up to ``scan_below`` recordings (0, off, by default) the **scan**
+   (:func:`scans`) joins them as a third chroma search: the query aligned coarsely (as in
+   step 1b) with every recording, which puts more covers in the shortlist.
    The shortlist grows with the catalogue: beyond ``grow_after`` recordings, ``k`` becomes
    ``k * sqrt(n / grow_after)`` (:func:`shortlist_length`), because the first stage leaves
    more covers outside a fixed ``k`` the larger the catalogue; the cost per query still
@@ -271,7 +271,7 @@ class RerankConfig:
     widen_after: int = DEFAULT_WIDEN_AFTER
     widen: float = DEFAULT_WIDEN
     # catalogues of up to scan_below recordings (0 = none): the query is aligned coarsely
-    # with every recording (the scan, :func:`scans`) instead of its recurrence votes
+    # with every recording (the scan, :func:`scans`), a chroma search beside the votes
     scan_below: int = DEFAULT_SCAN_BELOW
     # chunk embeddings for source "embedding": window and hop in seconds, and Qmax settings
     # (no delay embedding: each chunk already spans several seconds)
@@ -342,8 +342,9 @@ def scans(cfg: RerankConfig, n_refs: int) -> bool:
     ``scan_below`` of them, where the recurrence votes would search (first stage
     ``"recurrence"`` or ``"both"``, ``global_weight`` > 0). The scan aligns the query
     coarsely with every recording (the coarse pass's alignment, ``coarse_block``,
-    ``coarse_qmax``): its scores stand in for the votes, in the candidates and in the
-    fused score, and the coarse pass reuses them instead of aligning again. It costs
+    ``coarse_qmax``): its scores are a third chroma search beside the votes and the
+    summary (:func:`first_stage_searches`), in the candidates and in the fused score, and
+    the coarse pass reuses them instead of aligning again. It costs
     ``n_refs`` coarse alignments a query (about a sixth of a full one each), so it pays
     only in small catalogues, where recurrence voting misses more of what alignment finds."""
     return (
@@ -456,18 +457,25 @@ def cascade_shortlist(
 
 
 def first_stage_searches(
-    first_stage: str, votes: np.ndarray | None = None, summary_dist: np.ndarray | None = None
+    first_stage: str,
+    votes: np.ndarray | None = None,
+    summary_dist: np.ndarray | None = None,
+    scan: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """The chroma searches' distances a first stage chooses its shortlist with (smaller =
     closer), stacked on the second-to-last axis: minus the recurrence ``votes`` for
     ``"recurrence"`` and ``"both"``, the 2D Fourier ``summary_dist`` for ``"summary"`` and
-    ``"both"`` (and for ``"recurrence"`` without votes). Inputs (..., n_refs), the same
-    shape; output (..., n_searches, n_refs), or None when there is neither."""
+    ``"both"`` (and for ``"recurrence"`` without votes), and minus the ``scan``'s coarse
+    alignment scores where the catalogue is scanned (:func:`scans`: a search of its own
+    beside the others). Inputs (..., n_refs), the same shape; output (..., n_searches,
+    n_refs), or None when there is none."""
     searches = []
     if first_stage in ("recurrence", "both") and votes is not None:
         searches.append(-np.asarray(votes, np.float64))
     if summary_dist is not None and (first_stage != "recurrence" or votes is None):
         searches.append(np.asarray(summary_dist, np.float64))
+    if scan is not None:
+        searches.append(-np.asarray(scan, np.float64))
     return np.stack(searches, axis=-2) if searches else None
 
 

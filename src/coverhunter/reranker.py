@@ -3,8 +3,8 @@
 :func:`build_reranker` reads every query and reference recording's alignment data from
 its feature files (:func:`coverhunter.alignment_inputs.alignment_features`, with the chroma
 :func:`features_chroma` chooses), their 2D Fourier summaries, the first stage's recurrence
-votes (:func:`recurrence_votes`, :func:`coverhunter.index.recurrence.vote_matrix`), or in
-a small catalogue the scan that replaces them (:func:`coarse_scan`,
+votes (:func:`recurrence_votes`, :func:`coverhunter.index.recurrence.vote_matrix`), in
+a small catalogue the scan beside them (:func:`coarse_scan`,
 :func:`coverhunter.rerank.scans`) and,
 for source ``"embedding"`` or ``"both"``, the model's short-chunk embeddings
 (:func:`chunk_embeddings`); :class:`Reranker` then re-orders blocks of the query x
@@ -112,8 +112,9 @@ class Reranker:
     # choose the shortlist, as with first stage "summary"
     votes: np.ndarray | None = None
     # the scan (coverhunter.rerank.scans): the queries' coarse alignment scores with every
-    # reference (n_queries, n_refs), larger = closer (coarse_scan); when given it stands in
-    # for the votes, and the coarse pass reads it instead of aligning
+    # reference (n_queries, n_refs), larger = closer (coarse_scan); when given it is a
+    # chroma search beside the votes and the summary, and the coarse pass reads it instead
+    # of aligning
     scan: np.ndarray | None = None
     # cfg.expand_votes > 0: reference index -> its recurrence votes for every reference
     # (n_refs,), larger = closer, itself 0 (anchor_vote_rows); without it the summaries
@@ -254,9 +255,11 @@ class Reranker:
         summ = None
         if self.query_summary is not None and self.ref_summary is not None:
             summ = euclidean_distances(self.query_summary[rows], self.ref_summary)
-        first = self.votes if self.scan is None else self.scan
         glob = first_stage_searches(
-            self.cfg.first_stage, None if first is None else first[rows], summ
+            self.cfg.first_stage,
+            None if self.votes is None else self.votes[rows],
+            summ,
+            None if self.scan is None else self.scan[rows],
         )  # (b, n_searches, n_refs)
         coarse = self.cfg.coarse_keep > 0 and self.cfg.source == "chroma" and self.query_align is not None
         for r in range(len(dist)):
@@ -436,7 +439,7 @@ def build_reranker(
         rk.query_summary = global_summaries(rk.query_align, projection)
         rk.ref_summary = rk.query_summary if refs is None else global_summaries(rk.ref_align, projection)
     scan = cascade and scans(rr, len(r_feats))
-    query_votes = cascade and rr.global_weight > 0 and rr.first_stage in ("recurrence", "both") and not scan
+    query_votes = cascade and rr.global_weight > 0 and rr.first_stage in ("recurrence", "both")
     anchor_votes = rr.expand > 0 and rr.expand_votes > 0
     # queries against references: one index of the references for both searches
     ref_index = (
@@ -448,10 +451,9 @@ def build_reranker(
     if scan:
         rk.scan = coarse_scan(rk.query_align, None if refs is None else rk.ref_align, rr, rk.coarse_view)
     if anchor_votes:
-        # all-vs-all: a reference's votes are its row of the first stage as a query (the
-        # scan's where it scans); else searched in a recurrence index when needed
-        first = rk.votes if rk.scan is None else rk.scan
-        rows = first if refs is None and first is not None else None
+        # all-vs-all: a reference's votes are its row of the vote matrix as a query; else
+        # searched in a recurrence index when needed
+        rows = rk.votes if refs is None and rk.votes is not None else None
         stride = rr.expand_votes_stride
         rk.anchor_votes = anchor_vote_rows(rk.ref_align, spec, rows, ref_index, stride=stride)
     if rr.source in ("embedding", "both"):

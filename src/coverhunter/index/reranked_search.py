@@ -95,6 +95,7 @@ def rerank_matches(
     coarse_view: int | None = None,
     available=None,
     coarse_scores: dict | None = None,
+    scan: dict | None = None,
 ) -> list:
     """Re-order a query's best matches (best first) by chroma alignment.
 
@@ -143,6 +144,10 @@ def rerank_matches(
         The query's scan of the catalogue (:meth:`coverhunter.index.chroma_store.IndexChroma.scan`,
         :func:`coverhunter.rerank.scans`): the coarse pass reads each candidate's score
         there instead of aligning it coarsely (a recording without one scores 0).
+    scan : dict of work -> float, optional
+        The same scan per work (its best recording's score): a chroma search of its own
+        beside the votes and the summary (:func:`coverhunter.rerank.first_stage_searches`;
+        a work without a score has 0).
     available : callable track_id -> bool, optional
         Whether ``lookup`` has data for a recording, without making it
         (:meth:`coverhunter.index.chroma_store.IndexChroma.has`): with ``summary``, only
@@ -183,7 +188,8 @@ def rerank_matches(
             vecs = [summary(cand[i].track_id) if summary else fourier_summary(refs[i].chroma) for i in have]
             g[have] = euclidean_distances(q, np.stack(vecs))[0]
             g[np.isnan(g)] = g[have].mean()
-        glob = first_stage_searches(cfg.first_stage, v, g)  # (n_searches, n_candidates)
+        s = None if scan is None else np.array([scan.get(m.work, 0.0) for m in cand], np.float64)
+        glob = first_stage_searches(cfg.first_stage, v, g, s)  # (n_searches, n_candidates)
     sl = cascade_shortlist(dist, glob, cfg)
     known = None
     if coarse_scores is not None:
@@ -261,10 +267,11 @@ def search_reranked(
     search found join them with their embedding scores, so that :func:`rerank_matches`
     can choose the shortlist among both: the most voted by recurrence voting (first stage
     ``"recurrence"``, :meth:`~coverhunter.index.chroma_store.IndexChroma.work_votes`; the
-    index is built at the first search after a change; in a catalogue of up to
-    ``cfg.scan_below`` recordings the best by the scan instead,
-    :meth:`~coverhunter.index.chroma_store.IndexChroma.scan`, whose scores the coarse
-    pass then reuses), or the recordings nearest by the 2D Fourier summary (``"summary"``).
+    index is built at the first search after a change), the recordings nearest by the 2D
+    Fourier summary (``"summary"``; ``"both"``: both searches), and in a catalogue of up
+    to ``cfg.scan_below`` recordings the best by the scan
+    (:meth:`~coverhunter.index.chroma_store.IndexChroma.scan`, whose scores the coarse
+    pass then reuses).
 
     Parameters
     ----------
@@ -288,15 +295,19 @@ def search_reranked(
     scanning = scans(cfg, index.meta["n_tracks"])
     cfg = for_catalogue(cfg, index.meta["n_tracks"])
     matches = index.search(emb, starts, max(top, cfg.k, cfg.pool), approximate)
-    extra, votes, scanned = None, None, None
+    extra, votes, scanned, scan_works = None, None, None, None
     q_summary = chroma.query_summary(query) if cfg.global_weight > 0 else None  # once per query
     found_ids = []
     view = search_view(chroma.params)
+    searched = []  # each chroma search's best recording per work: work -> (track id, score)
+    if cfg.first_stage in ("recurrence", "both") and cfg.global_weight > 0:
+        searched.append(chroma.work_votes(query))
+        votes = {w: v for w, (_, v) in searched[-1].items()}
     if scanning:
         scanned = chroma.scan(query, cfg.coarse_block, view, cfg.coarse_qmax)
-    if cfg.first_stage in ("recurrence", "both") and cfg.global_weight > 0:
-        found = chroma.work_votes(query) if scanned is None else chroma.per_work(scanned.items())
-        votes = {w: v for w, (_, v) in found.items()}
+        searched.append(chroma.per_work(scanned.items()))
+        scan_works = {w: v for w, (_, v) in searched[-1].items()}
+    for found in searched:
         found_ids += [t for t, _ in sorted(found.values(), key=lambda tv: -tv[1])[: cfg.global_pool]]
     if cfg.first_stage != "recurrence" and cfg.global_pool > 0 and q_summary is not None:
         found_ids += chroma.nearest(q_summary, cfg.global_pool)
@@ -316,6 +327,7 @@ def search_reranked(
         coarse_view=view,
         available=chroma.has,
         coarse_scores=scanned,
+        scan=scan_works,
     )[:top]
 
 
