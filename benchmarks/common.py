@@ -66,6 +66,9 @@ def reranked(
         coarse_view=coarse_view(align),
         symmetric=True,
     )
+    if votes is not None and rr.expand > 0 and rr.expand_votes > 0:
+        # the anchor's own votes: its row of the vote matrix, as build_reranker gives them
+        rk.anchor_votes = RK.anchor_vote_rows(align, CHROMA_SPEC, votes)
     return rk.rerank_block(dist, 0, exclude=np.eye(len(dist), dtype=bool)), rk
 
 

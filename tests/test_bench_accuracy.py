@@ -1,4 +1,5 @@
-"""benchmarks/bench_accuracy.py's tuning corpus leaves out the works the model trained on."""
+"""benchmarks/bench_accuracy.py: the tuning corpus leaves out the works the model trained on, long
+results are cached under their key, and the two-stage rows expand as evaluate does."""
 
 from __future__ import annotations
 
@@ -41,3 +42,33 @@ def test_long_results_are_kept_and_reused_under_their_key(tmp_path):
     cached(path, "k2", compute)  # other tracks or settings: computed again
     assert len(calls) == 2
     assert cached(None, "k1", compute)[0].shape == (2, 3) and len(calls) == 3
+
+
+def test_the_benchmarks_expand_through_the_anchors_votes_as_evaluate_does():
+    """``common.reranked`` (every two-stage row of bench_accuracy and bench_long) gives the
+    anchor its own row of the vote matrix, as ``build_reranker`` does for ``evaluate
+    --rerank``; it once expanded by the summary alone."""
+    import numpy as np
+
+    from coverhunter import alignment_inputs as AI
+    from coverhunter import rerank as R
+
+    from .test_rerank import _planted_cover
+
+    load_benchmark("bench_accuracy")  # puts benchmarks/ on the path
+    from common import reranked
+
+    align = _planted_cover(9)
+    n = len(align)
+    rng = np.random.default_rng(0)
+    votes = rng.integers(0, 5, (n, n)).astype(np.float64)
+    np.fill_diagonal(votes, 0.0)
+    dist = rng.random((n, n))
+    summaries = AI.global_summaries(align, None)
+    rr = R.RerankConfig(k=4, grow_after=0, expand=2)
+    _, rk = reranked(dist, align, summaries, rr, votes)
+    assert rk.anchor_votes is not None and np.array_equal(rk.anchor_votes(3), votes[3])
+    assert reranked(dist, align, summaries, rr)[1].anchor_votes is None  # no votes: by the summary
+    assert (
+        reranked(dist, align, summaries, R.RerankConfig(k=4, expand_votes=0.0), votes)[1].anchor_votes is None
+    )
