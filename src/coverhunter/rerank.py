@@ -12,7 +12,7 @@ For each query:
    global chroma summary of earlier releases (``"summary"``:
    :func:`coverhunter.classical.fourier_summary`, transposition-invariant and nearly
    free). ``global_weight`` 0 (or ``pool`` <= ``k``) is the plain top ``k``. In a
-   catalogue of up to ``scan_below`` recordings (0, off, by default) the **scan**
+   catalogue of up to ``scan_below`` recordings (:data:`DEFAULT_SCAN_BELOW`) the **scan**
    (:func:`scans`) joins them as a third chroma search: the query aligned coarsely (as in
    step 1b) with every recording, which puts more covers in the shortlist.
    The shortlist grows with the catalogue: beyond ``grow_after`` recordings, ``k`` becomes
@@ -210,20 +210,20 @@ DEFAULT_COARSE_BLOCK = 2
 # full alignment gets
 DEFAULT_WIDEN_AFTER = 5000
 DEFAULT_WIDEN = 2.0
-# up to scan_below recordings the first stage's recurrence votes give way to the scan: the
-# coarse alignment (coarse_block, coarse_qmax, one view) of the query with every recording,
-# whose scores the coarse pass then reuses. Off by default: it finds more covers but the
-# final ranking is not better. On three training-type corpora of works the model never
-# trained on (`bench_accuracy.py --tune --tune-data ... --tune-scan 0 5000`,
-# benchmarks/results/first-stage-tune.md) the fused shortlist's recall rose by 0.04-0.07
-# (0.572 -> 0.645 at 1,111 recordings), the MAP without expansion (identify's search) moved
-# by -0.006 to +0.012, with expansion by -0.010 to +0.002; on the held-out test corpora
-# (`bench_accuracy.py --scan-below 1500`, benchmarks/results/accuracy-w60.md) recall rose
-# on all three kinds (re-harmonised 0.618 -> 0.679) but the MAP with expansion fell on two
-# (0.494 -> 0.475, 0.769 -> 0.754; harmony kept 0.939 -> 0.943). Its cost: about 0.1 ms of
-# one core per recording and query (22 against 82 ms for the votes at 367 recordings in an
-# all-vs-all evaluation, each pair once)
-DEFAULT_SCAN_BELOW = 0
+# up to scan_below recordings the first stage also scans: the coarse alignment
+# (coarse_block, coarse_qmax, one view) of the query with every recording, a third chroma
+# search beside the votes and the summary, whose scores the coarse pass then reuses. On
+# three training-type corpora of works the model never trained on (`bench_accuracy.py
+# --tune --tune-data ... --tune-scan 0 5000`, benchmarks/results/first-stage-tune.md; 272,
+# 240 and 1,111 recordings) the fused shortlist's recall rose by 0.04-0.07, the MAP
+# without expansion (identify's search) by +0.005 / +0.019 / +0.023, with expansion by
+# +0.002 / -0.000 / +0.007. (Replacing the votes instead, commit bf013a0: the same recall,
+# MAP -0.006 to +0.012.) Its cost: about 0.08 ms of one core per recording and query, so
+# at most about 160 ms a query here; beyond, the votes and the summary alone. Checked on
+# the held-out test corpora afterwards (benchmarks/results/accuracy-w60.md,
+# accuracy-w300.md): MAP without expansion 0.412 -> 0.428, 0.903 -> 0.924, 0.707 -> 0.697
+# at 367 / 367 / 182 recordings and 0.255 -> 0.269 at 1,834
+DEFAULT_SCAN_BELOW = 2000
 
 
 @dataclass(frozen=True)
@@ -759,6 +759,7 @@ __all__ = [
     "DEFAULT_COARSE_KEEP",
     "DEFAULT_COARSE_MIN",
     "DEFAULT_COARSE_BLOCK",
+    "DEFAULT_SCAN_BELOW",
     "FIRST_STAGES",
     "SOURCES",
     "shortlist_length",
