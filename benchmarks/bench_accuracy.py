@@ -98,6 +98,14 @@ TWO_STAGE = "model + {first} shortlist ({k} of top {pool} + {first} top {gpool})
 EXPANDED = TWO_STAGE + " + expansion ({expand}, weight {ew})"
 # the first stage's chroma search (coverhunter.rerank.FIRST_STAGES) as the tables name it
 FIRST_NAMES = {"summary": "2DFTM", "recurrence": "recurrence", "both": "recurrence + 2DFTM"}
+
+
+def first_name(first: str, scanning: bool) -> str:
+    """A first stage's name in the tables; ``scanning``: the scan beside its votes."""
+    name = FIRST_NAMES[first]
+    return name.replace("recurrence", "recurrence + scan") if scanning else name
+
+
 TARGET_GAIN, TARGET_COST = 0.10, 0.2  # issue 10: >= +10 % MAP over alignment at <= 1/5 of its compute
 
 
@@ -257,9 +265,12 @@ def chroma_scorer(align, rr: R.RerankConfig):
     return lambda q, sl: Q.qmax_scores(align[q], [align[j] for j in sl], rr.qmax)
 
 
-def coarse_scorer(align, rr: R.RerankConfig):
+def coarse_scorer(align, rr: R.RerankConfig, scan: np.ndarray | None = None):
     """The coarse pass's scores, (q, indices) -> coarse Qmax (``Reranker.coarse_scores``),
-    on the view of the alignment chroma that recurrence voting searches."""
+    on the view of the alignment chroma that recurrence voting searches; ``scan`` (n, n):
+    the scan's scores, read instead of aligning, as ``Reranker`` reads them."""
+    if scan is not None:
+        return lambda q, sl: scan[q, sl]
     view = coarse_view(align)
     coarse = [a.coarse(rr.coarse_block, view) for a in align] if rr.coarse_keep > 0 else []
     return lambda q, sl: Q.qmax_scores(coarse[q], [coarse[j] for j in sl], rr.coarse_qmax)
@@ -285,10 +296,12 @@ def pools_name(first: str, rr: R.RerankConfig, n: int) -> dict:
     recordings: the shortlist length and each search's candidates, as
     :func:`coverhunter.rerank.for_catalogue` grows them."""
     grown = R.for_catalogue(rr, n)
-    name = FIRST_NAMES[first]
-    if R.scans(rr, n):  # the scan beside the votes
-        name = name.replace("recurrence", "recurrence + scan")
-    return dict(first=name, k=grown.k, pool=max(grown.k, grown.pool), gpool=grown.global_pool)
+    return dict(
+        first=first_name(first, R.scans(rr, n)),
+        k=grown.k,
+        pool=max(grown.k, grown.pool),
+        gpool=grown.global_pool,
+    )
 
 
 def run_corpus(
@@ -363,9 +376,9 @@ def run_corpus(
         glob = first_stage_glob(rr, d_sum, votes, scan if on else None)
         t_glob = t_sum + ((t_votes + (t_scan if on else 0.0)) if first in ("recurrence", "both") else 0.0)
         name = pools_name(first, rr, len(tracks))
-        coarse = (lambda q, sl: scan[q, sl]) if on else coarse_scorer(align, rr)
+        coarse = coarse_scorer(align, rr, scan if on else None)
         lists, t = timed(shortlist_scores, d_model, glob, chroma_scorer(align, rr), rr, coarse)
-        first_key = {"recurrence": "scan", "both": "scan both"}.get(first, first) if on else first
+        first_key = name["first"] if on else first  # a scanned stage's key is its name
         recall[first_key] = shortlist_recall(whole_shortlists(lists), works)
         recall["alignment"] = top_recall(d_align, works, k_used)
         k_full = R.coarse_count(grown, k_used)
@@ -435,13 +448,7 @@ def recall_name(key: str) -> str:
         return "all-pairs alignment (its own top k)"
     if first.startswith("alignment at "):
         return f"all-pairs alignment (its own top {first.split()[-1]})"
-    if first.startswith("scan"):  # the scan beside the votes
-        name = FIRST_NAMES["both" if first == "scan both" else "recurrence"].replace(
-            "recurrence", "recurrence + scan"
-        )
-    else:
-        name = FIRST_NAMES.get(first, first)
-    return name + (f", {after}" if after else "")
+    return FIRST_NAMES.get(first, first) + (f", {after}" if after else "")
 
 
 def print_table(title: str, res: dict, k: int) -> None:
@@ -458,9 +465,7 @@ def print_table(title: str, res: dict, k: int) -> None:
         )
     rows = res["rows"]
     al = rows["classical alignment (Qmax, all pairs)"]
-    default_first = FIRST_NAMES[R.DEFAULT_FIRST_STAGE]
-    if res.get("scanned"):
-        default_first = default_first.replace("recurrence", "recurrence + scan")
+    default_first = first_name(R.DEFAULT_FIRST_STAGE, bool(res.get("scanned")))
     default = TWO_STAGE.split("(")[0].format(first=default_first)
     two = rows[next(n for n in rows if n.startswith(default) and "+ expansion" in n)]
     gain = two["map"] / max(al["map"], 1e-12) - 1
@@ -670,7 +675,7 @@ def tune_scan(lm, tracks, device, k: int, limits=(0, 5000), grow_after: int = R.
         rr = R.RerankConfig(k=k, grow_after=grow_after, scan_below=limit)
         on = R.scans(rr, n)
         glob = first_stage_glob(rr, d_sum, votes, scan if on else None)
-        coarse = (lambda q, sl: scan[q, sl]) if on else coarse_scorer(align, rr)
+        coarse = coarse_scorer(align, rr, scan if on else None)
         lists = shortlist_scores(d_model, glob, lambda q, sl: np.zeros(len(sl)), rr, coarse)
         d, rk = reranked(d_model, align, summaries, rr, votes, scan if on else None)
         plain = replace(rr, expand=0, expansion_weight=0.0)
