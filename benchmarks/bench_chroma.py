@@ -14,17 +14,18 @@ Corpora (``coverhunter.corpus.make_corpus``, rendered once under ``--out`` and r
 - ``tune1000``, ``tune1001``: training-type corpora of the mix (``harmony_kept=0.5``),
   where choices are made; their rows also split the queries by kind (kept / new).
 
-Chroma views, each block-averaged to 2.5 frames per second and max-normalised:
-``today`` (:func:`coverhunter.classical.chroma_from_cqt` on the model's CQT) and the views
-of :mod:`coverhunter.chroma` (36 bins per octave, tuning estimated, folded by librosa:
-``c3`` from C3, ``c1`` from C1, ``c3p15`` from C3 at power 1.5). Every recording is a query
-against all others; the alignment is :func:`coverhunter.qmax.alignment_distance_matrix`
-with the default :class:`~coverhunter.qmax.QmaxParams`. A fusion ``a+b`` is the mean
-of the views' Qmax scores, each z-scored per query (:func:`coverhunter.rerank.zscore`);
-``(raw mean)``: the plain mean of the scores, which a calibration can read as one score.
-A stack ``a|b`` is what an index stores (:func:`coverhunter.qmax.stack_views`): the
-views side by side, aligned view by view (each with its own transposition) and
-averaged (:func:`coverhunter.qmax.qmax_scores`).
+Chroma views, each block-averaged to 2.5 frames per second and max-normalised: ``today``
+(:func:`coverhunter.classical.chroma_from_cqt` on the model's CQT) and the views of
+:mod:`coverhunter.chroma` (36 bins per octave, tuning estimated, folded by librosa: ``c3``
+from C3, ``c1`` from C1, ``c3p15`` and ``c3p07`` from C3 at power 1.5 and 0.7). Every
+recording is a query against all others; the alignment is
+:func:`coverhunter.qmax.alignment_distance_matrix` with the default
+:class:`~coverhunter.qmax.QmaxParams`. A fusion ``a+b`` is the mean of the views' Qmax
+scores, each z-scored per query (:func:`coverhunter.rerank.zscore`); ``(raw mean)``: the
+plain mean of the scores, which a calibration can read as one score. A stack ``a|b`` is
+what an index stores (:func:`coverhunter.qmax.stack_views`): the views side by side,
+aligned view by view (each with its own transposition) and averaged
+(:func:`coverhunter.qmax.qmax_scores`).
 ``R@50``: the share of a query's covers that all-pairs alignment ranks in its top 50.
 Costs are CPU seconds of one thread (process time): chroma per recording-minute, and
 alignment per 1,000 pairs.
@@ -69,9 +70,9 @@ CORPORA = {
     "tune1001": ("tune-mix-w60-s1001", dict(works=60, seed=1001, split="train", harmony_kept=0.5)),
 }
 QUICK = {"quick": ("quick-mix-w6-s7", dict(works=6, seed=7, split="train", harmony_kept=0.5))}
-VIEWS = ("today", "c3", "c1", "c3p15")
-FUSIONS = ("today+c3", "c3+c1", "today+c1", "today+c3+c1")
-STACKS = ("today|c3",)  # stacked views, as an index stores them (the shipped chroma)
+VIEWS = ("today", "c3", "c1", "c3p15", "c3p07")
+FUSIONS = ("today+c3", "c3+c1", "today+c1", "today+c3+c1", "today+c3p07")
+STACKS = ("today|c3", "today|c3p07")  # stacked views, as an index stores them (the shipped chroma first)
 
 
 def corpus_tracks(out: Path, kw: dict, workers: int) -> list:
@@ -86,8 +87,9 @@ def chroma_views(tracks, cache: Path) -> tuple[dict[str, list[np.ndarray]], dict
     recording-minute of each way to compute them."""
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
-        views = {v: [z[f"{v}/{i}"] for i in range(len(tracks))] for v in VIEWS}
-        return views, json.loads(str(z["costs"]))
+        if all(f"{v}/0" in z.files for v in VIEWS):  # else written before a view was added
+            views = {v: [z[f"{v}/{i}"] for i in range(len(tracks))] for v in VIEWS}
+            return views, json.loads(str(z["costs"]))
     views = {v: [] for v in VIEWS}
     secs = {"today": 0.0, "fine (all views)": 0.0}
     minutes = 0.0

@@ -62,6 +62,17 @@ def test_the_bass_view_hears_the_bass():
     assert views["c3"].mean(0)[9] < 0.5 * views["c1"].mean(0)[9] or not views["c3"].any()
 
 
+def test_the_compressed_view_lets_a_quiet_part_count_more():
+    # a loud C4 and an E4 at a tenth of its amplitude: "c3p07" folds magnitudes raised to
+    # 0.7, so E's share beside C grows (about 0.1 ** 0.7 = 0.2 against 0.1)
+    t = np.arange(3 * SR) / SR
+    y = (0.5 * np.sin(2 * np.pi * 261.63 * t) + 0.05 * np.sin(2 * np.pi * 329.63 * t)).astype(np.float32)
+    views = CH.audio_chroma(y, ("c3", "c3p07"))
+    plain, compressed = views["c3"].mean(0), views["c3p07"].mean(0)
+    assert int(np.argmax(plain)) == int(np.argmax(compressed)) == 0
+    assert compressed[4] / compressed[0] > 1.5 * plain[4] / plain[0], (plain, compressed)
+
+
 def test_planted_melody_in_another_key_tempo_and_tuning_aligns_with_its_source():
     rng = np.random.default_rng(3)
     source_notes = [(int(p),) for p in rng.integers(60, 76, 40)]

@@ -11,7 +11,8 @@ bins onto 12 pitch classes (each centred on its semitone); frames are averaged t
 :func:`coverhunter.classical.chroma_from_cqt` does for the model's CQT.
 
 One CQT from C1 (7 octaves) gives every view: :data:`VIEWS` names them (``"c3"``: from C3,
-five octaves, no bass line; ``"c1"``: from C1, bass included). A view is a short string
+five octaves, no bass line; ``"c1"``: from C1, bass included; ``"c3p15"``, ``"c3p07"``:
+from C3 with the magnitudes raised to 1.5 or 0.7 before folding). A view is a short string
 recorded with every stored chroma, so an index or a model file always knows which
 chroma its data came from.
 """
@@ -55,7 +56,16 @@ class ChromaView:
     power: float = 1.0
 
 
-VIEWS = {"c3": ChromaView(2, 1.0), "c1": ChromaView(0, 1.0), "c3p15": ChromaView(2, 1.5)}
+# "c3p07": from C3 with the magnitudes compressed (power 0.7) before folding, so a quieter
+# part's pitches count more beside the loudest. As the partner of the CQT chroma it gained
+# all-pairs MAP on both mixed tune corpora (benchmarks/bench_chroma.py, docs/chroma.md);
+# not yet the alignment's default (CHROMA_SPEC): a stored chroma needs the view extracted
+VIEWS = {
+    "c3": ChromaView(2, 1.0),
+    "c1": ChromaView(0, 1.0),
+    "c3p15": ChromaView(2, 1.5),
+    "c3p07": ChromaView(2, 0.7),
+}
 
 
 # The chroma the alignment reads, as a spec: views side by side ("a|b",
