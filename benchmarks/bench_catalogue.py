@@ -110,8 +110,9 @@ DISTRACTOR_SEED = 31_000  # order of the training works and every version's plan
 WORKS_PER_CHUNK = 25  # ~130 recordings (some works are unusable), 3-6 minutes of one core
 VERSIONS = (4, 8)
 HARMONY_KEPT = 0.5
-FINE_VIEWS = ("c3", "c1")  # what extract writes beside the CQT (ExtractConfig.chroma_views)
-C3 = slice(12, 24)  # the c3 view in the stored "cqt|c3" chroma
+# what extract writes beside the CQT (coverhunter.extract.stored_views of the defaults)
+FINE_VIEWS = ("c3", "c1", "c3p07")
+C3 = slice(12, 24)  # the search view (chroma.search_view) of the stored "cqt|c3p07" chroma
 QUICK_DISTRACTORS, QUICK_QUERIES, QUICK_ALIGN = 300, 120, 10
 TWO_STAGE = "two-stage (evaluate --rerank)"
 TARGET_RATIO, TARGET_MS = 0.95, 300.0  # two-stage MAP >= 95 % of all-pairs, < 300 ms a query

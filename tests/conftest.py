@@ -13,6 +13,8 @@ import soundfile as sf
 
 from coverhunter.chroma import chroma_path, save_chroma
 from coverhunter.classical import chroma_from_cqt
+from coverhunter.config import ExtractConfig
+from coverhunter.extract import stored_views
 
 _REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reference"
@@ -104,12 +106,12 @@ def tiny_dataset(tmp_path: Path) -> Path:
 
 
 def write_fine_chroma(feat_path: Path, cqt_db: np.ndarray) -> None:
-    """Beside a synthetic CQT (no audio), the fine chroma views extract would store: here
-    the CQT's own chroma, so that versions of a work align as their CQTs do."""
-    save_chroma(
-        chroma_path(feat_path),
-        {"c3": chroma_from_cqt(cqt_db), "c1": chroma_from_cqt(cqt_db, lowest_octave=0, power=1.0)},
-    )
+    """Beside a synthetic CQT (no audio), the fine chroma views extract would store
+    (``extract.stored_views``): here the CQT's own chroma (from C1 for ``c1``), so that
+    versions of a work align as their CQTs do."""
+    bass = chroma_from_cqt(cqt_db, lowest_octave=0, power=1.0)
+    views = stored_views(ExtractConfig())
+    save_chroma(chroma_path(feat_path), {v: bass if v == "c1" else chroma_from_cqt(cqt_db) for v in views})
 
 
 def make_feature_lists(

@@ -30,6 +30,19 @@ def test_outputs(tiny_dataset):
     assert (tiny_dataset / "song_id.map").read_text().splitlines()[0] == "work0 0"
 
 
+def test_the_alignments_views_are_stored_whatever_the_config_lists(tmp_path):
+    # a data folder whose config lists only the bass view (for a model) still gets the
+    # views the two-stage search aligns (CHROMA_SPEC), so evaluate --rerank works on it
+    from coverhunter.alignment_inputs import alignment_features
+    from coverhunter.chroma import CHROMA_SPEC, chroma_path, fine_views, load_chroma
+
+    data = make_dataset(tmp_path / "d", n_works=2, n_versions=2, seconds=3.0, hparams="chroma_views: [c1]\n")
+    assert extract_features(data, num_workers=1, verbose=False).ok
+    feat = read_dataset(data / "full.txt", check_features=True)[0].feat
+    assert load_chroma(chroma_path(feat), ("c1", *fine_views(CHROMA_SPEC))) is not None
+    assert alignment_features(feat).chroma.shape[1] == 12 * (1 + len(fine_views(CHROMA_SPEC)))
+
+
 def test_split_by_work_and_copies_never_cross(tmp_path):
     data = make_dataset(tmp_path / "d", n_works=8, n_versions=3, seconds=3.0, hparams=AUG)
     extract_features(data, num_workers=1, verbose=False)

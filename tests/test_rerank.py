@@ -15,7 +15,7 @@ from coverhunter import classical as C
 from coverhunter import qmax as Q
 from coverhunter import rerank as R
 from coverhunter import reranker as RK
-from coverhunter.chroma import CHROMA_SPEC, chroma_path, load_chroma, search_view
+from coverhunter.chroma import CHROMA_SPEC, chroma_path, fine_views, load_chroma, search_view
 from coverhunter.cli import main
 from coverhunter.extract import extract_features
 from coverhunter.index import chroma_format as CF
@@ -817,7 +817,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
         again.searched_with(replace(fast, m=5))
     catalogue_ids = {t.track_id for t in full if t.version == "v0"}
     assert set(rec.track_ids.tolist()) == catalogue_ids and rec.n_shingles > 0
-    fine0 = load_chroma(chroma_path(queries[0].feat), ("c3",))
+    fine0 = load_chroma(chroma_path(queries[0].feat), fine_views(CHROMA_SPEC))
     reader = IndexChroma.of(idx)  # a new reader: the index from the cache, the works from the shards
     votes = reader.work_votes(reader.query_features(queries[0].feat, fine0))
     assert votes and all(t in catalogue_ids and v > 0 for t, v in votes.values())
@@ -866,7 +866,7 @@ def test_index_stores_chroma_and_identify_reranks(tmp_path, caplog):
 
     q = queries[0]
     ((emb, starts),) = embed_recordings(lm, [q], idx.windowing)
-    fine = load_chroma(chroma_path(q.feat), ("c3",))
+    fine = load_chroma(chroma_path(q.feat), fine_views(CHROMA_SPEC))
     served = identify_one(idx, lm, Recording(q.track_id, np.load(q.feat), fine), IdentifyOptions(top=4))
     assert served.to_dict() == ranked[0].to_dict()
     # a shard written before summaries were stored: they are computed from its chroma
@@ -1032,7 +1032,7 @@ def test_query_chroma_is_made_as_the_index_made_its_own(tmp_path, caplog):
     idx = _v0_catalogue(tmp_path, lm, full)
     q = full[1].feat
     stored = IndexChroma.of(idx)
-    assert stored.params == CHROMA_SPEC and stored.fine_views == ("c3",)
+    assert stored.params == CHROMA_SPEC and stored.fine_views == fine_views(CHROMA_SPEC)
     np.testing.assert_array_equal(stored.query_features(q).chroma, AI.alignment_features(q).chroma)
     assert stored.query_features(q).chroma.shape[1] == 24  # the CQT's chroma and the fine one
     # the same index as the version before the fine chroma wrote it: the CQT's chroma with

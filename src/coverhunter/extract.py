@@ -35,7 +35,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .audio import load_audio, peak_normalize
-from .chroma import audio_chroma, chroma_path, save_chroma
+from .chroma import CHROMA_SPEC, audio_chroma, chroma_path, fine_views, save_chroma
 from .config import ExtractConfig, FeatureConfig, load_extract_config
 from .dataset import SPLITS, Track, read_dataset, split_by_work, write_dataset
 from .features import cqt, stretch_frames
@@ -99,6 +99,13 @@ def feature_name(track_id: str) -> str:
 
 def copy_id(track_id: str, rate: float) -> str:
     return f"sp_{rate:g}-{track_id}"
+
+
+def stored_views(cfg: ExtractConfig) -> tuple[str, ...]:
+    """The fine chroma views written beside each CQT: ``cfg.chroma_views`` (what a model
+    reads) and the alignment's (:data:`coverhunter.chroma.CHROMA_SPEC`), each once, so that
+    a data folder always holds what the two-stage search aligns, whatever its config."""
+    return tuple(dict.fromkeys((*cfg.chroma_views, *fine_views(CHROMA_SPEC))))
 
 
 def _fingerprint(
@@ -240,7 +247,7 @@ def _plan(tracks, splits, cfg, out_dir, state):
     for t in tracks:
         rates = rates_all if splits[t.work] in cfg.aug_splits else ()
         try:
-            fp = _fingerprint(t, cfg.features, rates, cfg.chroma_views)
+            fp = _fingerprint(t, cfg.features, rates, stored_views(cfg))
         except OSError:
             todo.append((t, rates, None))  # missing audio: let the worker report it
             continue
@@ -248,7 +255,7 @@ def _plan(tracks, splits, cfg, out_dir, state):
         names = [t.track_id] + [copy_id(t.track_id, r) for r in rates]
         try:  # every file there, with the size it was written with (not truncated)
             complete = bool(entry) and entry.get("feat_bytes") == _feature_sizes(
-                out_dir, names, cfg.chroma_views
+                out_dir, names, stored_views(cfg)
             )
         except OSError:
             complete = False
@@ -344,7 +351,7 @@ def extract_features(
                 "fp": fp,
                 "lengths": lengths,
                 "audio_sha256": sha256_file(fp["audio"]),
-                "feat_bytes": _feature_sizes(out_dir, list(lengths), cfg.chroma_views),
+                "feat_bytes": _feature_sizes(out_dir, list(lengths), stored_views(cfg)),
             }
             state[t.track_id] = entry
             _append_journal(state_path, json.dumps([t.track_id, entry]) + "\n")  # per recording
@@ -354,14 +361,14 @@ def extract_features(
     if workers == 1 or len(todo) <= 1:
         for t, rates, fp in todo:
             try:
-                record(t, rates, fp, _extract_one(t, out_dir, cfg.features, rates, cfg.chroma_views))
+                record(t, rates, fp, _extract_one(t, out_dir, cfg.features, rates, stored_views(cfg)))
             except Exception as e:  # noqa: BLE001 - report and go on with the rest
                 report.failed.append((t.track_id, str(e)))
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
             futs = {
-                pool.submit(_extract_one, t, out_dir, cfg.features, rates, cfg.chroma_views): (t, rates, fp)
+                pool.submit(_extract_one, t, out_dir, cfg.features, rates, stored_views(cfg)): (t, rates, fp)
                 for t, rates, fp in todo
             }
             for fut in as_completed(futs):

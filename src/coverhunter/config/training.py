@@ -52,7 +52,8 @@ class ExtractConfig:
     aug_splits: tuple[str, ...] = ("train",)
     # worker processes; 0 = one per CPU core
     num_workers: int = 0
-    # fine chroma views written beside each CQT (coverhunter.chroma.VIEWS; () = none)
+    # fine chroma views written beside each CQT for a model (coverhunter.chroma.VIEWS); the
+    # alignment's (coverhunter.chroma.CHROMA_SPEC) are written too (extract.stored_views)
     chroma_views: tuple[str, ...] = ("c3", "c1")
     # "fifths": a "fine_chroma" model rotates each chunk to its own key first (the phase
     # of its circle-of-fifths profile), so a transposed cover gives the same input;
