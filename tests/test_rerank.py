@@ -1061,13 +1061,56 @@ def test_query_chroma_is_made_as_the_index_made_its_own(tmp_path, caplog):
     assert old.query_features(q).chroma.shape != stored.query_features(q).chroma.shape
     queries = [t for t in full if t.version == "v1"]
     assert all(r.error is None and r.matches for r in identify(idx, lm, queries, top=3))
-    # extended by this version: the new shard has the current chroma, the old one is left out
+    # extended by this version: the new shard is written with the index's own chroma, so
+    # every recording stays re-ranked (no shard left out, no warning)
     CatalogueIndex.load(tmp_path / "index").add(lm, queries[:2])
-    mixed = IndexChroma.of(CatalogueIndex.load(tmp_path / "index"))
+    grown = IndexChroma.of(CatalogueIndex.load(tmp_path / "index"))
     with caplog.at_level(logging.WARNING, logger="coverhunter.index.chroma_store"):
-        assert mixed.params == CHROMA_SPEC
-    assert "other chroma parameters" in caplog.text
-    assert mixed.get(full[0].track_id) is None and mixed.get(queries[0].track_id) is not None
+        assert grown.params == C.LEGACY_CHROMA_PARAMS
+    assert "other chroma parameters" not in caplog.text
+    assert grown.get(full[0].track_id) is not None and grown.get(queries[0].track_id) is not None
+
+
+def test_adding_to_and_compacting_an_index_keep_its_chroma(tmp_path, caplog):
+    """An index written with another chroma spec than today's (here "cqt|c3") keeps it
+    when recordings are added and when it is compacted: one chroma, all re-ranked."""
+    import logging
+
+    from coverhunter.checkpoint import load_model
+    from coverhunter.dataset import read_dataset
+    from coverhunter.index import CatalogueIndex
+
+    data, exp = _tiny_trained(tmp_path, n_versions=2)
+    lm = load_model(exp)
+    full = read_dataset(data / "full.txt")
+    idx = _v0_catalogue(tmp_path, lm, full)
+    (shard,) = idx.meta["shards"]
+    npz = tmp_path / "index" / f"{shard}{CF.CHROMA_SUFFIX}"
+    old = [
+        CF.compact_chroma(t.feat, load_chroma(chroma_path(t.feat), ("c3",)), "cqt|c3")
+        for t in full
+        if t.version == "v0"
+    ]
+    with np.load(npz) as z:
+        members = {k: z[k] for k in z.files if k not in ("chroma_spec", "data")}
+    np.savez(str(npz)[:-4], **members, data=np.concatenate(old), chroma_spec=np.str_("cqt|c3"))
+    queries = [t for t in full if t.version == "v1"]
+    CatalogueIndex.load(tmp_path / "index").add(lm, queries[:2])
+    idx = CatalogueIndex.load(tmp_path / "index")
+    with caplog.at_level(logging.WARNING, logger="coverhunter.index.chroma_store"):
+        grown = IndexChroma.of(idx)
+        assert grown.params == "cqt|c3" and grown.fine_views == ("c3",)
+        assert all(grown.get(t.track_id) is not None for t in full if t.version == "v0" or t in queries[:2])
+    assert "other chroma parameters" not in caplog.text
+    q = queries[0]
+    want = CF.compact_chroma(q.feat, load_chroma(chroma_path(q.feat), ("c3",)), "cqt|c3")
+    np.testing.assert_allclose(grown.get(q.track_id).chroma, C.chroma_from_uint8(want))
+    idx.remove([full[0].track_id])
+    idx.compact()
+    idx = CatalogueIndex.load(tmp_path / "index")
+    compacted = IndexChroma.of(idx)
+    assert len(idx.meta["shards"]) == 1 and compacted.params == "cqt|c3"
+    np.testing.assert_allclose(compacted.get(q.track_id).chroma, C.chroma_from_uint8(want))
 
 
 def test_features_without_fine_chroma_align_the_cqt_chroma_and_say_so(tmp_path, caplog):

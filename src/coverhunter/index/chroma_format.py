@@ -61,8 +61,12 @@ def as_stored(query: AlignmentFeatures) -> AlignmentFeatures:
     return AlignmentFeatures.from_chroma(chroma_from_uint8(chroma_to_uint8(query.chroma)))
 
 
-def write_shard_chroma(root, shard: str, chromas: list[np.ndarray], spec: str = CHROMA_SPEC) -> None:
+def write_shard_chroma(root, shard: str, chromas: list[np.ndarray], spec: str | tuple = CHROMA_SPEC) -> None:
     """Chroma of a shard's recordings (in its ``.jsonl`` order), one file, written atomically.
+
+    ``spec``: the chroma they were made with, recorded in the file: a chroma spec, or an
+    index's legacy ``(lowest_octave, power)`` (written as ``chroma_params``, as then), so
+    that a shard appended to, compacted or repaired in an older index keeps its chroma.
 
     ``data``: all recordings' uint8 chroma concatenated (sum T, 12 k), made by
     :func:`compact_chroma` with the chroma spec in ``chroma_spec`` (files written before
@@ -87,7 +91,11 @@ def write_shard_chroma(root, shard: str, chromas: list[np.ndarray], spec: str = 
         offsets=offsets,
         summary=summaries.astype(np.float16),
         summary_patches=np.asarray(SUMMARY_PATCHES, np.int64),
-        chroma_spec=np.str_(spec),
+        **(
+            {"chroma_spec": np.str_(spec)}
+            if isinstance(spec, str)
+            else {"chroma_params": np.asarray(spec, np.float64)}
+        ),
     )
     atomic_write_bytes(Path(root) / f"{shard}{CHROMA_SUFFIX}", buf.getvalue())
 

@@ -100,8 +100,9 @@ class IndexChroma:
         """The stored chroma of ``index``; ``projection``: its model's summary projection."""
         return cls(index.root, index.meta["shards"], projection)
 
-    def _shard_params(self, shard: str) -> tuple | None:
-        """Chroma parameters of a shard's file (read once), or None without a readable file."""
+    def shard_params(self, shard: str) -> str | tuple | None:
+        """The chroma a shard's file was made with (read once): a spec, an old file's
+        ``(lowest_octave, power)``, or None without a file."""
         if shard not in self._shard_chroma:
             try:
                 with np.load(self.root / f"{shard}{CHROMA_SUFFIX}") as z:
@@ -122,7 +123,7 @@ class IndexChroma:
         power)``): the current :data:`coverhunter.chroma.CHROMA_SPEC` if any shard holds
         it, else that of the first shard with chroma."""
         if self._params is None:
-            found = [p for p in (self._shard_params(s) for s in self._shards) if p is not None]
+            found = [p for p in (self.shard_params(s) for s in self._shards) if p is not None]
             self._params = CHROMA_SPEC if (CHROMA_SPEC in found or not found) else found[0]
             if any(p != self._params for p in found):
                 log.warning(
@@ -188,7 +189,7 @@ class IndexChroma:
         if shard not in self._files:
             path = self.root / f"{shard}{CHROMA_SUFFIX}"
             try:
-                if self._shard_params(shard) != self.params:
+                if self.shard_params(shard) != self.params:
                     self._files[shard] = None  # other chroma, or none: not comparable
                     return None
                 with np.load(path) as z:
@@ -448,6 +449,15 @@ class IndexChroma:
         return dict(zip(ids, qmax_scores(query.coarse(block, view), feats, params).tolist()))
 
 
+def written_spec(index, skip=()) -> str | tuple:
+    """The chroma a shard written into ``index`` is made with: the chroma its reader aligns
+    (:attr:`IndexChroma.params`: the current :data:`coverhunter.chroma.CHROMA_SPEC` where a
+    shard holds it, else the first shard's; a new index's is the current one), so that
+    adding to an index written by an earlier version, compacting or repairing it keeps one
+    chroma, every recording re-ranked. ``skip``: shards not to read (a damaged one)."""
+    return IndexChroma(index.root, [s for s in index.meta["shards"] if s not in set(skip)]).params
+
+
 RECURRENCE_CACHE = "recurrence.cache"
 MANIFEST_FILE = "manifest.json"  # in the cache: the chroma files and settings it was built from
 
@@ -498,4 +508,4 @@ def catalogue_reranking(
     return (cfg, chroma) if chroma.available() else None
 
 
-__all__ = ["IndexChroma", "catalogue_reranking", "RECURRENCE_CACHE"]
+__all__ = ["IndexChroma", "catalogue_reranking", "written_spec", "RECURRENCE_CACHE"]

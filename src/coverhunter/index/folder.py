@@ -165,13 +165,15 @@ def read_shard(root: Path, shard: str, first_row: int, dim: int) -> tuple[np.nda
 
 
 def write_shard(
-    root: Path, name: str, vectors: np.ndarray, rows: list[dict], chromas: list[np.ndarray]
+    root: Path, name: str, vectors: np.ndarray, rows: list[dict], chromas: list[np.ndarray], spec
 ) -> None:
-    """A shard's vectors, re-ranking chroma and track lines (each file atomically)."""
+    """A shard's vectors, re-ranking chroma (made with ``spec``,
+    :func:`coverhunter.index.chroma_store.written_spec`) and track lines (each file
+    atomically)."""
     from .chroma_format import write_shard_chroma
 
     atomic_save_npy(root / f"{name}.npy", np.ascontiguousarray(vectors, dtype=np.float32))
-    write_shard_chroma(root, name, chromas)
+    write_shard_chroma(root, name, chromas, spec)
     atomic_write_text(root / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 

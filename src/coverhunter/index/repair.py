@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import LoadedModel, load_model
-from ..chroma import CHROMA_SPEC, fine_views
+from ..chroma import fine_views
 from ..dataset import Track
 from ..utils import atomic_save_npy, atomic_write_text, file_lock, remove_stale_tmp
 from . import folder as fs
+from .chroma_store import written_spec
 from .embedding import embed_recordings
 from .results import CatalogueError
 from .store import CatalogueIndex
@@ -156,7 +157,8 @@ def _drop_rows(idx: CatalogueIndex, s: _Shard, report: RepairReport) -> int:
         "row": s.first,
         "starts": [0.0] * len(s.vectors),
     }
-    write_shard_chroma(idx.root, s.name, [np.zeros((0, 12), np.uint8)])
+    # the index's own chroma, so that the placeholder leaves the others re-ranked
+    write_shard_chroma(idx.root, s.name, [np.zeros((0, 12), np.uint8)], written_spec(idx, skip=[s.name]))
     atomic_write_text(idx.root / f"{s.name}.jsonl", json.dumps(line) + "\n")
     s.lines = [line]
     report.rewritten += [f"{s.name}.jsonl", f"{s.name}.chroma.npz"]
@@ -184,6 +186,7 @@ def _recompute(
 
     live = [t for t in s.lines if t["row"] not in dead]
     tracks = [Track(t["track_id"], _audio_path(idx, t["audio"]), 0.0, t["work"]) for t in live]
+    spec = written_spec(idx, skip=[s.name])  # the index's chroma, from its readable shards
     chroma: dict[int, np.ndarray] = {}
     embs = embed_recordings(
         lm,
@@ -191,8 +194,8 @@ def _recompute(
         idx.windowing,
         device,
         verbose=verbose,
-        on_features=lambda i, f, fine: chroma.__setitem__(i, compact_chroma(f, fine)),
-        views=fine_views(CHROMA_SPEC),
+        on_features=lambda i, f, fine: chroma.__setitem__(i, compact_chroma(f, fine, spec)),
+        views=fine_views(spec) if isinstance(spec, str) else (),
     )
     got = {t["row"]: (e, i) for i, (t, e) in enumerate(zip(live, embs))}
     n_rows = max((t["row"] + len(t["starts"]) for t in s.lines), default=s.first) - s.first
@@ -217,7 +220,7 @@ def _recompute(
         atomic_save_npy(idx.root / f"{s.name}.npy", vectors)
         report.rewritten.append(f"{s.name}.npy")
     if s.chroma_damaged or s.vectors is None:
-        write_shard_chroma(idx.root, s.name, chromas)
+        write_shard_chroma(idx.root, s.name, chromas, spec)
         report.rewritten.append(f"{s.name}.chroma.npz")
     log.info("%s: rewrote %s from the recordings' audio", idx.root, s.name)
     return removed

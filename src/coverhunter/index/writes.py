@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import LoadedModel
-from ..chroma import CHROMA_SPEC, chroma_path, fine_views
+from ..chroma import chroma_path, fine_views
 from ..dataset import Track
 from ..embed import EmbeddingCache
 from ..utils import remove_stale_tmp
 from . import faiss_backend as fb
 from . import folder as fs
 from .backend import kind_for, open_backend
+from .chroma_store import IndexChroma, written_spec
 from .embedding import embed_recordings
 from .qdrant_backend import drop_engine
 
@@ -74,19 +75,23 @@ def _add_group(index, lm, tracks, device, verbose, cache, replace) -> list:
         else:
             todo.append(t)
             seen.add(t.track_id)
-    new, chroma, bad = _embed(index, lm, todo, device, verbose, cache)
+    spec = written_spec(index)  # the index's own chroma: one chroma in an index
+    new, chroma, bad = _embed(index, lm, todo, device, verbose, cache, spec)
     failed += bad
     if not new:
         return failed
     with index._locked():
         remove_stale_tmp(index.root)
         index._reload()
-        failed += _append(index, new, chroma, replace)
+        if written_spec(index) != spec:  # rebuilt with another chroma meanwhile
+            return failed + [(t.track_id, "the index was rebuilt meanwhile; add it again") for t, _, _ in new]
+        failed += _append(index, new, chroma, replace, spec)
     return failed
 
 
-def _embed(index, lm, todo, device, verbose, cache):
-    """``(embedded (track, vectors, starts), chroma by track id, failures)``, no lock held."""
+def _embed(index, lm, todo, device, verbose, cache, spec):
+    """``(embedded (track, vectors, starts), chroma by track id made with ``spec``,
+    failures)``, no lock held."""
     from .chroma_format import compact_chroma
 
     chroma = {}  # per-recording uint8 chroma for re-ranking, stored beside the shard
@@ -97,8 +102,8 @@ def _embed(index, lm, todo, device, verbose, cache):
         device,
         cache,
         verbose=verbose,
-        on_features=lambda i, f, fine: chroma.__setitem__(todo[i].track_id, compact_chroma(f, fine)),
-        views=fine_views(CHROMA_SPEC),
+        on_features=lambda i, f, fine: chroma.__setitem__(todo[i].track_id, compact_chroma(f, fine, spec)),
+        views=fine_views(spec) if isinstance(spec, str) else (),
     )
     new, failed = [], []
     for t, (emb, starts) in zip(todo, embs):
@@ -109,8 +114,9 @@ def _embed(index, lm, todo, device, verbose, cache):
     return new, chroma, failed
 
 
-def _append(index, new, chroma, replace) -> list:
-    """Write one shard of new recordings and commit (call under the lock)."""
+def _append(index, new, chroma, replace, spec) -> list:
+    """Write one shard of new recordings (chroma made with ``spec``) and commit (call under
+    the lock)."""
     meta = index.meta
     live = {t["track_id"]: t for t in index.tracks()}
     n0 = meta["n_vectors"]
@@ -135,7 +141,7 @@ def _append(index, new, chroma, replace) -> list:
         return failed
     name = next_shard(index)
     arr = np.concatenate(vecs)
-    fs.write_shard(index.root, name, arr, rows, [chroma[r["track_id"]] for r in rows])
+    fs.write_shard(index.root, name, arr, rows, [chroma[r["track_id"]] for r in rows], spec)
     # before the commit: readers ignore rows past n_vectors; the kind the index has after it
     open_backend(index, kind_for(meta, n0 + len(arr))).append(arr, n0)
     meta["shards"].append(name)
@@ -206,9 +212,13 @@ def compact_locked(index) -> int:
         return 0
     vecs, rows, chromas, first, n = [], [], [], 0, 0
     dropped = []
+    reader = IndexChroma(index.root, meta["shards"])
+    spec = reader.params  # the chroma the index re-ranks with, kept by the new shard
     for s in meta["shards"]:
         arr, lines = fs.read_shard(index.root, s, first, meta["embed_dim"])
-        stored = fs.read_shard_chroma(index.root, s) or [np.zeros((0, 12), np.uint8)] * len(lines)
+        # a shard of another chroma was not re-ranked (IndexChroma.params): nor is it now
+        same = reader.shard_params(s) == spec
+        stored = (same and fs.read_shard_chroma(index.root, s)) or [np.zeros((0, 12), np.uint8)] * len(lines)
         for t, chroma in zip(lines, stored):
             if t["row"] in removed:
                 dropped.append(t)
@@ -225,7 +235,7 @@ def compact_locked(index) -> int:
     name = next_shard(index)
     arr = np.concatenate(vecs) if vecs else np.zeros((0, meta["embed_dim"]), np.float32)
     if rows:
-        fs.write_shard(index.root, name, arr, rows, chromas)
+        fs.write_shard(index.root, name, arr, rows, chromas, spec)
     meta.update(
         shards=[name] if rows else [],
         n_vectors=n,
