@@ -68,10 +68,11 @@ class IndexChroma:
     A query is aligned with chroma made as the index's were (:attr:`params`,
     :meth:`query_features`): a chroma spec (:data:`coverhunter.chroma.CHROMA_SPEC`), or
     for shards written before the fine chroma the CQT chroma's ``(lowest_octave, power)``
-    (:data:`coverhunter.classical.LEGACY_CHROMA_PARAMS` before those were recorded). When
-    shards disagree (an old index extended by a newer version), those with the current
-    chroma are used and the others give None (logged once: rebuild the index to re-rank
-    them again).
+    (:data:`coverhunter.classical.LEGACY_CHROMA_PARAMS` before those were recorded). Shards
+    added, compacted or repaired are written with the index's own chroma
+    (:func:`written_spec`); when shards disagree all the same (an old index extended by a
+    version before that rule), those with the current chroma are used and the others give
+    None (logged once: rebuild the index to re-rank them again).
     """
 
     def __init__(self, root, shards: list[str], projection=None):
