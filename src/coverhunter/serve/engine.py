@@ -100,8 +100,10 @@ class Engine:
         self.index = self._open_index()
         self.device = resolve_device(cfg.device)
         self.lm = load_model(cfg.model or Path(self.index.meta["model"]), self.device)
-        # what a decoding computes: the re-ranking's chroma views and the model's input
-        self.views = input_views(self.lm.config, fine_views(CHROMA_SPEC))
+        # what a decoding computes: the re-ranking's chroma views (today's, and those of an
+        # index written with another chroma, which it keeps: chroma_store.written_spec) and
+        # the model's input
+        self.views = input_views(self.lm.config, (*fine_views(CHROMA_SPEC), *self.chroma().fine_views))
         self.index.check_model(self.lm)
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="coverhunter-model")
         n_dec = cfg.decoders or max(1, multiprocessing.cpu_count())
