@@ -308,7 +308,9 @@ def print_table(name: str, res: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
-    ap.add_argument("--view", default="c3", help="chroma view of chroma-views.npz (c3, today, c1, c3p15)")
+    ap.add_argument(
+        "--view", default="c3", help="chroma view of chroma-views.npz (c3, today, c1, c3p15, c3p07)"
+    )
     ap.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS))
     ap.add_argument("--quick", action="store_true", help="25 works of the first corpus, two variants")
     ap.add_argument("--no-pooled", action="store_true", help="leave out the all-corpora catalogue")
