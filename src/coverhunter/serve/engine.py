@@ -103,7 +103,7 @@ class Engine:
         # what a decoding computes: the re-ranking's chroma views (today's, and those of an
         # index written with another chroma, which it keeps: chroma_store.written_spec) and
         # the model's input
-        self.views = input_views(self.lm.config, (*fine_views(CHROMA_SPEC), *self.chroma().fine_views))
+        self.views = input_views(self.lm.config, (*fine_views(CHROMA_SPEC), *self._index_views()))
         self.index.check_model(self.lm)
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="coverhunter-model")
         n_dec = cfg.decoders or max(1, multiprocessing.cpu_count())
@@ -354,6 +354,15 @@ class Engine:
         return self.track_info(track_id)
 
     # -- catalogue ----------------------------------------------------------------------
+    def _index_views(self) -> tuple[str, ...]:
+        """The fine views of the served index's own chroma; none while its chroma files
+        cannot be read (the service starts all the same, and its searches say what is
+        damaged and how to repair it)."""
+        try:
+            return self.chroma().fine_views
+        except (CatalogueError, DamagedFileError, OSError):
+            return ()
+
     def chroma(self, index: CatalogueIndex | None = None):
         """The stored chroma of ``index`` (default: the one in memory) for re-ranking,
         re-read after each commit of the catalogue."""
