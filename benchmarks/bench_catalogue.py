@@ -110,8 +110,6 @@ DISTRACTOR_SEED = 31_000  # order of the training works and every version's plan
 WORKS_PER_CHUNK = 25  # ~130 recordings (some works are unusable), 3-6 minutes of one core
 VERSIONS = (4, 8)
 HARMONY_KEPT = 0.5
-# what extract writes beside the CQT (coverhunter.extract.stored_views of the defaults)
-FINE_VIEWS = ("c3", "c1", "c3p07")
 C3 = slice(12, 24)  # the search view (chroma.search_view) of the stored "cqt|c3p07" chroma
 QUICK_DISTRACTORS, QUICK_QUERIES, QUICK_ALIGN = 300, 120, 10
 TWO_STAGE = "two-stage (evaluate --rerank)"
@@ -244,6 +242,15 @@ def fine_as_stored(fine: dict) -> dict:
     return {v: np.asarray(c, np.float16).astype(np.float32) for v, c in fine.items()}
 
 
+def fine_views_stored() -> tuple[str, ...]:
+    """The fine views ``extract`` writes beside a CQT with its default config
+    (:func:`coverhunter.extract.stored_views`): what a distractor chunk keeps."""
+    from coverhunter.config import ExtractConfig
+    from coverhunter.extract import stored_views
+
+    return stored_views(ExtractConfig())
+
+
 def audio_features(wav: Path) -> tuple[np.ndarray, dict]:
     """(CQT (frames, 96) float32, fine views) of one recording, as ``extract`` computes them."""
     from coverhunter.audio import load_audio, peak_normalize
@@ -253,7 +260,7 @@ def audio_features(wav: Path) -> tuple[np.ndarray, dict]:
 
     cfg = FeatureConfig()
     y = peak_normalize(load_audio(wav, cfg.sample_rate))
-    return np.asarray(cqt(y, cfg), np.float32), fine_as_stored(audio_chroma(y, FINE_VIEWS))
+    return np.asarray(cqt(y, cfg), np.float32), fine_as_stored(audio_chroma(y, fine_views_stored()))
 
 
 def model_embeddings(lm, feats: list) -> list[np.ndarray]:
@@ -339,7 +346,7 @@ def write_chunk(job: ChunkJob, recs: list[tuple], meta: dict) -> None:
     ids = np.asarray([r[0] for r in recs], str)
     raw = {"track_ids": ids}
     raw["cqt"], raw["cqt_offsets"] = _ragged([r[3] for r in recs], np.float32, 96)
-    for view in FINE_VIEWS:
+    for view in fine_views_stored():
         raw[view], raw[f"{view}_offsets"] = _ragged([r[4][view] for r in recs], np.float16, 12)
     save_npz_atomic(chunk_path(job.folder, job.index).with_suffix(".cqt.npz"), raw)
     write_recordings(

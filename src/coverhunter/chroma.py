@@ -88,8 +88,12 @@ def spec_views(spec: str) -> tuple[str, ...]:
     return views
 
 
-def fine_views(spec: str) -> tuple[str, ...]:
-    """The views of ``spec`` computed from the audio (all but the CQT's)."""
+def fine_views(spec) -> tuple[str, ...]:
+    """The views of ``spec`` computed from the audio (all but the CQT's); none for an old
+    index's CQT chroma given as legacy ``(lowest_octave, power)``, as :func:`search_view`
+    reads it."""
+    if not isinstance(spec, str):
+        return ()
     return tuple(v for v in spec_views(spec) if v != CQT_VIEW)
 
 

@@ -244,19 +244,18 @@ def _plan(tracks, splits, cfg, out_dir, state):
     """Which tracks need (re)computing, and the cached frame counts of the rest."""
     todo, done = [], {}
     rates_all = tuple(r for r in cfg.aug_speed_mode if abs(r - 1.0) > 1e-6)
+    views = stored_views(cfg)
     for t in tracks:
         rates = rates_all if splits[t.work] in cfg.aug_splits else ()
         try:
-            fp = _fingerprint(t, cfg.features, rates, stored_views(cfg))
+            fp = _fingerprint(t, cfg.features, rates, views)
         except OSError:
             todo.append((t, rates, None))  # missing audio: let the worker report it
             continue
         entry = state.get(t.track_id)
         names = [t.track_id] + [copy_id(t.track_id, r) for r in rates]
         try:  # every file there, with the size it was written with (not truncated)
-            complete = bool(entry) and entry.get("feat_bytes") == _feature_sizes(
-                out_dir, names, stored_views(cfg)
-            )
+            complete = bool(entry) and entry.get("feat_bytes") == _feature_sizes(out_dir, names, views)
         except OSError:
             complete = False
         if complete and _same_audio(entry.get("fp", {}), fp, entry):
@@ -333,6 +332,7 @@ def extract_features(
     with file_lock(lock_path):
         state = _load_state(state_path)
     todo, done = _plan(mine, splits, cfg, out_dir, state)
+    views = stored_views(cfg)
     report = ExtractReport(n_tracks=len(mine), skipped=len(done), rank=rank, world_size=world_size)
     workers = num_workers if num_workers is not None else cfg.num_workers
     workers = workers or os.cpu_count() or 1
@@ -351,7 +351,7 @@ def extract_features(
                 "fp": fp,
                 "lengths": lengths,
                 "audio_sha256": sha256_file(fp["audio"]),
-                "feat_bytes": _feature_sizes(out_dir, list(lengths), stored_views(cfg)),
+                "feat_bytes": _feature_sizes(out_dir, list(lengths), views),
             }
             state[t.track_id] = entry
             _append_journal(state_path, json.dumps([t.track_id, entry]) + "\n")  # per recording
@@ -361,14 +361,14 @@ def extract_features(
     if workers == 1 or len(todo) <= 1:
         for t, rates, fp in todo:
             try:
-                record(t, rates, fp, _extract_one(t, out_dir, cfg.features, rates, stored_views(cfg)))
+                record(t, rates, fp, _extract_one(t, out_dir, cfg.features, rates, views))
             except Exception as e:  # noqa: BLE001 - report and go on with the rest
                 report.failed.append((t.track_id, str(e)))
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
             futs = {
-                pool.submit(_extract_one, t, out_dir, cfg.features, rates, stored_views(cfg)): (t, rates, fp)
+                pool.submit(_extract_one, t, out_dir, cfg.features, rates, views): (t, rates, fp)
                 for t, rates, fp in todo
             }
             for fut in as_completed(futs):

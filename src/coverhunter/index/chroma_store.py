@@ -151,7 +151,7 @@ class IndexChroma:
     @property
     def fine_views(self) -> tuple[str, ...]:
         """The fine chroma views a query needs (from its audio) to be aligned here."""
-        return fine_views(self.params) if isinstance(self.params, str) else ()
+        return fine_views(self.params)
 
     def query_features(self, feat, fine: dict | None = None) -> AlignmentFeatures:
         """A query's alignment data (its CQT array or ``.npy`` path, and its fine chroma

@@ -195,7 +195,7 @@ def _recompute(
         device,
         verbose=verbose,
         on_features=lambda i, f, fine: chroma.__setitem__(i, compact_chroma(f, fine, spec)),
-        views=fine_views(spec) if isinstance(spec, str) else (),
+        views=fine_views(spec),
     )
     got = {t["row"]: (e, i) for i, (t, e) in enumerate(zip(live, embs))}
     n_rows = max((t["row"] + len(t["starts"]) for t in s.lines), default=s.first) - s.first

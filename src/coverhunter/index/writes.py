@@ -103,7 +103,7 @@ def _embed(index, lm, todo, device, verbose, cache, spec):
         cache,
         verbose=verbose,
         on_features=lambda i, f, fine: chroma.__setitem__(todo[i].track_id, compact_chroma(f, fine, spec)),
-        views=fine_views(spec) if isinstance(spec, str) else (),
+        views=fine_views(spec),
     )
     new, failed = [], []
     for t, (emb, starts) in zip(todo, embs):
