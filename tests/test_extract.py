@@ -43,6 +43,38 @@ def test_the_alignments_views_are_stored_whatever_the_config_lists(tmp_path):
     assert alignment_features(feat).chroma.shape[1] == 12 * (1 + len(fine_views(CHROMA_SPEC)))
 
 
+def test_new_chroma_views_recompute_the_chroma_only(tmp_path):
+    # a release whose alignment reads another chroma view (or a config that asks for
+    # another view) finds the CQT files standing: only the chroma is computed again
+    from coverhunter.chroma import CHROMA_SPEC, chroma_path, fine_views, load_chroma
+
+    data = make_dataset(
+        tmp_path / "d", n_works=4, n_versions=2, seconds=3.0, hparams=AUG + "chroma_views: [c1]\n"
+    )
+    first = extract_features(data, num_workers=1, verbose=False)
+    assert first.ok and first.computed == 8 and first.chroma_only == 0
+    feats = sorted((data / "cqt_feat").glob("*.cqt.npy"))
+    assert len(feats) > 8  # tempo copies of the training works' recordings
+    before = {f: f.stat().st_ino for f in feats}
+    (data / "hparams.yaml").write_text(AUG + "chroma_views: [c3]\n")
+    r = extract_features(data, num_workers=2, verbose=False)
+    assert r.ok and r.computed == 8 and r.chroma_only == 8 and "8 of them only their chroma" in r.summary()
+    assert {f: f.stat().st_ino for f in feats} == before  # no CQT file written again
+    for t in read_dataset(data / "full.txt", check_features=True):
+        if "source_utt" not in t.extra:
+            views = load_chroma(chroma_path(t.feat), ("c3", *fine_views(CHROMA_SPEC)))
+            assert views is not None and len(views["c3"]) > 0
+    assert extract_features(data, num_workers=1, verbose=False).computed == 0  # and now up to date
+    lost = chroma_path(next(f for f in feats if not f.name.startswith("sp_")))  # a lost chroma file
+    lost.unlink()
+    r = extract_features(data, num_workers=1, verbose=False)
+    assert r.computed == 1 and r.chroma_only == 1 and lost.is_file()
+    # a changed CQT setting still recomputes everything
+    (data / "hparams.yaml").write_text(AUG + "chroma_views: [c3]\nfeatures: {fmin: 33.0}\n")
+    r = extract_features(data, num_workers=1, verbose=False)
+    assert r.computed == 8 and r.chroma_only == 0
+
+
 def test_split_by_work_and_copies_never_cross(tmp_path):
     data = make_dataset(tmp_path / "d", n_works=8, n_versions=3, seconds=3.0, hparams=AUG)
     extract_features(data, num_workers=1, verbose=False)

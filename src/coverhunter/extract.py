@@ -6,6 +6,9 @@ Replaces the original's numbered stages with one resumable, parallel pass:
 2. split the *works* into train/val/test (before any augmentation);
 3. compute each recording's CQT (skipped when its file is up to date) and, for tracks
    of the augmented splits, tempo copies derived from that CQT (no shell, no sox);
+   when only the chroma is due (other views asked for, as by a release whose alignment
+   reads a new view, or a chroma file lost), the CQT files stand and only the chroma is
+   computed again, about half the work;
    progress is saved after every recording (a journal appended line by line), so a
    killed run recomputes at most the recordings that were in flight;
 4. write ``full.txt`` (every line, with ``feat``, ``feat_len``, ``song_id``,
@@ -57,6 +60,7 @@ class ExtractReport:
     n_tracks: int = 0
     computed: int = 0
     skipped: int = 0
+    chroma_only: int = 0  # of ``computed``: the CQT kept, only the chroma views computed
     copies: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (utt, message)
     split_counts: dict[str, int] = field(default_factory=dict)
@@ -71,8 +75,9 @@ class ExtractReport:
 
     def summary(self) -> str:
         s = (
-            f"{self.n_tracks} recordings: {self.computed} computed, {self.skipped} up to date, "
-            f"{len(self.failed)} failed"
+            f"{self.n_tracks} recordings: {self.computed} computed"
+            + (f" ({self.chroma_only} of them only their chroma views)" if self.chroma_only else "")
+            + f", {self.skipped} up to date, {len(self.failed)} failed"
         )
         if self.world_size > 1:
             s = f"rank {self.rank} of {self.world_size}: {s}"
@@ -135,6 +140,16 @@ def _same_audio(old: dict, new: dict, entry: dict) -> bool:
     if {k: v for k, v in old.items() if k != "mtime_ns"} != {k: v for k, v in new.items() if k != "mtime_ns"}:
         return False
     return bool(entry.get("audio_sha256")) and entry["audio_sha256"] == sha256_file(new["audio"])
+
+
+def _same_cqt_inputs(old: dict, new: dict, entry: dict) -> bool:
+    """Same audio, CQT settings and tempo copies as when the files were written, whatever
+    the chroma views: the CQT files stand."""
+    return _same_audio(
+        {k: v for k, v in old.items() if k != "chroma"},
+        {k: v for k, v in new.items() if k != "chroma"},
+        entry,
+    )
 
 
 def _feature_sizes(out_dir: Path, names: list[str], views=()) -> dict[str, int]:
@@ -205,6 +220,22 @@ def _extract_one(
     return lengths
 
 
+def _extract_chroma(track: Track, out_dir: Path, cfg: FeatureConfig, views: tuple[str, ...]) -> None:
+    """Compute (and save) only the chroma views of a track whose CQT files stand: one
+    decoding and the fine CQT (:func:`coverhunter.chroma.audio_chroma`), no model CQT."""
+    y = peak_normalize(load_audio(track.audio, cfg.sample_rate))
+    save_chroma(chroma_path(out_dir / feature_name(track.track_id)), audio_chroma(y, views))
+
+
+def _compute(track, out_dir, cfg, rates, views, lengths) -> dict[str, int]:
+    """One recording's work: everything (``lengths`` None), or only its chroma views
+    (``lengths``: the frame counts of its standing CQT files, returned as they are)."""
+    if lengths is None:
+        return _extract_one(track, out_dir, cfg, rates, views)
+    _extract_chroma(track, out_dir, cfg, views)
+    return lengths
+
+
 def _load_state(path: Path) -> dict:
     """The saved state plus the journal of recordings done since (a torn last line of a
     killed run is ignored)."""
@@ -241,7 +272,9 @@ def _append_journal(path: Path, line: str) -> None:
 
 
 def _plan(tracks, splits, cfg, out_dir, state):
-    """Which tracks need (re)computing, and the cached frame counts of the rest."""
+    """Which tracks need (re)computing, as ``(track, rates, fingerprint, lengths)``
+    (``lengths``: the frame counts of CQT files that stand when only the chroma views are
+    due, else None), and the cached frame counts of the rest."""
     todo, done = [], {}
     rates_all = tuple(r for r in cfg.aug_speed_mode if abs(r - 1.0) > 1e-6)
     views = stored_views(cfg)
@@ -250,20 +283,30 @@ def _plan(tracks, splits, cfg, out_dir, state):
         try:
             fp = _fingerprint(t, cfg.features, rates, views)
         except OSError:
-            todo.append((t, rates, None))  # missing audio: let the worker report it
+            todo.append((t, rates, None, None))  # missing audio: let the worker report it
             continue
         entry = state.get(t.track_id)
         names = [t.track_id] + [copy_id(t.track_id, r) for r in rates]
+        written = (entry or {}).get("feat_bytes") or {}
         try:  # every file there, with the size it was written with (not truncated)
-            complete = bool(entry) and entry.get("feat_bytes") == _feature_sizes(out_dir, names, views)
+            cqt_standing = bool(entry) and all(
+                written.get(n) == b for n, b in _feature_sizes(out_dir, names).items()
+            )
         except OSError:
+            cqt_standing = False
+        try:
+            complete = cqt_standing and written == _feature_sizes(out_dir, names, views)
+        except OSError:  # the chroma file is missing
             complete = False
         if complete and _same_audio(entry.get("fp", {}), fp, entry):
             if entry["fp"] != fp:
                 state[t.track_id] = {**entry, "fp": fp}
             done[t.track_id] = entry["lengths"]
+        elif cqt_standing and _same_cqt_inputs(entry.get("fp", {}), fp, entry):
+            # other views due, or the chroma file missing or truncated: the chroma only
+            todo.append((t, rates, fp, entry["lengths"]))
         else:
-            todo.append((t, rates, fp))
+            todo.append((t, rates, fp, None))
     return todo, done
 
 
@@ -336,15 +379,17 @@ def extract_features(
     report = ExtractReport(n_tracks=len(mine), skipped=len(done), rank=rank, world_size=world_size)
     workers = num_workers if num_workers is not None else cfg.num_workers
     workers = workers or os.cpu_count() or 1
+    n_chroma = sum(old is not None for *_, old in todo)
     log.info(
-        "%s%d recordings, %d to compute, %d up to date",
+        "%s%d recordings, %d to compute%s, %d up to date",
         f"rank {rank} of {world_size}: " if world_size > 1 else "",
         len(mine),
         len(todo),
+        f" ({n_chroma} only their chroma views: their CQT stands)" if n_chroma else "",
         len(done),
     )
 
-    def record(t, rates, fp, lengths):
+    def record(t, rates, fp, lengths, chroma_only):
         done[t.track_id] = lengths
         if fp is not None:
             entry = {
@@ -356,25 +401,26 @@ def extract_features(
             state[t.track_id] = entry
             _append_journal(state_path, json.dumps([t.track_id, entry]) + "\n")  # per recording
         report.computed += 1
+        report.chroma_only += chroma_only
 
     bar = tqdm(total=len(todo), desc="extract", unit="track", disable=not verbose or not todo)
     if workers == 1 or len(todo) <= 1:
-        for t, rates, fp in todo:
+        for t, rates, fp, old in todo:
             try:
-                record(t, rates, fp, _extract_one(t, out_dir, cfg.features, rates, views))
+                record(t, rates, fp, _compute(t, out_dir, cfg.features, rates, views, old), old is not None)
             except Exception as e:  # noqa: BLE001 - report and go on with the rest
                 report.failed.append((t.track_id, str(e)))
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
             futs = {
-                pool.submit(_extract_one, t, out_dir, cfg.features, rates, views): (t, rates, fp)
-                for t, rates, fp in todo
+                pool.submit(_compute, t, out_dir, cfg.features, rates, views, old): (t, rates, fp, old)
+                for t, rates, fp, old in todo
             }
             for fut in as_completed(futs):
-                t, rates, fp = futs[fut]
+                t, rates, fp, old = futs[fut]
                 try:
-                    record(t, rates, fp, fut.result())
+                    record(t, rates, fp, fut.result(), old is not None)
                 except Exception as e:  # noqa: BLE001
                     report.failed.append((t.track_id, str(e)))
                 bar.update()
