@@ -103,6 +103,27 @@ def test_kill_keeps_the_progress_of_every_finished_recording(tiny_dataset):
     assert again.skipped == 4 and again.computed == 8 and again.ok
 
 
+_KILL_CHROMA_AFTER_FOUR = _KILL_AFTER_FOUR.replace("_extract_one", "_extract_chroma")
+
+
+def test_a_killed_chroma_refresh_keeps_every_cqt_and_its_finished_chroma(tiny_dataset):
+    extract_features(tiny_dataset, num_workers=1, verbose=False)
+    cqts = sorted((tiny_dataset / FEAT_DIR).glob("*.cqt.npy"))
+    inodes = {f: f.stat().st_ino for f in cqts}
+    (tiny_dataset / "hparams.yaml").write_text("chroma_views: [c3]\n")  # another view due
+    r = subprocess.run(
+        [sys.executable, "-c", _KILL_CHROMA_AFTER_FOUR, str(tiny_dataset)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == -9, r.stderr
+    again = extract_features(tiny_dataset, num_workers=1, verbose=False)
+    assert again.ok and again.skipped == 4 and again.computed == 8 and again.chroma_only == 8
+    assert {f: f.stat().st_ino for f in cqts} == inodes  # no CQT was written again
+
+
 def test_outputs_respect_the_umask_and_leftovers_are_removed(tiny_dataset):
     dead = 2**22 + 12345  # above the default pid_max: no such process
     left = [tiny_dataset / f".full.txt.{dead}.abcd.tmp", tiny_dataset / FEAT_DIR / f".x.npy.{dead}.ab.tmp"]
