@@ -17,10 +17,9 @@ Corpora (``coverhunter.corpus.make_corpus``, rendered once under ``--out`` and r
 Chroma views, each block-averaged to 2.5 frames per second and max-normalised: ``today``
 (:func:`coverhunter.classical.chroma_from_cqt` on the model's CQT) and the views of
 :mod:`coverhunter.chroma` (36 bins per octave, tuning estimated, folded by librosa: ``c3``
-from C3, ``c1`` from C1, ``c3p15`` and ``c3p07`` from C3 at power 1.5 and 0.7), and
-``cens``: librosa's CENS chroma (``librosa.feature.chroma_cens``: energy shares quantised
-on a log scale, smoothed over :data:`CENS_SMOOTH` CQT frames, unit length) of the same
-CQT from C3, measured and not shipped (:func:`cens_view`). Every
+from C3, ``c1`` from C1, ``c3p15`` and ``c3p07`` from C3 at power 1.5 and 0.7, ``c3cens``
+librosa's CENS chroma from C3: energy shares quantised on a log scale, smoothed over 11
+CQT frames, unit length). Every
 recording is a query against all others; the alignment is
 :func:`coverhunter.qmax.alignment_distance_matrix` with the default
 :class:`~coverhunter.qmax.QmaxParams`. A fusion ``a+b`` is the mean of the views' Qmax
@@ -73,13 +72,9 @@ CORPORA = {
     "tune1001": ("tune-mix-w60-s1001", dict(works=60, seed=1001, split="train", harmony_kept=0.5)),
 }
 QUICK = {"quick": ("quick-mix-w6-s7", dict(works=6, seed=7, split="train", harmony_kept=0.5))}
-VIEWS = ("today", "c3", "c1", "c3p15", "c3p07", "cens")
+VIEWS = ("today", "c3", "c1", "c3p15", "c3p07", "c3cens")
 FUSIONS = ("today+c3", "c3+c1", "today+c1", "today+c3+c1", "today+c3p07")
-STACKS = (
-    "today|c3",
-    "today|c3p07",
-    "today|cens",
-)  # stacked views, as an index stores them (the shipped chroma first)
+STACKS = ("today|c3", "today|c3p07", "today|c3cens")  # stacked, as an index stores them
 
 
 def corpus_tracks(out: Path, kw: dict, workers: int) -> list:
@@ -87,28 +82,6 @@ def corpus_tracks(out: Path, kw: dict, workers: int) -> list:
     if not (out / "dataset.txt").is_file():
         make_corpus(out, versions=(4, 8), num_workers=workers, verbose=True, **kw)
     return read_dataset(out / "dataset.txt")
-
-
-# CENS smoothing window in CQT frames (25 per second): 11 (0.44 s) gained most beside the
-# CQT chroma on the tune corpora among 41 (librosa's default count), 21, 11 and 5
-CENS_SMOOTH = 11
-
-
-def cens_view(cqt_mag: np.ndarray, lowest_octave: int = 2, smooth: int = CENS_SMOOTH) -> np.ndarray:
-    """librosa's CENS chroma of a :func:`coverhunter.chroma.fine_cqt` (n_frames, 252) from
-    ``lowest_octave`` up, block-averaged and max-normalised as the other views: (T, 12)."""
-    import librosa
-
-    c = librosa.feature.chroma_cens(
-        C=np.asarray(cqt_mag)[:, lowest_octave * CH.BINS_PER_OCTAVE :].T,
-        bins_per_octave=CH.BINS_PER_OCTAVE,
-        n_chroma=12,
-        fmin=librosa.note_to_hz("C1") * 2.0**lowest_octave,
-        win_len_smooth=smooth,
-    ).T
-    avg = C.block_mean(c.astype(np.float32), CH.BLOCK)
-    peak = avg.max(axis=1, keepdims=True)
-    return np.where(peak > 1e-9, avg / np.maximum(peak, 1e-30), 0.0).astype(np.float32)
 
 
 def chroma_views(tracks, cache: Path) -> tuple[dict[str, list[np.ndarray]], dict[str, float]]:
@@ -129,8 +102,7 @@ def chroma_views(tracks, cache: Path) -> tuple[dict[str, list[np.ndarray]], dict
         views["today"].append(C.chroma_from_cqt(cqt(y)))
         t1 = time.process_time()
         x = CH.fine_cqt(y)
-        fine = {v: CH.fold(x, CH.VIEWS[v]) for v in VIEWS if v in CH.VIEWS}
-        fine["cens"] = cens_view(x)
+        fine = {v: CH.fold(x, CH.VIEWS[v]) for v in VIEWS if v != "today"}
         t2 = time.process_time()
         secs["today"] += t1 - t0
         secs["fine (all views)"] += t2 - t1

@@ -97,3 +97,37 @@ def test_the_first_stage_searches_the_c3_view_of_any_spec():
     np.testing.assert_array_equal(view_of(x, 1), x[:, 12:])
     with pytest.raises(ValueError, match="no view 2"):
         view_of(x, 2)
+
+
+def test_the_cens_view_is_librosas_cens_of_the_same_cqt():
+    import librosa
+
+    y = _tones([(60, 64, 67), (62, 65, 69)] * 3, 1.0)
+    x = CH.fine_cqt(y)
+    want = librosa.feature.chroma_cens(
+        C=x[:, 2 * CH.BINS_PER_OCTAVE :].T,
+        bins_per_octave=CH.BINS_PER_OCTAVE,
+        fmin=librosa.note_to_hz("C3"),
+        win_len_smooth=CH.VIEWS["c3cens"].cens,
+    ).T
+    np.testing.assert_allclose(CH.fold(x, CH.VIEWS["c3cens"]), CH.blocked(want), atol=1e-5)
+    got = CH.audio_chroma(y, ("c3cens",))["c3cens"]
+    assert set(np.argsort(got[:4].mean(0))[-3:]) == {0, 4, 7}  # C major first
+    with pytest.raises(ValueError, match="bad chroma view"):
+        CH.fold(x, CH.ChromaView(2, 0.7, cens=11))  # CENS compresses on its own
+
+
+def test_a_streamed_recording_has_the_chroma_of_the_whole():
+    # fed in blocks and analysed stretch by stretch (past the first minute, whose tuning
+    # it keeps), every view, CENS's smoothing across frames included, is the whole's
+    rng = np.random.default_rng(5)
+    y = _tones([(int(p), int(p) + 4) for p in rng.integers(55, 72, 80)], 0.9)  # 72 s
+    views = ("c3", "c3p07", "c3cens")
+    whole = CH.audio_chroma(y, views)
+    stream = CH.ChromaStream(views, stretch_s=7.0)
+    for i in range(0, len(y), 5 * SR + 123):
+        stream.feed(y[i : i + 5 * SR + 123])
+    got = stream.finish()
+    for v in views:
+        assert got[v].shape == whole[v].shape, v
+        np.testing.assert_allclose(got[v], whole[v], atol=0.02, err_msg=v)

@@ -12,7 +12,8 @@ bins onto 12 pitch classes (each centred on its semitone); frames are averaged t
 
 One CQT from C1 (7 octaves) gives every view: :data:`VIEWS` names them (``"c3"``: from C3,
 five octaves, no bass line; ``"c1"``: from C1, bass included; ``"c3p15"``, ``"c3p07"``:
-from C3 with the magnitudes raised to 1.5 or 0.7 before folding). A view is a short string
+from C3 with the magnitudes raised to 1.5 or 0.7 before folding; ``"c3cens"``: librosa's
+CENS chroma from C3, ``librosa.feature.chroma_cens``). A view is a short string
 recorded with every stored chroma, so an index or a model file always knows which
 chroma its data came from.
 """
@@ -50,10 +51,16 @@ class ChromaView:
         above most bass lines).
     power : float
         CQT magnitudes are raised to this power before folding.
+    cens : int
+        0: the folded magnitudes. Otherwise librosa's CENS chroma
+        (``librosa.feature.chroma_cens``: each frame's energy shares quantised on a
+        logarithmic scale, smoothed over ``cens`` CQT frames by a Hann window, unit
+        length), with ``power`` 1.
     """
 
     lowest_octave: int = 2
     power: float = 1.0
+    cens: int = 0
 
 
 # "c3p07": from C3 with the magnitudes compressed (power 0.7) before folding, so a quieter
@@ -63,6 +70,9 @@ VIEWS = {
     "c1": ChromaView(0, 1.0),
     "c3p15": ChromaView(2, 1.5),
     "c3p07": ChromaView(2, 0.7),
+    # smoothing 11 CQT frames (0.44 s): best of 41, 21, 11 and 5 beside the CQT chroma on
+    # the tune corpora (benchmarks/bench_chroma.py, docs/chroma.md "CENS")
+    "c3cens": ChromaView(2, 1.0, cens=11),
 }
 
 
@@ -220,6 +230,56 @@ def _fold_matrix(lowest_octave: int) -> np.ndarray:
     ).T.astype(np.float32)
 
 
+def fold_frames(cqt_mag: np.ndarray, view: ChromaView) -> np.ndarray:
+    """Chroma of every frame of a :func:`fine_cqt`, before the block average.
+
+    Parameters
+    ----------
+    cqt_mag : np.ndarray, shape (n_frames, 252)
+    view : ChromaView
+
+    Returns
+    -------
+    np.ndarray, shape (n_frames, 12), float32
+    """
+    x = np.asarray(cqt_mag, np.float32)
+    if x.ndim != 2 or x.shape[1] != BINS_PER_OCTAVE * N_OCTAVES or len(x) == 0:
+        raise ValueError(
+            f"expected a fine CQT of shape (frames > 0, {BINS_PER_OCTAVE * N_OCTAVES}), got {x.shape}"
+        )
+    if (
+        not 0 <= view.lowest_octave < N_OCTAVES
+        or view.power <= 0
+        or view.cens < 0
+        or (view.cens and view.power != 1.0)
+    ):
+        raise ValueError(f"bad chroma view {view}")
+    x = x[:, view.lowest_octave * BINS_PER_OCTAVE :]
+    if view.cens:
+        import librosa
+
+        return librosa.feature.chroma_cens(
+            C=x.T,
+            bins_per_octave=BINS_PER_OCTAVE,
+            n_chroma=12,
+            fmin=librosa.note_to_hz("C1") * 2.0**view.lowest_octave,
+            win_len_smooth=view.cens,
+        ).T.astype(np.float32)
+    if view.power != 1.0:
+        x = x**view.power
+    return x @ _fold_matrix(view.lowest_octave)
+
+
+def blocked(frames: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """Block-averaged frames of :func:`fold_frames`, each scaled to a maximum of 1 (silent
+    ones zero): (ceil(n_frames / block), 12) float32."""
+    avg = block_mean(np.asarray(frames, np.float32), block)
+    peak = avg.max(axis=1, keepdims=True)
+    return np.where(peak > 1e-9 * max(float(peak.max()), 1e-30), avg / np.maximum(peak, 1e-30), 0.0).astype(
+        np.float32
+    )
+
+
 def fold(cqt_mag: np.ndarray, view: ChromaView, block: int = BLOCK) -> np.ndarray:
     """Block-averaged, max-normalised chroma of a :func:`fine_cqt`.
 
@@ -235,21 +295,7 @@ def fold(cqt_mag: np.ndarray, view: ChromaView, block: int = BLOCK) -> np.ndarra
     np.ndarray, shape (ceil(n_frames / block), 12), float32
         Each frame scaled to a maximum of 1; silent frames are zero.
     """
-    x = np.asarray(cqt_mag, np.float32)
-    if x.ndim != 2 or x.shape[1] != BINS_PER_OCTAVE * N_OCTAVES or len(x) == 0:
-        raise ValueError(
-            f"expected a fine CQT of shape (frames > 0, {BINS_PER_OCTAVE * N_OCTAVES}), got {x.shape}"
-        )
-    if not 0 <= view.lowest_octave < N_OCTAVES or view.power <= 0:
-        raise ValueError(f"bad chroma view {view}")
-    x = x[:, view.lowest_octave * BINS_PER_OCTAVE :]
-    if view.power != 1.0:
-        x = x**view.power
-    avg = block_mean(x @ _fold_matrix(view.lowest_octave), block)  # (frames / block, 12)
-    peak = avg.max(axis=1, keepdims=True)
-    return np.where(peak > 1e-9 * max(float(peak.max()), 1e-30), avg / np.maximum(peak, 1e-30), 0.0).astype(
-        np.float32
-    )
+    return blocked(fold_frames(cqt_mag, view), block)
 
 
 def audio_chroma(y: np.ndarray, views=("c3",), sample_rate: int = SAMPLE_RATE) -> dict[str, np.ndarray]:
@@ -360,12 +406,9 @@ class ChromaStream:
         offset = self._start - left  # whole-recording sample of self._buf[0]
         c = fine_cqt(self._buf, tuning=self._tuning)  # frames from `offset`
         first = left // HOP_LENGTH
-        if length is None:
-            frames = c[first:]
-        else:
-            frames = c[first : first + length // HOP_LENGTH]
-        for v in self.views:
-            self._parts[v].append(fold(frames, VIEWS[v]))
+        last = None if length is None else first + length // HOP_LENGTH
+        for v in self.views:  # folded with the context (CENS smooths across frames), then cut
+            self._parts[v].append(blocked(fold_frames(c, VIEWS[v])[first:last]))
         if length is not None:
             self._start += length
             keep = self._start - min(self._context, self._start) - offset
@@ -397,6 +440,8 @@ __all__ = [
     "estimate_tuning",
     "fine_cqt",
     "fold",
+    "fold_frames",
+    "blocked",
     "audio_chroma",
     "ChromaStream",
     "chroma_path",
