@@ -70,8 +70,8 @@ VIEWS = {
     "c1": ChromaView(0, 1.0),
     "c3p15": ChromaView(2, 1.5),
     "c3p07": ChromaView(2, 0.7),
-    # smoothing 11 CQT frames (0.44 s): best of 41, 21, 11 and 5 beside the CQT chroma on
-    # the tune corpora (benchmarks/bench_chroma.py, docs/chroma.md "CENS")
+    # smoothing 11 CQT frames (0.44 s): beside the CQT chroma on the two tune corpora, mean
+    # all-pairs MAP 0.476, 0.479, 0.482 and 0.481 for 41, 21, 11 and 5 (docs/chroma.md "CENS")
     "c3cens": ChromaView(2, 1.0, cens=11),
 }
 
