@@ -90,20 +90,19 @@ ex.extract_features(sys.argv[1], num_workers=1, verbose=False)
 """
 
 
-def test_kill_keeps_the_progress_of_every_finished_recording(tiny_dataset):
+def _extract_killed_after_four(data: Path, step: str = "_extract_one") -> None:
+    """An extract run of ``data`` killed (SIGKILL) as it starts its 5th ``step``."""
+    script = _KILL_AFTER_FOUR.replace("_extract_one", step)
     r = subprocess.run(
-        [sys.executable, "-c", _KILL_AFTER_FOUR, str(tiny_dataset)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, "-c", script, str(data)], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert r.returncode == -9, r.stderr
+
+
+def test_kill_keeps_the_progress_of_every_finished_recording(tiny_dataset):
+    _extract_killed_after_four(tiny_dataset)
     again = extract_features(tiny_dataset, num_workers=1, verbose=False)
     assert again.skipped == 4 and again.computed == 8 and again.ok
-
-
-_KILL_CHROMA_AFTER_FOUR = _KILL_AFTER_FOUR.replace("_extract_one", "_extract_chroma")
 
 
 def test_a_killed_chroma_refresh_keeps_every_cqt_and_its_finished_chroma(tiny_dataset):
@@ -111,14 +110,7 @@ def test_a_killed_chroma_refresh_keeps_every_cqt_and_its_finished_chroma(tiny_da
     cqts = sorted((tiny_dataset / FEAT_DIR).glob("*.cqt.npy"))
     inodes = {f: f.stat().st_ino for f in cqts}
     (tiny_dataset / "hparams.yaml").write_text("chroma_views: [c3]\n")  # another view due
-    r = subprocess.run(
-        [sys.executable, "-c", _KILL_CHROMA_AFTER_FOUR, str(tiny_dataset)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == -9, r.stderr
+    _extract_killed_after_four(tiny_dataset, "_extract_chroma")
     again = extract_features(tiny_dataset, num_workers=1, verbose=False)
     assert again.ok and again.skipped == 4 and again.computed == 8 and again.chroma_only == 8
     assert {f: f.stat().st_ino for f in cqts} == inodes  # no CQT was written again
