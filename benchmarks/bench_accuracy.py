@@ -46,7 +46,11 @@ prints instead the all-pairs alignment's MAP for chroma variants
 (``coverhunter.classical.chroma_from_cqt``'s lowest octave and power), which chose
 ``coverhunter.classical.CHROMA_PARAMS``, and ``--tune --tune-qmax`` the same for
 alignment settings (``coverhunter.qmax.QmaxParams``: m, tau, kappa, gap onset and
-extension), which chose its defaults. ``--tune-data LIST`` tunes on any extracted
+extension), which chose its defaults. ``--tune --tune-spec SPEC ...`` runs the default
+two-stage search with each alignment chroma spec (``coverhunter.chroma.CHROMA_SPEC``
+first: the votes search each spec's first fine view); the corpus must hold the specs'
+views (``chroma_views`` in its ``hparams.yaml``, then ``extract``: chroma only).
+``--tune-data LIST`` tunes on any extracted
 dataset list instead (e.g. ``runs/corpus-v2/val-extra/full.txt``: a larger catalogue,
 where the first stage misses more).
 
@@ -165,8 +169,8 @@ def render(
 # methods: each returns (distance matrix, seconds)
 
 
-def chroma_of(tracks) -> list:
-    return [AI.alignment_features(t.feat) for t in tracks]
+def chroma_of(tracks, spec: str = CHROMA_SPEC) -> list:
+    return [AI.alignment_features(t.feat, spec) for t in tracks]
 
 
 def global_distances(align, projection=None) -> np.ndarray:
@@ -701,6 +705,47 @@ def tune_scan(lm, tracks, device, k: int, limits=(0, 5000), grow_after: int = R.
     return res
 
 
+def tune_spec(lm, tracks, device, k: int, specs=(), grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
+    """The default two-stage search with each alignment chroma spec (the shipped one
+    first): the fused shortlist's recall, the MAP with expansion and without (as
+    ``identify`` searches), and the all-pairs alignment's MAP on the same chroma (up to
+    1,500 recordings). The summary reads each spec's first view; the votes its search view."""
+    works = [t.work for t in tracks]
+    n = len(tracks)
+    d_model = model_distances(lm, tracks, device)
+    rr = R.RerankConfig(k=k, grow_after=grow_after)
+    plain = replace(rr, expand=0, expansion_weight=0.0)
+    print(f"\nalignment chroma on a training-type corpus ({n} recordings, {len(set(works))} works)\n")
+    print("| chroma spec | recall | MAP | MAP, no expansion | all-pairs MAP |")
+    print("|---|---|---|---|---|")
+    res = {}
+    for spec in dict.fromkeys((CHROMA_SPEC, *specs)):
+        align = chroma_of(tracks, spec)
+        summaries = AI.global_summaries(align, lm.summary_projection)
+        d_sum = C.euclidean_distances(summaries, summaries)
+        votes = RK.recurrence_votes(align, None, spec, True)
+        scan = RK.coarse_scan(align, None, rr, coarse_view(align)) if R.scans(rr, n) else None
+        glob = first_stage_glob(rr, d_sum, votes, scan)
+        coarse = coarse_scorer(align, rr, scan)
+        lists = shortlist_scores(d_model, glob, lambda q, sl: np.zeros(len(sl)), rr, coarse)
+        d, _ = reranked(d_model, align, summaries, rr, votes, scan)
+        d_plain, _ = reranked(d_model, align, summaries, plain, votes, scan)
+        small = n <= 1500  # all pairs of a larger corpus take long
+        all_pairs = metrics(Q.alignment_distance_matrix(align), works, 0)["map"] if small else float("nan")
+        r = res[spec] = {
+            "recall": shortlist_recall(whole_shortlists(lists), works),
+            "map": metrics(d, works, 0)["map"],
+            "map_no_expansion": metrics(d_plain, works, 0)["map"],
+            "all_pairs_map": all_pairs,
+        }
+        print(
+            f"| {spec} | {r['recall']:.4f} | {r['map']:.4f} | {r['map_no_expansion']:.4f} | "
+            f"{all_pairs:.4f} |",
+            flush=True,
+        )
+    return res
+
+
 def tune_coarse(
     lm, tracks, device, k: int, shares=(0.0, 0.5, 0.4, 0.3), grow_after: int = R.DEFAULT_GROW_AFTER
 ) -> dict:
@@ -927,6 +972,14 @@ def main() -> None:
         "RerankConfig.scan_below (0 = no scan; default 0 5000)",
     )
     ap.add_argument(
+        "--tune-spec",
+        nargs="*",
+        default=None,
+        metavar="SPEC",
+        help="with --tune: only the chroma spec table, the default two-stage search with the "
+        "shipped spec and each SPEC (e.g. cqt|c3cens)",
+    )
+    ap.add_argument(
         "--expansion-only",
         action="store_true",
         help="with --tune: only the expansion table (skip the fusion-weight sweep)",
@@ -1023,6 +1076,7 @@ def main() -> None:
                 "tune_coarse": (tune_coarse, (0.0, 0.5, 0.4, 0.3), "tune-coarse"),
                 "tune_first_stage": (tune_first_stage, (0.5, 0.7, 0.85, 1.0), "tune-first-stage"),
                 "tune_scan": (tune_scan, (0, 5000), "tune-scan"),
+                "tune_spec": (tune_spec, (), "tune-spec"),
             }
             sweep = next((k for k in sweeps if getattr(a, k) is not None), None)
             if sweep is not None:
