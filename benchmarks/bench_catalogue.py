@@ -243,12 +243,15 @@ def fine_as_stored(fine: dict) -> dict:
 
 
 def fine_views_stored() -> tuple[str, ...]:
-    """The fine views ``extract`` writes beside a CQT with its default config
-    (:func:`coverhunter.extract.stored_views`): what a distractor chunk keeps."""
+    """What a distractor chunk keeps: the fine views ``extract`` writes beside a CQT with
+    its default config (:func:`coverhunter.extract.stored_views`), then every other view
+    of :data:`coverhunter.chroma.VIEWS` (a few kB a recording), so that a chroma spec
+    with another view needs no rendering again (the audio is not kept)."""
+    from coverhunter.chroma import VIEWS
     from coverhunter.config import ExtractConfig
     from coverhunter.extract import stored_views
 
-    return stored_views(ExtractConfig())
+    return tuple(dict.fromkeys((*stored_views(ExtractConfig()), *VIEWS)))
 
 
 def audio_features(wav: Path) -> tuple[np.ndarray, dict]:
