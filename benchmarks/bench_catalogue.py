@@ -39,9 +39,12 @@ peak-normalised audio; fine views through float16, as ``extract`` stores them), 
 file written atomically, ``distractors/chunk_NNNNN.npz``: per recording its track id,
 work, duration, the shipped model's chunk embeddings (``embed.embed_tracks`` with the
 evaluator's windowing) and the alignment chroma as the catalogue index stores it
-(``index.chroma_format.compact_chroma``: uint8 (T, 24) for the spec ``cqt|c3``); beside it
-``chunk_NNNNN.cqt.npz`` keeps the CQT (float32) and the fine views, so a new model or
-chroma spec needs no re-rendering. The wav files are deleted. A chunk on disk is
+(``index.chroma_format.compact_chroma``: uint8 (T, 24) for the two-view spec
+``chroma.CHROMA_SPEC`` of the generation, recorded in the chunk's meta); beside it
+``chunk_NNNNN.cqt.npz`` keeps the CQT (float32) and every fine view of
+``chroma.VIEWS`` (:func:`fine_views_stored`; chunks written before 4eaea9a only the
+spec's), so a new model or a spec of known views needs no re-rendering. The wav files
+are deleted. A chunk on disk is
 skipped, a crashed one redone. The test corpora are extracted with
 ``coverhunter.extract`` (same settings as ``bench_accuracy.py``, folders shared) once
 they are rendered (``bench_chroma.py`` renders them; ``--render-test`` renders them here),
@@ -131,7 +134,7 @@ class Recordings:
     embeddings : list of np.ndarray, each (n_chunks, E) float32
         The model's chunk embeddings (``embed.embed_tracks``).
     chromas : list of np.ndarray, each (T, 24) uint8
-        ``index.chroma_format.compact_chroma`` with the spec ``cqt|c3``.
+        ``index.chroma_format.compact_chroma`` with the generation's chroma spec.
     meta : dict
         How they were made (model fingerprint, chroma spec, costs).
     """
