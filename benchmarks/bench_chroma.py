@@ -101,8 +101,7 @@ def chroma_views(tracks, cache: Path) -> tuple[dict[str, list[np.ndarray]], dict
         t0 = time.process_time()
         views["today"].append(C.chroma_from_cqt(cqt(y)))
         t1 = time.process_time()
-        x = CH.fine_cqt(y)
-        fine = {v: CH.fold(x, CH.VIEWS[v]) for v in VIEWS if v != "today"}
+        fine = CH.audio_chroma(y, [v for v in VIEWS if v != "today"])
         t2 = time.process_time()
         secs["today"] += t1 - t0
         secs["fine (all views)"] += t2 - t1
