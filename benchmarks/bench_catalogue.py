@@ -58,8 +58,8 @@ catalogue):
   distance); the 2D Fourier summary projected by the model's ``summary_projection``
   (``alignment_inputs.global_summaries``); recurrence voting
   (:class:`coverhunter.index.recurrence.RecurrenceIndex`, default ``RecurrenceParams``,
-  on the c3 view: columns 12:24 of the stored chroma; its build time is reported, and
-  above ``exact_max`` shingles it is HNSW);
+  on the stored chroma's fine view, ``chroma.search_view``: columns 12:24; its build time
+  is reported, and above ``exact_max`` shingles it is HNSW);
 - two-stage: ``reranker.Reranker.rerank_block`` with the default ``RerankConfig``, built as
   ``evaluate --rerank 50`` builds it (``reranker.build_reranker``) but from the stored data:
   the embedding distances, the summaries, and, when the default first stage is
@@ -99,6 +99,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from coverhunter.chroma import CHROMA_SPEC, fine_views, search_view, spec_views  # noqa: E402
+from coverhunter.index.chroma_format import compact_chroma  # noqa: E402
+
 log = logging.getLogger("bench_catalogue")
 
 OUT = Path("runs/bench_catalogue")
@@ -113,7 +116,9 @@ DISTRACTOR_SEED = 31_000  # order of the training works and every version's plan
 WORKS_PER_CHUNK = 25  # ~130 recordings (some works are unusable), 3-6 minutes of one core
 VERSIONS = (4, 8)
 HARMONY_KEPT = 0.5
-C3 = slice(12, 24)  # the search view (chroma.search_view) of the stored "cqt|c3p07" chroma
+# the view recurrence voting searches in the stored chroma (chroma.search_view)
+SEARCH = slice(12 * search_view(CHROMA_SPEC), 12 * search_view(CHROMA_SPEC) + 12)
+SEARCH_NAME = spec_views(CHROMA_SPEC)[search_view(CHROMA_SPEC)]
 QUICK_DISTRACTORS, QUICK_QUERIES, QUICK_ALIGN = 300, 120, 10
 TWO_STAGE = "two-stage (evaluate --rerank)"
 TARGET_RATIO, TARGET_MS = 0.95, 300.0  # two-stage MAP >= 95 % of all-pairs, < 300 ms a query
@@ -330,7 +335,6 @@ def _render_piece(job: ChunkJob, piece: tuple, workdir: Path) -> list[dict] | st
 def reduce_recordings(lm, wavs: list[Path], secs: dict) -> list[tuple]:
     """(CQT, fine views, model embeddings, compact chroma) of each recording; the wall
     seconds of the features and of the embedding are added to ``secs``."""
-    from coverhunter.index.chroma_format import compact_chroma
     from coverhunter.inputs import model_input, stack_views
 
     t0 = time.perf_counter()
@@ -418,7 +422,7 @@ def make_chunk(job: ChunkJob) -> dict:
         recs,
         {
             "model_fingerprint": lm.fingerprint,
-            "chroma_spec": "cqt|c3",
+            "chroma_spec": CHROMA_SPEC,
             "seed": job.seed,
             "versions": VERSIONS,
             "harmony_kept": HARMONY_KEPT,
@@ -569,10 +573,12 @@ def test_file(folder: Path, name: str) -> Path:
 def prepare_test_corpora(root: Path, folder: Path, model: Path, render: bool) -> None:
     """Each test corpus's search data in ``folder/<name>.npz``, once its rendering is done
     (``dataset.txt`` written): features by ``coverhunter.extract`` (one process), then
-    embeddings and compact chroma. A corpus still rendering is left for a later call."""
+    embeddings and compact chroma. A corpus still rendering is left for a later call; one
+    whose search data holds another chroma spec than :data:`CHROMA_SPEC` is made again
+    (``extract`` computes only the chroma it lacks)."""
     for name, (sub, kw) in TEST_CORPORA.items():
         out = test_file(folder, name)
-        if out.is_file():
+        if out.is_file() and read_recordings(out).meta.get("chroma_spec") == CHROMA_SPEC:
             continue
         data = root / sub
         if not (data / "dataset.txt").is_file():
@@ -592,7 +598,6 @@ def _prepare_test_corpus(args) -> None:
     from coverhunter.config import ExtractConfig
     from coverhunter.dataset import read_dataset
     from coverhunter.extract import extract_features
-    from coverhunter.index.chroma_format import compact_chroma
 
     data, out, model = args
     lm = _child_model(model)
@@ -606,7 +611,7 @@ def _prepare_test_corpus(args) -> None:
     chromas = [compact_chroma(t.feat) for t in tracks]
     meta = {
         "model_fingerprint": lm.fingerprint,
-        "chroma_spec": "cqt|c3",
+        "chroma_spec": CHROMA_SPEC,
         "corpus": str(data),
         "costs": {"embed_cpu_s": t_embed, "recordings": len(tracks)},
     }
@@ -740,6 +745,55 @@ def with_model_embeddings(rec: Recordings, path: Path, out: Path, fingerprint: s
 
 
 # ---------------------------------------------------------------------------
+# another chroma spec of the same recordings (a chunk made before CHROMA_SPEC changed)
+
+
+def chroma_cache(out: Path, spec: str) -> Path:
+    return out / "chroma" / spec.replace("|", "+")
+
+
+def with_chroma_spec(rec: Recordings, path: Path, out: Path, spec: str = CHROMA_SPEC) -> Recordings:
+    """``rec`` (read from the chunk ``path``) with its compact chroma made with ``spec``:
+    its own when it was, else computed once from the chunk's CQT and fine views
+    (``chunk_NNNNN.cqt.npz``) and kept in :func:`chroma_cache`. SystemExit naming the
+    chunk when it lacks a view of ``spec`` (written before that view was stored)."""
+    if rec.meta.get("chroma_spec") == spec:
+        return rec
+    cached = chroma_cache(out, spec) / path.name
+    if not cached.is_file():
+        raw = path.with_suffix(".cqt.npz")
+        if not raw.is_file():
+            raise SystemExit(
+                f"{path}: chroma of spec {rec.meta.get('chroma_spec')!r}, and no {raw.name} to remake it"
+            )
+        with np.load(raw, allow_pickle=False) as z:
+            lacking = [v for v in fine_views(spec) if v not in z.files]
+            if lacking:
+                raise SystemExit(
+                    f"{path}: written before view(s) {lacking} were stored: delete it and "
+                    f"{raw.name}, then --generate-only renders it again"
+                )
+            if not np.array_equal(z["track_ids"], rec.track_ids):
+                raise SystemExit(f"{raw}: its recordings are not those of {path}")
+            cqts = _split(z["cqt"], z["cqt_offsets"])
+            fine = {v: _split(z[v], z[f"{v}_offsets"]) for v in fine_views(spec)}
+        chromas = [
+            compact_chroma(c, {v: fine[v][i].astype(np.float32) for v in fine}, spec)
+            for i, c in enumerate(cqts)
+        ]
+        data, offsets = _ragged(chromas, np.uint8, 12 * len(spec_views(spec)))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        save_npz_atomic(cached, dict(track_ids=rec.track_ids, chroma=data, chroma_offsets=offsets))
+    with np.load(cached, allow_pickle=False) as z:
+        if not np.array_equal(z["track_ids"], rec.track_ids):
+            raise SystemExit(f"{cached}: its recordings are not those of {path}: delete it")
+        chromas = _split(z["chroma"], z["chroma_offsets"])
+    return Recordings(
+        rec.track_ids, rec.works, rec.durations, rec.embeddings, chromas, {**rec.meta, "chroma_spec": spec}
+    )
+
+
+# ---------------------------------------------------------------------------
 # the catalogue
 
 
@@ -778,7 +832,7 @@ def load_catalogue(
         test.meta,
     )
     paths, skip = distractor_chunks(out / "distractors", n_distractors, offset)
-    parts = [read(p) for p in paths]
+    parts = [with_chroma_spec(read(p), p, out) for p in paths]
     dis = Recordings.concat(parts).part(skip, skip + n_distractors)
     prints = {r.meta["model_fingerprint"] for r in [*tests, *parts]}
     if len(prints) > 1:
@@ -805,7 +859,10 @@ def distractor_catalogue(out: Path, n: int, model: Path, offset: int = 0) -> tup
         raise SystemExit(f"no distractors in {out / 'distractors'}: run bench_catalogue.py --generate-only")
     ensure_embeddings(out, model, n, TEST_ROOT, offset)
     lm = load_model(model, "cpu")
-    parts = [with_model_embeddings(read_recordings(p), p, out, lm.fingerprint) for p in paths]
+    parts = [
+        with_chroma_spec(with_model_embeddings(read_recordings(p), p, out, lm.fingerprint), p, out)
+        for p in paths
+    ]
     dis = Recordings.concat(parts).part(skip, skip + n)
     align = [AlignmentFeatures.from_chroma(chroma_from_uint8(c)) for c in dis.chromas]
     return Catalogue(dis.works, dis.track_ids, dis.embeddings, dis.chromas, align, 0), lm
@@ -970,7 +1027,7 @@ def excluded_range(exclude_row: np.ndarray, starts: np.ndarray, q: int) -> tuple
 def recurrence_search(
     cat: Catalogue, queries: np.ndarray, exclude: np.ndarray, params=None
 ) -> tuple[np.ndarray, dict, object]:
-    """Recurrence voting on the c3 view (default ``RecurrenceParams``): scores as distances
+    """Recurrence voting on the search view (default ``RecurrenceParams``): scores as distances
     (minus the votes), build (shingles, faiss, hubness) and search costs, and the index
     (catalogue positions as track ids). A query's
     search leaves out its own shingles (and its twin's, :func:`excluded_range`), as
@@ -978,7 +1035,7 @@ def recurrence_search(
     from coverhunter.classical import chroma_from_uint8
     from coverhunter.index.recurrence import RecurrenceIndex, RecurrenceParams
 
-    c3 = [chroma_from_uint8(c)[:, C3] for c in cat.chromas]
+    c3 = [chroma_from_uint8(c)[:, SEARCH] for c in cat.chromas]
     idx = RecurrenceIndex(RecurrenceParams() if params is None else params)
     t0 = time.process_time()
     idx.add(np.arange(len(cat)), c3)
@@ -1066,7 +1123,7 @@ def two_stage_search(
         ref_summary=summ,
         symmetric=False,
     )
-    rk.coarse_view = coarse_view(cat.align)  # the stored chroma's search view (c3), as evaluate's
+    rk.coarse_view = coarse_view(cat.align)  # the stored chroma's search view, as evaluate's
     recurrence = getattr(rr, "first_stage", "summary") in ("recurrence", "both")
     if recurrence:
         rk.votes = votes
@@ -1074,7 +1131,7 @@ def two_stage_search(
         # the anchors' own votes: the catalogue's recurrence index built here, untimed (an
         # index keeps it); each anchor's search is timed with the query it serves
         stride = getattr(rr, "expand_votes_stride", None)
-        rk.anchor_votes = RK.anchor_vote_rows(cat.align, "cqt|c3", index=rec_index, stride=stride)
+        rk.anchor_votes = RK.anchor_vote_rows(cat.align, CHROMA_SPEC, index=rec_index, stride=stride)
         rk.anchor_votes(0)
     rk.traces = []  # what the first stage passed on, for its recall
     t0 = time.process_time()
@@ -1193,7 +1250,7 @@ def measure(
     row("first stage: 2D Fourier summary (projected)", d_sum, c)
     del d_sum
     d_rec, c, rec_index = recurrence_search(cat, queries, ex, rec_params)
-    row("first stage: recurrence voting (c3)", d_rec, c)
+    row(f"first stage: recurrence voting ({SEARCH_NAME})", d_rec, c)
     first = default_first_stage()
     stages = [first] + [f for f in ("recurrence", "summary") if f != first and first != "summary"]
     runs = [
@@ -1206,7 +1263,9 @@ def measure(
         aligned = c.pop("aligned")
         # the searches before the re-ranking; and what the catalogue keeps for them:
         # embeddings, summaries, uint8 chroma (and the recurrence index)
-        before = ["model embedding"] + (["recurrence voting (c3)"] if stage in ("recurrence", "both") else [])
+        before = ["model embedding"] + (
+            [f"recurrence voting ({SEARCH_NAME})"] if stage in ("recurrence", "both") else []
+        )
         c["rerank_ms"] = c["ms"]
         c["ms"] += sum(rows[f"first stage: {m}"]["ms"] for m in before)
         c["mb"] = (

@@ -75,7 +75,7 @@ def neighbour_lists(
     """The catalogue's recurrence index (settings ``base``) and each query's searches, one
     per tempo rate (``RecurrenceIndex.rate_searches``): (similarities, shingle ids,
     frames, rolls) with ``searched`` neighbours."""
-    c3 = [chroma_from_uint8(c)[:, B.C3] for c in cat.chromas]
+    c3 = [chroma_from_uint8(c)[:, B.SEARCH] for c in cat.chromas]
     idx = RecurrenceIndex(base)
     t0 = time.process_time()
     idx.add(np.arange(len(cat)), c3)

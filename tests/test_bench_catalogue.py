@@ -27,7 +27,12 @@ def _recordings(bc, n_works: int = 4, versions: int = 3, seed: int = 0):
             ids.append(f"w{w}_{v}")
             works.append(f"work{w}")
     return bc.Recordings(
-        np.asarray(ids), np.asarray(works), np.full(len(ids), 24.0), embs, chromas, {"model_fingerprint": "x"}
+        np.asarray(ids),
+        np.asarray(works),
+        np.full(len(ids), 24.0),
+        embs,
+        chromas,
+        {"model_fingerprint": "x", "chroma_spec": bc.CHROMA_SPEC},
     )
 
 
@@ -70,6 +75,48 @@ def test_another_models_embeddings_replace_the_stored_ones(tmp_path):
     )
     with pytest.raises(SystemExit, match="not those of"):
         bc.with_model_embeddings(rec, path, tmp_path, "other")
+
+
+def test_a_chunk_of_an_older_chroma_spec_gets_todays_from_its_stored_views(tmp_path):
+    import pytest
+
+    from coverhunter.index.chroma_format import compact_chroma
+
+    bc = load_benchmark("bench_catalogue")
+    rng = np.random.default_rng(0)
+    rec = _recordings(bc, 2, 2)
+    rec.meta["chroma_spec"] = "cqt|c3"  # made before the spec changed
+    path = tmp_path / "distractors" / "chunk_00000.npz"
+    path.parent.mkdir()
+    bc.write_recordings(path, rec)
+    cqts = [rng.random((200 + 40 * i, 96)).astype(np.float32) for i in range(len(rec))]
+    fine = {
+        v: [rng.random((len(c) // 2, 12)).astype(np.float16) for c in cqts] for v in bc.fine_views_stored()
+    }
+    raw = {"track_ids": rec.track_ids}
+    raw["cqt"], raw["cqt_offsets"] = bc._ragged(cqts, np.float32, 96)
+    for v, arrays in fine.items():
+        raw[v], raw[f"{v}_offsets"] = bc._ragged(arrays, np.float16, 12)
+    bc.save_npz_atomic(path.with_suffix(".cqt.npz"), raw)
+
+    got = bc.with_chroma_spec(rec, path, tmp_path)
+    views = bc.fine_views(bc.CHROMA_SPEC)
+    want = [compact_chroma(c, {v: fine[v][i].astype(np.float32) for v in views}) for i, c in enumerate(cqts)]
+    assert got.meta["chroma_spec"] == bc.CHROMA_SPEC and list(got.track_ids) == list(rec.track_ids)
+    assert all(np.array_equal(a, b) for a, b in zip(got.chromas, want))
+    assert all(a is b for a, b in zip(got.embeddings, rec.embeddings))
+    path.with_suffix(".cqt.npz").unlink()  # computed once: the cache answers now
+    assert all(np.array_equal(a, b) for a, b in zip(bc.with_chroma_spec(rec, path, tmp_path).chromas, want))
+    assert bc.with_chroma_spec(got, path, tmp_path) is got  # already today's spec
+
+    # a chunk stored before the spec's fine view was: a clear error naming it
+    old = tmp_path / "distractors" / "chunk_00001.npz"
+    bc.write_recordings(old, rec)
+    bc.save_npz_atomic(
+        old.with_suffix(".cqt.npz"), {k: a for k, a in raw.items() if not k.startswith(views[0])}
+    )
+    with pytest.raises(SystemExit, match=f"chunk_00001.npz: written before view.*{views[0]}"):
+        bc.with_chroma_spec(rec, old, tmp_path)
 
 
 def test_distractors_from_an_offset(tmp_path):
@@ -155,7 +202,7 @@ def test_tune_catalogue_is_the_distractors_and_variants_are_checked(tmp_path):
     dis = _recordings(bc, 3, seed=1)
     model = Path(__file__).resolve().parents[1] / bc.MODEL
     lm = load_model(model)  # the chunks hold its embeddings: none to compute
-    dis.meta = {"model_fingerprint": lm.fingerprint}
+    dis.meta = {"model_fingerprint": lm.fingerprint, "chroma_spec": bc.CHROMA_SPEC}
     (tmp_path / "distractors").mkdir()
     bc.write_recordings(bc.chunk_path(tmp_path / "distractors", 0), dis.head(5))
     bc.write_recordings(bc.chunk_path(tmp_path / "distractors", 1), bc.Recordings.concat([dis]).head(9))

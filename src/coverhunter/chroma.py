@@ -64,14 +64,15 @@ class ChromaView:
 
 
 # "c3p07": from C3 with the magnitudes compressed (power 0.7) before folding, so a quieter
-# part's pitches count more beside the loudest: the alignment's fine view (CHROMA_SPEC)
+# part's pitches count more beside the loudest (the alignment's fine view before c3cens)
 VIEWS = {
     "c3": ChromaView(2, 1.0),
     "c1": ChromaView(0, 1.0),
     "c3p15": ChromaView(2, 1.5),
     "c3p07": ChromaView(2, 0.7),
-    # smoothing 11 CQT frames (0.44 s): beside the CQT chroma on the two tune corpora, mean
-    # all-pairs MAP 0.476, 0.479, 0.482 and 0.481 for 41, 21, 11 and 5 (docs/chroma.md "CENS")
+    # the alignment's fine view (CHROMA_SPEC). Smoothing 11 CQT frames (0.44 s): beside the
+    # CQT chroma on the two tune corpora, mean all-pairs MAP 0.476, 0.479, 0.482 and 0.481
+    # for 41, 21, 11 and 5 (docs/chroma.md "CENS")
     "c3cens": ChromaView(2, 1.0, cens=11),
 }
 
@@ -80,10 +81,13 @@ VIEWS = {
 # :func:`coverhunter.qmax.stack_views`). "cqt" is the chroma of the model's CQT
 # (:func:`coverhunter.classical.chroma_from_cqt` with its CHROMA_PARAMS); the others are
 # fine views. Chosen with benchmarks/bench_chroma.py on the two mixed tune corpora
-# (docs/chroma.md): "cqt|c3" first, then "cqt|c3p07", all-pairs MAP 0.482 -> 0.496 and
-# 0.446 -> 0.460 at the same cost. Indexes record theirs; extract writes the fine ones
-# (coverhunter.extract.stored_views)
-CHROMA_SPEC = "cqt|c3p07"
+# (docs/chroma.md): "cqt|c3" first, then "cqt|c3p07" (all-pairs MAP 0.482 -> 0.496 and
+# 0.446 -> 0.460 at the same cost), then "cqt|c3cens": at or above "cqt|c3p07" on all three
+# tune corpora, all-pairs 0.507 -> 0.514, 0.485 -> 0.490, 0.426 -> 0.439 and the two-stage
+# search's MAP without expansion 0.545 -> 0.555, 0.514 -> 0.518, 0.446 -> 0.460
+# (bench_accuracy.py --tune --tune-spec). Indexes record theirs; extract writes the fine
+# ones (coverhunter.extract.stored_views)
+CHROMA_SPEC = "cqt|c3cens"
 CQT_VIEW = "cqt"
 
 
@@ -110,7 +114,7 @@ def fine_views(spec) -> tuple[str, ...]:
 # the view the first stage's recurrence voting searches (coverhunter.index.recurrence):
 # the fine chroma from C3, whose voting found more covers than the CQT's chroma on every
 # corpus of benchmarks/bench_first_stage.py (benchmarks/results/first-stage.md); in a spec
-# without it (the shipped "cqt|c3p07") the first fine view, the same octaves compressed
+# without it (the shipped "cqt|c3cens") the first fine view, the same octaves smoothed
 SEARCH_VIEW = "c3"
 
 
