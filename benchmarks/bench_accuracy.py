@@ -648,6 +648,28 @@ def tune_first_stage(
     return res
 
 
+def two_stage_point(
+    d_model, align, summaries, d_sum, votes, scan, rr: R.RerankConfig, works
+) -> tuple[dict, object]:
+    """One setting ``rr`` of the two-stage search on a tune corpus, its first stage's
+    inputs given (summary distances ``d_sum``, ``votes``, ``scan`` or None): the fused
+    shortlist's recall (whole, and of the part aligned in full after the coarse pass), the
+    MAP with expansion as ``rr`` says and without (as ``identify`` searches); and the
+    re-ranker that ran with expansion (its alignment counts)."""
+    glob = first_stage_glob(rr, d_sum, votes, scan)
+    coarse = coarse_scorer(align, rr, scan)
+    lists = shortlist_scores(d_model, glob, lambda q, sl: np.zeros(len(sl)), rr, coarse)
+    d, rk = reranked(d_model, align, summaries, rr, votes, scan)
+    plain = replace(rr, expand=0, expansion_weight=0.0)
+    d_plain, _ = reranked(d_model, align, summaries, plain, votes, scan)
+    return {
+        "recall": shortlist_recall(whole_shortlists(lists), works),
+        "recall_full": shortlist_recall(lists, works),
+        "map": metrics(d, works, 0)["map"],
+        "map_no_expansion": metrics(d_plain, works, 0)["map"],
+    }, rk
+
+
 def tune_scan(lm, tracks, device, k: int, limits=(0, 5000), grow_after: int = R.DEFAULT_GROW_AFTER) -> dict:
     """The first stage with and without the scan (``RerankConfig.scan_below`` at each of
     ``limits``; 0 = no scan, the recurrence votes and the summary alone; else the scan
@@ -678,19 +700,11 @@ def tune_scan(lm, tracks, device, k: int, limits=(0, 5000), grow_after: int = R.
     for limit in limits:
         rr = R.RerankConfig(k=k, grow_after=grow_after, scan_below=limit)
         on = R.scans(rr, n)
-        glob = first_stage_glob(rr, d_sum, votes, scan if on else None)
-        coarse = coarse_scorer(align, rr, scan if on else None)
-        lists = shortlist_scores(d_model, glob, lambda q, sl: np.zeros(len(sl)), rr, coarse)
-        d, rk = reranked(d_model, align, summaries, rr, votes, scan if on else None)
-        plain = replace(rr, expand=0, expansion_weight=0.0)
-        d_plain, _ = reranked(d_model, align, summaries, plain, votes, scan if on else None)
+        point, rk = two_stage_point(d_model, align, summaries, d_sum, votes, scan if on else None, rr, works)
         q = max(1, rk.n_queries)
         r = res[int(limit)] = {
             "scans": on,
-            "recall": shortlist_recall(whole_shortlists(lists), works),
-            "recall_full": shortlist_recall(lists, works),
-            "map": metrics(d, works, 0)["map"],
-            "map_no_expansion": metrics(d_plain, works, 0)["map"],
+            **point,
             "alignments": rk.n_pairs / q,
             "coarse": rk.n_coarse / q,
             "first_stage_ms": 1e3 * (t_votes + (t_scan if on else 0.0)) / n,
@@ -714,7 +728,6 @@ def tune_spec(lm, tracks, device, k: int, specs=(), grow_after: int = R.DEFAULT_
     n = len(tracks)
     d_model = model_distances(lm, tracks, device)
     rr = R.RerankConfig(k=k, grow_after=grow_after)
-    plain = replace(rr, expand=0, expansion_weight=0.0)
     print(f"\nalignment chroma on a training-type corpus ({n} recordings, {len(set(works))} works)\n")
     print("| chroma spec | recall | MAP | MAP, no expansion | all-pairs MAP |")
     print("|---|---|---|---|---|")
@@ -725,19 +738,10 @@ def tune_spec(lm, tracks, device, k: int, specs=(), grow_after: int = R.DEFAULT_
         d_sum = C.euclidean_distances(summaries, summaries)
         votes = RK.recurrence_votes(align, None, spec, True)
         scan = RK.coarse_scan(align, None, rr, coarse_view(align)) if R.scans(rr, n) else None
-        glob = first_stage_glob(rr, d_sum, votes, scan)
-        coarse = coarse_scorer(align, rr, scan)
-        lists = shortlist_scores(d_model, glob, lambda q, sl: np.zeros(len(sl)), rr, coarse)
-        d, _ = reranked(d_model, align, summaries, rr, votes, scan)
-        d_plain, _ = reranked(d_model, align, summaries, plain, votes, scan)
+        point, _ = two_stage_point(d_model, align, summaries, d_sum, votes, scan, rr, works)
         small = n <= 1500  # all pairs of a larger corpus take long
         all_pairs = metrics(Q.alignment_distance_matrix(align), works, 0)["map"] if small else float("nan")
-        r = res[spec] = {
-            "recall": shortlist_recall(whole_shortlists(lists), works),
-            "map": metrics(d, works, 0)["map"],
-            "map_no_expansion": metrics(d_plain, works, 0)["map"],
-            "all_pairs_map": all_pairs,
-        }
+        r = res[spec] = {**point, "all_pairs_map": all_pairs}
         print(
             f"| {spec} | {r['recall']:.4f} | {r['map']:.4f} | {r['map_no_expansion']:.4f} | "
             f"{all_pairs:.4f} |",

@@ -72,3 +72,34 @@ def test_the_benchmarks_expand_through_the_anchors_votes_as_evaluate_does():
     assert (
         reranked(dist, align, summaries, R.RerankConfig(k=4, expand_votes=0.0), votes)[1].anchor_votes is None
     )
+
+
+def test_a_tune_point_finds_the_cover_its_first_stage_votes_for():
+    """``two_stage_point`` (the rows of ``--tune-scan`` and ``--tune-spec``): a planted cover
+    that the embedding ranks last reaches a shortlist of 2 when the votes find it, and is
+    then ranked first; with votes for another recording it is missed."""
+    import numpy as np
+
+    from coverhunter import alignment_inputs as AI
+    from coverhunter import classical as C
+    from coverhunter import rerank as R
+
+    from .test_rerank import _planted_cover
+
+    ba = load_benchmark("bench_accuracy")
+    align = _planted_cover(9)
+    n = len(align)
+    works = ["song"] + [f"other{i}" for i in range(n - 2)] + ["song"]
+    d_model = np.abs(np.subtract.outer(np.arange(n), np.arange(n))).astype(np.float64) / n
+    d_model[0, -1] = d_model[-1, 0] = 2.0  # the embedding: the cover last
+    summaries = AI.global_summaries(align, None)
+    d_sum = C.euclidean_distances(summaries, summaries)
+    rr = R.RerankConfig(k=2, pool=2, global_pool=2, grow_after=0, expand=0, first_stage="recurrence")
+    votes = np.zeros((n, n))
+    votes[0, -1] = votes[-1, 0] = 50.0
+    found, rk = ba.two_stage_point(d_model, align, summaries, d_sum, votes, None, rr, works)
+    assert found["recall"] == 1.0 and found["map_no_expansion"] == 1.0 and rk.n_queries == n
+    votes = np.zeros((n, n))
+    votes[0, 5] = votes[-1, 5] = 50.0
+    missed, _ = ba.two_stage_point(d_model, align, summaries, d_sum, votes, None, rr, works)
+    assert missed["recall"] < 1.0 and missed["map_no_expansion"] < 1.0

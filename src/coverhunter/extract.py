@@ -289,13 +289,13 @@ def _plan(tracks, splits, cfg, out_dir, state):
         names = [t.track_id] + [copy_id(t.track_id, r) for r in rates]
         written = (entry or {}).get("feat_bytes") or {}
         try:  # every file there, with the size it was written with (not truncated)
-            cqt_standing = bool(entry) and all(
-                written.get(n) == b for n, b in _feature_sizes(out_dir, names).items()
-            )
+            sizes = _feature_sizes(out_dir, names)
+            cqt_standing = bool(entry) and all(written.get(n) == b for n, b in sizes.items())
         except OSError:
             cqt_standing = False
-        try:
-            complete = cqt_standing and written == _feature_sizes(out_dir, names, views)
+        try:  # and the chroma file (each file is looked at once: a catalogue may be large)
+            chroma = chroma_path(out_dir / feature_name(t.track_id)).stat().st_size if views else None
+            complete = cqt_standing and written == ({**sizes, "chroma": chroma} if views else sizes)
         except OSError:  # the chroma file is missing
             complete = False
         if complete and _same_audio(entry.get("fp", {}), fp, entry):
