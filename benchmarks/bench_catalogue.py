@@ -755,14 +755,20 @@ def chroma_cache(out: Path, spec: str) -> Path:
 def with_chroma_spec(rec: Recordings, path: Path, out: Path, spec: str = CHROMA_SPEC) -> Recordings:
     """``rec`` (read from the chunk ``path``) with its compact chroma made with ``spec``:
     its own when it was, else computed once from the chunk's CQT and fine views
-    (``chunk_NNNNN.cqt.npz``) and kept in :func:`chroma_cache`. SystemExit naming the
-    chunk when it lacks a view of ``spec`` (written before that view was stored)."""
+    (``chunk_NNNNN.cqt.npz``) and kept in :func:`chroma_cache`, computed again when that
+    file changed since (a chunk made again). SystemExit naming the chunk when it lacks a
+    view of ``spec`` (written before that view was stored)."""
     if rec.meta.get("chroma_spec") == spec:
         return rec
     cached = chroma_cache(out, spec) / path.name
+    raw = path.with_suffix(".cqt.npz")
+    stamp = f"{raw.stat().st_size}:{raw.stat().st_mtime_ns}" if raw.is_file() else None
+    if cached.is_file() and stamp is not None:
+        with np.load(cached, allow_pickle=False) as z:
+            if str(z["source"]) != stamp:
+                cached.unlink()
     if not cached.is_file():
-        raw = path.with_suffix(".cqt.npz")
-        if not raw.is_file():
+        if stamp is None:
             raise SystemExit(
                 f"{path}: chroma of spec {rec.meta.get('chroma_spec')!r}, and no {raw.name} to remake it"
             )
@@ -783,7 +789,9 @@ def with_chroma_spec(rec: Recordings, path: Path, out: Path, spec: str = CHROMA_
         ]
         data, offsets = _ragged(chromas, np.uint8, 12 * len(spec_views(spec)))
         cached.parent.mkdir(parents=True, exist_ok=True)
-        save_npz_atomic(cached, dict(track_ids=rec.track_ids, chroma=data, chroma_offsets=offsets))
+        save_npz_atomic(
+            cached, dict(track_ids=rec.track_ids, chroma=data, chroma_offsets=offsets, source=np.str_(stamp))
+        )
     with np.load(cached, allow_pickle=False) as z:
         if not np.array_equal(z["track_ids"], rec.track_ids):
             raise SystemExit(f"{cached}: its recordings are not those of {path}: delete it")

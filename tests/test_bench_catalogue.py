@@ -105,6 +105,17 @@ def test_a_chunk_of_an_older_chroma_spec_gets_todays_from_its_stored_views(tmp_p
     assert got.meta["chroma_spec"] == bc.CHROMA_SPEC and list(got.track_ids) == list(rec.track_ids)
     assert all(np.array_equal(a, b) for a, b in zip(got.chromas, want))
     assert all(a is b for a, b in zip(got.embeddings, rec.embeddings))
+    # the chunk made again (other features, same ids): its chroma is computed again
+    cqts = [c[::-1].copy() for c in cqts]
+    raw["cqt"], raw["cqt_offsets"] = bc._ragged(cqts, np.float32, 96)
+    bc.save_npz_atomic(path.with_suffix(".cqt.npz"), raw)
+    before, want = (
+        want,
+        [compact_chroma(c, {v: fine[v][i].astype(np.float32) for v in views}) for i, c in enumerate(cqts)],
+    )
+    assert not all(np.array_equal(a, b) for a, b in zip(before, want))
+    again = bc.with_chroma_spec(rec, path, tmp_path).chromas
+    assert all(np.array_equal(a, b) for a, b in zip(again, want))
     path.with_suffix(".cqt.npz").unlink()  # computed once: the cache answers now
     assert all(np.array_equal(a, b) for a, b in zip(bc.with_chroma_spec(rec, path, tmp_path).chromas, want))
     assert bc.with_chroma_spec(got, path, tmp_path) is got  # already today's spec
