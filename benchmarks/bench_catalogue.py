@@ -43,7 +43,9 @@ evaluator's windowing) and the alignment chroma as the catalogue index stores it
 ``chroma.CHROMA_SPEC`` of the generation, recorded in the chunk's meta); beside it
 ``chunk_NNNNN.cqt.npz`` keeps the CQT (float32) and every fine view of
 ``chroma.VIEWS`` (:func:`fine_views_stored`; chunks written before 4eaea9a only the
-spec's), so a new model or a spec of known views needs no re-rendering. The wav files
+spec's), so a new model or a spec of known views needs no re-rendering: a chunk made
+with another spec than today's gets its compact chroma computed from them when it is
+measured (:func:`with_chroma_spec`, cached under ``chroma/<spec>/``). The wav files
 are deleted. A chunk on disk is
 skipped, a crashed one redone. The test corpora are extracted with
 ``coverhunter.extract`` (same settings as ``bench_accuracy.py``, folders shared) once
