@@ -238,6 +238,12 @@ def read_recordings(path: Path) -> Recordings:
         )
 
 
+def read_meta(path: Path) -> dict:
+    """The meta of a file of :func:`write_recordings`, without reading its arrays."""
+    with np.load(path, allow_pickle=False) as z:
+        return json.loads(str(z["meta"]))
+
+
 def count_recordings(path: Path) -> int:
     with np.load(path, allow_pickle=False) as z:
         return len(z["track_ids"])
@@ -580,7 +586,7 @@ def prepare_test_corpora(root: Path, folder: Path, model: Path, render: bool) ->
     (``extract`` computes only the chroma it lacks)."""
     for name, (sub, kw) in TEST_CORPORA.items():
         out = test_file(folder, name)
-        if out.is_file() and read_recordings(out).meta.get("chroma_spec") == CHROMA_SPEC:
+        if out.is_file() and read_meta(out).get("chroma_spec") == CHROMA_SPEC:
             continue
         data = root / sub
         if not (data / "dataset.txt").is_file():
@@ -697,7 +703,7 @@ def ensure_embeddings(out: Path, model: Path, n_distractors: int, test_root: Pat
         for f, name in files
         if f.is_file()
         and not (cache / f.name).is_file()
-        and read_recordings(f).meta["model_fingerprint"] != lm.fingerprint
+        and read_meta(f)["model_fingerprint"] != lm.fingerprint
     ]
     if not todo:
         return
@@ -764,7 +770,8 @@ def with_chroma_spec(rec: Recordings, path: Path, out: Path, spec: str = CHROMA_
         return rec
     cached = chroma_cache(out, spec) / path.name
     raw = path.with_suffix(".cqt.npz")
-    stamp = f"{raw.stat().st_size}:{raw.stat().st_mtime_ns}" if raw.is_file() else None
+    st = raw.stat() if raw.is_file() else None
+    stamp = f"{st.st_size}:{st.st_mtime_ns}" if st is not None else None
     if cached.is_file() and stamp is not None:
         with np.load(cached, allow_pickle=False) as z:
             if str(z["source"]) != stamp:
@@ -1322,8 +1329,7 @@ def generation_costs(folder: Path) -> dict:
     disk (niced, beside other jobs: an upper bound on one core's cost)."""
     tot = {"recordings": 0, "render_s": 0.0, "features_s": 0.0, "embed_s": 0.0, "audio_s": 0.0}
     for path in sorted(folder.glob("chunk_?????.npz")):
-        with np.load(path, allow_pickle=False) as z:
-            costs = json.loads(str(z["meta"]))["costs"]
+        costs = read_meta(path)["costs"]
         for key in tot:
             tot[key] += costs[key]
     n = max(1, tot["recordings"])
