@@ -14,12 +14,14 @@ SR = 16000
 
 
 def tune(work: int, seconds: float = 30.0, sr: int = SR, noise: float = 0.003, take: int = 0) -> np.ndarray:
-    """A melody with rhythm and a bass line, distinct per work (float32 mono at ``sr``), over
+    """A melody with rhythm over chords and a bass line, distinct per work (float32 mono at ``sr``), over
     a noise floor that differs per ``take`` (as two recordings of one performance)."""
     rng = np.random.default_rng(work)
     notes = rng.integers(45, 76, size=16)
     durs = rng.choice([0.25, 0.5, 0.5, 1.0], size=16)
     bass = rng.integers(33, 45, size=4)
+    roots = rng.integers(48, 60, size=4)  # a chord under every four notes, major or minor
+    thirds = rng.choice([3, 4], size=4)
     out = np.zeros(int(seconds * sr))
     t, i = 0.0, 0
     while t < seconds:
@@ -30,6 +32,11 @@ def tune(work: int, seconds: float = 30.0, sr: int = SR, noise: float = 0.003, t
         fb = 440 * 2 ** ((bass[(i // 4) % 4] - 69) / 12)
         out[n0:n1] += np.exp(-3 * tt) * sum(0.6**k * np.sin(2 * np.pi * f * (k + 1) * tt) for k in range(5))
         out[n0:n1] += 0.5 * sum(0.5**k * np.sin(2 * np.pi * fb * (k + 1) * tt) for k in range(3))
+        c = (i // 4) % 4
+        for p in (roots[c], roots[c] + thirds[c], roots[c] + 7):
+            out[n0:n1] += 0.2 * sum(
+                0.4**k * np.sin(2 * np.pi * 440 * 2 ** ((p - 69) / 12) * (k + 1) * tt) for k in range(2)
+            )
         t, i = t + d, i + 1
     out = 0.5 * out / np.abs(out).max()
     if noise:

@@ -122,7 +122,7 @@ def test_a_streamed_recording_has_the_chroma_of_the_whole():
     # it keeps), every view, CENS's smoothing across frames included, is the whole's
     rng = np.random.default_rng(5)
     y = _tones([(int(p), int(p) + 4) for p in rng.integers(55, 72, 80)], 0.9)  # 72 s
-    views = ("c3", "c3p07", "c3cens")
+    views = ("c3", "c3p07", "c3cens", "c3nnls")
     whole = CH.audio_chroma(y, views)
     stream = CH.ChromaStream(views, stretch_s=7.0)
     for i in range(0, len(y), 5 * SR + 123):

@@ -13,7 +13,8 @@ bins onto 12 pitch classes (each centred on its semitone); frames are averaged t
 One CQT from C1 (7 octaves) gives every view: :data:`VIEWS` names them (``"c3"``: from C3,
 five octaves, no bass line; ``"c1"``: from C1, bass included; ``"c3p15"``, ``"c3p07"``:
 from C3 with the magnitudes raised to 1.5 or 0.7 before folding; ``"c3cens"``: librosa's
-CENS chroma from C3, ``librosa.feature.chroma_cens``). A view is a short string
+CENS chroma from C3, ``librosa.feature.chroma_cens``; ``"c3nnls"``: notes transcribed from
+the whole CQT by NNLS, folded from C3, :mod:`coverhunter.notes`). A view is a short string
 recorded with every stored chroma, so an index or a model file always knows which
 chroma its data came from.
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .classical import block_mean, chroma_from_cqt
+from .notes import note_activations, notes_to_chroma
 from .qmax import stack_views
 
 SAMPLE_RATE = 16000  # Hz, as every recording is decoded
@@ -56,11 +58,16 @@ class ChromaView:
         (``librosa.feature.chroma_cens``: each frame's energy shares quantised on a
         logarithmic scale, smoothed over ``cens`` CQT frames by a Hann window, unit
         length), with ``power`` 1.
+    notes : bool
+        Fold notes, not bins: each block-averaged frame is transcribed first
+        (:mod:`coverhunter.notes`, NNLS on the whole 7-octave CQT) and the notes from
+        ``lowest_octave`` up are folded; with ``power`` 1 and no ``cens``.
     """
 
     lowest_octave: int = 2
     power: float = 1.0
     cens: int = 0
+    notes: bool = False
 
 
 # "c3p07": from C3 with the magnitudes compressed (power 0.7) before folding, so a quieter
@@ -74,6 +81,9 @@ VIEWS = {
     # CQT chroma on the two tune corpora, mean all-pairs MAP 0.476, 0.479, 0.482 and 0.481
     # for 41, 21, 11 and 5 (docs/chroma.md "CENS")
     "c3cens": ChromaView(2, 1.0, cens=11),
+    # notes transcribed by NNLS from the whitened spectrum (coverhunter.notes), folded
+    # from C3: a note counts by how it stands out, not by its energy
+    "c3nnls": ChromaView(2, 1.0, notes=True),
 }
 
 
@@ -85,9 +95,13 @@ VIEWS = {
 # 0.446 -> 0.460 at the same cost), then "cqt|c3cens": at or above "cqt|c3p07" on all three
 # tune corpora, all-pairs 0.507 -> 0.514, 0.485 -> 0.490, 0.426 -> 0.439 and the two-stage
 # search's MAP without expansion 0.545 -> 0.555, 0.514 -> 0.518, 0.446 -> 0.460
-# (bench_accuracy.py --tune --tune-spec). Indexes record theirs; extract writes the fine
-# ones (coverhunter.extract.stored_views)
-CHROMA_SPEC = "cqt|c3cens"
+# (bench_accuracy.py --tune --tune-spec), then "cqt|c3nnls": the transcribed notes
+# (coverhunter.notes) beside the CQT's chroma, all-pairs 0.498 -> 0.574 and 0.465 -> 0.530
+# on the two tune corpora of bench_chroma.py, the two-stage search's MAP with expansion
+# 0.598 -> 0.695, 0.569 -> 0.649 and 0.499 -> 0.573 on the three of --tune-spec, at about
+# the cost of "cqt|c3cens" (docs/chroma.md "Notes"). Indexes record theirs; extract
+# writes the fine ones (coverhunter.extract.stored_views)
+CHROMA_SPEC = "cqt|c3nnls"
 CQT_VIEW = "cqt"
 
 
@@ -114,7 +128,7 @@ def fine_views(spec) -> tuple[str, ...]:
 # the view the first stage's recurrence voting searches (coverhunter.index.recurrence):
 # the fine chroma from C3, whose voting found more covers than the CQT's chroma on every
 # corpus of benchmarks/bench_first_stage.py (benchmarks/results/first-stage.md); in a spec
-# without it (the shipped "cqt|c3cens") the first fine view, the same octaves smoothed
+# without it (the shipped "cqt|c3nnls") the first fine view: the same octaves' notes
 SEARCH_VIEW = "c3"
 
 
@@ -234,6 +248,26 @@ def _fold_matrix(lowest_octave: int) -> np.ndarray:
     ).T.astype(np.float32)
 
 
+def _checked_cqt(cqt_mag: np.ndarray) -> np.ndarray:
+    x = np.asarray(cqt_mag, np.float32)
+    if x.ndim != 2 or x.shape[1] != BINS_PER_OCTAVE * N_OCTAVES or len(x) == 0:
+        raise ValueError(
+            f"expected a fine CQT of shape (frames > 0, {BINS_PER_OCTAVE * N_OCTAVES}), got {x.shape}"
+        )
+    return x
+
+
+def _check_view(view: ChromaView) -> None:
+    if (
+        not 0 <= view.lowest_octave < N_OCTAVES
+        or view.power <= 0
+        or view.cens < 0
+        or ((view.cens or view.notes) and view.power != 1.0)
+        or (view.cens and view.notes)
+    ):
+        raise ValueError(f"bad chroma view {view}")
+
+
 def fold_frames(cqt_mag: np.ndarray, view: ChromaView) -> np.ndarray:
     """Chroma of every frame of a :func:`fine_cqt`, before the block average.
 
@@ -246,18 +280,12 @@ def fold_frames(cqt_mag: np.ndarray, view: ChromaView) -> np.ndarray:
     -------
     np.ndarray, shape (n_frames, 12), float32
     """
-    x = np.asarray(cqt_mag, np.float32)
-    if x.ndim != 2 or x.shape[1] != BINS_PER_OCTAVE * N_OCTAVES or len(x) == 0:
+    x = _checked_cqt(cqt_mag)
+    _check_view(view)
+    if view.notes:
         raise ValueError(
-            f"expected a fine CQT of shape (frames > 0, {BINS_PER_OCTAVE * N_OCTAVES}), got {x.shape}"
+            f"a notes view is transcribed on block-averaged frames: use fold, not fold_frames ({view})"
         )
-    if (
-        not 0 <= view.lowest_octave < N_OCTAVES
-        or view.power <= 0
-        or view.cens < 0
-        or (view.cens and view.power != 1.0)
-    ):
-        raise ValueError(f"bad chroma view {view}")
     x = x[:, view.lowest_octave * BINS_PER_OCTAVE :]
     if view.cens:
         import librosa
@@ -299,6 +327,10 @@ def fold(cqt_mag: np.ndarray, view: ChromaView, block: int = BLOCK) -> np.ndarra
     np.ndarray, shape (ceil(n_frames / block), 12), float32
         Each frame scaled to a maximum of 1; silent frames are zero.
     """
+    if view.notes:
+        _check_view(view)
+        spectrum = block_mean(_checked_cqt(cqt_mag), block)
+        return notes_to_chroma(note_activations(spectrum), 12 * view.lowest_octave)
     return blocked(fold_frames(cqt_mag, view), block)
 
 
@@ -412,7 +444,10 @@ class ChromaStream:
         first = left // HOP_LENGTH
         last = None if length is None else first + length // HOP_LENGTH
         for v in self.views:  # folded with the context (CENS smooths across frames), then cut
-            self._parts[v].append(blocked(fold_frames(c, VIEWS[v])[first:last]))
+            view = VIEWS[v]  # a notes view is frame by frame: its stretch alone (whole blocks)
+            self._parts[v].append(
+                fold(c[first:last], view) if view.notes else blocked(fold_frames(c, view)[first:last])
+            )
         if length is not None:
             self._start += length
             keep = self._start - min(self._context, self._start) - offset
